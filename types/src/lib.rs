@@ -1,0 +1,35 @@
+//! Protocol quantities shared by every crate: ids, heights, versions and hashes as
+//! newtypes, the signature/hash domain tags, and the one canonical codec.
+//!
+//! Every type here has a `Display` and a `FromStr` that round-trip, so ids and versions
+//! can be passed on command lines and in JSON as strings without a second format.
+
+pub mod codec;
+pub mod domain;
+mod hash;
+mod ids;
+mod version;
+
+pub use hash::CryptoHash;
+pub use ids::{NodeId, SubnetId};
+pub use version::{Height, RegistryVersion, ReplicaVersion, ReplicaVersionError};
+
+/// Parsing an id, hash or number from text failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("expected {expected_chars} hex characters, got {got_chars}")]
+    HexLength { expected_chars: usize, got_chars: usize },
+    #[error("not hexadecimal: {0}")]
+    NotHex(String),
+    #[error("not a non-negative integer: {0:?}")]
+    NotANumber(String),
+}
+
+pub(crate) fn parse_hex32(text: &str) -> Result<[u8; 32], ParseError> {
+    if text.len() != 64 {
+        return Err(ParseError::HexLength { expected_chars: 64, got_chars: text.len() });
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|e| ParseError::NotHex(e.to_string()))?;
+    Ok(out)
+}
