@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the crypto and CUP criterion benchmarks (release profile) and writes their table
+# into BENCHMARKS.md between the crypto-bench markers. Not part of the test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+source scripts/env.sh
+cargo bench --locked -p crypto -p cup -- --warm-up-time 1 --measurement-time 3 | tee /tmp/bench-crypto.log
+python3 scripts/bench_table.py "$CARGO_TARGET_DIR/criterion" BENCHMARKS.md
