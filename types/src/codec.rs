@@ -113,6 +113,11 @@ impl FieldsWriter {
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
+
+    /// Encodes a whole record whose fields are already encoded, in tag order.
+    pub fn from_map(fields: &BTreeMap<u16, Vec<u8>>) -> Vec<u8> {
+        fields.iter().fold(Self::new(), |w, (tag, bytes)| w.raw(*tag, bytes)).finish()
+    }
 }
 
 /// A parsed extensible record: each field's raw value bytes by tag.
@@ -194,6 +199,89 @@ impl<'a> Fields<'a> {
     pub fn unknown_tags(&self, known: &[u16]) -> Vec<u16> {
         self.fields.keys().copied().filter(|t| !known.contains(t)).collect()
     }
+
+    /// The fields whose tags are not in `known`, with their raw bytes.
+    pub fn unknown_fields(&self, known: &[u16]) -> BTreeMap<u16, Vec<u8>> {
+        self.fields
+            .iter()
+            .filter(|(t, _)| !known.contains(t))
+            .map(|(t, b)| (*t, b.to_vec()))
+            .collect()
+    }
+}
+
+/// The largest extensible record [`extensible_record!`] decodes.
+pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Declares a struct stored as an extensible record: each field has a fixed tag and is
+/// either `required` (absent is an error) or `defaulted` (absent reads as
+/// `Default::default()`: every field added after a record's first release). Unknown
+/// fields are kept in `extensions` and written back, so
+/// `encode_record(decode_record(b)) == b` for every `b` that decodes.
+///
+/// ```
+/// types::extensible_record! {
+///     /// A example.
+///     pub struct Example {
+///         1 required name: String,
+///         2 defaulted retries: u32,
+///     }
+/// }
+/// let e = Example { name: "x".into(), retries: 3, extensions: Default::default() };
+/// assert_eq!(Example::decode_record(&e.encode_record()), Ok(e));
+/// ```
+#[macro_export]
+macro_rules! extensible_record {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $tag:literal $mode:ident $field:ident : $ty:ty
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        $vis struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            /// Fields written by a newer release that this one does not know, by tag,
+            /// kept verbatim so that re-encoding reproduces the bytes.
+            pub extensions: ::std::collections::BTreeMap<u16, ::std::vec::Vec<u8>>,
+        }
+
+        impl $name {
+            /// The tags this release knows.
+            pub const KNOWN_TAGS: &'static [u16] = &[$($tag),*];
+
+            /// The canonical extensible-record encoding.
+            pub fn encode_record(&self) -> ::std::vec::Vec<u8> {
+                let mut fields = self.extensions.clone();
+                $( fields.insert($tag, $crate::codec::encode(&self.$field)); )*
+                $crate::codec::FieldsWriter::from_map(&fields)
+            }
+
+            /// Decodes a record; see [`extensible_record!`](types::extensible_record).
+            pub fn decode_record(bytes: &[u8]) -> ::std::result::Result<Self, $crate::codec::CodecError> {
+                let f = $crate::codec::Fields::parse(bytes, $crate::codec::MAX_RECORD_BYTES)?;
+                Ok(Self {
+                    $( $field: $crate::__record_field!($mode, f, $tag, stringify!($field)), )*
+                    extensions: f.unknown_fields(Self::KNOWN_TAGS),
+                })
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __record_field {
+    (required, $f:ident, $tag:expr, $name:expr) => {
+        $f.required($tag, $name)?
+    };
+    (defaulted, $f:ident, $tag:expr, $name:expr) => {
+        $f.optional($tag, $name)?.unwrap_or_default()
+    };
 }
 
 #[cfg(test)]
@@ -260,6 +348,48 @@ mod tests {
         assert_eq!(f.required::<u64>(2, "c"), Err(CodecError::MissingField { tag: 2, name: "c" }));
         assert_eq!(f.unknown_tags(&[1, 3]), vec![200]);
         assert!(matches!(f.required::<u64>(3, "b"), Err(CodecError::BadField { tag: 3, .. })));
+    }
+
+    crate::extensible_record! {
+        struct OldRecord {
+            1 required name: String,
+            2 defaulted count: u32,
+        }
+    }
+
+    crate::extensible_record! {
+        /// The same record in a later release: one more field.
+        struct NewRecord {
+            1 required name: String,
+            2 defaulted count: u32,
+            3 defaulted label: Option<String>,
+        }
+    }
+
+    #[test]
+    fn extensible_records_cross_releases_both_ways() {
+        let new = NewRecord {
+            name: "n".into(),
+            count: 2,
+            label: Some("l".into()),
+            extensions: Default::default(),
+        };
+        let bytes = new.encode_record();
+        // Old reads new: keeps the unknown field and writes it back.
+        let old = OldRecord::decode_record(&bytes).expect("old decodes new");
+        assert_eq!((old.name.as_str(), old.count), ("n", 2));
+        assert_eq!(old.extensions.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(old.encode_record(), bytes);
+        // New reads old: the missing field is its default.
+        let old = OldRecord { name: "o".into(), count: 0, extensions: Default::default() };
+        let back = NewRecord::decode_record(&old.encode_record()).expect("new decodes old");
+        assert_eq!(back.label, None);
+        // A required field missing is an error naming it.
+        let missing = FieldsWriter::new().field(2, &1u32).finish();
+        assert_eq!(
+            OldRecord::decode_record(&missing),
+            Err(CodecError::MissingField { tag: 1, name: "name" })
+        );
     }
 
     #[test]
