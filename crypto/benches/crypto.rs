@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the primitives consensus and CUPs depend on.
 //! Run: `scripts/bench-crypto.sh` (writes the table in BENCHMARKS.md).
+// A benchmark that cannot set up or whose check fails should stop loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use crypto::{
@@ -17,7 +19,9 @@ fn ed25519(c: &mut Criterion) {
     let key = Ed25519KeyPair::from_seed(&[1; 32]);
     let pk = key.public_key();
     let sig = key.sign(domain::INGRESS, MSG);
-    c.bench_function("ed25519/sign", |b| b.iter(|| key.sign(domain::INGRESS, black_box(MSG))));
+    c.bench_function("ed25519/sign", |b| {
+        b.iter(|| key.sign(domain::INGRESS, black_box(MSG)))
+    });
     c.bench_function("ed25519/verify_strict", |b| {
         b.iter(|| pk.verify(domain::INGRESS, black_box(MSG), &sig))
     });
@@ -31,7 +35,10 @@ fn threshold_shares(c: &mut Criterion) {
         b.iter(|| d.shares[0].sign(domain::CUP_CONTENT, black_box(MSG)))
     });
     c.bench_function("bls/share_verify", |b| {
-        b.iter(|| d.public.verify_share(domain::CUP_CONTENT, black_box(MSG), &share))
+        b.iter(|| {
+            d.public
+                .verify_share(domain::CUP_CONTENT, black_box(MSG), &share)
+        })
     });
 }
 
@@ -40,10 +47,16 @@ fn combine(c: &mut Criterion) {
     for (n, t) in [(4, 3), (13, 9), (40, 27)] {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(n as u64);
         let d = deal(n, t, &mut rng).expect("deal");
-        let shares: Vec<_> = d.shares.iter().map(|s| s.sign(domain::CUP_CONTENT, MSG)).collect();
-        group.bench_with_input(BenchmarkId::from_parameter(format!("n{n}_t{t}")), &shares, |b, s| {
-            b.iter(|| d.public.combine(black_box(s)).expect("combine"))
-        });
+        let shares: Vec<_> = d
+            .shares
+            .iter()
+            .map(|s| s.sign(domain::CUP_CONTENT, MSG))
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("n{n}_t{t}")),
+            &shares,
+            |b, s| b.iter(|| d.public.combine(black_box(s)).expect("combine")),
+        );
     }
     group.finish();
 }
@@ -55,11 +68,21 @@ fn notarization(c: &mut Criterion) {
         let keys: Vec<BlsSecretKey> = (0..n).map(|_| BlsSecretKey::generate(&mut rng)).collect();
         let signers = high_threshold(n);
         let pks: Vec<_> = keys[..signers].iter().map(|k| k.public_key()).collect();
-        let sigs: Vec<_> = keys[..signers].iter().map(|k| k.sign(domain::NOTARIZATION, MSG)).collect();
+        let sigs: Vec<_> = keys[..signers]
+            .iter()
+            .map(|k| k.sign(domain::NOTARIZATION, MSG))
+            .collect();
         let agg = bls::aggregate(&sigs).expect("aggregate");
-        group.bench_with_input(BenchmarkId::from_parameter(format!("n{n}_signers{signers}")), &pks, |b, pks| {
-            b.iter(|| bls::verify_aggregate(black_box(pks), domain::NOTARIZATION, MSG, &agg).expect("valid"))
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("n{n}_signers{signers}")),
+            &pks,
+            |b, pks| {
+                b.iter(|| {
+                    bls::verify_aggregate(black_box(pks), domain::NOTARIZATION, MSG, &agg)
+                        .expect("valid")
+                })
+            },
+        );
     }
     group.finish();
 }

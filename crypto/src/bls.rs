@@ -46,7 +46,10 @@ pub struct BlsSignature(Signature);
 pub struct ProofOfPossession(pub BlsSignature);
 
 fn malformed(what: &'static str, e: BLST_ERROR) -> CryptoError {
-    CryptoError::Malformed { what, reason: format!("{e:?}") }
+    CryptoError::Malformed {
+        what,
+        reason: format!("{e:?}"),
+    }
 }
 
 impl BlsSecretKey {
@@ -62,7 +65,9 @@ impl BlsSecretKey {
 
     /// From the 32-byte big-endian scalar; refuses zero and values >= the group order.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        SecretKey::from_bytes(bytes).map(Self).map_err(|e| malformed("BLS secret key", e))
+        SecretKey::from_bytes(bytes)
+            .map(Self)
+            .map_err(|e| malformed("BLS secret key", e))
     }
 
     pub fn to_bytes(&self) -> [u8; SECRET_KEY_BYTES] {
@@ -98,7 +103,9 @@ impl BlsPublicKey {
                 reason: format!("expected {PUBLIC_KEY_BYTES} bytes, got {}", bytes.len()),
             });
         }
-        PublicKey::key_validate(bytes).map(Self).map_err(|e| malformed("BLS public key", e))
+        PublicKey::key_validate(bytes)
+            .map(Self)
+            .map_err(|e| malformed("BLS public key", e))
     }
 
     pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_BYTES] {
@@ -111,14 +118,25 @@ impl BlsPublicKey {
         bytes: &[u8],
         signature: &BlsSignature,
     ) -> Result<(), CryptoError> {
-        match signature.0.verify(false, &domain.frame(bytes), DST_SIGNATURE, &[], &self.0, false) {
+        match signature.0.verify(
+            false,
+            &domain.frame(bytes),
+            DST_SIGNATURE,
+            &[],
+            &self.0,
+            false,
+        ) {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
             _ => Err(CryptoError::InvalidSignature { what: "BLS" }),
         }
     }
 
     pub fn verify_possession(&self, pop: &ProofOfPossession) -> Result<(), CryptoError> {
-        match pop.0.0.verify(false, &self.to_bytes(), DST_POP, &[], &self.0, false) {
+        match pop
+            .0
+            .0
+            .verify(false, &self.to_bytes(), DST_POP, &[], &self.0, false)
+        {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
             _ => Err(CryptoError::InvalidProofOfPossession),
         }
@@ -134,7 +152,9 @@ impl BlsSignature {
                 reason: format!("expected {SIGNATURE_BYTES} bytes, got {}", bytes.len()),
             });
         }
-        Signature::sig_validate(bytes, true).map(Self).map_err(|e| malformed("BLS signature", e))
+        Signature::sig_validate(bytes, true)
+            .map(Self)
+            .map_err(|e| malformed("BLS signature", e))
     }
 
     pub fn to_bytes(&self) -> [u8; SIGNATURE_BYTES] {
@@ -168,9 +188,14 @@ pub fn verify_aggregate(
         }
     }
     let refs: Vec<&PublicKey> = signers.iter().map(|p| &p.0).collect();
-    match signature.0.fast_aggregate_verify(false, &domain.frame(bytes), DST_SIGNATURE, &refs) {
+    match signature
+        .0
+        .fast_aggregate_verify(false, &domain.frame(bytes), DST_SIGNATURE, &refs)
+    {
         BLST_ERROR::BLST_SUCCESS => Ok(()),
-        _ => Err(CryptoError::InvalidSignature { what: "BLS multi-signature" }),
+        _ => Err(CryptoError::InvalidSignature {
+            what: "BLS multi-signature",
+        }),
     }
 }
 
@@ -184,8 +209,10 @@ pub fn raw_sign(secret_key: &[u8], message: &[u8]) -> Result<[u8; SIGNATURE_BYTE
 
 /// `Verify(PK, message, signature)`: false for any malformed or invalid input.
 pub fn raw_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let (Ok(pk), Ok(sig)) = (BlsPublicKey::from_bytes(public_key), parse_signature(signature))
-    else {
+    let (Ok(pk), Ok(sig)) = (
+        BlsPublicKey::from_bytes(public_key),
+        parse_signature(signature),
+    ) else {
         return false;
     };
     sig.verify(true, message, DST_SIGNATURE, &[], &pk.0, false) == BLST_ERROR::BLST_SUCCESS
@@ -197,7 +224,10 @@ pub fn raw_aggregate(signatures: &[&[u8]]) -> Result<[u8; SIGNATURE_BYTES], Cryp
     if signatures.is_empty() {
         return Err(CryptoError::Empty);
     }
-    let sigs = signatures.iter().map(|s| parse_signature(s)).collect::<Result<Vec<_>, _>>()?;
+    let sigs = signatures
+        .iter()
+        .map(|s| parse_signature(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&Signature> = sigs.iter().collect();
     AggregateSignature::aggregate(&refs, true)
         .map(|a| a.to_signature().to_bytes())
@@ -206,8 +236,12 @@ pub fn raw_aggregate(signatures: &[&[u8]]) -> Result<[u8; SIGNATURE_BYTES], Cryp
 
 /// `FastAggregateVerify(PKs, message, signature)`.
 pub fn raw_fast_aggregate_verify(public_keys: &[&[u8]], message: &[u8], signature: &[u8]) -> bool {
-    let Ok(pks) = parse_public_keys(public_keys) else { return false };
-    let Ok(sig) = parse_signature(signature) else { return false };
+    let Ok(pks) = parse_public_keys(public_keys) else {
+        return false;
+    };
+    let Ok(sig) = parse_signature(signature) else {
+        return false;
+    };
     let refs: Vec<&PublicKey> = pks.iter().map(|p| &p.0).collect();
     sig.fast_aggregate_verify(true, message, DST_SIGNATURE, &refs) == BLST_ERROR::BLST_SUCCESS
 }
@@ -217,8 +251,12 @@ pub fn raw_aggregate_verify(public_keys: &[&[u8]], messages: &[&[u8]], signature
     if public_keys.len() != messages.len() {
         return false;
     }
-    let Ok(pks) = parse_public_keys(public_keys) else { return false };
-    let Ok(sig) = parse_signature(signature) else { return false };
+    let Ok(pks) = parse_public_keys(public_keys) else {
+        return false;
+    };
+    let Ok(sig) = parse_signature(signature) else {
+        return false;
+    };
     let refs: Vec<&PublicKey> = pks.iter().map(|p| &p.0).collect();
     sig.aggregate_verify(true, messages, DST_SIGNATURE, &refs, false) == BLST_ERROR::BLST_SUCCESS
 }
@@ -280,15 +318,22 @@ macro_rules! bytes_newtype_impls {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({}…)", stringify!($name), &hex::encode(&self.to_bytes()[..4]))
+                write!(
+                    f,
+                    "{}({}…)",
+                    stringify!($name),
+                    &hex::encode(&self.to_bytes()[..4])
+                )
             }
         }
 
         impl FromStr for $name {
             type Err = CryptoError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let bytes = hex::decode(s.trim())
-                    .map_err(|e| CryptoError::Malformed { what: $what, reason: e.to_string() })?;
+                let bytes = hex::decode(s.trim()).map_err(|e| CryptoError::Malformed {
+                    what: $what,
+                    reason: e.to_string(),
+                })?;
                 Self::from_bytes(&bytes)
             }
         }
@@ -326,18 +371,35 @@ mod tests {
     fn sign_verify_with_domain_separation() {
         let k = &keys(1, 1)[0];
         let sig = k.sign(domain::NOTARIZATION, b"block");
-        assert_eq!(k.public_key().verify(domain::NOTARIZATION, b"block", &sig), Ok(()));
-        assert!(k.public_key().verify(domain::FINALIZATION, b"block", &sig).is_err());
-        assert!(k.public_key().verify(domain::NOTARIZATION, b"blocK", &sig).is_err());
+        assert_eq!(
+            k.public_key().verify(domain::NOTARIZATION, b"block", &sig),
+            Ok(())
+        );
+        assert!(
+            k.public_key()
+                .verify(domain::FINALIZATION, b"block", &sig)
+                .is_err()
+        );
+        assert!(
+            k.public_key()
+                .verify(domain::NOTARIZATION, b"blocK", &sig)
+                .is_err()
+        );
     }
 
     #[test]
     fn multisignature_verifies_against_exactly_its_signers() {
         let ks = keys(4, 2);
         let pks: Vec<_> = ks.iter().map(|k| k.public_key()).collect();
-        let sigs: Vec<_> = ks[..3].iter().map(|k| k.sign(domain::NOTARIZATION, b"b")).collect();
+        let sigs: Vec<_> = ks[..3]
+            .iter()
+            .map(|k| k.sign(domain::NOTARIZATION, b"b"))
+            .collect();
         let agg = aggregate(&sigs).expect("aggregate");
-        assert_eq!(verify_aggregate(&pks[..3], domain::NOTARIZATION, b"b", &agg), Ok(()));
+        assert_eq!(
+            verify_aggregate(&pks[..3], domain::NOTARIZATION, b"b", &agg),
+            Ok(())
+        );
         // Claiming a different signer set fails.
         assert!(verify_aggregate(&pks[1..4], domain::NOTARIZATION, b"b", &agg).is_err());
         assert!(verify_aggregate(&pks[..2], domain::NOTARIZATION, b"b", &agg).is_err());
@@ -359,7 +421,12 @@ mod tests {
         // A PoP is not a signature on the key bytes under the signing DST, and vice versa:
         let pk_bytes = ks[0].public_key().to_bytes();
         let as_sig = BlsSignature(ks[0].0.sign(&pk_bytes, DST_SIGNATURE, &[]));
-        assert!(ks[0].public_key().verify_possession(&ProofOfPossession(as_sig)).is_err());
+        assert!(
+            ks[0]
+                .public_key()
+                .verify_possession(&ProofOfPossession(as_sig))
+                .is_err()
+        );
     }
 
     #[test]

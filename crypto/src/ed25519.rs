@@ -97,7 +97,8 @@ impl Ed25519PublicKey {
         let invalid = CryptoError::InvalidSignature { what: "ed25519" };
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| invalid.clone())?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(&domain.frame(bytes), &sig).map_err(|_| invalid)
+        key.verify_strict(&domain.frame(bytes), &sig)
+            .map_err(|_| invalid)
     }
 }
 
@@ -139,10 +140,13 @@ impl<'de> Deserialize<'de> for Ed25519PublicKey {
 
 impl Ed25519Signature {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes.try_into().map(Self).map_err(|_| CryptoError::Malformed {
-            what: "ed25519 signature",
-            reason: format!("expected 64 bytes, got {}", bytes.len()),
-        })
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| CryptoError::Malformed {
+                what: "ed25519 signature",
+                reason: format!("expected 64 bytes, got {}", bytes.len()),
+            })
     }
 }
 
@@ -185,10 +189,26 @@ mod tests {
     fn sign_verify_and_domain_separation() {
         let k = key(1);
         let sig = k.sign(domain::INGRESS, b"hello");
-        assert_eq!(k.public_key().verify(domain::INGRESS, b"hello", &sig), Ok(()));
-        assert!(k.public_key().verify(domain::INGRESS, b"hellO", &sig).is_err());
-        assert!(k.public_key().verify(domain::GOVERNANCE_VOTE, b"hello", &sig).is_err());
-        assert!(key(2).public_key().verify(domain::INGRESS, b"hello", &sig).is_err());
+        assert_eq!(
+            k.public_key().verify(domain::INGRESS, b"hello", &sig),
+            Ok(())
+        );
+        assert!(
+            k.public_key()
+                .verify(domain::INGRESS, b"hellO", &sig)
+                .is_err()
+        );
+        assert!(
+            k.public_key()
+                .verify(domain::GOVERNANCE_VOTE, b"hello", &sig)
+                .is_err()
+        );
+        assert!(
+            key(2)
+                .public_key()
+                .verify(domain::INGRESS, b"hello", &sig)
+                .is_err()
+        );
     }
 
     #[test]
@@ -214,7 +234,10 @@ mod tests {
         let pk = Ed25519PublicKey::from_bytes(&identity).expect("it is a valid point");
         let mut sig = [0u8; 64];
         sig[0] = 1; // R = identity, s = 0
-        assert!(pk.verify(domain::INGRESS, b"", &Ed25519Signature(sig)).is_err());
+        assert!(
+            pk.verify(domain::INGRESS, b"", &Ed25519Signature(sig))
+                .is_err()
+        );
     }
 
     #[test]
@@ -225,7 +248,10 @@ mod tests {
         k.write_to_file(&path).expect("write");
         let back = Ed25519KeyPair::read_from_file(&path).expect("read");
         assert_eq!(back.public_key(), k.public_key());
-        assert_eq!(back.node_id(), NodeId::from_ed25519_public_key(k.public_key().as_bytes()));
+        assert_eq!(
+            back.node_id(),
+            NodeId::from_ed25519_public_key(k.public_key().as_bytes())
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "key file {path} has permissions {mode:04o}; a secret key must be readable by its owner \
          only (run: chmod 600 {path})"
@@ -28,12 +31,20 @@ pub enum KeyFileError {
 
 /// Writes `secret` as hex to `path` with mode 0600, atomically.
 pub fn write(path: &Path, secret: &[u8]) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut file =
-        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes()).map_err(io)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
+        .map_err(io)?;
     file.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)?;
     Ok(())
@@ -41,11 +52,17 @@ pub fn write(path: &Path, secret: &[u8]) -> Result<(), KeyFileError> {
 
 /// Reads a key of exactly `expected_len` bytes from `path`.
 pub fn read(path: &Path, expected_len: usize) -> Result<Vec<u8>, KeyFileError> {
-    let io = |source| KeyFileError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io)?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(KeyFileError::WrongPermissions { path: path.to_path_buf(), mode });
+        return Err(KeyFileError::WrongPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     if meta.len() > 4096 {
         return Err(KeyFileError::Malformed {
@@ -58,7 +75,10 @@ pub fn read(path: &Path, expected_len: usize) -> Result<Vec<u8>, KeyFileError> {
         reason: format!("not text: {e}"),
     })?;
     let text = text.strip_suffix('\n').unwrap_or(&text);
-    let malformed = |reason: String| KeyFileError::Malformed { path: path.to_path_buf(), reason };
+    let malformed = |reason: String| KeyFileError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = hex::decode(text).map_err(|e| malformed(format!("not hexadecimal ({e})")))?;
     if bytes.len() != expected_len {
         return Err(malformed(format!(
@@ -91,7 +111,10 @@ mod tests {
         write(&path, &[7; 32]).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read(&path, 32).expect_err("must refuse");
-        assert!(matches!(err, KeyFileError::WrongPermissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyFileError::WrongPermissions { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
@@ -115,6 +138,9 @@ mod tests {
             let err = read(&path, 32).expect_err("must refuse");
             assert!(err.to_string().contains(reason), "{contents:?}: {err}");
         }
-        assert!(matches!(read(&dir.path().join("absent"), 32), Err(KeyFileError::Io { .. })));
+        assert!(matches!(
+            read(&dir.path().join("absent"), 32),
+            Err(KeyFileError::Io { .. })
+        ));
     }
 }

@@ -158,7 +158,11 @@ mod tests {
     fn field_laws_on_random_elements() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
         for _ in 0..50 {
-            let (a, b, c) = (Scalar::random(&mut rng), Scalar::random(&mut rng), Scalar::random(&mut rng));
+            let (a, b, c) = (
+                Scalar::random(&mut rng),
+                Scalar::random(&mut rng),
+                Scalar::random(&mut rng),
+            );
             assert_eq!(a.add(&b), b.add(&a));
             assert_eq!(a.mul(&b.add(&c)), a.mul(&b).add(&a.mul(&c)));
             assert_eq!(a.sub(&a), Scalar::default());
@@ -166,7 +170,10 @@ mod tests {
             assert_eq!(a.mul(&inv), Scalar::from_u64(1));
         }
         assert!(Scalar::from_u64(0).inverse().is_none());
-        assert_eq!(Scalar::from_u64(2).add(&Scalar::from_u64(3)), Scalar::from_u64(5));
+        assert_eq!(
+            Scalar::from_u64(2).add(&Scalar::from_u64(3)),
+            Scalar::from_u64(5)
+        );
         let mut be = [0u8; 32];
         be[31] = 5;
         assert_eq!(Scalar::from_u64(5).to_be_bytes(), be);

@@ -76,17 +76,22 @@ pub fn deal<R: rand::RngCore + rand::CryptoRng>(
     }
     // A zero secret (probability 2^-255) would be an invalid key: draw again.
     let coefficients: Vec<Scalar> = (0..t)
-        .map(|i| loop {
-            let c = Scalar::random(rng);
-            if i > 0 || !c.is_zero() {
-                break c;
+        .map(|i| {
+            loop {
+                let c = Scalar::random(rng);
+                if i > 0 || !c.is_zero() {
+                    break c;
+                }
             }
         })
         .collect();
     let eval = |x: u64| {
         // Horner's rule from the highest coefficient down.
         let x = Scalar::from_u64(x);
-        coefficients.iter().rev().fold(Scalar::default(), |acc, c| acc.mul(&x).add(c))
+        coefficients
+            .iter()
+            .rev()
+            .fold(Scalar::default(), |acc, c| acc.mul(&x).add(c))
     };
     let key_of = |s: Scalar| BlsSecretKey::from_bytes(&s.to_be_bytes());
     let group_secret = key_of(coefficients[0])?;
@@ -94,7 +99,10 @@ pub fn deal<R: rand::RngCore + rand::CryptoRng>(
     for i in 0..n {
         // f(i + 1) = 0 has probability 2^-255 per share; surface it rather than loop.
         let key = key_of(eval(i as u64 + 1))?;
-        shares.push(SecretShare { index: i as u32, key });
+        shares.push(SecretShare {
+            index: i as u32,
+            key,
+        });
     }
     let public = ThresholdPublicKey {
         group_key: group_secret.public_key(),
@@ -106,7 +114,10 @@ pub fn deal<R: rand::RngCore + rand::CryptoRng>(
 
 impl SecretShare {
     pub fn sign(&self, domain: Domain, bytes: &[u8]) -> SignatureShare {
-        SignatureShare { index: self.index, signature: self.key.sign(domain, bytes) }
+        SignatureShare {
+            index: self.index,
+            signature: self.key.sign(domain, bytes),
+        }
     }
 }
 
@@ -125,7 +136,10 @@ impl ThresholdPublicKey {
         let key = self
             .share_keys
             .get(share.index as usize)
-            .ok_or(CryptoError::UnknownSigner { index: share.index, n: self.n() })?;
+            .ok_or(CryptoError::UnknownSigner {
+                index: share.index,
+                n: self.n(),
+            })?;
         key.verify(domain, bytes, &share.signature)
     }
 
@@ -138,15 +152,26 @@ impl ThresholdPublicKey {
         let mut by_index: BTreeMap<u32, [u8; SIGNATURE_BYTES]> = BTreeMap::new();
         for s in shares {
             if s.index as usize >= self.n() {
-                return Err(CryptoError::UnknownSigner { index: s.index, n: self.n() });
+                return Err(CryptoError::UnknownSigner {
+                    index: s.index,
+                    n: self.n(),
+                });
             }
-            by_index.entry(s.index).or_insert_with(|| s.signature.to_bytes());
+            by_index
+                .entry(s.index)
+                .or_insert_with(|| s.signature.to_bytes());
         }
         if by_index.len() < t {
-            return Err(CryptoError::NotEnoughShares { needed: t, got: by_index.len() });
+            return Err(CryptoError::NotEnoughShares {
+                needed: t,
+                got: by_index.len(),
+            });
         }
         let chosen: Vec<(u32, [u8; SIGNATURE_BYTES])> = by_index.into_iter().take(t).collect();
-        let xs: Vec<Scalar> = chosen.iter().map(|(i, _)| Scalar::from_u64(*i as u64 + 1)).collect();
+        let xs: Vec<Scalar> = chosen
+            .iter()
+            .map(|(i, _)| Scalar::from_u64(*i as u64 + 1))
+            .collect();
         let lambdas = lagrange_at_zero(&xs)?;
         let points: Vec<[u8; SIGNATURE_BYTES]> = chosen.iter().map(|(_, p)| *p).collect();
         let combined = g2_linear_combination(&points, &lambdas)?;
@@ -178,7 +203,9 @@ fn lagrange_at_zero(xs: &[Scalar]) -> Result<Vec<Scalar>, CryptoError> {
                     den = den.mul(&xj.sub(xi));
                 }
             }
-            let inv = den.inverse().ok_or(CryptoError::DuplicateSigner(i as u32))?;
+            let inv = den
+                .inverse()
+                .ok_or(CryptoError::DuplicateSigner(i as u32))?;
             Ok(num.mul(&inv))
         })
         .collect()
@@ -195,7 +222,10 @@ mod tests {
     const D: Domain = domain::CUP_CONTENT;
 
     fn shares_of(dealing: &Dealing, indices: &[usize]) -> Vec<SignatureShare> {
-        indices.iter().map(|&i| dealing.shares[i].sign(D, MSG)).collect()
+        indices
+            .iter()
+            .map(|&i| dealing.shares[i].sign(D, MSG))
+            .collect()
     }
 
     fn binomial(n: usize, k: usize) -> usize {
@@ -223,17 +253,32 @@ mod tests {
     #[test]
     fn thresholds_for_subnet_sizes() {
         // (n, f, low, high)
-        for (n, f, low, high) in [(1, 0, 1, 1), (4, 1, 2, 3), (7, 2, 3, 5), (13, 4, 5, 9), (40, 13, 14, 27)]
-        {
-            assert_eq!((max_faulty(n), low_threshold(n), high_threshold(n)), (f, low, high), "n={n}");
+        for (n, f, low, high) in [
+            (1, 0, 1, 1),
+            (4, 1, 2, 3),
+            (7, 2, 3, 5),
+            (13, 4, 5, 9),
+            (40, 13, 14, 27),
+        ] {
+            assert_eq!(
+                (max_faulty(n), low_threshold(n), high_threshold(n)),
+                (f, low, high),
+                "n={n}"
+            );
         }
     }
 
     #[test]
     fn dealing_rejects_bad_parameters() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        assert!(matches!(deal(4, 0, &mut rng), Err(CryptoError::InvalidThreshold { .. })));
-        assert!(matches!(deal(4, 5, &mut rng), Err(CryptoError::InvalidThreshold { .. })));
+        assert!(matches!(
+            deal(4, 0, &mut rng),
+            Err(CryptoError::InvalidThreshold { .. })
+        ));
+        assert!(matches!(
+            deal(4, 5, &mut rng),
+            Err(CryptoError::InvalidThreshold { .. })
+        ));
     }
 
     /// For each (n, t): every share verifies; random t-subsets give the same signature,
@@ -254,7 +299,12 @@ mod tests {
             indices.shuffle(&mut rng);
             let subset: Vec<SignatureShare> = indices[..t].iter().map(|&i| all[i]).collect();
             let sig = public.combine(&subset).expect("combine");
-            assert_eq!(public.verify(D, MSG, &sig), Ok(()), "n={n} t={t} {:?}", &indices[..t]);
+            assert_eq!(
+                public.verify(D, MSG, &sig),
+                Ok(()),
+                "n={n} t={t} {:?}",
+                &indices[..t]
+            );
             match reference {
                 None => reference = Some(sig),
                 Some(r) => assert_eq!(r, sig, "two t-subsets gave different signatures"),
@@ -272,16 +322,25 @@ mod tests {
                 })
                 .collect()
         };
-        let weaker = ThresholdPublicKey { threshold: (t - 1) as u32, ..public.clone() };
+        let weaker = ThresholdPublicKey {
+            threshold: (t - 1) as u32,
+            ..public.clone()
+        };
         for subset in &sample {
             let shares: Vec<SignatureShare> = subset.iter().map(|&i| all[i]).collect();
             assert_eq!(
                 public.combine(&shares),
-                Err(CryptoError::NotEnoughShares { needed: t, got: t - 1 })
+                Err(CryptoError::NotEnoughShares {
+                    needed: t,
+                    got: t - 1
+                })
             );
             if t > 1 {
                 let forged = weaker.combine(&shares).expect("interpolates");
-                assert!(public.verify(D, MSG, &forged).is_err(), "{subset:?} forged a signature");
+                assert!(
+                    public.verify(D, MSG, &forged).is_err(),
+                    "{subset:?} forged a signature"
+                );
             }
         }
     }
@@ -324,7 +383,10 @@ mod tests {
             .fold(Scalar::default(), |a, b| a.add(&b));
         let direct = BlsSecretKey::from_bytes(&secret.to_be_bytes()).expect("key");
         assert_eq!(direct.public_key(), d.public.group_key);
-        let combined = d.public.combine(&shares_of(&d, &[0, 1, 2])).expect("combine");
+        let combined = d
+            .public
+            .combine(&shares_of(&d, &[0, 1, 2]))
+            .expect("combine");
         assert_eq!(direct.sign(D, MSG), combined);
     }
 
@@ -339,8 +401,14 @@ mod tests {
         let sig = d.public.combine(&shares).expect("combines");
         assert!(d.public.verify(D, MSG, &sig).is_err());
         // Out-of-range index.
-        let bogus = SignatureShare { index: 9, signature: shares[0].signature };
-        assert!(matches!(d.public.combine(&[bogus]), Err(CryptoError::UnknownSigner { .. })));
+        let bogus = SignatureShare {
+            index: 9,
+            signature: shares[0].signature,
+        };
+        assert!(matches!(
+            d.public.combine(&[bogus]),
+            Err(CryptoError::UnknownSigner { .. })
+        ));
     }
 
     #[test]
@@ -348,6 +416,9 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(18);
         let d = deal(4, 3, &mut rng).expect("deal");
         let s = shares_of(&d, &[0, 0, 1]);
-        assert_eq!(d.public.combine(&s), Err(CryptoError::NotEnoughShares { needed: 3, got: 2 }));
+        assert_eq!(
+            d.public.combine(&s),
+            Err(CryptoError::NotEnoughShares { needed: 3, got: 2 })
+        );
     }
 }

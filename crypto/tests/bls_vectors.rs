@@ -2,6 +2,8 @@
 //! through the same `crypto::bls` functions the protocol uses. Every case must pass,
 //! including the ones that must be rejected; the case counts are checked so that a
 //! missing directory or an unparsed file cannot pass silently.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use crypto::bls;
 use std::path::PathBuf;
@@ -15,12 +17,18 @@ fn vectors_dir() -> PathBuf {
 }
 
 fn hex_bytes(y: &Yaml) -> Vec<u8> {
-    let s = y.as_str().unwrap_or_else(|| panic!("expected a hex string, got {y:?}"));
+    let s = y
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a hex string, got {y:?}"));
     hex::decode(s.trim_start_matches("0x")).unwrap_or_else(|e| panic!("bad hex {s}: {e}"))
 }
 
 fn hex_list(y: &Yaml) -> Vec<Vec<u8>> {
-    y.as_vec().unwrap_or_else(|| panic!("expected a list, got {y:?}")).iter().map(hex_bytes).collect()
+    y.as_vec()
+        .unwrap_or_else(|| panic!("expected a list, got {y:?}"))
+        .iter()
+        .map(hex_bytes)
+        .collect()
 }
 
 fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
@@ -105,7 +113,8 @@ fn aggregate_verify() {
     let n = run("aggregate_verify", |name, input, output| {
         let pks = hex_list(&input["pubkeys"]);
         let msgs = hex_list(&input["messages"]);
-        let got = bls::raw_aggregate_verify(&refs(&pks), &refs(&msgs), &hex_bytes(&input["signature"]));
+        let got =
+            bls::raw_aggregate_verify(&refs(&pks), &refs(&msgs), &hex_bytes(&input["signature"]));
         assert_eq!(Some(got), output.as_bool(), "{name}");
     });
     assert_eq!(n, 3);
@@ -148,6 +157,13 @@ fn typed_api_is_the_raw_api_over_the_framed_message() {
     let sk = bls::BlsSecretKey::from_bytes(&sk_bytes).expect("key");
     let d = types::domain::NOTARIZATION;
     let sig = sk.sign(d, b"block");
-    assert!(bls::raw_verify(&sk.public_key().to_bytes(), &d.frame(b"block"), &sig.to_bytes()));
-    assert_eq!(bls::raw_sign(&sk_bytes, &d.frame(b"block")).expect("sign"), sig.to_bytes());
+    assert!(bls::raw_verify(
+        &sk.public_key().to_bytes(),
+        &d.frame(b"block"),
+        &sig.to_bytes()
+    ));
+    assert_eq!(
+        bls::raw_sign(&sk_bytes, &d.frame(b"block")).expect("sign"),
+        sig.to_bytes()
+    );
 }

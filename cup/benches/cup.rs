@@ -1,4 +1,6 @@
 //! CUP verification: decode the file bytes and check the threshold signature.
+// A benchmark that cannot set up or whose check fails should stop loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,7 +16,9 @@ fn verify(c: &mut Criterion) {
     let key = d.public.group_key;
     c.bench_function("cup/decode_and_verify", |b| {
         b.iter(|| {
-            let Ok(Cup::Signed(cup)) = Cup::decode(black_box(&bytes)) else { panic!("decode") };
+            let Ok(Cup::Signed(cup)) = Cup::decode(black_box(&bytes)) else {
+                panic!("decode")
+            };
             cup.verify(&key).expect("valid")
         })
     });

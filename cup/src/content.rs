@@ -62,11 +62,17 @@ impl CupContent {
     pub fn decode(bytes: &[u8]) -> Result<Self, CupError> {
         let body = bytes
             .strip_prefix(CONTENT_MAGIC.as_slice())
-            .ok_or(CupError::Malformed("content does not start with \"CUPC\"".into()))?;
-        let (&format, body) =
-            body.split_first().ok_or(CupError::Malformed("content has no format byte".into()))?;
+            .ok_or(CupError::Malformed(
+                "content does not start with \"CUPC\"".into(),
+            ))?;
+        let (&format, body) = body
+            .split_first()
+            .ok_or(CupError::Malformed("content has no format byte".into()))?;
         if format != CONTENT_FORMAT {
-            return Err(CupError::UnsupportedFormat { what: "content", found: format });
+            return Err(CupError::UnsupportedFormat {
+                what: "content",
+                found: format,
+            });
         }
         let content = Self::decode_record(body)?;
         if content.random_beacon.0.len() > RandomBeacon::MAX_BYTES {
@@ -80,6 +86,9 @@ impl CupContent {
     }
 
     pub fn param(&self) -> crate::CupParam {
-        crate::CupParam { height: self.height, registry_version: self.registry_version }
+        crate::CupParam {
+            height: self.height,
+            registry_version: self.registry_version,
+        }
     }
 }

@@ -42,6 +42,5 @@ mod package;
 
 pub use content::{CupContent, RandomBeacon};
 pub use package::{
-    Cup, CupError, CupParam, MAX_CUP_BYTES, RegistryCup, RegistryCupKind, SignedCup,
-    choose_highest,
+    Cup, CupError, CupParam, MAX_CUP_BYTES, RegistryCup, RegistryCupKind, SignedCup, choose_highest,
 };

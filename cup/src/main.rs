@@ -38,8 +38,16 @@ enum SignatureStatus {
 }
 
 fn main() -> ExitCode {
-    let Command::Inspect { file, subnet_key, json } = Cli::parse().command;
-    let key = match subnet_key.as_deref().map(str::parse::<BlsPublicKey>).transpose() {
+    let Command::Inspect {
+        file,
+        subnet_key,
+        json,
+    } = Cli::parse().command;
+    let key = match subnet_key
+        .as_deref()
+        .map(str::parse::<BlsPublicKey>)
+        .transpose()
+    {
         Ok(k) => k,
         Err(e) => {
             eprintln!("error: --subnet-key: {e}");
@@ -90,10 +98,17 @@ fn fields(c: &CupContent) -> Vec<(&'static str, String)> {
         ("block_time_ns", c.block_time_ns.to_string()),
         ("random_beacon", hex::encode(&c.random_beacon.0)),
         ("state_hash", c.state_hash.to_string()),
-        ("oldest_registry_version_in_use", c.oldest_registry_version_in_use.to_string()),
+        (
+            "oldest_registry_version_in_use",
+            c.oldest_registry_version_in_use.to_string(),
+        ),
         (
             "unknown_fields",
-            if unknown.is_empty() { "none".into() } else { unknown.join(", ") },
+            if unknown.is_empty() {
+                "none".into()
+            } else {
+                unknown.join(", ")
+            },
         ),
     ]
 }

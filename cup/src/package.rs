@@ -107,6 +107,9 @@ pub struct RegistryCup {
 }
 
 /// Any CUP, as stored in a file.
+// A node holds a handful of CUPs at a time: boxing to save 200 bytes is not worth the
+// extra indirection in every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cup {
     Signed(SignedCup),
@@ -136,9 +139,14 @@ impl SignedCup {
     ) -> Result<Self, CupError> {
         let height = content.height;
         let content_bytes = content.encode();
-        let signature =
-            public.combine(shares).map_err(|source| CupError::Combine { height, source })?;
-        let cup = Self { content, content_bytes, signature };
+        let signature = public
+            .combine(shares)
+            .map_err(|source| CupError::Combine { height, source })?;
+        let cup = Self {
+            content,
+            content_bytes,
+            signature,
+        };
         cup.verify(&public.group_key)?;
         Ok(cup)
     }
@@ -146,7 +154,11 @@ impl SignedCup {
     /// Assembles a CUP from signed content bytes and a signature (not verified here).
     pub fn from_parts(content_bytes: Vec<u8>, signature: BlsSignature) -> Result<Self, CupError> {
         let content = CupContent::decode(&content_bytes)?;
-        Ok(Self { content, content_bytes, signature })
+        Ok(Self {
+            content,
+            content_bytes,
+            signature,
+        })
     }
 
     pub fn content(&self) -> &CupContent {
@@ -163,16 +175,21 @@ impl SignedCup {
 
     /// Checks the threshold signature over the exact content bytes.
     pub fn verify(&self, subnet_key: &BlsPublicKey) -> Result<(), CupError> {
-        subnet_key.verify(domain::CUP_CONTENT, &self.content_bytes, &self.signature).map_err(|e| {
-            CupError::InvalidSignature { height: self.content.height, reason: e.to_string() }
-        })
+        subnet_key
+            .verify(domain::CUP_CONTENT, &self.content_bytes, &self.signature)
+            .map_err(|e| CupError::InvalidSignature {
+                height: self.content.height,
+                reason: e.to_string(),
+            })
     }
 
     /// Decodes a CUP that must be signed (anything received from a peer).
     pub fn decode(bytes: &[u8]) -> Result<Self, CupError> {
         match Cup::decode(bytes)? {
             Cup::Signed(s) => Ok(s),
-            Cup::Registry(r) => Err(CupError::NotSigned { kind: r.kind.name() }),
+            Cup::Registry(r) => Err(CupError::NotSigned {
+                kind: r.kind.name(),
+            }),
         }
     }
 }
@@ -208,7 +225,11 @@ impl Cup {
     /// The file/wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, content, signature) = match self {
-            Self::Signed(s) => (KIND_SIGNED, s.content_bytes.clone(), Some(s.signature.to_bytes())),
+            Self::Signed(s) => (
+                KIND_SIGNED,
+                s.content_bytes.clone(),
+                Some(s.signature.to_bytes()),
+            ),
             Self::Registry(r) => {
                 let kind = match r.kind {
                     RegistryCupKind::Genesis => KIND_GENESIS,
@@ -217,7 +238,9 @@ impl Cup {
                 (kind, r.content.encode(), None)
             }
         };
-        let mut w = FieldsWriter::new().raw(tag::KIND, &[kind]).raw(tag::CONTENT, &content);
+        let mut w = FieldsWriter::new()
+            .raw(tag::KIND, &[kind])
+            .raw(tag::CONTENT, &content);
         if let Some(sig) = signature {
             w = w.raw(tag::SIGNATURE, &sig);
         }
@@ -234,7 +257,10 @@ impl Cup {
     /// Does not verify the signature (that needs the subnet key: [`SignedCup::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, CupError> {
         if bytes.len() > MAX_CUP_BYTES {
-            return Err(CupError::TooLarge { got: bytes.len(), limit: MAX_CUP_BYTES });
+            return Err(CupError::TooLarge {
+                got: bytes.len(),
+                limit: MAX_CUP_BYTES,
+            });
         }
         if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
             return Err(CupError::Truncated { got: bytes.len() });
@@ -243,7 +269,10 @@ impl Cup {
             return Err(CupError::BadMagic);
         }
         if bytes[4] != FILE_FORMAT {
-            return Err(CupError::UnsupportedFormat { what: "file", found: bytes[4] });
+            return Err(CupError::UnsupportedFormat {
+                what: "file",
+                found: bytes[4],
+            });
         }
         let (body, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
         let computed = CryptoHash::of(domain::CUP_FILE_CHECKSUM, body);
@@ -256,7 +285,11 @@ impl Cup {
         let f = Fields::parse(&body[HEADER_BYTES..], MAX_CUP_BYTES)?;
         let kind = match f.raw(tag::KIND) {
             Some([k]) => *k,
-            _ => return Err(CupError::Malformed("missing or malformed kind field".into())),
+            _ => {
+                return Err(CupError::Malformed(
+                    "missing or malformed kind field".into(),
+                ));
+            }
         };
         let content_bytes = f
             .raw(tag::CONTENT)

@@ -2,12 +2,16 @@
 //!
 //! The fixtures are committed. Set `UPDATE_FIXTURES=1` to rewrite them after a
 //! deliberate format change (and say why in the commit).
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
 use crypto::bls::BlsPublicKey;
-use cup::{Cup, CupContent, CupError, CupParam, RegistryCup, RegistryCupKind, SignedCup, choose_highest};
+use cup::{
+    Cup, CupContent, CupError, CupParam, RegistryCup, RegistryCupKind, SignedCup, choose_highest,
+};
 use std::{fs, path::Path, process::Command};
 use types::{CryptoHash, Height, RegistryVersion, codec, domain};
 
@@ -27,7 +31,11 @@ fn subnet_key() -> BlsPublicKey {
     let text = fixture("subnet_key.hex", || {
         format!("{}\n", dealing(4, 3, 42).public.group_key).into_bytes()
     });
-    String::from_utf8(text).expect("utf8").trim().parse().expect("key")
+    String::from_utf8(text)
+        .expect("utf8")
+        .trim()
+        .parse()
+        .expect("key")
 }
 
 fn signed_fixture() -> Vec<u8> {
@@ -84,14 +92,20 @@ fn genesis_fixture() -> Vec<u8> {
         let mut content = fixture_content(&d.public.group_key.to_bytes());
         content.height = Height::new(0);
         content.registry_version = RegistryVersion::new(1);
-        Cup::Registry(RegistryCup { kind: RegistryCupKind::Genesis, content }).encode()
+        Cup::Registry(RegistryCup {
+            kind: RegistryCupKind::Genesis,
+            content,
+        })
+        .encode()
     })
 }
 
 #[test]
 fn golden_signed_fixture_decodes_verifies_and_reencodes_byte_for_byte() {
     let bytes = signed_fixture();
-    let Cup::Signed(cup) = Cup::decode(&bytes).expect("decodes") else { panic!("not signed") };
+    let Cup::Signed(cup) = Cup::decode(&bytes).expect("decodes") else {
+        panic!("not signed")
+    };
     let key = subnet_key();
     assert_eq!(cup.content(), &fixture_content(&key.to_bytes()));
     // Today's encoder produces exactly the committed content bytes and file bytes: if the
@@ -106,10 +120,19 @@ fn golden_genesis_fixture_is_an_unsigned_registry_cup() {
     let bytes = genesis_fixture();
     let cup = Cup::decode(&bytes).expect("decodes");
     assert!(matches!(&cup, Cup::Registry(r) if r.kind == RegistryCupKind::Genesis));
-    assert_eq!(cup.param(), CupParam { height: Height::new(0), registry_version: RegistryVersion::new(1) });
+    assert_eq!(
+        cup.param(),
+        CupParam {
+            height: Height::new(0),
+            registry_version: RegistryVersion::new(1)
+        }
+    );
     assert_eq!(cup.encode(), bytes);
     // A registry CUP is never accepted where a signed one is required.
-    assert_eq!(SignedCup::decode(&bytes), Err(CupError::NotSigned { kind: "genesis" }));
+    assert_eq!(
+        SignedCup::decode(&bytes),
+        Err(CupError::NotSigned { kind: "genesis" })
+    );
 }
 
 #[test]
@@ -119,7 +142,10 @@ fn a_cup_from_a_newer_release_decodes_and_verifies_with_todays_type() {
         panic!("not signed")
     };
     cup.verify(&subnet_key()).expect("and verifies it");
-    assert_eq!(cup.content().extensions.keys().copied().collect::<Vec<_>>(), vec![NEWER_FIELD_TAG]);
+    assert_eq!(
+        cup.content().extensions.keys().copied().collect::<Vec<_>>(),
+        vec![NEWER_FIELD_TAG]
+    );
     // Re-encoding keeps the unknown field, so the signed bytes survive a round trip.
     assert_eq!(cup.content().encode(), cup.content_bytes());
     assert_eq!(Cup::Signed(cup.clone()).encode(), bytes);
@@ -131,16 +157,24 @@ fn a_cup_from_a_newer_release_decodes_and_verifies_with_todays_type() {
 #[test]
 fn todays_cup_decodes_with_the_newer_type() {
     let bytes = signed_fixture();
-    let Cup::Signed(cup) = Cup::decode(&bytes).expect("decodes") else { panic!("not signed") };
+    let Cup::Signed(cup) = Cup::decode(&bytes).expect("decodes") else {
+        panic!("not signed")
+    };
     let newer = NewerCupContent::decode(cup.content_bytes()).expect("newer type decodes today's");
     assert_eq!(newer.shard_count, None);
     assert_eq!(newer.base, *cup.content());
-    assert_eq!(newer.encode(), cup.content_bytes(), "the newer type re-encodes the signed bytes");
+    assert_eq!(
+        newer.encode(),
+        cup.content_bytes(),
+        "the newer type re-encodes the signed bytes"
+    );
 }
 
 #[test]
 fn tampered_state_hash_is_rejected_by_the_signature() {
-    let Cup::Signed(cup) = Cup::decode(&signed_fixture()).expect("decodes") else { panic!() };
+    let Cup::Signed(cup) = Cup::decode(&signed_fixture()).expect("decodes") else {
+        panic!()
+    };
     let mut content = cup.content().clone();
     content.state_hash = CryptoHash::of(domain::STATE_HASH, b"a different state");
     let forged = SignedCup::from_parts(content.encode(), *cup.signature()).expect("well formed");
@@ -155,21 +189,31 @@ fn tampered_state_hash_is_rejected_by_the_signature() {
 
 #[test]
 fn a_wrong_subnet_key_is_rejected() {
-    let Cup::Signed(cup) = Cup::decode(&signed_fixture()).expect("decodes") else { panic!() };
+    let Cup::Signed(cup) = Cup::decode(&signed_fixture()).expect("decodes") else {
+        panic!()
+    };
     let other = dealing(4, 3, 43).public.group_key;
-    assert!(matches!(cup.verify(&other), Err(CupError::InvalidSignature { .. })));
+    assert!(matches!(
+        cup.verify(&other),
+        Err(CupError::InvalidSignature { .. })
+    ));
 }
 
 #[test]
 fn t_minus_one_shares_make_no_cup() {
     let d = dealing(4, 3, 42);
     let content = fixture_content(&d.public.group_key.to_bytes());
-    let shares: Vec<_> = d.shares[..2].iter().map(|s| SignedCup::sign_share(&content, s)).collect();
+    let shares: Vec<_> = d.shares[..2]
+        .iter()
+        .map(|s| SignedCup::sign_share(&content, s))
+        .collect();
     let err = SignedCup::combine(content.clone(), &d.public, &shares).expect_err("must fail");
     assert!(matches!(err, CupError::Combine { .. }), "{err}");
     // A bad share among t is caught by share verification, and spoils the combination.
-    let mut shares: Vec<_> =
-        d.shares[..3].iter().map(|s| SignedCup::sign_share(&content, s)).collect();
+    let mut shares: Vec<_> = d.shares[..3]
+        .iter()
+        .map(|s| SignedCup::sign_share(&content, s))
+        .collect();
     let mut other = content.clone();
     other.height = Height::new(101);
     shares[1] = SignedCup::sign_share(&other, &d.shares[1]);
@@ -185,7 +229,10 @@ fn t_minus_one_shares_make_no_cup() {
 fn every_truncation_and_every_single_byte_flip_is_reported_as_corrupt() {
     let bytes = signed_fixture();
     for cut in 0..bytes.len() {
-        assert!(Cup::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        assert!(
+            Cup::decode(&bytes[..cut]).is_err(),
+            "prefix of {cut} bytes accepted"
+        );
     }
     for pos in 0..bytes.len() {
         let mut bad = bytes.clone();
@@ -200,13 +247,19 @@ fn an_oversized_encoding_is_refused_before_parsing() {
     bytes.resize(cup::MAX_CUP_BYTES + 1, 0);
     assert_eq!(
         Cup::decode(&bytes),
-        Err(CupError::TooLarge { got: cup::MAX_CUP_BYTES + 1, limit: cup::MAX_CUP_BYTES })
+        Err(CupError::TooLarge {
+            got: cup::MAX_CUP_BYTES + 1,
+            limit: cup::MAX_CUP_BYTES
+        })
     );
 }
 
 #[test]
 fn partial_order_of_cup_params() {
-    let p = |h, r| CupParam { height: Height::new(h), registry_version: RegistryVersion::new(r) };
+    let p = |h, r| CupParam {
+        height: Height::new(h),
+        registry_version: RegistryVersion::new(r),
+    };
     use std::cmp::Ordering::*;
     let table = [
         (p(10, 5), p(10, 5), Some(Equal)),
@@ -219,7 +272,11 @@ fn partial_order_of_cup_params() {
     ];
     for (a, b, expected) in table {
         assert_eq!(a.partial_cmp(&b), expected, "{a:?} vs {b:?}");
-        assert_eq!(b.partial_cmp(&a), expected.map(|o| o.reverse()), "{b:?} vs {a:?}");
+        assert_eq!(
+            b.partial_cmp(&a),
+            expected.map(|o| o.reverse()),
+            "{b:?} vs {a:?}"
+        );
     }
 }
 
@@ -234,10 +291,15 @@ fn choose_highest_picks_the_highest_valid_candidate() {
         c.registry_version = RegistryVersion::new(r);
         c
     };
-    let genesis = Cup::Registry(RegistryCup { kind: RegistryCupKind::Genesis, content: at(0, 1) });
+    let genesis = Cup::Registry(RegistryCup {
+        kind: RegistryCupKind::Genesis,
+        content: at(0, 1),
+    });
     let signed_100 = Cup::Signed(sign(&d, at(100, 7)));
-    let recovery_100 =
-        Cup::Registry(RegistryCup { kind: RegistryCupKind::Recovery, content: at(100, 9) });
+    let recovery_100 = Cup::Registry(RegistryCup {
+        kind: RegistryCupKind::Recovery,
+        content: at(100, 9),
+    });
     // A forged peer CUP: higher, but signed by another subnet's key.
     let forged_200 = Cup::Signed(sign(&dealing(4, 3, 99), at(200, 9)));
 
@@ -250,11 +312,17 @@ fn choose_highest_picks_the_highest_valid_candidate() {
     check(&[&genesis, &signed_100], Some(&signed_100));
     check(&[&signed_100, &genesis, &forged_200], Some(&signed_100));
     check(&[&signed_100, &recovery_100], Some(&recovery_100));
-    check(&[&recovery_100, &signed_100, &forged_200, &genesis], Some(&recovery_100));
+    check(
+        &[&recovery_100, &signed_100, &forged_200, &genesis],
+        Some(&recovery_100),
+    );
 }
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cup")).args(args).output().expect("run cup");
+    let out = Command::new(env!("CARGO_BIN_EXE_cup"))
+        .args(args)
+        .output()
+        .expect("run cup");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -271,7 +339,10 @@ fn cli_inspect_reports_fields_validity_and_corruption() {
 
     let (code, out, _) = run_cli(&["inspect", path, "--subnet-key", &key]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("height: 100") && out.contains("registry_version: 7"), "{out}");
+    assert!(
+        out.contains("height: 100") && out.contains("registry_version: 7"),
+        "{out}"
+    );
     assert!(out.lines().any(|l| l == "signature: valid"), "{out}");
 
     let (code, out, _) = run_cli(&["inspect", path, "--subnet-key", &key, "--json"]);
@@ -291,14 +362,22 @@ fn cli_inspect_reports_fields_validity_and_corruption() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x80;
     fs::write(&flipped, &bytes).expect("write");
-    let (code, _, err) = run_cli(&["inspect", flipped.to_str().expect("utf8"), "--subnet-key", &key]);
+    let (code, _, err) = run_cli(&[
+        "inspect",
+        flipped.to_str().expect("utf8"),
+        "--subnet-key",
+        &key,
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("corrupt"), "{err}");
 
     let (code, _, err) = run_cli(&["inspect", path, "--subnet-key", "zz"]);
     assert_eq!(code, 2);
     assert!(err.contains("--subnet-key"), "{err}");
-    let (code, _, err) = run_cli(&["inspect", Path::new("/nonexistent.cup").to_str().expect("s")]);
+    let (code, _, err) = run_cli(&[
+        "inspect",
+        Path::new("/nonexistent.cup").to_str().expect("s"),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.cup"), "{err}");
 }

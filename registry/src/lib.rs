@@ -1,7 +1,29 @@
 //! The registry: the single source of truth for what every node must run.
 //!
-//! Status: not built yet (issue 3). This crate will hold the versioned store (in memory
-//! and on RocksDB, behind one trait whose laws are property-tested), the typed records
-//! and their keys, the invariants checked after every mutation batch, governance
-//! (neurons, proposals, votes; a pure state machine), the registry server and the
-//! node-side replicator.
+//! - [`store`]: the versioned key/value store (its laws are in its docs), in memory and on
+//!   RocksDB.
+//! - [`records`]: typed records and their keys, in one module.
+//! - [`invariants`]: what must hold of the whole registry after every batch.
+//! - [`governance`]: proposals, votes and adoption, a pure state machine.
+//! - [`service`]: [`Registry`], the three together with atomic persistence.
+//! - [`genesis`]: the genesis file and a generator of whole networks.
+//! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
+//! - [`replicator`]: the node side, into a node-local store.
+//!
+//! Binaries: `registry` (init, serve) and `nns` (governance from the command line).
+
+pub mod api;
+pub mod client;
+pub mod genesis;
+pub mod governance;
+pub mod invariants;
+pub mod records;
+pub mod replicator;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use service::{Registry, RegistryError};
+
+#[cfg(test)]
+mod service_tests;

@@ -1,4 +1,6 @@
 //! Architecture invariants that a code review could miss.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
@@ -8,11 +10,25 @@ use std::process::Command;
 fn protocol_cores_have_no_io_dependencies() {
     for krate in ["consensus", "cup", "types", "crypto"] {
         let out = Command::new(env!("CARGO"))
-            .args(["tree", "--offline", "--locked", "-e", "normal", "--prefix", "none", "-p", krate])
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                krate,
+            ])
             .current_dir(tests::workspace_root())
             .output()
             .expect("run cargo tree");
-        assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tree = String::from_utf8_lossy(&out.stdout);
         assert!(tree.lines().count() > 1, "{krate}: empty tree?\n{tree}");
         for forbidden in ["tokio ", "quinn ", "rocksdb ", "hyper ", "reqwest "] {
@@ -28,7 +44,17 @@ fn protocol_cores_have_no_io_dependencies() {
 #[test]
 fn the_io_check_detects_tokio_where_it_is() {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--locked", "-e", "normal", "--prefix", "none", "-p", "replica"])
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            "replica",
+        ])
         .current_dir(tests::workspace_root())
         .output()
         .expect("run cargo tree");

@@ -46,7 +46,11 @@ pub enum CodecError {
     #[error("required field {tag} ({name}) is missing")]
     MissingField { tag: u16, name: &'static str },
     #[error("field {tag} ({name}): {reason}")]
-    BadField { tag: u16, name: &'static str, reason: String },
+    BadField {
+        tag: u16,
+        name: &'static str,
+        reason: String,
+    },
 }
 
 /// Encodes a value canonically.
@@ -60,15 +64,23 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a value, accepting only its canonical encoding and at most `limit` bytes.
-pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+pub fn decode<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, CodecError> {
     let limit = limit.min(MAX_ENCODED_BYTES);
     if bytes.len() > limit {
-        return Err(CodecError::TooLarge { got: bytes.len(), limit });
+        return Err(CodecError::TooLarge {
+            got: bytes.len(),
+            limit,
+        });
     }
     let (value, read): (T, usize) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if read != bytes.len() {
-        return Err(CodecError::TrailingBytes { trailing: bytes.len() - read });
+        return Err(CodecError::TrailingBytes {
+            trailing: bytes.len() - read,
+        });
     }
     if encode(&value) != bytes {
         return Err(CodecError::NonCanonical);
@@ -102,7 +114,10 @@ impl FieldsWriter {
             self.last_tag
         );
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        assert!(bytes.len() <= MAX_ENCODED_BYTES, "FieldsWriter: field {tag} too large");
+        assert!(
+            bytes.len() <= MAX_ENCODED_BYTES,
+            "FieldsWriter: field {tag} too large"
+        );
         self.buf.extend_from_slice(&tag.to_be_bytes());
         self.buf.extend_from_slice(&len.to_be_bytes());
         self.buf.extend_from_slice(bytes);
@@ -116,7 +131,10 @@ impl FieldsWriter {
 
     /// Encodes a whole record whose fields are already encoded, in tag order.
     pub fn from_map(fields: &BTreeMap<u16, Vec<u8>>) -> Vec<u8> {
-        fields.iter().fold(Self::new(), |w, (tag, bytes)| w.raw(*tag, bytes)).finish()
+        fields
+            .iter()
+            .fold(Self::new(), |w, (tag, bytes)| w.raw(*tag, bytes))
+            .finish()
     }
 }
 
@@ -134,16 +152,21 @@ impl<'a> Fields<'a> {
     pub fn parse(bytes: &'a [u8], limit: usize) -> Result<Self, CodecError> {
         let limit = limit.min(MAX_ENCODED_BYTES);
         if bytes.len() > limit {
-            return Err(CodecError::TooLarge { got: bytes.len(), limit });
+            return Err(CodecError::TooLarge {
+                got: bytes.len(),
+                limit,
+            });
         }
         let mut fields = BTreeMap::new();
         let mut offset = 0usize;
         let mut previous: Option<u16> = None;
         while offset < bytes.len() {
-            let header = bytes.get(offset..offset + 6).ok_or_else(|| CodecError::Truncated {
-                offset,
-                needed: offset + 6 - bytes.len(),
-            })?;
+            let header = bytes
+                .get(offset..offset + 6)
+                .ok_or_else(|| CodecError::Truncated {
+                    offset,
+                    needed: offset + 6 - bytes.len(),
+                })?;
             let tag = u16::from_be_bytes([header[0], header[1]]);
             let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
             if let Some(previous) = previous
@@ -152,13 +175,17 @@ impl<'a> Fields<'a> {
                 return Err(CodecError::FieldOrder { previous, tag });
             }
             let start = offset + 6;
-            let end = start.checked_add(len).ok_or(CodecError::TooLarge { got: len, limit })?;
+            let end = start
+                .checked_add(len)
+                .ok_or(CodecError::TooLarge { got: len, limit })?;
             let value = bytes.get(start..end).ok_or_else(|| CodecError::Truncated {
                 offset: start,
                 needed: end - bytes.len(),
             })?;
             if fields.len() == Self::MAX_FIELDS {
-                return Err(CodecError::TooManyFields { limit: Self::MAX_FIELDS });
+                return Err(CodecError::TooManyFields {
+                    limit: Self::MAX_FIELDS,
+                });
             }
             fields.insert(tag, value);
             previous = Some(tag);
@@ -178,7 +205,8 @@ impl<'a> Fields<'a> {
         tag: u16,
         name: &'static str,
     ) -> Result<T, CodecError> {
-        self.optional(tag, name)?.ok_or(CodecError::MissingField { tag, name })
+        self.optional(tag, name)?
+            .ok_or(CodecError::MissingField { tag, name })
     }
 
     /// Decodes a field that may be absent (every field added after the first release).
@@ -189,15 +217,25 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<T>, CodecError> {
         match self.fields.get(&tag) {
             None => Ok(None),
-            Some(bytes) => decode(bytes, MAX_ENCODED_BYTES)
-                .map(Some)
-                .map_err(|e| CodecError::BadField { tag, name, reason: e.to_string() }),
+            Some(bytes) => {
+                decode(bytes, MAX_ENCODED_BYTES)
+                    .map(Some)
+                    .map_err(|e| CodecError::BadField {
+                        tag,
+                        name,
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
     /// Tags present that are not in `known`, for diagnostics ("written by a newer release").
     pub fn unknown_tags(&self, known: &[u16]) -> Vec<u16> {
-        self.fields.keys().copied().filter(|t| !known.contains(t)).collect()
+        self.fields
+            .keys()
+            .copied()
+            .filter(|t| !known.contains(t))
+            .collect()
     }
 
     /// The fields whose tags are not in `known`, with their raw bytes.
@@ -300,13 +338,23 @@ mod tests {
     }
 
     fn sample() -> Sample {
-        Sample { height: 7, name: "abc".into(), flag: true, items: vec![1, 2], maybe: Some([9; 4]) }
+        Sample {
+            height: 7,
+            name: "abc".into(),
+            flag: true,
+            items: vec![1, 2],
+            maybe: Some([9; 4]),
+        }
     }
 
     #[test]
     fn round_trip_and_fixed_layout() {
         let bytes = encode(&7u64);
-        assert_eq!(bytes, [0, 0, 0, 0, 0, 0, 0, 7], "big-endian fixed-width integers");
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 0, 0, 0, 7],
+            "big-endian fixed-width integers"
+        );
         assert_eq!(decode::<Sample>(&encode(&sample()), 1024), Ok(sample()));
     }
 
@@ -314,11 +362,20 @@ mod tests {
     fn rejects_trailing_bytes_truncation_and_oversize() {
         let mut bytes = encode(&sample());
         bytes.push(0);
-        assert_eq!(decode::<Sample>(&bytes, 1024), Err(CodecError::TrailingBytes { trailing: 1 }));
+        assert_eq!(
+            decode::<Sample>(&bytes, 1024),
+            Err(CodecError::TrailingBytes { trailing: 1 })
+        );
         bytes.truncate(bytes.len() - 3);
-        assert!(matches!(decode::<Sample>(&bytes, 1024), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Sample>(&bytes, 1024),
+            Err(CodecError::Malformed(_))
+        ));
         let ok = encode(&sample());
-        assert!(matches!(decode::<Sample>(&ok, 3), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<Sample>(&ok, 3),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -340,14 +397,24 @@ mod tests {
 
     #[test]
     fn fields_round_trip_ignore_unknown_and_report_missing() {
-        let bytes = FieldsWriter::new().field(1, &5u64).field(3, "x").raw(200, b"future").finish();
+        let bytes = FieldsWriter::new()
+            .field(1, &5u64)
+            .field(3, "x")
+            .raw(200, b"future")
+            .finish();
         let f = Fields::parse(&bytes, 1024).expect("parses");
         assert_eq!(f.required::<u64>(1, "a"), Ok(5));
         assert_eq!(f.optional::<String>(3, "b"), Ok(Some("x".to_string())));
         assert_eq!(f.optional::<u64>(2, "c"), Ok(None));
-        assert_eq!(f.required::<u64>(2, "c"), Err(CodecError::MissingField { tag: 2, name: "c" }));
+        assert_eq!(
+            f.required::<u64>(2, "c"),
+            Err(CodecError::MissingField { tag: 2, name: "c" })
+        );
         assert_eq!(f.unknown_tags(&[1, 3]), vec![200]);
-        assert!(matches!(f.required::<u64>(3, "b"), Err(CodecError::BadField { tag: 3, .. })));
+        assert!(matches!(
+            f.required::<u64>(3, "b"),
+            Err(CodecError::BadField { tag: 3, .. })
+        ));
     }
 
     crate::extensible_record! {
@@ -381,14 +448,21 @@ mod tests {
         assert_eq!(old.extensions.keys().copied().collect::<Vec<_>>(), vec![3]);
         assert_eq!(old.encode_record(), bytes);
         // New reads old: the missing field is its default.
-        let old = OldRecord { name: "o".into(), count: 0, extensions: Default::default() };
+        let old = OldRecord {
+            name: "o".into(),
+            count: 0,
+            extensions: Default::default(),
+        };
         let back = NewRecord::decode_record(&old.encode_record()).expect("new decodes old");
         assert_eq!(back.label, None);
         // A required field missing is an error naming it.
         let missing = FieldsWriter::new().field(2, &1u32).finish();
         assert_eq!(
             OldRecord::decode_record(&missing),
-            Err(CodecError::MissingField { tag: 1, name: "name" })
+            Err(CodecError::MissingField {
+                tag: 1,
+                name: "name"
+            })
         );
     }
 
@@ -399,13 +473,22 @@ mod tests {
         let out_of_order = [a.clone(), b].concat();
         assert_eq!(
             Fields::parse(&out_of_order, 1024),
-            Err(CodecError::FieldOrder { previous: 2, tag: 1 })
+            Err(CodecError::FieldOrder {
+                previous: 2,
+                tag: 1
+            })
         );
         let duplicate = [a.clone(), a.clone()].concat();
-        assert!(matches!(Fields::parse(&duplicate, 1024), Err(CodecError::FieldOrder { .. })));
+        assert!(matches!(
+            Fields::parse(&duplicate, 1024),
+            Err(CodecError::FieldOrder { .. })
+        ));
         for cut in 1..a.len() {
             assert!(
-                matches!(Fields::parse(&a[..cut], 1024), Err(CodecError::Truncated { .. })),
+                matches!(
+                    Fields::parse(&a[..cut], 1024),
+                    Err(CodecError::Truncated { .. })
+                ),
                 "cut at {cut}"
             );
         }

@@ -1,12 +1,13 @@
 use crate::{ParseError, domain::Domain, parse_hex32};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::{fmt, str::FromStr};
 
 /// A SHA-256 digest. Protocol hashes are always computed with a domain tag
 /// ([`CryptoHash::of`]); [`CryptoHash::sha256`] is for plain file digests (release packages).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CryptoHash(pub [u8; 32]);
+
+crate::hex_serde!(CryptoHash);
 
 impl CryptoHash {
     /// `SHA-256(domain.frame(bytes))`.
@@ -68,15 +69,27 @@ mod tests {
     #[test]
     fn domain_hash_equals_sha256_of_the_frame() {
         let d = domain::STATE_HASH;
-        assert_eq!(CryptoHash::of(d, b"xyz"), CryptoHash::sha256(&d.frame(b"xyz")));
-        assert_ne!(CryptoHash::of(d, b"xyz"), CryptoHash::of(domain::BLOCK_HASH, b"xyz"));
+        assert_eq!(
+            CryptoHash::of(d, b"xyz"),
+            CryptoHash::sha256(&d.frame(b"xyz"))
+        );
+        assert_ne!(
+            CryptoHash::of(d, b"xyz"),
+            CryptoHash::of(domain::BLOCK_HASH, b"xyz")
+        );
     }
 
     #[test]
     fn display_and_from_str_round_trip_and_reject_bad_text() {
         let h = CryptoHash::sha256(b"x");
         assert_eq!(h.to_string().parse::<CryptoHash>(), Ok(h));
-        assert!(matches!("ab".parse::<CryptoHash>(), Err(ParseError::HexLength { .. })));
-        assert!(matches!("z".repeat(64).parse::<CryptoHash>(), Err(ParseError::NotHex(_))));
+        assert!(matches!(
+            "ab".parse::<CryptoHash>(),
+            Err(ParseError::HexLength { .. })
+        ));
+        assert!(matches!(
+            "z".repeat(64).parse::<CryptoHash>(),
+            Err(ParseError::NotHex(_))
+        ));
     }
 }

@@ -1,12 +1,13 @@
 use crate::{CryptoHash, ParseError, domain, parse_hex32};
-use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub [u8; 32]);
+
+        $crate::hex_serde!($name);
 
         impl $name {
             pub fn as_bytes(&self) -> &[u8; 32] {
@@ -81,5 +82,21 @@ mod tests {
         assert_ne!(a, NodeId::from_ed25519_public_key(&[2; 32]));
         // Not the bare SHA-256: a node id cannot be confused with another hash of the key.
         assert_ne!(a.0, CryptoHash::sha256(&[1; 32]).0);
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn json_is_hex_and_binary_is_the_raw_bytes() {
+        let id = NodeId([0xab; 32]);
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<NodeId>(&json).expect("back"), id);
+        assert_eq!(crate::codec::encode(&id), vec![0xab; 32]);
+        assert_eq!(crate::codec::decode::<NodeId>(&[0xab; 32], 32), Ok(id));
+        assert!(serde_json::from_str::<NodeId>("\"abc\"").is_err());
     }
 }

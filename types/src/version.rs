@@ -85,14 +85,18 @@ impl ReplicaVersion {
         if text.is_empty() {
             return Err(ReplicaVersionError::Empty);
         }
-        if let Some(found) =
-            text.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        if let Some(found) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
             return Err(ReplicaVersionError::BadCharacter { found });
         }
         // All characters are ASCII here, so bytes == characters.
         if text.len() > Self::MAX_CHARS {
-            return Err(ReplicaVersionError::TooLong { max: Self::MAX_CHARS, got: text.len() });
+            return Err(ReplicaVersionError::TooLong {
+                max: Self::MAX_CHARS,
+                got: text.len(),
+            });
         }
         Ok(Self(text))
     }
@@ -136,7 +140,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(input: &str, expected: Result<(), ReplicaVersionError>) {
-        assert_eq!(ReplicaVersion::new(input).map(|_| ()), expected, "input {input:?}");
+        assert_eq!(
+            ReplicaVersion::new(input).map(|_| ()),
+            expected,
+            "input {input:?}"
+        );
     }
 
     #[test]
@@ -146,8 +154,14 @@ mod tests {
         check("release-2026_11.rc1", Ok(()));
         check(&"x".repeat(64), Ok(()));
         check("", Err(ReplicaVersionError::Empty));
-        check(&"x".repeat(65), Err(ReplicaVersionError::TooLong { max: 64, got: 65 }));
-        check("1.0 beta", Err(ReplicaVersionError::BadCharacter { found: ' ' }));
+        check(
+            &"x".repeat(65),
+            Err(ReplicaVersionError::TooLong { max: 64, got: 65 }),
+        );
+        check(
+            "1.0 beta",
+            Err(ReplicaVersionError::BadCharacter { found: ' ' }),
+        );
         check("v/1", Err(ReplicaVersionError::BadCharacter { found: '/' }));
         check("vé", Err(ReplicaVersionError::BadCharacter { found: 'é' }));
     }

@@ -34,7 +34,9 @@ pub fn fixture_content(group_key_bytes: &[u8]) -> CupContent {
 /// Signs `content` with the first `t` shares of `dealing`.
 pub fn sign(dealing: &Dealing, content: CupContent) -> SignedCup {
     let t = dealing.public.threshold as usize;
-    let shares: Vec<_> =
-        dealing.shares[..t].iter().map(|s| SignedCup::sign_share(&content, s)).collect();
+    let shares: Vec<_> = dealing.shares[..t]
+        .iter()
+        .map(|s| SignedCup::sign_share(&content, s))
+        .collect();
     SignedCup::combine(content, &dealing.public, &shares).expect("combine")
 }

@@ -1,0 +1,192 @@
+//! The registry server's HTTP API: paths and the JSON and binary bodies, shared by the
+//! server, the client, the replicator and the `nns` tool.
+//!
+//! | method, path | body | answer |
+//! |---|---|---|
+//! | `GET /api/v1/registry/version` | | `{"registry_version"}` |
+//! | `GET /api/v1/registry/changes?since=V&max=M` | | binary [`ChangesPage`] (canonical codec) |
+//! | `GET /api/v1/registry/get?key=K[&at=V]` | | [`GetView`] |
+//! | `GET /api/v1/versions`, `/subnets`, `/neurons` | | lists of views |
+//! | `POST /api/v1/proposals` | [`SignedSubmission`] | `{"proposal_id"}` |
+//! | `POST /api/v1/proposals/{id}/votes` | [`SignedBallot`] | `{"proposal_id","status"}` |
+//! | `GET /api/v1/proposals`, `/api/v1/proposals/{id}` | | [`ProposalView`]s |
+//! | `GET /api/v1/status` | | [`StatusView`] |
+//! | `GET /metrics` | | Prometheus text |
+//!
+//! Every response carries `x-registry-signature`: the registry key's ed25519 signature,
+//! domain `REGISTRY_RESPONSE`, over `path-and-query || "\n" || body` (see
+//! [`response_message`]), so a client holding the root public key verifies exactly what it
+//! got for exactly what it asked. Errors are `{"error": "<reason>"}` with a 4xx or 5xx code.
+
+use crate::{
+    governance::{Proposal, ProposalKind, ProposalStatus},
+    records::{NeuronRecord, ReplicaVersionRecord, SubnetRecord},
+    store::VersionDelta,
+};
+use serde::{Deserialize, Serialize};
+use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+
+pub use crate::governance::{SignedBallot, SignedSubmission};
+
+pub const SIGNATURE_HEADER: &str = "x-registry-signature";
+/// The most versions in one page of changes.
+pub const MAX_VERSIONS_PER_PAGE: usize = 1000;
+/// The largest page of changes, in bytes (a page stops early to stay below).
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What the response signature covers.
+pub fn response_message(path_and_query: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(path_and_query.len() + 1 + body.len());
+    m.extend_from_slice(path_and_query.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(body);
+    m
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesPage {
+    pub latest_version: RegistryVersion,
+    pub deltas: Vec<VersionDelta>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub registry_version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GetView {
+    pub key: String,
+    /// The registry version the value is as of.
+    pub at: u64,
+    /// The version that wrote the value (null if absent).
+    pub written_at: Option<u64>,
+    /// The raw value, hex (null if absent).
+    pub value_hex: Option<String>,
+    /// The decoded record, for known key families.
+    pub value: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectedVersionView {
+    pub version: ReplicaVersion,
+    pub sha256: String,
+    pub urls: Vec<String>,
+}
+
+impl From<&ReplicaVersionRecord> for ElectedVersionView {
+    fn from(r: &ReplicaVersionRecord) -> Self {
+        Self {
+            version: r.version.clone(),
+            sha256: r.release_package_sha256_hex.clone(),
+            urls: r.release_package_urls.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetView {
+    pub subnet_id: SubnetId,
+    pub replica_version: ReplicaVersion,
+    pub members: Vec<NodeId>,
+    pub dkg_interval_length: u64,
+    pub unit_delay_ms: u64,
+    pub initial_notary_delay_ms: u64,
+    pub halt_at_cup_height: bool,
+    pub is_halted: bool,
+}
+
+impl From<&SubnetRecord> for SubnetView {
+    fn from(r: &SubnetRecord) -> Self {
+        Self {
+            subnet_id: r.subnet_id,
+            replica_version: r.replica_version.clone(),
+            members: r.members.clone(),
+            dkg_interval_length: r.dkg_interval_length,
+            unit_delay_ms: r.unit_delay_ms,
+            initial_notary_delay_ms: r.initial_notary_delay_ms,
+            halt_at_cup_height: r.halt_at_cup_height,
+            is_halted: r.is_halted,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeuronView {
+    pub id: u64,
+    pub controller: String,
+    pub voting_power: u64,
+}
+
+impl From<&NeuronRecord> for NeuronView {
+    fn from(n: &NeuronRecord) -> Self {
+        Self {
+            id: n.id,
+            controller: n.controller.to_string(),
+            voting_power: n.voting_power,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalIdView {
+    pub proposal_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteResultView {
+    pub proposal_id: u64,
+    pub status: ProposalStatus,
+}
+
+/// A proposal as users see it (INTERFACES.md: `proposal N`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalView {
+    pub proposal_id: u64,
+    pub kind: String,
+    pub status: ProposalStatus,
+    pub yes: u64,
+    pub no: u64,
+    pub total: u64,
+    pub failure_reason: Option<String>,
+    pub proposer: u64,
+    pub payload: ProposalKind,
+    pub created_ns: u64,
+    pub deadline_ns: u64,
+    pub decided_ns: Option<u64>,
+    pub executed_registry_version: Option<u64>,
+}
+
+impl From<&Proposal> for ProposalView {
+    fn from(p: &Proposal) -> Self {
+        let t = p.tally();
+        Self {
+            proposal_id: p.id,
+            kind: p.kind.name().to_string(),
+            status: p.status,
+            yes: t.yes,
+            no: t.no,
+            total: t.total,
+            failure_reason: p.failure_reason.clone(),
+            proposer: p.proposer,
+            payload: p.kind.clone(),
+            created_ns: p.created_ns,
+            deadline_ns: p.deadline_ns,
+            decided_ns: p.decided_ns,
+            executed_registry_version: p.executed_registry_version.map(RegistryVersion::get),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub registry_version: u64,
+    pub proposals_open: usize,
+    pub proposals_total: usize,
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

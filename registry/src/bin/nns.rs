@@ -1,0 +1,387 @@
+//! `nns`: governance from the command line (see INTERFACES.md). Every command has
+//! `--help`; every read has `--json`; a failure exits non-zero with a one-line reason on
+//! stderr, and a refused proposal or vote changes nothing.
+
+use clap::{Args, Parser, Subcommand};
+use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey};
+use registry::{
+    api::{ProposalView, SubnetView},
+    client::RegistryClient,
+    governance::{Ballot, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote},
+};
+use serde::Serialize;
+use std::{path::PathBuf, process::ExitCode};
+use types::{RegistryVersion, ReplicaVersion, SubnetId};
+
+#[derive(Parser, Debug)]
+#[command(name = "nns", about = "Propose, vote and read the registry", version)]
+struct Cli {
+    /// The registry server, e.g. http://127.0.0.1:8080
+    #[arg(long, global = true, env = "NNS_REGISTRY")]
+    registry: Option<String>,
+    /// The neuron controller's key file (for propose and vote).
+    #[arg(long, global = true, env = "NNS_NEURON_KEY")]
+    neuron_key: Option<PathBuf>,
+    /// The neuron to act as (default: the one neuron the key controls).
+    #[arg(long, global = true)]
+    neuron: Option<u64>,
+    /// The registry's root public key (hex); when given, every response is verified.
+    #[arg(long, global = true)]
+    registry_key: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit a proposal (signed with --neuron-key).
+    Propose {
+        #[command(subcommand)]
+        proposal: Proposal,
+    },
+    /// Vote on a proposal (signed with --neuron-key); prints its status afterwards.
+    Vote(VoteArgs),
+    /// List proposals.
+    Proposals,
+    /// Show one proposal.
+    Proposal { id: u64 },
+    /// List elected versions with their SHA-256 and URLs.
+    Versions,
+    /// List subnets.
+    Subnets,
+    /// List neurons.
+    Neurons,
+    /// Print the latest registry version.
+    RegistryVersion,
+    /// Read a registry key, at the latest version or at --at.
+    Get {
+        key: String,
+        #[arg(long)]
+        at: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Proposal {
+    /// Elect a release so that it may be deployed.
+    ElectVersion {
+        #[arg(long)]
+        version: ReplicaVersion,
+        /// SHA-256 of the release package (64 lowercase hex characters).
+        #[arg(long)]
+        sha256: String,
+        /// Download URL (http or https); repeat for mirrors.
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+    },
+    /// Retire an elected release that no subnet runs.
+    RetireVersion {
+        #[arg(long, required = true)]
+        version: Vec<ReplicaVersion>,
+    },
+    /// Deploy an elected release to a subnet.
+    DeployVersion {
+        #[arg(long)]
+        subnet: SubnetId,
+        #[arg(long)]
+        version: ReplicaVersion,
+    },
+    /// Change a subnet's halting flags or consensus parameters.
+    UpdateSubnetConfig {
+        #[arg(long)]
+        subnet: SubnetId,
+        #[arg(long)]
+        halt_at_cup_height: Option<bool>,
+        #[arg(long)]
+        is_halted: Option<bool>,
+        #[arg(long)]
+        unit_delay_ms: Option<u64>,
+        #[arg(long)]
+        initial_notary_delay_ms: Option<u64>,
+        #[arg(long)]
+        dkg_interval_length: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct VoteChoice {
+    #[arg(long)]
+    yes: bool,
+    #[arg(long)]
+    no: bool,
+}
+
+#[derive(Args, Debug)]
+struct VoteArgs {
+    #[arg(long)]
+    proposal: u64,
+    #[command(flatten)]
+    choice: VoteChoice,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), String> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(value).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", text(value));
+    }
+    Ok(())
+}
+
+fn proposal_line(p: &ProposalView) -> String {
+    let mut s = format!(
+        "proposal {} {} {} (yes {}, no {}, total {})",
+        p.proposal_id,
+        p.kind,
+        p.status.name(),
+        p.yes,
+        p.no,
+        p.total
+    );
+    if let Some(r) = &p.failure_reason {
+        s.push_str(&format!(": {r}"));
+    }
+    s
+}
+
+fn subnet_line(s: &SubnetView) -> String {
+    format!(
+        "{} version {} members {}",
+        s.subnet_id,
+        s.replica_version,
+        s.members.len()
+    )
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let url = cli
+        .registry
+        .clone()
+        .ok_or("--registry URL is required (or set NNS_REGISTRY)")?;
+    let root_key = cli
+        .registry_key
+        .as_deref()
+        .map(|k| {
+            k.parse::<Ed25519PublicKey>()
+                .map_err(|e| format!("--registry-key: {e}"))
+        })
+        .transpose()?;
+    let client = RegistryClient::new(&url, root_key).map_err(|e| e.to_string())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Propose { ref proposal } => {
+            let kind = match proposal.clone_kind() {
+                Ok(k) => k,
+                Err(e) => return Err(e),
+            };
+            let (key, neuron_id) = neuron(&cli, &client).await?;
+            let submission = Submission {
+                neuron_id,
+                nonce: rand::random(),
+                kind,
+            };
+            let id = client
+                .submit(&SignedSubmission::sign(submission, &key))
+                .await
+                .map_err(|e| e.to_string())?;
+            print(json, &serde_json::json!({ "proposal_id": id }), |_| {
+                format!("proposal {id}")
+            })
+        }
+        Command::Vote(ref args) => {
+            let (key, neuron_id) = neuron(&cli, &client).await?;
+            let vote = if args.choice.yes { Vote::Yes } else { Vote::No };
+            let ballot = Ballot {
+                proposal_id: args.proposal,
+                neuron_id,
+                vote,
+            };
+            client
+                .vote(&SignedBallot::sign(ballot, &key))
+                .await
+                .map_err(|e| e.to_string())?;
+            let p = client
+                .proposal(args.proposal)
+                .await
+                .map_err(|e| e.to_string())?;
+            print(json, &p, proposal_line)
+        }
+        Command::Proposals => {
+            let ps = client.proposals().await.map_err(|e| e.to_string())?;
+            print(json, &ps, |ps| {
+                ps.iter().map(proposal_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        Command::Proposal { id } => {
+            let p = client.proposal(id).await.map_err(|e| e.to_string())?;
+            print(json, &p, proposal_line)
+        }
+        Command::Versions => {
+            let vs = client.versions().await.map_err(|e| e.to_string())?;
+            print(json, &vs, |vs| {
+                vs.iter()
+                    .map(|v| {
+                        format!(
+                            "{} sha256 {} urls {}",
+                            v.version,
+                            v.sha256,
+                            v.urls.join(" ")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Subnets => {
+            let ss = client.subnets().await.map_err(|e| e.to_string())?;
+            print(json, &ss, |ss| {
+                ss.iter().map(subnet_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        Command::Neurons => {
+            let ns = client.neurons().await.map_err(|e| e.to_string())?;
+            print(json, &ns, |ns| {
+                ns.iter()
+                    .map(|n| {
+                        format!(
+                            "neuron {} voting power {} controller {}",
+                            n.id, n.voting_power, n.controller
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::RegistryVersion => {
+            let v = client.registry_version().await.map_err(|e| e.to_string())?;
+            print(
+                json,
+                &serde_json::json!({ "registry_version": v.get() }),
+                |_| v.to_string(),
+            )
+        }
+        Command::Get { ref key, at } => {
+            let g = client
+                .get(key, at.map(RegistryVersion::new))
+                .await
+                .map_err(|e| e.to_string())?;
+            if g.value_hex.is_none() && !json {
+                return Err(format!("{key} is not present at registry version {}", g.at));
+            }
+            print(json, &g, |g| {
+                let value = g
+                    .value
+                    .as_ref()
+                    .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+                    .or_else(|| g.value_hex.clone())
+                    .unwrap_or_default();
+                format!(
+                    "{} at version {} (written at {}):\n{value}",
+                    g.key,
+                    g.at,
+                    g.written_at.unwrap_or(0)
+                )
+            })
+        }
+    }
+}
+
+impl Proposal {
+    fn clone_kind(&self) -> Result<ProposalKind, String> {
+        Ok(match self {
+            Self::ElectVersion {
+                version,
+                sha256,
+                urls,
+            } => ProposalKind::ElectVersion {
+                version: version.clone(),
+                sha256_hex: sha256.clone(),
+                urls: urls.clone(),
+            },
+            Self::RetireVersion { version } => ProposalKind::RetireVersion {
+                versions: version.clone(),
+            },
+            Self::DeployVersion { subnet, version } => ProposalKind::DeployVersion {
+                subnet: *subnet,
+                version: version.clone(),
+            },
+            Self::UpdateSubnetConfig {
+                subnet,
+                halt_at_cup_height,
+                is_halted,
+                unit_delay_ms,
+                initial_notary_delay_ms,
+                dkg_interval_length,
+            } => ProposalKind::UpdateSubnetConfig {
+                subnet: *subnet,
+                halt_at_cup_height: *halt_at_cup_height,
+                is_halted: *is_halted,
+                unit_delay_ms: *unit_delay_ms,
+                initial_notary_delay_ms: *initial_notary_delay_ms,
+                dkg_interval_length: *dkg_interval_length,
+            },
+        })
+    }
+}
+
+/// The neuron key and the id of the neuron it controls.
+async fn neuron(cli: &Cli, client: &RegistryClient) -> Result<(Ed25519KeyPair, u64), String> {
+    let path = cli
+        .neuron_key
+        .as_ref()
+        .ok_or("--neuron-key FILE is required to propose or vote")?;
+    let key = Ed25519KeyPair::read_from_file(path).map_err(|e| e.to_string())?;
+    if let Some(id) = cli.neuron {
+        return Ok((key, id));
+    }
+    let controller = key.public_key().to_string();
+    let neurons = client.neurons().await.map_err(|e| e.to_string())?;
+    let mine: Vec<u64> = neurons
+        .iter()
+        .filter(|n| n.controller == controller)
+        .map(|n| n.id)
+        .collect();
+    match mine.as_slice() {
+        [id] => Ok((key, *id)),
+        [] => Err(format!(
+            "no neuron is controlled by the key in {}",
+            path.display()
+        )),
+        ids => Err(format!(
+            "the key in {} controls neurons {ids:?}: choose one with --neuron",
+            path.display()
+        )),
+    }
+}

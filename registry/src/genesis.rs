@@ -1,0 +1,256 @@
+//! The genesis file that `registry init` reads, and a generator of whole networks
+//! (keys, threshold dealing, genesis) for `testnet prep` and tests.
+
+use crate::{
+    records::{
+        CupContentsKind, CupContentsRecord, NeuronRecord, NodeRecord, RegistryRecord,
+        ReplicaVersionRecord, SubnetListRecord, SubnetRecord, keys,
+    },
+    store::Mutation,
+};
+use crypto::{
+    bls::{BlsPublicKey, BlsSecretKey, ProofOfPossession},
+    ed25519::{Ed25519KeyPair, Ed25519PublicKey},
+    threshold::{SecretShare, ThresholdPublicKey, deal, high_threshold, low_threshold},
+};
+use serde::{Deserialize, Serialize};
+use types::{CryptoHash, Height, NodeId, ReplicaVersion, SubnetId, domain};
+
+fn default_voting_period_seconds() -> u64 {
+    crate::governance::DEFAULT_VOTING_PERIOD_NS / 1_000_000_000
+}
+
+/// The initial registry contents (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    #[serde(default = "default_voting_period_seconds")]
+    pub voting_period_seconds: u64,
+    pub neurons: Vec<GenesisNeuron>,
+    pub versions: Vec<GenesisVersion>,
+    pub nodes: Vec<GenesisNode>,
+    pub subnets: Vec<GenesisSubnet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisNeuron {
+    pub id: u64,
+    pub controller: Ed25519PublicKey,
+    pub voting_power: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisVersion {
+    pub version: ReplicaVersion,
+    pub sha256: String,
+    pub urls: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisNode {
+    pub node_id: NodeId,
+    pub ed25519_public_key: Ed25519PublicKey,
+    pub bls_public_key: BlsPublicKey,
+    pub bls_proof_of_possession: ProofOfPossession,
+    pub consensus_address: String,
+    pub http_address: String,
+    pub cup_address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisSubnet {
+    pub subnet_id: SubnetId,
+    pub members: Vec<NodeId>,
+    pub replica_version: ReplicaVersion,
+    pub dkg_interval_length: u64,
+    pub unit_delay_ms: u64,
+    pub initial_notary_delay_ms: u64,
+    pub low_threshold_key: ThresholdPublicKey,
+    pub high_threshold_key: ThresholdPublicKey,
+    pub genesis_time_ns: u64,
+    pub genesis_state_hash: CryptoHash,
+}
+
+impl Genesis {
+    /// Parses a genesis file, naming the field that is wrong.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The batch that writes these contents into an empty registry.
+    pub fn mutations(&self) -> Vec<Mutation> {
+        let mut out = Vec::new();
+        let mut insert = |key: String, value: Vec<u8>| out.push(Mutation::Insert { key, value });
+        for n in &self.neurons {
+            let r = NeuronRecord {
+                id: n.id,
+                controller: n.controller,
+                voting_power: n.voting_power,
+                extensions: Default::default(),
+            };
+            insert(keys::neuron(n.id), r.encode_value());
+        }
+        for v in &self.versions {
+            let r = ReplicaVersionRecord {
+                version: v.version.clone(),
+                release_package_sha256_hex: v.sha256.clone(),
+                release_package_urls: v.urls.clone(),
+                extensions: Default::default(),
+            };
+            insert(keys::replica_version(&v.version), r.encode_value());
+        }
+        for n in &self.nodes {
+            let r = NodeRecord {
+                node_id: n.node_id,
+                ed25519_public_key: n.ed25519_public_key,
+                bls_public_key: n.bls_public_key,
+                bls_proof_of_possession: n.bls_proof_of_possession,
+                consensus_address: n.consensus_address.clone(),
+                http_address: n.http_address.clone(),
+                cup_address: n.cup_address.clone(),
+                extensions: Default::default(),
+            };
+            insert(keys::node_record(&n.node_id), r.encode_value());
+        }
+        for s in &self.subnets {
+            let r = SubnetRecord {
+                subnet_id: s.subnet_id,
+                members: s.members.clone(),
+                replica_version: s.replica_version.clone(),
+                dkg_interval_length: s.dkg_interval_length,
+                unit_delay_ms: s.unit_delay_ms,
+                initial_notary_delay_ms: s.initial_notary_delay_ms,
+                low_threshold_key: s.low_threshold_key.clone(),
+                high_threshold_key: s.high_threshold_key.clone(),
+                halt_at_cup_height: false,
+                is_halted: false,
+                extensions: Default::default(),
+            };
+            insert(keys::subnet_record(&s.subnet_id), r.encode_value());
+            let cup = CupContentsRecord {
+                kind: CupContentsKind::Genesis,
+                height: Height::ZERO,
+                time_ns: s.genesis_time_ns,
+                state_hash: s.genesis_state_hash,
+                extensions: Default::default(),
+            };
+            insert(keys::cup_contents(&s.subnet_id), cup.encode_value());
+        }
+        let list = SubnetListRecord {
+            subnets: self.subnets.iter().map(|s| s.subnet_id).collect(),
+            extensions: Default::default(),
+        };
+        insert(keys::SUBNET_LIST.to_string(), list.encode_value());
+        out
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct NetworkParams {
+    pub nodes: usize,
+    pub neurons: usize,
+    pub dkg_interval_length: u64,
+    pub unit_delay_ms: u64,
+    pub initial_notary_delay_ms: u64,
+    /// Node `i` listens on `base_port + 3i` (consensus), `+ 1` (HTTP), `+ 2` (CUPs).
+    pub base_port: u16,
+    pub replica_version: ReplicaVersion,
+    pub package_sha256: String,
+    pub package_urls: Vec<String>,
+    pub genesis_time_ns: u64,
+}
+
+/// One generated node: its secrets and its public record.
+#[derive(Debug)]
+pub struct GeneratedNode {
+    pub ed25519: Ed25519KeyPair,
+    pub bls: BlsSecretKey,
+    pub low_share: SecretShare,
+    pub high_share: SecretShare,
+    pub record: GenesisNode,
+}
+
+/// A whole network: the genesis and every secret that goes with it.
+#[derive(Debug)]
+pub struct GeneratedNetwork {
+    pub genesis: Genesis,
+    pub nodes: Vec<GeneratedNode>,
+    pub neuron_keys: Vec<Ed25519KeyPair>,
+}
+
+/// Generates keys for every node and neuron, deals the subnet's threshold keys, and
+/// writes a genesis with one subnet holding every node. Neurons get equal voting power.
+pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
+    params: &NetworkParams,
+    rng: &mut R,
+) -> Result<GeneratedNetwork, crypto::CryptoError> {
+    let n = params.nodes;
+    let low = deal(n, low_threshold(n), rng)?;
+    let high = deal(n, high_threshold(n), rng)?;
+    let mut nodes = Vec::with_capacity(n);
+    for (i, (low_share, high_share)) in low.shares.into_iter().zip(high.shares).enumerate() {
+        let ed25519 = Ed25519KeyPair::generate(rng);
+        let bls = BlsSecretKey::generate(rng);
+        let port = |k: usize| format!("127.0.0.1:{}", params.base_port as usize + 3 * i + k);
+        let record = GenesisNode {
+            node_id: ed25519.node_id(),
+            ed25519_public_key: ed25519.public_key(),
+            bls_public_key: bls.public_key(),
+            bls_proof_of_possession: bls.prove_possession(),
+            consensus_address: port(0),
+            http_address: port(1),
+            cup_address: port(2),
+        };
+        nodes.push(GeneratedNode {
+            ed25519,
+            bls,
+            low_share,
+            high_share,
+            record,
+        });
+    }
+    let neuron_keys: Vec<Ed25519KeyPair> = (0..params.neurons)
+        .map(|_| Ed25519KeyPair::generate(rng))
+        .collect();
+    let subnet_id = SubnetId::from_threshold_public_key(&high.public.group_key.to_bytes());
+    let genesis = Genesis {
+        voting_period_seconds: default_voting_period_seconds(),
+        neurons: neuron_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisNeuron {
+                id: i as u64,
+                controller: k.public_key(),
+                voting_power: 100,
+            })
+            .collect(),
+        versions: vec![GenesisVersion {
+            version: params.replica_version.clone(),
+            sha256: params.package_sha256.clone(),
+            urls: params.package_urls.clone(),
+        }],
+        nodes: nodes.iter().map(|n| n.record.clone()).collect(),
+        subnets: vec![GenesisSubnet {
+            subnet_id,
+            members: nodes.iter().map(|n| n.record.node_id).collect(),
+            replica_version: params.replica_version.clone(),
+            dkg_interval_length: params.dkg_interval_length,
+            unit_delay_ms: params.unit_delay_ms,
+            initial_notary_delay_ms: params.initial_notary_delay_ms,
+            low_threshold_key: low.public,
+            high_threshold_key: high.public,
+            genesis_time_ns: params.genesis_time_ns,
+            genesis_state_hash: CryptoHash::of(domain::STATE_HASH, b""),
+        }],
+    };
+    Ok(GeneratedNetwork {
+        genesis,
+        nodes,
+        neuron_keys,
+    })
+}

@@ -1,0 +1,553 @@
+//! NNS-style governance as a deterministic state machine: no I/O, no clock (time is an
+//! argument), no randomness.
+//!
+//! # Rules (normative)
+//!
+//! - A *neuron* (registry record `neuron_<id>`) has a controller ed25519 key and voting
+//!   power. Submissions and votes are signed by the controller over the canonical encoding
+//!   of what they say (domains `GOVERNANCE_PROPOSAL`, `GOVERNANCE_VOTE`).
+//! - A proposal is validated against the registry when it is submitted (a deploy of an
+//!   unelected version, a retire of a version in use, a bad SHA-256 or URL are refused
+//!   and never become proposals) and again, by the registry's invariants, when it
+//!   executes.
+//! - Ballots snapshot every neuron's voting power when the proposal is made; the proposer
+//!   votes yes at once. A neuron votes once.
+//! - Adopted at once when yes > total / 2; rejected at once when no >= total / 2. At the
+//!   deadline (created + voting period), adopted iff yes > no and yes >= 3% of total, else
+//!   rejected.
+//! - An adopted proposal executes its registry batch; the result is recorded: *executed*
+//!   at a registry version, or *failed* with the reason.
+//!
+//! Status: open -> adopted -> executed | failed; open -> rejected.
+
+use crate::{
+    invariants::{Snapshot, check_version},
+    records::{RegistryRecord, ReplicaVersionRecord, keys},
+    store::Mutation,
+};
+use crypto::ed25519::{Ed25519KeyPair, Ed25519Signature};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use types::{RegistryVersion, ReplicaVersion, SubnetId, codec, domain};
+
+pub type NeuronId = u64;
+pub type ProposalId = u64;
+
+/// Default voting period: 4 days, as on the NNS.
+pub const DEFAULT_VOTING_PERIOD_NS: u64 = 4 * 24 * 3600 * 1_000_000_000;
+/// The most open proposals at once (a bound on state and on work per deadline check).
+pub const MAX_OPEN_PROPOSALS: usize = 1000;
+
+/// What a proposal asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalKind {
+    /// Elect a release: it may then be deployed.
+    ElectVersion {
+        version: ReplicaVersion,
+        sha256_hex: String,
+        urls: Vec<String>,
+    },
+    /// Retire elected releases that no subnet runs.
+    RetireVersion { versions: Vec<ReplicaVersion> },
+    /// Make a subnet run an elected release.
+    DeployVersion {
+        subnet: SubnetId,
+        version: ReplicaVersion,
+    },
+    /// Change a subnet's halting flags or consensus delays.
+    UpdateSubnetConfig {
+        subnet: SubnetId,
+        halt_at_cup_height: Option<bool>,
+        is_halted: Option<bool>,
+        unit_delay_ms: Option<u64>,
+        initial_notary_delay_ms: Option<u64>,
+        dkg_interval_length: Option<u64>,
+    },
+}
+
+impl ProposalKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ElectVersion { .. } => "elect_version",
+            Self::RetireVersion { .. } => "retire_version",
+            Self::DeployVersion { .. } => "deploy_version",
+            Self::UpdateSubnetConfig { .. } => "update_subnet_config",
+        }
+    }
+}
+
+/// A proposal as its proposer signs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub neuron_id: NeuronId,
+    /// Distinguishes two otherwise identical submissions; a replay is refused.
+    pub nonce: u64,
+    pub kind: ProposalKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedSubmission {
+    pub submission: Submission,
+    pub signature: Ed25519Signature,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vote {
+    Yes,
+    No,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    pub proposal_id: ProposalId,
+    pub neuron_id: NeuronId,
+    pub vote: Vote,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBallot {
+    pub ballot: Ballot,
+    pub signature: Ed25519Signature,
+}
+
+impl SignedSubmission {
+    pub fn sign(submission: Submission, key: &Ed25519KeyPair) -> Self {
+        let signature = key.sign(domain::GOVERNANCE_PROPOSAL, &codec::encode(&submission));
+        Self {
+            submission,
+            signature,
+        }
+    }
+}
+
+impl SignedBallot {
+    pub fn sign(ballot: Ballot, key: &Ed25519KeyPair) -> Self {
+        let signature = key.sign(domain::GOVERNANCE_VOTE, &codec::encode(&ballot));
+        Self { ballot, signature }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    Open,
+    Adopted,
+    Rejected,
+    Executed,
+    Failed,
+}
+
+impl ProposalStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Adopted => "adopted",
+            Self::Rejected => "rejected",
+            Self::Executed => "executed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A neuron's ballot: its voting power when the proposal was made, and its vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BallotBox {
+    pub voting_power: u64,
+    pub vote: Option<Vote>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: ProposalId,
+    pub proposer: NeuronId,
+    pub nonce: u64,
+    pub kind: ProposalKind,
+    pub created_ns: u64,
+    pub deadline_ns: u64,
+    pub ballots: BTreeMap<NeuronId, BallotBox>,
+    pub status: ProposalStatus,
+    pub decided_ns: Option<u64>,
+    pub executed_registry_version: Option<RegistryVersion>,
+    pub failure_reason: Option<String>,
+}
+
+/// Vote totals in voting power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub yes: u64,
+    pub no: u64,
+    pub total: u64,
+}
+
+impl Proposal {
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally {
+            yes: 0,
+            no: 0,
+            total: 0,
+        };
+        for b in self.ballots.values() {
+            t.total += b.voting_power;
+            match b.vote {
+                Some(Vote::Yes) => t.yes += b.voting_power,
+                Some(Vote::No) => t.no += b.voting_power,
+                None => {}
+            }
+        }
+        t
+    }
+
+    /// The absolute-majority rule, applied after every vote.
+    fn decide_early(&mut self, now_ns: u64) {
+        let t = self.tally();
+        let status = if u128::from(t.yes) * 2 > u128::from(t.total) {
+            ProposalStatus::Adopted
+        } else if u128::from(t.no) * 2 >= u128::from(t.total) {
+            ProposalStatus::Rejected
+        } else {
+            return;
+        };
+        self.status = status;
+        self.decided_ns = Some(now_ns);
+    }
+
+    /// The deadline rule.
+    fn decide_at_deadline(&mut self, now_ns: u64) {
+        let t = self.tally();
+        let adopted = t.yes > t.no && u128::from(t.yes) * 100 >= u128::from(t.total) * 3;
+        self.status = if adopted {
+            ProposalStatus::Adopted
+        } else {
+            ProposalStatus::Rejected
+        };
+        self.decided_ns = Some(now_ns);
+    }
+}
+
+/// Why governance refused a submission or a vote. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GovernanceError {
+    #[error("neuron {0} does not exist")]
+    UnknownNeuron(NeuronId),
+    #[error("the signature is not by neuron {0}'s controller key")]
+    BadSignature(NeuronId),
+    #[error(
+        "neuron {neuron} already submitted a proposal with nonce {nonce} (proposal {existing})"
+    )]
+    Replay {
+        neuron: NeuronId,
+        nonce: u64,
+        existing: ProposalId,
+    },
+    #[error("invalid proposal: {0}")]
+    Invalid(String),
+    #[error("proposal {0} does not exist")]
+    UnknownProposal(ProposalId),
+    #[error("proposal {id} is {status} and takes no more votes", status = .status.name())]
+    NotOpen {
+        id: ProposalId,
+        status: ProposalStatus,
+    },
+    #[error(
+        "neuron {neuron} has no ballot on proposal {proposal} (it did not exist when the proposal was made)"
+    )]
+    NoBallot {
+        neuron: NeuronId,
+        proposal: ProposalId,
+    },
+    #[error("neuron {neuron} already voted on proposal {proposal}")]
+    AlreadyVoted {
+        neuron: NeuronId,
+        proposal: ProposalId,
+    },
+    #[error("too many open proposals ({0}); wait for some to be decided")]
+    TooManyOpen(usize),
+}
+
+/// All proposals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governance {
+    pub voting_period_ns: u64,
+    pub next_proposal_id: ProposalId,
+    pub proposals: BTreeMap<ProposalId, Proposal>,
+}
+
+impl Governance {
+    pub fn new(voting_period_ns: u64) -> Self {
+        Self {
+            voting_period_ns,
+            next_proposal_id: 1,
+            proposals: BTreeMap::new(),
+        }
+    }
+
+    /// Validates and records a signed proposal. Returns its id. `check` is the registry's
+    /// full validation of the batch the proposal would execute today (preconditions and
+    /// invariants), so that what could never execute is refused up front.
+    pub fn submit(
+        &mut self,
+        registry: &Snapshot,
+        now_ns: u64,
+        signed: &SignedSubmission,
+        check: &dyn Fn(&[Mutation]) -> Result<(), String>,
+    ) -> Result<ProposalId, GovernanceError> {
+        self.process_deadlines(now_ns);
+        let s = &signed.submission;
+        let neuron = registry
+            .neurons
+            .get(&s.neuron_id)
+            .ok_or(GovernanceError::UnknownNeuron(s.neuron_id))?;
+        neuron
+            .controller
+            .verify(
+                domain::GOVERNANCE_PROPOSAL,
+                &codec::encode(s),
+                &signed.signature,
+            )
+            .map_err(|_| GovernanceError::BadSignature(s.neuron_id))?;
+        if let Some(p) = self
+            .proposals
+            .values()
+            .find(|p| p.proposer == s.neuron_id && p.nonce == s.nonce)
+        {
+            return Err(GovernanceError::Replay {
+                neuron: s.neuron_id,
+                nonce: s.nonce,
+                existing: p.id,
+            });
+        }
+        let open = self
+            .proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Open)
+            .count();
+        if open >= MAX_OPEN_PROPOSALS {
+            return Err(GovernanceError::TooManyOpen(open));
+        }
+        // Validation is the same computation as execution, on today's registry.
+        let mutations = mutations_for(&s.kind, registry).map_err(GovernanceError::Invalid)?;
+        check(&mutations).map_err(GovernanceError::Invalid)?;
+        let id = self.next_proposal_id;
+        let mut ballots: BTreeMap<NeuronId, BallotBox> = registry
+            .neurons
+            .values()
+            .map(|n| {
+                (
+                    n.id,
+                    BallotBox {
+                        voting_power: n.voting_power,
+                        vote: None,
+                    },
+                )
+            })
+            .collect();
+        if let Some(b) = ballots.get_mut(&s.neuron_id) {
+            b.vote = Some(Vote::Yes);
+        }
+        let mut proposal = Proposal {
+            id,
+            proposer: s.neuron_id,
+            nonce: s.nonce,
+            kind: s.kind.clone(),
+            created_ns: now_ns,
+            deadline_ns: now_ns.saturating_add(self.voting_period_ns),
+            ballots,
+            status: ProposalStatus::Open,
+            decided_ns: None,
+            executed_registry_version: None,
+            failure_reason: None,
+        };
+        proposal.decide_early(now_ns);
+        self.proposals.insert(id, proposal);
+        self.next_proposal_id += 1;
+        Ok(id)
+    }
+
+    /// Records a signed vote. Returns the proposal's status afterwards.
+    pub fn vote(
+        &mut self,
+        registry: &Snapshot,
+        now_ns: u64,
+        signed: &SignedBallot,
+    ) -> Result<ProposalStatus, GovernanceError> {
+        self.process_deadlines(now_ns);
+        let b = &signed.ballot;
+        let neuron = registry
+            .neurons
+            .get(&b.neuron_id)
+            .ok_or(GovernanceError::UnknownNeuron(b.neuron_id))?;
+        neuron
+            .controller
+            .verify(
+                domain::GOVERNANCE_VOTE,
+                &codec::encode(b),
+                &signed.signature,
+            )
+            .map_err(|_| GovernanceError::BadSignature(b.neuron_id))?;
+        let p = self
+            .proposals
+            .get_mut(&b.proposal_id)
+            .ok_or(GovernanceError::UnknownProposal(b.proposal_id))?;
+        if p.status != ProposalStatus::Open {
+            return Err(GovernanceError::NotOpen {
+                id: p.id,
+                status: p.status,
+            });
+        }
+        let ballot = p
+            .ballots
+            .get_mut(&b.neuron_id)
+            .ok_or(GovernanceError::NoBallot {
+                neuron: b.neuron_id,
+                proposal: p.id,
+            })?;
+        if ballot.vote.is_some() {
+            return Err(GovernanceError::AlreadyVoted {
+                neuron: b.neuron_id,
+                proposal: p.id,
+            });
+        }
+        ballot.vote = Some(b.vote);
+        p.decide_early(now_ns);
+        Ok(p.status)
+    }
+
+    /// Decides every open proposal whose deadline has passed.
+    pub fn process_deadlines(&mut self, now_ns: u64) {
+        for p in self.proposals.values_mut() {
+            if p.status == ProposalStatus::Open && now_ns >= p.deadline_ns {
+                p.decide_at_deadline(now_ns);
+            }
+        }
+    }
+
+    /// Adopted proposals waiting for execution, oldest first.
+    pub fn pending_execution(&self) -> Vec<ProposalId> {
+        self.proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Adopted)
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Records the outcome of executing an adopted proposal.
+    pub fn record_execution(&mut self, id: ProposalId, outcome: Result<RegistryVersion, String>) {
+        if let Some(p) = self.proposals.get_mut(&id) {
+            match outcome {
+                Ok(v) => {
+                    p.status = ProposalStatus::Executed;
+                    p.executed_registry_version = Some(v);
+                }
+                Err(reason) => {
+                    p.status = ProposalStatus::Failed;
+                    p.failure_reason = Some(reason);
+                }
+            }
+        }
+    }
+}
+
+/// The registry batch a proposal executes, computed on `registry` (the latest state).
+/// Fails with the reason when the proposal makes no sense there.
+pub fn mutations_for(kind: &ProposalKind, registry: &Snapshot) -> Result<Vec<Mutation>, String> {
+    match kind {
+        ProposalKind::ElectVersion {
+            version,
+            sha256_hex,
+            urls,
+        } => {
+            if registry.versions.contains_key(version) {
+                return Err(format!("version {version} is already elected"));
+            }
+            let record = ReplicaVersionRecord {
+                version: version.clone(),
+                release_package_sha256_hex: sha256_hex.clone(),
+                release_package_urls: urls.clone(),
+                extensions: Default::default(),
+            };
+            check_version(&record).map_err(|e| e.to_string())?;
+            Ok(vec![Mutation::Insert {
+                key: keys::replica_version(version),
+                value: record.encode_value(),
+            }])
+        }
+        ProposalKind::RetireVersion { versions } => {
+            if versions.is_empty() {
+                return Err("no version to retire".into());
+            }
+            let mut out = Vec::new();
+            for v in versions {
+                if !registry.versions.contains_key(v) {
+                    return Err(format!("version {v} is not elected"));
+                }
+                if let Some(s) = registry.subnets.values().find(|s| &s.replica_version == v) {
+                    return Err(format!(
+                        "version {v} is in use by subnet {}: deploy another version there first",
+                        s.subnet_id
+                    ));
+                }
+                out.push(Mutation::Delete {
+                    key: keys::replica_version(v),
+                });
+            }
+            Ok(out)
+        }
+        ProposalKind::DeployVersion { subnet, version } => {
+            let mut record = registry
+                .subnets
+                .get(subnet)
+                .cloned()
+                .ok_or(format!("subnet {subnet} does not exist"))?;
+            if !registry.versions.contains_key(version) {
+                return Err(format!("version {version} is not elected: elect it first"));
+            }
+            if &record.replica_version == version {
+                return Err(format!("subnet {subnet} already runs version {version}"));
+            }
+            record.replica_version = version.clone();
+            Ok(vec![Mutation::Update {
+                key: keys::subnet_record(subnet),
+                value: record.encode_value(),
+            }])
+        }
+        ProposalKind::UpdateSubnetConfig {
+            subnet,
+            halt_at_cup_height,
+            is_halted,
+            unit_delay_ms,
+            initial_notary_delay_ms,
+            dkg_interval_length,
+        } => {
+            let mut record = registry
+                .subnets
+                .get(subnet)
+                .cloned()
+                .ok_or(format!("subnet {subnet} does not exist"))?;
+            let before = record.clone();
+            if let Some(v) = halt_at_cup_height {
+                record.halt_at_cup_height = *v;
+            }
+            if let Some(v) = is_halted {
+                record.is_halted = *v;
+            }
+            if let Some(v) = unit_delay_ms {
+                record.unit_delay_ms = *v;
+            }
+            if let Some(v) = initial_notary_delay_ms {
+                record.initial_notary_delay_ms = *v;
+            }
+            if let Some(v) = dkg_interval_length {
+                record.dkg_interval_length = *v;
+            }
+            if record == before {
+                return Err(format!("the update changes nothing in subnet {subnet}"));
+            }
+            Ok(vec![Mutation::Update {
+                key: keys::subnet_record(subnet),
+                value: record.encode_value(),
+            }])
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The registry server (axum). See [`crate::api`] for the endpoints.
+//!
+//! One `Registry<RocksStore>` behind a mutex: requests are short, and every write is one
+//! synced RocksDB commit, so an acknowledged proposal or vote survives a kill -9.
+
+use crate::{
+    Registry, RegistryError,
+    api::{self, *},
+    governance::{GovernanceError, ProposalStatus},
+    records::{CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, keys},
+    store::{RegistryStore, RocksStore, StoreError},
+};
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use crypto::ed25519::Ed25519KeyPair;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
+use serde::Deserialize;
+use std::{
+    path::{Path as FsPath, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use types::{RegistryVersion, codec, domain};
+
+/// Files in a registry directory.
+pub fn key_path(dir: &FsPath) -> PathBuf {
+    dir.join("registry.key")
+}
+pub fn public_key_path(dir: &FsPath) -> PathBuf {
+    dir.join("registry_public_key.hex")
+}
+pub fn store_path(dir: &FsPath) -> PathBuf {
+    dir.join("store")
+}
+
+/// The largest request body accepted.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// The largest response the signing layer buffers.
+const MAX_RESPONSE_BYTES: usize = api::MAX_PAGE_BYTES + 1024 * 1024;
+
+pub struct ServerState {
+    registry: Mutex<Registry<RocksStore>>,
+    key: Ed25519KeyPair,
+    metrics: Metrics,
+    requests: IntCounterVec,
+    refusals: IntCounterVec,
+    version_gauge: IntGauge,
+    open_gauge: IntGauge,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerState(key {})", self.key.public_key())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    KeyFile(#[from] crypto::key_file::KeyFileError),
+    #[error("registry store in {dir}: {source}")]
+    Registry {
+        dir: PathBuf,
+        source: Box<RegistryError>,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Current time in nanoseconds since the Unix epoch: the one clock read of the registry.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl ServerState {
+    /// Opens an initialized registry directory.
+    pub fn open(dir: &FsPath) -> Result<Arc<Self>, ServerError> {
+        let key = Ed25519KeyPair::read_from_file(&key_path(dir))?;
+        let registry_err = |source: RegistryError| ServerError::Registry {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        };
+        let store = RocksStore::open(&store_path(dir))
+            .map_err(|e| registry_err(RegistryError::Store(e)))?;
+        if store.latest_version() == RegistryVersion::ZERO {
+            return Err(registry_err(RegistryError::Store(StoreError::Corrupt(
+                "the registry is empty: run `registry init` first".into(),
+            ))));
+        }
+        let registry = Registry::open(store).map_err(registry_err)?;
+        let metrics = Metrics::new();
+        let requests = IntCounterVec::new(
+            Opts::new("registry_http_requests_total", "HTTP requests by endpoint"),
+            &["endpoint"],
+        )?;
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "registry_refusals_total",
+                "Refused proposals and votes by kind",
+            ),
+            &["kind"],
+        )?;
+        let version_gauge = IntGauge::new("registry_version", "The latest registry version")?;
+        let open_gauge = IntGauge::new("registry_proposals_open", "Open proposals")?;
+        metrics.register(Box::new(requests.clone()))?;
+        metrics.register(Box::new(refusals.clone()))?;
+        metrics.register(Box::new(version_gauge.clone()))?;
+        metrics.register(Box::new(open_gauge.clone()))?;
+        Ok(Arc::new(Self {
+            registry: Mutex::new(registry),
+            key,
+            metrics,
+            requests,
+            refusals,
+            version_gauge,
+            open_gauge,
+        }))
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry<RocksStore>> {
+        // A panic while holding the lock cannot leave the registry half-written (every
+        // write is one atomic commit), so a poisoned lock is safe to keep using.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, endpoint: &str) {
+        self.requests.with_label_values(&[endpoint]).inc();
+    }
+}
+
+/// The router with response signing.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/api/v1/registry/version", get(registry_version))
+        .route("/api/v1/registry/changes", get(changes))
+        .route("/api/v1/registry/get", get(get_key))
+        .route("/api/v1/versions", get(versions))
+        .route("/api/v1/subnets", get(subnets))
+        .route("/api/v1/neurons", get(neurons))
+        .route("/api/v1/proposals", get(proposals).post(submit))
+        .route("/api/v1/proposals/{id}", get(proposal))
+        .route("/api/v1/proposals/{id}/votes", post(vote))
+        .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            sign_responses,
+        ))
+        .with_state(state)
+}
+
+/// Serves until the listener fails; decides proposals past their deadline every second.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+) -> std::io::Result<()> {
+    let ticker = state.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            if let Err(e) = ticker.registry().tick(now_ns()) {
+                tracing::error!(error = %e, "critical_error: deciding proposals at their deadline failed");
+            }
+        }
+    });
+    axum::serve(listener, router(state)).await
+}
+
+async fn sign_responses(
+    State(state): State<Arc<ServerState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (mut parts, body) = next.run(req).await.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("response too large: {e}"),
+            );
+        }
+    };
+    let sig = state.key.sign(
+        domain::REGISTRY_RESPONSE,
+        &response_message(&path_and_query, &bytes),
+    );
+    if let Ok(v) = HeaderValue::from_str(&sig.to_string()) {
+        parts.headers.insert(SIGNATURE_HEADER, v);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn registry_error(state: &ServerState, e: RegistryError) -> Response {
+    let code = match &e {
+        RegistryError::Governance(GovernanceError::UnknownProposal(_)) => StatusCode::NOT_FOUND,
+        RegistryError::Store(StoreError::VersionNotAvailable { .. }) => StatusCode::NOT_FOUND,
+        RegistryError::Governance(_) | RegistryError::Invariant(_) => StatusCode::BAD_REQUEST,
+        RegistryError::Store(_)
+        | RegistryError::Corrupt(_)
+        | RegistryError::AlreadyInitialized(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if code == StatusCode::BAD_REQUEST {
+        let kind = match &e {
+            RegistryError::Governance(GovernanceError::BadSignature(_)) => "bad_signature",
+            RegistryError::Governance(GovernanceError::Invalid(_)) => "invalid_proposal",
+            RegistryError::Invariant(_) => "invariant",
+            _ => "other",
+        };
+        state.refusals.with_label_values(&[kind]).inc();
+        tracing::info!(error = %e, "refused");
+    }
+    error(code, e.to_string())
+}
+
+async fn registry_version(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("registry_version");
+    Json(VersionView {
+        registry_version: s.registry().latest_version().get(),
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: u64,
+    max: Option<usize>,
+}
+
+async fn changes(State(s): State<Arc<ServerState>>, Query(q): Query<ChangesQuery>) -> Response {
+    s.count("changes");
+    let max = q
+        .max
+        .unwrap_or(MAX_VERSIONS_PER_PAGE)
+        .clamp(1, MAX_VERSIONS_PER_PAGE);
+    let reg = s.registry();
+    let latest = reg.latest_version();
+    let mut deltas = match reg
+        .store()
+        .changes_since(RegistryVersion::new(q.since), max)
+    {
+        Ok(d) => d,
+        Err(e) => return registry_error(&s, e.into()),
+    };
+    drop(reg);
+    // Keep the page under its byte budget (but always send at least one delta).
+    let mut bytes = 0usize;
+    let mut keep = 0;
+    for d in &deltas {
+        bytes += codec::encode(d).len();
+        if keep > 0 && bytes > MAX_PAGE_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    deltas.truncate(keep);
+    let page = ChangesPage {
+        latest_version: latest,
+        deltas,
+    };
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        codec::encode(&page),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct GetQuery {
+    key: String,
+    at: Option<u64>,
+}
+
+async fn get_key(State(s): State<Arc<ServerState>>, Query(q): Query<GetQuery>) -> Response {
+    s.count("get");
+    let reg = s.registry();
+    let at =
+        q.at.map(RegistryVersion::new)
+            .unwrap_or(reg.latest_version());
+    match reg.store().get_versioned(&q.key, at) {
+        Ok(found) => Json(GetView {
+            key: q.key.clone(),
+            at: at.get(),
+            written_at: found.as_ref().map(|(v, _)| v.get()),
+            value_hex: found.as_ref().map(|(_, b)| hex::encode(b)),
+            value: found.as_ref().and_then(|(_, b)| display_value(&q.key, b)),
+        })
+        .into_response(),
+        Err(e) => registry_error(&s, e.into()),
+    }
+}
+
+/// A known record as JSON, for people reading `nns get`.
+fn display_value(key: &str, bytes: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::{json, to_value};
+    if key == keys::SUBNET_LIST {
+        let l = SubnetListRecord::decode_value(bytes).ok()?;
+        return to_value(&l.subnets).ok();
+    }
+    if key.starts_with(keys::SUBNET_RECORD_PREFIX) {
+        let r = crate::records::SubnetRecord::decode_value(bytes).ok()?;
+        let mut v = to_value(SubnetView::from(&r)).ok()?;
+        v["low_threshold_key"] = to_value(&r.low_threshold_key).ok()?;
+        v["high_threshold_key"] = to_value(&r.high_threshold_key).ok()?;
+        return Some(v);
+    }
+    if key.starts_with(keys::REPLICA_VERSION_PREFIX) {
+        let r = crate::records::ReplicaVersionRecord::decode_value(bytes).ok()?;
+        return to_value(ElectedVersionView::from(&r)).ok();
+    }
+    if key.starts_with(keys::NEURON_PREFIX) {
+        let r = crate::records::NeuronRecord::decode_value(bytes).ok()?;
+        return to_value(NeuronView::from(&r)).ok();
+    }
+    if key.starts_with(keys::NODE_RECORD_PREFIX) {
+        let r = NodeRecord::decode_value(bytes).ok()?;
+        return Some(json!({
+            "node_id": r.node_id, "ed25519_public_key": r.ed25519_public_key,
+            "bls_public_key": r.bls_public_key, "consensus_address": r.consensus_address,
+            "http_address": r.http_address, "cup_address": r.cup_address,
+        }));
+    }
+    if key.starts_with(keys::CUP_CONTENTS_PREFIX) {
+        let r = CupContentsRecord::decode_value(bytes).ok()?;
+        return Some(json!({
+            "kind": r.kind, "height": r.height.get(), "time_ns": r.time_ns, "state_hash": r.state_hash,
+        }));
+    }
+    None
+}
+
+async fn versions(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("versions");
+    match s.registry().snapshot() {
+        Ok(snap) => Json(
+            snap.versions
+                .values()
+                .map(ElectedVersionView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => registry_error(&s, e),
+    }
+}
+
+async fn subnets(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("subnets");
+    match s.registry().snapshot() {
+        Ok(snap) => Json(
+            snap.subnets
+                .values()
+                .map(SubnetView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => registry_error(&s, e),
+    }
+}
+
+async fn neurons(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("neurons");
+    match s.registry().snapshot() {
+        Ok(snap) => Json(
+            snap.neurons
+                .values()
+                .map(NeuronView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => registry_error(&s, e),
+    }
+}
+
+async fn proposals(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("proposals");
+    let reg = s.registry();
+    Json(
+        reg.governance()
+            .proposals
+            .values()
+            .map(ProposalView::from)
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+async fn proposal(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
+    s.count("proposal");
+    let reg = s.registry();
+    match reg.governance().proposals.get(&id) {
+        Some(p) => Json(ProposalView::from(p)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("proposal {id} does not exist"),
+        ),
+    }
+}
+
+async fn submit(
+    State(s): State<Arc<ServerState>>,
+    Json(signed): Json<SignedSubmission>,
+) -> Response {
+    s.count("submit");
+    let result = s.registry().submit(now_ns(), &signed);
+    match result {
+        Ok(id) => {
+            tracing::info!(
+                proposal = id,
+                neuron = signed.submission.neuron_id,
+                "proposal submitted"
+            );
+            Json(ProposalIdView { proposal_id: id }).into_response()
+        }
+        Err(e) => registry_error(&s, e),
+    }
+}
+
+async fn vote(
+    State(s): State<Arc<ServerState>>,
+    Path(id): Path<u64>,
+    Json(signed): Json<SignedBallot>,
+) -> Response {
+    s.count("vote");
+    if signed.ballot.proposal_id != id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the ballot is for proposal {}, not {id}",
+                signed.ballot.proposal_id
+            ),
+        );
+    }
+    let result = s.registry().vote(now_ns(), &signed);
+    match result {
+        Ok(status) => {
+            tracing::info!(
+                proposal = id,
+                neuron = signed.ballot.neuron_id,
+                status = status.name(),
+                "vote"
+            );
+            Json(VoteResultView {
+                proposal_id: id,
+                status,
+            })
+            .into_response()
+        }
+        Err(e) => registry_error(&s, e),
+    }
+}
+
+async fn status(State(s): State<Arc<ServerState>>) -> Response {
+    s.count("status");
+    let reg = s.registry();
+    let open = reg
+        .governance()
+        .proposals
+        .values()
+        .filter(|p| p.status == ProposalStatus::Open)
+        .count();
+    Json(StatusView {
+        registry_version: reg.latest_version().get(),
+        proposals_open: open,
+        proposals_total: reg.governance().proposals.len(),
+        public_key: s.key.public_key().to_string(),
+    })
+    .into_response()
+}
+
+async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
+    {
+        let reg = s.registry();
+        s.version_gauge.set(reg.latest_version().get() as i64);
+        let open = reg
+            .governance()
+            .proposals
+            .values()
+            .filter(|p| p.status == ProposalStatus::Open)
+            .count();
+        s.open_gauge.set(open as i64);
+    }
+    match TextEncoder::new().encode_to_string(&s.metrics.gather()) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

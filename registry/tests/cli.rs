@@ -1,0 +1,285 @@
+//! The registry as a new user meets it: `registry init`, `registry serve`, and `nns`.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = write_genesis(dir.path());
+    let server = Server::start(&init(dir.path()), "127.0.0.1:0");
+    let url = server.url.as_str();
+    let subnet = net.genesis.subnets[0].subnet_id.to_string();
+    let (k0, k1) = (neuron_key(dir.path(), 0), neuron_key(dir.path(), 1));
+    assert_eq!(registry_version(url), 1);
+
+    let sha = "b".repeat(64);
+    let (code, out, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "elect-version",
+            "--version",
+            "2.0.0",
+            "--sha256",
+            &sha,
+            "--url",
+            "http://127.0.0.1:9/next.tar.gz",
+            "--url",
+            "https://mirror.example/next.tar.gz",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "proposal 1"), "{err}");
+    let (code, out, err) = nns(
+        url,
+        &["--neuron-key", s(&k1), "vote", "--proposal", "1", "--yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("executed"), "{out}");
+    let (_, out, _) = nns(url, &["versions", "--json"]);
+    let versions: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        versions
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|v| v["version"] == "2.0.0" && v["sha256"] == sha.as_str())
+    );
+
+    let (code, out, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "--json",
+            "propose",
+            "deploy-version",
+            "--subnet",
+            &subnet,
+            "--version",
+            "2.0.0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["proposal_id"],
+        2
+    );
+    let (code, _, err) = nns(
+        url,
+        &["--neuron-key", s(&k1), "vote", "--proposal", "2", "--yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(registry_version(url), 3);
+
+    let (_, out, _) = nns(url, &["subnets", "--json"]);
+    let subnets: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(subnets[0]["replica_version"], "2.0.0");
+    let key = format!("subnet_record_{subnet}");
+    let at = |v: &str| {
+        let (code, out, err) = nns(url, &["get", &key, "--at", v, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["value"]["replica_version"]
+            .clone()
+    };
+    assert_eq!(at("2"), "1.0.0");
+    assert_eq!(at("3"), "2.0.0");
+
+    let (_, out, _) = nns(url, &["proposal", "2", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (
+            p["proposal_id"].as_u64(),
+            p["kind"].as_str(),
+            p["status"].as_str()
+        ),
+        (Some(2), Some("deploy_version"), Some("executed"))
+    );
+    assert_eq!(
+        (p["yes"].as_u64(), p["no"].as_u64(), p["total"].as_u64()),
+        (Some(200), Some(0), Some(300))
+    );
+    assert!(p["failure_reason"].is_null());
+}
+
+#[test]
+fn refused_proposals_and_forged_votes_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = write_genesis(dir.path());
+    let server = Server::start(&init(dir.path()), "127.0.0.1:0");
+    let url = server.url.as_str();
+    let subnet = net.genesis.subnets[0].subnet_id.to_string();
+    let (k0, k2) = (neuron_key(dir.path(), 0), neuron_key(dir.path(), 2));
+    // An open proposal to vote on.
+    let (code, _, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "elect-version",
+            "--version",
+            "3.0.0",
+            "--sha256",
+            &"c".repeat(64),
+            "--url",
+            "http://127.0.0.1:9/p",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let sha = "d".repeat(64);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "propose",
+                "deploy-version",
+                "--subnet",
+                &subnet,
+                "--version",
+                "9.9.9",
+            ],
+            "version 9.9.9 is not elected",
+        ),
+        (
+            vec!["propose", "retire-version", "--version", "1.0.0"],
+            "version 1.0.0 is in use by subnet",
+        ),
+        (
+            vec![
+                "propose",
+                "elect-version",
+                "--version",
+                "4",
+                "--sha256",
+                "abcd",
+                "--url",
+                "http://h/p",
+            ],
+            "64 lowercase hex",
+        ),
+        (
+            vec![
+                "propose",
+                "elect-version",
+                "--version",
+                "4",
+                "--sha256",
+                &sha,
+                "--url",
+                "file:///tmp/p.tar.gz",
+            ],
+            "scheme \"file\" is not allowed",
+        ),
+    ];
+    for (args, message) in cases {
+        let version = registry_version(url);
+        let count = proposal_count(url);
+        let mut all = vec!["--neuron-key", s(&k0)];
+        all.extend_from_slice(&args);
+        let (code, out, err) = nns(url, &all);
+        assert_ne!(code, 0, "{args:?} was accepted: {out}");
+        assert!(
+            err.starts_with("error: ") && err.contains(message),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert_eq!(registry_version(url), version, "{args:?}");
+        assert_eq!(proposal_count(url), count, "{args:?}");
+    }
+    // Neuron 1's vote, signed with neuron 2's key.
+    let (code, _, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k2),
+            "--neuron",
+            "1",
+            "vote",
+            "--proposal",
+            "1",
+            "--yes",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not by neuron 1's controller key"), "{err}");
+    let (_, out, _) = nns(url, &["proposal", "1", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (p["yes"].as_u64(), p["status"].as_str()),
+        (Some(100), Some("open"))
+    );
+    assert_eq!(registry_version(url), 1);
+    // Bad arguments never reach the server.
+    let (code, _, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "deploy-version",
+            "--subnet",
+            "xyz",
+            "--version",
+            "2",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--subnet"), "{err}");
+    let (code, _, err) = nns(url, &["vote", "--proposal", "1", "--yes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--neuron-key"), "{err}");
+}
+
+#[test]
+fn init_refuses_a_bad_genesis_and_a_second_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_genesis(dir.path());
+    let reg_dir = init(dir.path());
+    let (code, _, err) = run(
+        REGISTRY,
+        &[
+            "init",
+            "--dir",
+            s(&reg_dir),
+            "--genesis",
+            s(&dir.path().join("genesis.json")),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds a registry"), "{err}");
+    // A genesis whose subnet runs an unelected version.
+    let text = std::fs::read_to_string(dir.path().join("genesis.json")).expect("read");
+    let bad = text.replace(
+        "\"replica_version\": \"1.0.0\"",
+        "\"replica_version\": \"7.7.7\"",
+    );
+    assert_ne!(bad, text);
+    std::fs::write(dir.path().join("bad.json"), bad).expect("write");
+    let other = dir.path().join("other");
+    let (code, _, err) = run(
+        REGISTRY,
+        &[
+            "init",
+            "--dir",
+            s(&other),
+            "--genesis",
+            s(&dir.path().join("bad.json")),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("7.7.7, which is not elected"), "{err}");
+    assert!(!other.exists(), "a refused init leaves nothing behind");
+    // Serving an uninitialized directory says what to do.
+    let (code, _, err) = run(
+        REGISTRY,
+        &["serve", "--dir", s(&other), "--listen", "127.0.0.1:0"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("registry.key"), "{err}");
+}
