@@ -5,5 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/env.sh
-cargo bench --locked -p crypto -p cup -- --warm-up-time 1 --measurement-time 3 | tee /tmp/bench-crypto.log
+for spec in "crypto crypto" "cup cup"; do
+  set -- $spec
+  cargo bench --locked -p "$1" --bench "$2" -- --warm-up-time 1 --measurement-time 3
+done | tee /tmp/bench-crypto.log
 python3 scripts/bench_table.py "$CARGO_TARGET_DIR/criterion" BENCHMARKS.md

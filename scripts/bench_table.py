@@ -9,6 +9,11 @@ rows = []
 for root, _dirs, files in os.walk(crit):
     if "estimates.json" in files and os.path.basename(root) == "new":
         bench = os.path.relpath(os.path.dirname(root), crit)
+        try:
+            with open(os.path.join(root, "benchmark.json")) as f:
+                bench = json.load(f).get("full_id", bench)
+        except OSError:
+            pass
         with open(os.path.join(root, "estimates.json")) as f:
             e = json.load(f)
         med = e["median"]
@@ -17,6 +22,8 @@ for root, _dirs, files in os.walk(crit):
 rows.sort()
 
 def fmt(ns):
+    if ns >= 1e6:
+        return f"{ns/1e6:.2f} ms"
     return f"{ns/1000:.1f} µs" if ns >= 1000 else f"{ns:.0f} ns"
 
 cpu = "unknown CPU"
