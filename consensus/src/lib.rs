@@ -1,5 +1,21 @@
-//! The Internet Computer consensus protocol as a pure state machine.
+//! The Internet Computer consensus protocol as a pure state machine: blocks, random
+//! beacon, notarization, finalization, certification, CUPs, and the upgrade rule.
 //!
-//! Status: not built yet (issue 4). Architecture invariant, already enforced by a test in
-//! the `tests` crate: this crate does no I/O, reads no clock and draws no randomness of its
-//! own. `cargo tree -p consensus` shows no tokio, quinn or rocksdb.
+//! - [`core`]: [`Consensus`], one node's state machine; the protocol is specified in its
+//!   module docs.
+//! - [`status`]: the upgrade (halting) rule, a small pure function.
+//! - [`artifact`]: blocks and the artifacts nodes exchange, with what each signature covers.
+//! - [`crypto`]: the signatures consensus needs, behind [`ConsensusCrypto`], and the real
+//!   implementation.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and draws no randomness
+//! of its own; `cargo tree -p consensus` shows no tokio (checked by a test).
+
+pub mod artifact;
+pub mod core;
+pub mod crypto;
+pub mod status;
+
+pub use crate::core::{Action, Base, Config, Consensus, Delivery, Event, Stats};
+pub use crate::crypto::{ConsensusCrypto, RealCrypto, Threshold};
+pub use crate::status::{Status, SubnetInfo};

@@ -254,3 +254,33 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
         neuron_keys,
     })
 }
+
+impl GeneratedNetwork {
+    /// Writes `genesis.json`, `neurons/neuron-<i>.key` and, per node,
+    /// `nodes/node-<i>/{node.key, bls.key, low_share.key, high_share.key}` (every secret
+    /// with mode 0600). The share index of node `i` is its position `i` in the subnet.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), String> {
+        let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+        let neurons = dir.join("neurons");
+        std::fs::create_dir_all(&neurons).map_err(|e| io(&neurons, e))?;
+        let genesis = dir.join("genesis.json");
+        let text = serde_json::to_string_pretty(&self.genesis).map_err(|e| e.to_string())?;
+        std::fs::write(&genesis, text + "\n").map_err(|e| io(&genesis, e))?;
+        for (i, k) in self.neuron_keys.iter().enumerate() {
+            k.write_to_file(&neurons.join(format!("neuron-{i}.key")))
+                .map_err(|e| e.to_string())?;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let d = dir.join("nodes").join(format!("node-{i}"));
+            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+            let secret = |name: &str, bytes: &[u8]| {
+                crypto::key_file::write(&d.join(name), bytes).map_err(|e| e.to_string())
+            };
+            secret("node.key", &n.ed25519.seed())?;
+            secret("bls.key", &n.bls.to_bytes())?;
+            secret("low_share.key", &n.low_share.key.to_bytes())?;
+            secret("high_share.key", &n.high_share.key.to_bytes())?;
+        }
+        Ok(())
+    }
+}

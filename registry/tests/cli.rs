@@ -283,3 +283,62 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
     assert_ne!(code, 0);
     assert!(err.contains("registry.key"), "{err}");
 }
+
+#[test]
+fn generate_genesis_writes_a_network_that_init_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    let (code, out, err) = run(
+        REGISTRY,
+        &[
+            "generate-genesis",
+            "--dir",
+            s(&net),
+            "--nodes",
+            "7",
+            "--seed",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("with 7 nodes"), "{out}");
+    for i in 0..7 {
+        for f in ["node.key", "bls.key", "low_share.key", "high_share.key"] {
+            let p = net.join(format!("nodes/node-{i}/{f}"));
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&p).expect("exists").permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+        }
+    }
+    let (code, _, err) = run(
+        REGISTRY,
+        &[
+            "init",
+            "--dir",
+            s(&net.join("registry")),
+            "--genesis",
+            s(&net.join("genesis.json")),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Same seed, same network; a second write into the same directory is refused.
+    let (code, _, err) = run(
+        REGISTRY,
+        &["generate-genesis", "--dir", s(&net), "--seed", "3"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds"), "{err}");
+    let (code, _, err) = run(
+        REGISTRY,
+        &[
+            "generate-genesis",
+            "--dir",
+            s(&dir.path().join("x")),
+            "--nodes",
+            "0",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--nodes"), "{err}");
+}

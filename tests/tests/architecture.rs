@@ -8,7 +8,7 @@ use std::process::Command;
 /// consensus and cup are driven by their callers (STYLE.md, ARCHITECTURE.md).
 #[test]
 fn protocol_cores_have_no_io_dependencies() {
-    for krate in ["consensus", "cup", "types", "crypto"] {
+    for krate in ["consensus", "cup", "types", "crypto", "simulator"] {
         let out = Command::new(env!("CARGO"))
             .args([
                 "tree",
@@ -60,4 +60,36 @@ fn the_io_check_detects_tokio_where_it_is() {
         .expect("run cargo tree");
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(tree.lines().any(|l| l.starts_with("tokio ")), "{tree}");
+}
+
+/// The simulator's signature stand-in can never be built into a replica.
+#[test]
+fn no_replica_or_orchestrator_depends_on_the_simulator() {
+    for krate in ["replica", "orchestrator", "registry"] {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                krate,
+            ])
+            .current_dir(tests::workspace_root())
+            .output()
+            .expect("run cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !tree.lines().any(|l| l.starts_with("simulator ")),
+            "{krate} depends on the simulator:\n{tree}"
+        );
+    }
 }

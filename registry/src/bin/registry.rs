@@ -4,11 +4,12 @@ use clap::{Parser, Subcommand};
 use crypto::ed25519::Ed25519KeyPair;
 use registry::{
     Registry,
-    genesis::Genesis,
+    genesis::{Genesis, NetworkParams, generate_network},
     server::{self, ServerState},
     store::RocksStore,
 };
 use std::{path::PathBuf, process::ExitCode};
+use types::ReplicaVersion;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +33,39 @@ enum Command {
         #[arg(long)]
         genesis: PathBuf,
     },
+    /// Write an example network to DIR: genesis.json (one subnet holding every node),
+    /// node secrets under nodes/, neuron keys under neurons/.
+    GenerateGenesis {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        #[arg(long, default_value_t = 3)]
+        neurons: usize,
+        #[arg(long, default_value_t = 20)]
+        dkg_interval: u64,
+        /// Node i listens on base-port + 3i (consensus), + 1 (HTTP), + 2 (CUPs).
+        #[arg(long, default_value_t = 31000)]
+        base_port: u16,
+        /// The first replica version, elected and deployed at genesis.
+        #[arg(long, default_value = "0.1.0")]
+        version: ReplicaVersion,
+        /// The SHA-256 of that version's release package.
+        #[arg(
+            long,
+            default_value = "0000000000000000000000000000000000000000000000000000000000000000"
+        )]
+        package_sha256: String,
+        /// Where that package is served (repeat for mirrors).
+        #[arg(
+            long = "package-url",
+            default_value = "http://127.0.0.1:8081/packages/0.1.0.tar.gz"
+        )]
+        package_urls: Vec<String>,
+        /// Seed for every key (default: fresh randomness).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Serve the registry in DIR over HTTP.
     Serve {
         #[arg(long)]
@@ -53,6 +87,31 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Init { dir, genesis } => init(dir, genesis),
         Command::Serve { dir, listen } => serve(dir, listen),
+        Command::GenerateGenesis {
+            dir,
+            nodes,
+            neurons,
+            dkg_interval,
+            base_port,
+            version,
+            package_sha256,
+            package_urls,
+            seed,
+        } => {
+            let params = NetworkParams {
+                nodes,
+                neurons,
+                dkg_interval_length: dkg_interval,
+                unit_delay_ms: 300,
+                initial_notary_delay_ms: 100,
+                base_port,
+                replica_version: version,
+                package_sha256,
+                package_urls,
+                genesis_time_ns: registry::server::now_ns(),
+            };
+            generate(&dir, &params, seed)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,6 +153,44 @@ fn init(dir: PathBuf, genesis_path: PathBuf) -> Result<(), String> {
         dir.display(),
         key.public_key(),
         pk_path.display()
+    );
+    Ok(())
+}
+
+fn generate(
+    dir: &std::path::Path,
+    params: &NetworkParams,
+    seed: Option<u64>,
+) -> Result<(), String> {
+    use rand::SeedableRng;
+    if params.nodes == 0 || params.nodes > 40 {
+        return Err(format!(
+            "--nodes must be between 1 and 40, not {}",
+            params.nodes
+        ));
+    }
+    if params.neurons == 0 {
+        return Err("--neurons must be at least 1".into());
+    }
+    if dir.join("genesis.json").exists() {
+        return Err(format!("{} already holds a genesis.json", dir.display()));
+    }
+    let mut rng = match seed {
+        Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
+        None => rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()),
+    };
+    let net = generate_network(params, &mut rng).map_err(|e| e.to_string())?;
+    // Validate before writing anything.
+    let mut dry = Registry::open(registry::store::MemoryStore::new()).map_err(|e| e.to_string())?;
+    dry.init(&net.genesis.mutations(), 1)
+        .map_err(|e| format!("generated genesis is invalid: {e}"))?;
+    net.write(dir)?;
+    println!(
+        "wrote {} (subnet {} with {} nodes, {} neurons)",
+        dir.join("genesis.json").display(),
+        net.genesis.subnets[0].subnet_id,
+        params.nodes,
+        params.neurons
     );
     Ok(())
 }

@@ -1,0 +1,294 @@
+//! The signatures consensus needs, behind one trait: production uses
+//! [`RealCrypto`] (ed25519 and BLS on blst); the simulator may use its own cheap,
+//! clearly named stand-in, which lives in the simulator crate so that no replica can be
+//! built with it.
+
+use crate::artifact::NodeIndex;
+use crypto::{
+    bls::{self, BlsPublicKey, BlsSecretKey, BlsSignature},
+    ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature},
+    threshold::{SecretShare, SignatureShare, ThresholdPublicKey},
+};
+use types::domain::Domain;
+
+/// Which threshold key: low (`f + 1`, random beacon) or high (`n - f`, certification, CUPs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threshold {
+    Low,
+    High,
+}
+
+/// Signing with this node's keys and verifying anyone's. Signatures are bytes, so the
+/// protocol does not depend on the scheme.
+pub trait ConsensusCrypto {
+    /// The block maker's signature.
+    fn sign_block(&self, message: &[u8]) -> Vec<u8>;
+    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool;
+
+    /// Multi-signature shares (notarization, finalization).
+    fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8>;
+    fn verify_multi_share(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
+    fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>>;
+    fn verify_multi(
+        &self,
+        signers: &[NodeIndex],
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
+
+    /// Threshold shares and their combination.
+    fn sign_threshold(&self, which: Threshold, domain: Domain, message: &[u8]) -> Vec<u8>;
+    fn verify_threshold_share(
+        &self,
+        which: Threshold,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
+    fn combine_threshold(&self, which: Threshold, shares: &[(NodeIndex, &[u8])])
+    -> Option<Vec<u8>>;
+    fn verify_threshold(
+        &self,
+        which: Threshold,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
+}
+
+/// The public keys of a subnet.
+#[derive(Clone, Debug)]
+pub struct SubnetKeys {
+    /// Indexed by node index.
+    pub ed25519: Vec<Ed25519PublicKey>,
+    /// Indexed by node index; every one's proof of possession was checked by the registry.
+    pub bls: Vec<BlsPublicKey>,
+    pub low: ThresholdPublicKey,
+    pub high: ThresholdPublicKey,
+}
+
+/// This node's secrets.
+#[derive(Debug)]
+pub struct NodeSecrets {
+    pub ed25519: Ed25519KeyPair,
+    pub bls: BlsSecretKey,
+    pub low_share: SecretShare,
+    pub high_share: SecretShare,
+}
+
+/// ed25519 for blocks, BLS multi-signatures, threshold BLS.
+#[derive(Debug)]
+pub struct RealCrypto {
+    pub keys: SubnetKeys,
+    pub secrets: NodeSecrets,
+}
+
+impl RealCrypto {
+    fn threshold_key(&self, which: Threshold) -> &ThresholdPublicKey {
+        match which {
+            Threshold::Low => &self.keys.low,
+            Threshold::High => &self.keys.high,
+        }
+    }
+}
+
+const BLOCK: Domain = types::domain::BLOCK_PROPOSAL;
+
+impl ConsensusCrypto for RealCrypto {
+    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
+        self.secrets.ed25519.sign(BLOCK, message).0.to_vec()
+    }
+
+    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
+        let (Some(pk), Ok(sig)) = (
+            self.keys.ed25519.get(signer as usize),
+            Ed25519Signature::from_bytes(signature),
+        ) else {
+            return false;
+        };
+        pk.verify(BLOCK, message, &sig).is_ok()
+    }
+
+    fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
+        self.secrets.bls.sign(domain, message).to_bytes().to_vec()
+    }
+
+    fn verify_multi_share(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let (Some(pk), Ok(sig)) = (
+            self.keys.bls.get(signer as usize),
+            BlsSignature::from_bytes(signature),
+        ) else {
+            return false;
+        };
+        pk.verify(domain, message, &sig).is_ok()
+    }
+
+    fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>> {
+        let sigs: Option<Vec<BlsSignature>> = shares
+            .iter()
+            .map(|s| BlsSignature::from_bytes(s).ok())
+            .collect();
+        bls::aggregate(&sigs?).ok().map(|s| s.to_bytes().to_vec())
+    }
+
+    fn verify_multi(
+        &self,
+        signers: &[NodeIndex],
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let pks: Option<Vec<BlsPublicKey>> = signers
+            .iter()
+            .map(|i| self.keys.bls.get(*i as usize).copied())
+            .collect();
+        let (Some(pks), Ok(sig)) = (pks, BlsSignature::from_bytes(signature)) else {
+            return false;
+        };
+        bls::verify_aggregate(&pks, domain, message, &sig).is_ok()
+    }
+
+    fn sign_threshold(&self, which: Threshold, domain: Domain, message: &[u8]) -> Vec<u8> {
+        let share = match which {
+            Threshold::Low => &self.secrets.low_share,
+            Threshold::High => &self.secrets.high_share,
+        };
+        share.sign(domain, message).signature.to_bytes().to_vec()
+    }
+
+    fn verify_threshold_share(
+        &self,
+        which: Threshold,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let Ok(signature) = BlsSignature::from_bytes(signature) else {
+            return false;
+        };
+        self.threshold_key(which)
+            .verify_share(
+                domain,
+                message,
+                &SignatureShare {
+                    index: signer,
+                    signature,
+                },
+            )
+            .is_ok()
+    }
+
+    fn combine_threshold(
+        &self,
+        which: Threshold,
+        shares: &[(NodeIndex, &[u8])],
+    ) -> Option<Vec<u8>> {
+        let shares: Option<Vec<SignatureShare>> = shares
+            .iter()
+            .map(|(i, s)| {
+                BlsSignature::from_bytes(s)
+                    .ok()
+                    .map(|signature| SignatureShare {
+                        index: *i,
+                        signature,
+                    })
+            })
+            .collect();
+        self.threshold_key(which)
+            .combine(&shares?)
+            .ok()
+            .map(|s| s.to_bytes().to_vec())
+    }
+
+    fn verify_threshold(
+        &self,
+        which: Threshold,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let Ok(sig) = BlsSignature::from_bytes(signature) else {
+            return false;
+        };
+        self.threshold_key(which)
+            .verify(domain, message, &sig)
+            .is_ok()
+    }
+}
+
+impl<T: ConsensusCrypto + ?Sized> ConsensusCrypto for Box<T> {
+    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
+        (**self).sign_block(message)
+    }
+    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
+        (**self).verify_block(signer, message, signature)
+    }
+    fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
+        (**self).sign_multi(domain, message)
+    }
+    fn verify_multi_share(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_multi_share(signer, domain, message, signature)
+    }
+    fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>> {
+        (**self).aggregate_multi(shares)
+    }
+    fn verify_multi(
+        &self,
+        signers: &[NodeIndex],
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_multi(signers, domain, message, signature)
+    }
+    fn sign_threshold(&self, which: Threshold, domain: Domain, message: &[u8]) -> Vec<u8> {
+        (**self).sign_threshold(which, domain, message)
+    }
+    fn verify_threshold_share(
+        &self,
+        which: Threshold,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_threshold_share(which, signer, domain, message, signature)
+    }
+    fn combine_threshold(
+        &self,
+        which: Threshold,
+        shares: &[(NodeIndex, &[u8])],
+    ) -> Option<Vec<u8>> {
+        (**self).combine_threshold(which, shares)
+    }
+    fn verify_threshold(
+        &self,
+        which: Threshold,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_threshold(which, domain, message, signature)
+    }
+}

@@ -1,0 +1,171 @@
+//! `simulate --nodes N --faulty F --seeds A..B --heights H [--upgrade-at K] [--json]`
+//!
+//! Runs seeds `A` (inclusive) to `B` (exclusive) on all cores. Prints one line per failing
+//! seed with the command that replays it, then `<N> seeds, <S> safety violations, <L>
+//! liveness failures`; exits non-zero when S or L is not zero.
+
+use clap::Parser;
+use simulator::{BEHAVIORS, BrokenRule, Byzantine, SimConfig, SimResult, run_seed, tolerated};
+use std::{process::ExitCode, sync::Mutex, time::Instant};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "simulate",
+    about = "Deterministic consensus simulation with faults and an upgrade",
+    version
+)]
+struct Cli {
+    /// Nodes in the subnet (4 to 40).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..=40))]
+    nodes: u64,
+    /// Byzantine nodes (at most f = (nodes - 1) / 3).
+    #[arg(long, default_value_t = 0)]
+    faulty: usize,
+    /// Seeds to run, as A..B (B excluded).
+    #[arg(long, value_parser = parse_range)]
+    seeds: (u64, u64),
+    /// Every honest node must finalize this height.
+    #[arg(long)]
+    heights: u64,
+    /// Deploy release B when the subnet reaches this height.
+    #[arg(long)]
+    upgrade_at: Option<u64>,
+    /// Use the real BLS and ed25519 code in every K-th seed (0: never; 1: always).
+    #[arg(long, default_value_t = 10)]
+    real_crypto_every: u64,
+    /// The DKG interval length (a summary block and a CUP every L + 1 heights).
+    #[arg(long, default_value_t = 9)]
+    dkg_interval: u64,
+    /// No network faults, partitions or crashes.
+    #[arg(long)]
+    no_faults: bool,
+    /// Run with a deliberately broken rule (to see the checkers catch it).
+    #[arg(long, value_parser = ["finalize-after-notarizing-two"])]
+    broken_rule: Option<String>,
+    /// Every Byzantine node equivocates (instead of a behavior drawn from the seed).
+    #[arg(long)]
+    only_equivocators: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// One JSON object per seed, then the summary line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..100")?;
+    let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a number"))?;
+    let b: u64 = b.parse().map_err(|_| format!("{b:?} is not a number"))?;
+    if b <= a {
+        return Err(format!("empty range {a}..{b}"));
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let n = cli.nodes as usize;
+    if cli.faulty > tolerated(n) {
+        eprintln!(
+            "error: --faulty {} exceeds f = {} for {n} nodes",
+            cli.faulty,
+            tolerated(n)
+        );
+        return ExitCode::from(2);
+    }
+    let base = SimConfig {
+        nodes: n,
+        faulty: cli.faulty,
+        heights: cli.heights,
+        upgrade_at: cli.upgrade_at,
+        real_crypto: false,
+        dkg_interval_length: cli.dkg_interval,
+        faults: !cli.no_faults,
+        broken_rule: cli
+            .broken_rule
+            .as_ref()
+            .map(|_| BrokenRule::FinalizeAfterNotarizingTwo),
+        behaviors: if cli.only_equivocators {
+            vec![Byzantine::Equivocate]
+        } else {
+            BEHAVIORS.to_vec()
+        },
+    };
+    let (a, b) = cli.seeds;
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
+    let next = Mutex::new(a);
+    let results = Mutex::new(Vec::<SimResult>::new());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = {
+                        let mut g = next.lock().unwrap_or_else(|p| p.into_inner());
+                        if *g >= b {
+                            break;
+                        }
+                        *g += 1;
+                        *g - 1
+                    };
+                    let mut cfg = base.clone();
+                    cfg.real_crypto =
+                        cli.real_crypto_every > 0 && seed % cli.real_crypto_every == 0;
+                    let r = run_seed(&cfg, seed);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|r| r.seed);
+    let (mut safety, mut liveness) = (0, 0);
+    for r in &results {
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "seed": r.seed, "digest": r.digest, "safety_violations": r.safety_violations,
+                    "liveness_failures": r.liveness_failures, "messages": r.messages,
+                    "virtual_time_ms": r.virtual_time_ms, "min_finalized": r.min_finalized,
+                    "upgrade_height": r.upgrade_height,
+                })
+            );
+        }
+        if !r.safety_violations.is_empty() || !r.liveness_failures.is_empty() {
+            let replay = format!(
+                "simulate --nodes {n} --faulty {} --seeds {}..{} --heights {}{}{}",
+                cli.faulty,
+                r.seed,
+                r.seed + 1,
+                cli.heights,
+                cli.upgrade_at
+                    .map(|k| format!(" --upgrade-at {k}"))
+                    .unwrap_or_default(),
+                if cli.no_faults { " --no-faults" } else { "" },
+            );
+            for v in &r.safety_violations {
+                eprintln!("seed {}: SAFETY: {v}", r.seed);
+            }
+            for l in &r.liveness_failures {
+                eprintln!("seed {}: LIVENESS: {l}", r.seed);
+            }
+            eprintln!("seed {}: replay with: {replay}", r.seed);
+        }
+        safety += usize::from(!r.safety_violations.is_empty());
+        liveness += usize::from(!r.liveness_failures.is_empty());
+    }
+    eprintln!("({:.1} s wall)", started.elapsed().as_secs_f64());
+    println!(
+        "{} seeds, {safety} safety violations, {liveness} liveness failures",
+        results.len()
+    );
+    if safety + liveness > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,1157 @@
+//! A deterministic simulator: N consensus nodes (the production [`consensus::Consensus`]
+//! core) in one process, driven by a seeded discrete-event scheduler on virtual time.
+//!
+//! Every choice comes from the seed: latency, jitter (so reordering), loss, duplication,
+//! a partition and its heal, a crash and restart (from the latest CUP, with the shares the
+//! node persisted), which nodes are Byzantine and how, and when governance deploys the
+//! next release. A run has a *fault phase* (safety is checked throughout) and then a
+//! *liveness phase* (no faults; every honest node must reach the target height in time).
+//!
+//! Checkers: no two honest nodes finalize different blocks at one height; each honest
+//! node delivers consecutive heights (its chain is a prefix of the others'); certified
+//! state hashes and CUPs agree; with an upgrade, every honest node halts at the same
+//! summary height, and resumes on the new release from that CUP (or a later one); after
+//! the faults end, finality resumes within a bound. The same seed gives the same digest.
+
+// The simulator is test machinery: a set-up that cannot work (a dealing of valid
+// parameters failing) is a bug to stop on, not an error to return.
+#![allow(clippy::expect_used)]
+
+mod sim_crypto;
+
+pub use sim_crypto::SimStandInCrypto;
+
+use consensus::{
+    Action, Base, Config, Consensus, ConsensusCrypto, Event, RealCrypto, SubnetInfo,
+    artifact::{Artifact, Envelope, NodeIndex, signed_bytes},
+    crypto::{NodeSecrets, SubnetKeys},
+};
+use crypto::{
+    bls::BlsSecretKey,
+    ed25519::Ed25519KeyPair,
+    threshold::{deal, high_threshold, low_threshold, max_faulty},
+};
+use cup::CupContent;
+use rand::{
+    Rng, SeedableRng,
+    seq::{IndexedRandom, SliceRandom},
+};
+use rand_chacha::ChaCha20Rng;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use types::{CryptoHash, Height, RegistryVersion, ReplicaVersion, SubnetId, domain};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+/// How often a node's orchestrator asks its peers for a newer CUP.
+const ORCHESTRATOR_TICK_NS: u64 = 3 * SEC;
+
+/// What a Byzantine node does on top of (or instead of) the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Byzantine {
+    // (The list of all behaviors is `BEHAVIORS`.)
+    /// As block maker, sends one block to half the subnet and a different one to the rest.
+    Equivocate,
+    /// Corrupts the signature of everything it sends.
+    BadSignatures,
+    /// Sends no shares and no blocks.
+    Withhold,
+    /// Also re-sends old artifacts it sent before.
+    Replay,
+    /// Also sends its artifacts tagged with another protocol version.
+    WrongVersion,
+    /// Also sends CUP shares and CUPs with forged content and signatures.
+    ForgeCupShares,
+}
+
+pub const BEHAVIORS: [Byzantine; 6] = [
+    Byzantine::Equivocate,
+    Byzantine::BadSignatures,
+    Byzantine::Withhold,
+    Byzantine::Replay,
+    Byzantine::WrongVersion,
+    Byzantine::ForgeCupShares,
+];
+
+/// A deliberately broken protocol rule, to show that the checkers catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenRule {
+    /// Honest nodes send a finalization share for every notarized block, including after
+    /// notarizing another block at the same height.
+    FinalizeAfterNotarizingTwo,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub faulty: usize,
+    /// Every honest node must finalize at least this height.
+    pub heights: u64,
+    /// When the highest finalized height reaches this, governance deploys release B.
+    pub upgrade_at: Option<u64>,
+    pub real_crypto: bool,
+    pub dkg_interval_length: u64,
+    /// Network faults, partitions and crashes in the fault phase.
+    pub faults: bool,
+    pub broken_rule: Option<BrokenRule>,
+    /// The Byzantine behaviors to draw from (default: all of them).
+    pub behaviors: Vec<Byzantine>,
+}
+
+impl SimConfig {
+    pub fn new(nodes: usize, faulty: usize, heights: u64) -> Self {
+        Self {
+            nodes,
+            faulty,
+            heights,
+            upgrade_at: None,
+            real_crypto: false,
+            dkg_interval_length: 9,
+            faults: true,
+            broken_rule: None,
+            behaviors: BEHAVIORS.to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimResult {
+    pub seed: u64,
+    pub digest: String,
+    pub safety_violations: Vec<String>,
+    pub liveness_failures: Vec<String>,
+    pub messages: u64,
+    pub virtual_time_ms: u64,
+    pub min_finalized: u64,
+    pub upgrade_height: Option<u64>,
+}
+
+#[derive(Debug)]
+enum SimEvent {
+    Deliver {
+        to: NodeIndex,
+        from: NodeIndex,
+        envelope: Envelope,
+    },
+    Timer {
+        node: NodeIndex,
+        generation: u64,
+    },
+    Registry {
+        node: NodeIndex,
+        version: RegistryVersion,
+        info: SubnetInfo,
+    },
+    Crash {
+        node: NodeIndex,
+    },
+    Restart {
+        node: NodeIndex,
+    },
+    Switch {
+        node: NodeIndex,
+    },
+    Partition {
+        side: Vec<bool>,
+    },
+    Heal,
+    /// The orchestrator's periodic look at its peers' CUPs.
+    OrchestratorTick {
+        node: NodeIndex,
+    },
+}
+
+type Core = Consensus<Box<dyn ConsensusCrypto>>;
+
+#[derive(Default)]
+struct Disk {
+    persisted: Vec<Envelope>,
+    cup: Option<(CupContent, Vec<u8>)>,
+    states: BTreeMap<Height, CryptoHash>,
+}
+
+struct Node {
+    core: Option<Core>,
+    version: ReplicaVersion,
+    disk: Disk,
+    generation: u64,
+    registry: Vec<(RegistryVersion, SubnetInfo)>,
+    last_delivered: Option<Height>,
+    payload_counter: u64,
+    byzantine: Option<Byzantine>,
+    sent: Vec<Envelope>,
+    halted_at: Option<Height>,
+    /// An equivocator's two blocks per height: (sent to even targets, sent to odd ones).
+    twins: BTreeMap<Height, (CryptoHash, CryptoHash)>,
+    /// (version, base height) of every start.
+    starts: Vec<(ReplicaVersion, Height)>,
+}
+
+/// Keys for one node in one run: real or the stand-in.
+// One per run: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum KeyMaterial {
+    Real {
+        keys: SubnetKeys,
+        secrets: Vec<(
+            Ed25519KeyPair,
+            BlsSecretKey,
+            crypto::threshold::SecretShare,
+            crypto::threshold::SecretShare,
+        )>,
+    },
+    StandIn {
+        key_seed: u64,
+    },
+}
+
+struct Checker {
+    finalized: BTreeMap<Height, (CryptoHash, NodeIndex)>,
+    certified: BTreeMap<Height, CryptoHash>,
+    cups: BTreeMap<Height, CryptoHash>,
+    halts: BTreeMap<NodeIndex, Height>,
+    violations: Vec<String>,
+}
+
+impl Checker {
+    fn violation(&mut self, msg: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(msg);
+        }
+    }
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    seed: u64,
+    rng: ChaCha20Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), SimEvent>,
+    nodes: Vec<Node>,
+    keys: KeyMaterial,
+    subnet: SubnetId,
+    version_a: ReplicaVersion,
+    version_b: ReplicaVersion,
+    published: Vec<(RegistryVersion, SubnetInfo)>,
+    upgrade_published: bool,
+    checker: Checker,
+    digest: Sha256,
+    messages: u64,
+    // Network model.
+    latency_ns: (u64, u64),
+    loss: f64,
+    duplicate: f64,
+    partition: Option<Vec<bool>>,
+    fault_phase_end: u64,
+    genesis: Base,
+}
+
+fn hash(parts: &[&[u8]]) -> CryptoHash {
+    let mut buf = Vec::new();
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        buf.extend_from_slice(p);
+    }
+    CryptoHash::of(domain::STATE_HASH, &buf)
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig, seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let n = cfg.nodes;
+        let keys = if cfg.real_crypto {
+            let low = deal(n, low_threshold(n), &mut rng).expect("deal");
+            let high = deal(n, high_threshold(n), &mut rng).expect("deal");
+            let eds: Vec<Ed25519KeyPair> =
+                (0..n).map(|_| Ed25519KeyPair::generate(&mut rng)).collect();
+            let bls: Vec<BlsSecretKey> = (0..n).map(|_| BlsSecretKey::generate(&mut rng)).collect();
+            let keys = SubnetKeys {
+                ed25519: eds.iter().map(|k| k.public_key()).collect(),
+                bls: bls.iter().map(|k| k.public_key()).collect(),
+                low: low.public.clone(),
+                high: high.public.clone(),
+            };
+            let secrets = eds
+                .into_iter()
+                .zip(bls)
+                .zip(low.shares.into_iter().zip(high.shares))
+                .map(|((e, b), (l, h))| (e, b, l, h))
+                .collect();
+            KeyMaterial::Real { keys, secrets }
+        } else {
+            KeyMaterial::StandIn {
+                key_seed: rng.random(),
+            }
+        };
+        let version_a = ReplicaVersion::new("release-A").expect("valid");
+        let version_b = ReplicaVersion::new("release-B").expect("valid");
+        let info_a = SubnetInfo {
+            replica_version: version_a.clone(),
+            halt_at_cup_height: false,
+            is_halted: false,
+        };
+        let published = vec![(RegistryVersion::new(1), info_a)];
+        let subnet = SubnetId(hash(&[b"subnet", &seed.to_be_bytes()]).0);
+        let genesis = Base {
+            height: Height::ZERO,
+            block_hash: hash(&[b"genesis block", &seed.to_be_bytes()]),
+            time_ns: 0,
+            registry_version: RegistryVersion::new(1),
+            random_beacon: hash(&[b"genesis beacon", &seed.to_be_bytes()]).0.to_vec(),
+            state_hash: hash(&[b"empty state"]),
+        };
+        // Byzantine nodes and their behaviors.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let byzantine: BTreeMap<usize, Byzantine> = order
+            .iter()
+            .take(cfg.faulty)
+            .map(|&i| {
+                (
+                    i,
+                    *cfg.behaviors
+                        .choose(&mut rng)
+                        .unwrap_or(&Byzantine::Withhold),
+                )
+            })
+            .collect();
+        // Network model and fault schedule.
+        let (latency_ns, loss, duplicate) = if cfg.faults {
+            let lo = rng.random_range(1..5) * MS;
+            (
+                (lo, lo + rng.random_range(5..80) * MS),
+                rng.random_range(0.0..0.03),
+                rng.random_range(0.0..0.02),
+            )
+        } else {
+            ((2 * MS, 10 * MS), 0.0, 0.0)
+        };
+        let fault_phase_end = if cfg.faults {
+            rng.random_range(5..20) * SEC
+        } else {
+            0
+        };
+        let mut sim = Self {
+            nodes: (0..n)
+                .map(|i| Node {
+                    core: None,
+                    version: version_a.clone(),
+                    disk: Disk::default(),
+                    generation: 0,
+                    registry: published.clone(),
+                    last_delivered: None,
+                    payload_counter: 0,
+                    byzantine: byzantine.get(&i).copied(),
+                    sent: Vec::new(),
+                    halted_at: None,
+                    twins: BTreeMap::new(),
+                    starts: Vec::new(),
+                })
+                .collect(),
+            cfg,
+            seed,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            keys,
+            subnet,
+            version_a,
+            version_b,
+            published,
+            upgrade_published: false,
+            checker: Checker {
+                finalized: BTreeMap::new(),
+                certified: BTreeMap::new(),
+                cups: BTreeMap::new(),
+                halts: BTreeMap::new(),
+                violations: Vec::new(),
+            },
+            digest: Sha256::new(),
+            messages: 0,
+            latency_ns,
+            loss,
+            duplicate,
+            partition: None,
+            fault_phase_end,
+            genesis,
+        };
+        if sim.cfg.faults {
+            sim.schedule_faults();
+        }
+        for i in 0..n {
+            let base = sim.genesis.clone();
+            sim.start_node(i as NodeIndex, base, sim.version_a.clone());
+            let first = sim.rng.random_range(0..ORCHESTRATOR_TICK_NS);
+            sim.push(
+                first,
+                SimEvent::OrchestratorTick {
+                    node: i as NodeIndex,
+                },
+            );
+        }
+        sim
+    }
+
+    fn schedule_faults(&mut self) {
+        let n = self.cfg.nodes;
+        let end = self.fault_phase_end;
+        if self.rng.random_bool(0.5) {
+            let start = self.rng.random_range(0..end / 2);
+            let side: Vec<bool> = (0..n).map(|_| self.rng.random_bool(0.5)).collect();
+            self.push(start, SimEvent::Partition { side });
+            self.push(end, SimEvent::Heal);
+        }
+        if self.rng.random_bool(0.5) {
+            let honest: Vec<usize> = (0..n)
+                .filter(|i| self.nodes[*i].byzantine.is_none())
+                .collect();
+            if let Some(&node) = honest.choose(&mut self.rng) {
+                let at = self.rng.random_range(0..end);
+                let back = (at + self.rng.random_range(SEC..5 * SEC)).min(end);
+                self.push(
+                    at,
+                    SimEvent::Crash {
+                        node: node as NodeIndex,
+                    },
+                );
+                self.push(
+                    back.max(at + 1),
+                    SimEvent::Restart {
+                        node: node as NodeIndex,
+                    },
+                );
+            }
+        }
+    }
+
+    fn push(&mut self, at: u64, e: SimEvent) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), e);
+    }
+
+    fn log(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.digest.update((p.len() as u64).to_be_bytes());
+            self.digest.update(p);
+        }
+    }
+
+    fn is_honest(&self, i: usize) -> bool {
+        self.nodes[i].byzantine.is_none()
+    }
+
+    fn crypto_for(&self, i: NodeIndex) -> Box<dyn ConsensusCrypto> {
+        match &self.keys {
+            KeyMaterial::Real { keys, secrets } => {
+                let (e, b, l, h) = &secrets[i as usize];
+                Box::new(RealCrypto {
+                    keys: keys.clone(),
+                    secrets: NodeSecrets {
+                        ed25519: Ed25519KeyPair::from_seed(&e.seed()),
+                        bls: b.clone(),
+                        low_share: l.clone(),
+                        high_share: h.clone(),
+                    },
+                })
+            }
+            KeyMaterial::StandIn { key_seed } => Box::new(SimStandInCrypto {
+                me: i,
+                n: self.cfg.nodes,
+                low_threshold: low_threshold(self.cfg.nodes),
+                high_threshold: high_threshold(self.cfg.nodes),
+                key_seed: *key_seed,
+            }),
+        }
+    }
+
+    /// (Re)starts node `i` at `version` from `base`, with what it persisted.
+    fn start_node(&mut self, i: NodeIndex, base: Base, version: ReplicaVersion) {
+        let cfg = Config {
+            subnet_id: self.subnet,
+            me: i,
+            n: self.cfg.nodes,
+            version: version.clone(),
+            dkg_interval_length: self.cfg.dkg_interval_length,
+            unit_delay_ns: 200 * MS,
+            initial_notary_delay_ns: 100 * MS,
+            resend_interval_ns: SEC,
+            max_payload_bytes: 1024,
+            broken_finalization_rule: self.cfg.broken_rule
+                == Some(BrokenRule::FinalizeAfterNotarizingTwo),
+        };
+        let crypto = self.crypto_for(i);
+        let node = &mut self.nodes[i as usize];
+        node.disk
+            .persisted
+            .retain(|e| e.artifact.height() > base.height);
+        node.disk.states.insert(base.height, base.state_hash);
+        let restored: Vec<Envelope> = node.disk.persisted.clone();
+        node.version = version.clone();
+        node.last_delivered = Some(base.height);
+        node.starts.push((version.clone(), base.height));
+        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, self.now);
+        node.core = Some(core);
+        node.generation += 1;
+        self.log(&[b"start", &i.to_be_bytes(), version.as_str().as_bytes()]);
+        self.after_event(i);
+    }
+
+    fn send(&mut self, from: NodeIndex, to: NodeIndex, envelope: Envelope) {
+        if let Some(side) = &self.partition
+            && side[from as usize] != side[to as usize]
+        {
+            return;
+        }
+        if self.rng.random_bool(self.loss) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.random_range(self.latency_ns.0..=self.latency_ns.1);
+            self.messages += 1;
+            self.push(
+                self.now + delay,
+                SimEvent::Deliver {
+                    to,
+                    from,
+                    envelope: envelope.clone(),
+                },
+            );
+        }
+    }
+
+    /// What a node sends, after its Byzantine behavior (if any) had its way.
+    fn outgoing(&mut self, from: NodeIndex, to: Option<NodeIndex>, envelope: Envelope) {
+        let n = self.cfg.nodes as NodeIndex;
+        let targets: Vec<NodeIndex> = match to {
+            Some(t) => vec![t],
+            None => (0..n).filter(|j| *j != from).collect(),
+        };
+        let behavior = self.nodes[from as usize].byzantine;
+        let mut sends: Vec<(NodeIndex, Envelope)> = Vec::new();
+        match behavior {
+            None => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
+            Some(Byzantine::Withhold) => {
+                let is_share_or_block = matches!(
+                    envelope.artifact,
+                    Artifact::Proposal(_)
+                        | Artifact::NotarizationShare(_)
+                        | Artifact::FinalizationShare(_)
+                        | Artifact::BeaconShare(_)
+                        | Artifact::CertificationShare(_)
+                        | Artifact::CupShare(_)
+                );
+                if !is_share_or_block {
+                    sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
+                }
+            }
+            Some(Byzantine::BadSignatures) => {
+                let mut e = envelope.clone();
+                corrupt_signature(&mut e.artifact);
+                sends.extend(targets.iter().map(|t| (*t, e.clone())));
+            }
+            Some(Byzantine::Equivocate) => {
+                let node = &mut self.nodes[from as usize];
+                match (&envelope.artifact, node.core.as_ref()) {
+                    (Artifact::Proposal(p), Some(core)) => {
+                        let mut other = p.clone();
+                        other.block.context.time_ns += 1;
+                        other.signature = core
+                            .crypto()
+                            .sign_block(&signed_bytes(&envelope.version, &other.block.hash()));
+                        node.twins
+                            .insert(p.block.height, (p.block.hash(), other.block.hash()));
+                        let twin = Envelope {
+                            version: envelope.version.clone(),
+                            artifact: Artifact::Proposal(other),
+                        };
+                        for (k, t) in targets.iter().enumerate() {
+                            sends.push((
+                                *t,
+                                if k % 2 == 0 {
+                                    envelope.clone()
+                                } else {
+                                    twin.clone()
+                                },
+                            ));
+                        }
+                    }
+                    // It votes for each twin where it sent that twin.
+                    (
+                        Artifact::NotarizationShare(sh) | Artifact::FinalizationShare(sh),
+                        Some(core),
+                    ) if node
+                        .twins
+                        .get(&sh.height)
+                        .is_some_and(|(x, _)| *x == sh.hash) =>
+                    {
+                        let (_, y) = node.twins[&sh.height];
+                        let notarization =
+                            matches!(envelope.artifact, Artifact::NotarizationShare(_));
+                        let d = if notarization {
+                            domain::NOTARIZATION
+                        } else {
+                            domain::FINALIZATION
+                        };
+                        let mut other = sh.clone();
+                        other.hash = y;
+                        other.signature = core
+                            .crypto()
+                            .sign_multi(d, &signed_bytes(&envelope.version, &(sh.height, y)));
+                        let other = if notarization {
+                            Artifact::NotarizationShare(other)
+                        } else {
+                            Artifact::FinalizationShare(other)
+                        };
+                        let twin = Envelope {
+                            version: envelope.version.clone(),
+                            artifact: other,
+                        };
+                        for (k, t) in targets.iter().enumerate() {
+                            sends.push((
+                                *t,
+                                if k % 2 == 0 {
+                                    envelope.clone()
+                                } else {
+                                    twin.clone()
+                                },
+                            ));
+                        }
+                    }
+                    _ => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
+                }
+            }
+            Some(Byzantine::Replay) => {
+                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
+                let history = &self.nodes[from as usize].sent;
+                if !history.is_empty() && self.rng.random_bool(0.3) {
+                    let old = history[self.rng.random_range(0..history.len())].clone();
+                    sends.extend(targets.iter().map(|t| (*t, old.clone())));
+                }
+            }
+            Some(Byzantine::WrongVersion) => {
+                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
+                let other = if envelope.version == self.version_a {
+                    &self.version_b
+                } else {
+                    &self.version_a
+                };
+                let mut e = envelope.clone();
+                e.version = other.clone();
+                corrupt_signature(&mut e.artifact);
+                sends.extend(targets.iter().map(|t| (*t, e.clone())));
+            }
+            Some(Byzantine::ForgeCupShares) => {
+                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
+                if let Some(core) = &self.nodes[from as usize].core {
+                    let interval = self.cfg.dkg_interval_length + 1;
+                    let s = Height::new((core.finalized_height().get() / interval + 1) * interval);
+                    let content = CupContent {
+                        subnet_id: self.subnet,
+                        height: s,
+                        block_hash: hash(&[b"forged block"]),
+                        block_time_ns: self.now,
+                        registry_version: RegistryVersion::new(1),
+                        replica_version: envelope.version.clone(),
+                        random_beacon: cup::RandomBeacon(vec![7; 32]),
+                        state_hash: hash(&[b"forged state"]),
+                        oldest_registry_version_in_use: RegistryVersion::new(1),
+                        extensions: Default::default(),
+                    };
+                    let value = content.encode();
+                    let forged = [
+                        Artifact::CupShare(consensus::artifact::ThresholdShare {
+                            height: s,
+                            value: value.clone(),
+                            signer: from,
+                            signature: vec![1; 64],
+                        }),
+                        Artifact::Cup(consensus::artifact::ThresholdSigned {
+                            height: s,
+                            value,
+                            signature: vec![2; 32],
+                        }),
+                    ];
+                    for a in forged {
+                        let e = Envelope {
+                            version: envelope.version.clone(),
+                            artifact: a,
+                        };
+                        sends.extend(targets.iter().map(|t| (*t, e.clone())));
+                    }
+                }
+            }
+        }
+        if behavior.is_some() {
+            let history = &mut self.nodes[from as usize].sent;
+            if history.len() < 256 {
+                history.push(envelope);
+            }
+        }
+        for (t, e) in sends {
+            self.send(from, t, e);
+        }
+    }
+
+    /// Drains node `i`'s actions, performing each, then re-arms its timer.
+    fn after_event(&mut self, i: NodeIndex) {
+        // State hashes fed back make more actions (certification): drain until quiet.
+        for _ in 0..1000 {
+            let computed = self.drain(i);
+            if computed.is_empty() {
+                break;
+            }
+            for (height, state_hash) in computed {
+                if let Some(c) = self.nodes[i as usize].core.as_mut() {
+                    c.on_event(self.now, Event::StateComputed { height, state_hash });
+                }
+            }
+        }
+        let node = &mut self.nodes[i as usize];
+        if let Some(t) = node.core.as_ref().and_then(|c| c.poll_timeout()) {
+            node.generation += 1;
+            let generation = node.generation;
+            self.push(
+                t.max(self.now + 1),
+                SimEvent::Timer {
+                    node: i,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// Performs node `i`'s pending actions; returns the states it computed.
+    fn drain(&mut self, i: NodeIndex) -> Vec<(Height, CryptoHash)> {
+        let mut computed: Vec<(Height, CryptoHash)> = Vec::new();
+        while let Some(action) = self.nodes[i as usize]
+            .core
+            .as_mut()
+            .and_then(|c| c.poll_action())
+        {
+            match action {
+                Action::Broadcast(e) => self.outgoing(i, None, e),
+                Action::SendTo(t, e) => self.outgoing(i, Some(t), e),
+                Action::Persist(e) => self.nodes[i as usize].disk.persisted.push(e),
+                Action::Deliver(d) => {
+                    let node = &mut self.nodes[i as usize];
+                    let prev = Height::new(d.height.get() - 1);
+                    let Some(prev_state) = node.disk.states.get(&prev).copied() else {
+                        self.checker.violation(format!(
+                            "node {i} delivered height {} without the state at {prev}",
+                            d.height
+                        ));
+                        continue;
+                    };
+                    let state = hash(&[&prev_state.0, &d.block.payload]);
+                    node.disk.states.insert(d.height, state);
+                    if node
+                        .last_delivered
+                        .is_some_and(|l| d.height != l.increment())
+                    {
+                        let l = node.last_delivered;
+                        self.checker.violation(format!(
+                            "node {i} delivered height {} after {l:?}: not a prefix",
+                            d.height
+                        ));
+                    }
+                    node.last_delivered = Some(d.height);
+                    node.payload_counter += 1;
+                    let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
+                    if let Some(c) = node.core.as_mut() {
+                        c.on_event(self.now, Event::Payload(payload));
+                    }
+                    computed.push((d.height, state));
+                    if self.is_honest(i as usize) {
+                        match self.checker.finalized.get(&d.height) {
+                            Some((h, other)) if *h != d.block_hash => {
+                                let msg = format!(
+                                    "nodes {other} and {i} finalized different blocks at height {}",
+                                    d.height
+                                );
+                                self.checker.violation(msg);
+                            }
+                            Some(_) => {}
+                            None => {
+                                self.checker.finalized.insert(d.height, (d.block_hash, i));
+                            }
+                        }
+                    }
+                    self.log(&[
+                        b"deliver",
+                        &i.to_be_bytes(),
+                        &d.height.get().to_be_bytes(),
+                        &d.block_hash.0,
+                    ]);
+                    self.maybe_publish_upgrade();
+                }
+                Action::Certified {
+                    height, state_hash, ..
+                } => {
+                    if self.is_honest(i as usize) {
+                        match self.checker.certified.get(&height) {
+                            Some(h) if *h != state_hash => self.checker.violation(format!(
+                                "certified state hashes differ at height {height}"
+                            )),
+                            Some(_) => {}
+                            None => {
+                                self.checker.certified.insert(height, state_hash);
+                            }
+                        }
+                    }
+                }
+                Action::CupReady { content, signature } => {
+                    let h = CryptoHash::sha256(&content.encode());
+                    match self.checker.cups.get(&content.height) {
+                        Some(x) if *x != h => self
+                            .checker
+                            .violation(format!("two different CUPs at height {}", content.height)),
+                        _ => {
+                            self.checker.cups.insert(content.height, h);
+                        }
+                    }
+                    let node = &mut self.nodes[i as usize];
+                    if node
+                        .disk
+                        .cup
+                        .as_ref()
+                        .is_none_or(|(c, _)| c.height < content.height)
+                    {
+                        node.disk.cup = Some((content, signature));
+                    }
+                }
+                Action::Halted { cup_height } => {
+                    self.nodes[i as usize].halted_at = Some(cup_height);
+                    if self.is_honest(i as usize) {
+                        self.checker.halts.insert(i, cup_height);
+                    }
+                    self.log(&[b"halted", &i.to_be_bytes(), &cup_height.get().to_be_bytes()]);
+                    // The orchestrator notices the CUP and switches the release.
+                    let delay = self.rng.random_range(100 * MS..1000 * MS);
+                    self.push(self.now + delay, SimEvent::Switch { node: i });
+                }
+                Action::CatchUp { content, signature } => {
+                    let node = &mut self.nodes[i as usize];
+                    if node
+                        .disk
+                        .cup
+                        .as_ref()
+                        .is_none_or(|(c, _)| c.height < content.height)
+                    {
+                        node.disk.cup = Some((content, signature));
+                    }
+                    self.push(self.now + 10 * MS, SimEvent::Restart { node: i });
+                }
+            }
+        }
+        computed
+    }
+
+    /// Governance deploys release B once the subnet reaches the configured height.
+    fn maybe_publish_upgrade(&mut self) {
+        let Some(at) = self.cfg.upgrade_at else {
+            return;
+        };
+        if self.upgrade_published
+            || self
+                .checker
+                .finalized
+                .keys()
+                .next_back()
+                .is_none_or(|h| h.get() < at)
+        {
+            return;
+        }
+        self.upgrade_published = true;
+        let version = RegistryVersion::new(2);
+        let info = SubnetInfo {
+            replica_version: self.version_b.clone(),
+            halt_at_cup_height: false,
+            is_halted: false,
+        };
+        self.published.push((version, info.clone()));
+        for node in 0..self.cfg.nodes as NodeIndex {
+            // Each node sees the new version as stable after its own delay.
+            let delay = self.rng.random_range(0..500 * MS);
+            self.push(
+                self.now + delay,
+                SimEvent::Registry {
+                    node,
+                    version,
+                    info: info.clone(),
+                },
+            );
+        }
+    }
+
+    /// The orchestrator's choice on (re)start: the highest CUP among its own and its
+    /// peers' (fetched over the CUP endpoint), and the version the registry assigns there.
+    fn best_cup(&self, i: NodeIndex) -> Option<(CupContent, Vec<u8>)> {
+        let mut best: Option<&(CupContent, Vec<u8>)> = self.nodes[i as usize].disk.cup.as_ref();
+        for (j, node) in self.nodes.iter().enumerate() {
+            if j == i as usize || node.byzantine.is_some() || node.core.is_none() {
+                continue;
+            }
+            if let Some(c) = &node.disk.cup
+                && best.is_none_or(|b| c.0.height > b.0.height)
+            {
+                best = Some(c);
+            }
+        }
+        best.cloned()
+    }
+
+    fn version_for(&self, rv: RegistryVersion) -> ReplicaVersion {
+        self.published
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= rv)
+            .map(|(_, info)| info.replica_version.clone())
+            .unwrap_or_else(|| self.version_a.clone())
+    }
+
+    fn restart_from_best(&mut self, i: NodeIndex) {
+        let (base, version) = match self.best_cup(i) {
+            Some((content, _)) => {
+                let version = self.version_for(content.registry_version);
+                (Base::from_cup(&content), version)
+            }
+            None => (self.genesis.clone(), self.version_a.clone()),
+        };
+        // State sync: the state at the CUP height (all honest nodes agree on it).
+        self.nodes[i as usize]
+            .disk
+            .states
+            .insert(base.height, base.state_hash);
+        self.nodes[i as usize].registry = self.published.clone();
+        self.start_node(i, base, version);
+    }
+
+    fn handle(&mut self, e: SimEvent) {
+        match e {
+            SimEvent::Deliver { to, from, envelope } => {
+                if let Some(c) = self.nodes[to as usize].core.as_mut() {
+                    c.on_event(self.now, Event::Message { from, envelope });
+                    self.after_event(to);
+                }
+            }
+            SimEvent::Timer { node, generation } => {
+                if self.nodes[node as usize].generation == generation
+                    && let Some(c) = self.nodes[node as usize].core.as_mut()
+                {
+                    c.on_event(self.now, Event::Timer);
+                    self.after_event(node);
+                }
+            }
+            SimEvent::Registry {
+                node,
+                version,
+                info,
+            } => {
+                self.nodes[node as usize]
+                    .registry
+                    .push((version, info.clone()));
+                if let Some(c) = self.nodes[node as usize].core.as_mut() {
+                    c.on_event(self.now, Event::Registry { version, info });
+                    self.after_event(node);
+                }
+            }
+            SimEvent::Crash { node } => {
+                self.nodes[node as usize].core = None;
+                self.log(&[b"crash", &node.to_be_bytes()]);
+            }
+            SimEvent::Restart { node } => self.restart_from_best(node),
+            SimEvent::Switch { node } => {
+                let Some((content, _)) = self.nodes[node as usize].disk.cup.clone() else {
+                    return;
+                };
+                let version = self.version_for(content.registry_version);
+                self.nodes[node as usize].registry = self.published.clone();
+                self.start_node(node, Base::from_cup(&content), version);
+            }
+            SimEvent::OrchestratorTick { node } => {
+                self.push(
+                    self.now + ORCHESTRATOR_TICK_NS,
+                    SimEvent::OrchestratorTick { node },
+                );
+                let Some(core) = self.nodes[node as usize].core.as_ref() else {
+                    return;
+                };
+                let finalized = core.finalized_height();
+                let running = self.nodes[node as usize].version.clone();
+                // A peer's CUP above what this node finalized, or one that names another
+                // release: restart the replica from it (as the orchestrator does).
+                if let Some((content, _)) = self.best_cup(node)
+                    && (content.height > finalized
+                        || (self.version_for(content.registry_version) != running
+                            && content.height >= finalized))
+                    && !(core.is_halted()
+                        && self.nodes[node as usize].halted_at == Some(content.height))
+                {
+                    self.restart_from_best(node);
+                }
+            }
+            SimEvent::Partition { side } => self.partition = Some(side),
+            SimEvent::Heal => self.partition = None,
+        }
+    }
+
+    fn honest_done(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .all(|n| {
+                n.core.as_ref().is_some_and(|c| {
+                    c.finalized_height().get() >= self.cfg.heights
+                        && (self.cfg.upgrade_at.is_none() || n.version == self.version_b)
+                })
+            })
+    }
+
+    /// Runs to completion and checks.
+    pub fn run(mut self) -> SimResult {
+        let deadline = self.fault_phase_end + 60 * SEC + self.cfg.heights * 2 * SEC;
+        let mut liveness = Vec::new();
+        let mut steps: u64 = 0;
+        while let Some(((t, _), e)) = self.queue.pop_first() {
+            if t > deadline {
+                break;
+            }
+            self.now = t;
+            if t >= self.fault_phase_end {
+                self.loss = 0.0;
+                self.duplicate = 0.0;
+            }
+            self.handle(e);
+            steps += 1;
+            if steps.is_multiple_of(64) && self.now >= self.fault_phase_end && self.honest_done() {
+                break;
+            }
+            if steps > 50_000_000 {
+                liveness.push("the event budget ran out".to_string());
+                break;
+            }
+        }
+        if !self.honest_done() {
+            for (i, n) in self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.byzantine.is_none())
+            {
+                let f = n.core.as_ref().map(|c| c.finalized_height().get());
+                let detail = n
+                    .core
+                    .as_ref()
+                    .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
+                    .unwrap_or_default();
+                liveness.push(format!(
+                    "node {i} ({}) reached finalized height {f:?} [{detail}], not {} by {} ms (faults ended at {} ms)",
+                    n.version,
+                    self.cfg.heights,
+                    deadline / MS,
+                    self.fault_phase_end / MS
+                ));
+            }
+        }
+        // The upgrade: one halting height; everyone on B from that CUP or a later one.
+        let mut upgrade_height = None;
+        if self.cfg.upgrade_at.is_some() {
+            let heights: BTreeSet<Height> = self.checker.halts.values().copied().collect();
+            if heights.len() > 1 {
+                self.checker.violation(format!(
+                    "honest nodes halted at different heights: {heights:?}"
+                ));
+            }
+            upgrade_height = heights.iter().next().map(|h| h.get());
+            if let Some(s) = heights.iter().next() {
+                for (i, n) in self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.byzantine.is_none())
+                {
+                    let on_b = n.starts.iter().filter(|(v, _)| *v == self.version_b);
+                    for (_, base) in on_b {
+                        if base < s {
+                            let msg = format!(
+                                "node {i} started release B below the upgrade CUP ({base} < {s})"
+                            );
+                            self.checker.violations.push(msg);
+                        }
+                    }
+                }
+            } else if !self.upgrade_published {
+                liveness.push("the upgrade was never deployed".into());
+            } else {
+                liveness.push("no honest node halted for the upgrade".into());
+            }
+        }
+        let min_finalized = self
+            .nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .filter_map(|n| n.core.as_ref().map(|c| c.finalized_height().get()))
+            .min()
+            .unwrap_or(0);
+        let digest = hex::encode(self.digest.finalize());
+        SimResult {
+            seed: self.seed,
+            digest,
+            safety_violations: self.checker.violations,
+            liveness_failures: liveness,
+            messages: self.messages,
+            virtual_time_ms: self.now / MS,
+            min_finalized,
+            upgrade_height,
+        }
+    }
+}
+
+fn corrupt_signature(a: &mut Artifact) {
+    let sig: Option<&mut Vec<u8>> = match a {
+        Artifact::Proposal(p) => Some(&mut p.signature),
+        Artifact::NotarizationShare(s) | Artifact::FinalizationShare(s) => Some(&mut s.signature),
+        Artifact::Notarization(g) | Artifact::Finalization(g) => Some(&mut g.signature),
+        Artifact::BeaconShare(s) | Artifact::CertificationShare(s) | Artifact::CupShare(s) => {
+            Some(&mut s.signature)
+        }
+        Artifact::Beacon(t) | Artifact::Certification(t) | Artifact::Cup(t) => {
+            Some(&mut t.signature)
+        }
+        Artifact::Request { .. } => None,
+    };
+    if let Some(sig) = sig
+        && let Some(b) = sig.first_mut()
+    {
+        *b ^= 0x01;
+    }
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sim(seed {}, {} nodes, t={} ms)",
+            self.seed,
+            self.nodes.len(),
+            self.now / MS
+        )
+    }
+}
+
+/// Runs one seed.
+pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
+    Sim::new(cfg.clone(), seed).run()
+}
+
+/// `max_faulty` re-exported for the binary's argument checks.
+pub fn tolerated(n: usize) -> usize {
+    max_faulty(n)
+}

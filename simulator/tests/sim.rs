@@ -1,0 +1,140 @@
+//! The simulator in the test suite: the CI seed set, determinism, and a planted bug.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use simulator::{BrokenRule, Byzantine, SimConfig, SimResult, run_seed};
+use std::sync::Mutex;
+
+/// Runs seeds `a..b` on two threads; every `real_every`-th seed uses the real BLS code.
+fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
+    let next = Mutex::new(a);
+    let out = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let seed = {
+                        let mut g = next.lock().unwrap();
+                        if *g >= b {
+                            break;
+                        }
+                        *g += 1;
+                        *g - 1
+                    };
+                    let mut c = cfg.clone();
+                    c.real_crypto = real_every > 0 && seed % real_every == 0;
+                    let r = run_seed(&c, seed);
+                    out.lock().unwrap().push(r);
+                }
+            });
+        }
+    });
+    let mut v = out.into_inner().unwrap();
+    v.sort_by_key(|r| r.seed);
+    v
+}
+
+fn assert_clean(results: &[SimResult], cfg: &SimConfig) {
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| !r.safety_violations.is_empty() || !r.liveness_failures.is_empty())
+        .map(|r| {
+            format!(
+                "seed {}: {:?} {:?}\n  replay: simulate --nodes {} --faulty {} --seeds {}..{} --heights {} --upgrade-at {}",
+                r.seed,
+                r.safety_violations,
+                r.liveness_failures,
+                cfg.nodes,
+                cfg.faulty,
+                r.seed,
+                r.seed + 1,
+                cfg.heights,
+                cfg.upgrade_at.unwrap_or(0)
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} seeds failed:\n{}",
+        bad.len(),
+        results.len(),
+        bad.join("\n")
+    );
+    for r in results {
+        assert!(r.min_finalized >= cfg.heights, "seed {}: {r:?}", r.seed);
+        assert!(
+            r.upgrade_height.is_some(),
+            "seed {}: no upgrade happened",
+            r.seed
+        );
+    }
+}
+
+fn ci_config(nodes: usize) -> SimConfig {
+    let mut cfg = SimConfig::new(nodes, simulator::tolerated(nodes), 40);
+    cfg.upgrade_at = Some(12);
+    cfg
+}
+
+// 150 + 100 + 50 = 300 seeds, each with f Byzantine nodes, network faults, a partition
+// or a crash in some, and an upgrade from release A to release B.
+
+#[test]
+fn ci_seeds_4_nodes_1_byzantine_with_upgrade() {
+    let cfg = ci_config(4);
+    // Seeds 0, 50 and 100 run with the real BLS and ed25519 code.
+    assert_clean(&run(&cfg, 0, 150, 50), &cfg);
+}
+
+#[test]
+fn ci_seeds_7_nodes_2_byzantine_with_upgrade() {
+    let cfg = ci_config(7);
+    assert_clean(&run(&cfg, 0, 100, 0), &cfg);
+}
+
+#[test]
+fn ci_seeds_13_nodes_4_byzantine_with_upgrade() {
+    let cfg = ci_config(13);
+    assert_clean(&run(&cfg, 0, 50, 0), &cfg);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_digest() {
+    let cfg = ci_config(4);
+    let a = run_seed(&cfg, 7);
+    let b = run_seed(&cfg, 7);
+    assert_eq!(a, b);
+    let c = run_seed(&cfg, 8);
+    assert_ne!(a.digest, c.digest, "different seeds, same history?");
+}
+
+/// A finalization share after notarizing another block at the same height breaks safety,
+/// and the checkers say so within the CI seeds (with equivocating block makers).
+#[test]
+fn the_checkers_catch_a_broken_finalization_rule() {
+    let mut cfg = ci_config(4);
+    cfg.heights = 30;
+    cfg.behaviors = vec![Byzantine::Equivocate];
+    cfg.broken_rule = Some(BrokenRule::FinalizeAfterNotarizingTwo);
+    let results = run(&cfg, 0, 40, 0);
+    let violations: Vec<&SimResult> = results
+        .iter()
+        .filter(|r| !r.safety_violations.is_empty())
+        .collect();
+    assert!(
+        !violations.is_empty(),
+        "the planted bug went unnoticed in 40 seeds"
+    );
+    assert!(
+        violations.iter().any(|r| r
+            .safety_violations
+            .iter()
+            .any(|v| v.contains("finalized different blocks"))),
+        "{violations:?}"
+    );
+    // The same seeds with the correct rule are clean.
+    cfg.broken_rule = None;
+    let seed = violations[0].seed;
+    let r = run_seed(&cfg, seed);
+    assert!(r.safety_violations.is_empty(), "{r:?}");
+}
