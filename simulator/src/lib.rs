@@ -170,6 +170,19 @@ struct Disk {
     states: BTreeMap<Height, CryptoHash>,
 }
 
+impl Disk {
+    /// The orchestrator persists a CUP only if it is higher than the one it has.
+    fn keep_higher_cup(&mut self, content: CupContent, signature: Vec<u8>) {
+        if self
+            .cup
+            .as_ref()
+            .is_none_or(|(c, _)| c.height < content.height)
+        {
+            self.cup = Some((content, signature));
+        }
+    }
+}
+
 struct Node {
     core: Option<Core>,
     version: ReplicaVersion,
@@ -816,15 +829,9 @@ impl Sim {
                             self.checker.cups.insert(content.height, h);
                         }
                     }
-                    let node = &mut self.nodes[i as usize];
-                    if node
+                    self.nodes[i as usize]
                         .disk
-                        .cup
-                        .as_ref()
-                        .is_none_or(|(c, _)| c.height < content.height)
-                    {
-                        node.disk.cup = Some((content, signature));
-                    }
+                        .keep_higher_cup(content, signature);
                 }
                 Action::Halted { cup_height } => {
                     self.nodes[i as usize].halted_at = Some(cup_height);
@@ -837,15 +844,9 @@ impl Sim {
                     self.push(self.now + delay, SimEvent::Switch { node: i });
                 }
                 Action::CatchUp { content, signature } => {
-                    let node = &mut self.nodes[i as usize];
-                    if node
+                    self.nodes[i as usize]
                         .disk
-                        .cup
-                        .as_ref()
-                        .is_none_or(|(c, _)| c.height < content.height)
-                    {
-                        node.disk.cup = Some((content, signature));
-                    }
+                        .keep_higher_cup(content, signature);
                     self.push(self.now + 10 * MS, SimEvent::Restart { node: i });
                 }
             }
