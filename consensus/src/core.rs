@@ -1744,6 +1744,15 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.finalized_chain = self.finalized_chain.split_off(&s);
         } else if self.finalized < s {
             self.emit(Action::CatchUp { content, signature });
+        } else if self
+            .state_hashes
+            .get(&s)
+            .is_some_and(|h| *h != content.state_hash)
+        {
+            // n - f nodes certified another state than ours at this height: our execution
+            // diverged. Never sign anything on top of it; the driver must state-sync.
+            self.stats.critical_errors += 1;
+            self.emit(Action::CatchUp { content, signature });
         }
     }
 

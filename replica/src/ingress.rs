@@ -1,0 +1,299 @@
+//! Signed ingress: what users send, how it is checked, and the pool blocks draw from.
+//!
+//! An update is `(sender key, nonce, expiry, operation)` signed by the sender (domain
+//! `INGRESS`). Its id is the hash of that content. It is valid while `expiry` has not
+//! passed, and executes at most once: a replay (same id) is refused by the pool and
+//! skipped by execution, which records executed ids in the replicated state until they
+//! expire.
+
+use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use types::{CryptoHash, codec, domain};
+
+/// The longest user key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// The largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The furthest in the future an expiry may be (5 minutes, as on the Internet Computer).
+pub const MAX_EXPIRY_AHEAD_NS: u64 = 5 * 60 * 1_000_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+impl Operation {
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => key,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingress {
+    pub sender: Ed25519PublicKey,
+    pub nonce: u64,
+    pub expiry_ns: u64,
+    pub operation: Operation,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIngress {
+    pub ingress: Ingress,
+    pub signature: Ed25519Signature,
+}
+
+/// Why an update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngressError {
+    #[error("the signature does not match the sender key")]
+    BadSignature,
+    #[error("expired at {expiry_ns} ns (now {now_ns} ns)")]
+    Expired { expiry_ns: u64, now_ns: u64 },
+    #[error("expiry {expiry_ns} ns is more than 5 minutes ahead of now ({now_ns} ns)")]
+    ExpiryTooFar { expiry_ns: u64, now_ns: u64 },
+    #[error("key must be 1 to {MAX_KEY_BYTES} bytes, got {0}")]
+    BadKey(usize),
+    #[error("value of {0} bytes exceeds {MAX_VALUE_BYTES}")]
+    ValueTooLarge(usize),
+    #[error("message {0} was already received")]
+    Duplicate(CryptoHash),
+    #[error("the ingress pool is full ({messages} messages, {bytes} bytes)")]
+    PoolFull { messages: usize, bytes: usize },
+}
+
+impl SignedIngress {
+    pub fn sign(ingress: Ingress, key: &Ed25519KeyPair) -> Self {
+        let signature = key.sign(domain::INGRESS, &codec::encode(&ingress));
+        Self { ingress, signature }
+    }
+
+    /// The message id: the hash of the signed content.
+    pub fn id(&self) -> CryptoHash {
+        CryptoHash::of(domain::INGRESS, &codec::encode(&self.ingress))
+    }
+
+    pub fn size(&self) -> usize {
+        codec::encode(self).len()
+    }
+
+    /// Checks signature, sizes and expiry against `now_ns` (the block time when executing).
+    pub fn validate(&self, now_ns: u64) -> Result<(), IngressError> {
+        let i = &self.ingress;
+        let key_len = i.operation.key().len();
+        if key_len == 0 || key_len > MAX_KEY_BYTES {
+            return Err(IngressError::BadKey(key_len));
+        }
+        if let Operation::Put { value, .. } = &i.operation
+            && value.len() > MAX_VALUE_BYTES
+        {
+            return Err(IngressError::ValueTooLarge(value.len()));
+        }
+        if i.expiry_ns < now_ns {
+            return Err(IngressError::Expired {
+                expiry_ns: i.expiry_ns,
+                now_ns,
+            });
+        }
+        if i.expiry_ns > now_ns.saturating_add(MAX_EXPIRY_AHEAD_NS) {
+            return Err(IngressError::ExpiryTooFar {
+                expiry_ns: i.expiry_ns,
+                now_ns,
+            });
+        }
+        i.sender
+            .verify(domain::INGRESS, &codec::encode(i), &self.signature)
+            .map_err(|_| IngressError::BadSignature)
+    }
+}
+
+/// Updates waiting to be put in a block, bounded in count and bytes.
+#[derive(Debug)]
+pub struct IngressPool {
+    max_messages: usize,
+    max_bytes: usize,
+    bytes: usize,
+    messages: BTreeMap<CryptoHash, SignedIngress>,
+}
+
+impl IngressPool {
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            max_messages,
+            max_bytes,
+            bytes: 0,
+            messages: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Validates and adds an update; returns its id.
+    pub fn insert(&mut self, m: SignedIngress, now_ns: u64) -> Result<CryptoHash, IngressError> {
+        m.validate(now_ns)?;
+        let id = m.id();
+        if self.messages.contains_key(&id) {
+            return Err(IngressError::Duplicate(id));
+        }
+        let size = m.size();
+        if self.messages.len() >= self.max_messages || self.bytes + size > self.max_bytes {
+            return Err(IngressError::PoolFull {
+                messages: self.messages.len(),
+                bytes: self.bytes,
+            });
+        }
+        self.bytes += size;
+        self.messages.insert(id, m);
+        Ok(id)
+    }
+
+    /// A block payload: valid updates in id order, up to `max_bytes` encoded.
+    pub fn select(&self, now_ns: u64, max_bytes: usize) -> Vec<SignedIngress> {
+        let mut out = Vec::new();
+        let mut bytes = 8; // the encoded length prefix of the list
+        for m in self.messages.values() {
+            if m.ingress.expiry_ns < now_ns {
+                continue;
+            }
+            let size = m.size();
+            if bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(m.clone());
+        }
+        out
+    }
+
+    /// Drops executed and expired updates.
+    pub fn purge(&mut self, executed: &[CryptoHash], now_ns: u64) {
+        for id in executed {
+            if let Some(m) = self.messages.remove(id) {
+                self.bytes -= m.size();
+            }
+        }
+        let expired: Vec<CryptoHash> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| m.ingress.expiry_ns < now_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(m) = self.messages.remove(&id) {
+                self.bytes -= m.size();
+            }
+        }
+    }
+}
+
+/// Encodes a block payload.
+pub fn encode_payload(messages: &[SignedIngress]) -> Vec<u8> {
+    codec::encode(messages)
+}
+
+/// Decodes a block payload (canonically); each message is checked at execution.
+pub fn decode_payload(
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<SignedIngress>, codec::CodecError> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    codec::decode(bytes, max_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000_000_000;
+
+    fn msg(seed: u8, nonce: u64, expiry_ns: u64, op: Operation) -> SignedIngress {
+        let key = Ed25519KeyPair::from_seed(&[seed; 32]);
+        SignedIngress::sign(
+            Ingress {
+                sender: key.public_key(),
+                nonce,
+                expiry_ns,
+                operation: op,
+            },
+            &key,
+        )
+    }
+
+    fn put(k: &str, v: &[u8]) -> Operation {
+        Operation::Put {
+            key: k.into(),
+            value: v.to_vec(),
+        }
+    }
+
+    #[test]
+    fn validation_table() {
+        let ok = msg(1, 1, NOW + 1000, put("k", b"v"));
+        assert_eq!(ok.validate(NOW), Ok(()));
+        assert!(matches!(
+            msg(1, 1, NOW - 1, put("k", b"v")).validate(NOW),
+            Err(IngressError::Expired { .. })
+        ));
+        assert!(matches!(
+            msg(1, 1, NOW + MAX_EXPIRY_AHEAD_NS + 1, put("k", b"v")).validate(NOW),
+            Err(IngressError::ExpiryTooFar { .. })
+        ));
+        assert_eq!(
+            msg(1, 1, NOW + 1, put("", b"v")).validate(NOW),
+            Err(IngressError::BadKey(0))
+        );
+        let big = vec![0u8; MAX_VALUE_BYTES + 1];
+        assert_eq!(
+            msg(1, 1, NOW + 1, put("k", &big)).validate(NOW),
+            Err(IngressError::ValueTooLarge(big.len()))
+        );
+        let mut forged = ok.clone();
+        forged.ingress.nonce = 2;
+        assert_eq!(forged.validate(NOW), Err(IngressError::BadSignature));
+    }
+
+    #[test]
+    fn pool_refuses_duplicates_and_respects_its_bounds() {
+        let mut pool = IngressPool::new(2, 1_000_000);
+        let a = msg(1, 1, NOW + 1000, put("a", b"1"));
+        let id = pool.insert(a.clone(), NOW).expect("insert");
+        assert_eq!(pool.insert(a, NOW), Err(IngressError::Duplicate(id)));
+        pool.insert(msg(1, 2, NOW + 1000, put("b", b"2")), NOW)
+            .expect("second");
+        assert!(matches!(
+            pool.insert(msg(1, 3, NOW + 1000, put("c", b"3")), NOW),
+            Err(IngressError::PoolFull { .. })
+        ));
+        // Selection respects the byte budget and skips what expired.
+        let one = pool.select(NOW, 8 + msg(1, 1, NOW + 1000, put("a", b"1")).size());
+        assert_eq!(one.len(), 1);
+        assert!(pool.select(NOW + 2000, 1_000_000).is_empty());
+        pool.purge(&[id], NOW);
+        assert_eq!(pool.len(), 1);
+        pool.purge(&[], NOW + 2000);
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn payloads_round_trip_and_reject_garbage() {
+        let ms = vec![
+            msg(1, 1, NOW + 1, put("a", b"1")),
+            msg(2, 7, NOW + 1, Operation::Delete { key: "a".into() }),
+        ];
+        let bytes = encode_payload(&ms);
+        assert_eq!(decode_payload(&bytes, 1 << 20), Ok(ms));
+        assert_eq!(decode_payload(&[], 1 << 20), Ok(vec![]));
+        assert!(decode_payload(&bytes[..bytes.len() - 1], 1 << 20).is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! The replicated state on RocksDB: the key/value application, replay protection, and an
+//! incremental state hash.
+//!
+//! Layout: `v/<key>` user values; `x/<message id>` executed messages (their expiry), kept
+//! until they expire so a replay executes once; `e/<expiry><id>` the same ids by expiry,
+//! to purge them in order; `m/*` metadata (schema, height, hash accumulator), not hashed.
+//!
+//! State hash: every hashed entry `(k, v)` has a leaf `H(STATE_HASH, (k, v))`; the
+//! accumulator is the sum of the leaves modulo 2^256 (an additive multiset hash), updated
+//! by subtracting the old leaf and adding the new one on every write, so a block costs what
+//! it writes, not what the state holds. The state hash at a height is
+//! `H(STATE_HASH, (height, accumulator))`. (An additive hash is collision-resistant only
+//! against honest divergence; a lattice hash would harden it against chosen inputs.)
+//!
+//! Schema: `m/schema` names the layout. A release refuses, without writing anything, to
+//! open a newer schema, and migrates an older one.
+
+use crate::ingress::{Operation, SignedIngress};
+use rocksdb::{DB, Options, WriteBatch};
+use std::{collections::BTreeMap, path::Path};
+use types::{CryptoHash, Height, codec, domain};
+
+/// This release's state layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA: &[u8] = b"m/schema";
+const HEIGHT: &[u8] = b"m/height";
+const ACC: &[u8] = b"m/acc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the state in {dir} has schema {found}, newer than this release's {supported}: refusing to open it (nothing was changed)"
+    )]
+    NewerSchema {
+        dir: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("state storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    #[error("the state is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot execute height {got}: the state is at {at}")]
+    OutOfOrder { at: Height, got: Height },
+}
+
+/// What executing a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub state_hash: CryptoHash,
+    /// Ids of the messages that executed (not the skipped duplicates or invalid ones).
+    pub executed: Vec<CryptoHash>,
+    pub skipped: usize,
+}
+
+/// A 256-bit accumulator, little-endian limbs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Acc([u64; 4]);
+
+impl Acc {
+    fn leaf(key: &[u8], value: &[u8]) -> Self {
+        let h = CryptoHash::of(domain::STATE_HASH, &codec::encode(&(key, value)));
+        let mut limbs = [0u64; 4];
+        for (i, l) in limbs.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h.0[i * 8..i * 8 + 8]);
+            *l = u64::from_le_bytes(b);
+        }
+        Self(limbs)
+    }
+
+    fn add(&mut self, o: &Self) {
+        let mut carry = false;
+        for i in 0..4 {
+            let (s1, c1) = self.0[i].overflowing_add(o.0[i]);
+            let (s2, c2) = s1.overflowing_add(u64::from(carry));
+            self.0[i] = s2;
+            carry = c1 || c2;
+        }
+    }
+
+    fn sub(&mut self, o: &Self) {
+        let mut borrow = false;
+        for i in 0..4 {
+            let (d1, b1) = self.0[i].overflowing_sub(o.0[i]);
+            let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+            self.0[i] = d2;
+            borrow = b1 || b2;
+        }
+    }
+
+    fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, l) in self.0.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&l.to_le_bytes());
+        }
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: [u8; 32] = b.try_into().ok()?;
+        let mut limbs = [0u64; 4];
+        for (i, l) in limbs.iter_mut().enumerate() {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            *l = u64::from_le_bytes(x);
+        }
+        Some(Self(limbs))
+    }
+}
+
+pub struct ReplicatedState {
+    db: DB,
+    height: Height,
+    acc: Acc,
+}
+
+impl std::fmt::Debug for ReplicatedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ReplicatedState(height {}, hash {})",
+            self.height,
+            self.state_hash()
+        )
+    }
+}
+
+fn prefixed(p: &[u8], k: &[u8]) -> Vec<u8> {
+    [p, k].concat()
+}
+
+impl ReplicatedState {
+    /// Opens (or creates) the state in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        // Look at the schema without opening for writing.
+        if dir.join("CURRENT").exists() {
+            let ro = DB::open_for_read_only(&Options::default(), dir, false)?;
+            let found = read_schema(&ro)?;
+            drop(ro);
+            if found > SCHEMA_VERSION {
+                return Err(StateError::NewerSchema {
+                    dir: dir.display().to_string(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, dir)?;
+        if db.get(SCHEMA)?.is_none() {
+            let mut b = WriteBatch::default();
+            b.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
+            b.put(HEIGHT, 0u64.to_be_bytes());
+            b.put(ACC, Acc::default().to_bytes());
+            db.write(b)?;
+        }
+        // (Schema 1 is the first: there is nothing older to migrate yet.)
+        let height = db
+            .get(HEIGHT)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(|b| Height::new(u64::from_be_bytes(b)))
+            .ok_or_else(|| StateError::Corrupt("height".into()))?;
+        let acc = db
+            .get(ACC)?
+            .and_then(|b| Acc::from_bytes(&b))
+            .ok_or_else(|| StateError::Corrupt("accumulator".into()))?;
+        Ok(Self { db, height, acc })
+    }
+
+    pub fn height(&self) -> Height {
+        self.height
+    }
+
+    pub fn state_hash(&self) -> CryptoHash {
+        CryptoHash::of(
+            domain::STATE_HASH,
+            &codec::encode(&(self.height, self.acc.to_bytes())),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.db.get(prefixed(b"v/", key.as_bytes()))?)
+    }
+
+    /// Executes the block at `height` (the next one) with time `time_ns`.
+    pub fn execute(
+        &mut self,
+        height: Height,
+        time_ns: u64,
+        payload: &[SignedIngress],
+    ) -> Result<Executed, StateError> {
+        if height != self.height.increment() {
+            return Err(StateError::OutOfOrder {
+                at: self.height,
+                got: height,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let mut acc = self.acc;
+        // This block's writes, so later messages see earlier ones.
+        let mut overlay = Overlay::new();
+        let current = |db: &DB, o: &Overlay, k: &[u8]| -> Result<Option<Vec<u8>>, StateError> {
+            match o.get(k) {
+                Some(v) => Ok(v.clone()),
+                None => Ok(db.get(k)?),
+            }
+        };
+        // Expired replay records go first: their messages can no longer be valid.
+        let mut it = self.db.raw_iterator();
+        it.seek(b"e/");
+        let mut expired = Vec::new();
+        while it.valid() && expired.len() < 10_000 {
+            let Some(k) = it.key() else { break };
+            if !k.starts_with(b"e/") || k.len() != 2 + 8 + 32 {
+                break;
+            }
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&k[2..10]);
+            if u64::from_be_bytes(e) >= time_ns {
+                break;
+            }
+            expired.push(k.to_vec());
+            it.next();
+        }
+        drop(it);
+        for ek in expired {
+            let id = ek[10..].to_vec();
+            let xk = prefixed(b"x/", &id);
+            let old_x = current(&self.db, &overlay, &xk)?;
+            let old_e = current(&self.db, &overlay, &ek)?;
+            write_entry(&mut acc, &mut overlay, &mut batch, xk, old_x, None);
+            write_entry(&mut acc, &mut overlay, &mut batch, ek, old_e, None);
+        }
+        let mut executed = Vec::new();
+        let mut skipped = 0;
+        for m in payload {
+            let id = m.id();
+            let xk = prefixed(b"x/", &id.0);
+            if m.validate(time_ns).is_err() || current(&self.db, &overlay, &xk)?.is_some() {
+                skipped += 1;
+                continue;
+            }
+            let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
+            write_entry(
+                &mut acc,
+                &mut overlay,
+                &mut batch,
+                xk,
+                None,
+                Some(expiry.clone()),
+            );
+            let ek = [b"e/".as_slice(), &expiry, &id.0].concat();
+            write_entry(
+                &mut acc,
+                &mut overlay,
+                &mut batch,
+                ek,
+                None,
+                Some(Vec::new()),
+            );
+            let (k, new) = match &m.ingress.operation {
+                Operation::Put { key, value } => {
+                    (prefixed(b"v/", key.as_bytes()), Some(value.clone()))
+                }
+                Operation::Delete { key } => (prefixed(b"v/", key.as_bytes()), None),
+            };
+            let old = current(&self.db, &overlay, &k)?;
+            write_entry(&mut acc, &mut overlay, &mut batch, k, old, new);
+            executed.push(id);
+        }
+        batch.put(HEIGHT, height.get().to_be_bytes());
+        batch.put(ACC, acc.to_bytes());
+        self.db.write(batch)?;
+        self.height = height;
+        self.acc = acc;
+        Ok(Executed {
+            state_hash: self.state_hash(),
+            executed,
+            skipped,
+        })
+    }
+
+    /// The state hash computed from scratch over every entry (for checks, not the hot path).
+    pub fn recompute_hash(&self) -> Result<CryptoHash, StateError> {
+        let mut acc = Acc::default();
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        while it.valid() {
+            if let (Some(k), Some(v)) = (it.key(), it.value())
+                && !k.starts_with(b"m/")
+            {
+                acc.add(&Acc::leaf(k, v));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(CryptoHash::of(
+            domain::STATE_HASH,
+            &codec::encode(&(self.height, acc.to_bytes())),
+        ))
+    }
+
+    /// A RocksDB checkpoint of the state (hard links: its cost does not grow with the state).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StateError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
+
+/// The block's overlay of written entries (`None`: deleted).
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Writes one hashed entry: moves its leaf in the accumulator, and records the write in
+/// the batch and in the block's overlay.
+fn write_entry(
+    acc: &mut Acc,
+    overlay: &mut Overlay,
+    batch: &mut WriteBatch,
+    key: Vec<u8>,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+) {
+    if let Some(old) = &old {
+        acc.sub(&Acc::leaf(&key, old));
+    }
+    match &new {
+        Some(v) => {
+            acc.add(&Acc::leaf(&key, v));
+            batch.put(&key, v);
+        }
+        None => batch.delete(&key),
+    }
+    overlay.insert(key, new);
+}
+
+fn read_schema(db: &DB) -> Result<u32, StateError> {
+    match db.get(SCHEMA)? {
+        None => Ok(0),
+        Some(b) => <[u8; 4]>::try_from(b.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| StateError::Corrupt("schema marker".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingress::Ingress;
+    use crypto::ed25519::Ed25519KeyPair;
+
+    const T: u64 = 1_000_000_000_000;
+
+    fn msg(nonce: u64, expiry_ns: u64, operation: Operation) -> SignedIngress {
+        let key = Ed25519KeyPair::from_seed(&[3; 32]);
+        SignedIngress::sign(
+            Ingress {
+                sender: key.public_key(),
+                nonce,
+                expiry_ns,
+                operation,
+            },
+            &key,
+        )
+    }
+
+    fn put(k: &str, v: &str) -> Operation {
+        Operation::Put {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn executes_puts_and_deletes_and_the_incremental_hash_matches_a_full_recompute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        let blocks = [
+            vec![
+                msg(1, T + 100, put("a", "1")),
+                msg(2, T + 100, put("b", "2")),
+            ],
+            vec![
+                msg(3, T + 100, put("a", "3")),
+                msg(4, T + 100, Operation::Delete { key: "b".into() }),
+            ],
+            vec![],
+            vec![msg(5, T + 5, put("c", "4"))],
+        ];
+        let mut hashes = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            let r = s
+                .execute(Height::new(i as u64 + 1), T + i as u64, b)
+                .expect("execute");
+            assert_eq!(
+                r.state_hash,
+                s.recompute_hash().expect("recompute"),
+                "height {}",
+                i + 1
+            );
+            hashes.push(r.state_hash);
+        }
+        assert_eq!(s.get("a").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(s.get("b").expect("get"), None);
+        assert_eq!(
+            hashes
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            hashes.len()
+        );
+        // Once message 5 expires its replay record is purged, and the hash still matches.
+        let r = s.execute(Height::new(5), T + 10, &[]).expect("execute");
+        assert_eq!(r.state_hash, s.recompute_hash().expect("recompute"));
+        // The same blocks on another node give the same hashes.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let mut s2 = ReplicatedState::open(dir2.path()).expect("open");
+        for (i, b) in blocks.iter().enumerate() {
+            assert_eq!(
+                s2.execute(Height::new(i as u64 + 1), T + i as u64, b)
+                    .expect("e")
+                    .state_hash,
+                hashes[i]
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_execute_once_and_expired_messages_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        let m = msg(1, T + 100, put("k", "v"));
+        let r = s
+            .execute(Height::new(1), T, &[m.clone(), m.clone()])
+            .expect("execute");
+        assert_eq!((r.executed.len(), r.skipped), (1, 1));
+        let r = s
+            .execute(Height::new(2), T + 1, std::slice::from_ref(&m))
+            .expect("replay");
+        assert_eq!((r.executed.len(), r.skipped), (0, 1));
+        let late = msg(2, T + 1, put("k", "late"));
+        let r = s.execute(Height::new(3), T + 2, &[late]).expect("expired");
+        assert_eq!((r.executed.len(), r.skipped), (0, 1));
+        assert_eq!(s.get("k").expect("get"), Some(b"v".to_vec()));
+        assert!(matches!(
+            s.execute(Height::new(9), T + 3, &[]),
+            Err(StateError::OutOfOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn reopening_keeps_height_and_hash_and_a_checkpoint_reads_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hash = {
+            let mut s = ReplicatedState::open(dir.path()).expect("open");
+            s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+                .expect("execute");
+            s.state_hash()
+        };
+        let s = ReplicatedState::open(dir.path()).expect("reopen");
+        assert_eq!((s.height(), s.state_hash()), (Height::new(1), hash));
+        let cp_root = tempfile::tempdir().expect("tempdir");
+        let cp = cp_root.path().join("cp");
+        s.checkpoint(&cp).expect("checkpoint");
+        drop(s);
+        let c = ReplicatedState::open(&cp).expect("open checkpoint");
+        assert_eq!((c.height(), c.state_hash()), (Height::new(1), hash));
+        assert_eq!(c.get("a").expect("get"), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_without_touching_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = DB::open_default(dir.path()).expect("open");
+            db.put(SCHEMA, (SCHEMA_VERSION + 1).to_be_bytes())
+                .expect("put");
+            db.put(b"v/x", b"future").expect("put");
+        }
+        let err = ReplicatedState::open(dir.path()).expect_err("refused");
+        assert!(err.to_string().contains("newer than this release"), "{err}");
+        let db = DB::open_default(dir.path()).expect("open");
+        assert_eq!(read_schema(&db).expect("schema"), SCHEMA_VERSION + 1);
+        assert_eq!(db.get(b"v/x").expect("get"), Some(b"future".to_vec()));
+    }
+}
