@@ -244,7 +244,8 @@ type SignedBy = Vec<(NodeIndex, Vec<u8>)>;
 enum Validity {
     Valid,
     Invalid(&'static str),
-    NotYet,
+    /// Not valid yet; the reason says what is missing.
+    NotYet(&'static str),
 }
 
 /// Counters for the driver's metrics and the simulator's reports.
@@ -257,6 +258,8 @@ pub struct Stats {
     pub critical_errors: u64,
     /// Why the most recent artifact was rejected.
     pub last_invalid: Option<&'static str>,
+    /// Why the most recent artifact had to wait.
+    pub last_not_yet: Option<&'static str>,
 }
 
 pub struct Consensus<C: ConsensusCrypto> {
@@ -640,7 +643,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 self.stats.invalid_artifacts += 1;
                 self.stats.last_invalid = Some(why);
             }
-            Validity::NotYet => {
+            Validity::NotYet(why) => {
+                self.stats.last_not_yet = Some(why);
                 if self.pending.len() >= MAX_PENDING {
                     self.pending.pop_front();
                     self.stats.pending_overflow += 1;
@@ -687,7 +691,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                         self.stats.invalid_artifacts += 1;
                         self.stats.last_invalid = Some(why);
                     }
-                    Validity::NotYet => self.pending.push_back((from, a)),
+                    Validity::NotYet(_) => self.pending.push_back((from, a)),
                 }
             }
             if !progressed || self.pending.len() == before || rounds > 8 {
@@ -705,7 +709,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     return Validity::Invalid("signer out of range");
                 }
                 let Some(prev) = self.beacon_at(Height::new(s.height.get() - 1)) else {
-                    return Validity::NotYet;
+                    return Validity::NotYet("previous beacon");
                 };
                 if &s.value != prev {
                     return Validity::Invalid("beacon share on the wrong previous beacon");
@@ -725,7 +729,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             }
             Artifact::Beacon(b) => {
                 let Some(prev) = self.beacon_at(Height::new(b.height.get() - 1)) else {
-                    return Validity::NotYet;
+                    return Validity::NotYet("previous beacon");
                 };
                 if &b.value != prev {
                     return Validity::Invalid("beacon on the wrong previous beacon");
@@ -853,7 +857,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return Validity::Invalid("rank too high to make blocks");
         }
         match self.rank_of(h, b.maker) {
-            None => return Validity::NotYet,
+            None => return Validity::NotYet("beacon for the rank"),
             Some(r) if r != b.rank => return Validity::Invalid("wrong rank"),
             Some(_) => {}
         }
@@ -878,13 +882,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
             )
         } else {
             let Some(pp) = self.pool.get(&prev) else {
-                return Validity::NotYet;
+                return Validity::NotYet("parent height");
             };
             let Some(parent) = pp.blocks.get(&b.parent) else {
-                return Validity::NotYet;
+                return Validity::NotYet("parent block");
             };
             if !pp.is_notarized(&b.parent) {
-                return Validity::NotYet;
+                return Validity::NotYet("parent notarization");
             }
             (
                 parent.proposal.block.context.clone(),
@@ -901,10 +905,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return Validity::Invalid("context goes backwards");
         }
         if !self.registry.contains_key(&c.registry_version) {
-            return Validity::NotYet;
+            return Validity::NotYet("registry version");
         }
         let Some(st) = self.chain_status(parent_rv, parent_s) else {
-            return Validity::NotYet;
+            return Validity::NotYet("chain status");
         };
         if (b.is_summary || st != Status::Running) && !b.payload.is_empty() {
             return Validity::Invalid("payload where the block must be empty");
