@@ -357,46 +357,39 @@ fn display_value(key: &str, bytes: &[u8]) -> Option<serde_json::Value> {
     None
 }
 
-async fn versions(State(s): State<Arc<ServerState>>) -> Response {
-    s.count("versions");
-    match s.registry().snapshot() {
-        Ok(snap) => Json(
-            snap.versions
-                .values()
-                .map(ElectedVersionView::from)
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => registry_error(&s, e),
+/// A JSON list made from the latest snapshot.
+fn snapshot_list<T: serde::Serialize>(
+    s: &ServerState,
+    endpoint: &str,
+    view: impl FnOnce(&crate::invariants::Snapshot) -> Vec<T>,
+) -> Response {
+    s.count(endpoint);
+    let snapshot = s.registry().snapshot();
+    match snapshot {
+        Ok(snap) => Json(view(&snap)).into_response(),
+        Err(e) => registry_error(s, e),
     }
+}
+
+async fn versions(State(s): State<Arc<ServerState>>) -> Response {
+    snapshot_list(&s, "versions", |snap| {
+        snap.versions
+            .values()
+            .map(ElectedVersionView::from)
+            .collect()
+    })
 }
 
 async fn subnets(State(s): State<Arc<ServerState>>) -> Response {
-    s.count("subnets");
-    match s.registry().snapshot() {
-        Ok(snap) => Json(
-            snap.subnets
-                .values()
-                .map(SubnetView::from)
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => registry_error(&s, e),
-    }
+    snapshot_list(&s, "subnets", |snap| {
+        snap.subnets.values().map(SubnetView::from).collect()
+    })
 }
 
 async fn neurons(State(s): State<Arc<ServerState>>) -> Response {
-    s.count("neurons");
-    match s.registry().snapshot() {
-        Ok(snap) => Json(
-            snap.neurons
-                .values()
-                .map(NeuronView::from)
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => registry_error(&s, e),
-    }
+    snapshot_list(&s, "neurons", |snap| {
+        snap.neurons.values().map(NeuronView::from).collect()
+    })
 }
 
 async fn proposals(State(s): State<Arc<ServerState>>) -> Response {
