@@ -584,16 +584,7 @@ impl Sim {
                             version: envelope.version.clone(),
                             artifact: Artifact::Proposal(other),
                         };
-                        for (k, t) in targets.iter().enumerate() {
-                            sends.push((
-                                *t,
-                                if k % 2 == 0 {
-                                    envelope.clone()
-                                } else {
-                                    twin.clone()
-                                },
-                            ));
-                        }
+                        sends.extend(split(&targets, &envelope, &twin));
                     }
                     // It votes for each twin where it sent that twin.
                     (
@@ -626,16 +617,7 @@ impl Sim {
                             version: envelope.version.clone(),
                             artifact: other,
                         };
-                        for (k, t) in targets.iter().enumerate() {
-                            sends.push((
-                                *t,
-                                if k % 2 == 0 {
-                                    envelope.clone()
-                                } else {
-                                    twin.clone()
-                                },
-                            ));
-                        }
+                        sends.extend(split(&targets, &envelope, &twin));
                     }
                     _ => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
                 }
@@ -1113,6 +1095,15 @@ impl Sim {
             upgrade_height,
         }
     }
+}
+
+/// An equivocator's sends: `a` to the even-indexed targets, `b` to the odd ones.
+fn split(targets: &[NodeIndex], a: &Envelope, b: &Envelope) -> Vec<(NodeIndex, Envelope)> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (*t, if k % 2 == 0 { a.clone() } else { b.clone() }))
+        .collect()
 }
 
 fn corrupt_signature(a: &mut Artifact) {
