@@ -288,6 +288,7 @@ pub struct Consensus<C: ConsensusCrypto> {
     now_ns: u64,
     last_progress_ns: u64,
     last_request_ns: u64,
+    request_rotation: NodeIndex,
     stats: Stats,
 }
 
@@ -333,6 +334,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             now_ns,
             last_progress_ns: now_ns,
             last_request_ns: 0,
+            request_rotation: 0,
             stats: Stats::default(),
             base,
         };
@@ -654,6 +656,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
     }
 
+    /// Asks a peer for the heights above our finalized one. The peer rotates over the
+    /// subnet, starting after the one whose artifact showed we are behind: a faulty peer
+    /// that withholds blocks must not be the only one asked.
     fn request_catch_up(&mut self, from: NodeIndex) {
         if self.now_ns < self.last_request_ns + self.cfg.resend_interval_ns / 2
             || from == self.cfg.me
@@ -661,10 +666,16 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return;
         }
         self.last_request_ns = self.now_ns;
+        let n = self.cfg.n as NodeIndex;
+        self.request_rotation = self.request_rotation.wrapping_add(1);
+        let mut to = (from + self.request_rotation) % n;
+        if to == self.cfg.me {
+            to = (to + 1) % n;
+        }
         let e = self.envelope(Artifact::Request {
             height: self.finalized.increment(),
         });
-        self.emit(Action::SendTo(from, e));
+        self.emit(Action::SendTo(to, e));
     }
 
     fn retry_pending(&mut self) {
