@@ -256,6 +256,9 @@ pub struct Stats {
     pub dropped_out_of_bounds: u64,
     pub pending_overflow: u64,
     pub critical_errors: u64,
+    /// Finalizations seen for a block off this node's finalized chain: proof that more
+    /// than `f` nodes signed conflicting blocks (a safety violation elsewhere).
+    pub conflicting_finalizations: u64,
     /// Why the most recent artifact was rejected.
     pub last_invalid: Option<&'static str>,
     /// Why the most recent artifact had to wait.
@@ -288,6 +291,9 @@ pub struct Consensus<C: ConsensusCrypto> {
     now_ns: u64,
     last_progress_ns: u64,
     last_request_ns: u64,
+    /// When each peer was last answered: a peer flooding requests gets one answer per
+    /// quarter of the resend interval, so it cannot multiply our outgoing traffic.
+    last_answer_ns: Vec<Option<u64>>,
     request_rotation: NodeIndex,
     stats: Stats,
 }
@@ -313,6 +319,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         restored: impl IntoIterator<Item = Envelope>,
         now_ns: u64,
     ) -> Self {
+        let last_answer_ns = vec![None; cfg.n];
         let mut c = Self {
             finalized: base.height,
             finalized_hash: base.block_hash,
@@ -334,6 +341,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             now_ns,
             last_progress_ns: now_ns,
             last_request_ns: 0,
+            last_answer_ns,
             request_rotation: 0,
             stats: Stats::default(),
             base,
@@ -1523,6 +1531,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             if hash != self.finalized_hash {
                 // Two finalized chains: only possible with more than f faulty nodes.
                 self.stats.critical_errors += 1;
+                self.stats.conflicting_finalizations += 1;
                 return;
             }
             chain.reverse();
@@ -1797,6 +1806,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if to == self.cfg.me {
             return;
         }
+        let last = &mut self.last_answer_ns[to as usize];
+        if last.is_some_and(|t| self.now_ns < t + self.cfg.resend_interval_ns / 4) {
+            return;
+        }
+        *last = Some(self.now_ns);
         if h <= self.base.height {
             // Purged: send the latest CUP we made, from which the peer can resume.
             if let Some(e) = self.last_cup_envelope() {

@@ -708,6 +708,14 @@ impl Sim {
                 }
             }
         }
+        if self.is_honest(i as usize)
+            && let Some(c) = self.nodes[i as usize].core.as_ref()
+            && c.stats().conflicting_finalizations > 0
+        {
+            self.checker.violation(format!(
+                "node {i} saw a finalized block off its own finalized chain"
+            ));
+        }
         let node = &mut self.nodes[i as usize];
         if let Some(t) = node.core.as_ref().and_then(|c| c.poll_timeout()) {
             node.generation += 1;
@@ -1002,6 +1010,7 @@ impl Sim {
         let deadline = self.fault_phase_end + 60 * SEC + self.cfg.heights * 2 * SEC;
         let mut liveness = Vec::new();
         let mut steps: u64 = 0;
+        let mut stopped_by_violation = false;
         while let Some(((t, _), e)) = self.queue.pop_first() {
             if t > deadline {
                 break;
@@ -1014,6 +1023,11 @@ impl Sim {
             self.handle(e);
             steps += 1;
             if steps.is_multiple_of(64) && self.now >= self.fault_phase_end && self.honest_done() {
+                break;
+            }
+            // A safety violation is the answer; running on only costs time.
+            if !self.checker.violations.is_empty() {
+                stopped_by_violation = true;
                 break;
             }
             if steps > 50_000_000 {
@@ -1088,7 +1102,12 @@ impl Sim {
             seed: self.seed,
             digest,
             safety_violations: self.checker.violations,
-            liveness_failures: liveness,
+            // A run cut short by a violation says nothing about liveness.
+            liveness_failures: if stopped_by_violation {
+                Vec::new()
+            } else {
+                liveness
+            },
             messages: self.messages,
             virtual_time_ms: self.now / MS,
             min_finalized,
