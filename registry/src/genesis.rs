@@ -14,7 +14,7 @@ use crypto::{
     threshold::{SecretShare, ThresholdPublicKey, deal, high_threshold, low_threshold},
 };
 use serde::{Deserialize, Serialize};
-use types::{CryptoHash, Height, NodeId, ReplicaVersion, SubnetId, domain};
+use types::{CryptoHash, Height, NodeId, ReplicaVersion, SubnetId};
 
 fn default_voting_period_seconds() -> u64 {
     crate::governance::DEFAULT_VOTING_PERIOD_NS / 1_000_000_000
@@ -245,7 +245,7 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
             low_threshold_key: low.public,
             high_threshold_key: high.public,
             genesis_time_ns: params.genesis_time_ns,
-            genesis_state_hash: CryptoHash::of(domain::STATE_HASH, b""),
+            genesis_state_hash: types::empty_state_hash(),
         }],
     };
     Ok(GeneratedNetwork {

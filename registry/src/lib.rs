@@ -8,7 +8,8 @@
 //! - [`service`]: [`Registry`], the three together with atomic persistence.
 //! - [`genesis`]: the genesis file and a generator of whole networks.
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
-//! - [`replicator`]: the node side, into a node-local store.
+//! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
+//!   (a subnet at a version, the registry CUP).
 //!
 //! Binaries: `registry` (init, serve) and `nns` (governance from the command line).
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod genesis;
 pub mod governance;
 pub mod invariants;
+pub mod local;
 pub mod records;
 pub mod replicator;
 pub mod server;

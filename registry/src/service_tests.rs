@@ -585,3 +585,68 @@ fn init_refuses_a_second_genesis_and_invariants_refuse_bad_batches() {
     assert!(err.to_string().contains("proof of possession"), "{err}");
     assert_eq!(f.reg.latest_version(), RegistryVersion::new(1));
 }
+
+#[test]
+fn local_reads_give_the_subnet_its_members_and_a_deterministic_genesis_cup() {
+    use crate::local::{registry_cup, subnet_at, subnet_of};
+    let mut f = Fixture::new(&[100, 100, 100]);
+    let v1 = RegistryVersion::new(1);
+    let subnet = subnet_at(f.reg.store(), &f.subnet(), v1).expect("subnet");
+    assert_eq!(subnet.members.len(), 4);
+    for (i, n) in f.net.nodes.iter().enumerate() {
+        assert_eq!(subnet.members[i].node_id, n.record.node_id);
+        assert_eq!(subnet.index_of(&n.record.node_id), Some(i));
+        assert_eq!(
+            subnet_of(f.reg.store(), &n.record.node_id, v1).expect("read"),
+            Some(f.subnet())
+        );
+    }
+    let stranger = f.net.neuron_keys[0].node_id();
+    assert_eq!(subnet.index_of(&stranger), None);
+    assert_eq!(subnet_of(f.reg.store(), &stranger, v1).expect("read"), None);
+
+    let cup = registry_cup(f.reg.store(), &f.subnet(), v1).expect("cup");
+    assert_eq!(cup.kind, cup::RegistryCupKind::Genesis);
+    assert_eq!(cup.content.height, types::Height::ZERO);
+    assert_eq!(cup.content.registry_version, v1);
+    assert_eq!(cup.content.state_hash, types::empty_state_hash());
+    assert_eq!(cup.content.replica_version, v("1.0.0"));
+    // A later registry version does not change the CUP the record describes.
+    f.elect("2.0.0");
+    let later = f.reg.latest_version();
+    assert!(later > v1);
+    assert_eq!(
+        registry_cup(f.reg.store(), &f.subnet(), later).expect("cup"),
+        cup
+    );
+    // A version the store does not have is an error, not a guess.
+    let ahead = RegistryVersion::new(later.get() + 1);
+    assert!(registry_cup(f.reg.store(), &f.subnet(), ahead).is_err());
+}
+
+#[test]
+fn a_secondary_follows_the_primary_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary = dir.path().join("registry");
+    let mut f = Fixture::with_store(RocksStore::open(&primary).expect("open"), &[100, 100]);
+    let mut follower =
+        RocksStore::open_secondary(&primary, &dir.path().join("follower")).expect("secondary");
+    assert_eq!(follower.latest_version(), RegistryVersion::new(1));
+    f.elect("2.0.0");
+    let latest = f.reg.latest_version();
+    assert_eq!(follower.latest_version(), RegistryVersion::new(1));
+    assert_eq!(follower.catch_up().expect("catch up"), latest);
+    assert!(
+        follower
+            .get(&keys::replica_version(&v("2.0.0")), latest)
+            .expect("read")
+            .is_some()
+    );
+    let refused = follower
+        .commit(None, &[("aux".to_string(), Some(vec![1]))])
+        .expect_err("a secondary is read-only");
+    assert!(refused.to_string().contains("secondary"), "{refused}");
+    assert!(
+        RocksStore::open_secondary(&dir.path().join("absent"), &dir.path().join("f2")).is_err()
+    );
+}

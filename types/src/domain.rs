@@ -35,6 +35,8 @@ pub const SUBNET_ID: Domain = Domain("ic-subnet-id");
 pub const BLOCK_HASH: Domain = Domain("ic-block-hash");
 /// Hash of the replicated state.
 pub const STATE_HASH: Domain = Domain("ic-state-hash");
+/// The block hash and beacon of a CUP built from registry contents (genesis, recovery).
+pub const REGISTRY_CUP: Domain = Domain("ic-registry-cup");
 /// Checksum of a CUP file envelope (integrity on disk, not authenticity).
 pub const CUP_FILE_CHECKSUM: Domain = Domain("ic-cup-file-checksum");
 
@@ -66,6 +68,7 @@ pub const ALL: &[Domain] = &[
     SUBNET_ID,
     BLOCK_HASH,
     STATE_HASH,
+    REGISTRY_CUP,
     CUP_FILE_CHECKSUM,
     BLOCK_PROPOSAL,
     NOTARIZATION,

@@ -68,3 +68,15 @@ pub(crate) fn parse_hex32(text: &str) -> Result<[u8; 32], ParseError> {
     hex::decode_to_slice(text, &mut out).map_err(|e| ParseError::NotHex(e.to_string()))?;
     Ok(out)
 }
+
+/// The hash of the empty replicated state at height 0: what a genesis CUP carries.
+///
+/// The replica's state hash at height `h` is `H(STATE_HASH, encode((h, accumulator)))`
+/// with a 256-bit additive accumulator over the entries; empty means a zero accumulator.
+/// (`replica::state` has a test that a fresh state hashes to this.)
+pub fn empty_state_hash() -> CryptoHash {
+    CryptoHash::of(
+        domain::STATE_HASH,
+        &codec::encode(&(Height::ZERO, [0u8; 32])),
+    )
+}

@@ -28,6 +28,8 @@ type RawEntry = (Vec<u8>, Vec<u8>);
 pub struct RocksStore {
     db: DB,
     latest: RegistryVersion,
+    /// A read-only follower of another process's store ([`RocksStore::open_secondary`]).
+    secondary: bool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -92,7 +94,59 @@ impl RocksStore {
                 .map(|a| RegistryVersion::new(u64::from_be_bytes(a)))
                 .map_err(|_| StoreError::Corrupt("latest version marker".into()))?,
         };
-        Ok(Self { db, latest })
+        Ok(Self {
+            db,
+            latest,
+            secondary: false,
+        })
+    }
+
+    /// Opens the store in `primary` read-only, as a RocksDB secondary instance whose own
+    /// logs go to `secondary_dir`: another process (the orchestrator) keeps writing the
+    /// primary, and [`RocksStore::catch_up`] makes its new versions visible here. Commits
+    /// through a secondary are refused.
+    pub fn open_secondary(primary: &Path, secondary_dir: &Path) -> Result<Self, StoreError> {
+        if !primary.join("CURRENT").exists() {
+            return Err(StoreError::Storage(format!(
+                "no registry store in {}",
+                primary.display()
+            )));
+        }
+        let mut opts = Options::default();
+        // A secondary must keep every file open (RocksDB's requirement for followers).
+        opts.set_max_open_files(-1);
+        let db = DB::open_as_secondary(&opts, primary, secondary_dir).map_err(storage)?;
+        let mut s = Self {
+            db,
+            latest: RegistryVersion::ZERO,
+            secondary: true,
+        };
+        s.catch_up()?;
+        Ok(s)
+    }
+
+    /// A secondary: reads what the primary committed since. Law 4 holds because the
+    /// primary writes each version (delta, index and `latest`) in one batch.
+    pub fn catch_up(&mut self) -> Result<RegistryVersion, StoreError> {
+        if self.secondary {
+            self.db.try_catch_up_with_primary().map_err(storage)?;
+        }
+        match self.db.get(SCHEMA).map_err(storage)? {
+            Some(b) if b.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "registry store schema is not {SCHEMA_VERSION}"
+                )));
+            }
+            None => {}
+        }
+        self.latest = match self.db.get(LATEST).map_err(storage)? {
+            None => RegistryVersion::ZERO,
+            Some(b) => <[u8; 8]>::try_from(b.as_slice())
+                .map(|a| RegistryVersion::new(u64::from_be_bytes(a)))
+                .map_err(|_| StoreError::Corrupt("latest version marker".into()))?,
+        };
+        Ok(self.latest)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<RawEntry>, StoreError> {
@@ -185,6 +239,11 @@ impl RegistryStore for RocksStore {
     }
 
     fn commit(&mut self, delta: Option<&VersionDelta>, aux: &[AuxWrite]) -> Result<(), StoreError> {
+        if self.secondary {
+            return Err(StoreError::Storage(
+                "this store is a read-only secondary".into(),
+            ));
+        }
         let mut batch = WriteBatch::default();
         let mut new_latest = self.latest;
         if let Some(delta) = delta {

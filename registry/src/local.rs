@@ -1,0 +1,148 @@
+//! The node side's reads of a registry copy: a subnet as of a version (its record and its
+//! members' node records, in share-index order), which subnet a node belongs to, and the
+//! registry CUP (genesis or recovery) built from the registry's own contents.
+//!
+//! Pure reads over any [`RegistryStore`]: the replica reads the node-local copy the
+//! orchestrator keeps (a RocksDB secondary, [`crate::store::RocksStore::open_secondary`]).
+
+use crate::records::{
+    CupContentsKind, CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, SubnetRecord,
+    keys,
+};
+use crate::store::{RegistryStore, StoreError};
+use cup::{CupContent, RandomBeacon, RegistryCup, RegistryCupKind};
+use types::{CryptoHash, NodeId, RegistryVersion, SubnetId, codec, domain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("registry version {version}: {what} is missing")]
+    Missing {
+        version: RegistryVersion,
+        what: String,
+    },
+    #[error("registry version {version}: record {key} does not decode: {reason}")]
+    Malformed {
+        version: RegistryVersion,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A subnet as the registry describes it at one version.
+#[derive(Clone, Debug)]
+pub struct SubnetAt {
+    pub version: RegistryVersion,
+    pub record: SubnetRecord,
+    /// The members' node records, in share-index order (member `i` holds share `i`).
+    pub members: Vec<NodeRecord>,
+}
+
+impl SubnetAt {
+    /// The share index of `node`, if it is a member.
+    pub fn index_of(&self, node: &NodeId) -> Option<usize> {
+        self.record.members.iter().position(|m| m == node)
+    }
+}
+
+fn read<R: RegistryRecord, S: RegistryStore>(
+    store: &S,
+    key: &str,
+    version: RegistryVersion,
+) -> Result<Option<(RegistryVersion, R)>, LocalError> {
+    let Some((at, bytes)) = store.get_versioned(key, version)? else {
+        return Ok(None);
+    };
+    let r = R::decode_value(&bytes).map_err(|e| LocalError::Malformed {
+        version,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((at, r)))
+}
+
+fn need<R: RegistryRecord, S: RegistryStore>(
+    store: &S,
+    key: &str,
+    version: RegistryVersion,
+) -> Result<(RegistryVersion, R), LocalError> {
+    read(store, key, version)?.ok_or_else(|| LocalError::Missing {
+        version,
+        what: key.to_string(),
+    })
+}
+
+/// The subnet `id` at `version`, with its members' node records.
+pub fn subnet_at<S: RegistryStore>(
+    store: &S,
+    id: &SubnetId,
+    version: RegistryVersion,
+) -> Result<SubnetAt, LocalError> {
+    let (_, record): (_, SubnetRecord) = need(store, &keys::subnet_record(id), version)?;
+    let members = record
+        .members
+        .iter()
+        .map(|m| need(store, &keys::node_record(m), version).map(|(_, r)| r))
+        .collect::<Result<Vec<NodeRecord>, _>>()?;
+    Ok(SubnetAt {
+        version,
+        record,
+        members,
+    })
+}
+
+/// The subnet `node` is a member of at `version`, if any.
+pub fn subnet_of<S: RegistryStore>(
+    store: &S,
+    node: &NodeId,
+    version: RegistryVersion,
+) -> Result<Option<SubnetId>, LocalError> {
+    let Some((_, list)) = read::<SubnetListRecord, _>(store, keys::SUBNET_LIST, version)? else {
+        return Ok(None);
+    };
+    for id in &list.subnets {
+        let (_, s): (_, SubnetRecord) = need(store, &keys::subnet_record(id), version)?;
+        if s.members.contains(node) {
+            return Ok(Some(*id));
+        }
+    }
+    Ok(None)
+}
+
+/// The registry CUP of subnet `id` as of `version`: built from its CUP-contents record,
+/// deterministically, so every node (and every release) derives the same one. Its
+/// registry version is the one that wrote that record.
+pub fn registry_cup<S: RegistryStore>(
+    store: &S,
+    id: &SubnetId,
+    version: RegistryVersion,
+) -> Result<RegistryCup, LocalError> {
+    let (written_at, contents): (_, CupContentsRecord) =
+        need(store, &keys::cup_contents(id), version)?;
+    let (_, subnet): (_, SubnetRecord) = need(store, &keys::subnet_record(id), written_at)?;
+    let seed = codec::encode(&(id, contents.height, written_at, contents.time_ns));
+    let block_hash = CryptoHash::of(domain::REGISTRY_CUP, &[b"block".as_slice(), &seed].concat());
+    let beacon = CryptoHash::of(
+        domain::REGISTRY_CUP,
+        &[b"beacon".as_slice(), &seed].concat(),
+    );
+    Ok(RegistryCup {
+        kind: match contents.kind {
+            CupContentsKind::Genesis => RegistryCupKind::Genesis,
+            CupContentsKind::Recovery => RegistryCupKind::Recovery,
+        },
+        content: CupContent {
+            subnet_id: *id,
+            height: contents.height,
+            block_hash,
+            block_time_ns: contents.time_ns,
+            registry_version: written_at,
+            replica_version: subnet.replica_version,
+            random_beacon: RandomBeacon(beacon.0.to_vec()),
+            state_hash: contents.state_hash,
+            oldest_registry_version_in_use: written_at,
+            extensions: Default::default(),
+        },
+    })
+}
