@@ -46,6 +46,18 @@ impl Ed25519KeyPair {
         Ed25519Signature(self.0.sign(&domain.frame(bytes)).to_bytes())
     }
 
+    /// The key as a PKCS#8 v2 document (RFC 8410 and RFC 5958: secret and public key), DER.
+    /// This is how the transport hands the node's registry key to TLS (its certificate is
+    /// made from, and signs with, this very key).
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, CryptoError> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let document = self.0.to_pkcs8_der().map_err(|e| CryptoError::Malformed {
+            what: "ed25519 PKCS#8 encoding",
+            reason: e.to_string(),
+        })?;
+        Ok(document.as_bytes().to_vec())
+    }
+
     /// Writes the key to `path` (hex, mode 0600).
     pub fn write_to_file(&self, path: &Path) -> Result<(), key_file::KeyFileError> {
         key_file::write(path, &self.seed())
@@ -252,6 +264,17 @@ mod tests {
             back.node_id(),
             NodeId::from_ed25519_public_key(k.public_key().as_bytes())
         );
+    }
+
+    #[test]
+    fn pkcs8_export_round_trips_and_carries_the_public_key() {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let k = key(5);
+        let der = k.to_pkcs8_der().expect("encode");
+        let back = SigningKey::from_pkcs8_der(&der).expect("decode");
+        assert_eq!(back.to_bytes(), k.seed());
+        // v2 (OneAsymmetricKey) ends with the public key as its last 32 bytes.
+        assert_eq!(&der[der.len() - 32..], k.public_key().as_bytes());
     }
 
     #[test]

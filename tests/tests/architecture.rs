@@ -55,6 +55,31 @@ fn the_io_check_detects_tokio_where_it_is() {
     assert!(depends_on(&tree("replica"), "tokio"));
 }
 
+/// The transport builds without RocksDB and knows nothing of the registry or the replica
+/// (they use it, not the reverse); its TLS runs on ring only, never aws-lc (ARCHITECTURE.md).
+#[test]
+fn the_transport_is_light_and_its_tls_uses_ring_only() {
+    let t = tree("transport");
+    for forbidden in [
+        "rocksdb",
+        "registry",
+        "replica",
+        "simulator",
+        "aws-lc-rs",
+        "aws-lc-sys",
+    ] {
+        assert!(
+            !depends_on(&t, forbidden),
+            "transport depends on {forbidden}:\n{t}"
+        );
+    }
+    // And the check can see what is there.
+    assert!(depends_on(&t, "quinn") && depends_on(&t, "ring"), "{t}");
+    // The replica uses quinn too; the workspace declaration keeps aws-lc out there as well.
+    let r = tree("replica");
+    assert!(!depends_on(&r, "aws-lc-rs"), "replica builds aws-lc:\n{r}");
+}
+
 /// The simulator's signature stand-in can never be built into a replica.
 #[test]
 fn no_replica_or_orchestrator_depends_on_the_simulator() {
