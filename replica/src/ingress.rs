@@ -71,6 +71,11 @@ impl SignedIngress {
         Self { ingress, signature }
     }
 
+    /// The canonical encoding: an update's HTTP body.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
     /// The message id: the hash of the signed content.
     pub fn id(&self) -> CryptoHash {
         CryptoHash::of(domain::INGRESS, &codec::encode(&self.ingress))
@@ -110,13 +115,16 @@ impl SignedIngress {
     }
 }
 
-/// Updates waiting to be put in a block, bounded in count and bytes.
+/// Updates waiting to be put in a block, bounded in count and bytes, selected oldest
+/// first (so a user's sequential updates execute in order and none starves).
 #[derive(Debug)]
 pub struct IngressPool {
     max_messages: usize,
     max_bytes: usize,
     bytes: usize,
-    messages: BTreeMap<CryptoHash, SignedIngress>,
+    next_seq: u64,
+    messages: BTreeMap<CryptoHash, (u64, SignedIngress)>,
+    arrival: BTreeMap<u64, CryptoHash>,
 }
 
 impl IngressPool {
@@ -125,7 +133,9 @@ impl IngressPool {
             max_messages,
             max_bytes,
             bytes: 0,
+            next_seq: 0,
             messages: BTreeMap::new(),
+            arrival: BTreeMap::new(),
         }
     }
 
@@ -152,15 +162,20 @@ impl IngressPool {
             });
         }
         self.bytes += size;
-        self.messages.insert(id, m);
+        self.messages.insert(id, (self.next_seq, m));
+        self.arrival.insert(self.next_seq, id);
+        self.next_seq += 1;
         Ok(id)
     }
 
-    /// A block payload: valid updates in id order, up to `max_bytes` encoded.
+    /// A block payload: valid updates in arrival order, up to `max_bytes` encoded.
     pub fn select(&self, now_ns: u64, max_bytes: usize) -> Vec<SignedIngress> {
         let mut out = Vec::new();
         let mut bytes = 8; // the encoded length prefix of the list
-        for m in self.messages.values() {
+        for id in self.arrival.values() {
+            let Some((_, m)) = self.messages.get(id) else {
+                continue;
+            };
             if m.ingress.expiry_ns < now_ns {
                 continue;
             }
@@ -174,23 +189,26 @@ impl IngressPool {
         out
     }
 
+    fn remove(&mut self, id: &CryptoHash) {
+        if let Some((seq, m)) = self.messages.remove(id) {
+            self.bytes -= m.size();
+            self.arrival.remove(&seq);
+        }
+    }
+
     /// Drops executed and expired updates.
     pub fn purge(&mut self, executed: &[CryptoHash], now_ns: u64) {
         for id in executed {
-            if let Some(m) = self.messages.remove(id) {
-                self.bytes -= m.size();
-            }
+            self.remove(id);
         }
         let expired: Vec<CryptoHash> = self
             .messages
             .iter()
-            .filter(|(_, m)| m.ingress.expiry_ns < now_ns)
+            .filter(|(_, (_, m))| m.ingress.expiry_ns < now_ns)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(m) = self.messages.remove(&id) {
-                self.bytes -= m.size();
-            }
+            self.remove(&id);
         }
     }
 }
@@ -283,6 +301,27 @@ mod tests {
         assert_eq!(pool.len(), 1);
         pool.purge(&[], NOW + 2000);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn the_pool_selects_in_arrival_order() {
+        let mut pool = IngressPool::new(100, 1_000_000);
+        let ms: Vec<SignedIngress> = (0..20)
+            .map(|n| msg(1, n, NOW + 1000, put("k", &n.to_be_bytes())))
+            .collect();
+        for m in &ms {
+            pool.insert(m.clone(), NOW).expect("insert");
+        }
+        assert_eq!(pool.select(NOW, 1_000_000), ms);
+        // Removing from the middle keeps the order of the rest.
+        pool.purge(&[ms[3].id(), ms[10].id()], NOW);
+        let rest: Vec<SignedIngress> = ms
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 10)
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(pool.select(NOW, 1_000_000), rest);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Executed {
     /// Ids of the messages that executed (not the skipped duplicates or invalid ones).
     pub executed: Vec<CryptoHash>,
     pub skipped: usize,
+    /// Each user key this block wrote, with its value before the block (`None`: absent).
+    /// The driver keeps these for uncertified heights, to answer queries as of the
+    /// certified height.
+    pub previous_values: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 /// A 256-bit accumulator, little-endian limbs.
@@ -158,15 +162,7 @@ impl ReplicatedState {
             db.write(b)?;
         }
         // (Schema 1 is the first: there is nothing older to migrate yet.)
-        let height = db
-            .get(HEIGHT)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(|b| Height::new(u64::from_be_bytes(b)))
-            .ok_or_else(|| StateError::Corrupt("height".into()))?;
-        let acc = db
-            .get(ACC)?
-            .and_then(|b| Acc::from_bytes(&b))
-            .ok_or_else(|| StateError::Corrupt("accumulator".into()))?;
+        let (height, acc) = read_meta(&db)?;
         Ok(Self { db, height, acc })
     }
 
@@ -175,10 +171,7 @@ impl ReplicatedState {
     }
 
     pub fn state_hash(&self) -> CryptoHash {
-        CryptoHash::of(
-            domain::STATE_HASH,
-            &codec::encode(&(self.height, self.acc.to_bytes())),
-        )
+        state_hash_of(self.height, self.acc)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -236,6 +229,7 @@ impl ReplicatedState {
         }
         let mut executed = Vec::new();
         let mut skipped = 0;
+        let mut previous_values = BTreeMap::new();
         for m in payload {
             let id = m.id();
             let xk = prefixed(b"x/", &id.0);
@@ -268,6 +262,9 @@ impl ReplicatedState {
                 Operation::Delete { key } => (prefixed(b"v/", key.as_bytes()), None),
             };
             let old = current(&self.db, &overlay, &k)?;
+            previous_values
+                .entry(m.ingress.operation.key().to_string())
+                .or_insert_with(|| old.clone());
             write_entry(&mut acc, &mut overlay, &mut batch, k, old, new);
             executed.push(id);
         }
@@ -280,6 +277,7 @@ impl ReplicatedState {
             state_hash: self.state_hash(),
             executed,
             skipped,
+            previous_values,
         })
     }
 
@@ -308,6 +306,175 @@ impl ReplicatedState {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
+
+    /// The height and state hash recorded in a checkpoint (or state) directory, read
+    /// without writing anything.
+    pub fn peek(dir: &Path) -> Result<(Height, CryptoHash), StateError> {
+        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+        let found = read_schema(&db)?;
+        if found > SCHEMA_VERSION {
+            return Err(StateError::NewerSchema {
+                dir: dir.display().to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let (height, acc) = read_meta(&db)?;
+        Ok((height, state_hash_of(height, acc)))
+    }
+
+    /// Replaces the state in `state_dir` with the checkpoint in `checkpoint_dir` (hard
+    /// links again, so restoring costs what checkpointing does) and opens it. The
+    /// checkpoint itself is never written.
+    pub fn restore(checkpoint_dir: &Path, state_dir: &Path) -> Result<Self, StateError> {
+        let io = |e: std::io::Error| StateError::Corrupt(format!("{}: {e}", state_dir.display()));
+        // Build next to the target, then swap: a crash leaves either the old or the new.
+        let tmp = state_dir.with_extension("restoring");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        {
+            let src = DB::open_for_read_only(&Options::default(), checkpoint_dir, false)?;
+            rocksdb::checkpoint::Checkpoint::new(&src)?.create_checkpoint(&tmp)?;
+        }
+        if state_dir.exists() {
+            std::fs::remove_dir_all(state_dir).map_err(io)?;
+        }
+        std::fs::rename(&tmp, state_dir).map_err(io)?;
+        Self::open(state_dir)
+    }
+}
+
+/// The most bytes of entries in one state-sync chunk.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A piece of a checkpoint for state sync: hashed entries in key order after a cursor.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateChunk {
+    pub height: Height,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// No entries after these.
+    pub done: bool,
+}
+
+/// The hashed entries of the checkpoint in `dir` after key `after`, up to
+/// [`MAX_CHUNK_BYTES`]. Read-only.
+pub fn export_chunk(dir: &Path, after: Option<&[u8]>) -> Result<StateChunk, StateError> {
+    let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+    let (height, _) = read_meta(&db)?;
+    let mut it = db.raw_iterator();
+    match after {
+        Some(k) => {
+            it.seek(k);
+            if it.key() == Some(k) {
+                it.next();
+            }
+        }
+        None => it.seek_to_first(),
+    }
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    let mut done = true;
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
+        if !k.starts_with(b"m/") {
+            if bytes + k.len() + v.len() > MAX_CHUNK_BYTES && !entries.is_empty() {
+                done = false;
+                break;
+            }
+            bytes += k.len() + v.len();
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(StateChunk {
+        height,
+        entries,
+        done,
+    })
+}
+
+/// A state being rebuilt from chunks; its hash is known only at the end, and
+/// [`StateImport::finish`] refuses it unless that hash is the expected one.
+pub struct StateImport {
+    db: DB,
+    acc: Acc,
+    last_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StateImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StateImport(last {:?})",
+            self.last_key.as_ref().map(hex::encode)
+        )
+    }
+}
+
+impl StateImport {
+    /// Starts a fresh state in `dir` (anything there is removed).
+    pub fn create(dir: &Path) -> Result<Self, StateError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| StateError::Corrupt(format!("{}: {e}", dir.display())))?;
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, dir)?;
+        Ok(Self {
+            db,
+            acc: Acc::default(),
+            last_key: None,
+        })
+    }
+
+    /// Adds entries, which must come in strictly increasing key order and not be metadata.
+    pub fn add(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            if k.starts_with(b"m/") || self.last_key.as_ref().is_some_and(|l| k <= l) {
+                return Err(StateError::Corrupt(
+                    "state sync entries out of order or metadata".into(),
+                ));
+            }
+            self.acc.add(&Acc::leaf(k, v));
+            batch.put(k, v);
+            self.last_key = Some(k.clone());
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The key to continue after.
+    pub fn cursor(&self) -> Option<&[u8]> {
+        self.last_key.as_deref()
+    }
+
+    /// Seals the state at `height` if its hash is `expected`; otherwise nothing usable
+    /// is left behind (the caller removes the directory).
+    pub fn finish(self, height: Height, expected: CryptoHash) -> Result<(), StateError> {
+        let got = state_hash_of(height, self.acc);
+        if got != expected {
+            return Err(StateError::Corrupt(format!(
+                "state sync produced hash {got} at height {height}, the CUP says {expected}"
+            )));
+        }
+        let mut b = WriteBatch::default();
+        b.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
+        b.put(HEIGHT, height.get().to_be_bytes());
+        b.put(ACC, self.acc.to_bytes());
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(b, &wo)?;
+        // Into SST files: a checkpoint of this directory opened read-only (restore)
+        // copies files, not the write-ahead log.
+        self.db.flush()?;
+        Ok(())
+    }
 }
 
 /// The block's overlay of written entries (`None`: deleted).
@@ -334,6 +501,26 @@ fn write_entry(
         None => batch.delete(&key),
     }
     overlay.insert(key, new);
+}
+
+fn state_hash_of(height: Height, acc: Acc) -> CryptoHash {
+    CryptoHash::of(
+        domain::STATE_HASH,
+        &codec::encode(&(height, acc.to_bytes())),
+    )
+}
+
+fn read_meta(db: &DB) -> Result<(Height, Acc), StateError> {
+    let height = db
+        .get(HEIGHT)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(|b| Height::new(u64::from_be_bytes(b)))
+        .ok_or_else(|| StateError::Corrupt("height".into()))?;
+    let acc = db
+        .get(ACC)?
+        .and_then(|b| Acc::from_bytes(&b))
+        .ok_or_else(|| StateError::Corrupt("accumulator".into()))?;
+    Ok((height, acc))
 }
 
 fn read_schema(db: &DB) -> Result<u32, StateError> {
@@ -484,5 +671,117 @@ mod tests {
         let db = DB::open_default(dir.path()).expect("open");
         assert_eq!(read_schema(&db).expect("schema"), SCHEMA_VERSION + 1);
         assert_eq!(db.get(b"v/x").expect("get"), Some(b"future".to_vec()));
+    }
+
+    #[test]
+    fn a_fresh_state_hashes_to_the_genesis_constant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = ReplicatedState::open(dir.path()).expect("open");
+        assert_eq!(s.state_hash(), types::empty_state_hash());
+        assert_eq!(
+            s.recompute_hash().expect("recompute"),
+            types::empty_state_hash()
+        );
+    }
+
+    #[test]
+    fn execute_reports_each_written_keys_previous_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+            .expect("execute");
+        let r = s
+            .execute(
+                Height::new(2),
+                T,
+                &[
+                    msg(2, T + 100, put("a", "2")),
+                    msg(3, T + 100, put("a", "3")),
+                    msg(4, T + 100, put("b", "1")),
+                ],
+            )
+            .expect("execute");
+        // The value before the block, not before the last write in it.
+        assert_eq!(r.previous_values.get("a"), Some(&Some(b"1".to_vec())));
+        assert_eq!(r.previous_values.get("b"), Some(&None));
+        assert_eq!(r.previous_values.len(), 2);
+    }
+
+    #[test]
+    fn restore_replaces_the_state_with_a_checkpoint_and_leaves_the_checkpoint_alone() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (state_dir, cp) = (root.path().join("state"), root.path().join("cp"));
+        let mut s = ReplicatedState::open(&state_dir).expect("open");
+        s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+            .expect("execute");
+        s.checkpoint(&cp).expect("checkpoint");
+        let at_cp = s.state_hash();
+        s.execute(Height::new(2), T, &[msg(2, T + 100, put("a", "2"))])
+            .expect("execute");
+        drop(s);
+        assert_eq!(
+            ReplicatedState::peek(&cp).expect("peek"),
+            (Height::new(1), at_cp)
+        );
+        let mut r = ReplicatedState::restore(&cp, &state_dir).expect("restore");
+        assert_eq!((r.height(), r.state_hash()), (Height::new(1), at_cp));
+        assert_eq!(r.get("a").expect("get"), Some(b"1".to_vec()));
+        // Writing the restored state does not change the checkpoint.
+        r.execute(Height::new(2), T, &[msg(3, T + 100, put("a", "3"))])
+            .expect("execute");
+        drop(r);
+        assert_eq!(
+            ReplicatedState::peek(&cp).expect("peek"),
+            (Height::new(1), at_cp)
+        );
+    }
+
+    #[test]
+    fn state_sync_rebuilds_a_checkpoint_chunk_by_chunk_and_refuses_a_wrong_hash() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(&root.path().join("state")).expect("open");
+        // Enough data for several chunks.
+        let big = "x".repeat(60_000);
+        let block: Vec<SignedIngress> = (0..60)
+            .map(|i| msg(i, T + 100, put(&format!("k{i:03}"), &big)))
+            .collect();
+        s.execute(Height::new(1), T, &block).expect("execute");
+        let cp = root.path().join("cp");
+        s.checkpoint(&cp).expect("checkpoint");
+        let expected = s.state_hash();
+        let copy = |target: &Path, expected: CryptoHash| -> Result<usize, StateError> {
+            let mut import = StateImport::create(target)?;
+            let mut chunks = 0;
+            loop {
+                let after = import.cursor().map(|c| c.to_vec());
+                let chunk = export_chunk(&cp, after.as_deref())?;
+                assert_eq!(chunk.height, Height::new(1));
+                import.add(&chunk.entries)?;
+                chunks += 1;
+                if chunk.done {
+                    import.finish(Height::new(1), expected)?;
+                    return Ok(chunks);
+                }
+            }
+        };
+        let target = root.path().join("synced");
+        let chunks = copy(&target, expected).expect("sync");
+        assert!(chunks > 1, "{chunks} chunk(s)");
+        // As the driver does: the synced directory becomes a checkpoint, restored into place.
+        let synced = ReplicatedState::restore(&target, &root.path().join("restored"))
+            .expect("restore synced");
+        assert_eq!(synced.height(), Height::new(1));
+        assert_eq!(synced.state_hash(), expected);
+        assert_eq!(
+            synced.get("k007").expect("get"),
+            Some(big.as_bytes().to_vec())
+        );
+        drop(synced);
+        let wrong = copy(&root.path().join("wrong"), CryptoHash([7; 32]));
+        assert!(matches!(wrong, Err(StateError::Corrupt(_))), "{wrong:?}");
+        // Entries out of order are refused.
+        let mut import = StateImport::create(&root.path().join("disorder")).expect("create");
+        let e = vec![(b"v/b".to_vec(), vec![]), (b"v/a".to_vec(), vec![])];
+        assert!(import.add(&e).is_err());
     }
 }

@@ -1,0 +1,605 @@
+//! The tokio driver: real time, the network, the disk and users around the pure
+//! consensus core. Every effect of an [`Action`] happens in [`Driver::perform`], in the
+//! order the core emitted them: a share is persisted (synced) before it is sent, a block
+//! is executed before its state hash is fed back.
+//!
+//! One task owns everything mutable (core, state, pools); the HTTP handlers talk to it
+//! through a bounded channel and read a status snapshot it publishes after every step.
+
+use crate::{
+    ReplicaError,
+    ingress::{IngressError, IngressPool, SignedIngress, decode_payload, encode_payload},
+    node_dir::NodeDir,
+    now_ns,
+    pool_store::PoolStore,
+    start::{self, MAX_PAYLOAD_BYTES},
+    state::ReplicatedState,
+};
+use consensus::{
+    Action, Consensus, Event, RealCrypto,
+    artifact::{Envelope, NodeIndex},
+};
+use cup::{Cup, SignedCup};
+use registry::{
+    local::SubnetAt,
+    store::{RegistryStore, RocksStore},
+};
+use serde::Serialize;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::{mpsc, oneshot};
+use transport::Transport;
+use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+
+/// The most user requests waiting for the driver.
+pub const MAX_PENDING_REQUESTS: usize = 4096;
+/// The most updates in the ingress pool, and their bytes.
+pub const MAX_INGRESS_MESSAGES: usize = 20_000;
+pub const MAX_INGRESS_BYTES: usize = 64 * 1024 * 1024;
+/// Certificates kept for queries (the newest).
+pub const MAX_CERTIFICATES: usize = 200;
+/// Checkpoints kept on disk (the newest; at least the current CUP's).
+pub const MAX_CHECKPOINTS: usize = 3;
+/// How often the driver looks for new registry versions and refreshes the payload.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// A user request for the driver.
+#[derive(Debug)]
+pub enum Request {
+    Update(
+        SignedIngress,
+        oneshot::Sender<Result<CryptoHash, UpdateRefused>>,
+    ),
+    Query(String, oneshot::Sender<QueryAnswer>),
+}
+
+/// Why an update was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateRefused {
+    #[error("subnet is upgrading")]
+    Upgrading,
+    #[error("{0}")]
+    Invalid(IngressError),
+}
+
+/// A certified state hash: `signature` is the subnet's high-threshold signature on
+/// `(replica version, (height, state hash))` with the state-certification domain.
+#[derive(Clone, Debug, Serialize)]
+pub struct Certificate {
+    pub height: u64,
+    pub state_hash: CryptoHash,
+    /// Hex of the BLS signature; for the CUP the replica started from, the CUP's.
+    pub signature: String,
+    pub kind: &'static str,
+    pub replica_version: ReplicaVersion,
+}
+
+/// `GET /api/v1/query`.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryAnswer {
+    pub key: String,
+    /// The value as of `certified_height`, as the user wrote it (UTF-8), or null.
+    pub value: Option<String>,
+    /// Set when the value is not UTF-8: its hex (and `value` is null).
+    pub value_hex: Option<String>,
+    pub certified_height: u64,
+    pub certificate: Option<Certificate>,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusView {
+    pub replica_version: ReplicaVersion,
+    pub subnet_id: SubnetId,
+    pub node_id: NodeId,
+    pub finalized_height: u64,
+    pub certified_height: u64,
+    pub executed_height: u64,
+    pub cup_height: u64,
+    pub state_hash: CryptoHash,
+    pub state_schema: u32,
+    pub peers_connected: usize,
+    pub halting: bool,
+    pub halted: bool,
+    pub registry_version: RegistryVersion,
+    pub ingress_pool: usize,
+}
+
+/// Counters behind `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub updates_accepted: u64,
+    pub updates_refused: u64,
+    pub blocks_executed: u64,
+    pub messages_executed: u64,
+    pub checkpoints: u64,
+    pub cups_made: u64,
+    pub undecodable_messages: u64,
+    pub state_syncs: u64,
+    pub catch_ups: u64,
+}
+
+/// What the HTTP side reads.
+#[derive(Debug)]
+pub struct Shared {
+    pub status: Mutex<StatusView>,
+    pub counters: Mutex<Counters>,
+    pub transport: Transport,
+    pub dir: NodeDir,
+}
+
+pub struct Driver {
+    dir: NodeDir,
+    version: ReplicaVersion,
+    node_id: NodeId,
+    registry: RocksStore,
+    subnet: SubnetAt,
+    members: Vec<NodeId>,
+    index_of: BTreeMap<NodeId, NodeIndex>,
+    core: Consensus<RealCrypto>,
+    /// `None` only while catching up replaces it.
+    state: Option<ReplicatedState>,
+    pool: PoolStore,
+    ingress: IngressPool,
+    /// Per executed height above the latest certification: user keys' previous values.
+    undo: BTreeMap<Height, BTreeMap<String, Option<Vec<u8>>>>,
+    certificates: BTreeMap<Height, Certificate>,
+    cup_height: Height,
+    payload_dirty: bool,
+    registry_seen: RegistryVersion,
+    transport: Transport,
+    shared: Arc<Shared>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Driver({} at {:?})", self.node_id, self.state)
+    }
+}
+
+/// Everything [`Driver::new`] needs, checked and opened by the caller.
+#[derive(Debug)]
+pub struct Parts {
+    pub dir: NodeDir,
+    pub version: ReplicaVersion,
+    pub node_id: NodeId,
+    pub registry: RocksStore,
+    pub subnet: SubnetAt,
+    pub cup: Cup,
+    pub core: Consensus<RealCrypto>,
+    pub state: ReplicatedState,
+    pub pool: PoolStore,
+    pub transport: Transport,
+}
+
+/// The CUP a replica starts from certifies the state at its height.
+fn cup_certificate(cup: &Cup) -> Certificate {
+    let c = cup.content();
+    Certificate {
+        height: c.height.get(),
+        state_hash: c.state_hash,
+        signature: match cup {
+            Cup::Signed(s) => hex::encode(s.signature().to_bytes()),
+            Cup::Registry(_) => String::new(),
+        },
+        kind: "cup",
+        replica_version: c.replica_version.clone(),
+    }
+}
+
+impl Driver {
+    pub fn new(p: Parts) -> (Self, Arc<Shared>) {
+        let members = p.subnet.record.members.clone();
+        let index_of = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (*m, i as NodeIndex))
+            .collect();
+        let c = p.cup.content();
+        let mut certificates = BTreeMap::new();
+        certificates.insert(c.height, cup_certificate(&p.cup));
+        let status = StatusView {
+            replica_version: p.version.clone(),
+            subnet_id: c.subnet_id,
+            node_id: p.node_id,
+            finalized_height: c.height.get(),
+            certified_height: c.height.get(),
+            executed_height: p.state.height().get(),
+            cup_height: c.height.get(),
+            state_hash: p.state.state_hash(),
+            state_schema: crate::state::SCHEMA_VERSION,
+            peers_connected: 0,
+            halting: false,
+            halted: false,
+            registry_version: p.registry.latest_version(),
+            ingress_pool: 0,
+        };
+        let shared = Arc::new(Shared {
+            status: Mutex::new(status),
+            counters: Mutex::new(Counters::default()),
+            transport: p.transport.clone(),
+            dir: p.dir.clone(),
+        });
+        let registry_seen = p.registry.latest_version();
+        let d = Self {
+            dir: p.dir,
+            version: p.version,
+            node_id: p.node_id,
+            registry: p.registry,
+            subnet: p.subnet,
+            members,
+            index_of,
+            core: p.core,
+            state: Some(p.state),
+            pool: p.pool,
+            ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
+            undo: BTreeMap::new(),
+            certificates,
+            cup_height: c.height,
+            payload_dirty: true,
+            registry_seen,
+            transport: p.transport,
+            shared: shared.clone(),
+            counters: Counters::default(),
+        };
+        (d, shared)
+    }
+
+    /// Runs until `shutdown` fires or a fatal error (a disk write failed: continuing
+    /// could sign something not persisted).
+    pub async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<(NodeId, Vec<u8>)>,
+        mut requests: mpsc::Receiver<Request>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Result<(), ReplicaError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.perform()?;
+        let mut requests_open = true;
+        loop {
+            let deadline = self.core.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => {
+                        let wait = t.saturating_sub(now_ns());
+                        tokio::time::sleep(Duration::from_nanos(wait)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = inbox.recv() => match m {
+                    Some((from, bytes)) => self.on_message(from, &bytes),
+                    None => return Err(ReplicaError::Transport("the transport stopped".into())),
+                },
+                r = requests.recv(), if requests_open => match r {
+                    Some(r) => self.on_request(r),
+                    None => requests_open = false,
+                },
+                _ = sleep => self.core.on_event(now_ns(), Event::Timer),
+                _ = tick.tick() => self.on_tick(),
+                _ = &mut shutdown => return Ok(()),
+            }
+            if let Some(target) = self.perform()? {
+                self.catch_up(target).await?;
+            }
+            self.publish();
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, bytes: &[u8]) {
+        let Some(&index) = self.index_of.get(&from) else {
+            return;
+        };
+        match Envelope::decode(bytes) {
+            Ok(envelope) => self.core.on_event(
+                now_ns(),
+                Event::Message {
+                    from: index,
+                    envelope,
+                },
+            ),
+            Err(_) => self.counters.undecodable_messages += 1,
+        }
+    }
+
+    fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Update(m, reply) => {
+                let result = if self.core.is_halting() || self.core.is_halted() {
+                    Err(UpdateRefused::Upgrading)
+                } else {
+                    m.validate(now_ns())
+                        .and_then(|()| self.ingress.insert(m, now_ns()))
+                        .map_err(UpdateRefused::Invalid)
+                };
+                match &result {
+                    Ok(_) => {
+                        self.counters.updates_accepted += 1;
+                        self.payload_dirty = true;
+                    }
+                    Err(_) => self.counters.updates_refused += 1,
+                }
+                let _ = reply.send(result);
+            }
+            Request::Query(key, reply) => {
+                let _ = reply.send(self.query(key));
+            }
+        }
+    }
+
+    /// The value of `key` as of the newest certified height this node has executed.
+    fn query(&self, key: String) -> QueryAnswer {
+        let Some(state) = &self.state else {
+            return QueryAnswer {
+                key,
+                value: None,
+                value_hex: None,
+                certified_height: 0,
+                certificate: None,
+            };
+        };
+        let executed = state.height();
+        let cert = self
+            .certificates
+            .range(..=executed)
+            .next_back()
+            .map(|(_, c)| c);
+        let at = cert.map(|c| Height::new(c.height)).unwrap_or(executed);
+        // The first block after `at` that wrote the key knows its value at `at`.
+        let undone = self
+            .undo
+            .range(at.increment()..)
+            .find_map(|(_, u)| u.get(&key).cloned());
+        let value = match undone {
+            Some(v) => v,
+            None => state.get(&key).ok().flatten(),
+        };
+        let (value, value_hex) = match value {
+            None => (None, None),
+            Some(v) => match String::from_utf8(v) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(hex::encode(e.into_bytes()))),
+            },
+        };
+        QueryAnswer {
+            key,
+            value,
+            value_hex,
+            certified_height: at.get(),
+            certificate: cert.cloned(),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // New registry versions, as consensus events.
+        if let Ok(latest) = self.registry.catch_up()
+            && latest > self.registry_seen
+        {
+            let from = RegistryVersion::new(self.registry_seen.get() + 1);
+            for (version, info) in
+                start::registry_events(&self.registry, &self.subnet.record.subnet_id, from)
+            {
+                self.core
+                    .on_event(now_ns(), Event::Registry { version, info });
+            }
+            self.registry_seen = latest;
+        }
+        if self.payload_dirty {
+            self.payload_dirty = false;
+            let now = now_ns();
+            let selected = self.ingress.select(now, MAX_PAYLOAD_BYTES);
+            self.core
+                .on_event(now, Event::Payload(encode_payload(&selected)));
+        }
+    }
+
+    /// Performs the core's actions. Returns a CUP to catch up to, if a peer sent one.
+    fn perform(&mut self) -> Result<Option<(cup::CupContent, Vec<u8>)>, ReplicaError> {
+        let mut catch_up = None;
+        // State hashes fed back make more actions: loop until quiet (bounded by the
+        // core's own action bound).
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Broadcast(e) => self.transport.broadcast(e.encode()),
+                Action::SendTo(i, e) => {
+                    if let Some(to) = self.members.get(i as usize) {
+                        self.transport.send(*to, e.encode());
+                    }
+                }
+                Action::Persist(e) => self.pool.append(&e)?,
+                Action::Deliver(d) => {
+                    let payload =
+                        decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
+                    let r =
+                        self.state_mut()?
+                            .execute(d.height, d.block.context.time_ns, &payload)?;
+                    self.counters.blocks_executed += 1;
+                    self.counters.messages_executed += r.executed.len() as u64;
+                    self.undo.insert(d.height, r.previous_values);
+                    self.ingress.purge(&r.executed, now_ns());
+                    self.payload_dirty = true;
+                    if d.block.is_summary {
+                        self.checkpoint(d.height)?;
+                    }
+                    self.core.on_event(
+                        now_ns(),
+                        Event::StateComputed {
+                            height: d.height,
+                            state_hash: r.state_hash,
+                        },
+                    );
+                }
+                Action::Certified {
+                    height,
+                    state_hash,
+                    signature,
+                } => {
+                    self.certificates.insert(
+                        height,
+                        Certificate {
+                            height: height.get(),
+                            state_hash,
+                            signature: hex::encode(&signature),
+                            kind: "certification",
+                            replica_version: self.version.clone(),
+                        },
+                    );
+                    while self.certificates.len() > MAX_CERTIFICATES {
+                        self.certificates.pop_first();
+                    }
+                    // Undo entries at or below the newest certified height are not needed.
+                    let keep = self.undo.split_off(&height.increment());
+                    self.undo = keep;
+                }
+                Action::CupReady { content, signature } => self.cup_ready(content, &signature)?,
+                Action::Halted { cup_height } => {
+                    tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
+                }
+                Action::CatchUp { content, signature } => catch_up = Some((content, signature)),
+            }
+        }
+        Ok(catch_up)
+    }
+
+    fn state_mut(&mut self) -> Result<&mut ReplicatedState, ReplicaError> {
+        self.state
+            .as_mut()
+            .ok_or_else(|| ReplicaError::Refused("no state (a catch-up failed)".into()))
+    }
+
+    fn checkpoint(&mut self, h: Height) -> Result<(), ReplicaError> {
+        let dir = self.dir.checkpoint(h);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ReplicaError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(self.dir.checkpoints())
+            .map_err(|e| ReplicaError::Io(format!("{}: {e}", self.dir.checkpoints().display())))?;
+        self.state_mut()?.checkpoint(&dir)?;
+        self.counters.checkpoints += 1;
+        Ok(())
+    }
+
+    fn cup_ready(
+        &mut self,
+        content: cup::CupContent,
+        signature: &[u8],
+    ) -> Result<(), ReplicaError> {
+        let sig = crypto::bls::BlsSignature::from_bytes(signature)
+            .map_err(|e| ReplicaError::Refused(format!("CUP signature: {e}")))?;
+        let cup = SignedCup::from_parts(content.encode(), sig)
+            .map_err(|e| ReplicaError::Refused(format!("CUP: {e}")))?;
+        let h = content.height;
+        if h <= self.cup_height && h != Height::ZERO {
+            return Ok(());
+        }
+        let path = self.dir.write_cup(&Cup::Signed(cup))?;
+        tracing::info!(height = %h, path = %path.display(), "CUP made");
+        self.cup_height = h;
+        self.counters.cups_made += 1;
+        self.pool.purge_through(h)?;
+        self.prune_checkpoints(h);
+        Ok(())
+    }
+
+    /// Keeps the newest checkpoints and always the one at the CUP height.
+    fn prune_checkpoints(&self, cup_height: Height) {
+        let Ok(entries) = std::fs::read_dir(self.dir.checkpoints()) else {
+            return;
+        };
+        let mut heights: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        heights.sort_unstable();
+        let excess = heights.len().saturating_sub(MAX_CHECKPOINTS);
+        for h in heights.into_iter().take(excess) {
+            if h != cup_height.get() {
+                let _ = std::fs::remove_dir_all(self.dir.checkpoint(Height::new(h)));
+            }
+        }
+    }
+
+    /// A peer's CUP is far ahead: fetch the state at its height and restart the core there.
+    async fn catch_up(
+        &mut self,
+        (content, signature): (cup::CupContent, Vec<u8>),
+    ) -> Result<(), ReplicaError> {
+        let Ok(sig) = crypto::bls::BlsSignature::from_bytes(&signature) else {
+            return Ok(());
+        };
+        let Ok(signed) = SignedCup::from_parts(content.encode(), sig) else {
+            return Ok(());
+        };
+        let cup = Cup::Signed(signed);
+        let (subnet, me) = match start::check(&cup, &self.version, &self.node_id, &self.registry) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a peer's CUP");
+                return Ok(());
+            }
+        };
+        let h = content.height;
+        tracing::info!(height = %h, "catching up to a peer's CUP");
+        // Close the current state first: its directory is about to be replaced.
+        self.state = None;
+        let (state, synced) =
+            start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
+        self.counters.catch_ups += 1;
+        self.counters.state_syncs += u64::from(synced);
+        self.dir.write_cup(&cup)?;
+        self.pool.purge_through(h)?;
+        let keys = self.dir.keys()?;
+        self.core = start::build_core(
+            &cup,
+            &self.version,
+            &subnet,
+            me,
+            keys,
+            &self.registry,
+            &self.pool,
+            now_ns(),
+        )?;
+        self.state = Some(state);
+        self.subnet = subnet;
+        self.cup_height = h;
+        self.undo.clear();
+        self.certificates.clear();
+        self.certificates.insert(h, cup_certificate(&cup));
+        self.payload_dirty = true;
+        Ok(())
+    }
+
+    /// Publishes the status and counters for the HTTP side.
+    fn publish(&self) {
+        let peers = self.transport.connected_peers().len();
+        if let Ok(mut s) = self.shared.status.lock() {
+            s.finalized_height = self.core.finalized_height().get();
+            s.certified_height = self
+                .certificates
+                .keys()
+                .next_back()
+                .map(|h| h.get())
+                .unwrap_or(s.certified_height);
+            if let Some(state) = &self.state {
+                s.executed_height = state.height().get();
+                s.state_hash = state.state_hash();
+            }
+            s.cup_height = self.cup_height.get();
+            s.peers_connected = peers;
+            s.halting = self.core.is_halting();
+            s.halted = self.core.is_halted();
+            s.registry_version = self.registry_seen;
+            s.ingress_pool = self.ingress.len();
+        }
+        if let Ok(mut c) = self.shared.counters.lock() {
+            *c = self.counters.clone();
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The replica's HTTP API: `POST /api/v1/update`, `GET /api/v1/query`,
+//! `GET /api/v1/status`, `GET /metrics`, and `GET /_/state/{height}` (state sync chunks
+//! for peers, verified by the receiver against a CUP, so it needs no authentication).
+//!
+//! An update's body is the canonical encoding of a [`SignedIngress`]
+//! (`ingress::SignedIngress::encode`), `application/octet-stream`.
+
+use crate::{
+    driver::{Request, Shared, UpdateRefused},
+    ingress::SignedIngress,
+    state::export_chunk,
+};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+use std::{collections::HashMap, sync::Arc};
+use tokio::sync::{mpsc, oneshot};
+use types::{Height, codec};
+
+/// The largest update body.
+pub const MAX_UPDATE_BYTES: usize = 128 * 1024;
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+}
+
+pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
+    Router::new()
+        .route("/api/v1/update", post(update))
+        .route("/api/v1/query", get(query))
+        .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/_/state/{height}", get(state_chunk))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_UPDATE_BYTES))
+        .with_state(Ctx { shared, requests })
+}
+
+fn error(code: StatusCode, reason: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+fn busy() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the replica is busy or stopping",
+    )
+}
+
+async fn update(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let m: SignedIngress = match codec::decode(&body, MAX_UPDATE_BYTES) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed update: {e}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctx.requests.try_send(Request::Update(m, tx)).is_err() {
+        return busy();
+    }
+    match rx.await {
+        Ok(Ok(id)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "message_id": id.to_string() })),
+        )
+            .into_response(),
+        Ok(Err(UpdateRefused::Upgrading)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "subnet is upgrading")
+        }
+        Ok(Err(UpdateRefused::Invalid(e))) => {
+            let code = match e {
+                crate::ingress::IngressError::PoolFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                crate::ingress::IngressError::Duplicate(_) => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error(code, e.to_string())
+        }
+        Err(_) => busy(),
+    }
+}
+
+async fn query(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(key) = q.get("key") else {
+        return error(StatusCode::BAD_REQUEST, "missing ?key=");
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctx
+        .requests
+        .try_send(Request::Query(key.clone(), tx))
+        .is_err()
+    {
+        return busy();
+    }
+    match rx.await {
+        Ok(a) => Json(a).into_response(),
+        Err(_) => busy(),
+    }
+}
+
+async fn status(State(ctx): State<Ctx>) -> Response {
+    match ctx.shared.status.lock() {
+        Ok(s) => Json(s.clone()).into_response(),
+        Err(_) => busy(),
+    }
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let (Ok(s), Ok(c)) = (ctx.shared.status.lock(), ctx.shared.counters.lock()) else {
+        return busy();
+    };
+    let t = ctx.shared.transport.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP replica_{name} {help}\n# TYPE replica_{name} {kind}\nreplica_{name} {v}\n"
+        ));
+    };
+    metric(
+        "finalized_height",
+        "gauge",
+        "Finalized height.",
+        s.finalized_height,
+    );
+    metric(
+        "certified_height",
+        "gauge",
+        "Certified height.",
+        s.certified_height,
+    );
+    metric(
+        "executed_height",
+        "gauge",
+        "Executed height.",
+        s.executed_height,
+    );
+    metric(
+        "cup_height",
+        "gauge",
+        "Height of the latest CUP.",
+        s.cup_height,
+    );
+    metric(
+        "peers_connected",
+        "gauge",
+        "Peers with a live connection.",
+        s.peers_connected as u64,
+    );
+    metric(
+        "halting",
+        "gauge",
+        "1 while the subnet halts for an upgrade.",
+        u64::from(s.halting),
+    );
+    metric(
+        "ingress_pool_messages",
+        "gauge",
+        "Updates waiting.",
+        s.ingress_pool as u64,
+    );
+    metric(
+        "updates_accepted_total",
+        "counter",
+        "Updates accepted.",
+        c.updates_accepted,
+    );
+    metric(
+        "updates_refused_total",
+        "counter",
+        "Updates refused.",
+        c.updates_refused,
+    );
+    metric(
+        "blocks_executed_total",
+        "counter",
+        "Blocks executed.",
+        c.blocks_executed,
+    );
+    metric(
+        "messages_executed_total",
+        "counter",
+        "Updates executed.",
+        c.messages_executed,
+    );
+    metric(
+        "checkpoints_total",
+        "counter",
+        "State checkpoints made.",
+        c.checkpoints,
+    );
+    metric("cups_made_total", "counter", "CUPs made.", c.cups_made);
+    metric(
+        "state_syncs_total",
+        "counter",
+        "States fetched from peers and verified against a CUP.",
+        c.state_syncs,
+    );
+    metric(
+        "catch_ups_total",
+        "counter",
+        "Restarts of consensus from a peer's CUP.",
+        c.catch_ups,
+    );
+    metric(
+        "undecodable_messages_total",
+        "counter",
+        "Peer messages that did not decode.",
+        c.undecodable_messages,
+    );
+    metric(
+        "transport_sent_total",
+        "counter",
+        "Messages sent to peers.",
+        t.messages_sent,
+    );
+    metric(
+        "transport_received_total",
+        "counter",
+        "Messages received from peers.",
+        t.messages_received,
+    );
+    metric(
+        "transport_dropped_total",
+        "counter",
+        "Messages dropped on full peer queues.",
+        t.dropped_queue_full,
+    );
+    metric(
+        "transport_rejected_connections_total",
+        "counter",
+        "Connections refused (not a member).",
+        t.rejected_connections,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn state_chunk(
+    State(ctx): State<Ctx>,
+    Path(height): Path<u64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let after = match q.get("after").map(hex::decode) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "after= must be hex"),
+    };
+    let dir = ctx.shared.dir.checkpoint(Height::new(height));
+    if !dir.join("CURRENT").exists() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no checkpoint at height {height}"),
+        );
+    }
+    let chunk = tokio::task::spawn_blocking(move || export_chunk(&dir, after.as_deref())).await;
+    match chunk {
+        Ok(Ok(c)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            codec::encode(&c),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => busy(),
+    }
+}

@@ -1,0 +1,150 @@
+//! `replica --node-dir DIR --version V --cup FILE`: one node of one subnet at one version.
+
+use clap::Parser;
+use replica::{
+    ReplicaError,
+    driver::{Driver, MAX_PENDING_REQUESTS, Parts},
+    node_dir::{NodeDir, read_cup},
+    now_ns,
+    pool_store::PoolStore,
+    start,
+};
+use std::{net::SocketAddr, path::PathBuf};
+use tokio::sync::{mpsc, oneshot};
+use types::ReplicaVersion;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "replica",
+    about = "Runs one node of a subnet at one version, from a CUP.",
+    long_about = "Reads the node's keys and the node-local registry copy from the node \
+                  directory, starts from the given CUP (or a higher one this node made), \
+                  and serves the HTTP API on the node's registered address."
+)]
+struct Args {
+    /// The node directory (keys, registry copy, state).
+    #[arg(long)]
+    node_dir: PathBuf,
+    /// The replica version this binary runs as; the registry must assign it to the subnet.
+    #[arg(long)]
+    version: String,
+    /// The CUP to start from.
+    #[arg(long)]
+    cup: PathBuf,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("replica: error: tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("replica: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn addr(s: &str, what: &str) -> Result<SocketAddr, ReplicaError> {
+    s.parse()
+        .map_err(|e| ReplicaError::Registry(format!("this node's {what} {s:?}: {e}")))
+}
+
+async fn run(args: Args) -> Result<(), ReplicaError> {
+    let version = ReplicaVersion::new(&args.version)
+        .map_err(|e| ReplicaError::Refused(format!("--version: {e}")))?;
+    let dir = NodeDir::new(&args.node_dir);
+    let keys = dir.keys()?;
+    let node_id = keys.ed25519.node_id();
+    let registry = start::open_registry(&dir)?;
+    let given = read_cup(&args.cup)?;
+    let cup = start::choose_cup(&dir, given, &registry)?;
+    let (subnet, me) = start::check(&cup, &version, &node_id, &registry)?;
+    let c = cup.content().clone();
+    tracing::info!(node = %node_id, subnet = %c.subnet_id, cup_height = %c.height, %version, "starting");
+    let (state, _) = start::state_at(&dir, &subnet, &node_id, c.height, c.state_hash).await?;
+    let pool = PoolStore::open(&dir.pool())?;
+    let core = start::build_core(
+        &cup,
+        &version,
+        &subnet,
+        me,
+        keys,
+        &registry,
+        &pool,
+        now_ns(),
+    )?;
+
+    let mine = &subnet.members[me as usize];
+    let members: Vec<transport::Member> = subnet
+        .members
+        .iter()
+        .map(|m| {
+            Ok(transport::Member {
+                node_id: m.node_id,
+                public_key: m.ed25519_public_key,
+                address: addr(&m.consensus_address, "consensus address")?,
+            })
+        })
+        .collect::<Result<_, ReplicaError>>()?;
+    let tcfg = transport::TransportConfig::new(
+        addr(&mine.consensus_address, "consensus address")?,
+        replica::WIRE_PROTOCOL,
+    );
+    let (transport, inbox) = transport::Transport::start(tcfg, dir.keys()?.ed25519, members)
+        .await
+        .map_err(|e| ReplicaError::Transport(e.to_string()))?;
+
+    let http_addr = addr(&mine.http_address, "HTTP address")?;
+    let (driver, shared) = Driver::new(Parts {
+        dir,
+        version,
+        node_id,
+        registry,
+        subnet,
+        cup,
+        core,
+        state,
+        pool,
+        transport: transport.clone(),
+    });
+    let (req_tx, req_rx) = mpsc::channel(MAX_PENDING_REQUESTS);
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| ReplicaError::Io(format!("HTTP {http_addr}: {e}")))?;
+    println!("listening on http://{http_addr}");
+    let app = replica::http::router(shared, req_tx);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop_tx.send(());
+    });
+    let r = driver.run(inbox, req_rx, stop_rx).await;
+    transport.shutdown().await;
+    r
+}

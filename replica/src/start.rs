@@ -1,0 +1,272 @@
+//! From a node directory, a version and a CUP to the pieces of a running replica.
+//!
+//! Every check happens before anything is written: the CUP must verify (a signed CUP
+//! against the subnet's key, a registry CUP against the registry's own description),
+//! the registry must say this subnet runs this version at the CUP's registry version,
+//! and this node must be a member. Then the state: the local state if it is exactly at
+//! the CUP, else the checkpoint at the CUP's height (its hash must equal the CUP's state
+//! hash), else an empty state for a CUP at height 0; anything else needs state sync.
+
+use crate::{
+    ReplicaError,
+    node_dir::{NodeDir, NodeKeys},
+    pool_store::PoolStore,
+    state::ReplicatedState,
+};
+use consensus::{
+    Base, Config, Consensus, RealCrypto, SubnetInfo,
+    artifact::NodeIndex,
+    crypto::{NodeSecrets, SubnetKeys},
+};
+use cup::Cup;
+use registry::{
+    local::{SubnetAt, registry_cup, subnet_at},
+    records::SubnetRecord,
+    store::{RegistryStore, RocksStore},
+};
+use types::{Height, NodeId, RegistryVersion, ReplicaVersion};
+
+/// How long a node waits before re-sending its latest artifacts without progress.
+pub const RESEND_INTERVAL_NS: u64 = 2_000_000_000;
+/// The largest block payload.
+pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+
+fn registry_err(e: impl std::fmt::Display) -> ReplicaError {
+    ReplicaError::Registry(e.to_string())
+}
+
+/// Opens the node-local registry copy as a follower of the orchestrator's store.
+pub fn open_registry(dir: &NodeDir) -> Result<RocksStore, ReplicaError> {
+    std::fs::create_dir_all(dir.registry_follower())
+        .map_err(|e| ReplicaError::Io(format!("{}: {e}", dir.registry_follower().display())))?;
+    RocksStore::open_secondary(&dir.registry(), &dir.registry_follower()).map_err(|e| {
+        ReplicaError::Registry(format!(
+            "cannot open the node-local registry copy in {}: {e}",
+            dir.registry().display()
+        ))
+    })
+}
+
+/// The CUP to start from: the highest valid one among the given one and those this node
+/// made before (a restarted replica never goes back below a CUP it made).
+pub fn choose_cup(dir: &NodeDir, given: Cup, registry: &RocksStore) -> Result<Cup, ReplicaError> {
+    let subnet = given.content().subnet_id;
+    let record = subnet_at(
+        registry,
+        &subnet,
+        registry
+            .latest_version()
+            .min(given.content().registry_version),
+    )
+    .map_err(registry_err)?;
+    let key = record.record.high_threshold_key.group_key;
+    let mut all = vec![given];
+    all.extend(
+        dir.local_cups()
+            .into_iter()
+            .filter(|c| c.content().subnet_id == subnet),
+    );
+    let best = cup::choose_highest(all.iter(), &key).cloned();
+    best.ok_or_else(|| ReplicaError::Refused("no valid CUP to start from".into()))
+}
+
+/// Checks the CUP and where this node stands in the subnet it describes.
+pub fn check(
+    cup: &Cup,
+    version: &ReplicaVersion,
+    node: &NodeId,
+    registry: &RocksStore,
+) -> Result<(SubnetAt, NodeIndex), ReplicaError> {
+    let c = cup.content();
+    let rv = c.registry_version;
+    if rv > registry.latest_version() {
+        return Err(ReplicaError::Registry(format!(
+            "the CUP pins registry version {rv}, but the local copy has only {}; the orchestrator must replicate it first",
+            registry.latest_version()
+        )));
+    }
+    let subnet = subnet_at(registry, &c.subnet_id, rv).map_err(registry_err)?;
+    match cup {
+        Cup::Signed(s) => s
+            .verify(&subnet.record.high_threshold_key.group_key)
+            .map_err(|e| ReplicaError::Cup {
+                path: format!("height {}", c.height),
+                reason: e.to_string(),
+            })?,
+        Cup::Registry(r) => {
+            let expected = registry_cup(registry, &c.subnet_id, registry.latest_version())
+                .map_err(registry_err)?;
+            if &expected != r {
+                return Err(ReplicaError::Cup {
+                    path: format!("height {}", c.height),
+                    reason: "a registry CUP that the registry does not describe".into(),
+                });
+            }
+        }
+    }
+    if &subnet.record.replica_version != version {
+        return Err(ReplicaError::Refused(format!(
+            "this is replica version {version}, but at registry version {rv} subnet {} runs {}",
+            c.subnet_id, subnet.record.replica_version
+        )));
+    }
+    let me = subnet.index_of(node).ok_or_else(|| {
+        ReplicaError::Refused(format!(
+            "node {node} is not a member of subnet {} at registry version {rv}",
+            c.subnet_id
+        ))
+    })?;
+    Ok((subnet, me as NodeIndex))
+}
+
+/// The state at the CUP's height, if this node has it; `None` means state sync.
+pub fn local_state_at(
+    dir: &NodeDir,
+    height: Height,
+    state_hash: types::CryptoHash,
+) -> Result<Option<ReplicatedState>, ReplicaError> {
+    let state_dir = dir.state();
+    if state_dir.join("CURRENT").exists()
+        && ReplicatedState::peek(&state_dir)? == (height, state_hash)
+    {
+        return Ok(Some(ReplicatedState::open(&state_dir)?));
+    }
+    let cp = dir.checkpoint(height);
+    if cp.join("CURRENT").exists() {
+        let (h, hash) = ReplicatedState::peek(&cp)?;
+        if (h, hash) != (height, state_hash) {
+            return Err(ReplicaError::Refused(format!(
+                "the checkpoint in {} is at height {h} with state hash {hash}, but the CUP says height {height} with {state_hash}",
+                cp.display()
+            )));
+        }
+        return Ok(Some(ReplicatedState::restore(&cp, &state_dir)?));
+    }
+    if height == Height::ZERO {
+        if state_hash != types::empty_state_hash() {
+            return Err(ReplicaError::Refused(format!(
+                "a CUP at height 0 must carry the empty state's hash, not {state_hash}"
+            )));
+        }
+        if state_dir.exists() {
+            std::fs::remove_dir_all(&state_dir)
+                .map_err(|e| ReplicaError::Io(format!("{}: {e}", state_dir.display())))?;
+        }
+        let s = ReplicatedState::open(&state_dir)?;
+        return Ok(Some(s));
+    }
+    Ok(None)
+}
+
+/// The state at the CUP's height: this node's own, or else fetched from the subnet's other
+/// members (state sync), verified against the CUP, and kept as the checkpoint there.
+/// The flag says whether it was fetched.
+pub async fn state_at(
+    dir: &NodeDir,
+    subnet: &SubnetAt,
+    me: &NodeId,
+    height: Height,
+    state_hash: types::CryptoHash,
+) -> Result<(ReplicatedState, bool), ReplicaError> {
+    if let Some(s) = local_state_at(dir, height, state_hash)? {
+        return Ok((s, false));
+    }
+    let peers: Vec<String> = subnet
+        .members
+        .iter()
+        .filter(|m| &m.node_id != me)
+        .map(|m| m.http_address.clone())
+        .collect();
+    let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", dir.checkpoints().display()));
+    let target = dir.state().with_extension("sync");
+    crate::sync::fetch_state(&peers, height, state_hash, &target).await?;
+    let cp = dir.checkpoint(height);
+    std::fs::create_dir_all(dir.checkpoints()).map_err(io)?;
+    if cp.exists() {
+        std::fs::remove_dir_all(&cp).map_err(io)?;
+    }
+    std::fs::rename(&target, &cp).map_err(io)?;
+    Ok((ReplicatedState::restore(&cp, &dir.state())?, true))
+}
+
+/// What consensus needs to know about the subnet at one registry version.
+pub fn subnet_info(r: &SubnetRecord) -> SubnetInfo {
+    SubnetInfo {
+        replica_version: r.replica_version.clone(),
+        halt_at_cup_height: r.halt_at_cup_height,
+        is_halted: r.is_halted,
+    }
+}
+
+/// The registry versions from `from` to the latest, as consensus events.
+pub fn registry_events(
+    registry: &RocksStore,
+    subnet: &types::SubnetId,
+    from: RegistryVersion,
+) -> Vec<(RegistryVersion, SubnetInfo)> {
+    let mut out = Vec::new();
+    let mut v = from;
+    while v <= registry.latest_version() {
+        if let Ok(s) = subnet_at(registry, subnet, v) {
+            out.push((v, subnet_info(&s.record)));
+        }
+        v = RegistryVersion::new(v.get() + 1);
+    }
+    out
+}
+
+/// Builds the consensus core at the CUP, with this node's own shares restored.
+#[allow(clippy::too_many_arguments)]
+pub fn build_core(
+    cup: &Cup,
+    version: &ReplicaVersion,
+    subnet: &SubnetAt,
+    me: NodeIndex,
+    keys: NodeKeys,
+    registry: &RocksStore,
+    pool: &PoolStore,
+    now_ns: u64,
+) -> Result<Consensus<RealCrypto>, ReplicaError> {
+    let c = cup.content();
+    let r = &subnet.record;
+    let (low_share, high_share) = keys.shares(me);
+    let crypto = RealCrypto {
+        keys: SubnetKeys {
+            ed25519: subnet
+                .members
+                .iter()
+                .map(|m| m.ed25519_public_key)
+                .collect(),
+            bls: subnet.members.iter().map(|m| m.bls_public_key).collect(),
+            low: r.low_threshold_key.clone(),
+            high: r.high_threshold_key.clone(),
+        },
+        secrets: NodeSecrets {
+            ed25519: keys.ed25519,
+            bls: keys.bls,
+            low_share,
+            high_share,
+        },
+    };
+    let cfg = Config {
+        subnet_id: c.subnet_id,
+        me,
+        n: subnet.members.len(),
+        version: version.clone(),
+        dkg_interval_length: r.dkg_interval_length,
+        unit_delay_ns: r.unit_delay_ms * 1_000_000,
+        initial_notary_delay_ns: r.initial_notary_delay_ms * 1_000_000,
+        resend_interval_ns: RESEND_INTERVAL_NS,
+        max_payload_bytes: MAX_PAYLOAD_BYTES,
+        broken_finalization_rule: false,
+    };
+    let restored = pool.load_above(c.height)?;
+    Ok(Consensus::new(
+        cfg,
+        crypto,
+        Base::from_cup(c),
+        registry_events(registry, &c.subnet_id, c.registry_version),
+        restored,
+        now_ns,
+    ))
+}
