@@ -52,6 +52,11 @@ impl Net {
     }
 
     fn start(&mut self, i: usize) {
+        let cup = self.cup.clone();
+        self.start_at(i, "1.0.0", &cup);
+    }
+
+    fn start_at(&mut self, i: usize, version: &str, cup: &std::path::Path) {
         let d = self.node_dir(i);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -60,8 +65,8 @@ impl Net {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_replica"))
             .args(["--node-dir", d.to_str().unwrap()])
-            .args(["--version", "1.0.0"])
-            .args(["--cup", self.cup.to_str().unwrap()])
+            .args(["--version", version])
+            .args(["--cup", cup.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -404,4 +409,128 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     }
     assert!(t.connected_peers().is_empty(), "a stranger connected");
     t.shutdown().await;
+}
+
+/// Governance on node 0's registry copy, replicated to the others' copies (what the
+/// orchestrators' replicators do): elect release 2.0.0 and deploy it to the subnet.
+fn deploy_2_0_0(net: &Net) {
+    use registry::governance::{ProposalKind, SignedSubmission, Submission};
+    use registry::store::RegistryStore;
+    let subnet = net.net.genesis.subnets[0].subnet_id;
+    let mut reg =
+        Registry::open(RocksStore::open(&net.node_dir(0).join("registry")).unwrap()).unwrap();
+    let kinds = [
+        ProposalKind::ElectVersion {
+            version: ReplicaVersion::new("2.0.0").unwrap(),
+            sha256_hex: "b".repeat(64),
+            urls: vec!["http://127.0.0.1:9/2.tar.gz".into()],
+        },
+        ProposalKind::DeployVersion {
+            subnet,
+            version: ReplicaVersion::new("2.0.0").unwrap(),
+        },
+    ];
+    for (nonce, kind) in kinds.into_iter().enumerate() {
+        let s = Submission {
+            neuron_id: 0,
+            nonce: nonce as u64,
+            kind,
+        };
+        // One neuron holds all the voting power: its proposal is adopted at once.
+        reg.submit(replica::now_ns(), &SignedSubmission::sign(s, &net.net.neuron_keys[0]))
+            .unwrap();
+    }
+    let deltas = reg.store().changes_since(RegistryVersion::new(1), 100).unwrap();
+    assert_eq!(deltas.len(), 2, "two adopted proposals, two versions");
+    for i in 1..NODES {
+        let mut store = RocksStore::open(&net.node_dir(i).join("registry")).unwrap();
+        for d in &deltas {
+            store.append(d).unwrap();
+        }
+    }
+}
+
+/// The newest CUP file a node wrote.
+fn newest_cup(net: &Net, i: usize) -> PathBuf {
+    let mut cups: Vec<PathBuf> = std::fs::read_dir(net.node_dir(i).join("cups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cup"))
+        .collect();
+    cups.sort();
+    cups.pop().unwrap()
+}
+
+/// An upgrade by hand (the orchestrator's job, issue 6): the registry assigns 2.0.0, the
+/// 1.0.0 replicas halt at a CUP (queries work, updates get "subnet is upgrading"), and
+/// replicas started as 2.0.0 from that CUP resume with the state intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from_it() {
+    let mut net = setup();
+    for i in 0..NODES {
+        net.start(i);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let all: Vec<usize> = (0..NODES).collect();
+    wait_for(&client, &mut net, &all, "the first finalized blocks", |s| {
+        s["finalized_height"].as_u64() >= Some(2)
+    })
+    .await;
+    let before = submit(&client, &net, &all, 0..100, "v1").await;
+    check_agreement(&client, &mut net, &before).await;
+
+    deploy_2_0_0(&net);
+    wait_for(&client, &mut net, &all, "every 1.0.0 replica to halt", |s| {
+        s["halted"].as_bool() == Some(true)
+    })
+    .await;
+    // Halted: queries work, updates are refused with the reason.
+    let user = Ed25519KeyPair::from_seed(&[8; 32]);
+    let refused = client
+        .post(format!("{}/api/v1/update", net.url(0)))
+        .body(update(&user, 1, "late", "x").encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.text().await.unwrap().contains("subnet is upgrading"));
+    check_agreement(&client, &mut net, &before).await;
+
+    // Every node made the same halting CUP; it names the new version.
+    let cup = newest_cup(&net, 0);
+    let bytes = std::fs::read(&cup).unwrap();
+    for i in 1..NODES {
+        assert_eq!(std::fs::read(newest_cup(&net, i)).unwrap(), bytes, "node {i}");
+    }
+    let halting = Cup::decode(&bytes).unwrap();
+    assert_eq!(halting.content().replica_version.as_str(), "1.0.0");
+    for i in 0..NODES {
+        net.kill(i);
+    }
+    // The old version refuses to start from the upgrade CUP, and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_replica"))
+        .args(["--node-dir", net.node_dir(0).to_str().unwrap()])
+        .args(["--version", "1.0.0", "--cup", cup.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runs 2.0.0"), "{err}");
+
+    for i in 0..NODES {
+        net.start_at(i, "2.0.0", &cup);
+    }
+    let h = halting.content().height.get();
+    wait_for(&client, &mut net, &all, "2.0.0 to finalize past the CUP", |s| {
+        s["replica_version"].as_str() == Some("2.0.0") && s["finalized_height"].as_u64() > Some(h + 2)
+    })
+    .await;
+    let after = submit(&client, &net, &all, 100..200, "v2").await;
+    let mut expected = before;
+    expected.extend(after);
+    check_agreement(&client, &mut net, &expected).await;
 }
