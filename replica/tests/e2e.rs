@@ -437,10 +437,16 @@ fn deploy_2_0_0(net: &Net) {
             kind,
         };
         // One neuron holds all the voting power: its proposal is adopted at once.
-        reg.submit(replica::now_ns(), &SignedSubmission::sign(s, &net.net.neuron_keys[0]))
-            .unwrap();
+        reg.submit(
+            replica::now_ns(),
+            &SignedSubmission::sign(s, &net.net.neuron_keys[0]),
+        )
+        .unwrap();
     }
-    let deltas = reg.store().changes_since(RegistryVersion::new(1), 100).unwrap();
+    let deltas = reg
+        .store()
+        .changes_since(RegistryVersion::new(1), 100)
+        .unwrap();
     assert_eq!(deltas.len(), 2, "two adopted proposals, two versions");
     for i in 1..NODES {
         let mut store = RocksStore::open(&net.node_dir(i).join("registry")).unwrap();
@@ -484,9 +490,13 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
     check_agreement(&client, &mut net, &before).await;
 
     deploy_2_0_0(&net);
-    wait_for(&client, &mut net, &all, "every 1.0.0 replica to halt", |s| {
-        s["halted"].as_bool() == Some(true)
-    })
+    wait_for(
+        &client,
+        &mut net,
+        &all,
+        "every 1.0.0 replica to halt",
+        |s| s["halted"].as_bool() == Some(true),
+    )
     .await;
     // Halted: queries work, updates are refused with the reason.
     let user = Ed25519KeyPair::from_seed(&[8; 32]);
@@ -497,14 +507,24 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
         .await
         .unwrap();
     assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    assert!(refused.text().await.unwrap().contains("subnet is upgrading"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("subnet is upgrading")
+    );
     check_agreement(&client, &mut net, &before).await;
 
     // Every node made the same halting CUP; it names the new version.
     let cup = newest_cup(&net, 0);
     let bytes = std::fs::read(&cup).unwrap();
     for i in 1..NODES {
-        assert_eq!(std::fs::read(newest_cup(&net, i)).unwrap(), bytes, "node {i}");
+        assert_eq!(
+            std::fs::read(newest_cup(&net, i)).unwrap(),
+            bytes,
+            "node {i}"
+        );
     }
     let halting = Cup::decode(&bytes).unwrap();
     assert_eq!(halting.content().replica_version.as_str(), "1.0.0");
@@ -525,9 +545,16 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
         net.start_at(i, "2.0.0", &cup);
     }
     let h = halting.content().height.get();
-    wait_for(&client, &mut net, &all, "2.0.0 to finalize past the CUP", |s| {
-        s["replica_version"].as_str() == Some("2.0.0") && s["finalized_height"].as_u64() > Some(h + 2)
-    })
+    wait_for(
+        &client,
+        &mut net,
+        &all,
+        "2.0.0 to finalize past the CUP",
+        |s| {
+            s["replica_version"].as_str() == Some("2.0.0")
+                && s["finalized_height"].as_u64() > Some(h + 2)
+        },
+    )
     .await;
     let after = submit(&client, &net, &all, 100..200, "v2").await;
     let mut expected = before;
