@@ -13,7 +13,7 @@ fn vectors_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("BLS_TEST_VECTORS") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testvectors/bls")
+    manifest_dir().join("../../shared/testvectors/bls")
 }
 
 fn hex_bytes(y: &Yaml) -> Vec<u8> {
@@ -166,4 +166,13 @@ fn typed_api_is_the_raw_api_over_the_framed_message() {
         bls::raw_sign(&sk_bytes, &d.frame(b"block")).expect("sign"),
         sig.to_bytes()
     );
+}
+
+/// This crate's directory, read when the test runs: a target directory shared between
+/// clones can hold a test binary built in another clone, so a path baked in at compile
+/// time (`env!`) may point at a directory that is gone.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

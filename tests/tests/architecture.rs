@@ -6,7 +6,8 @@ use std::process::Command;
 
 /// `cargo tree` of one crate's normal dependencies, one crate per line.
 fn tree(krate: &str) -> String {
-    let out = Command::new(env!("CARGO"))
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let out = Command::new(cargo)
         .args([
             "tree",
             "--offline",

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use types::{CryptoHash, Height, RegistryVersion, ReplicaVersion, SubnetId, domain};
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    manifest_dir().join("tests/fixtures")
 }
 
 pub fn dealing(n: usize, t: usize, seed: u64) -> Dealing {
@@ -39,4 +39,13 @@ pub fn sign(dealing: &Dealing, content: CupContent) -> SignedCup {
         .map(|s| SignedCup::sign_share(&content, s))
         .collect();
     SignedCup::combine(content, &dealing.public, &shares).expect("combine")
+}
+
+/// This crate's directory, read when the test runs: a target directory shared between
+/// clones can hold a test binary built in another clone, so a path baked in at compile
+/// time (`env!`) may point at a directory that is gone.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

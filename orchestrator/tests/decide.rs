@@ -1,0 +1,287 @@
+//! Table tests for `decide`, on a real registry store (genesis + mutations) and real
+//! threshold-signed CUPs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crypto::threshold::SignatureShare;
+use cup::{Cup, CupContent, RandomBeacon, SignedCup};
+use orchestrator::decide::{Decision, Local, decide};
+use rand::SeedableRng;
+use registry::{
+    genesis::{GeneratedNetwork, NetworkParams, generate_network},
+    records::{
+        CupContentsKind, CupContentsRecord, RegistryRecord, ReplicaVersionRecord, SubnetRecord,
+        keys,
+    },
+    store::{MemoryStore, Mutation, RegistryStore},
+};
+use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+
+fn v(s: &str) -> ReplicaVersion {
+    ReplicaVersion::new(s).unwrap()
+}
+
+fn rv(n: u64) -> RegistryVersion {
+    RegistryVersion::new(n)
+}
+
+struct Fx {
+    net: GeneratedNetwork,
+    store: MemoryStore,
+}
+
+fn network(seed: u64) -> GeneratedNetwork {
+    let params = NetworkParams {
+        nodes: 4,
+        neurons: 1,
+        dkg_interval_length: 9,
+        unit_delay_ms: 200,
+        initial_notary_delay_ms: 100,
+        base_port: 20000,
+        replica_version: v("1.0.0"),
+        package_sha256: "a".repeat(64),
+        package_urls: vec!["http://127.0.0.1:9/1.tar.gz".into()],
+        genesis_time_ns: 1_000,
+    };
+    generate_network(&params, &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed)).unwrap()
+}
+
+impl Fx {
+    fn new() -> Self {
+        let net = network(1);
+        let mut store = MemoryStore::new();
+        store.apply(&net.genesis.mutations()).unwrap();
+        Self { net, store }
+    }
+
+    fn subnet(&self) -> SubnetId {
+        self.net.genesis.subnets[0].subnet_id
+    }
+
+    fn node(&self, i: usize) -> NodeId {
+        self.net.nodes[i].record.node_id
+    }
+
+    fn local(&self, i: usize, running: &str, cup: Option<Cup>) -> Local {
+        Local {
+            node_id: self.node(i),
+            running_version: v(running),
+            cup,
+        }
+    }
+
+    fn subnet_record(&self) -> SubnetRecord {
+        let latest = self.store.latest_version();
+        SubnetRecord::decode_value(
+            &self
+                .store
+                .get(&keys::subnet_record(&self.subnet()), latest)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn update_subnet(&mut self, f: impl FnOnce(&mut SubnetRecord)) -> RegistryVersion {
+        let mut r = self.subnet_record();
+        f(&mut r);
+        self.apply(vec![Mutation::Update {
+            key: keys::subnet_record(&self.subnet()),
+            value: r.encode_value(),
+        }])
+    }
+
+    fn apply(&mut self, m: Vec<Mutation>) -> RegistryVersion {
+        self.store.apply(&m).unwrap()
+    }
+
+    /// Elects and deploys `version` to the subnet; returns the deploying registry version.
+    fn deploy(&mut self, version: &str) -> RegistryVersion {
+        let record = ReplicaVersionRecord {
+            version: v(version),
+            release_package_sha256_hex: "b".repeat(64),
+            release_package_urls: vec!["http://127.0.0.1:9/2.tar.gz".into()],
+            extensions: Default::default(),
+        };
+        self.apply(vec![Mutation::Insert {
+            key: keys::replica_version(&v(version)),
+            value: record.encode_value(),
+        }]);
+        self.update_subnet(|r| r.replica_version = v(version))
+    }
+
+    /// A CUP at `height` pinning `pinned`, signed by `signers` of network `net`.
+    fn signed_cup(&self, net: &GeneratedNetwork, height: u64, pinned: RegistryVersion) -> Cup {
+        let content = CupContent {
+            subnet_id: self.subnet(),
+            height: Height::new(height),
+            block_hash: CryptoHash([height as u8; 32]),
+            block_time_ns: 1_000 + height,
+            registry_version: pinned,
+            replica_version: v("1.0.0"),
+            random_beacon: RandomBeacon(vec![1; 32]),
+            state_hash: CryptoHash([2; 32]),
+            oldest_registry_version_in_use: pinned,
+            extensions: Default::default(),
+        };
+        let shares: Vec<SignatureShare> = net
+            .nodes
+            .iter()
+            .take(3)
+            .map(|n| SignedCup::sign_share(&content, &n.high_share))
+            .collect();
+        let public = &net.genesis.subnets[0].high_threshold_key;
+        Cup::Signed(SignedCup::combine(content, public, &shares).unwrap())
+    }
+}
+
+fn cup_of(d: &Decision) -> (u64, u64) {
+    match d {
+        Decision::Run { cup, .. } | Decision::Upgrade { cup, .. } => (
+            cup.content().height.get(),
+            cup.content().registry_version.get(),
+        ),
+        other => panic!("no CUP in {other:?}"),
+    }
+}
+
+#[test]
+fn a_fresh_boot_runs_the_registry_version_from_the_genesis_cup() {
+    let fx = Fx::new();
+    let d = decide(&fx.local(0, "1.0.0", None), &[], &fx.store);
+    let Decision::Run {
+        cup,
+        version,
+        prefetch,
+        subnet,
+    } = &d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(matches!(**cup, Cup::Registry(_)));
+    assert_eq!(
+        (cup.content().height, version.as_str()),
+        (Height::ZERO, "1.0.0")
+    );
+    assert_eq!((*subnet, prefetch.clone()), (fx.subnet(), None));
+}
+
+#[test]
+fn a_lagging_node_takes_a_peers_higher_cup_and_a_forged_one_is_ignored() {
+    let fx = Fx::new();
+    let local = fx.signed_cup(&fx.net, 10, rv(1));
+    let peer = fx.signed_cup(&fx.net, 20, rv(1));
+    let d = decide(
+        &fx.local(0, "1.0.0", Some(local.clone())),
+        std::slice::from_ref(&peer),
+        &fx.store,
+    );
+    assert_eq!(cup_of(&d), (20, 1));
+    // Signed by another network's shares: a higher height does not help it.
+    let forged = fx.signed_cup(&network(2), 30, rv(1));
+    let d = decide(
+        &fx.local(0, "1.0.0", Some(local)),
+        &[forged, peer],
+        &fx.store,
+    );
+    assert_eq!(cup_of(&d), (20, 1));
+}
+
+#[test]
+fn a_recovery_cup_at_the_same_height_with_a_higher_registry_version_wins() {
+    let mut fx = Fx::new();
+    let local = fx.signed_cup(&fx.net, 20, rv(1));
+    let recovery = CupContentsRecord {
+        kind: CupContentsKind::Recovery,
+        height: Height::new(20),
+        time_ns: 5_000,
+        state_hash: CryptoHash([3; 32]),
+        extensions: Default::default(),
+    };
+    let at = fx.apply(vec![Mutation::Update {
+        key: keys::cup_contents(&fx.subnet()),
+        value: recovery.encode_value(),
+    }]);
+    let d = decide(&fx.local(0, "1.0.0", Some(local)), &[], &fx.store);
+    assert_eq!(cup_of(&d), (20, at.get()));
+    let Decision::Run { cup, .. } = d else {
+        unreachable!()
+    };
+    assert!(matches!(*cup, Cup::Registry(_)));
+}
+
+#[test]
+fn a_version_assigned_at_the_latest_registry_version_is_downloaded_ahead_not_run() {
+    let mut fx = Fx::new();
+    let local = fx.signed_cup(&fx.net, 10, rv(1));
+    fx.deploy("2.0.0");
+    let d = decide(&fx.local(0, "1.0.0", Some(local)), &[], &fx.store);
+    let Decision::Run {
+        version, prefetch, ..
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!((version, prefetch), (v("1.0.0"), Some(v("2.0.0"))));
+}
+
+#[test]
+fn a_cup_pinning_the_new_version_upgrades() {
+    let mut fx = Fx::new();
+    let at = fx.deploy("2.0.0");
+    let cup = fx.signed_cup(&fx.net, 30, at);
+    let d = decide(&fx.local(0, "1.0.0", Some(cup.clone())), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Upgrade { version, .. } if version.as_str() == "2.0.0"),
+        "{d:?}"
+    );
+    // Once on 2.0.0, the same CUP means: run.
+    let d = decide(&fx.local(0, "2.0.0", Some(cup)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Run { version, prefetch: None, .. } if version.as_str() == "2.0.0"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_node_in_no_subnet_is_unassigned() {
+    let fx = Fx::new();
+    let stranger = Local {
+        node_id: fx.net.neuron_keys[0].node_id(),
+        running_version: v("1.0.0"),
+        cup: None,
+    };
+    assert_eq!(decide(&stranger, &[], &fx.store), Decision::Unassigned);
+}
+
+#[test]
+fn a_removed_node_leaves_and_wipes_only_past_a_signed_cup_without_it() {
+    let mut fx = Fx::new();
+    let gone = fx.node(3);
+    let removed_at = fx.update_subnet(|r| r.members.retain(|m| *m != gone));
+    // Still needed: the CUP predates the removal.
+    let before = fx.signed_cup(&fx.net, 10, rv(1));
+    let d = decide(&fx.local(3, "1.0.0", Some(before)), &[], &fx.store);
+    assert!(matches!(d, Decision::Run { .. }), "{d:?}");
+    // The subnet signed a CUP past the removal: leave and wipe.
+    let after = fx.signed_cup(&fx.net, 20, removed_at);
+    let d = decide(&fx.local(3, "1.0.0", Some(after)), &[], &fx.store);
+    assert_eq!(
+        d,
+        Decision::Leave {
+            subnet: fx.subnet(),
+            wipe: true
+        }
+    );
+}
+
+#[test]
+fn a_cup_pinning_a_registry_version_not_replicated_yet_waits() {
+    let fx = Fx::new();
+    let ahead = fx.signed_cup(&fx.net, 10, rv(5));
+    let d = decide(&fx.local(0, "1.0.0", Some(ahead)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Wait { reason } if reason.contains("registry version 5")),
+        "{d:?}"
+    );
+}
