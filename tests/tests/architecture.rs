@@ -81,6 +81,27 @@ fn the_transport_is_light_and_its_tls_uses_ring_only() {
     assert!(!depends_on(&r, "aws-lc-rs"), "replica builds aws-lc:\n{r}");
 }
 
+/// Release packages build without RocksDB and know nothing of the registry, the replica
+/// or the orchestrator: the orchestrator uses them, not the reverse (ARCHITECTURE.md).
+#[test]
+fn release_packages_are_light() {
+    let t = tree("release");
+    for forbidden in [
+        "rocksdb",
+        "registry",
+        "replica",
+        "orchestrator",
+        "simulator",
+    ] {
+        assert!(
+            !depends_on(&t, forbidden),
+            "release depends on {forbidden}:\n{t}"
+        );
+    }
+    // And the check can see what is there.
+    assert!(depends_on(&t, "tar") && depends_on(&t, "reqwest"), "{t}");
+}
+
 /// The simulator's signature stand-in can never be built into a replica.
 #[test]
 fn no_replica_or_orchestrator_depends_on_the_simulator() {

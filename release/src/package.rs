@@ -1,0 +1,904 @@
+//! The package format: building one, and unpacking a verified one into `images/`.
+
+use crate::{ReleaseError, images, sha256_file, sync_dir, unique_suffix};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::{
+    cell::Cell,
+    collections::BTreeMap,
+    fs,
+    io::{self, Read, Seek, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Component, Path, PathBuf},
+    rc::Rc,
+};
+use types::ReplicaVersion;
+
+/// The manifest's name in a package and in an unpacked image.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// The replica binary, required in every package.
+pub const REPLICA_BINARY: &str = "bin/replica";
+/// The orchestrator binary, required in every package.
+pub const ORCHESTRATOR_BINARY: &str = "bin/orchestrator";
+/// The files every package must hold (besides the manifest); unpacked with mode 0755.
+const REQUIRED_BINARIES: [&str; 2] = [REPLICA_BINARY, ORCHESTRATOR_BINARY];
+
+/// The most entries (files and directories) one package may hold.
+pub const MAX_ENTRIES: u64 = 1024;
+/// The most bytes of file contents one package may unpack to (the sum of the sizes).
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+/// The largest `manifest.json`.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Bytes of tar structure (header, padding, long-name records) allowed per entry on top of
+/// file contents, so the decompressed stream as a whole is bounded too.
+const TAR_OVERHEAD_PER_ENTRY_BYTES: u64 = 16 * 1024;
+
+/// Modification time written into every entry of a built package (deterministic builds).
+const PACKAGE_MTIME: u64 = 0;
+/// Mode of an executable file in a package.
+const EXECUTABLE_MODE: u32 = 0o755;
+/// Mode of any other file in a package.
+const FILE_MODE: u32 = 0o644;
+/// The only permission bits an unpacked file keeps (no setuid, setgid, sticky or
+/// group/other write).
+const UNPACKED_MODE_MASK: u32 = 0o755;
+/// gzip level for `.tar.gz` (fixed, so the same inputs give the same bytes).
+const GZIP_LEVEL: u32 = 6;
+/// zstd level for `.tar.zst` (fixed, so the same inputs give the same bytes).
+const ZSTD_LEVEL: i32 = 3;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// How a package is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// gzip (`.tar.gz`, `.tgz`).
+    TarGz,
+    /// zstd (`.tar.zst`).
+    TarZst,
+}
+
+impl Format {
+    /// The format [`build_package`] writes for an output file name.
+    pub fn from_file_name(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?;
+        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Some(Self::TarGz)
+        } else if name.ends_with(".tar.zst") {
+            Some(Self::TarZst)
+        } else {
+            None
+        }
+    }
+
+    /// The format of a package from its first bytes, as [`unpack`] detects it.
+    pub fn from_magic(first_bytes: &[u8]) -> Option<Self> {
+        if first_bytes.starts_with(&ZSTD_MAGIC) {
+            Some(Self::TarZst)
+        } else if first_bytes.starts_with(&GZIP_MAGIC) {
+            Some(Self::TarGz)
+        } else {
+            None
+        }
+    }
+}
+
+/// `manifest.json`: the release's version, a free-form build description, and the
+/// SHA-256 (lowercase hex) of every other file of the package by its path in the package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: ReplicaVersion,
+    pub build: String,
+    pub files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The manifest's JSON (keys in a fixed order, files sorted), as packages hold it.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing strings and a BTreeMap cannot fail; an empty manifest would be
+        // refused by unpack, never silently accepted.
+        let mut json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        json.push(b'\n');
+        json
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// A package file whose SHA-256 matched the expected one when it was hashed.
+///
+/// [`unpack`] takes only this, so nothing is unpacked before its hash was checked. The
+/// two ways to make one are [`crate::Downloader::fetch`] and [`VerifiedPackage::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPackage {
+    path: PathBuf,
+    sha256: String,
+}
+
+impl VerifiedPackage {
+    /// Hashes the file at `path` and returns it as verified if its SHA-256 is
+    /// `expected_sha256` (hex, either case).
+    pub fn verify(path: &Path, expected_sha256: &str) -> Result<Self, ReleaseError> {
+        let expected = crate::normalize_sha256(expected_sha256).ok_or_else(|| {
+            ReleaseError::BadExpectedHash {
+                given: expected_sha256.to_string(),
+            }
+        })?;
+        let actual = sha256_file(path)?;
+        if actual != expected {
+            return Err(ReleaseError::PackageHashMismatch {
+                path: path.to_path_buf(),
+                expected,
+                actual,
+            });
+        }
+        Ok(Self::hashed(path.to_path_buf(), actual))
+    }
+
+    /// For callers that just computed `sha256` from the file at `path`.
+    pub(crate) fn hashed(path: PathBuf, sha256: String) -> Self {
+        Self { path, sha256 }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The package's SHA-256, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn into_path(self) -> PathBuf {
+        self.path
+    }
+}
+
+/// The bounds [`unpack_with_limits`] enforces; [`unpack`] uses [`UnpackLimits::DEFAULT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// The most entries (files and directories).
+    pub max_entries: u64,
+    /// The most bytes of file contents, summed over all files.
+    pub max_bytes: u64,
+}
+
+impl UnpackLimits {
+    pub const DEFAULT: Self = Self {
+        max_entries: MAX_ENTRIES,
+        max_bytes: MAX_UNPACKED_BYTES,
+    };
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// A path inside a package in canonical form (`a/b/c`: UTF-8, normal components only,
+/// `./` dropped), or why it is refused.
+fn canonical_entry_path(path: &Path) -> Result<String, &'static str> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str().ok_or("a name is not UTF-8")?),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("`..` in a path"),
+            Component::RootDir | Component::Prefix(_) => return Err("an absolute path"),
+        }
+    }
+    if parts.is_empty() {
+        return Err("an empty path");
+    }
+    Ok(parts.join("/"))
+}
+
+/// Writes a package to `out` holding `files` (name in the package, source path) and a
+/// manifest, and returns the package's SHA-256 (lowercase hex).
+///
+/// The format follows `out`'s name ([`Format::from_file_name`]). Names must be canonical
+/// relative paths (`bin/replica`), unique, not `manifest.json`, and include
+/// `bin/replica` and `bin/orchestrator`. A source file with any execute bit (and each
+/// required binary) is stored with mode 0755, any other with 0644. The output is
+/// deterministic: entries sorted by name after the manifest, mtime 0, uid and gid 0, no
+/// user or group names, fixed compression levels. `out` is written under a temporary
+/// name and renamed, so it is either absent or complete.
+pub fn build_package(
+    out: &Path,
+    version: &ReplicaVersion,
+    build: &str,
+    files: &[(&str, &Path)],
+) -> Result<String, ReleaseError> {
+    let format = Format::from_file_name(out).ok_or_else(|| ReleaseError::UnknownFormat {
+        path: out.to_path_buf(),
+        reason: "the name must end in .tar.gz, .tgz or .tar.zst".into(),
+    })?;
+    let bad = |reason: String| ReleaseError::BadInput {
+        package: out.to_path_buf(),
+        reason,
+    };
+
+    // Validate names; hash and stat every source (the manifest comes first).
+    let mut sources: BTreeMap<String, (&Path, u64, u32)> = BTreeMap::new();
+    let mut listed = BTreeMap::new();
+    for &(name, source) in files {
+        match canonical_entry_path(Path::new(name)) {
+            Ok(canonical) if canonical == name => {}
+            Ok(_) => return Err(bad(format!("{name:?} is not in canonical form (a/b/c)"))),
+            Err(reason) => return Err(bad(format!("{name:?}: {reason}"))),
+        }
+        if name == MANIFEST_NAME {
+            return Err(bad(format!("{MANIFEST_NAME} is written by build_package")));
+        }
+        let meta = fs::metadata(source).map_err(|e| ReleaseError::io("stat", source, e))?;
+        if !meta.is_file() {
+            return Err(bad(format!("{} is not a regular file", source.display())));
+        }
+        let executable =
+            meta.permissions().mode() & 0o111 != 0 || REQUIRED_BINARIES.contains(&name);
+        let mode = if executable {
+            EXECUTABLE_MODE
+        } else {
+            FILE_MODE
+        };
+        if sources
+            .insert(name.to_string(), (source, meta.len(), mode))
+            .is_some()
+        {
+            return Err(bad(format!("{name} is given twice")));
+        }
+        listed.insert(name.to_string(), sha256_file(source)?);
+    }
+    for required in REQUIRED_BINARIES {
+        if !sources.contains_key(required) {
+            return Err(bad(format!("{required} is required")));
+        }
+    }
+    let manifest = Manifest {
+        version: version.clone(),
+        build: build.to_string(),
+        files: listed,
+    };
+
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir
+        .unwrap_or(Path::new("."))
+        .join(format!(".{file_name}.tmp-{}", unique_suffix()));
+    let result = write_package(&tmp, format, &manifest, &sources).and_then(|sha256| {
+        fs::rename(&tmp, out).map_err(|e| ReleaseError::io("rename into", out, e))?;
+        if let Some(dir) = dir {
+            sync_dir(dir)?;
+        }
+        Ok(sha256)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    let sha256 = result?;
+    tracing::info!(package = %out.display(), %version, %sha256, files = files.len(), "built release package");
+    Ok(sha256)
+}
+
+fn write_package(
+    tmp: &Path,
+    format: Format,
+    manifest: &Manifest,
+    sources: &BTreeMap<String, (&Path, u64, u32)>,
+) -> Result<String, ReleaseError> {
+    let io_err = |e| ReleaseError::io("write", tmp, e);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| ReleaseError::io("create", tmp, e))?;
+    let writer = HashingWriter::new(file);
+    let writer = match format {
+        Format::TarGz => {
+            let gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(writer, flate2::Compression::new(GZIP_LEVEL));
+            let gz = append_entries(tar::Builder::new(gz), manifest, sources, tmp)?;
+            gz.finish().map_err(io_err)?
+        }
+        Format::TarZst => {
+            let zst = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL).map_err(io_err)?;
+            let zst = append_entries(tar::Builder::new(zst), manifest, sources, tmp)?;
+            zst.finish().map_err(io_err)?
+        }
+    };
+    let (file, sha256) = writer.finish();
+    file.sync_all().map_err(io_err)?;
+    Ok(sha256)
+}
+
+/// Appends the manifest and then every file, and returns the compressor.
+fn append_entries<W: Write>(
+    mut builder: tar::Builder<W>,
+    manifest: &Manifest,
+    sources: &BTreeMap<String, (&Path, u64, u32)>,
+    tmp: &Path,
+) -> Result<W, ReleaseError> {
+    let io_err = |e| ReleaseError::io("write", tmp, e);
+    let json = manifest.to_json();
+    builder
+        .append_data(
+            &mut header(json.len() as u64, FILE_MODE),
+            MANIFEST_NAME,
+            &json[..],
+        )
+        .map_err(io_err)?;
+    for (name, &(source, size, mode)) in sources {
+        let file = fs::File::open(source).map_err(|e| ReleaseError::io("open", source, e))?;
+        let mut reader = HashingReader::new(file.take(size));
+        builder
+            .append_data(&mut header(size, mode), name, &mut reader)
+            .map_err(|e| ReleaseError::io("read", source, e))?;
+        // The manifest was written from a first read; a file that changed since would
+        // make a package that unpack refuses, so refuse it here.
+        if reader.finish() != manifest.files.get(name).map(String::as_str).unwrap_or("") {
+            return Err(ReleaseError::BadInput {
+                package: tmp.to_path_buf(),
+                reason: format!("{} changed while the package was built", source.display()),
+            });
+        }
+    }
+    builder.into_inner().map_err(io_err)
+}
+
+fn header(size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(PACKAGE_MTIME);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A reader that fails once more than `remaining` bytes are read, and says so in
+/// `exceeded` (the tar reader wraps errors, so the flag is how the cause is recovered).
+struct LimitedReader<R> {
+    inner: R,
+    remaining: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.exceeded.set(true);
+                    Err(io::Error::other("decompressed package exceeds its bound"))
+                }
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Unpacks a verified package into `images_dir/<expected>/` with the default bounds; see
+/// [`unpack_with_limits`] and the crate docs for the rules.
+pub fn unpack(
+    package: &VerifiedPackage,
+    expected: &ReplicaVersion,
+    images_dir: &Path,
+) -> Result<PathBuf, ReleaseError> {
+    unpack_with_limits(package, expected, images_dir, &UnpackLimits::DEFAULT)
+}
+
+/// Unpacks a verified package into `images_dir/<expected>/` and returns that directory.
+///
+/// If the directory exists and is intact (its manifest names `expected` and every file
+/// it lists has its hash) it is returned as it is. Otherwise the package is unpacked into
+/// a temporary directory in `images_dir`, checked completely (crate docs, "Unpack
+/// rules"), and renamed into place, replacing a damaged image if there was one. On any
+/// refusal the temporary directory is removed and `images_dir/<expected>` is untouched.
+pub fn unpack_with_limits(
+    package: &VerifiedPackage,
+    expected: &ReplicaVersion,
+    images_dir: &Path,
+    limits: &UnpackLimits,
+) -> Result<PathBuf, ReleaseError> {
+    images::check_usable(expected)?;
+    fs::create_dir_all(images_dir).map_err(|e| ReleaseError::io("create", images_dir, e))?;
+    let target = images_dir.join(expected.as_str());
+    let existing = fs::symlink_metadata(&target).is_ok();
+    if existing {
+        match check_image(&target, expected) {
+            Ok(()) => {
+                tracing::info!(image = %target.display(), %expected, "image already unpacked and intact");
+                return Ok(target);
+            }
+            Err(reason) => {
+                tracing::warn!(image = %target.display(), %expected, %reason, "image damaged; unpacking again");
+            }
+        }
+    }
+
+    let suffix = unique_suffix();
+    let tmp = images_dir.join(format!(".tmp-unpack-{expected}-{suffix}"));
+    fs::create_dir(&tmp).map_err(|e| ReleaseError::io("create", &tmp, e))?;
+    if let Err(e) = extract_and_check(package.path(), &tmp, expected, limits) {
+        tracing::warn!(package = %package.path().display(), %expected, error = %e, "package refused");
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+
+    let aside = images_dir.join(format!(".tmp-damaged-{expected}-{suffix}"));
+    if existing && let Err(e) = fs::rename(&target, &aside) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(ReleaseError::io("move aside", &target, e));
+    }
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(ReleaseError::io("rename into", &target, e));
+    }
+    sync_dir(images_dir)?;
+    if existing {
+        images::remove_any(&aside)?;
+    }
+    tracing::info!(package = %package.path().display(), image = %target.display(), %expected, "unpacked release package");
+    Ok(target)
+}
+
+/// Whether `dir` holds an intact image of `expected`; the reason if not.
+fn check_image(dir: &Path, expected: &ReplicaVersion) -> Result<(), String> {
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Err("not a directory".into());
+    }
+    let path = dir.join(MANIFEST_NAME);
+    let mut bytes = Vec::new();
+    fs::File::open(&path)
+        .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest = Manifest::from_json(&bytes).map_err(|e| format!("manifest: {e}"))?;
+    if manifest.version != *expected {
+        return Err(format!("manifest names version {}", manifest.version));
+    }
+    for required in REQUIRED_BINARIES {
+        if !manifest.files.contains_key(required) {
+            return Err(format!("{required} is not in the manifest"));
+        }
+    }
+    for (file, listed) in &manifest.files {
+        let canonical = canonical_entry_path(Path::new(file));
+        if canonical.as_deref() != Ok(file.as_str()) {
+            return Err(format!("manifest lists {file:?}"));
+        }
+        let path = dir.join(file);
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Err(format!("{file} is not a regular file"));
+        }
+        let actual = sha256_file(&path).map_err(|e| e.to_string())?;
+        if !listed.eq_ignore_ascii_case(&actual) {
+            return Err(format!("{file} has SHA-256 {actual}, manifest {listed}"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the package, writes its files under `tmp` and checks them against the manifest.
+fn extract_and_check(
+    package: &Path,
+    tmp: &Path,
+    expected: &ReplicaVersion,
+    limits: &UnpackLimits,
+) -> Result<(), ReleaseError> {
+    let mut file = fs::File::open(package).map_err(|e| ReleaseError::io("open", package, e))?;
+    let mut magic = [0u8; ZSTD_MAGIC.len()];
+    let got = file
+        .read(&mut magic)
+        .map_err(|e| ReleaseError::io("read", package, e))?;
+    let format = Format::from_magic(&magic[..got]).ok_or_else(|| ReleaseError::UnknownFormat {
+        path: package.to_path_buf(),
+        reason: "neither gzip nor zstd magic bytes".into(),
+    })?;
+    file.rewind()
+        .map_err(|e| ReleaseError::io("seek", package, e))?;
+    let decoder: Box<dyn Read> = match format {
+        Format::TarGz => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file))),
+        Format::TarZst => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| ReleaseError::io("read", package, e))?,
+        ),
+    };
+    let exceeded = Rc::new(Cell::new(false));
+    let stream_bound = limits
+        .max_bytes
+        .saturating_add(MAX_MANIFEST_BYTES)
+        .saturating_add(
+            limits
+                .max_entries
+                .saturating_add(1)
+                .saturating_mul(TAR_OVERHEAD_PER_ENTRY_BYTES),
+        );
+    let mut archive = tar::Archive::new(LimitedReader {
+        inner: decoder,
+        remaining: stream_bound,
+        exceeded: exceeded.clone(),
+    });
+    let archive_err = |e: io::Error| {
+        if exceeded.get() {
+            ReleaseError::TooLarge {
+                package: package.to_path_buf(),
+                what: "bytes of decompressed data",
+                limit: stream_bound,
+            }
+        } else {
+            ReleaseError::Archive {
+                package: package.to_path_buf(),
+                reason: e.to_string(),
+            }
+        }
+    };
+    let refuse = |entry: &str, reason: String| ReleaseError::UnsafeEntry {
+        package: package.to_path_buf(),
+        entry: entry.to_string(),
+        reason,
+    };
+
+    let mut written: BTreeMap<String, String> = BTreeMap::new();
+    let mut manifest: Option<(Manifest, Vec<u8>)> = None;
+    let mut entry_count: u64 = 0;
+    let mut content_bytes: u64 = 0;
+    for entry in archive.entries().map_err(archive_err)? {
+        let mut entry = entry.map_err(archive_err)?;
+        entry_count += 1;
+        if entry_count > limits.max_entries {
+            return Err(ReleaseError::TooLarge {
+                package: package.to_path_buf(),
+                what: "entries",
+                limit: limits.max_entries,
+            });
+        }
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = entry.path().map_err(archive_err)?;
+        let name = canonical_entry_path(&path).map_err(|r| refuse(&raw_name, r.to_string()))?;
+        let header = entry.header();
+        match header.entry_type() {
+            tar::EntryType::Directory => {
+                if name == MANIFEST_NAME {
+                    return Err(refuse(&raw_name, "the manifest must be a file".into()));
+                }
+                let dir = tmp.join(&name);
+                fs::create_dir_all(&dir).map_err(|e| ReleaseError::io("create", &dir, e))?;
+            }
+            tar::EntryType::Regular => {
+                let size = header.size().map_err(archive_err)?;
+                let mode = header.mode().map_err(archive_err)?;
+                content_bytes = content_bytes.saturating_add(size);
+                if content_bytes > limits.max_bytes {
+                    return Err(ReleaseError::TooLarge {
+                        package: package.to_path_buf(),
+                        what: "bytes of file contents",
+                        limit: limits.max_bytes,
+                    });
+                }
+                if name == MANIFEST_NAME {
+                    if manifest.is_some() {
+                        return Err(refuse(&raw_name, "the manifest appears twice".into()));
+                    }
+                    manifest = Some(read_manifest(&mut entry, size, package, expected)?);
+                    continue;
+                }
+                let hash = write_file(&mut entry, tmp, &name, mode).map_err(|e| match e {
+                    WriteError::Archive(e) => archive_err(e),
+                    WriteError::Io(_, _, e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        refuse(&raw_name, "the file appears twice".into())
+                    }
+                    WriteError::Io(operation, path, e) => ReleaseError::io(operation, &path, e),
+                })?;
+                written.insert(name, hash);
+            }
+            other => {
+                return Err(refuse(
+                    &raw_name,
+                    format!("{other:?} entries are not allowed (only files and directories)"),
+                ));
+            }
+        }
+    }
+
+    let Some((manifest, manifest_bytes)) = manifest else {
+        return Err(ReleaseError::BadManifest {
+            package: package.to_path_buf(),
+            reason: format!("no {MANIFEST_NAME}"),
+        });
+    };
+    for (file, listed) in &manifest.files {
+        let canonical = canonical_entry_path(Path::new(file));
+        if canonical.as_deref() != Ok(file.as_str()) || file == MANIFEST_NAME {
+            return Err(ReleaseError::BadManifest {
+                package: package.to_path_buf(),
+                reason: format!("it lists {file:?}, not a canonical file path"),
+            });
+        }
+        let Some(listed) = crate::normalize_sha256(listed) else {
+            return Err(ReleaseError::BadManifest {
+                package: package.to_path_buf(),
+                reason: format!("the hash of {file} is not 64 hexadecimal characters"),
+            });
+        };
+        match written.get(file) {
+            None => {
+                return Err(ReleaseError::MissingFile {
+                    package: package.to_path_buf(),
+                    file: file.clone(),
+                });
+            }
+            Some(actual) if *actual != listed => {
+                return Err(ReleaseError::FileHashMismatch {
+                    package: package.to_path_buf(),
+                    file: file.clone(),
+                    expected: listed,
+                    actual: actual.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(file) = written.keys().find(|f| !manifest.files.contains_key(*f)) {
+        return Err(ReleaseError::UnlistedFile {
+            package: package.to_path_buf(),
+            file: file.clone(),
+        });
+    }
+    for required in REQUIRED_BINARIES {
+        if !manifest.files.contains_key(required) {
+            return Err(ReleaseError::MissingFile {
+                package: package.to_path_buf(),
+                file: required.to_string(),
+            });
+        }
+        let path = tmp.join(required);
+        fs::set_permissions(&path, fs::Permissions::from_mode(EXECUTABLE_MODE))
+            .map_err(|e| ReleaseError::io("chmod", &path, e))?;
+    }
+
+    let manifest_path = tmp.join(MANIFEST_NAME);
+    fs::write(&manifest_path, &manifest_bytes)
+        .and_then(|()| fs::File::open(&manifest_path)?.sync_all())
+        .map_err(|e| ReleaseError::io("write", &manifest_path, e))?;
+    sync_tree(tmp)
+}
+
+/// Reads and parses the manifest entry, and checks its version at once (fail fast).
+fn read_manifest(
+    entry: &mut impl Read,
+    size: u64,
+    package: &Path,
+    expected: &ReplicaVersion,
+) -> Result<(Manifest, Vec<u8>), ReleaseError> {
+    if size > MAX_MANIFEST_BYTES {
+        return Err(ReleaseError::TooLarge {
+            package: package.to_path_buf(),
+            what: "bytes of manifest",
+            limit: MAX_MANIFEST_BYTES,
+        });
+    }
+    let mut bytes = Vec::new();
+    entry
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReleaseError::Archive {
+            package: package.to_path_buf(),
+            reason: format!("reading {MANIFEST_NAME}: {e}"),
+        })?;
+    let manifest = Manifest::from_json(&bytes).map_err(|e| ReleaseError::BadManifest {
+        package: package.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if manifest.version != *expected {
+        return Err(ReleaseError::VersionMismatch {
+            package: package.to_path_buf(),
+            expected: expected.clone(),
+            found: manifest.version,
+        });
+    }
+    Ok((manifest, bytes))
+}
+
+/// Why writing one entry failed: reading the package, or writing the file.
+enum WriteError {
+    Archive(io::Error),
+    Io(&'static str, PathBuf, io::Error),
+}
+
+/// Writes one file entry to `tmp/name` (which must not exist yet), returning its SHA-256.
+fn write_file(
+    entry: &mut impl Read,
+    tmp: &Path,
+    name: &str,
+    mode: u32,
+) -> Result<String, WriteError> {
+    let path = tmp.join(name);
+    let io = |operation: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e| WriteError::Io(operation, path, e)
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("create", &path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; crate::IO_BUFFER_BYTES];
+    loop {
+        let n = entry.read(&mut buf).map_err(WriteError::Archive)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(io("write", &path))?;
+    }
+    file.sync_all().map_err(io("sync", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode & UNPACKED_MODE_MASK))
+        .map_err(io("chmod", &path))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Syncs every directory under `root` (files were synced as they were written), bounded
+/// by the entries a package may have.
+fn sync_tree(root: &Path) -> Result<(), ReleaseError> {
+    let mut stack = vec![root.to_path_buf()];
+    let mut visited: u64 = 0;
+    while let Some(dir) = stack.pop() {
+        visited += 1;
+        if visited > MAX_ENTRIES + 1 {
+            break;
+        }
+        for child in fs::read_dir(&dir).map_err(|e| ReleaseError::io("list", &dir, e))? {
+            let child = child.map_err(|e| ReleaseError::io("list", &dir, e))?;
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(child.path());
+            }
+        }
+        sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Result<&str, &str>) {
+        let got = canonical_entry_path(Path::new(input));
+        assert_eq!(got.as_deref().map_err(|e| *e), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn entry_paths_table() {
+        check("bin/replica", Ok("bin/replica"));
+        check("./bin/replica", Ok("bin/replica"));
+        check("bin//replica/", Ok("bin/replica"));
+        check("../x", Err("`..` in a path"));
+        check("bin/../../x", Err("`..` in a path"));
+        check("/etc/passwd", Err("an absolute path"));
+        check(".", Err("an empty path"));
+        check("", Err("an empty path"));
+    }
+
+    #[test]
+    fn formats_by_name_and_by_magic() {
+        assert_eq!(
+            Format::from_file_name(Path::new("x/r.tar.gz")),
+            Some(Format::TarGz)
+        );
+        assert_eq!(
+            Format::from_file_name(Path::new("r.tgz")),
+            Some(Format::TarGz)
+        );
+        assert_eq!(
+            Format::from_file_name(Path::new("r.tar.zst")),
+            Some(Format::TarZst)
+        );
+        assert_eq!(Format::from_file_name(Path::new("r.tar")), None);
+        assert_eq!(Format::from_magic(&[0x1f, 0x8b, 8, 0]), Some(Format::TarGz));
+        assert_eq!(Format::from_magic(&ZSTD_MAGIC), Some(Format::TarZst));
+        assert_eq!(Format::from_magic(b"ustar"), None);
+        assert_eq!(Format::from_magic(&[]), None);
+    }
+
+    #[test]
+    fn the_limited_reader_flags_what_it_cuts() {
+        let exceeded = Rc::new(Cell::new(false));
+        let mut r = LimitedReader {
+            inner: &b"hello"[..],
+            remaining: 5,
+            exceeded: exceeded.clone(),
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"hello");
+        assert!(!exceeded.get());
+
+        let mut r = LimitedReader {
+            inner: &b"hello!"[..],
+            remaining: 5,
+            exceeded: exceeded.clone(),
+        };
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+        assert!(exceeded.get());
+    }
+}
