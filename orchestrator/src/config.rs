@@ -1,0 +1,141 @@
+//! `node.toml`: what an orchestrator needs beyond the keys in the node directory.
+//!
+//! ```toml
+//! registry_urls = ["http://127.0.0.1:8080"]   # tried in turn
+//! registry_root_key = "<64 hex>"              # every registry response must verify
+//! listen = "127.0.0.1:30002"                  # GET /status, /metrics; POST /_/catch_up_package
+//! images_dir = "images"                       # relative to the node directory
+//! poll_interval_ms = 1000
+//! replica_stop_grace_ms = 5000
+//! ```
+
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf};
+
+/// The node directory's configuration file.
+pub const FILE_NAME: &str = "node.toml";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub registry_urls: Vec<String>,
+    pub registry_root_key: String,
+    pub listen: SocketAddr,
+    #[serde(default = "default_images_dir")]
+    pub images_dir: PathBuf,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_grace_ms")]
+    pub replica_stop_grace_ms: u64,
+}
+
+fn default_images_dir() -> PathBuf {
+    PathBuf::from("images")
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_grace_ms() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path}: {rule}")]
+    Invalid { path: String, rule: String },
+}
+
+impl NodeConfig {
+    /// Reads and validates `DIR/node.toml`.
+    pub fn load(node_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let path = node_dir.join(FILE_NAME);
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Unreadable {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|rule| ConfigError::Invalid { path: shown, rule })
+    }
+
+    /// Parses and validates; the error names the broken rule.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.registry_urls.is_empty() {
+            return Err("registry_urls must list at least one URL".into());
+        }
+        for u in &self.registry_urls {
+            let parsed = url::Url::parse(u).map_err(|e| format!("registry URL {u:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("registry URL {u:?} must be http or https"));
+            }
+        }
+        let key = hex::decode(&self.registry_root_key)
+            .map_err(|_| "registry_root_key must be hex".to_string())?;
+        crypto::ed25519::Ed25519PublicKey::from_bytes(&key)
+            .map_err(|e| format!("registry_root_key: {e}"))?;
+        if !(10..=600_000).contains(&self.poll_interval_ms) {
+            return Err("poll_interval_ms must be between 10 and 600000".into());
+        }
+        if self.replica_stop_grace_ms > 600_000 {
+            return Err("replica_stop_grace_ms must be at most 600000".into());
+        }
+        if self.images_dir.as_os_str().is_empty() {
+            return Err("images_dir must not be empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn root_key(&self) -> Option<crypto::ed25519::Ed25519PublicKey> {
+        hex::decode(&self.registry_root_key)
+            .ok()
+            .and_then(|k| crypto::ed25519::Ed25519PublicKey::from_bytes(&k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn text(urls: &str, key: &str, extra: &str) -> String {
+        format!(
+            "registry_urls = {urls}\nregistry_root_key = \"{key}\"\nlisten = \"127.0.0.1:1\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_valid_config_parses_with_defaults() {
+        let c = NodeConfig::parse(&text("[\"http://127.0.0.1:8080\"]", KEY, "")).expect("valid");
+        assert_eq!(c.poll_interval_ms, 1000);
+        assert_eq!(c.images_dir, PathBuf::from("images"));
+        assert!(c.root_key().is_some());
+    }
+
+    #[test]
+    fn each_broken_rule_is_named() {
+        let cases = [
+            (text("[]", KEY, ""), "at least one URL"),
+            (text("[\"ftp://x\"]", KEY, ""), "http or https"),
+            (text("[\"http://x\"]", "zz", ""), "must be hex"),
+            (text("[\"http://x\"]", "abcd", ""), "registry_root_key"),
+            (
+                text("[\"http://x\"]", KEY, "poll_interval_ms = 1"),
+                "poll_interval_ms",
+            ),
+            (text("[\"http://x\"]", KEY, "surprise = 1"), "unknown field"),
+            ("listen = \"nope\"".to_string(), "listen"),
+        ];
+        for (t, want) in cases {
+            let e = NodeConfig::parse(&t).expect_err(&t);
+            assert!(e.contains(want), "{t:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The replica process: started in its own process group, stopped with SIGTERM to the
+//! group and SIGKILL after a grace period, restarted with exponential backoff when it
+//! exits on its own.
+
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+use types::{Height, ReplicaVersion};
+
+/// The first restart delay after a crash; doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A replica that ran this long is healthy again: the backoff resets.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub binary: PathBuf,
+    pub node_dir: PathBuf,
+    pub version: ReplicaVersion,
+    pub cup: PathBuf,
+    pub cup_height: Height,
+}
+
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    launch: Launch,
+    started: Instant,
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    running: Option<Running>,
+    backoff: Duration,
+    not_before: Option<Instant>,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    grace: Duration,
+}
+
+impl Supervisor {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            running: None,
+            backoff: MIN_BACKOFF,
+            not_before: None,
+            restarts: 0,
+            last_exit: None,
+            grace,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.running.as_ref().map(|r| r.child.id())
+    }
+
+    pub fn running_version(&self) -> Option<&ReplicaVersion> {
+        self.running.as_ref().map(|r| &r.launch.version)
+    }
+
+    /// Notices an exit; returns true while a replica runs.
+    fn reap(&mut self) -> bool {
+        let Some(r) = self.running.as_mut() else {
+            return false;
+        };
+        match r.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                let ran = r.started.elapsed();
+                tracing::warn!(%status, ran_ms = ran.as_millis() as u64, "the replica exited");
+                self.last_exit = Some(format!("replica exited: {status}"));
+                self.backoff = if ran >= HEALTHY_AFTER {
+                    MIN_BACKOFF
+                } else {
+                    (self.backoff * 2).min(MAX_BACKOFF)
+                };
+                self.not_before = Some(Instant::now() + self.backoff);
+                self.running = None;
+                self.restarts += 1;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot poll the replica");
+                true
+            }
+        }
+    }
+
+    /// Starts the replica unless one runs (of any launch: a running replica follows
+    /// newer CUPs itself) or the backoff after a crash has not passed.
+    pub fn ensure(&mut self, launch: &Launch) -> Result<(), String> {
+        if self.reap() {
+            return Ok(());
+        }
+        if self.not_before.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(launch.node_dir.join("replica.log"))
+            .map_err(|e| format!("replica.log: {e}"))?;
+        let child = Command::new(&launch.binary)
+            .arg("--node-dir")
+            .arg(&launch.node_dir)
+            .arg("--version")
+            .arg(launch.version.as_str())
+            .arg("--cup")
+            .arg(&launch.cup)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", launch.binary.display()))?;
+        tracing::info!(pid = child.id(), version = %launch.version, cup_height = %launch.cup_height, "replica started");
+        self.running = Some(Running {
+            child,
+            launch: launch.clone(),
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// SIGTERM to the replica's process group, SIGKILL after the grace period.
+    pub async fn stop(&mut self) {
+        let Some(mut r) = self.running.take() else {
+            return;
+        };
+        let pgid = Pid::from_raw(r.child.id() as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                tracing::info!("replica stopped");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!("replica ignored SIGTERM: SIGKILL");
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = r.child.wait();
+    }
+}
+
+/// The replica binary of `version` under the images directory.
+pub fn replica_binary(images: &Path, version: &ReplicaVersion) -> PathBuf {
+    images.join(version.as_str()).join("bin").join("replica")
+}
+
+/// The orchestrator binary of `version` under the images directory.
+pub fn orchestrator_binary(images: &Path, version: &ReplicaVersion) -> PathBuf {
+    images
+        .join(version.as_str())
+        .join("bin")
+        .join("orchestrator")
+}

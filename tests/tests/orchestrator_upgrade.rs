@@ -1,0 +1,314 @@
+//! An orchestrator, given a CUP that names a new version, replaces its replica and
+//! re-executes itself from the new release package: a one-node subnet, a real registry
+//! server, a package server, and governance deploying 2.0.0 while it runs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crypto::ed25519::Ed25519KeyPair;
+use rand::SeedableRng;
+use registry::{
+    client::RegistryClient,
+    genesis::{NetworkParams, generate_network},
+    governance::{ProposalKind, SignedSubmission, Submission},
+};
+use replica::ingress::{Ingress, Operation, SignedIngress};
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+use types::ReplicaVersion;
+
+/// A guard against hangs, not a speed assertion.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Builds the binaries this test runs and returns their directory.
+fn binaries() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "replica",
+            "-p",
+            "orchestrator",
+            "-p",
+            "registry",
+        ])
+        .current_dir(tests::workspace_root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // This test runs from <target>/debug/deps/.
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+struct Procs(Vec<Child>);
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn json(client: &reqwest::Client, url: String) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+async fn wait_until<F: Fn(&Value) -> bool>(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    logs: &Path,
+    ok: F,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = json(client, url.to_string()).await
+            && ok(&v)
+        {
+            return v;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "timed out waiting for {what}\norchestrator log:\n{}\nreplica log:\n{}",
+            std::fs::read_to_string(logs.join("orchestrator.log")).unwrap_or_default(),
+            std::fs::read_to_string(logs.join("replica.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
+    let bin = binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+
+    // Two release packages of the same binaries, labeled 1.0.0 and 2.0.0.
+    let packages = root.join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let files = [
+        ("bin/replica", bin.join("replica")),
+        ("bin/orchestrator", bin.join("orchestrator")),
+    ];
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let mut sha = Vec::new();
+    for v in ["1.0.0", "2.0.0"] {
+        let out = packages.join(format!("{v}.tar.zst"));
+        sha.push(
+            release::build_package(&out, &ReplicaVersion::new(v).unwrap(), "test", &files).unwrap(),
+        );
+    }
+    let package_port = free_port();
+    let serve_dir = packages.clone();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/packages/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let p = serve_dir.join(name);
+                    async move { std::fs::read(p).map_err(|_| axum::http::StatusCode::NOT_FOUND) }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", package_port))
+            .await
+            .unwrap();
+        axum::serve(l, app).await.unwrap();
+    });
+    let url = |v: &str| format!("http://127.0.0.1:{package_port}/packages/{v}.tar.zst");
+
+    // A one-node subnet at 1.0.0.
+    let params = NetworkParams {
+        nodes: 1,
+        neurons: 1,
+        dkg_interval_length: 9,
+        unit_delay_ms: 200,
+        initial_notary_delay_ms: 100,
+        base_port: 1,
+        replica_version: ReplicaVersion::new("1.0.0").unwrap(),
+        package_sha256: sha[0].clone(),
+        package_urls: vec![url("1.0.0")],
+        genesis_time_ns: replica::now_ns(),
+    };
+    let mut net =
+        generate_network(&params, &mut rand_chacha::ChaCha20Rng::seed_from_u64(3)).unwrap();
+    let rec = &mut net.nodes[0].record;
+    rec.consensus_address = format!("127.0.0.1:{}", free_port());
+    rec.http_address = format!("127.0.0.1:{}", free_port());
+    rec.cup_address = format!("127.0.0.1:{}", free_port());
+    net.genesis.nodes[0] = rec.clone();
+    let rec = rec.clone();
+    net.write(root).unwrap();
+
+    let mut procs = Procs(Vec::new());
+    let reg_dir = root.join("registry");
+    let ok = Command::new(bin.join("registry"))
+        .args(["init", "--dir", reg_dir.to_str().unwrap()])
+        .args(["--genesis", root.join("genesis.json").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let reg_port = free_port();
+    procs.0.push(
+        Command::new(bin.join("registry"))
+            .args(["serve", "--dir", reg_dir.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{reg_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let root_key = std::fs::read_to_string(reg_dir.join("registry_public_key.hex"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The node directory: keys (written above), node.toml, and the installed 1.0.0 image.
+    let node = root.join("nodes").join("node-0");
+    std::fs::write(
+        node.join("node.toml"),
+        format!(
+            "registry_urls = [\"http://127.0.0.1:{reg_port}\"]\nregistry_root_key = \"{root_key}\"\nlisten = \"{}\"\npoll_interval_ms = 200\n",
+            rec.cup_address
+        ),
+    )
+    .unwrap();
+    let images = node.join("images");
+    let v1 = ReplicaVersion::new("1.0.0").unwrap();
+    let package =
+        release::VerifiedPackage::verify(&packages.join("1.0.0.tar.zst"), &sha[0]).unwrap();
+    release::unpack(&package, &v1, &images).unwrap();
+    release::switch_current(&images, &v1).unwrap();
+    let log = std::fs::File::create(node.join("orchestrator.log")).unwrap();
+    let orchestrator = Command::new(images.join("1.0.0/bin/orchestrator"))
+        .args(["--node-dir", node.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = orchestrator.id();
+    procs.0.push(orchestrator);
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let replica_status = format!("http://{}/api/v1/status", rec.http_address);
+    let orch_status = format!("http://{}/status", rec.cup_address);
+    wait_until(&client, &replica_status, "1.0.0 to finalize", &node, |s| {
+        s["finalized_height"].as_u64() >= Some(3)
+    })
+    .await;
+    let user = Ed25519KeyPair::from_seed(&[4; 32]);
+    let m = SignedIngress::sign(
+        Ingress {
+            sender: user.public_key(),
+            nonce: 1,
+            expiry_ns: replica::now_ns() + 60_000_000_000,
+            operation: Operation::Put {
+                key: "before".into(),
+                value: b"the upgrade".to_vec(),
+            },
+        },
+        &user,
+    );
+    let r = client
+        .post(format!("http://{}/api/v1/update", rec.http_address))
+        .body(m.encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+
+    // Governance: elect 2.0.0 and deploy it to the subnet.
+    let key: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
+    let registry = RegistryClient::new(&format!("http://127.0.0.1:{reg_port}"), Some(key)).unwrap();
+    let subnet = net.genesis.subnets[0].subnet_id;
+    let v2 = ReplicaVersion::new("2.0.0").unwrap();
+    for (nonce, kind) in [
+        ProposalKind::ElectVersion {
+            version: v2.clone(),
+            sha256_hex: sha[1].clone(),
+            urls: vec![url("2.0.0")],
+        },
+        ProposalKind::DeployVersion {
+            subnet,
+            version: v2.clone(),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = Submission {
+            neuron_id: 0,
+            nonce: nonce as u64,
+            kind,
+        };
+        registry
+            .submit(&SignedSubmission::sign(s, &net.neuron_keys[0]))
+            .await
+            .unwrap();
+    }
+
+    // The orchestrator re-executes itself (same pid) as 2.0.0 and runs replica 2.0.0.
+    let s = wait_until(
+        &client,
+        &orch_status,
+        "the orchestrator to run 2.0.0",
+        &node,
+        |s| s["running_version"].as_str() == Some("2.0.0") && s["replica_pid"].as_u64().is_some(),
+    )
+    .await;
+    assert_eq!(s["cup"]["replica_version"].as_str(), Some("1.0.0"), "{s}");
+    let cup_height = s["cup"]["height"].as_u64().unwrap();
+    wait_until(
+        &client,
+        &replica_status,
+        "2.0.0 to finalize past the CUP",
+        &node,
+        |s| {
+            s["replica_version"].as_str() == Some("2.0.0")
+                && s["finalized_height"].as_u64() > Some(cup_height + 1)
+        },
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_link(images.join("current")).unwrap(),
+        PathBuf::from("2.0.0")
+    );
+    // Re-executed in place: the process the operator started is still the orchestrator.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("2.0.0/bin/orchestrator"),
+        "pid {pid} runs {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    // The state came across: the value written on 1.0.0 is there on 2.0.0.
+    let q = json(
+        &client,
+        format!("http://{}/api/v1/query?key=before", rec.http_address),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+}
