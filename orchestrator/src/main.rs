@@ -23,17 +23,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    registry::logging::init(args.log_json);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -19,6 +19,7 @@ pub mod genesis;
 pub mod governance;
 pub mod invariants;
 pub mod local;
+pub mod logging;
 pub mod records;
 pub mod replicator;
 pub mod server;

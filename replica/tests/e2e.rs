@@ -27,13 +27,7 @@ const NODES: usize = 4;
 /// A guard against hangs, not a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(180);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::free_port;
 
 struct Net {
     dir: tempfile::TempDir,

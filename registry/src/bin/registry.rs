@@ -77,13 +77,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    registry::logging::init(false);
     let result = match Cli::parse().command {
         Command::Init { dir, genesis } => init(dir, genesis),
         Command::Serve { dir, listen } => serve(dir, listen),
