@@ -75,13 +75,20 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
         Err(e) => return wait(format!("subnet {subnet} at registry version {latest}: {e}")),
     };
     let key = at_latest.record.high_threshold_key.group_key;
+    let from_registry = registry_cup(registry, &subnet, latest).ok();
     let mut candidates: Vec<Cup> = Vec::new();
     candidates.extend(local.cup.iter().cloned());
-    if let Ok(r) = registry_cup(registry, &subnet, latest) {
-        candidates.push(Cup::Registry(r));
-    }
+    candidates.extend(from_registry.iter().cloned().map(Cup::Registry));
     candidates.extend(peers.iter().cloned());
-    candidates.retain(|c| c.content().subnet_id == subnet);
+    // An unsigned CUP counts only if the registry copy builds exactly it (a file or a
+    // peer cannot make one up): `choose_highest` trusts unsigned CUPs.
+    candidates.retain(|c| {
+        c.content().subnet_id == subnet
+            && match c {
+                Cup::Signed(_) => true,
+                Cup::Registry(r) => from_registry.as_ref() == Some(r),
+            }
+    });
     let Some(best) = choose_highest(candidates.iter(), &key).cloned() else {
         return wait(format!("no valid CUP for subnet {subnet}"));
     };

@@ -285,3 +285,20 @@ fn a_cup_pinning_a_registry_version_not_replicated_yet_waits() {
         "{d:?}"
     );
 }
+
+#[test]
+fn an_unsigned_cup_the_registry_does_not_describe_is_ignored() {
+    let fx = Fx::new();
+    let local = fx.signed_cup(&fx.net, 10, rv(1));
+    // A made-up "recovery" CUP, far higher: unsigned, so only the registry may vouch.
+    let mut content = local.content().clone();
+    content.height = Height::new(1_000);
+    let made_up = Cup::Registry(cup::RegistryCup {
+        kind: cup::RegistryCupKind::Recovery,
+        content,
+    });
+    let d = decide(&fx.local(0, "1.0.0", Some(made_up.clone())), &[], &fx.store);
+    assert_eq!(cup_of(&d), (0, 1), "{d:?}");
+    let d = decide(&fx.local(0, "1.0.0", Some(local)), &[made_up], &fx.store);
+    assert_eq!(cup_of(&d), (10, 1), "{d:?}");
+}

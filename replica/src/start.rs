@@ -60,12 +60,17 @@ pub fn choose_cup(dir: &NodeDir, given: Cup, registry: &RocksStore) -> Result<Cu
     )
     .map_err(registry_err)?;
     let key = record.record.high_threshold_key.group_key;
+    // Unsigned CUPs count only if the registry copy builds exactly them.
+    let from_registry = registry_cup(registry, &subnet, registry.latest_version()).ok();
     let mut all = vec![given];
-    all.extend(
-        dir.local_cups()
-            .into_iter()
-            .filter(|c| c.content().subnet_id == subnet),
-    );
+    all.extend(dir.local_cups());
+    all.retain(|c| {
+        c.content().subnet_id == subnet
+            && match c {
+                Cup::Signed(_) => true,
+                Cup::Registry(r) => from_registry.as_ref() == Some(r),
+            }
+    });
     let best = cup::choose_highest(all.iter(), &key).cloned();
     best.ok_or_else(|| ReplicaError::Refused("no valid CUP to start from".into()))
 }

@@ -25,20 +25,13 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 use tests::free_port;
 
-/// Builds the binaries this test runs and returns their directory.
+/// Builds the binaries this test runs and returns their directory. The same command as
+/// the workspace's test run, so features unify the same way and, under
+/// `cargo test --workspace`, nothing is rebuilt.
 fn binaries() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "replica",
-            "-p",
-            "orchestrator",
-            "-p",
-            "registry",
-        ])
+        .args(["test", "--workspace", "--locked", "--no-run"])
         .current_dir(tests::workspace_root())
         .status()
         .unwrap();
