@@ -83,11 +83,43 @@ async fn wait_until<F: Fn(&Value) -> bool>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
+/// A running one-node subnet at 1.0.0 under its orchestrator, with a registry server and
+/// a package server holding 1.0.0 and 2.0.0.
+struct OneNode {
+    _dir: tempfile::TempDir,
+    _procs: Procs,
+    sha: Vec<String>,
+    package_port: u16,
+    reg_port: u16,
+    root_key: String,
+    net: registry::genesis::GeneratedNetwork,
+    rec: registry::genesis::GenesisNode,
+    node: PathBuf,
+    images: PathBuf,
+    pid: u32,
+    client: reqwest::Client,
+}
+
+impl OneNode {
+    fn url(&self, v: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/packages/{v}.tar.zst",
+            self.package_port
+        )
+    }
+    fn replica_status(&self) -> String {
+        format!("http://{}/api/v1/status", self.rec.http_address)
+    }
+    fn orchestrator_status(&self) -> String {
+        format!("http://{}/status", self.rec.cup_address)
+    }
+}
+
+async fn one_node() -> OneNode {
     let bin = binaries();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let root = dir.path().to_path_buf();
+    let root = root.as_path();
 
     // Two release packages of the same binaries, labeled 1.0.0 and 2.0.0.
     let packages = root.join("packages");
@@ -201,7 +233,6 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
         .build()
         .unwrap();
     let replica_status = format!("http://{}/api/v1/status", rec.http_address);
-    let orch_status = format!("http://{}/status", rec.cup_address);
     wait_until(&client, &replica_status, "1.0.0 to finalize", &node, |s| {
         s["finalized_height"].as_u64() >= Some(3)
     })
@@ -226,8 +257,30 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let query = format!("http://{}/api/v1/query?key=before", rec.http_address);
+    wait_until(&client, &query, "the write to execute", &node, |q| {
+        q["value"].as_str() == Some("the upgrade")
+    })
+    .await;
+    OneNode {
+        _dir: dir,
+        _procs: procs,
+        sha,
+        package_port,
+        reg_port,
+        root_key,
+        net,
+        rec,
+        node,
+        images,
+        pid,
+        client,
+    }
+}
 
-    // Governance: elect 2.0.0 and deploy it to the subnet.
+/// Governance: elect 2.0.0 (with this hash and these URLs) and deploy it to the subnet.
+async fn deploy_2_0_0(n: &OneNode, sha256_hex: String, urls: Vec<String>) {
+    let (reg_port, root_key, net) = (n.reg_port, &n.root_key, &n.net);
     let key: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
     let registry = RegistryClient::new(&format!("http://127.0.0.1:{reg_port}"), Some(key)).unwrap();
     let subnet = net.genesis.subnets[0].subnet_id;
@@ -235,8 +288,8 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     for (nonce, kind) in [
         ProposalKind::ElectVersion {
             version: v2.clone(),
-            sha256_hex: sha[1].clone(),
-            urls: vec![url("2.0.0")],
+            sha256_hex,
+            urls,
         },
         ProposalKind::DeployVersion {
             subnet,
@@ -256,7 +309,15 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
             .await
             .unwrap();
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
+    let n = one_node().await;
+    deploy_2_0_0(&n, n.sha[1].clone(), vec![n.url("2.0.0")]).await;
+    let (client, node, images, pid, rec) =
+        (n.client.clone(), n.node.clone(), &n.images, n.pid, &n.rec);
+    let (orch_status, replica_status) = (n.orchestrator_status(), n.replica_status());
     // The orchestrator re-executes itself (same pid) as 2.0.0 and runs replica 2.0.0.
     let s = wait_until(
         &client,
@@ -294,6 +355,89 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     let q = json(
         &client,
         format!("http://{}/api/v1/query?key=before", rec.http_address),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+}
+
+/// Every URL of the new release is bad: the node stays on its version, says why in
+/// `/status`, and tries again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_whose_package_cannot_be_fetched_fails_clearly_and_is_retried() {
+    let n = one_node().await;
+    // A missing file, then the 1.0.0 package (whose hash is not 2.0.0's).
+    deploy_2_0_0(&n, n.sha[1].clone(), vec![n.url("missing"), n.url("1.0.0")]).await;
+    let s = wait_until(
+        &n.client,
+        &n.orchestrator_status(),
+        "the upgrade to fail",
+        &n.node,
+        |s| s["upgrade"]["state"].as_str() == Some("failed"),
+    )
+    .await;
+    let error = s["upgrade"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("missing.tar.zst") && error.contains("1.0.0.tar.zst"),
+        "{s}"
+    );
+    assert_eq!(s["running_version"].as_str(), Some("1.0.0"), "{s}");
+    assert_eq!(
+        s["upgrade"]["target_version"].as_str(),
+        Some("2.0.0"),
+        "{s}"
+    );
+    assert_eq!(
+        std::fs::read_link(n.images.join("current")).unwrap(),
+        PathBuf::from("1.0.0")
+    );
+    assert!(!n.images.join("2.0.0").exists());
+    // Another try later: the failure counter keeps growing.
+    let failures = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("orchestrator_download_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let metrics = format!("http://{}/metrics", n.rec.cup_address);
+    let start = Instant::now();
+    let first = failures(
+        &n.client
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    loop {
+        let now = failures(
+            &n.client
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+        if now > first {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no retry after {first} failures"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The halted replica still answers queries.
+    let q = json(
+        &n.client,
+        format!("http://{}/api/v1/query?key=before", n.rec.http_address),
     )
     .await
     .unwrap();
