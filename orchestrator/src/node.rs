@@ -438,10 +438,15 @@ impl Orchestrator {
                 registry_version: c.content().registry_version.get(),
                 replica_version: c.content().replica_version.clone(),
             });
+            // The replica's last exit is news too: a version that does not come up shows here.
+            let last_error = self
+                .last_error
+                .clone()
+                .or_else(|| self.supervisor.last_exit.clone());
             s.upgrade = UpgradeView {
                 state: self.upgrade_state,
                 target_version: self.upgrade_target.clone(),
-                last_error: self.last_error.clone(),
+                last_error,
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())

@@ -164,3 +164,94 @@ pub fn orchestrator_binary(images: &Path, version: &ReplicaVersion) -> PathBuf {
         .join("bin")
         .join("orchestrator")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake replica: a shell script with the given body.
+    fn script(dir: &Path, body: &str) -> Launch {
+        let binary = dir.join("replica");
+        std::fs::write(&binary, format!("#!/bin/sh\n{body}\n")).expect("write");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Launch {
+            binary,
+            node_dir: dir.to_path_buf(),
+            version: ReplicaVersion::new("1.0.0").expect("version"),
+            cup: dir.join("cup.cup"),
+            cup_height: Height::ZERO,
+        }
+    }
+
+    async fn until(mut f: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("condition never held");
+    }
+
+    #[tokio::test]
+    async fn a_crashing_replica_is_restarted_after_a_growing_backoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let launch = script(dir.path(), "exit 3");
+        let mut s = Supervisor::new(Duration::from_secs(1));
+        s.ensure(&launch).expect("start");
+        assert!(s.pid().is_some());
+        // It exits: the next call notices, and does not restart it before the backoff.
+        until(|| {
+            s.ensure(&launch).expect("ensure");
+            s.restarts == 1
+        })
+        .await;
+        assert_eq!(s.pid(), None, "restarted without waiting");
+        assert!(
+            s.last_exit.as_deref().unwrap_or("").contains("3"),
+            "{:?}",
+            s.last_exit
+        );
+        // After the backoff it runs again, crashes again, and the wait doubles.
+        until(|| {
+            s.ensure(&launch).expect("ensure");
+            s.restarts == 2
+        })
+        .await;
+        assert_eq!(s.backoff, MIN_BACKOFF * 4);
+    }
+
+    #[tokio::test]
+    async fn stop_sends_sigterm_to_the_group_and_sigkill_when_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A child in the same group shows the signal reaches the whole group.
+        let pid_file = dir.path().join("child.pid");
+        let body = format!(
+            "trap '' TERM\nsleep 30 &\necho $! > {}\nwait",
+            pid_file.display()
+        );
+        let launch = script(dir.path(), &body);
+        let mut s = Supervisor::new(Duration::from_millis(300));
+        s.ensure(&launch).expect("start");
+        until(|| {
+            pid_file.exists()
+                && std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty())
+        })
+        .await;
+        let child: i32 = std::fs::read_to_string(&pid_file)
+            .expect("read")
+            .trim()
+            .parse()
+            .expect("pid");
+        s.stop().await;
+        assert_eq!(s.pid(), None);
+        // The group's other member was killed too (a zombie waiting for a reaper is dead).
+        until(|| {
+            nix::sys::signal::kill(Pid::from_raw(child), None).is_err()
+                || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|st| st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        })
+        .await;
+    }
+}
