@@ -6,7 +6,7 @@ use crate::{
     config::NodeConfig,
     decide::{Decision, Local, decide},
     process::{Launch, Supervisor, orchestrator_binary, replica_binary},
-    server::{CupRequest, CupView, Shared, StatusView, UpgradeView},
+    server::{CupRequest, CupView, Shared, StatusView, UpgradeView, verify_answer},
 };
 use cup::Cup;
 use registry::{
@@ -114,6 +114,8 @@ impl Orchestrator {
             }),
             counters: Mutex::new(Default::default()),
             best_cup: Mutex::new(read_cup(&cup_path(node_dir))),
+            node_key: key,
+            members: Mutex::new(BTreeMap::new()),
         });
         let grace = Duration::from_millis(cfg.replica_stop_grace_ms);
         Ok((
@@ -227,10 +229,18 @@ impl Orchestrator {
                 Err(_) => return,
             }
         };
-        let req = CupRequest {
-            height: mine.content().height.get(),
-            registry_version: mine.content().registry_version.get(),
-        };
+        if let Ok(mut keys) = self.shared.members.lock() {
+            *keys = members
+                .iter()
+                .map(|m| (m.node_id, m.ed25519_public_key))
+                .collect();
+        }
+        let req = CupRequest::signed(
+            mine.content().height.get(),
+            mine.content().registry_version.get(),
+            &self.shared.node_key,
+            unix_ms() * 1_000_000,
+        );
         self.peer_cups.clear();
         for m in members.iter().filter(|m| m.node_id != self.node_id) {
             let b = self.peers.entry(m.node_id).or_default();
@@ -241,13 +251,23 @@ impl Orchestrator {
             let answer = async {
                 let r = self.http.post(&url).json(&req).send().await?;
                 let status = r.status();
+                let signature = r
+                    .headers()
+                    .get("x-node-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
                 let bytes = r.bytes().await?;
-                Ok::<_, reqwest::Error>((status, bytes))
+                Ok::<_, reqwest::Error>((status, signature, bytes))
             }
             .await;
             let b = self.peers.entry(m.node_id).or_default();
             match answer {
-                Ok((s, bytes)) if s.is_success() => {
+                // Only the node asked may answer: its registry key signs the body.
+                Ok((s, signature, bytes))
+                    if s.is_success()
+                        && verify_answer(&bytes, &signature, &m.ed25519_public_key) =>
+                {
                     b.wait = Duration::ZERO;
                     b.until = None;
                     if s == reqwest::StatusCode::OK

@@ -55,6 +55,10 @@ pub const STATE_CERTIFICATION: Domain = Domain("ic-state-certification");
 pub const CUP_CONTENT: Domain = Domain("ic-cup-content");
 /// A user's ed25519 signature on an ingress message.
 pub const INGRESS: Domain = Domain("ic-ingress");
+/// A node's ed25519 signature on its CUP request to a peer's orchestrator.
+pub const CUP_REQUEST: Domain = Domain("ic-cup-request");
+/// A node's ed25519 signature on its orchestrator's CUP endpoint answer.
+pub const CUP_RESPONSE: Domain = Domain("ic-cup-response");
 /// The registry's ed25519 signature on a response.
 pub const REGISTRY_RESPONSE: Domain = Domain("ic-registry-response");
 /// A neuron controller's ed25519 signature on a proposal submission.
@@ -77,6 +81,8 @@ pub const ALL: &[Domain] = &[
     STATE_CERTIFICATION,
     CUP_CONTENT,
     INGRESS,
+    CUP_REQUEST,
+    CUP_RESPONSE,
     REGISTRY_RESPONSE,
     GOVERNANCE_PROPOSAL,
     GOVERNANCE_VOTE,
