@@ -23,3 +23,23 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or(0)
 }
+
+/// Builds the workspace's binaries and returns their directory. The same command as the
+/// workspace's test run, so features unify the same way and, under
+/// `cargo test --workspace`, nothing is rebuilt.
+pub fn binaries() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["test", "--workspace", "--locked", "--no-run"])
+        .current_dir(workspace_root())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "building the workspace's binaries failed"
+    );
+    // Tests run from <target>/debug/deps/.
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."))
+}

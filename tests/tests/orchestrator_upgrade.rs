@@ -25,26 +25,6 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 use tests::free_port;
 
-/// Builds the binaries this test runs and returns their directory. The same command as
-/// the workspace's test run, so features unify the same way and, under
-/// `cargo test --workspace`, nothing is rebuilt.
-fn binaries() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["test", "--workspace", "--locked", "--no-run"])
-        .current_dir(tests::workspace_root())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // This test runs from <target>/debug/deps/.
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf()
-}
-
 struct Procs(Vec<Child>);
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -116,7 +96,7 @@ impl OneNode {
 }
 
 async fn one_node() -> OneNode {
-    let bin = binaries();
+    let bin = tests::binaries();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let root = root.as_path();

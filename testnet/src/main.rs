@@ -1,0 +1,530 @@
+//! `testnet`: a local multi-node network on loopback, booted through orchestrators.
+//!
+//! `prep` writes DIR (keys, genesis, registry, node directories with `node.toml` and the
+//! first release installed, packages); `up` starts the registry server, the package
+//! server and one orchestrator per node in the background (logs and pids under
+//! `DIR/logs`, `DIR/pids`) and returns once blocks finalize; `status` reports every
+//! node; `package` builds a release package of this build; `down` stops everything.
+//!
+//! The binaries (`registry`, `replica`, `orchestrator`) are taken from the directory of
+//! the `testnet` binary itself: they are built together.
+
+use clap::{Parser, Subcommand};
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
+use rand::SeedableRng;
+use registry::genesis::{NetworkParams, generate_network};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+use types::ReplicaVersion;
+
+/// The first release's version id.
+const FIRST_VERSION: &str = "1.0.0";
+/// How long `up` waits for the first finalized blocks.
+const UP_PATIENCE: Duration = Duration::from_secs(180);
+/// How long `down` lets a process exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(name = "testnet", about = "A local multi-node testnet on loopback.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a ready-to-start network into DIR.
+    Prep {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        #[arg(long, default_value_t = 20)]
+        dkg_interval: u64,
+        #[arg(long, default_value_t = 3)]
+        neurons: usize,
+        /// Registry on P, packages on P+1, node i on P+10+4i (consensus, HTTP, orchestrator).
+        #[arg(long, default_value_t = 31000)]
+        base_port: u16,
+    },
+    /// Start the registry, the package server and the orchestrators in the background.
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Every node's state.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a release package of this build; prints its SHA-256 last.
+    Package {
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop everything `up` started.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// (Internal) serve DIR/packages over HTTP.
+    #[command(hide = true)]
+    ServePackages {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        listen: String,
+    },
+}
+
+/// `DIR/testnet.json`: what `prep` decided, for the other commands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Layout {
+    registry_port: u16,
+    package_port: u16,
+    nodes: Vec<NodeLayout>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NodeLayout {
+    node_id: String,
+    dir: PathBuf,
+    consensus_address: String,
+    http_address: String,
+    orchestrator_address: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Prep {
+            dir,
+            nodes,
+            dkg_interval,
+            neurons,
+            base_port,
+        } => prep(&dir, nodes, dkg_interval, neurons, base_port),
+        Cmd::Up { dir } => up(&dir),
+        Cmd::Status { dir, json } => status(&dir, json),
+        Cmd::Package { version, out, json } => package(&version, &out, json).map(|_| ()),
+        Cmd::Down { dir } => down(&dir),
+        Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("testnet: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn io(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", p.display())
+}
+
+/// The directory holding this build's binaries.
+fn bin_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating testnet: {e}"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "testnet has no directory".into())
+}
+
+fn bin(name: &str) -> Result<PathBuf, String> {
+    let p = bin_dir()?.join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build the workspace's binaries (cargo build --workspace)",
+            p.display()
+        ))
+    }
+}
+
+fn package(version: &str, out: &Path, as_json: bool) -> Result<String, String> {
+    let v = ReplicaVersion::new(version).map_err(|e| format!("--version: {e}"))?;
+    let (replica, orchestrator) = (bin("replica")?, bin("orchestrator")?);
+    let files = [
+        ("bin/replica", replica.as_path()),
+        ("bin/orchestrator", orchestrator.as_path()),
+    ];
+    let sha = release::build_package(out, &v, "testnet", &files).map_err(|e| e.to_string())?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"version": version, "sha256": sha, "path": out.display().to_string()})
+        );
+    } else {
+        println!("{sha}");
+    }
+    Ok(sha)
+}
+
+fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result<(), String> {
+    if dir.join("testnet.json").exists() {
+        return Err(format!("{} already holds a testnet", dir.display()));
+    }
+    if !(1..=40).contains(&nodes) {
+        return Err("--nodes must be between 1 and 40".into());
+    }
+    if u32::from(base) + 10 + 4 * nodes as u32 > 65535 {
+        return Err("--base-port leaves no room for every node's ports".into());
+    }
+    let packages = dir.join("packages");
+    std::fs::create_dir_all(&packages).map_err(io(&packages))?;
+    let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
+    let sha = package(FIRST_VERSION, &first, false)?;
+    let package_port = base + 1;
+    let params = NetworkParams {
+        nodes,
+        neurons,
+        dkg_interval_length: dkg,
+        unit_delay_ms: 200,
+        initial_notary_delay_ms: 100,
+        base_port: base,
+        replica_version: ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?,
+        package_sha256: sha.clone(),
+        package_urls: vec![format!(
+            "http://127.0.0.1:{package_port}/packages/{FIRST_VERSION}.tar.zst"
+        )],
+        genesis_time_ns: registry::server::now_ns(),
+    };
+    let mut net = generate_network(&params, &mut rand_chacha::ChaCha20Rng::from_os_rng())
+        .map_err(|e| e.to_string())?;
+    let mut layout = Layout {
+        registry_port: base,
+        package_port,
+        nodes: Vec::new(),
+    };
+    for (i, n) in net.nodes.iter_mut().enumerate() {
+        let p = base as usize + 10 + 4 * i;
+        n.record.consensus_address = format!("127.0.0.1:{p}");
+        n.record.http_address = format!("127.0.0.1:{}", p + 1);
+        n.record.cup_address = format!("127.0.0.1:{}", p + 2);
+        net.genesis.nodes[i] = n.record.clone();
+        layout.nodes.push(NodeLayout {
+            node_id: n.record.node_id.to_string(),
+            dir: dir.join("nodes").join(format!("node-{i}")),
+            consensus_address: n.record.consensus_address.clone(),
+            http_address: n.record.http_address.clone(),
+            orchestrator_address: n.record.cup_address.clone(),
+        });
+    }
+    net.write(dir)?;
+    let registry_dir = dir.join("registry");
+    let out = Command::new(bin("registry")?)
+        .args(["init", "--dir"])
+        .arg(&registry_dir)
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .output()
+        .map_err(|e| format!("registry init: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "registry init: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let root_key = std::fs::read_to_string(registry_dir.join("registry_public_key.hex"))
+        .map_err(io(&registry_dir))?;
+    let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
+    let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
+    for n in &layout.nodes {
+        let toml = format!(
+            "registry_urls = [\"http://127.0.0.1:{}\"]\nregistry_root_key = \"{}\"\nlisten = \"{}\"\npoll_interval_ms = 300\n",
+            layout.registry_port,
+            root_key.trim(),
+            n.orchestrator_address
+        );
+        std::fs::write(n.dir.join("node.toml"), toml).map_err(io(&n.dir))?;
+        let images = n.dir.join("images");
+        release::unpack(&verified, &v1, &images).map_err(|e| e.to_string())?;
+        release::switch_current(&images, &v1).map_err(|e| e.to_string())?;
+    }
+    let text = serde_json::to_string_pretty(&layout).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
+    println!(
+        "prepared {} nodes in {}; start them with: testnet up --dir {}",
+        layout.nodes.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn layout(dir: &Path) -> Result<Layout, String> {
+    let path = dir.join("testnet.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run testnet prep first)", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The pid recorded for `name`, if that process still runs.
+fn running(dir: &Path, name: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("pids").join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    nix::sys::signal::kill(Pid::from_raw(pid), None)
+        .ok()
+        .map(|_| pid)
+}
+
+/// Starts `cmd` in its own process group, logging to `DIR/logs/<name>.log`.
+fn spawn(dir: &Path, name: &str, cmd: &mut Command) -> Result<(), String> {
+    if let Some(pid) = running(dir, name) {
+        println!("{name} already runs (pid {pid})");
+        return Ok(());
+    }
+    let logs = dir.join("logs");
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&logs).map_err(io(&logs))?;
+    std::fs::create_dir_all(&pids).map_err(io(&pids))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))
+        .map_err(io(&logs))?;
+    let err = log.try_clone().map_err(io(&logs))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    std::fs::write(pids.join(format!("{name}.pid")), child.id().to_string()).map_err(io(&pids))?;
+    Ok(())
+}
+
+fn up(dir: &Path) -> Result<(), String> {
+    let l = layout(dir)?;
+    spawn(
+        dir,
+        "registry",
+        Command::new(bin("registry")?)
+            .args(["serve", "--dir"])
+            .arg(dir.join("registry"))
+            .args(["--listen", &format!("127.0.0.1:{}", l.registry_port)]),
+    )?;
+    spawn(
+        dir,
+        "packages",
+        Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .args(["serve-packages", "--dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{}", l.package_port)]),
+    )?;
+    for (i, n) in l.nodes.iter().enumerate() {
+        // The operator starts the installed release's orchestrator; it takes it from there.
+        let orchestrator = n
+            .dir
+            .join("images")
+            .join("current")
+            .join("bin")
+            .join("orchestrator");
+        spawn(
+            dir,
+            &format!("node-{i}"),
+            Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
+        )?;
+    }
+    let rt = runtime()?;
+    let start = Instant::now();
+    rt.block_on(async {
+        let client = client()?;
+        loop {
+            let mut all = true;
+            for n in &l.nodes {
+                let h = get(&client, &format!("http://{}/api/v1/status", n.http_address))
+                    .await
+                    .and_then(|s| s["finalized_height"].as_u64())
+                    .unwrap_or(0);
+                all &= h >= 1;
+            }
+            if all {
+                return Ok(());
+            }
+            if start.elapsed() > UP_PATIENCE {
+                return Err(format!(
+                    "the subnet did not finalize a block within {} s; see {}",
+                    UP_PATIENCE.as_secs(),
+                    dir.join("logs").display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })?;
+    println!(
+        "testnet up: {} nodes finalizing; registry http://127.0.0.1:{}",
+        l.nodes.len(),
+        l.registry_port
+    );
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+fn status(dir: &Path, as_json: bool) -> Result<(), String> {
+    let l = layout(dir)?;
+    let registry_url = format!("http://127.0.0.1:{}", l.registry_port);
+    let report = runtime()?.block_on(async {
+        let client = client()?;
+        let reg = get(&client, &format!("{registry_url}/api/v1/status")).await;
+        let subnets = get(&client, &format!("{registry_url}/api/v1/subnets")).await;
+        let mut nodes = Vec::new();
+        for n in &l.nodes {
+            let o = get(&client, &format!("http://{}/status", n.orchestrator_address)).await;
+            let r = get(&client, &format!("http://{}/api/v1/status", n.http_address)).await;
+            let field = |v: &Option<Value>, k: &str| v.as_ref().map(|v| v[k].clone()).unwrap_or(Value::Null);
+            nodes.push(json!({
+                "node_id": n.node_id,
+                "alive": o.is_some(),
+                "orchestrator_url": format!("http://{}", n.orchestrator_address),
+                "replica_url": format!("http://{}", n.http_address),
+                "running_version": field(&o, "running_version"),
+                "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
+                "finalized_height": field(&r, "finalized_height"),
+                "certified_height": field(&r, "certified_height"),
+                "cup_height": field(&r, "cup_height"),
+                "state_hash": field(&r, "state_hash"),
+            }));
+        }
+        Ok::<_, String>(json!({
+            "registry_url": registry_url,
+            "package_url_base": format!("http://127.0.0.1:{}/packages", l.package_port),
+            "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
+            "subnets": subnets.unwrap_or(Value::Null),
+            "nodes": nodes,
+        }))
+    })?;
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "registry {} at version {}",
+            report["registry_url"], report["registry_version"]
+        );
+        for (i, n) in report["nodes"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "node {i}: alive {} version {} upgrade {} finalized {} certified {} cup {}",
+                n["alive"],
+                n["running_version"],
+                n["upgrade_state"],
+                n["finalized_height"],
+                n["certified_height"],
+                n["cup_height"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn down(dir: &Path) -> Result<(), String> {
+    let l = layout(dir)?;
+    let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
+    names.push("packages".into());
+    names.push("registry".into());
+    for name in names {
+        let Some(pid) = running(dir, &name) else {
+            continue;
+        };
+        // The process group: an orchestrator and the replica it started.
+        let group = Pid::from_raw(pid);
+        let _ = killpg(group, Signal::SIGTERM);
+        let start = Instant::now();
+        while nix::sys::signal::kill(group, None).is_ok() && start.elapsed() < STOP_GRACE {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = std::fs::remove_file(dir.join("pids").join(format!("{name}.pid")));
+    }
+    // Replicas run in their own process groups (the orchestrator's supervisor): stop
+    // any the orchestrators left behind, by the pid in their status files.
+    for n in &l.nodes {
+        stop_leftover_replica(&n.dir);
+    }
+    println!("testnet down");
+    Ok(())
+}
+
+/// A replica whose orchestrator died without stopping it: find it by its node directory.
+fn stop_leftover_replica(node_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needle = node_dir.display().to_string();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmdline);
+        if cmd.contains("bin/replica") && cmd.contains(&needle) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn serve_packages(dir: &Path, listen: &str) -> Result<(), String> {
+    let root = dir.join("packages");
+    runtime()?.block_on(async move {
+        let app = axum::Router::new().route(
+            "/packages/{name}",
+            axum::routing::get(
+                move |axum::extract::Path(name): axum::extract::Path<String>| {
+                    let root = root.clone();
+                    async move {
+                        // Plain file names only: nothing outside DIR/packages is served.
+                        if name.contains('/') || name.starts_with('.') {
+                            return Err(axum::http::StatusCode::NOT_FOUND);
+                        }
+                        tokio::fs::read(root.join(name))
+                            .await
+                            .map_err(|_| axum::http::StatusCode::NOT_FOUND)
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("listening on {listen}: {e}"))?;
+        axum::serve(l, app).await.map_err(|e| e.to_string())
+    })
+}
