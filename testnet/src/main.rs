@@ -9,6 +9,8 @@
 //! The binaries (`registry`, `replica`, `orchestrator`) are taken from the directory of
 //! the `testnet` binary itself: they are built together.
 
+mod story;
+
 use clap::{Parser, Subcommand};
 use nix::{
     sys::signal::{Signal, killpg},
@@ -77,6 +79,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Signed updates at RATE per second for DURATION seconds; one JSON line per
+    /// acknowledged write in FILE.
+    Load {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The whole story in a temporary directory: prep, up, load, package the next
+    /// release, elect and deploy it with nns, watch the upgrade, check every write, down.
+    Demo {
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop everything `up` started.
     Down {
         #[arg(long)]
@@ -123,6 +143,13 @@ fn main() -> ExitCode {
         Cmd::Status { dir, json } => status(&dir, json),
         Cmd::Package { version, out, json } => package(&version, &out, json).map(|_| ()),
         Cmd::Down { dir } => down(&dir),
+        Cmd::Load {
+            dir,
+            rate,
+            duration,
+            out,
+        } => load(&dir, rate, duration, &out),
+        Cmd::Demo { json } => demo(json),
         Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
     };
     match result {
@@ -527,4 +554,234 @@ fn serve_packages(dir: &Path, listen: &str) -> Result<(), String> {
             .map_err(|e| format!("listening on {listen}: {e}"))?;
         axum::serve(l, app).await.map_err(|e| e.to_string())
     })
+}
+
+fn replica_urls(l: &Layout) -> Vec<String> {
+    l.nodes
+        .iter()
+        .map(|n| format!("http://{}", n.http_address))
+        .collect()
+}
+
+fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> {
+    let l = layout(dir)?;
+    let urls = replica_urls(&l);
+    let run = registry::server::now_ns() / 1_000_000;
+    let writes = runtime()?.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_secs(duration);
+        let accepted = story::send(urls.clone(), rate, run, stop, Some(deadline)).await;
+        story::confirm(&urls[0], &accepted).await
+    });
+    story::write_lines(out, &writes)?;
+    println!("{} writes acknowledged", writes.len());
+    Ok(())
+}
+
+/// A base port with room for `nodes` above it, where nothing listens now.
+fn free_base(nodes: usize) -> Result<u16, String> {
+    let span = 10 + 4 * nodes as u16;
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())?;
+        if base < 65535 - span
+            && (base..base + span).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            return Ok(base);
+        }
+    }
+    Err("no free range of loopback ports".into())
+}
+
+fn nns(registry: &str, key: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin("nns")?)
+        .args(["--registry", registry, "--neuron-key"])
+        .arg(key)
+        .args(args)
+        .output()
+        .map_err(|e| format!("nns: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "nns {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn demo(as_json: bool) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
+    let nodes = 4;
+    prep(&dir, nodes, 9, 3, free_base(nodes)?)?;
+    let result = demo_in(&dir, as_json);
+    let _ = down(&dir);
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(_) => eprintln!("testnet demo: kept {} for inspection", dir.display()),
+    }
+    result
+}
+
+fn demo_in(dir: &Path, as_json: bool) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mut timeline: Vec<(u128, String)> = Vec::new();
+    let mut event = |what: String| {
+        let ms = t0.elapsed().as_millis();
+        println!("[{:>7} ms] {what}", ms);
+        timeline.push((ms, what));
+    };
+    up(dir)?;
+    event("testnet up: 4 nodes finalizing on 1.0.0".into());
+    let l = layout(dir)?;
+    let urls = replica_urls(&l);
+    let registry = format!("http://127.0.0.1:{}", l.registry_port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = registry::server::now_ns() / 1_000_000;
+    let sender = rt.spawn(story::send(urls.clone(), 20, run, stop.clone(), None));
+    event("load: 20 signed writes per second".into());
+
+    let pkg = dir.join("packages").join("2.0.0.tar.zst");
+    let sha = package("2.0.0", &pkg, false)?;
+    event(format!("packaged 2.0.0 (sha256 {})", &sha[..16]));
+    let key = |i: usize| dir.join("neurons").join(format!("neuron-{i}.key"));
+    let url = format!("http://127.0.0.1:{}/packages/2.0.0.tar.zst", l.package_port);
+    let id = |out: String| out.trim_start_matches("proposal ").to_string();
+    let p = id(nns(
+        &registry,
+        &key(0),
+        &[
+            "propose",
+            "elect-version",
+            "--version",
+            "2.0.0",
+            "--sha256",
+            &sha,
+            "--url",
+            &url,
+        ],
+    )?);
+    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    event(format!("proposal {p} (elect 2.0.0) adopted"));
+    let subnets: Value = rt.block_on(async {
+        get(&client()?, &format!("{registry}/api/v1/subnets"))
+            .await
+            .ok_or_else(|| "reading subnets".to_string())
+    })?;
+    let subnet = subnets[0]["subnet_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let p = id(nns(
+        &registry,
+        &key(0),
+        &[
+            "propose",
+            "deploy-version",
+            "--subnet",
+            &subnet,
+            "--version",
+            "2.0.0",
+        ],
+    )?);
+    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
+
+    // Watch: halting, the CUP, each node's switch, the first block on 2.0.0.
+    let client = client()?;
+    let mut halting_at: Option<Instant> = None;
+    let mut switched = vec![false; l.nodes.len()];
+    let start = Instant::now();
+    let resumed_at = loop {
+        let mut all_resumed = true;
+        for (i, n) in l.nodes.iter().enumerate() {
+            let r = rt.block_on(get(
+                &client,
+                &format!("http://{}/api/v1/status", n.http_address),
+            ));
+            let o = rt.block_on(get(
+                &client,
+                &format!("http://{}/status", n.orchestrator_address),
+            ));
+            let on_b = r.as_ref().is_some_and(|r| r["replica_version"] == "2.0.0");
+            if halting_at.is_none()
+                && r.as_ref()
+                    .is_some_and(|r| r["halting"] == true || r["halted"] == true)
+            {
+                halting_at = Some(Instant::now());
+                event(format!(
+                    "node {i}: halting (updates now get \"subnet is upgrading\")"
+                ));
+            }
+            if !switched[i] && o.as_ref().is_some_and(|o| o["running_version"] == "2.0.0") {
+                switched[i] = true;
+                let cup = o
+                    .as_ref()
+                    .map(|o| o["cup"]["height"].clone())
+                    .unwrap_or(Value::Null);
+                event(format!(
+                    "node {i}: orchestrator re-executed as 2.0.0 (CUP at height {cup})"
+                ));
+            }
+            let resumed = on_b
+                && r.as_ref().is_some_and(|r| {
+                    r["finalized_height"].as_u64() > r["cup_height"].as_u64().map(|c| c + 1)
+                });
+            all_resumed &= resumed;
+        }
+        if all_resumed {
+            let now = Instant::now();
+            event("every node finalizes on 2.0.0".into());
+            break now;
+        }
+        if start.elapsed() > story::UPGRADE_PATIENCE {
+            return Err(format!(
+                "the upgrade did not complete within {} s",
+                story::UPGRADE_PATIENCE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let downtime_ms = halting_at
+        .map(|h| resumed_at.duration_since(h).as_millis())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
+    let acknowledged = rt.block_on(story::confirm(&urls[0], &accepted));
+    let lost = rt.block_on(story::lost(&urls, &acknowledged));
+    event(format!(
+        "{} writes accepted, {} acknowledged, {} lost (checked on every node)",
+        accepted.len(),
+        acknowledged.len(),
+        lost.len()
+    ));
+    println!(
+        "downtime: {downtime_ms} ms (from the first halting node to every node finalizing on 2.0.0)"
+    );
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "downtime_ms": downtime_ms,
+                "writes_acknowledged": acknowledged.len(),
+                "writes_lost": lost.len(),
+                "from_version": "1.0.0",
+                "to_version": "2.0.0",
+                "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
+            })
+        );
+    }
+    if !lost.is_empty() {
+        return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
+    }
+    Ok(())
 }

@@ -1,0 +1,166 @@
+//! `testnet load` and `testnet demo`: signed writes, and the whole upgrade story.
+//!
+//! A write is *acknowledged* once a replica answers a query with its value and a
+//! certified height (it executed and its state was certified), not when the update was
+//! merely accepted into a pool: an accepted update that never executes (say, still in a
+//! pool when the old release halts) was never acknowledged, and is not counted as lost.
+
+use crypto::ed25519::Ed25519KeyPair;
+use replica::ingress::{Ingress, Operation, SignedIngress};
+use serde_json::{Value, json};
+use std::{
+    io::Write,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// How long a write may take to show up in a query before it counts as not acknowledged.
+pub const CONFIRM_PATIENCE: Duration = Duration::from_secs(60);
+/// Confirmation stops once no pending write has shown up for this long.
+pub const QUIET: Duration = Duration::from_secs(10);
+/// How long the demo waits for the upgrade.
+pub const UPGRADE_PATIENCE: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug)]
+pub struct Write1 {
+    pub key: String,
+    pub value: String,
+    pub height: u64,
+}
+
+/// Sends signed updates round-robin to `urls` at `rate` per second until `stop`; returns
+/// the accepted ones `(key, value)`.
+pub async fn send(
+    urls: Vec<String>,
+    rate: u64,
+    run: u64,
+    stop: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+) -> Vec<(String, String)> {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return Vec::new(),
+    };
+    let user = Ed25519KeyPair::from_seed(&[(run % 251) as u8 + 1; 32]);
+    let mut accepted = Vec::new();
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let mut tick = tokio::time::interval(period);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        tick.tick().await;
+        n += 1;
+        let key = format!("w-{run}-{n}");
+        let value = format!("value-{n}");
+        let m = SignedIngress::sign(
+            Ingress {
+                sender: user.public_key(),
+                nonce: n,
+                expiry_ns: replica::now_ns() + 120_000_000_000,
+                operation: Operation::Put {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                },
+            },
+            &user,
+        );
+        let url = format!("{}/api/v1/update", urls[n as usize % urls.len()]);
+        if let Ok(r) = client.post(url).body(m.encode()).send().await
+            && r.status() == reqwest::StatusCode::ACCEPTED
+        {
+            accepted.push((key, value));
+        }
+    }
+    accepted
+}
+
+async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Value> {
+    client
+        .get(format!("{url}/api/v1/query?key={key}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// The accepted writes that became readable (with their certified height). Rounds over
+/// the pending ones until none shows up for [`QUIET`] (an accepted update can be dropped,
+/// say in a pool when the old release halts) or [`CONFIRM_PATIENCE`] runs out.
+pub async fn confirm(url: &str, accepted: &[(String, String)]) -> Vec<Write1> {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return Vec::new();
+    };
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut pending: Vec<&(String, String)> = accepted.iter().collect();
+    let mut out = Vec::new();
+    while !pending.is_empty()
+        && start.elapsed() < CONFIRM_PATIENCE
+        && last_progress.elapsed() < QUIET
+    {
+        let mut still = Vec::new();
+        for w in pending {
+            let (key, value) = w;
+            match query(&client, url, key).await {
+                Some(a) if a["value"].as_str() == Some(value.as_str()) => {
+                    out.push(Write1 {
+                        key: key.clone(),
+                        value: value.clone(),
+                        height: a["certified_height"].as_u64().unwrap_or(0),
+                    });
+                    last_progress = Instant::now();
+                }
+                _ => still.push(w),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    out
+}
+
+/// Acknowledged writes that some node in `urls` does not return.
+pub async fn lost(urls: &[String], writes: &[Write1]) -> Vec<String> {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return vec!["no HTTP client".into()];
+    };
+    let mut out = Vec::new();
+    for w in writes {
+        for u in urls {
+            let a = query(&client, u, &w.key).await;
+            if a.as_ref().and_then(|a| a["value"].as_str()) != Some(w.value.as_str()) {
+                out.push(format!("{} at {u}", w.key));
+            }
+        }
+    }
+    out
+}
+
+pub fn write_lines(out: &Path, writes: &[Write1]) -> Result<(), String> {
+    let mut f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for w in writes {
+        writeln!(
+            f,
+            "{}",
+            json!({"key": w.key, "value": w.value, "height": w.height})
+        )
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
