@@ -723,13 +723,13 @@ fn demo_in(dir: &Path, as_json: bool) -> Result<(), String> {
             }
             if !switched[i] && o.as_ref().is_some_and(|o| o["running_version"] == "2.0.0") {
                 switched[i] = true;
+                // The orchestrator's own CUP; right after a re-exec it may not be read yet.
                 let cup = o
                     .as_ref()
-                    .map(|o| o["cup"]["height"].clone())
-                    .unwrap_or(Value::Null);
-                event(format!(
-                    "node {i}: orchestrator re-executed as 2.0.0 (CUP at height {cup})"
-                ));
+                    .and_then(|o| o["cup"]["height"].as_u64())
+                    .map(|h| format!(" from the CUP at height {h}"))
+                    .unwrap_or_default();
+                event(format!("node {i}: orchestrator re-executed as 2.0.0{cup}"));
             }
             let resumed = on_b
                 && r.as_ref().is_some_and(|r| {
