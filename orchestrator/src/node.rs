@@ -33,6 +33,9 @@ pub const PEER_BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// The largest release package.
 pub const MAX_PACKAGE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// A failed download is retried after this long, doubling up to the maximum.
+pub const DOWNLOAD_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const DOWNLOAD_BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Images kept besides the current and previous ones.
 pub const KEEP_IMAGES: usize = 3;
 
@@ -64,6 +67,8 @@ pub struct Orchestrator {
     last_error: Option<String>,
     /// Peers' CUPs from the latest round.
     peer_cups: Vec<Cup>,
+    /// Per version: the current wait after a failed download, and until when.
+    download_backoff: BTreeMap<ReplicaVersion, (Duration, Instant)>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -135,6 +140,7 @@ impl Orchestrator {
                 upgrade_target: None,
                 last_error: None,
                 peer_cups: Vec::new(),
+                download_backoff: BTreeMap::new(),
             },
             shared,
         ))
@@ -326,9 +332,13 @@ impl Orchestrator {
                     return None;
                 }
                 if let Some(next) = prefetch
+                    && !self.download_wait(&next)
                     && let Err(e) = self.prepare(&next).await
                 {
                     self.fail(format!("downloading {next} ahead: {e}"));
+                }
+                if self.upgrade_target.is_none() {
+                    self.upgrade_state = "idle";
                 }
                 let launch = Launch {
                     binary: replica_binary(&self.images, &version),
@@ -354,6 +364,10 @@ impl Orchestrator {
                     return None;
                 }
                 self.upgrade_target = Some(version.clone());
+                if self.download_wait(&version) {
+                    // A failed download is retried after its backoff; state and error stay.
+                    return None;
+                }
                 self.upgrade_state = "downloading";
                 if let Err(e) = self.prepare(&version).await {
                     self.upgrade_state = "failed";
@@ -398,7 +412,15 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// True while a failed download of `version` waits for its retry.
+    fn download_wait(&self, version: &ReplicaVersion) -> bool {
+        self.download_backoff
+            .get(version)
+            .is_some_and(|(_, until)| Instant::now() < *until)
+    }
+
     /// Downloads (or reuses) and unpacks `version`'s package as the registry lists it.
+    /// A failure is retried after a backoff that doubles up to [`DOWNLOAD_BACKOFF_MAX`].
     async fn prepare(&mut self, version: &ReplicaVersion) -> Result<PathBuf, String> {
         let image = self.images.join(version.as_str());
         if replica_binary(&self.images, version).exists()
@@ -406,6 +428,29 @@ impl Orchestrator {
         {
             return Ok(image);
         }
+        if self.download_wait(version) {
+            return Err("waiting to retry the download".into());
+        }
+        let result = self.fetch_and_unpack(version).await;
+        match &result {
+            Ok(_) => {
+                self.download_backoff.remove(version);
+            }
+            Err(_) => {
+                let wait = self
+                    .download_backoff
+                    .get(version)
+                    .map(|(w, _)| *w * 2)
+                    .unwrap_or(DOWNLOAD_BACKOFF_MIN)
+                    .min(DOWNLOAD_BACKOFF_MAX);
+                self.download_backoff
+                    .insert(version.clone(), (wait, Instant::now() + wait));
+            }
+        }
+        result
+    }
+
+    async fn fetch_and_unpack(&mut self, version: &ReplicaVersion) -> Result<PathBuf, String> {
         let record = {
             let store = self.lock();
             let latest = store.latest_version();
