@@ -460,6 +460,7 @@ impl Driver {
                 Action::CupReady { content, signature } => self.cup_ready(content, &signature)?,
                 Action::Halted { cup_height } => {
                     tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
+                    self.carry_over();
                 }
                 Action::CatchUp { content, signature } => catch_up = Some((content, signature)),
             }
@@ -471,6 +472,52 @@ impl Driver {
         self.state
             .as_mut()
             .ok_or_else(|| ReplicaError::Refused("no state (a catch-up failed)".into()))
+    }
+
+    /// Hands the updates still waiting in the pool to the next release: written
+    /// atomically to the node directory, loaded (and validated again) by the replica that
+    /// starts from the CUP. An accepted update is not dropped by an upgrade.
+    fn carry_over(&self) {
+        let waiting = self.ingress.select(now_ns(), MAX_INGRESS_BYTES);
+        if waiting.is_empty() {
+            return;
+        }
+        let path = self.dir.carryover();
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, encode_payload(&waiting))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => tracing::info!(
+                updates = waiting.len(),
+                "updates carried over to the next release"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not carry updates over"),
+        }
+    }
+
+    /// Loads updates a previous release carried over (each validated again), then
+    /// removes the file.
+    pub fn take_carryover(&mut self) {
+        let path = self.dir.carryover();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        let now = now_ns();
+        let mut loaded = 0;
+        for m in decode_payload(&bytes, MAX_INGRESS_BYTES).unwrap_or_default() {
+            if self.ingress.insert(m, now).is_ok() {
+                loaded += 1;
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        if loaded > 0 {
+            tracing::info!(
+                updates = loaded,
+                "updates carried over from the previous release"
+            );
+            self.payload_dirty = true;
+        }
     }
 
     fn checkpoint(&mut self, h: Height) -> Result<(), ReplicaError> {

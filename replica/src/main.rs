@@ -106,7 +106,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         .map_err(|e| ReplicaError::Transport(e.to_string()))?;
 
     let http_addr = addr(&mine.http_address, "HTTP address")?;
-    let (driver, shared) = Driver::new(Parts {
+    let (mut driver, shared) = Driver::new(Parts {
         dir,
         version,
         node_id,
@@ -118,6 +118,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         pool,
         transport: transport.clone(),
     });
+    driver.take_carryover();
     let (req_tx, req_rx) = mpsc::channel(MAX_PENDING_REQUESTS);
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await

@@ -8,6 +8,7 @@
 //! DIR/replica/checkpoints/<h>/  state checkpoints at summary heights (RocksDB hard links)
 //! DIR/replica/pool/             this node's own consensus shares (RocksDB, synced)
 //! DIR/replica/registry-follower/ the RocksDB secondary's own files
+//! DIR/replica/ingress-carryover.bin  updates a halted release still held (next release)
 //! ```
 
 use crate::ReplicaError;
@@ -72,6 +73,10 @@ impl NodeDir {
     }
     pub fn pool(&self) -> PathBuf {
         self.root.join("replica").join("pool")
+    }
+    /// Updates a halted release accepted but never put in a block, for the next release.
+    pub fn carryover(&self) -> PathBuf {
+        self.root.join("replica").join("ingress-carryover.bin")
     }
 
     /// Reads the node's secrets, with the file named in any error.
