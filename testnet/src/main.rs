@@ -615,18 +615,25 @@ fn demo(as_json: bool) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
     let nodes = 4;
     prep(&dir, nodes, 9, 3, free_base(nodes)?)?;
-    let result = demo_in(&dir, as_json);
+    let result = demo_in(&dir);
     let _ = down(&dir);
-    match &result {
-        Ok(()) => {
+    match result {
+        Ok(summary) => {
             let _ = std::fs::remove_dir_all(&dir);
+            // The final line, for scripts.
+            if as_json {
+                println!("{summary}");
+            }
+            Ok(())
         }
-        Err(_) => eprintln!("testnet demo: kept {} for inspection", dir.display()),
+        Err(e) => {
+            eprintln!("testnet demo: kept {} for inspection", dir.display());
+            Err(e)
+        }
     }
-    result
 }
 
-fn demo_in(dir: &Path, as_json: bool) -> Result<(), String> {
+fn demo_in(dir: &Path) -> Result<Value, String> {
     let t0 = Instant::now();
     let mut timeline: Vec<(u128, String)> = Vec::new();
     let mut event = |what: String| {
@@ -767,21 +774,16 @@ fn demo_in(dir: &Path, as_json: bool) -> Result<(), String> {
     println!(
         "downtime: {downtime_ms} ms (from the first halting node to every node finalizing on 2.0.0)"
     );
-    if as_json {
-        println!(
-            "{}",
-            json!({
-                "downtime_ms": downtime_ms,
-                "writes_acknowledged": acknowledged.len(),
-                "writes_lost": lost.len(),
-                "from_version": "1.0.0",
-                "to_version": "2.0.0",
-                "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
-            })
-        );
-    }
+    let summary = json!({
+        "downtime_ms": downtime_ms,
+        "writes_acknowledged": acknowledged.len(),
+        "writes_lost": lost.len(),
+        "from_version": "1.0.0",
+        "to_version": "2.0.0",
+        "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
+    });
     if !lost.is_empty() {
         return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
     }
-    Ok(())
+    Ok(summary)
 }
