@@ -97,6 +97,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stop node I's orchestrator and replica, keeping its directory.
+    StopNode {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: usize,
+    },
+    /// Start node I's orchestrator again (from its installed release).
+    StartNode {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: usize,
+    },
     /// Stop everything `up` started.
     Down {
         #[arg(long)]
@@ -150,6 +164,8 @@ fn main() -> ExitCode {
             out,
         } => load(&dir, rate, duration, &out),
         Cmd::Demo { json } => demo(json),
+        Cmd::StopNode { dir, node } => stop_node(&dir, node),
+        Cmd::StartNode { dir, node } => start_node(&dir, node),
         Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
     };
     match result {
@@ -487,18 +503,7 @@ fn down(dir: &Path) -> Result<(), String> {
     names.push("packages".into());
     names.push("registry".into());
     for name in names {
-        let Some(pid) = running(dir, &name) else {
-            continue;
-        };
-        // The process group: an orchestrator and the replica it started.
-        let group = Pid::from_raw(pid);
-        let _ = killpg(group, Signal::SIGTERM);
-        let start = Instant::now();
-        while nix::sys::signal::kill(group, None).is_ok() && start.elapsed() < STOP_GRACE {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = std::fs::remove_file(dir.join("pids").join(format!("{name}.pid")));
+        stop(dir, &name);
     }
     // Replicas run in their own process groups (the orchestrator's supervisor): stop
     // any the orchestrators left behind, by the pid in their status files.
@@ -506,6 +511,57 @@ fn down(dir: &Path) -> Result<(), String> {
         stop_leftover_replica(&n.dir);
     }
     println!("testnet down");
+    Ok(())
+}
+
+/// Stops the process group recorded for `name`: SIGTERM, SIGKILL after the grace period.
+fn stop(dir: &Path, name: &str) {
+    let Some(pid) = running(dir, name) else {
+        return;
+    };
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let start = Instant::now();
+    while nix::sys::signal::kill(group, None).is_ok() && start.elapsed() < STOP_GRACE {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = std::fs::remove_file(dir.join("pids").join(format!("{name}.pid")));
+}
+
+fn node_of(l: &Layout, node: usize) -> Result<&NodeLayout, String> {
+    l.nodes.get(node).ok_or_else(|| {
+        format!(
+            "--node {node}: the testnet has nodes 0 to {}",
+            l.nodes.len() - 1
+        )
+    })
+}
+
+fn stop_node(dir: &Path, node: usize) -> Result<(), String> {
+    let l = layout(dir)?;
+    let n = node_of(&l, node)?;
+    stop(dir, &format!("node-{node}"));
+    stop_leftover_replica(&n.dir);
+    println!("node {node} stopped");
+    Ok(())
+}
+
+fn start_node(dir: &Path, node: usize) -> Result<(), String> {
+    let l = layout(dir)?;
+    let n = node_of(&l, node)?;
+    let orchestrator = n
+        .dir
+        .join("images")
+        .join("current")
+        .join("bin")
+        .join("orchestrator");
+    spawn(
+        dir,
+        &format!("node-{node}"),
+        Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
+    )?;
+    println!("node {node} started");
     Ok(())
 }
 

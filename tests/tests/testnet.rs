@@ -90,7 +90,12 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
         assert_eq!(n["running_version"], "1.0.0", "{s}");
     }
 
+    // Node 3 is down through the whole upgrade (three of four nodes still make a quorum).
+    run(&testnet, &["stop-node", "--dir", &d, "--node", "3"]);
+
     // Governance: package the next release, elect it, deploy it (two of three neurons).
+    // Its first URL serves bytes with the wrong hash (the 1.0.0 package): nodes that
+    // start there fall back to the second.
     let pkg = dir.join("packages").join("2.0.0.tar.zst");
     let sha = run(
         &testnet,
@@ -105,6 +110,7 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
     let sha = sha.lines().last().unwrap().trim().to_string();
     let registry = s["registry_url"].as_str().unwrap().to_string();
     let url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
+    let bad_url = format!("{}/1.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
     let key = |i: usize| {
         dir.join("neurons")
             .join(format!("neuron-{i}.key"))
@@ -129,6 +135,8 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
             "--sha256",
             &sha,
             "--url",
+            &bad_url,
+            "--url",
             &url,
         ],
     ));
@@ -147,15 +155,17 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
     ));
     nns_as(1, &["vote", "--proposal", &p, "--yes"]);
 
-    // Every node switches, and the subnet finalizes on 2.0.0.
+    // Every running node switches, and the subnet finalizes on 2.0.0.
     let start = Instant::now();
-    let switched = loop {
-        let s = status(&testnet, &d);
-        let nodes = s["nodes"].as_array().unwrap();
-        if nodes.iter().all(|n| {
+    let up_to_date = |s: &Value, nodes: std::ops::Range<usize>| {
+        s["nodes"].as_array().unwrap()[nodes].iter().all(|n| {
             n["running_version"] == "2.0.0"
                 && n["finalized_height"].as_u64() > n["cup_height"].as_u64().map(|c| c + 1)
-        }) {
+        })
+    };
+    let switched = loop {
+        let s = status(&testnet, &d);
+        if up_to_date(&s, 0..3) {
             break s;
         }
         assert!(
@@ -167,6 +177,21 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
     let cup = switched["nodes"][0]["cup_height"].as_u64().unwrap();
     assert!(cup > 0, "{switched}");
 
+    // Node 3 comes back on 1.0.0: it learns the CUP from its peers, fetches 2.0.0,
+    // re-executes into it and joins (its state at the CUP comes by state sync).
+    run(&testnet, &["start-node", "--dir", &d, "--node", "3"]);
+    let start = Instant::now();
+    loop {
+        let s = status(&testnet, &d);
+        if up_to_date(&s, 3..4) {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "node 3 did not join at 2.0.0: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     run(&testnet, &["down", "--dir", &d]);
     let s = status(&testnet, &d);
     for n in s["nodes"].as_array().unwrap() {
