@@ -23,7 +23,7 @@ use registry::{
     local::{registry_cup, subnet_at, subnet_of},
     store::RegistryStore,
 };
-use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NodeId, ReplicaVersion, SubnetId};
 
 /// What this node has locally.
 #[derive(Clone, Debug)]
@@ -136,14 +136,4 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
 
 fn wait(reason: String) -> Decision {
     Decision::Wait { reason }
-}
-
-/// The registry version a decision depends on, for logs.
-pub fn pinned(d: &Decision) -> Option<RegistryVersion> {
-    match d {
-        Decision::Run { cup, .. } | Decision::Upgrade { cup, .. } => {
-            Some(cup.content().registry_version)
-        }
-        _ => None,
-    }
 }

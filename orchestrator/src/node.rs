@@ -67,6 +67,8 @@ pub struct Orchestrator {
     last_error: Option<String>,
     /// Peers' CUPs from the latest round.
     peer_cups: Vec<Cup>,
+    /// The best local CUP this tick read from disk (or persisted since), for `/status`.
+    best_seen: Option<Cup>,
     /// Per version: the current wait after a failed download, and until when.
     download_backoff: BTreeMap<ReplicaVersion, (Duration, Instant)>,
 }
@@ -141,6 +143,7 @@ impl Orchestrator {
                 last_error: None,
                 peer_cups: Vec::new(),
                 download_backoff: BTreeMap::new(),
+                best_seen: None,
             },
             shared,
         ))
@@ -179,6 +182,7 @@ impl Orchestrator {
     async fn tick(&mut self) -> Option<PathBuf> {
         self.replicate().await;
         let local_cup = self.local_cup();
+        self.best_seen = local_cup.clone();
         if let Some(c) = &local_cup {
             self.ask_peers(c).await;
         }
@@ -406,6 +410,7 @@ impl Orchestrator {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, &path).map_err(io)?;
+        self.best_seen = Some(cup.clone());
         if let Ok(mut b) = self.shared.best_cup.lock() {
             *b = Some(cup.clone());
         }
@@ -493,7 +498,7 @@ impl Orchestrator {
     }
 
     fn publish(&self) {
-        let best = self.local_cup();
+        let best = self.best_seen.clone();
         if let Ok(mut s) = self.shared.status.lock() {
             s.subnet_id = best.as_ref().map(|c| c.content().subnet_id);
             s.replica_pid = self.supervisor.pid();

@@ -137,7 +137,7 @@ pub struct Driver {
     node_id: NodeId,
     registry: RocksStore,
     subnet: SubnetAt,
-    members: Vec<NodeId>,
+    /// Derived from `subnet` (share order), for attributing peers' messages.
     index_of: BTreeMap<NodeId, NodeIndex>,
     core: Consensus<RealCrypto>,
     /// `None` only while catching up replaces it.
@@ -176,6 +176,16 @@ pub struct Parts {
     pub transport: Transport,
 }
 
+fn index_of(subnet: &SubnetAt) -> BTreeMap<NodeId, NodeIndex> {
+    subnet
+        .record
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (*m, i as NodeIndex))
+        .collect()
+}
+
 /// The CUP a replica starts from certifies the state at its height.
 fn cup_certificate(cup: &Cup) -> Certificate {
     let c = cup.content();
@@ -193,12 +203,7 @@ fn cup_certificate(cup: &Cup) -> Certificate {
 
 impl Driver {
     pub fn new(p: Parts) -> (Self, Arc<Shared>) {
-        let members = p.subnet.record.members.clone();
-        let index_of = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (*m, i as NodeIndex))
-            .collect();
+        let index_of = index_of(&p.subnet);
         let c = p.cup.content();
         let mut certificates = BTreeMap::new();
         certificates.insert(c.height, cup_certificate(&p.cup));
@@ -231,7 +236,6 @@ impl Driver {
             node_id: p.node_id,
             registry: p.registry,
             subnet: p.subnet,
-            members,
             index_of,
             core: p.core,
             state: Some(p.state),
@@ -408,7 +412,7 @@ impl Driver {
             match action {
                 Action::Broadcast(e) => self.transport.broadcast(e.encode()),
                 Action::SendTo(i, e) => {
-                    if let Some(to) = self.members.get(i as usize) {
+                    if let Some(to) = self.subnet.record.members.get(i as usize) {
                         self.transport.send(*to, e.encode());
                     }
                 }
@@ -614,6 +618,7 @@ impl Driver {
             now_ns(),
         )?;
         self.state = Some(state);
+        self.index_of = index_of(&subnet);
         self.subnet = subnet;
         self.cup_height = h;
         self.undo.clear();

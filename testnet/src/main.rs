@@ -377,18 +377,7 @@ fn up(dir: &Path) -> Result<(), String> {
             .args(["--listen", &format!("127.0.0.1:{}", l.package_port)]),
     )?;
     for (i, n) in l.nodes.iter().enumerate() {
-        // The operator starts the installed release's orchestrator; it takes it from there.
-        let orchestrator = n
-            .dir
-            .join("images")
-            .join("current")
-            .join("bin")
-            .join("orchestrator");
-        spawn(
-            dir,
-            &format!("node-{i}"),
-            Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
-        )?;
+        start_orchestrator(dir, i, n)?;
     }
     let rt = runtime()?;
     let start = Instant::now();
@@ -547,20 +536,20 @@ fn stop_node(dir: &Path, node: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn start_node(dir: &Path, node: usize) -> Result<(), String> {
-    let l = layout(dir)?;
-    let n = node_of(&l, node)?;
-    let orchestrator = n
-        .dir
-        .join("images")
-        .join("current")
-        .join("bin")
-        .join("orchestrator");
+/// The operator's one step on a node: start the installed release's orchestrator; it
+/// takes it from there.
+fn start_orchestrator(dir: &Path, i: usize, n: &NodeLayout) -> Result<(), String> {
+    let orchestrator = n.dir.join("images/current/bin/orchestrator");
     spawn(
         dir,
-        &format!("node-{node}"),
+        &format!("node-{i}"),
         Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
-    )?;
+    )
+}
+
+fn start_node(dir: &Path, node: usize) -> Result<(), String> {
+    let l = layout(dir)?;
+    start_orchestrator(dir, node, node_of(&l, node)?)?;
     println!("node {node} started");
     Ok(())
 }

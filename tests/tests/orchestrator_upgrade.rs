@@ -376,35 +376,26 @@ async fn an_upgrade_whose_package_cannot_be_fetched_fails_clearly_and_is_retried
     );
     assert!(!n.images.join("2.0.0").exists());
     // Another try later: the failure counter keeps growing.
-    let failures = |m: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("orchestrator_download_failures_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let metrics = format!("http://{}/metrics", n.rec.cup_address);
-    let start = Instant::now();
-    let first = failures(
-        &n.client
+    let failures = || async {
+        let text = n
+            .client
             .get(&metrics)
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap(),
-    );
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("orchestrator_download_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    let first = failures().await;
     loop {
-        let now = failures(
-            &n.client
-                .get(&metrics)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        let now = failures().await;
         if now > first {
             break;
         }
