@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/env.sh
+# The official BLS vectors live in ../shared beside the repository. A clone made
+# elsewhere from a local repository (git clone /path/repo /tmp/x/p) finds them beside
+# the repository it was cloned from.
+if [ -z "${BLS_TEST_VECTORS:-}" ] && [ ! -d ../shared/testvectors/bls ]; then
+  origin=$(git config --get remote.origin.url 2>/dev/null || true)
+  if [ -n "$origin" ] && [ -d "$origin/../shared/testvectors/bls" ]; then
+    export BLS_TEST_VECTORS="$(cd "$origin/../shared/testvectors/bls" && pwd)"
+  fi
+fi
 start=$(date +%s)
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
