@@ -15,10 +15,7 @@ use crate::{
     start::{self, MAX_PAYLOAD_BYTES},
     state::ReplicatedState,
 };
-use consensus::{
-    Action, Consensus, Event, RealCrypto,
-    artifact::{Envelope, NodeIndex},
-};
+use consensus::{Action, Consensus, Event, RealCrypto, artifact::NodeIndex};
 use cup::{Cup, SignedCup};
 use registry::{
     local::SubnetAt,
@@ -85,6 +82,8 @@ pub struct QueryAnswer {
     pub value: Option<String>,
     /// Set when the value is not UTF-8: its hex (and `value` is null).
     pub value_hex: Option<String>,
+    /// The checksum stored beside the value (hex), in state schemas that store one.
+    pub checksum: Option<String>,
     pub certified_height: u64,
     pub certificate: Option<Certificate>,
 }
@@ -216,7 +215,7 @@ impl Driver {
             executed_height: p.state.height().get(),
             cup_height: c.height.get(),
             state_hash: p.state.state_hash(),
-            state_schema: crate::state::SCHEMA_VERSION,
+            state_schema: p.state.schema(),
             peers_connected: 0,
             halting: false,
             halted: false,
@@ -300,7 +299,7 @@ impl Driver {
         let Some(&index) = self.index_of.get(&from) else {
             return;
         };
-        match Envelope::decode(bytes) {
+        match crate::wire::decode(bytes) {
             Ok(envelope) => self.core.on_event(
                 now_ns(),
                 Event::Message {
@@ -344,6 +343,7 @@ impl Driver {
                 key,
                 value: None,
                 value_hex: None,
+                checksum: None,
                 certified_height: 0,
                 certificate: None,
             };
@@ -360,9 +360,19 @@ impl Driver {
             .undo
             .range(at.increment()..)
             .find_map(|(_, u)| u.get(&key).cloned());
-        let value = match undone {
-            Some(v) => v,
-            None => state.get(&key).ok().flatten(),
+        let stored = match undone {
+            Some(stored) => stored
+                .map(|s| crate::state::from_stored(state.schema(), &s))
+                .transpose(),
+            None => state.get_stored(&key),
+        };
+        let (value, checksum) = match stored {
+            Ok(Some((v, c))) => (Some(v), c.map(hex::encode)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "reading a value");
+                (None, None)
+            }
         };
         let (value, value_hex) = match value {
             None => (None, None),
@@ -375,6 +385,7 @@ impl Driver {
             key,
             value,
             value_hex,
+            checksum,
             certified_height: at.get(),
             certificate: cert.cloned(),
         }
@@ -410,10 +421,10 @@ impl Driver {
         // core's own action bound).
         while let Some(action) = self.core.poll_action() {
             match action {
-                Action::Broadcast(e) => self.transport.broadcast(e.encode()),
+                Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
                 Action::SendTo(i, e) => {
                     if let Some(to) = self.subnet.record.members.get(i as usize) {
-                        self.transport.send(*to, e.encode());
+                        self.transport.send(*to, crate::wire::encode(&e));
                     }
                 }
                 Action::Persist(e) => self.pool.append(&e)?,
@@ -642,6 +653,7 @@ impl Driver {
             if let Some(state) = &self.state {
                 s.executed_height = state.height().get();
                 s.state_hash = state.state_hash();
+                s.state_schema = state.schema();
             }
             s.cup_height = self.cup_height.get();
             s.peers_connected = peers;

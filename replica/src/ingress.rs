@@ -18,16 +18,45 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The furthest in the future an expiry may be (5 minutes, as on the Internet Computer).
 pub const MAX_EXPIRY_AHEAD_NS: u64 = 5 * 60 * 1_000_000_000;
 
+/// The update methods. The encoding lists every method of every release, so a client
+/// builds any of them; a release refuses a method it does not have (see
+/// [`Operation::supported`]). New methods go at the end: the variant index is the wire tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Appends `value` to the key's value (creating it). The next release's method.
+    Append {
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 impl Operation {
     pub fn key(&self) -> &str {
         match self {
-            Self::Put { key, .. } | Self::Delete { key } => key,
+            Self::Put { key, .. } | Self::Delete { key } | Self::Append { key, .. } => key,
+        }
+    }
+
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Put { .. } => "put",
+            Self::Delete { .. } => "delete",
+            Self::Append { .. } => "append",
+        }
+    }
+
+    /// Whether this release executes the method.
+    pub fn supported(&self) -> bool {
+        match self {
+            Self::Put { .. } | Self::Delete { .. } => true,
+            Self::Append { .. } => cfg!(feature = "next-release"),
         }
     }
 }
@@ -61,6 +90,8 @@ pub enum IngressError {
     ValueTooLarge(usize),
     #[error("message {0} was already received")]
     Duplicate(CryptoHash),
+    #[error("method {0} is not supported by this replica release")]
+    UnsupportedMethod(&'static str),
     #[error("the ingress pool is full ({messages} messages, {bytes} bytes)")]
     PoolFull { messages: usize, bytes: usize },
 }
@@ -92,7 +123,10 @@ impl SignedIngress {
         if key_len == 0 || key_len > MAX_KEY_BYTES {
             return Err(IngressError::BadKey(key_len));
         }
-        if let Operation::Put { value, .. } = &i.operation
+        if !i.operation.supported() {
+            return Err(IngressError::UnsupportedMethod(i.operation.method()));
+        }
+        if let Operation::Put { value, .. } | Operation::Append { value, .. } = &i.operation
             && value.len() > MAX_VALUE_BYTES
         {
             return Err(IngressError::ValueTooLarge(value.len()));

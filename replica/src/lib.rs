@@ -11,7 +11,14 @@
 //! - [`driver`]: the one place where the consensus core's actions become effects.
 //! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
 //! - [`sync`]: fetching a checkpoint from peers, verified against a CUP.
+//! - [`wire`]: this release's encoding of consensus artifacts and its QUIC protocol name.
+//! - [`cli`]: the `replica` command.
+//!
+//! The `next-release` feature builds the next release from the same sources (the
+//! `replica-next` package turns it on): state schema 2 with its migration, the `append`
+//! method, and another artifact encoding on another QUIC protocol.
 
+pub mod cli;
 pub mod driver;
 pub mod http;
 pub mod ingress;
@@ -20,6 +27,7 @@ pub mod pool_store;
 pub mod start;
 pub mod state;
 pub mod sync;
+pub mod wire;
 
 /// Why the replica could not start or had to stop. Each names what to look at.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +50,14 @@ pub enum ReplicaError {
     Refused(String),
 }
 
-/// The consensus wire protocol (the QUIC ALPN): peers speaking another one do not connect.
-/// Replica versions share it; each envelope also carries its replica version.
-pub const WIRE_PROTOCOL: &str = "icup-consensus/1";
+pub use wire::WIRE_PROTOCOL;
+
+/// What this build is: the first release or the next one (the `next-release` feature).
+#[cfg(not(feature = "next-release"))]
+pub const RELEASE: &str = "first";
+/// What this build is: the first release or the next one (the `next-release` feature).
+#[cfg(feature = "next-release")]
+pub const RELEASE: &str = "next";
 
 /// Wall-clock time in ns since the Unix epoch: the driver's only clock.
 pub fn now_ns() -> u64 {

@@ -163,8 +163,73 @@ pub fn local_state_at(
     Ok(None)
 }
 
+/// What starting from a CUP would do with the state, found without writing anything
+/// (the rehearsal behind `replica --check`). It refuses where a start would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatePlan {
+    /// Where the state at the CUP would come from: `state`, `checkpoint`, `empty` or
+    /// `state_sync` (peers; its schema is known only then).
+    pub source: &'static str,
+    /// The schema it is in, when known.
+    pub schema: Option<u32>,
+    /// The schema this release would migrate it to, if it is older.
+    pub migrate_to: Option<u32>,
+}
+
+pub fn plan_state_at(
+    dir: &NodeDir,
+    height: Height,
+    state_hash: types::CryptoHash,
+) -> Result<StatePlan, ReplicaError> {
+    use crate::state::{SCHEMA_VERSION, StateError};
+    let readable = |schema: u32, path: &std::path::Path| {
+        if schema > SCHEMA_VERSION {
+            return Err(ReplicaError::State(StateError::NewerSchema {
+                dir: path.display().to_string(),
+                found: schema,
+                supported: SCHEMA_VERSION,
+            }));
+        }
+        Ok(())
+    };
+    let plan = |source, schema: u32| StatePlan {
+        source,
+        schema: Some(schema),
+        migrate_to: (schema < SCHEMA_VERSION).then_some(SCHEMA_VERSION),
+    };
+    let state_dir = dir.state();
+    if state_dir.join("CURRENT").exists() {
+        let (h, hash, schema) = ReplicatedState::peek_any(&state_dir)?;
+        readable(schema, &state_dir)?;
+        if (h, hash) == (height, state_hash) {
+            return Ok(plan("state", schema));
+        }
+    }
+    let cp = dir.checkpoint(height);
+    if cp.join("CURRENT").exists() {
+        let (h, hash, schema) = ReplicatedState::peek_any(&cp)?;
+        readable(schema, &cp)?;
+        if (h, hash) != (height, state_hash) {
+            return Err(ReplicaError::Refused(format!(
+                "the checkpoint in {} is at height {h} with state hash {hash}, but the CUP says height {height} with {state_hash}",
+                cp.display()
+            )));
+        }
+        return Ok(plan("checkpoint", schema));
+    }
+    if height == Height::ZERO {
+        return Ok(plan("empty", SCHEMA_VERSION));
+    }
+    Ok(StatePlan {
+        source: "state_sync",
+        schema: None,
+        migrate_to: None,
+    })
+}
+
 /// The state at the CUP's height: this node's own, or else fetched from the subnet's other
-/// members (state sync), verified against the CUP, and kept as the checkpoint there.
+/// members (state sync), verified against the CUP, and kept as the checkpoint there; then
+/// migrated to this release's schema (after the check: a migration changes the hash).
 /// The flag says whether it was fetched.
 pub async fn state_at(
     dir: &NodeDir,
@@ -173,9 +238,38 @@ pub async fn state_at(
     height: Height,
     state_hash: types::CryptoHash,
 ) -> Result<(ReplicatedState, bool), ReplicaError> {
-    if let Some(s) = local_state_at(dir, height, state_hash)? {
-        return Ok((s, false));
+    let (mut state, fetched) = match local_state_at(dir, height, state_hash)? {
+        Some(s) => (s, false),
+        None => (
+            fetch_state_at(dir, subnet, me, height, state_hash).await?,
+            true,
+        ),
+    };
+    let from = state.schema();
+    let started = std::time::Instant::now();
+    let rewritten = state.migrate()?;
+    if state.schema() != from {
+        tracing::info!(
+            from,
+            to = state.schema(),
+            values = rewritten,
+            ms = started.elapsed().as_millis() as u64,
+            %height,
+            "migrated the state"
+        );
     }
+    Ok((state, fetched))
+}
+
+/// The state at the CUP's height from the subnet's other members, kept as the local
+/// checkpoint there.
+async fn fetch_state_at(
+    dir: &NodeDir,
+    subnet: &SubnetAt,
+    me: &NodeId,
+    height: Height,
+    state_hash: types::CryptoHash,
+) -> Result<ReplicatedState, ReplicaError> {
     let peers: Vec<String> = subnet
         .members
         .iter()
@@ -191,7 +285,7 @@ pub async fn state_at(
         std::fs::remove_dir_all(&cp).map_err(io)?;
     }
     std::fs::rename(&target, &cp).map_err(io)?;
-    Ok((ReplicatedState::restore(&cp, &dir.state())?, true))
+    Ok(ReplicatedState::restore(&cp, &dir.state())?)
 }
 
 /// What consensus needs to know about the subnet at one registry version.

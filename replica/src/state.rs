@@ -12,16 +12,71 @@
 //! `H(STATE_HASH, (height, accumulator))`. (An additive hash is collision-resistant only
 //! against honest divergence; a lattice hash would harden it against chosen inputs.)
 //!
-//! Schema: `m/schema` names the layout. A release refuses, without writing anything, to
-//! open a newer schema, and migrates an older one.
+//! Schema: `m/schema` names the layout. Schema 1 stores each user value as written;
+//! schema 2 (the next release) stores it followed by an 8-byte checksum. A release refuses,
+//! without writing anything, to open a newer schema than it knows, and migrates an older
+//! one with [`ReplicatedState::migrate`] once the state is verified against its CUP (a
+//! migration changes the state hash, so it must come after that check).
 
 use crate::ingress::{Operation, SignedIngress};
 use rocksdb::{DB, Options, WriteBatch};
 use std::{collections::BTreeMap, path::Path};
 use types::{CryptoHash, Height, codec, domain};
 
-/// This release's state layout.
+/// The state layout this release writes (and the newest it reads).
+#[cfg(not(feature = "next-release"))]
 pub const SCHEMA_VERSION: u32 = 1;
+/// The state layout this release writes (and the newest it reads): values carry checksums.
+#[cfg(feature = "next-release")]
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The bytes of the checksum schema 2 stores after each user value.
+pub const CHECKSUM_BYTES: usize = 8;
+
+/// The checksum schema 2 stores after `value`: the first bytes of its domain-separated hash.
+pub fn value_checksum(value: &[u8]) -> [u8; CHECKSUM_BYTES] {
+    let h = CryptoHash::of(domain::STATE_VALUE_CHECKSUM, value);
+    let mut out = [0u8; CHECKSUM_BYTES];
+    out.copy_from_slice(&h.0[..CHECKSUM_BYTES]);
+    out
+}
+
+/// A user value in the form `schema` stores it.
+fn to_stored(schema: u32, value: &[u8]) -> Vec<u8> {
+    #[cfg(feature = "next-release")]
+    if schema >= 2 {
+        return [value, &value_checksum(value)].concat();
+    }
+    let _ = schema;
+    value.to_vec()
+}
+
+/// A stored value as the user wrote it, with the checksum stored beside it if the schema
+/// has one (checked: a mismatch is corruption).
+pub fn from_stored(
+    schema: u32,
+    stored: &[u8],
+) -> Result<(Vec<u8>, Option<[u8; CHECKSUM_BYTES]>), StateError> {
+    #[cfg(feature = "next-release")]
+    if schema >= 2 {
+        let split = stored
+            .len()
+            .checked_sub(CHECKSUM_BYTES)
+            .ok_or_else(|| StateError::Corrupt("a value shorter than its checksum".into()))?;
+        let (value, sum) = stored.split_at(split);
+        if sum != value_checksum(value) {
+            return Err(StateError::Corrupt(format!(
+                "a value's checksum {} does not match its bytes",
+                hex::encode(sum)
+            )));
+        }
+        let mut c = [0u8; CHECKSUM_BYTES];
+        c.copy_from_slice(sum);
+        return Ok((value.to_vec(), Some(c)));
+    }
+    let _ = schema;
+    Ok((stored.to_vec(), None))
+}
 
 const SCHEMA: &[u8] = b"m/schema";
 const HEIGHT: &[u8] = b"m/height";
@@ -52,7 +107,8 @@ pub struct Executed {
     /// Ids of the messages that executed (not the skipped duplicates or invalid ones).
     pub executed: Vec<CryptoHash>,
     pub skipped: usize,
-    /// Each user key this block wrote, with its value before the block (`None`: absent).
+    /// Each user key this block wrote, with its stored value before the block (`None`:
+    /// absent; [`from_stored`] reads it).
     /// The driver keeps these for uncertified heights, to answer queries as of the
     /// certified height.
     pub previous_values: BTreeMap<String, Option<Vec<u8>>>,
@@ -118,6 +174,8 @@ pub struct ReplicatedState {
     db: DB,
     height: Height,
     acc: Acc,
+    /// The layout the stored entries are in (older than [`SCHEMA_VERSION`] until migrated).
+    schema: u32,
 }
 
 impl std::fmt::Debug for ReplicatedState {
@@ -161,9 +219,69 @@ impl ReplicatedState {
             b.put(ACC, Acc::default().to_bytes());
             db.write(b)?;
         }
-        // (Schema 1 is the first: there is nothing older to migrate yet.)
+        let schema = read_schema(&db)?;
+        if schema == 0 {
+            return Err(StateError::Corrupt("no schema marker".into()));
+        }
         let (height, acc) = read_meta(&db)?;
-        Ok(Self { db, height, acc })
+        Ok(Self {
+            db,
+            height,
+            acc,
+            schema,
+        })
+    }
+
+    /// The layout the stored entries are in.
+    pub fn schema(&self) -> u32 {
+        self.schema
+    }
+
+    /// Brings an older schema to this release's, in one synced write (a crash leaves the
+    /// old schema or the new one, never a mix). Returns how many values were rewritten.
+    /// The height stays; the state hash changes with the values.
+    #[cfg(feature = "next-release")]
+    pub fn migrate(&mut self) -> Result<u64, StateError> {
+        if self.schema >= SCHEMA_VERSION {
+            return Ok(0);
+        }
+        // Schema 1 to 2: every user value gets its checksum.
+        let mut batch = WriteBatch::default();
+        let mut acc = self.acc;
+        let mut rewritten = 0;
+        let mut it = self.db.raw_iterator();
+        it.seek(b"v/");
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(b"v/") {
+                break;
+            }
+            let new = to_stored(SCHEMA_VERSION, v);
+            acc.sub(&Acc::leaf(k, v));
+            acc.add(&Acc::leaf(k, &new));
+            batch.put(k, new);
+            rewritten += 1;
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        batch.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
+        batch.put(ACC, acc.to_bytes());
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        self.acc = acc;
+        self.schema = SCHEMA_VERSION;
+        Ok(rewritten)
+    }
+
+    /// Brings an older schema to this release's. Schema 1 is this release's and the first:
+    /// there is nothing older to migrate.
+    #[cfg(not(feature = "next-release"))]
+    pub fn migrate(&mut self) -> Result<u64, StateError> {
+        Ok(0)
     }
 
     pub fn height(&self) -> Height {
@@ -174,8 +292,20 @@ impl ReplicatedState {
         state_hash_of(self.height, self.acc)
     }
 
+    /// The value of `key` as the user wrote it.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.db.get(prefixed(b"v/", key.as_bytes()))?)
+        Ok(self.get_stored(key)?.map(|(v, _)| v))
+    }
+
+    /// The value of `key` as the user wrote it, with the checksum stored beside it.
+    pub fn get_stored(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<[u8; CHECKSUM_BYTES]>)>, StateError> {
+        self.db
+            .get(prefixed(b"v/", key.as_bytes()))?
+            .map(|s| from_stored(self.schema, &s))
+            .transpose()
     }
 
     /// Executes the block at `height` (the next one) with time `time_ns`.
@@ -237,6 +367,32 @@ impl ReplicatedState {
                 skipped += 1;
                 continue;
             }
+            let k = prefixed(b"v/", m.ingress.operation.key().as_bytes());
+            let old = current(&self.db, &overlay, &k)?;
+            let new = match &m.ingress.operation {
+                Operation::Put { value, .. } => Some(to_stored(self.schema, value)),
+                Operation::Delete { .. } => None,
+                #[cfg(feature = "next-release")]
+                Operation::Append { value, .. } => {
+                    let mut v = match &old {
+                        Some(s) => from_stored(self.schema, s)?.0,
+                        None => Vec::new(),
+                    };
+                    v.extend_from_slice(value);
+                    if v.len() > crate::ingress::MAX_VALUE_BYTES {
+                        // Too long a result: refused like a too-large put.
+                        skipped += 1;
+                        continue;
+                    }
+                    Some(to_stored(self.schema, &v))
+                }
+                // Not a method of this release (`validate` refuses it too).
+                #[cfg(not(feature = "next-release"))]
+                Operation::Append { .. } => {
+                    skipped += 1;
+                    continue;
+                }
+            };
             let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
             write_entry(
                 &mut acc,
@@ -255,13 +411,6 @@ impl ReplicatedState {
                 None,
                 Some(Vec::new()),
             );
-            let (k, new) = match &m.ingress.operation {
-                Operation::Put { key, value } => {
-                    (prefixed(b"v/", key.as_bytes()), Some(value.clone()))
-                }
-                Operation::Delete { key } => (prefixed(b"v/", key.as_bytes()), None),
-            };
-            let old = current(&self.db, &overlay, &k)?;
             previous_values
                 .entry(m.ingress.operation.key().to_string())
                 .or_insert_with(|| old.clone());
@@ -308,10 +457,9 @@ impl ReplicatedState {
     }
 
     /// The height and state hash recorded in a checkpoint (or state) directory, read
-    /// without writing anything.
+    /// without writing anything; refused if its schema is newer than this release's.
     pub fn peek(dir: &Path) -> Result<(Height, CryptoHash), StateError> {
-        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
-        let found = read_schema(&db)?;
+        let (height, hash, found) = Self::peek_any(dir)?;
         if found > SCHEMA_VERSION {
             return Err(StateError::NewerSchema {
                 dir: dir.display().to_string(),
@@ -319,8 +467,16 @@ impl ReplicatedState {
                 supported: SCHEMA_VERSION,
             });
         }
+        Ok((height, hash))
+    }
+
+    /// Height, state hash and schema of a checkpoint (or state) directory, whatever its
+    /// schema, read without writing anything.
+    pub fn peek_any(dir: &Path) -> Result<(Height, CryptoHash, u32), StateError> {
+        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+        let found = read_schema(&db)?;
         let (height, acc) = read_meta(&db)?;
-        Ok((height, state_hash_of(height, acc)))
+        Ok((height, state_hash_of(height, acc), found))
     }
 
     /// Replaces the state in `state_dir` with the checkpoint in `checkpoint_dir` (hard
@@ -352,6 +508,8 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateChunk {
     pub height: Height,
+    /// The layout the entries are in.
+    pub schema: u32,
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     /// No entries after these.
     pub done: bool,
@@ -362,6 +520,7 @@ pub struct StateChunk {
 pub fn export_chunk(dir: &Path, after: Option<&[u8]>) -> Result<StateChunk, StateError> {
     let db = DB::open_for_read_only(&Options::default(), dir, false)?;
     let (height, _) = read_meta(&db)?;
+    let schema = read_schema(&db)?;
     let mut it = db.raw_iterator();
     match after {
         Some(k) => {
@@ -392,6 +551,7 @@ pub fn export_chunk(dir: &Path, after: Option<&[u8]>) -> Result<StateChunk, Stat
     it.status()?;
     Ok(StateChunk {
         height,
+        schema,
         entries,
         done,
     })
@@ -454,9 +614,16 @@ impl StateImport {
         self.last_key.as_deref()
     }
 
-    /// Seals the state at `height` if its hash is `expected`; otherwise nothing usable
-    /// is left behind (the caller removes the directory).
-    pub fn finish(self, height: Height, expected: CryptoHash) -> Result<(), StateError> {
+    /// Seals the state at `height`, its entries in layout `schema`, if its hash is
+    /// `expected`; otherwise nothing usable is left behind (the caller removes the
+    /// directory).
+    pub fn finish(
+        self,
+        height: Height,
+        expected: CryptoHash,
+        schema: u32,
+    ) -> Result<(), StateError> {
+        check_readable(schema)?;
         let got = state_hash_of(height, self.acc);
         if got != expected {
             return Err(StateError::Corrupt(format!(
@@ -464,7 +631,7 @@ impl StateImport {
             )));
         }
         let mut b = WriteBatch::default();
-        b.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
+        b.put(SCHEMA, schema.to_be_bytes());
         b.put(HEIGHT, height.get().to_be_bytes());
         b.put(ACC, self.acc.to_bytes());
         let mut wo = rocksdb::WriteOptions::default();
@@ -521,6 +688,21 @@ fn read_meta(db: &DB) -> Result<(Height, Acc), StateError> {
         .and_then(|b| Acc::from_bytes(&b))
         .ok_or_else(|| StateError::Corrupt("accumulator".into()))?;
     Ok((height, acc))
+}
+
+/// Refuses a schema this release cannot read (state sync from a peer on a newer one).
+pub fn check_readable(schema: u32) -> Result<(), StateError> {
+    if schema == 0 {
+        return Err(StateError::Corrupt("state without a schema marker".into()));
+    }
+    if schema > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            dir: "the state offered by peers".into(),
+            found: schema,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
 }
 
 fn read_schema(db: &DB) -> Result<u32, StateError> {
@@ -701,8 +883,12 @@ mod tests {
                 ],
             )
             .expect("execute");
-        // The value before the block, not before the last write in it.
-        assert_eq!(r.previous_values.get("a"), Some(&Some(b"1".to_vec())));
+        // The value before the block, not before the last write in it (as stored).
+        let a = r.previous_values.get("a").cloned().flatten().expect("a");
+        assert_eq!(
+            from_stored(s.schema(), &a).expect("stored").0,
+            b"1".to_vec()
+        );
         assert_eq!(r.previous_values.get("b"), Some(&None));
         assert_eq!(r.previous_values.len(), 2);
     }
@@ -759,7 +945,7 @@ mod tests {
                 import.add(&chunk.entries)?;
                 chunks += 1;
                 if chunk.done {
-                    import.finish(Height::new(1), expected)?;
+                    import.finish(Height::new(1), expected, chunk.schema)?;
                     return Ok(chunks);
                 }
             }
@@ -783,5 +969,126 @@ mod tests {
         let mut import = StateImport::create(&root.path().join("disorder")).expect("create");
         let e = vec![(b"v/b".to_vec(), vec![]), (b"v/a".to_vec(), vec![])];
         assert!(import.add(&e).is_err());
+    }
+    #[test]
+    fn state_sync_refuses_a_schema_this_release_cannot_read() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let import = StateImport::create(&root.path().join("s")).expect("create");
+        let err = import
+            .finish(Height::ZERO, types::empty_state_hash(), SCHEMA_VERSION + 1)
+            .expect_err("refused");
+        assert!(matches!(err, StateError::NewerSchema { .. }), "{err}");
+    }
+
+    #[cfg(not(feature = "next-release"))]
+    #[test]
+    fn the_first_release_refuses_the_append_method() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        let m = msg(
+            1,
+            T + 100,
+            Operation::Append {
+                key: "a".into(),
+                value: b"x".to_vec(),
+            },
+        );
+        assert_eq!(
+            m.validate(T),
+            Err(crate::ingress::IngressError::UnsupportedMethod("append"))
+        );
+        let r = s.execute(Height::new(1), T, &[m]).expect("execute");
+        assert_eq!((r.executed.len(), r.skipped), (0, 1));
+        assert_eq!(s.get("a").expect("get"), None);
+    }
+
+    /// A schema-1 state as the first release leaves it, written directly.
+    #[cfg(feature = "next-release")]
+    fn schema_1_state(dir: &Path, height: u64, values: &[(&str, &str)]) -> CryptoHash {
+        let db = DB::open_default(dir).expect("open");
+        let mut acc = Acc::default();
+        for (k, v) in values {
+            let k = prefixed(b"v/", k.as_bytes());
+            acc.add(&Acc::leaf(&k, v.as_bytes()));
+            db.put(&k, v.as_bytes()).expect("put");
+        }
+        // A replay record too: the migration leaves everything but values alone.
+        acc.add(&Acc::leaf(b"x/id", b"expiry"));
+        db.put(b"x/id", b"expiry").expect("put");
+        db.put(SCHEMA, 1u32.to_be_bytes()).expect("put");
+        db.put(HEIGHT, height.to_be_bytes()).expect("put");
+        db.put(ACC, acc.to_bytes()).expect("put");
+        state_hash_of(Height::new(height), acc)
+    }
+
+    #[cfg(feature = "next-release")]
+    #[test]
+    fn the_migration_gives_every_value_its_checksum_once_and_keeps_the_height() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let values = [("a", "1"), ("b", "two"), ("c", "")];
+        let before = schema_1_state(dir.path(), 5, &values);
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        assert_eq!((s.schema(), s.state_hash()), (1, before));
+        assert_eq!(
+            s.get_stored("b").expect("get"),
+            Some((b"two".to_vec(), None))
+        );
+        assert_eq!(s.migrate().expect("migrate"), 3);
+        assert_eq!((s.schema(), s.height()), (2, Height::new(5)));
+        assert_ne!(s.state_hash(), before);
+        assert_eq!(s.state_hash(), s.recompute_hash().expect("recompute"));
+        for (k, v) in values {
+            assert_eq!(
+                s.get_stored(k).expect("get"),
+                Some((v.as_bytes().to_vec(), Some(value_checksum(v.as_bytes())))),
+                "{k}"
+            );
+        }
+        let after = s.state_hash();
+        drop(s);
+        let mut s = ReplicatedState::open(dir.path()).expect("reopen");
+        assert_eq!((s.schema(), s.state_hash()), (2, after));
+        assert_eq!(s.migrate().expect("again"), 0);
+        assert_eq!(s.state_hash(), after);
+        // New writes carry the new form, and a damaged checksum is caught.
+        s.execute(Height::new(6), T, &[msg(1, T + 100, put("d", "4"))])
+            .expect("execute");
+        assert_eq!(
+            s.get_stored("d").expect("get"),
+            Some((b"4".to_vec(), Some(value_checksum(b"4"))))
+        );
+        drop(s);
+        {
+            let db = DB::open_default(dir.path()).expect("open");
+            db.put(b"v/d", b"5\0\0\0\0\0\0\0\0").expect("put");
+        }
+        let s = ReplicatedState::open(dir.path()).expect("reopen");
+        assert!(matches!(s.get("d"), Err(StateError::Corrupt(_))));
+    }
+
+    #[cfg(feature = "next-release")]
+    #[test]
+    fn append_extends_a_value_and_creates_a_missing_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        let append = |k: &str, v: &str| Operation::Append {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let r = s
+            .execute(
+                Height::new(1),
+                T,
+                &[
+                    msg(1, T + 100, put("a", "x")),
+                    msg(2, T + 100, append("a", "y")),
+                    msg(3, T + 100, append("b", "z")),
+                ],
+            )
+            .expect("execute");
+        assert_eq!(r.executed.len(), 3);
+        assert_eq!(s.get("a").expect("get"), Some(b"xy".to_vec()));
+        assert_eq!(s.get("b").expect("get"), Some(b"z".to_vec()));
+        assert_eq!(s.state_hash(), s.recompute_hash().expect("recompute"));
     }
 }

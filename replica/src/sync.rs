@@ -63,9 +63,12 @@ async fn fetch_from(
         if chunk.height != height {
             return Err(format!("chunk for height {}, asked {height}", chunk.height));
         }
+        crate::state::check_readable(chunk.schema).map_err(|e| e.to_string())?;
         import.add(&chunk.entries).map_err(|e| e.to_string())?;
         if chunk.done {
-            return import.finish(height, expected).map_err(|e| e.to_string());
+            return import
+                .finish(height, expected, chunk.schema)
+                .map_err(|e| e.to_string());
         }
         if chunk.entries.is_empty() {
             return Err("an empty chunk that is not the last".into());

@@ -39,6 +39,8 @@ pub const STATE_HASH: Domain = Domain("ic-state-hash");
 pub const REGISTRY_CUP: Domain = Domain("ic-registry-cup");
 /// Checksum of a CUP file envelope (integrity on disk, not authenticity).
 pub const CUP_FILE_CHECKSUM: Domain = Domain("ic-cup-file-checksum");
+/// Checksum stored beside each user value (state schema 2 and later).
+pub const STATE_VALUE_CHECKSUM: Domain = Domain("ic-state-value-checksum");
 
 // Signatures.
 /// A block maker's ed25519 signature on its block proposal.
@@ -74,6 +76,7 @@ pub const ALL: &[Domain] = &[
     STATE_HASH,
     REGISTRY_CUP,
     CUP_FILE_CHECKSUM,
+    STATE_VALUE_CHECKSUM,
     BLOCK_PROPOSAL,
     NOTARIZATION,
     FINALIZATION,

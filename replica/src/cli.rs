@@ -1,0 +1,254 @@
+//! The `replica` command: `replica --node-dir DIR --version V --cup FILE` runs one node of
+//! one subnet at one version; `--check` rehearses that start without writing anything;
+//! `--describe` prints what this release is.
+
+use crate::{
+    ReplicaError,
+    driver::{Driver, MAX_PENDING_REQUESTS, Parts},
+    node_dir::{NodeDir, read_cup},
+    now_ns,
+    pool_store::PoolStore,
+    start,
+};
+use clap::Parser;
+use std::{net::SocketAddr, path::PathBuf};
+use tokio::sync::{mpsc, oneshot};
+use types::ReplicaVersion;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "replica",
+    about = "Runs one node of a subnet at one version, from a CUP.",
+    long_about = "Reads the node's keys and the node-local registry copy from the node \
+                  directory, starts from the given CUP (or a higher one this node made), \
+                  and serves the HTTP API on the node's registered address."
+)]
+struct Args {
+    /// The node directory (keys, registry copy, state).
+    #[arg(long)]
+    node_dir: PathBuf,
+    /// The replica version this binary runs as; the registry must assign it to the subnet.
+    #[arg(long)]
+    version: String,
+    /// The CUP to start from.
+    #[arg(long)]
+    cup: PathBuf,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    /// Rehearse the start: run every check, find the state this release would start from
+    /// and whether it can read it, print the plan as JSON, and write nothing. Exits 2 when
+    /// a start would be refused.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `replica --describe`: what this release is, as JSON.
+#[derive(Debug, serde::Serialize)]
+pub struct Description {
+    pub release: &'static str,
+    /// The state schema it writes; it reads this one and every older one.
+    pub state_schema: u32,
+    pub wire_protocol: &'static str,
+    pub methods: Vec<&'static str>,
+}
+
+pub fn describe() -> Description {
+    use crate::ingress::Operation;
+    let all = [
+        Operation::Put {
+            key: String::new(),
+            value: Vec::new(),
+        },
+        Operation::Delete { key: String::new() },
+        Operation::Append {
+            key: String::new(),
+            value: Vec::new(),
+        },
+    ];
+    Description {
+        release: crate::RELEASE,
+        state_schema: crate::state::SCHEMA_VERSION,
+        wire_protocol: crate::WIRE_PROTOCOL,
+        methods: all
+            .iter()
+            .filter(|o| o.supported())
+            .map(|o| o.method())
+            .collect(),
+    }
+}
+
+/// The exit code of a refused `--check`.
+pub const EXIT_REFUSED: i32 = 2;
+
+pub fn main() {
+    // `--describe` needs nothing else.
+    if std::env::args().nth(1).as_deref() == Some("--describe") {
+        match serde_json::to_string(&describe()) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("replica: error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let args = Args::parse();
+    registry::logging::init(args.log_json);
+    if args.check {
+        match check(&args) {
+            Ok(plan) => println!("{plan}"),
+            Err(e) => {
+                eprintln!("replica: refused: {e}");
+                std::process::exit(EXIT_REFUSED);
+            }
+        }
+        return;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("replica: error: tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("replica: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn addr(s: &str, what: &str) -> Result<SocketAddr, ReplicaError> {
+    s.parse()
+        .map_err(|e| ReplicaError::Registry(format!("this node's {what} {s:?}: {e}")))
+}
+
+async fn run(args: Args) -> Result<(), ReplicaError> {
+    let version = ReplicaVersion::new(&args.version)
+        .map_err(|e| ReplicaError::Refused(format!("--version: {e}")))?;
+    let dir = NodeDir::new(&args.node_dir);
+    let keys = dir.keys()?;
+    let node_id = keys.ed25519.node_id();
+    let registry = start::open_registry(&dir)?;
+    let given = read_cup(&args.cup)?;
+    let cup = start::choose_cup(&dir, given, &registry)?;
+    let (subnet, me) = start::check(&cup, &version, &node_id, &registry)?;
+    let c = cup.content().clone();
+    tracing::info!(node = %node_id, subnet = %c.subnet_id, cup_height = %c.height, %version, "starting");
+    let (state, _) = start::state_at(&dir, &subnet, &node_id, c.height, c.state_hash).await?;
+    let pool = PoolStore::open(&dir.pool())?;
+    let core = start::build_core(
+        &cup,
+        &version,
+        &subnet,
+        me,
+        keys,
+        &registry,
+        &pool,
+        now_ns(),
+    )?;
+
+    let mine = &subnet.members[me as usize];
+    let members: Vec<transport::Member> = subnet
+        .members
+        .iter()
+        .map(|m| {
+            Ok(transport::Member {
+                node_id: m.node_id,
+                public_key: m.ed25519_public_key,
+                address: addr(&m.consensus_address, "consensus address")?,
+            })
+        })
+        .collect::<Result<_, ReplicaError>>()?;
+    let tcfg = transport::TransportConfig::new(
+        addr(&mine.consensus_address, "consensus address")?,
+        crate::WIRE_PROTOCOL,
+    );
+    let (transport, inbox) = transport::Transport::start(tcfg, dir.keys()?.ed25519, members)
+        .await
+        .map_err(|e| ReplicaError::Transport(e.to_string()))?;
+
+    let http_addr = addr(&mine.http_address, "HTTP address")?;
+    let (mut driver, shared) = Driver::new(Parts {
+        dir,
+        version,
+        node_id,
+        registry,
+        subnet,
+        cup,
+        core,
+        state,
+        pool,
+        transport: transport.clone(),
+    });
+    driver.take_carryover();
+    let (req_tx, req_rx) = mpsc::channel(MAX_PENDING_REQUESTS);
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| ReplicaError::Io(format!("HTTP {http_addr}: {e}")))?;
+    println!("listening on http://{http_addr}");
+    let app = crate::http::router(shared, req_tx);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        // SIGTERM is how the orchestrator stops a replica; Ctrl-C is how a person does.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        let _ = stop_tx.send(());
+    });
+    let r = driver.run(inbox, req_rx, stop_rx).await;
+    transport.shutdown().await;
+    r
+}
+
+/// The rehearsal: every check a start makes, and the state plan, with nothing written
+/// (the registry copy is read through a follower directory of its own, removed after).
+fn check(args: &Args) -> Result<String, ReplicaError> {
+    let version = ReplicaVersion::new(&args.version)
+        .map_err(|e| ReplicaError::Refused(format!("--version: {e}")))?;
+    let dir = NodeDir::new(&args.node_dir);
+    let node_id = dir.keys()?.ed25519.node_id();
+    let follower = std::env::temp_dir().join(format!("replica-check-{}", std::process::id()));
+    let registry =
+        registry::store::RocksStore::open_secondary(&dir.registry(), &follower).map_err(|e| {
+            ReplicaError::Registry(format!(
+                "cannot open the node-local registry copy in {}: {e}",
+                dir.registry().display()
+            ))
+        });
+    let result = registry.and_then(|registry| {
+        let given = read_cup(&args.cup)?;
+        let cup = start::choose_cup(&dir, given, &registry)?;
+        start::check(&cup, &version, &node_id, &registry)?;
+        let c = cup.content();
+        let plan = start::plan_state_at(&dir, c.height, c.state_hash)?;
+        Ok(serde_json::json!({
+            "release": crate::RELEASE,
+            "replica_version": version.as_str(),
+            "cup_height": c.height.get(),
+            "state": plan,
+        })
+        .to_string())
+    });
+    let _ = std::fs::remove_dir_all(&follower);
+    result
+}
