@@ -38,6 +38,10 @@ pub const DOWNLOAD_BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const DOWNLOAD_BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Images kept besides the current and previous ones.
 pub const KEEP_IMAGES: usize = 3;
+/// The longest a new release's rehearsal (`replica --check`) may take.
+pub const REHEARSAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A release that refused this node's state is rehearsed again after this long.
+pub const REHEARSAL_RETRY: Duration = Duration::from_secs(20);
 
 /// Where the best CUP is kept.
 pub fn cup_path(node_dir: &Path) -> PathBuf {
@@ -71,6 +75,8 @@ pub struct Orchestrator {
     best_seen: Option<Cup>,
     /// Per version: the current wait after a failed download, and until when.
     download_backoff: BTreeMap<ReplicaVersion, (Duration, Instant)>,
+    /// Per version: a refused rehearsal, and when to rehearse again.
+    refused: BTreeMap<ReplicaVersion, Instant>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -143,6 +149,7 @@ impl Orchestrator {
                 last_error: None,
                 peer_cups: Vec::new(),
                 download_backoff: BTreeMap::new(),
+                refused: BTreeMap::new(),
                 best_seen: None,
             },
             shared,
@@ -153,6 +160,7 @@ impl Orchestrator {
     pub async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.supervisor.stop_leftover(&self.node_dir).await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -378,6 +386,29 @@ impl Orchestrator {
                     self.fail(format!("preparing {version}: {e}"));
                     return None;
                 }
+                if self
+                    .refused
+                    .get(&version)
+                    .is_some_and(|t| Instant::now() < *t)
+                {
+                    return None;
+                }
+                // The rehearsal: the new release checks it can start from this node's CUP
+                // and state, writing nothing, while the running replica stays up.
+                if let Err(e) = self.rehearse(&version).await {
+                    self.upgrade_state = "failed";
+                    tracing::error!(
+                        from = %self.version,
+                        to = %version,
+                        reason = %e,
+                        "refused the upgrade: the new release cannot start from this node's state; the running replica and the state stay as they are"
+                    );
+                    self.fail(format!("refused {version}: {e}"));
+                    self.refused
+                        .insert(version, Instant::now() + REHEARSAL_RETRY);
+                    return None;
+                }
+                self.refused.remove(&version);
                 self.upgrade_state = "switching";
                 self.publish();
                 tracing::info!(from = %self.version, to = %version, "switching versions");
@@ -393,6 +424,47 @@ impl Orchestrator {
                 Some(orchestrator_binary(&self.images, &version))
             }
         }
+    }
+
+    /// Runs `version`'s replica with `--check` against the persisted best CUP: every check
+    /// a start makes, and whether it can read the state, with nothing written.
+    async fn rehearse(&self, version: &ReplicaVersion) -> Result<(), String> {
+        let binary = replica_binary(&self.images, version);
+        let run = tokio::process::Command::new(&binary)
+            .arg("--node-dir")
+            .arg(&self.node_dir)
+            .arg("--version")
+            .arg(version.as_str())
+            .arg("--cup")
+            .arg(cup_path(&self.node_dir))
+            .arg("--check")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(REHEARSAL_TIMEOUT, run)
+            .await
+            .map_err(|_| {
+                format!(
+                    "its rehearsal did not finish within {} s",
+                    REHEARSAL_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        if out.status.success() {
+            let plan = String::from_utf8_lossy(&out.stdout);
+            tracing::info!(to = %version, plan = %plan.trim(), "rehearsal passed");
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no reason given")
+            .trim()
+            .trim_start_matches("replica: ")
+            .to_string();
+        Err(format!("its rehearsal failed ({}): {reason}", out.status))
     }
 
     /// Keeps `cup` as the best CUP if it is higher than the persisted one.

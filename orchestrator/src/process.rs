@@ -1,13 +1,15 @@
 //! The replica process: started in its own process group, stopped with SIGTERM to the
 //! group and SIGKILL after a grace period, restarted with exponential backoff when it
-//! exits on its own.
+//! exits on its own. Its pid is kept in `replica.pid` in the node directory, so an
+//! orchestrator that died (kill -9, a crash) stops the replica it left behind when it
+//! starts again, instead of starting a second one beside it.
 
 use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
 use std::{
-    os::unix::process::CommandExt,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -84,6 +86,7 @@ impl Supervisor {
                     (self.backoff * 2).min(MAX_BACKOFF)
                 };
                 self.not_before = Some(Instant::now() + self.backoff);
+                let _ = std::fs::remove_file(pid_file(&r.launch.node_dir));
                 self.running = None;
                 self.restarts += 1;
                 false
@@ -123,6 +126,9 @@ impl Supervisor {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", launch.binary.display()))?;
         tracing::info!(pid = child.id(), version = %launch.version, cup_height = %launch.cup_height, "replica started");
+        if let Err(e) = std::fs::write(pid_file(&launch.node_dir), format!("{}\n", child.id())) {
+            tracing::warn!(error = %e, "cannot record the replica's pid");
+        }
         self.running = Some(Running {
             child,
             launch: launch.clone(),
@@ -139,17 +145,69 @@ impl Supervisor {
         let pgid = Pid::from_raw(r.child.id() as i32);
         let _ = killpg(pgid, Signal::SIGTERM);
         let deadline = Instant::now() + self.grace;
+        let mut stopped = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = r.child.try_wait() {
                 tracing::info!("replica stopped");
+                stopped = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !stopped {
+            tracing::warn!("replica ignored SIGTERM: SIGKILL");
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = r.child.wait();
+        }
+        let _ = std::fs::remove_file(pid_file(&r.launch.node_dir));
+    }
+
+    /// Stops a replica that a previous orchestrator of this node left running (it died
+    /// without stopping it): the one `replica.pid` names, if it still runs and its
+    /// command line names this node directory (a recycled pid is left alone).
+    pub async fn stop_leftover(&self, node_dir: &Path) {
+        let file = pid_file(node_dir);
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        let _ = std::fs::remove_file(&file);
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2).any(|w| {
+                w[0] == b"--node-dir" && Path::new(std::ffi::OsStr::from_bytes(w[1])) == node_dir
+            })
+        });
+        if !ours {
+            return;
+        }
+        tracing::warn!(
+            pid,
+            "a replica left running by an earlier orchestrator: stopping it"
+        );
+        let pgid = Pid::from_raw(pid);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if nix::sys::signal::kill(pgid, None).is_err() || is_zombie(pid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tracing::warn!("replica ignored SIGTERM: SIGKILL");
         let _ = killpg(pgid, Signal::SIGKILL);
-        let _ = r.child.wait();
     }
+}
+
+/// Where the running replica's pid is kept.
+pub fn pid_file(node_dir: &Path) -> PathBuf {
+    node_dir.join("replica.pid")
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
 }
 
 /// The replica binary of `version` under the images directory.

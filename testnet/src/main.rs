@@ -4,10 +4,12 @@
 //! first release installed, packages); `up` starts the registry server, the package
 //! server and one orchestrator per node in the background (logs and pids under
 //! `DIR/logs`, `DIR/pids`) and returns once blocks finalize; `status` reports every
-//! node; `package` builds a release package of this build; `down` stops everything.
+//! node; `package` builds a release package of this build (`--next-release`: of the
+//! next release, `replica-next` as its replica); `load` writes and `verify` checks the
+//! acknowledged writes on every node; `down` stops everything.
 //!
-//! The binaries (`registry`, `replica`, `orchestrator`) are taken from the directory of
-//! the `testnet` binary itself: they are built together.
+//! The binaries (`registry`, `replica`, `replica-next`, `orchestrator`) are taken from the
+//! directory of the `testnet` binary itself: they are built together.
 
 mod story;
 
@@ -18,6 +20,7 @@ use nix::{
 };
 use rand::SeedableRng;
 use registry::genesis::{NetworkParams, generate_network};
+use replica::ingress::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::{
@@ -76,11 +79,26 @@ enum Cmd {
         version: String,
         #[arg(long)]
         out: PathBuf,
+        /// Package the next release (state schema 2 with its migration, the append
+        /// method, another artifact encoding) instead of the first.
+        #[arg(long)]
+        next_release: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Signed updates at RATE per second for DURATION seconds; one JSON line per
-    /// acknowledged write in FILE.
+    /// Check acknowledged writes (a `load --out` file) on every node: each value, and on
+    /// nodes whose state is in schema 2, the checksum stored with it. Exits non-zero if
+    /// any is missing or unmigrated.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        writes: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signed updates at RATE per second for DURATION seconds (or until SIGINT or
+    /// SIGTERM); one JSON line per acknowledged write in FILE.
     Load {
         #[arg(long)]
         dir: PathBuf,
@@ -155,7 +173,13 @@ fn main() -> ExitCode {
         } => prep(&dir, nodes, dkg_interval, neurons, base_port),
         Cmd::Up { dir } => up(&dir),
         Cmd::Status { dir, json } => status(&dir, json),
-        Cmd::Package { version, out, json } => package(&version, &out, json).map(|_| ()),
+        Cmd::Package {
+            version,
+            out,
+            next_release,
+            json,
+        } => package(&version, &out, next_release, json).map(|_| ()),
+        Cmd::Verify { dir, writes, json } => verify(&dir, &writes, json),
         Cmd::Down { dir } => down(&dir),
         Cmd::Load {
             dir,
@@ -201,9 +225,10 @@ fn bin(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn package(version: &str, out: &Path, as_json: bool) -> Result<String, String> {
+fn package(version: &str, out: &Path, next: bool, as_json: bool) -> Result<String, String> {
     let v = ReplicaVersion::new(version).map_err(|e| format!("--version: {e}"))?;
-    let (replica, orchestrator) = (bin("replica")?, bin("orchestrator")?);
+    let replica = bin(if next { "replica-next" } else { "replica" })?;
+    let orchestrator = bin("orchestrator")?;
     let files = [
         ("bin/replica", replica.as_path()),
         ("bin/orchestrator", orchestrator.as_path()),
@@ -233,7 +258,7 @@ fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result
     let packages = dir.join("packages");
     std::fs::create_dir_all(&packages).map_err(io(&packages))?;
     let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
-    let sha = package(FIRST_VERSION, &first, false)?;
+    let sha = package(FIRST_VERSION, &first, false, false)?;
     let package_port = base + 1;
     let params = NetworkParams {
         nodes,
@@ -450,6 +475,8 @@ fn status(dir: &Path, as_json: bool) -> Result<(), String> {
                 "replica_url": format!("http://{}", n.http_address),
                 "running_version": field(&o, "running_version"),
                 "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
+                "upgrade_error": o.as_ref().map(|o| o["upgrade"]["last_error"].clone()).unwrap_or(Value::Null),
+                "state_schema": field(&r, "state_schema"),
                 "finalized_height": field(&r, "finalized_height"),
                 "certified_height": field(&r, "certified_height"),
                 "cup_height": field(&r, "cup_height"),
@@ -615,11 +642,66 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> 
     let writes = runtime()?.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let deadline = Instant::now() + Duration::from_secs(duration);
+        // Ctrl-C (or SIGTERM) ends the sending early; the confirmation still runs.
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         let accepted = story::send(urls.clone(), rate, run, stop, Some(deadline)).await;
         story::confirm(&urls[0], &accepted).await
     });
     story::write_lines(out, &writes)?;
     println!("{} writes acknowledged", writes.len());
+    Ok(())
+}
+
+fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
+    let l = layout(dir)?;
+    let urls = replica_urls(&l);
+    let ws = story::read_lines(writes)?;
+    let v = runtime()?.block_on(story::verify(&urls, &ws));
+    let report = json!({
+        "writes": ws.len(),
+        "nodes": urls.len(),
+        "lost": v.lost,
+        "unmigrated": v.unmigrated,
+        "state_schemas": v.schemas,
+    });
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} writes on {} nodes: {} missing, {} without their checksum; state schemas {:?}",
+            ws.len(),
+            urls.len(),
+            v.lost.len(),
+            v.unmigrated.len(),
+            v.schemas
+        );
+    }
+    if !v.lost.is_empty() || !v.unmigrated.is_empty() {
+        let mut bad = v.lost.clone();
+        bad.extend(v.unmigrated.iter().map(|u| format!("{u} (no checksum)")));
+        bad.truncate(5);
+        return Err(format!(
+            "writes not found as acknowledged: {}",
+            bad.join(", ")
+        ));
+    }
     Ok(())
 }
 
@@ -701,9 +783,39 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     let sender = rt.spawn(story::send(urls.clone(), 20, run, stop.clone(), None));
     event("load: 20 signed writes per second".into());
 
+    // The new method, before: the first release refuses it; a put it accepts.
+    let client = client()?;
+    let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[200; 32]);
+    let append = |nonce| {
+        story::sign(
+            &user,
+            nonce,
+            Operation::Append {
+                key: "demo".into(),
+                value: b", appended by 2.0.0".to_vec(),
+            },
+        )
+    };
+    match rt.block_on(story::submit(&client, &urls[0], &append(1))) {
+        Err(e) => event(format!("1.0.0 refuses the append method ({e})")),
+        Ok(()) => return Err("1.0.0 accepted an append".into()),
+    }
+    let put = story::sign(
+        &user,
+        2,
+        Operation::Put {
+            key: "demo".into(),
+            value: b"written by 1.0.0".to_vec(),
+        },
+    );
+    rt.block_on(story::submit(&client, &urls[0], &put))?;
+
     let pkg = dir.join("packages").join("2.0.0.tar.zst");
-    let sha = package("2.0.0", &pkg, false)?;
-    event(format!("packaged 2.0.0 (sha256 {})", &sha[..16]));
+    let sha = package("2.0.0", &pkg, true, false)?;
+    event(format!(
+        "packaged 2.0.0, the next release: state schema 2 (values get checksums), the append method, artifacts on icup-consensus/2 (sha256 {})",
+        &sha[..16]
+    ));
     let key = |i: usize| dir.join("neurons").join(format!("neuron-{i}.key"));
     let url = format!("http://127.0.0.1:{}/packages/2.0.0.tar.zst", l.package_port);
     let id = |out: String| out.trim_start_matches("proposal ").to_string();
@@ -724,7 +836,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
     event(format!("proposal {p} (elect 2.0.0) adopted"));
     let subnets: Value = rt.block_on(async {
-        get(&client()?, &format!("{registry}/api/v1/subnets"))
+        get(&client, &format!("{registry}/api/v1/subnets"))
             .await
             .ok_or_else(|| "reading subnets".to_string())
     })?;
@@ -747,10 +859,10 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
     event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
 
-    // Watch: halting, the CUP, each node's switch, the first block on 2.0.0.
-    let client = client()?;
+    // Watch: halting, the CUP, each node's switch and migration, the first block on 2.0.0.
     let mut halting_at: Option<Instant> = None;
     let mut switched = vec![false; l.nodes.len()];
+    let mut migrated = vec![false; l.nodes.len()];
     let start = Instant::now();
     let resumed_at = loop {
         let mut all_resumed = true;
@@ -783,6 +895,12 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
                     .unwrap_or_default();
                 event(format!("node {i}: orchestrator re-executed as 2.0.0{cup}"));
             }
+            if on_b && !migrated[i] && r.as_ref().is_some_and(|r| r["state_schema"] == 2) {
+                migrated[i] = true;
+                event(format!(
+                    "node {i}: replica 2.0.0 up, state migrated to schema 2"
+                ));
+            }
             let resumed = on_b
                 && r.as_ref().is_some_and(|r| {
                     r["finalized_height"].as_u64() > r["cup_height"].as_u64().map(|c| c + 1)
@@ -805,16 +923,44 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     let downtime_ms = halting_at
         .map(|h| resumed_at.duration_since(h).as_millis())
         .unwrap_or(0);
-    std::thread::sleep(Duration::from_secs(3));
+    // The new method, after: 2.0.0 appends to the value 1.0.0 wrote.
+    rt.block_on(story::submit(&client, &urls[1], &append(3)))?;
+    let want = "written by 1.0.0, appended by 2.0.0";
+    let start = Instant::now();
+    loop {
+        let answers: Vec<Option<Value>> = urls
+            .iter()
+            .map(|u| rt.block_on(story::query(&client, u, "demo")))
+            .collect();
+        if answers
+            .iter()
+            .all(|a| a.as_ref().is_some_and(|a| a["value"] == want))
+        {
+            event(format!(
+                "2.0.0 executes the append method: \"{want}\" on every node"
+            ));
+            break;
+        }
+        if start.elapsed() > story::CONFIRM_PATIENCE {
+            return Err(format!(
+                "the append did not show up on every node: {answers:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
     let acknowledged = rt.block_on(story::confirm(&urls[0], &accepted));
-    let lost = rt.block_on(story::lost(&urls, &acknowledged));
+    let checked = rt.block_on(story::verify(&urls, &acknowledged));
+    let lost = checked.lost;
     event(format!(
-        "{} writes accepted, {} acknowledged, {} lost (checked on every node)",
+        "{} writes accepted, {} acknowledged, {} lost, {} without their checksum (checked on every node; state schemas {:?})",
         accepted.len(),
         acknowledged.len(),
-        lost.len()
+        lost.len(),
+        checked.unmigrated.len(),
+        checked.schemas
     ));
     println!(
         "downtime: {downtime_ms} ms (from the first halting node to every node finalizing on 2.0.0)"
@@ -823,12 +969,20 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
         "downtime_ms": downtime_ms,
         "writes_acknowledged": acknowledged.len(),
         "writes_lost": lost.len(),
+        "writes_unmigrated": checked.unmigrated.len(),
+        "state_schemas": checked.schemas,
         "from_version": "1.0.0",
         "to_version": "2.0.0",
         "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
     });
     if !lost.is_empty() {
         return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
+    }
+    if !checked.unmigrated.is_empty() {
+        return Err(format!(
+            "acknowledged writes not in schema 2's form: {}",
+            checked.unmigrated.join(", ")
+        ));
     }
     Ok(summary)
 }

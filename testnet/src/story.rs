@@ -58,17 +58,13 @@ pub async fn send(
         n += 1;
         let key = format!("w-{run}-{n}");
         let value = format!("value-{n}");
-        let m = SignedIngress::sign(
-            Ingress {
-                sender: user.public_key(),
-                nonce: n,
-                expiry_ns: replica::now_ns() + 120_000_000_000,
-                operation: Operation::Put {
-                    key: key.clone(),
-                    value: value.clone().into_bytes(),
-                },
-            },
+        let m = sign(
             &user,
+            n,
+            Operation::Put {
+                key: key.clone(),
+                value: value.clone().into_bytes(),
+            },
         );
         let url = format!("{}/api/v1/update", urls[n as usize % urls.len()]);
         if let Ok(r) = client.post(url).body(m.encode()).send().await
@@ -80,7 +76,39 @@ pub async fn send(
     accepted
 }
 
-async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Value> {
+/// A signed update of `user`, valid for two minutes.
+pub fn sign(user: &Ed25519KeyPair, nonce: u64, operation: Operation) -> SignedIngress {
+    SignedIngress::sign(
+        Ingress {
+            sender: user.public_key(),
+            nonce,
+            expiry_ns: replica::now_ns() + 120_000_000_000,
+            operation,
+        },
+        user,
+    )
+}
+
+/// Submits an update; the replica's reason when it refuses.
+pub async fn submit(client: &reqwest::Client, url: &str, m: &SignedIngress) -> Result<(), String> {
+    let r = client
+        .post(format!("{url}/api/v1/update"))
+        .body(m.encode())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() == reqwest::StatusCode::ACCEPTED {
+        return Ok(());
+    }
+    let code = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    Err(format!(
+        "HTTP {code}: {}",
+        body["error"].as_str().unwrap_or("no reason given")
+    ))
+}
+
+pub async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Value> {
     client
         .get(format!("{url}/api/v1/query?key={key}"))
         .send()
@@ -132,24 +160,79 @@ pub async fn confirm(url: &str, accepted: &[(String, String)]) -> Vec<Write1> {
     out
 }
 
-/// Acknowledged writes that some node in `urls` does not return.
-pub async fn lost(urls: &[String], writes: &[Write1]) -> Vec<String> {
+/// What checking acknowledged writes on every node found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// `key at url` for each write a node does not return.
+    pub lost: Vec<String>,
+    /// `key at url` for each write a node on state schema 2 or later returns without its
+    /// checksum, or with a wrong one (the migration did not reach it).
+    pub unmigrated: Vec<String>,
+    /// Each node's state schema, as its replica reports it (`None`: no answer).
+    pub schemas: Vec<Option<u64>>,
+}
+
+/// Checks every acknowledged write on every node in `urls`: its value, and on a node
+/// whose state is in schema 2 or later, the checksum stored with it.
+pub async fn verify(urls: &[String], writes: &[Write1]) -> Verified {
+    let mut out = Verified::default();
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
     else {
-        return vec!["no HTTP client".into()];
+        out.lost.push("no HTTP client".into());
+        return out;
     };
-    let mut out = Vec::new();
-    for w in writes {
-        for u in urls {
+    for u in urls {
+        let schema = client.get(format!("{u}/api/v1/status")).send().await.ok();
+        let schema = match schema {
+            Some(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|s| s["state_schema"].as_u64()),
+            None => None,
+        };
+        out.schemas.push(schema);
+        for w in writes {
             let a = query(&client, u, &w.key).await;
             if a.as_ref().and_then(|a| a["value"].as_str()) != Some(w.value.as_str()) {
-                out.push(format!("{} at {u}", w.key));
+                out.lost.push(format!("{} at {u}", w.key));
+                continue;
+            }
+            if schema.is_some_and(|s| s >= 2) {
+                let want = hex::encode(replica::state::value_checksum(w.value.as_bytes()));
+                if a.as_ref().and_then(|a| a["checksum"].as_str()) != Some(want.as_str()) {
+                    out.unmigrated.push(format!("{} at {u}", w.key));
+                }
             }
         }
     }
     out
+}
+
+pub fn read_lines(path: &Path) -> Result<Vec<Write1>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l)
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            match (v["key"].as_str(), v["value"].as_str()) {
+                (Some(k), Some(val)) => Ok(Write1 {
+                    key: k.to_string(),
+                    value: val.to_string(),
+                    height: v["height"].as_u64().unwrap_or(0),
+                }),
+                _ => Err(format!(
+                    "{} line {}: needs \"key\" and \"value\" strings",
+                    path.display(),
+                    i + 1
+                )),
+            }
+        })
+        .collect()
 }
 
 pub fn write_lines(out: &Path, writes: &[Write1]) -> Result<(), String> {
