@@ -33,6 +33,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The bytes of the checksum schema 2 stores after each user value.
 pub const CHECKSUM_BYTES: usize = 8;
 
+/// A user value with the checksum stored beside it, if the schema stores one.
+pub type StoredValue = (Vec<u8>, Option<[u8; CHECKSUM_BYTES]>);
+
 /// The checksum schema 2 stores after `value`: the first bytes of its domain-separated hash.
 pub fn value_checksum(value: &[u8]) -> [u8; CHECKSUM_BYTES] {
     let h = CryptoHash::of(domain::STATE_VALUE_CHECKSUM, value);
@@ -53,10 +56,7 @@ fn to_stored(schema: u32, value: &[u8]) -> Vec<u8> {
 
 /// A stored value as the user wrote it, with the checksum stored beside it if the schema
 /// has one (checked: a mismatch is corruption).
-pub fn from_stored(
-    schema: u32,
-    stored: &[u8],
-) -> Result<(Vec<u8>, Option<[u8; CHECKSUM_BYTES]>), StateError> {
+pub fn from_stored(schema: u32, stored: &[u8]) -> Result<StoredValue, StateError> {
     #[cfg(feature = "next-release")]
     if schema >= 2 {
         let split = stored
@@ -298,10 +298,7 @@ impl ReplicatedState {
     }
 
     /// The value of `key` as the user wrote it, with the checksum stored beside it.
-    pub fn get_stored(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Option<[u8; CHECKSUM_BYTES]>)>, StateError> {
+    pub fn get_stored(&self, key: &str) -> Result<Option<StoredValue>, StateError> {
         self.db
             .get(prefixed(b"v/", key.as_bytes()))?
             .map(|s| from_stored(self.schema, &s))
