@@ -260,31 +260,47 @@ impl Orchestrator {
             unix_ms() * 1_000_000,
         );
         self.peer_cups.clear();
+        // All peers at once: one slow peer (say, one re-executing) costs one timeout,
+        // not one per peer, before this node can act on what the others said.
+        let mut asks = tokio::task::JoinSet::new();
         for m in members.iter().filter(|m| m.node_id != self.node_id) {
             let b = self.peers.entry(m.node_id).or_default();
             if b.until.is_some_and(|t| Instant::now() < t) {
                 continue;
             }
             let url = format!("http://{}/_/catch_up_package", m.cup_address);
-            let answer = async {
-                let r = self.http.post(&url).json(&req).send().await?;
-                let status = r.status();
-                let signature = r
-                    .headers()
-                    .get("x-node-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let bytes = r.bytes().await?;
-                Ok::<_, reqwest::Error>((status, signature, bytes))
-            }
-            .await;
-            let b = self.peers.entry(m.node_id).or_default();
+            let (http, req, node, key) = (
+                self.http.clone(),
+                req.clone(),
+                m.node_id,
+                m.ed25519_public_key,
+            );
+            asks.spawn(async move {
+                let answer = async {
+                    let r = http.post(&url).json(&req).send().await?;
+                    let status = r.status();
+                    let signature = r
+                        .headers()
+                        .get("x-node-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let bytes = r.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, signature, bytes))
+                }
+                .await;
+                (node, key, answer)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok((node, key, answer)) = joined else {
+                continue;
+            };
+            let b = self.peers.entry(node).or_default();
             match answer {
                 // Only the node asked may answer: its registry key signs the body.
                 Ok((s, signature, bytes))
-                    if s.is_success()
-                        && verify_answer(&bytes, &signature, &m.ed25519_public_key) =>
+                    if s.is_success() && verify_answer(&bytes, &signature, &key) =>
                 {
                     b.wait = Duration::ZERO;
                     b.until = None;
@@ -376,21 +392,20 @@ impl Orchestrator {
                     return None;
                 }
                 self.upgrade_target = Some(version.clone());
-                if self.download_wait(&version) {
-                    // A failed download is retried after its backoff; state and error stay.
+                if self.download_wait(&version)
+                    || self
+                        .refused
+                        .get(&version)
+                        .is_some_and(|t| Instant::now() < *t)
+                {
+                    // A failed download or a refused rehearsal is retried later; state
+                    // and error stay.
                     return None;
                 }
                 self.upgrade_state = "downloading";
                 if let Err(e) = self.prepare(&version).await {
                     self.upgrade_state = "failed";
                     self.fail(format!("preparing {version}: {e}"));
-                    return None;
-                }
-                if self
-                    .refused
-                    .get(&version)
-                    .is_some_and(|t| Instant::now() < *t)
-                {
                     return None;
                 }
                 // The rehearsal: the new release checks it can start from this node's CUP

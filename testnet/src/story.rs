@@ -17,10 +17,13 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tokio::sync::mpsc;
 
-/// How long a write may take to show up in a query before it counts as not acknowledged.
-pub const CONFIRM_PATIENCE: Duration = Duration::from_secs(60);
-/// Confirmation stops once no pending write has shown up for this long.
+/// How long an accepted write may take to show up in a query before it counts as not
+/// acknowledged: past its expiry (two minutes) it can no longer execute.
+pub const CONFIRM_PATIENCE: Duration = Duration::from_secs(130);
+/// Once sending has ended, confirmation stops when no pending write has shown up for
+/// this long.
 pub const QUIET: Duration = Duration::from_secs(10);
 /// How long the demo waits for the upgrade.
 pub const UPGRADE_PATIENCE: Duration = Duration::from_secs(300);
@@ -32,24 +35,24 @@ pub struct Write1 {
     pub height: u64,
 }
 
-/// Sends signed updates round-robin to `urls` at `rate` per second until `stop`; returns
-/// the accepted ones `(key, value)`.
+/// Sends signed updates round-robin to `urls` at `rate` per second until `stop` or the
+/// deadline; each accepted one `(key, value)` goes to `accepted` (for [`confirm`]).
 pub async fn send(
     urls: Vec<String>,
     rate: u64,
     run: u64,
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
-) -> Vec<(String, String)> {
-    let client = match reqwest::Client::builder()
+    accepted: mpsc::UnboundedSender<(String, String)>,
+) -> u64 {
+    let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-    {
-        Ok(c) => c,
-        Err(_) => return Vec::new(),
+    else {
+        return 0;
     };
     let user = Ed25519KeyPair::from_seed(&[(run % 251) as u8 + 1; 32]);
-    let mut accepted = Vec::new();
+    let mut count = 0;
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(period);
     let mut n: u64 = 0;
@@ -66,14 +69,13 @@ pub async fn send(
                 value: value.clone().into_bytes(),
             },
         );
-        let url = format!("{}/api/v1/update", urls[n as usize % urls.len()]);
-        if let Ok(r) = client.post(url).body(m.encode()).send().await
-            && r.status() == reqwest::StatusCode::ACCEPTED
-        {
-            accepted.push((key, value));
+        let url = &urls[n as usize % urls.len()];
+        if submit(&client, url, &m).await.is_ok() {
+            count += 1;
+            let _ = accepted.send((key, value));
         }
     }
-    accepted
+    count
 }
 
 /// A signed update of `user`, valid for two minutes.
@@ -119,45 +121,65 @@ pub async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Val
         .ok()
 }
 
-/// The accepted writes that became readable (with their certified height). Rounds over
-/// the pending ones until none shows up for [`QUIET`] (an accepted update can be dropped,
-/// say in a pool when the old release halts) or [`CONFIRM_PATIENCE`] runs out.
-pub async fn confirm(url: &str, accepted: &[(String, String)]) -> Vec<Write1> {
+/// The accepted writes that became readable, each with the certified height it was first
+/// read at. Runs beside [`send`]: it takes accepted writes as they come and asks the
+/// nodes in turn (one being down does not stall it) until sending has ended and nothing
+/// pending has shown up for [`QUIET`]. A write not readable within [`CONFIRM_PATIENCE`]
+/// of its acceptance was never acknowledged (say, still in a pool when a release halted
+/// and expired before the next one ran it).
+pub async fn confirm(
+    urls: Vec<String>,
+    mut accepted: mpsc::UnboundedReceiver<(String, String)>,
+) -> Vec<Write1> {
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
     else {
         return Vec::new();
     };
-    let start = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut pending: Vec<&(String, String)> = accepted.iter().collect();
+    let mut pending: Vec<(Instant, String, String)> = Vec::new();
     let mut out = Vec::new();
-    while !pending.is_empty()
-        && start.elapsed() < CONFIRM_PATIENCE
-        && last_progress.elapsed() < QUIET
-    {
+    let mut sending = true;
+    let mut last_progress = Instant::now();
+    let mut turn = 0usize;
+    loop {
+        loop {
+            match accepted.try_recv() {
+                Ok((k, v)) => pending.push((Instant::now(), k, v)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if sending {
+                        last_progress = Instant::now();
+                    }
+                    sending = false;
+                    break;
+                }
+            }
+        }
+        if !sending && (pending.is_empty() || last_progress.elapsed() > QUIET) {
+            return out;
+        }
         let mut still = Vec::new();
-        for w in pending {
-            let (key, value) = w;
-            match query(&client, url, key).await {
+        for (at, key, value) in pending {
+            if at.elapsed() > CONFIRM_PATIENCE {
+                continue;
+            }
+            turn = turn.wrapping_add(1);
+            match query(&client, &urls[turn % urls.len()], &key).await {
                 Some(a) if a["value"].as_str() == Some(value.as_str()) => {
                     out.push(Write1 {
-                        key: key.clone(),
-                        value: value.clone(),
+                        key,
+                        value,
                         height: a["certified_height"].as_u64().unwrap_or(0),
                     });
                     last_progress = Instant::now();
                 }
-                _ => still.push(w),
+                _ => still.push((at, key, value)),
             }
         }
         pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    out
 }
 
 /// What checking acknowledged writes on every node found.

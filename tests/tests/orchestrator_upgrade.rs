@@ -76,6 +76,7 @@ struct OneNode {
     rec: registry::genesis::GenesisNode,
     node: PathBuf,
     images: PathBuf,
+    packages: PathBuf,
     pid: u32,
     client: reqwest::Client,
 }
@@ -253,6 +254,7 @@ async fn one_node() -> OneNode {
         rec,
         node,
         images,
+        packages,
         pid,
         client,
     }
@@ -260,20 +262,25 @@ async fn one_node() -> OneNode {
 
 /// Governance: elect 2.0.0 (with this hash and these URLs) and deploy it to the subnet.
 async fn deploy_2_0_0(n: &OneNode, sha256_hex: String, urls: Vec<String>) {
+    deploy(n, "2.0.0", sha256_hex, urls, 0).await
+}
+
+/// Governance: elect `version` and deploy it to the subnet (proposal nonces from `nonce`).
+async fn deploy(n: &OneNode, version: &str, sha256_hex: String, urls: Vec<String>, nonce: u64) {
     let (reg_port, root_key, net) = (n.reg_port, &n.root_key, &n.net);
     let key: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
     let registry = RegistryClient::new(&format!("http://127.0.0.1:{reg_port}"), Some(key)).unwrap();
     let subnet = net.genesis.subnets[0].subnet_id;
-    let v2 = ReplicaVersion::new("2.0.0").unwrap();
-    for (nonce, kind) in [
+    let v = ReplicaVersion::new(version).unwrap();
+    for (i, kind) in [
         ProposalKind::ElectVersion {
-            version: v2.clone(),
+            version: v.clone(),
             sha256_hex,
             urls,
         },
         ProposalKind::DeployVersion {
             subnet,
-            version: v2.clone(),
+            version: v.clone(),
         },
     ]
     .into_iter()
@@ -281,7 +288,7 @@ async fn deploy_2_0_0(n: &OneNode, sha256_hex: String, urls: Vec<String>) {
     {
         let s = Submission {
             neuron_id: 0,
-            nonce: nonce as u64,
+            nonce: nonce + i as u64,
             kind,
         };
         registry
@@ -332,6 +339,50 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
         String::from_utf8_lossy(&cmdline)
     );
     // The state came across: the value written on 1.0.0 is there on 2.0.0.
+    let q = json(
+        &client,
+        format!("http://{}/api/v1/query?key=before", rec.http_address),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+
+    // A downgrade to the first release's code under a new id, 3.0.0, where the schema
+    // allows it (2.0.0 kept schema 1): the rehearsal passes, the node switches, and the
+    // state comes across again.
+    let bin = tests::binaries();
+    let files = [
+        ("bin/replica", bin.join("replica")),
+        ("bin/orchestrator", bin.join("orchestrator")),
+    ];
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let out = n.packages.join("3.0.0.tar.zst");
+    let sha3 = release::build_package(&out, &ReplicaVersion::new("3.0.0").unwrap(), "test", &files)
+        .unwrap();
+    deploy(&n, "3.0.0", sha3, vec![n.url("3.0.0")], 2).await;
+    let s = wait_until(
+        &client,
+        &orch_status,
+        "the orchestrator to run 3.0.0",
+        &node,
+        |s| s["running_version"].as_str() == Some("3.0.0") && s["replica_pid"].as_u64().is_some(),
+    )
+    .await;
+    let cup_height = s["cup"]["height"].as_u64().unwrap();
+    wait_until(
+        &client,
+        &replica_status,
+        "3.0.0 to finalize past its CUP",
+        &node,
+        |s| {
+            s["replica_version"].as_str() == Some("3.0.0")
+                && s["state_schema"].as_u64() == Some(1)
+                && s["finalized_height"].as_u64() > Some(cup_height + 1)
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(node.join("orchestrator.log")).unwrap();
+    assert!(log.contains("rehearsal passed"), "{log}");
     let q = json(
         &client,
         format!("http://{}/api/v1/query?key=before", rec.http_address),

@@ -1,12 +1,21 @@
-//! The `testnet` tool end to end: prep and up a 4-node network through orchestrators,
-//! upgrade it with `nns` (elect, deploy, votes), watch every node switch, and take it down.
+//! The `testnet` tool end to end, real processes on loopback: a 4-node network that
+//! governance upgrades from the first release to the next one (state schema 2 with its
+//! migration, the append method, another artifact encoding) under continuous load, while
+//! one node is down, no package URL is good at first, and an orchestrator and a replica
+//! are killed with SIGKILL during the halt; then a downgrade to the first release's code
+//! that the state's schema does not allow, refused with the state left as it was.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
 use std::{
-    path::Path,
-    process::Command,
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,11 +33,7 @@ fn run(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn status(testnet: &Path, dir: &str) -> Value {
-    serde_json::from_str(&run(testnet, &["status", "--dir", dir, "--json"])).unwrap()
-}
-
-/// A base port with 30 free ports above it (nothing listens there now).
+/// A base port with 30 free ports above it (nothing listens now).
 fn base_port() -> u16 {
     loop {
         let base = tests::free_port();
@@ -40,93 +45,252 @@ fn base_port() -> u16 {
     }
 }
 
-struct Down<'a>(&'a Path, String);
-impl Drop for Down<'_> {
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Alive and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| !st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+}
+
+fn pid_in(file: &Path) -> u32 {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+struct Net {
+    testnet: PathBuf,
+    nns: PathBuf,
+    dir: PathBuf,
+    d: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Drop for Net {
     fn drop(&mut self) {
-        let _ = Command::new(self.0)
-            .args(["down", "--dir", &self.1])
+        let _ = Command::new(&self.testnet)
+            .args(["down", "--dir", &self.d])
             .output();
     }
 }
 
+impl Net {
+    fn status(&self) -> Value {
+        serde_json::from_str(&run(&self.testnet, &["status", "--dir", &self.d, "--json"])).unwrap()
+    }
+
+    fn get(&self, url: String) -> Option<Value> {
+        self.rt
+            .block_on(async { self.http.get(url).send().await.ok()?.json().await.ok() })
+    }
+
+    /// Waits until `done` holds for the testnet status; returns that status.
+    fn wait(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{what}: not within {PATIENCE:?}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Proposes as neuron 0 and adopts with neuron 1's vote (two of three).
+    fn govern(&self, registry: &str, args: &[&str]) {
+        let key = |i: usize| {
+            self.dir
+                .join("neurons")
+                .join(format!("neuron-{i}.key"))
+                .display()
+                .to_string()
+        };
+        let as_neuron = |i: usize, args: &[&str]| {
+            let k = key(i);
+            let mut all = vec!["--registry", registry, "--neuron-key", &k];
+            all.extend_from_slice(args);
+            run(&self.nns, &all)
+        };
+        let out = as_neuron(0, args);
+        let id = out.trim().trim_start_matches("proposal ").to_string();
+        as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
+    }
+
+    fn package(&self, version: &str, out: &Path, next: bool) -> String {
+        let o = out.to_str().unwrap();
+        let mut args = vec!["package", "--version", version, "--out", o];
+        if next {
+            args.push("--next-release");
+        }
+        run(&self.testnet, &args)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+fn nodes(s: &Value) -> &Vec<Value> {
+    s["nodes"].as_array().unwrap()
+}
+
+/// On `version`, in state schema `schema`, finalizing past its CUP.
+fn resumed(n: &Value, version: &str, schema: u64) -> bool {
+    n["running_version"] == version
+        && n["state_schema"] == schema
+        && n["finalized_height"].as_u64() > n["cup_height"].as_u64().map(|c| c + 1)
+}
+
+/// Samples every replica's `(state schema, executed height) -> state hash` until stopped:
+/// two nodes reporting different hashes for one key is a divergence.
+fn sample_hashes(
+    urls: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<BTreeMap<(u64, u64), BTreeMap<String, String>>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mut seen: BTreeMap<(u64, u64), BTreeMap<String, String>> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            for u in &urls {
+                let s: Option<Value> = rt.block_on(async {
+                    http.get(format!("{u}/api/v1/status"))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()
+                });
+                if let Some(s) = s
+                    && let (Some(schema), Some(h), Some(hash)) = (
+                        s["state_schema"].as_u64(),
+                        s["executed_height"].as_u64(),
+                        s["state_hash"].as_str(),
+                    )
+                {
+                    seen.entry((schema, h))
+                        .or_default()
+                        .insert(u.clone(), hash.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen
+    })
+}
+
 #[test]
-fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
+fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgrade() {
     let bin = tests::binaries();
-    let (testnet, nns) = (bin.join("testnet"), bin.join("nns"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let d = dir.to_str().unwrap().to_string();
+    let net = Net {
+        testnet: bin.join("testnet"),
+        nns: bin.join("nns"),
+        d: dir.to_str().unwrap().to_string(),
+        dir: dir.clone(),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        // No idle connections: the runtime only runs inside `get`, so a pooled one can
+        // go stale between calls.
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+    };
+    let d = net.d.clone();
     let base = base_port().to_string();
-    run(
-        &testnet,
-        &[
-            "prep",
-            "--dir",
-            &d,
-            "--nodes",
-            "4",
-            "--dkg-interval",
-            "9",
-            "--base-port",
-            &base,
-        ],
-    );
+    let prep = [
+        "prep",
+        "--dir",
+        &d,
+        "--nodes",
+        "4",
+        "--dkg-interval",
+        "9",
+        "--base-port",
+        &base,
+    ];
+    run(&net.testnet, &prep);
     // prep refuses to overwrite.
     assert!(
-        !Command::new(&testnet)
+        !Command::new(&net.testnet)
             .args(["prep", "--dir", &d])
             .status()
             .unwrap()
             .success()
     );
-    let _down = Down(&testnet, d.clone());
-    run(&testnet, &["up", "--dir", &d]);
-    run(&testnet, &["up", "--dir", &d]); // safe to run twice
-    let s = status(&testnet, &d);
-    let nodes = s["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 4);
-    for n in nodes {
+    run(&net.testnet, &["up", "--dir", &d]);
+    run(&net.testnet, &["up", "--dir", &d]); // safe to run twice
+    let s = net.status();
+    assert_eq!(nodes(&s).len(), 4);
+    for n in nodes(&s) {
         assert_eq!(n["alive"], true, "{s}");
         assert_eq!(n["running_version"], "1.0.0", "{s}");
+        assert_eq!(n["state_schema"], 1, "{s}");
     }
-
-    // Node 3 is down through the whole upgrade (three of four nodes still make a quorum).
-    run(&testnet, &["stop-node", "--dir", &d, "--node", "3"]);
-
-    // Governance: package the next release, elect it, deploy it (two of three neurons).
-    // Its first URL serves bytes with the wrong hash (the 1.0.0 package): nodes that
-    // start there fall back to the second.
-    let pkg = dir.join("packages").join("2.0.0.tar.zst");
-    let sha = run(
-        &testnet,
-        &[
-            "package",
-            "--version",
-            "2.0.0",
-            "--out",
-            pkg.to_str().unwrap(),
-        ],
-    );
-    let sha = sha.lines().last().unwrap().trim().to_string();
     let registry = s["registry_url"].as_str().unwrap().to_string();
-    let url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
-    let bad_url = format!("{}/1.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
-    let key = |i: usize| {
-        dir.join("neurons")
-            .join(format!("neuron-{i}.key"))
-            .display()
-            .to_string()
-    };
-    let nns_as = |i: usize, args: &[&str]| {
-        let mut all = vec!["--registry", &registry, "--neuron-key"];
-        let k = key(i);
-        all.push(&k);
-        all.extend_from_slice(args);
-        run(&nns, &all)
-    };
-    let id = |out: String| out.trim().trim_start_matches("proposal ").to_string();
-    let p = id(nns_as(
-        0,
+    let base_url = s["package_url_base"].as_str().unwrap().to_string();
+    let subnet = s["subnets"][0]["subnet_id"].as_str().unwrap().to_string();
+    let urls: Vec<String> = nodes(&s)
+        .iter()
+        .map(|n| n["replica_url"].as_str().unwrap().to_string())
+        .collect();
+    let orchestrators: Vec<String> = nodes(&s)
+        .iter()
+        .map(|n| n["orchestrator_url"].as_str().unwrap().to_string())
+        .collect();
+
+    // Continuous load for the whole upgrade, and a watch on every node's state hashes.
+    let writes = tmp.path().join("writes.jsonl");
+    let mut load: Child = Command::new(&net.testnet)
+        .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
+        .arg("--out")
+        .arg(&writes)
+        .spawn()
+        .unwrap();
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_hashes(urls.clone(), stop_sampling.clone());
+
+    // Node 3 is down through the whole upgrade (three of four still make a quorum).
+    run(&net.testnet, &["stop-node", "--dir", &d, "--node", "3"]);
+
+    // Governance elects the next release with two URLs: the first serves the wrong bytes
+    // (the 1.0.0 package), the second nothing yet.
+    let staged = tmp.path().join("2.0.0.tar.zst");
+    let sha = net.package("2.0.0", &staged, true);
+    let first_sha = net.package("1.0.0", &tmp.path().join("again.tar.zst"), false);
+    assert_ne!(sha, first_sha, "the next release's package must differ");
+    let bad_url = format!("{base_url}/1.0.0.tar.zst");
+    let url = format!("{base_url}/2.0.0.tar.zst");
+    net.govern(
+        &registry,
         &[
             "propose",
             "elect-version",
@@ -139,11 +303,9 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
             "--url",
             &url,
         ],
-    ));
-    nns_as(1, &["vote", "--proposal", &p, "--yes"]);
-    let subnet = s["subnets"][0]["subnet_id"].as_str().unwrap().to_string();
-    let p = id(nns_as(
-        0,
+    );
+    net.govern(
+        &registry,
         &[
             "propose",
             "deploy-version",
@@ -152,49 +314,176 @@ fn a_testnet_comes_up_upgrades_through_governance_and_goes_down() {
             "--version",
             "2.0.0",
         ],
-    ));
-    nns_as(1, &["vote", "--proposal", &p, "--yes"]);
+    );
 
-    // Every running node switches, and the subnet finalizes on 2.0.0.
-    let start = Instant::now();
-    let up_to_date = |s: &Value, nodes: std::ops::Range<usize>| {
-        s["nodes"].as_array().unwrap()[nodes].iter().all(|n| {
-            n["running_version"] == "2.0.0"
-                && n["finalized_height"].as_u64() > n["cup_height"].as_u64().map(|c| c + 1)
+    // No good URL: the running nodes halt at the CUP, stay on 1.0.0 and report why.
+    let failed = net.wait("every running node reports the failed download", |s| {
+        nodes(s)[0..3].iter().all(|n| {
+            n["running_version"] == "1.0.0"
+                && n["upgrade_state"] == "failed"
+                && n["upgrade_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("1.0.0.tar.zst") && e.contains("2.0.0.tar.zst"))
         })
-    };
-    let switched = loop {
-        let s = status(&testnet, &d);
-        if up_to_date(&s, 0..3) {
-            break s;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the upgrade did not complete: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let cup = switched["nodes"][0]["cup_height"].as_u64().unwrap();
+    });
+    let halted = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
+    assert!(
+        halted["halting"] == true || halted["halted"] == true,
+        "{halted} {failed}"
+    );
+
+    // During the halt: SIGKILL node 1's orchestrator and node 2's replica. Node 1's
+    // orchestrator is started again (as its service manager would); it must stop the
+    // replica its predecessor left running rather than start a second one.
+    let orchestrator_1 = pid_in(&dir.join("pids/node-1.pid"));
+    let orphan = pid_in(&dir.join("nodes/node-1/replica.pid"));
+    let replica_2 = pid_in(&dir.join("nodes/node-2/replica.pid"));
+    signal(orchestrator_1, "-KILL");
+    signal(replica_2, "-KILL");
+    let start = Instant::now();
+    while alive(orchestrator_1) || alive(replica_2) {
+        assert!(start.elapsed() < PATIENCE, "SIGKILL did not take");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        alive(orphan),
+        "node 1's replica should outlive its orchestrator"
+    );
+    run(&net.testnet, &["start-node", "--dir", &d, "--node", "1"]);
+
+    // The good package appears at the second URL: the retried downloads find it.
+    std::fs::rename(&staged, dir.join("packages/2.0.0.tar.zst")).unwrap();
+    let switched = net.wait("nodes 0 to 2 on 2.0.0 in schema 2", |s| {
+        nodes(s)[0..3].iter().all(|n| resumed(n, "2.0.0", 2))
+    });
+    assert!(!alive(orphan), "node 1's orphaned replica still runs");
+    let cup = nodes(&switched)[0]["cup_height"].as_u64().unwrap();
     assert!(cup > 0, "{switched}");
 
     // Node 3 comes back on 1.0.0: it learns the CUP from its peers, fetches 2.0.0,
-    // re-executes into it and joins (its state at the CUP comes by state sync).
-    run(&testnet, &["start-node", "--dir", &d, "--node", "3"]);
-    let start = Instant::now();
-    loop {
-        let s = status(&testnet, &d);
-        if up_to_date(&s, 3..4) {
-            break;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "node 3 did not join at 2.0.0: {s}"
+    // re-executes into it and joins (its state at the CUP by state sync, then migrated).
+    run(&net.testnet, &["start-node", "--dir", &d, "--node", "3"]);
+    net.wait("node 3 on 2.0.0 in schema 2", |s| {
+        resumed(&nodes(s)[3], "2.0.0", 2)
+    });
+
+    // The load ends; every acknowledged write is on every node, in schema 2's form.
+    std::thread::sleep(Duration::from_secs(2));
+    signal(load.id(), "-INT");
+    assert!(load.wait().unwrap().success(), "testnet load failed");
+    let lines = std::fs::read_to_string(&writes).unwrap();
+    let heights: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["height"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        heights.iter().any(|h| *h <= cup) && heights.iter().any(|h| *h > cup),
+        "the load must span the upgrade (CUP at {cup}): {heights:?}"
+    );
+    let w = writes.to_str().unwrap();
+    let report: Value = serde_json::from_str(&run(
+        &net.testnet,
+        &["verify", "--dir", &d, "--writes", w, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(report["writes"].as_u64(), Some(heights.len() as u64));
+    assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+    assert_eq!(report["unmigrated"], serde_json::json!([]), "{report}");
+    assert_eq!(report["state_schemas"], serde_json::json!([2, 2, 2, 2]));
+
+    // No two nodes ever reported different state hashes at one height and schema.
+    stop_sampling.store(true, Ordering::Relaxed);
+    let seen = sampler.join().unwrap();
+    for ((schema, h), by_node) in &seen {
+        let distinct: std::collections::BTreeSet<&String> = by_node.values().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "nodes disagree at schema {schema} height {h}: {by_node:?}"
         );
-        std::thread::sleep(Duration::from_millis(500));
     }
-    run(&testnet, &["down", "--dir", &d]);
-    let s = status(&testnet, &d);
-    for n in s["nodes"].as_array().unwrap() {
+    assert!(
+        seen.keys().any(|(s, _)| *s == 1) && seen.keys().any(|(s, _)| *s == 2),
+        "the sampler saw both schemas"
+    );
+
+    // A downgrade to the first release's code as 3.0.0: its rehearsal finds state schema
+    // 2, which it cannot read, so every node refuses (status and log) and keeps 2.0.0
+    // running on its state as it was.
+    let sha3 = net.package("3.0.0", &dir.join("packages/3.0.0.tar.zst"), false);
+    assert_eq!(sha3.len(), 64);
+    let url3 = format!("{base_url}/3.0.0.tar.zst");
+    net.govern(
+        &registry,
+        &[
+            "propose",
+            "elect-version",
+            "--version",
+            "3.0.0",
+            "--sha256",
+            &sha3,
+            "--url",
+            &url3,
+        ],
+    );
+    net.govern(
+        &registry,
+        &[
+            "propose",
+            "deploy-version",
+            "--subnet",
+            &subnet,
+            "--version",
+            "3.0.0",
+        ],
+    );
+    let refused = net.wait("every node refuses 3.0.0", |s| {
+        nodes(s).iter().all(|n| {
+            n["running_version"] == "2.0.0"
+                && n["upgrade_state"] == "failed"
+                && n["upgrade_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("refused 3.0.0") && e.contains("schema 2"))
+        })
+    });
+    let replica_status = |i: usize| {
+        net.get(format!("{}/api/v1/status", urls[i]))
+            .unwrap_or_else(|| {
+                let log = dir.join(format!("nodes/node-{i}/replica.log"));
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!("node {i}'s replica does not answer; {refused}\n{tail:#?}")
+            })
+    };
+    let before: Vec<Value> = (0..urls.len()).map(replica_status).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..urls.len() {
+        let now = replica_status(i);
+        assert_eq!(now["replica_version"], "2.0.0", "{now}");
+        assert_eq!(now["state_schema"], 2, "{now}");
+        assert_eq!(now["halted"], true, "{now}");
+        assert_eq!(now["executed_height"], now["cup_height"], "{now}");
+        assert_eq!(now["state_hash"], before[i]["state_hash"], "{now}");
+        let o = net.get(format!("{}/status", orchestrators[i])).unwrap();
+        assert_eq!(o["upgrade"]["target_version"], "3.0.0", "{o}");
+        let log = std::fs::read_to_string(dir.join(format!("logs/node-{i}.log"))).unwrap();
+        assert!(log.contains("refused the upgrade"), "node {i}'s log");
+    }
+    let again: Value = serde_json::from_str(&run(
+        &net.testnet,
+        &["verify", "--dir", &d, "--writes", w, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(again["lost"], serde_json::json!([]), "{again}");
+    assert_eq!(again["unmigrated"], serde_json::json!([]), "{again}");
+
+    run(&net.testnet, &["down", "--dir", &d]);
+    let s = net.status();
+    for n in nodes(&s) {
         assert_eq!(n["alive"], false, "{s}");
     }
 }
