@@ -58,12 +58,7 @@ async fn run(args: Args) -> Result<(), String> {
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
+        registry::shutdown::requested().await;
         let _ = stop_tx.send(());
     });
     orchestrator.run(stop_rx).await;

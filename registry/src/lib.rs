@@ -10,6 +10,8 @@
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
+//! - [`logging`] and [`shutdown`]: what every node-side binary shares (the log setup, and
+//!   waiting for SIGTERM or Ctrl-C).
 //!
 //! Binaries: `registry` (init, serve) and `nns` (governance from the command line).
 
@@ -24,6 +26,7 @@ pub mod records;
 pub mod replicator;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 
 pub use service::{Registry, RegistryError};

@@ -198,21 +198,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
     });
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
-        // SIGTERM is how the orchestrator stops a replica; Ctrl-C is how a person does.
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated => {}
-        }
+        registry::shutdown::requested().await;
         let _ = stop_tx.send(());
     });
     let r = driver.run(inbox, req_rx, stop_rx).await;

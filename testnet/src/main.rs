@@ -651,20 +651,7 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> 
         // Ctrl-C (or SIGTERM) ends the sending early; the confirmation still runs.
         let flag = stop.clone();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
-            }
+            registry::shutdown::requested().await;
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

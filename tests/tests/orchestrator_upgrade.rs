@@ -63,6 +63,26 @@ async fn wait_until<F: Fn(&Value) -> bool>(
     }
 }
 
+/// The first release's files, for a package.
+fn first_release(bin: &Path) -> [(&'static str, PathBuf); 2] {
+    [
+        ("bin/replica", bin.join("replica")),
+        ("bin/orchestrator", bin.join("orchestrator")),
+    ]
+}
+
+/// Waits until the orchestrator runs `version` with a replica; returns its status.
+async fn runs(n: &OneNode, version: &str) -> Value {
+    wait_until(
+        &n.client,
+        &n.orchestrator_status(),
+        &format!("the orchestrator to run {version}"),
+        &n.node,
+        |s| s["running_version"].as_str() == Some(version) && s["replica_pid"].as_u64().is_some(),
+    )
+    .await
+}
+
 /// A running one-node subnet at 1.0.0 under its orchestrator, with a registry server and
 /// a package server holding 1.0.0 and 2.0.0.
 struct OneNode {
@@ -105,10 +125,7 @@ async fn one_node() -> OneNode {
     // Two release packages of the same binaries, labeled 1.0.0 and 2.0.0.
     let packages = root.join("packages");
     std::fs::create_dir_all(&packages).unwrap();
-    let files = [
-        ("bin/replica", bin.join("replica")),
-        ("bin/orchestrator", bin.join("orchestrator")),
-    ];
+    let files = first_release(&bin);
     let files: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
     let mut sha = Vec::new();
     for v in ["1.0.0", "2.0.0"] {
@@ -306,14 +323,7 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
         (n.client.clone(), n.node.clone(), &n.images, n.pid, &n.rec);
     let (orch_status, replica_status) = (n.orchestrator_status(), n.replica_status());
     // The orchestrator re-executes itself (same pid) as 2.0.0 and runs replica 2.0.0.
-    let s = wait_until(
-        &client,
-        &orch_status,
-        "the orchestrator to run 2.0.0",
-        &node,
-        |s| s["running_version"].as_str() == Some("2.0.0") && s["replica_pid"].as_u64().is_some(),
-    )
-    .await;
+    let s = runs(&n, "2.0.0").await;
     assert_eq!(s["cup"]["replica_version"].as_str(), Some("1.0.0"), "{s}");
     let cup_height = s["cup"]["height"].as_u64().unwrap();
     wait_until(
@@ -350,24 +360,13 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     // A downgrade to the first release's code under a new id, 3.0.0, where the schema
     // allows it (2.0.0 kept schema 1): the rehearsal passes, the node switches, and the
     // state comes across again.
-    let bin = tests::binaries();
-    let files = [
-        ("bin/replica", bin.join("replica")),
-        ("bin/orchestrator", bin.join("orchestrator")),
-    ];
+    let files = first_release(&tests::binaries());
     let files: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
     let out = n.packages.join("3.0.0.tar.zst");
     let sha3 = release::build_package(&out, &ReplicaVersion::new("3.0.0").unwrap(), "test", &files)
         .unwrap();
     deploy(&n, "3.0.0", sha3, vec![n.url("3.0.0")], 2).await;
-    let s = wait_until(
-        &client,
-        &orch_status,
-        "the orchestrator to run 3.0.0",
-        &node,
-        |s| s["running_version"].as_str() == Some("3.0.0") && s["replica_pid"].as_u64().is_some(),
-    )
-    .await;
+    let s = runs(&n, "3.0.0").await;
     let cup_height = s["cup"]["height"].as_u64().unwrap();
     wait_until(
         &client,

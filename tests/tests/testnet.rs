@@ -131,6 +131,11 @@ impl Net {
         as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
     }
 
+    fn deploy(&self, registry: &str, subnet: &str, version: &str) {
+        let args = ["propose", "deploy-version", "--subnet", subnet];
+        self.govern(registry, &[&args[..], &["--version", version]].concat());
+    }
+
     fn package(&self, version: &str, out: &Path, next: bool) -> String {
         let o = out.to_str().unwrap();
         let mut args = vec!["package", "--version", version, "--out", o];
@@ -304,17 +309,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
             &url,
         ],
     );
-    net.govern(
-        &registry,
-        &[
-            "propose",
-            "deploy-version",
-            "--subnet",
-            &subnet,
-            "--version",
-            "2.0.0",
-        ],
-    );
+    net.deploy(&registry, &subnet, "2.0.0");
 
     // No good URL: the running nodes halt at the CUP, stay on 1.0.0 and report why.
     let failed = net.wait("every running node reports the failed download", |s| {
@@ -430,17 +425,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
             &url3,
         ],
     );
-    net.govern(
-        &registry,
-        &[
-            "propose",
-            "deploy-version",
-            "--subnet",
-            &subnet,
-            "--version",
-            "3.0.0",
-        ],
-    );
+    net.deploy(&registry, &subnet, "3.0.0");
     let refused = net.wait("every node refuses 3.0.0", |s| {
         nodes(s).iter().all(|n| {
             n["running_version"] == "2.0.0"

@@ -108,8 +108,12 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 pub const IDLE_TIMEOUT_MS: u64 = 20_000;
 /// Keep-alive interval on every connection.
 pub const KEEP_ALIVE_INTERVAL_MS: u64 = 4_000;
-/// `shutdown` waits at most this long for tasks to stop and for the endpoint to go idle.
+/// `shutdown` waits at most this long for tasks to stop.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// ... and at most this long for closed connections to drain. The close frames go out at
+/// once; draining (three probe timeouts, seconds) only answers a peer that missed them,
+/// and a replica stopping for an upgrade should not hold the switch for it.
+pub const SHUTDOWN_DRAIN_MS: u64 = 300;
 /// Largest `reconnect_max_ms` a config may ask for.
 pub const RECONNECT_MAX_CEILING_MS: u64 = 600_000;
 /// Longest protocol name (an ALPN identifier is at most 255 bytes).
