@@ -321,7 +321,7 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     deploy_2_0_0(&n, n.sha[1].clone(), vec![n.url("2.0.0")]).await;
     let (client, node, images, pid, rec) =
         (n.client.clone(), n.node.clone(), &n.images, n.pid, &n.rec);
-    let (orch_status, replica_status) = (n.orchestrator_status(), n.replica_status());
+    let replica_status = n.replica_status();
     // The orchestrator re-executes itself (same pid) as 2.0.0 and runs replica 2.0.0.
     let s = runs(&n, "2.0.0").await;
     assert_eq!(s["cup"]["replica_version"].as_str(), Some("1.0.0"), "{s}");
