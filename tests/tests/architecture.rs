@@ -105,7 +105,7 @@ fn release_packages_are_light() {
 /// The simulator's signature stand-in can never be built into a replica.
 #[test]
 fn no_replica_or_orchestrator_depends_on_the_simulator() {
-    for krate in ["replica", "orchestrator", "registry"] {
+    for krate in ["replica", "replica-next", "orchestrator", "registry"] {
         let t = tree(krate);
         assert!(
             !depends_on(&t, "simulator"),

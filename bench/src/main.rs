@@ -1,0 +1,62 @@
+//! `bench`: the headline figures beside the limits they stand against, measured in one
+//! run on one machine, so that ratios (which drift less than absolute times on a shared
+//! machine) back the claims.
+//!
+//! This part measures in one process: the limits (ed25519 and BLS verifications per
+//! second on one core, a QUIC round trip on loopback, spawning a process, opening a
+//! state) and the figures that need no network of nodes (CUP verification, a registry
+//! read at many versions). `--tiny` runs every measurement at a toy size: the test suite
+//! runs that, to show the command works, never to judge a figure.
+
+mod measure;
+
+use clap::Parser;
+use serde_json::json;
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "Measures the headline figures and the physical limits beside them, in one run."
+)]
+struct Args {
+    /// Toy sizes: checks that every measurement runs (seconds, not minutes).
+    #[arg(long)]
+    tiny: bool,
+    /// Print the figures as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Replace the part of FILE between `<!-- bench:start -->` and `<!-- bench:end -->`
+    /// (BENCHMARKS.md) with the table.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let sizes = if args.tiny {
+        measure::Sizes::TINY
+    } else {
+        measure::Sizes::FULL
+    };
+    let rows = match measure::all(&sizes) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let table = measure::table(&rows, &sizes);
+    if args.json {
+        println!("{}", json!({ "tiny": args.tiny, "figures": rows }));
+    } else {
+        println!("{table}");
+    }
+    if let Some(path) = args.write
+        && let Err(e) = measure::write_between_markers(&path, &table)
+    {
+        eprintln!("bench: error: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
