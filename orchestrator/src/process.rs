@@ -112,8 +112,8 @@ impl Supervisor {
             .append(true)
             .open(launch.node_dir.join("replica.log"))
             .map_err(|e| format!("replica.log: {e}"))?;
-        let child = Command::new(&launch.binary)
-            .arg("--node-dir")
+        let mut cmd = Command::new(&launch.binary);
+        cmd.arg("--node-dir")
             .arg(&launch.node_dir)
             .arg("--version")
             .arg(launch.version.as_str())
@@ -122,9 +122,25 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", launch.binary.display()))?;
+            .process_group(0);
+        // ETXTBSY: a binary written moments ago can still be open for writing in a child
+        // that another thread forked before its exec closed the descriptor; it passes.
+        let mut attempts = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e)
+                    if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                        && attempts < 50 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => {
+                    break r
+                        .map_err(|e| format!("cannot start {}: {e}", launch.binary.display()))?;
+                }
+            }
+        };
         tracing::info!(pid = child.id(), version = %launch.version, cup_height = %launch.cup_height, "replica started");
         if let Err(e) = std::fs::write(pid_file(&launch.node_dir), format!("{}\n", child.id())) {
             tracing::warn!(error = %e, "cannot record the replica's pid");
