@@ -506,14 +506,18 @@ fn status(dir: &Path, as_json: bool) -> Result<(), String> {
         );
         for (i, n) in report["nodes"].as_array().into_iter().flatten().enumerate() {
             println!(
-                "node {i}: alive {} version {} upgrade {} finalized {} certified {} cup {}",
+                "node {i}: alive {} version {} upgrade {} finalized {} certified {} cup {} schema {}",
                 n["alive"],
                 n["running_version"],
                 n["upgrade_state"],
                 n["finalized_height"],
                 n["certified_height"],
-                n["cup_height"]
+                n["cup_height"],
+                n["state_schema"]
             );
+            if let Some(e) = n["upgrade_error"].as_str() {
+                println!("        last upgrade error: {e}");
+            }
         }
     }
     Ok(())
