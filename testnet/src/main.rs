@@ -859,11 +859,13 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     )?);
     nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
     event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
+    let deployed_at = Instant::now();
 
     // Watch: halting, the CUP, each node's switch and migration, the first block on 2.0.0.
     let mut halting_at: Option<Instant> = None;
     let mut switched = vec![false; l.nodes.len()];
     let mut migrated = vec![false; l.nodes.len()];
+    let mut all_running_at: Option<Instant> = None;
     let start = Instant::now();
     let resumed_at = loop {
         let mut all_resumed = true;
@@ -895,6 +897,9 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
                     .map(|h| format!(" from the CUP at height {h}"))
                     .unwrap_or_default();
                 event(format!("node {i}: orchestrator re-executed as 2.0.0{cup}"));
+                if all_running_at.is_none() && switched.iter().all(|s| *s) {
+                    all_running_at = Some(Instant::now());
+                }
             }
             if on_b && !migrated[i] && r.as_ref().is_some_and(|r| r["state_schema"] == 2) {
                 migrated[i] = true;
@@ -968,6 +973,9 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     );
     let summary = json!({
         "downtime_ms": downtime_ms,
+        // From the deploy proposal's adoption to every node running the new release.
+        "deploy_to_all_running_ms": all_running_at
+            .map(|t| t.duration_since(deployed_at).as_millis()),
         "writes_acknowledged": acknowledged.len(),
         "writes_lost": lost.len(),
         "writes_unmigrated": checked.unmigrated.len(),
