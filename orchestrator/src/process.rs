@@ -159,20 +159,14 @@ impl Supervisor {
             return;
         };
         let pgid = Pid::from_raw(r.child.id() as i32);
-        let _ = killpg(pgid, Signal::SIGTERM);
-        let deadline = Instant::now() + self.grace;
-        let mut stopped = false;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = r.child.try_wait() {
-                tracing::info!("replica stopped");
-                stopped = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if !stopped {
+        if terminate_group(pgid, self.grace, || {
+            matches!(r.child.try_wait(), Ok(Some(_)))
+        })
+        .await
+        {
+            tracing::info!("replica stopped");
+        } else {
             tracing::warn!("replica ignored SIGTERM: SIGKILL");
-            let _ = killpg(pgid, Signal::SIGKILL);
             let _ = r.child.wait();
         }
         let _ = std::fs::remove_file(pid_file(&r.launch.node_dir));
@@ -204,16 +198,26 @@ impl Supervisor {
             "a replica left running by an earlier orchestrator: stopping it"
         );
         let pgid = Pid::from_raw(pid);
-        let _ = killpg(pgid, Signal::SIGTERM);
-        let deadline = Instant::now() + self.grace;
-        while Instant::now() < deadline {
-            if nix::sys::signal::kill(pgid, None).is_err() || is_zombie(pid) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = killpg(pgid, Signal::SIGKILL);
+        terminate_group(pgid, self.grace, || {
+            nix::sys::signal::kill(pgid, None).is_err() || is_zombie(pid)
+        })
+        .await;
     }
+}
+
+/// SIGTERM to the process group, then SIGKILL if `gone` does not hold within `grace`.
+/// Returns whether it went on SIGTERM.
+async fn terminate_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> bool) -> bool {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if gone() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    false
 }
 
 /// Where the running replica's pid is kept.

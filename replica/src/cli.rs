@@ -214,14 +214,7 @@ fn check(args: &Args) -> Result<String, ReplicaError> {
     let dir = NodeDir::new(&args.node_dir);
     let node_id = dir.keys()?.ed25519.node_id();
     let follower = std::env::temp_dir().join(format!("replica-check-{}", std::process::id()));
-    let registry =
-        registry::store::RocksStore::open_secondary(&dir.registry(), &follower).map_err(|e| {
-            ReplicaError::Registry(format!(
-                "cannot open the node-local registry copy in {}: {e}",
-                dir.registry().display()
-            ))
-        });
-    let result = registry.and_then(|registry| {
+    let result = start::open_registry_following(&dir, &follower).and_then(|registry| {
         let given = read_cup(&args.cup)?;
         let cup = start::choose_cup(&dir, given, &registry)?;
         start::check(&cup, &version, &node_id, &registry)?;

@@ -37,9 +37,18 @@ fn registry_err(e: impl std::fmt::Display) -> ReplicaError {
 
 /// Opens the node-local registry copy as a follower of the orchestrator's store.
 pub fn open_registry(dir: &NodeDir) -> Result<RocksStore, ReplicaError> {
-    std::fs::create_dir_all(dir.registry_follower())
-        .map_err(|e| ReplicaError::Io(format!("{}: {e}", dir.registry_follower().display())))?;
-    RocksStore::open_secondary(&dir.registry(), &dir.registry_follower()).map_err(|e| {
+    open_registry_following(dir, &dir.registry_follower())
+}
+
+/// The same, with the follower's own directory at `follower` (a rehearsal uses a
+/// throwaway one, so it never shares the running replica's).
+pub fn open_registry_following(
+    dir: &NodeDir,
+    follower: &std::path::Path,
+) -> Result<RocksStore, ReplicaError> {
+    std::fs::create_dir_all(follower)
+        .map_err(|e| ReplicaError::Io(format!("{}: {e}", follower.display())))?;
+    RocksStore::open_secondary(&dir.registry(), follower).map_err(|e| {
         ReplicaError::Registry(format!(
             "cannot open the node-local registry copy in {}: {e}",
             dir.registry().display()
@@ -124,43 +133,29 @@ pub fn check(
     Ok((subnet, me as NodeIndex))
 }
 
-/// The state at the CUP's height, if this node has it; `None` means state sync.
+/// The state at the CUP's height, if this node has it; `None` means state sync. It acts
+/// on [`plan_state_at`]'s choice, so a rehearsal and a start cannot choose differently.
 pub fn local_state_at(
     dir: &NodeDir,
     height: Height,
     state_hash: types::CryptoHash,
 ) -> Result<Option<ReplicatedState>, ReplicaError> {
     let state_dir = dir.state();
-    if state_dir.join("CURRENT").exists()
-        && ReplicatedState::peek(&state_dir)? == (height, state_hash)
-    {
-        return Ok(Some(ReplicatedState::open(&state_dir)?));
-    }
-    let cp = dir.checkpoint(height);
-    if cp.join("CURRENT").exists() {
-        let (h, hash) = ReplicatedState::peek(&cp)?;
-        if (h, hash) != (height, state_hash) {
-            return Err(ReplicaError::Refused(format!(
-                "the checkpoint in {} is at height {h} with state hash {hash}, but the CUP says height {height} with {state_hash}",
-                cp.display()
-            )));
+    match plan_state_at(dir, height, state_hash)?.source {
+        "state" => Ok(Some(ReplicatedState::open(&state_dir)?)),
+        "checkpoint" => Ok(Some(ReplicatedState::restore(
+            &dir.checkpoint(height),
+            &state_dir,
+        )?)),
+        "empty" => {
+            if state_dir.exists() {
+                std::fs::remove_dir_all(&state_dir)
+                    .map_err(|e| ReplicaError::Io(format!("{}: {e}", state_dir.display())))?;
+            }
+            Ok(Some(ReplicatedState::open(&state_dir)?))
         }
-        return Ok(Some(ReplicatedState::restore(&cp, &state_dir)?));
+        _ => Ok(None),
     }
-    if height == Height::ZERO {
-        if state_hash != types::empty_state_hash() {
-            return Err(ReplicaError::Refused(format!(
-                "a CUP at height 0 must carry the empty state's hash, not {state_hash}"
-            )));
-        }
-        if state_dir.exists() {
-            std::fs::remove_dir_all(&state_dir)
-                .map_err(|e| ReplicaError::Io(format!("{}: {e}", state_dir.display())))?;
-        }
-        let s = ReplicatedState::open(&state_dir)?;
-        return Ok(Some(s));
-    }
-    Ok(None)
 }
 
 /// What starting from a CUP would do with the state, found without writing anything
@@ -218,6 +213,11 @@ pub fn plan_state_at(
         return Ok(plan("checkpoint", schema));
     }
     if height == Height::ZERO {
+        if state_hash != types::empty_state_hash() {
+            return Err(ReplicaError::Refused(format!(
+                "a CUP at height 0 must carry the empty state's hash, not {state_hash}"
+            )));
+        }
         return Ok(plan("empty", SCHEMA_VERSION));
     }
     Ok(StatePlan {

@@ -111,14 +111,7 @@ pub async fn submit(client: &reqwest::Client, url: &str, m: &SignedIngress) -> R
 }
 
 pub async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Value> {
-    client
-        .get(format!("{url}/api/v1/query?key={key}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    crate::get(client, &format!("{url}/api/v1/query?key={key}")).await
 }
 
 /// The accepted writes that became readable, each with the certified height it was first
@@ -206,15 +199,9 @@ pub async fn verify(urls: &[String], writes: &[Write1]) -> Verified {
         return out;
     };
     for u in urls {
-        let schema = client.get(format!("{u}/api/v1/status")).send().await.ok();
-        let schema = match schema {
-            Some(r) => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|s| s["state_schema"].as_u64()),
-            None => None,
-        };
+        let schema = crate::get(&client, &format!("{u}/api/v1/status"))
+            .await
+            .and_then(|s| s["state_schema"].as_u64());
         out.schemas.push(schema);
         for w in writes {
             let a = query(&client, u, &w.key).await;
