@@ -69,9 +69,8 @@ impl Replicator {
                 break;
             }
             let mut s = lock();
-            for delta in &page.deltas {
-                s.append(delta)?;
-            }
+            // One atomic, durable write per page (not per version).
+            s.append_all(&page.deltas)?;
             if s.latest_version() >= remote {
                 break;
             }

@@ -12,6 +12,7 @@ use crate::{
     node_dir::NodeDir,
     now_ns,
     pool_store::PoolStore,
+    requests::{RequestStatus, Tracker},
     start::{self, MAX_PAYLOAD_BYTES},
     state::ReplicatedState,
 };
@@ -51,6 +52,13 @@ pub enum Request {
         oneshot::Sender<Result<CryptoHash, UpdateRefused>>,
     ),
     Query(String, oneshot::Sender<QueryAnswer>),
+    /// What became of an update; with `wait`, answered once it is certified (or when
+    /// the tracker is full).
+    Status {
+        id: CryptoHash,
+        wait: bool,
+        reply: oneshot::Sender<RequestStatus>,
+    },
 }
 
 /// Why an update was not accepted.
@@ -105,6 +113,20 @@ pub struct StatusView {
     pub halted: bool,
     pub registry_version: RegistryVersion,
     pub ingress_pool: usize,
+    /// The first and the newest block with updates in it that this process executed
+    /// (null before one): how long a subnet went without executing updates across an
+    /// upgrade is the gap between the old release's last and the new release's first.
+    pub first_payload: Option<PayloadBlock>,
+    pub last_payload: Option<PayloadBlock>,
+}
+
+/// A finalized block with updates in it, and when this node executed it.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct PayloadBlock {
+    pub height: u64,
+    pub messages: usize,
+    /// Wall clock, milliseconds since the Unix epoch.
+    pub executed_at_ms: u64,
 }
 
 /// Counters behind `/metrics`.
@@ -152,6 +174,9 @@ pub struct Driver {
     transport: Transport,
     shared: Arc<Shared>,
     counters: Counters,
+    requests: Tracker,
+    first_payload: Option<PayloadBlock>,
+    last_payload: Option<PayloadBlock>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -221,6 +246,8 @@ impl Driver {
             halted: false,
             registry_version: p.registry.latest_version(),
             ingress_pool: 0,
+            first_payload: None,
+            last_payload: None,
         };
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
@@ -248,6 +275,9 @@ impl Driver {
             transport: p.transport,
             shared: shared.clone(),
             counters: Counters::default(),
+            requests: Tracker::new(c.height),
+            first_payload: None,
+            last_payload: None,
         };
         (d, shared)
     }
@@ -332,6 +362,14 @@ impl Driver {
             }
             Request::Query(key, reply) => {
                 let _ = reply.send(self.query(key));
+            }
+            Request::Status { id, wait, reply } => {
+                let in_pool = self.ingress.contains(&id);
+                if wait {
+                    self.requests.wait(id, in_pool, reply);
+                } else {
+                    let _ = reply.send(self.requests.status(&id, in_pool));
+                }
             }
         }
     }
@@ -436,6 +474,16 @@ impl Driver {
                             .execute(d.height, d.block.context.time_ns, &payload)?;
                     self.counters.blocks_executed += 1;
                     self.counters.messages_executed += r.executed.len() as u64;
+                    self.requests.executed(d.height, &r.executed);
+                    if !payload.is_empty() {
+                        let b = PayloadBlock {
+                            height: d.height.get(),
+                            messages: payload.len(),
+                            executed_at_ms: now_ns() / 1_000_000,
+                        };
+                        self.first_payload.get_or_insert(b);
+                        self.last_payload = Some(b);
+                    }
                     self.undo.insert(d.height, r.previous_values);
                     self.ingress.purge(&r.executed, now_ns());
                     self.payload_dirty = true;
@@ -468,6 +516,7 @@ impl Driver {
                     while self.certificates.len() > MAX_CERTIFICATES {
                         self.certificates.pop_first();
                     }
+                    self.requests.certified(height);
                     // Undo entries at or below the newest certified height are not needed.
                     let keep = self.undo.split_off(&height.increment());
                     self.undo = keep;
@@ -661,6 +710,8 @@ impl Driver {
             s.halted = self.core.is_halted();
             s.registry_version = self.registry_seen;
             s.ingress_pool = self.ingress.len();
+            s.first_payload = self.first_payload;
+            s.last_payload = self.last_payload;
         }
         if let Ok(mut c) = self.shared.counters.lock() {
             *c = self.counters.clone();

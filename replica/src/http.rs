@@ -1,5 +1,5 @@
 //! The replica's HTTP API: `POST /api/v1/update`, `GET /api/v1/query`,
-//! `GET /api/v1/status`, `GET /metrics`, and `GET /_/state/{height}` (state sync chunks
+//! `GET /api/v1/request_status`, `GET /api/v1/status`, `GET /metrics`, and `GET /_/state/{height}` (state sync chunks
 //! for peers, verified by the receiver against a CUP, so it needs no authentication).
 //!
 //! An update's body is the canonical encoding of a [`SignedIngress`]
@@ -19,9 +19,9 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
-use types::{Height, codec};
+use types::{CryptoHash, Height, codec};
 
 /// The largest update body.
 pub const MAX_UPDATE_BYTES: usize = 128 * 1024;
@@ -37,6 +37,7 @@ pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
         .route("/api/v1/update", post(update))
         .route("/api/v1/query", get(query))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/request_status", get(request_status))
         .route("/metrics", get(metrics))
         .route("/_/state/{height}", get(state_chunk))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPDATE_BYTES))
@@ -99,6 +100,59 @@ async fn query(State(ctx): State<Ctx>, Query(q): Query<HashMap<String, String>>)
     match rx.await {
         Ok(a) => Json(a).into_response(),
         Err(_) => busy(),
+    }
+}
+
+/// `?id=<message id>[&wait_ms=N]`: what became of an update; with `wait_ms`, answers
+/// once it is certified or after N ms (at most `requests::MAX_WAIT_MS`) with what is
+/// known then.
+async fn request_status(
+    State(ctx): State<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(id) = q.get("id") else {
+        return error(StatusCode::BAD_REQUEST, "missing ?id=");
+    };
+    let Ok(id) = id.parse::<CryptoHash>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("id {id:?} is not a message id (64 hex digits)"),
+        );
+    };
+    let wait_ms = match q.get("wait_ms").map(|w| w.parse::<u64>()) {
+        None => 0,
+        Some(Ok(w)) if w <= crate::requests::MAX_WAIT_MS => w,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "wait_ms must be a number of milliseconds up to {}",
+                    crate::requests::MAX_WAIT_MS
+                ),
+            );
+        }
+    };
+    let ask = |wait: bool| {
+        let (reply, rx) = oneshot::channel();
+        let sent = ctx
+            .requests
+            .try_send(Request::Status { id, wait, reply })
+            .is_ok();
+        (sent, rx)
+    };
+    if wait_ms > 0 {
+        let (sent, rx) = ask(true);
+        if !sent {
+            return busy();
+        }
+        if let Ok(Ok(a)) = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await {
+            return Json(a).into_response();
+        }
+    }
+    let (sent, rx) = ask(false);
+    match (sent, rx.await) {
+        (true, Ok(a)) => Json(a).into_response(),
+        _ => busy(),
     }
 }
 

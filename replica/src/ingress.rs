@@ -181,6 +181,10 @@ impl IngressPool {
         self.messages.is_empty()
     }
 
+    pub fn contains(&self, id: &CryptoHash) -> bool {
+        self.messages.contains_key(id)
+    }
+
     /// Validates and adds an update; returns its id.
     pub fn insert(&mut self, m: SignedIngress, now_ns: u64) -> Result<CryptoHash, IngressError> {
         m.validate(now_ns)?;

@@ -10,6 +10,8 @@
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
 //! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
+//! - [`requests`]: what became of an update (executed, certified), for
+//!   `/api/v1/request_status`.
 //! - [`sync`]: fetching a checkpoint from peers, verified against a CUP.
 //! - [`wire`]: this release's encoding of consensus artifacts and its QUIC protocol name.
 //! - [`cli`]: the `replica` command.
@@ -24,6 +26,7 @@ pub mod http;
 pub mod ingress;
 pub mod node_dir;
 pub mod pool_store;
+pub mod requests;
 pub mod start;
 pub mod state;
 pub mod sync;

@@ -340,6 +340,63 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     let written = submit(&client, &net, &all, 0..1000, "a").await;
     check_agreement(&client, &mut net, &written).await;
 
+    // One more, followed by its message id: waiting for it answers once it is certified.
+    let user = Ed25519KeyPair::from_seed(&[8; 32]);
+    let r: Value = client
+        .post(format!("{}/api/v1/update", net.url(1)))
+        .body(update(&user, 1, "followed", "by its id").encode())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["message_id"].as_str().unwrap().to_string();
+    let ask = |q: String| {
+        let c = client.clone();
+        let url = format!("{}/api/v1/request_status?{q}", net.url(1));
+        async move { c.get(url).send().await.unwrap() }
+    };
+    let s: Value = ask(format!("id={id}&wait_ms=30000"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "certified", "{s}");
+    assert_eq!(s["message_id"], id.as_str());
+    let height = s["height"].as_u64().unwrap();
+    let q: Value = client
+        .get(format!("{}/api/v1/query?key=followed", net.url(1)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["value"], "by its id");
+    assert!(q["certified_height"].as_u64() >= Some(height), "{q} {s}");
+    let s: Value = ask(format!("id={}", "ab".repeat(32)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "unknown");
+    for bad in ["id=xyz", "wait_ms=5", &format!("id={id}&wait_ms=9999999")] {
+        assert_eq!(
+            ask(bad.to_string()).await.status(),
+            reqwest::StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    // The status names the first and newest blocks with updates this process executed.
+    let st = status(&client, &net.url(1)).await.unwrap();
+    let (first, last) = (&st["first_payload"], &st["last_payload"]);
+    assert!(
+        first["height"].as_u64() <= Some(height) && last["height"].as_u64() >= Some(height),
+        "{st}"
+    );
+    assert!(first["executed_at_ms"].as_u64() <= last["executed_at_ms"].as_u64());
+
     // kill -9 one node; the others keep going; it restarts and catches up.
     net.kill(3);
     let more = submit(&client, &net, &[0, 1, 2], 1000..1300, "b").await;

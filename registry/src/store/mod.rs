@@ -12,7 +12,8 @@
 //! 3. **Versions are immutable.** Once `v <= latest`, `get(k, v)` never changes.
 //! 4. **A reported version is fully available.** A batch is committed atomically: no
 //!    reader ever sees part of a version, and after a crash the store is at some version
-//!    with all of it.
+//!    with all of it. [`RegistryStore::append_all`] commits several versions the same
+//!    way: all or none.
 //! 5. **Deltas replay.** `changes_since(v, max)` returns the deltas of versions
 //!    `v+1 ..= min(v + max, latest)` in order, exactly as committed; appending them to a
 //!    store at version `v` yields the same reads.
@@ -277,6 +278,21 @@ pub trait RegistryStore: Send + Sync {
     /// Appends a delta received from elsewhere (replication).
     fn append(&mut self, delta: &VersionDelta) -> Result<(), StoreError> {
         self.commit(Some(delta), &[])
+    }
+
+    /// Appends consecutive deltas atomically: all of them, or (on any error) none.
+    /// A replicator appends a fetched page this way; a persistent store makes it one
+    /// durable write instead of one per version.
+    fn append_all(&mut self, deltas: &[VersionDelta]) -> Result<(), StoreError> {
+        let mut latest = self.latest_version();
+        for d in deltas {
+            validate_delta(d, latest)?;
+            latest = d.version;
+        }
+        for d in deltas {
+            self.commit(Some(d), &[])?;
+        }
+        Ok(())
     }
 }
 

@@ -48,6 +48,21 @@ fn changelog_key(v: RegistryVersion) -> Vec<u8> {
     k
 }
 
+/// A delta's changelog entry, index entries, snapshot entries and the new latest marker.
+fn put_delta(batch: &mut WriteBatch, delta: &VersionDelta) {
+    batch.put(changelog_key(delta.version), codec::encode(delta));
+    for c in &delta.changes {
+        let mut k = index_prefix(&c.key);
+        k.extend_from_slice(&delta.version.get().to_be_bytes());
+        batch.put(k, codec::encode(&c.value));
+        match &c.value {
+            Some(v) => batch.put(prefixed(b's', &c.key), v),
+            None => batch.delete(prefixed(b's', &c.key)),
+        }
+    }
+    batch.put(LATEST, delta.version.get().to_be_bytes());
+}
+
 fn index_prefix(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 10);
     k.push(b'k');
@@ -149,6 +164,28 @@ impl RocksStore {
         Ok(self.latest)
     }
 
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.secondary {
+            return Err(StoreError::Storage(
+                "this store is a read-only secondary".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One synced write: durable (law 8) and atomic (law 4) when it returns.
+    fn write_synced(
+        &mut self,
+        batch: WriteBatch,
+        latest: RegistryVersion,
+    ) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(storage)?;
+        self.latest = latest;
+        Ok(())
+    }
+
     fn scan(&self, prefix: &[u8]) -> Result<Vec<RawEntry>, StoreError> {
         let mut it = self.db.raw_iterator();
         it.seek(prefix);
@@ -239,26 +276,12 @@ impl RegistryStore for RocksStore {
     }
 
     fn commit(&mut self, delta: Option<&VersionDelta>, aux: &[AuxWrite]) -> Result<(), StoreError> {
-        if self.secondary {
-            return Err(StoreError::Storage(
-                "this store is a read-only secondary".into(),
-            ));
-        }
+        self.writable()?;
         let mut batch = WriteBatch::default();
         let mut new_latest = self.latest;
         if let Some(delta) = delta {
             validate_delta(delta, self.latest)?;
-            batch.put(changelog_key(delta.version), codec::encode(delta));
-            for c in &delta.changes {
-                let mut k = index_prefix(&c.key);
-                k.extend_from_slice(&delta.version.get().to_be_bytes());
-                batch.put(k, codec::encode(&c.value));
-                match &c.value {
-                    Some(v) => batch.put(prefixed(b's', &c.key), v),
-                    None => batch.delete(prefixed(b's', &c.key)),
-                }
-            }
-            batch.put(LATEST, delta.version.get().to_be_bytes());
+            put_delta(&mut batch, delta);
             new_latest = delta.version;
         }
         for (k, v) in aux {
@@ -267,11 +290,19 @@ impl RegistryStore for RocksStore {
                 None => batch.delete(prefixed(b'a', k)),
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(storage)?;
-        self.latest = new_latest;
-        Ok(())
+        self.write_synced(batch, new_latest)
+    }
+
+    fn append_all(&mut self, deltas: &[VersionDelta]) -> Result<(), StoreError> {
+        self.writable()?;
+        let mut batch = WriteBatch::default();
+        let mut latest = self.latest;
+        for d in deltas {
+            validate_delta(d, latest)?;
+            put_delta(&mut batch, d);
+            latest = d.version;
+        }
+        self.write_synced(batch, latest)
     }
 
     fn aux_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -108,6 +108,18 @@ fn check_laws<S: RegistryStore>(
             }
         }
         prop_assert_eq!(replica.latest_version(), store.latest_version());
+        // The same pages appended whole.
+        let mut paged = MemoryStore::new();
+        loop {
+            let deltas = store
+                .changes_since(paged.latest_version(), page)
+                .expect("changes");
+            if deltas.is_empty() {
+                break;
+            }
+            paged.append_all(&deltas).expect("append_all");
+        }
+        prop_assert_eq!(paged.latest_version(), store.latest_version());
         for v in 0..=store.latest_version().get() {
             for key in ["a", "b", "c", "node_record_x"] {
                 let v = RegistryVersion::new(v);
@@ -115,6 +127,7 @@ fn check_laws<S: RegistryStore>(
                     replica.get(key, v).expect("r"),
                     store.get(key, v).expect("s")
                 );
+                prop_assert_eq!(paged.get(key, v).expect("p"), store.get(key, v).expect("s"));
             }
         }
     }
@@ -217,6 +230,44 @@ fn refusals_name_the_problem_and_change_nothing() {
             s.append(&delta),
             Err(StoreError::NonContiguous { .. })
         ));
+    });
+}
+
+#[test]
+fn append_all_appends_every_delta_or_none() {
+    both(|s| {
+        let delta = |v: u64, key: &str| VersionDelta {
+            version: RegistryVersion::new(v),
+            changes: vec![KeyChange {
+                key: key.into(),
+                value: Some(v.to_be_bytes().to_vec()),
+            }],
+        };
+        // The third delta skips a version: nothing of the page is written.
+        assert!(matches!(
+            s.append_all(&[delta(1, "a"), delta(2, "b"), delta(4, "c")]),
+            Err(StoreError::NonContiguous { .. })
+        ));
+        assert_eq!(s.latest_version(), RegistryVersion::ZERO);
+        assert!(matches!(
+            s.get("a", RegistryVersion::new(1)),
+            Err(StoreError::VersionNotAvailable { .. })
+        ));
+        s.append_all(&[delta(1, "a"), delta(2, "b"), delta(3, "a")])
+            .expect("a contiguous page");
+        assert_eq!(s.latest_version(), RegistryVersion::new(3));
+        assert_eq!(
+            s.get("a", RegistryVersion::new(2)),
+            Ok(Some(1u64.to_be_bytes().to_vec()))
+        );
+        assert_eq!(
+            s.get("a", RegistryVersion::new(3)),
+            Ok(Some(3u64.to_be_bytes().to_vec()))
+        );
+        assert_eq!(
+            s.changes_since(RegistryVersion::ZERO, 10).map(|d| d.len()),
+            Ok(3)
+        );
     });
 }
 

@@ -1,0 +1,193 @@
+//! What became of an update: `GET /api/v1/request_status?id=…[&wait_ms=…]`.
+//!
+//! A user who submitted an update holds its message id. This node remembers, for the
+//! newest [`MAX_TRACKED`] updates it executed, the height that executed each one; an
+//! update is *certified* once the subnet has certified that height (its effect is then in
+//! a certified state: the finality a user can rely on). A request may wait for that,
+//! which is how a client measures finality without polling.
+//!
+//! Local knowledge, not replicated state: a node that joined by state sync, or restarted
+//! into a new release, does not know the updates it did not execute itself.
+
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::oneshot;
+use types::{CryptoHash, Height};
+
+/// Executed updates remembered (the newest).
+pub const MAX_TRACKED: usize = 200_000;
+/// Requests waiting for certification at once; more are answered at once.
+pub const MAX_WAITING: usize = 10_000;
+/// The longest `wait_ms` a request may ask for.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// The answer to `GET /api/v1/request_status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestStatus {
+    pub message_id: String,
+    /// `unknown` (this node does not know it), `received` (in this node's pool),
+    /// `executed` (in a finalized block this node executed; its state not yet
+    /// certified) or `certified`.
+    pub status: &'static str,
+    /// The height that executed it (`executed` and `certified`).
+    pub height: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    executed: HashMap<CryptoHash, Height>,
+    order: VecDeque<CryptoHash>,
+    certified: Height,
+    waiting: HashMap<CryptoHash, Vec<oneshot::Sender<RequestStatus>>>,
+    waiting_count: usize,
+}
+
+impl Tracker {
+    pub fn new(certified: Height) -> Self {
+        Self {
+            certified,
+            ..Self::default()
+        }
+    }
+
+    /// The updates a finalized block at `height` executed.
+    pub fn executed(&mut self, height: Height, ids: &[CryptoHash]) {
+        for id in ids {
+            if self.executed.insert(*id, height).is_none() {
+                self.order.push_back(*id);
+            }
+        }
+        while self.order.len() > MAX_TRACKED {
+            if let Some(old) = self.order.pop_front() {
+                self.executed.remove(&old);
+            }
+        }
+    }
+
+    /// The subnet certified `height`: answers the requests waiting for an update
+    /// executed at or below it.
+    pub fn certified(&mut self, height: Height) {
+        self.certified = self.certified.max(height);
+        let ready: Vec<CryptoHash> = self
+            .waiting
+            .keys()
+            .filter(|id| self.executed.get(id).is_some_and(|h| *h <= self.certified))
+            .copied()
+            .collect();
+        for id in ready {
+            let answer = self.status(&id, false);
+            for reply in self.waiting.remove(&id).unwrap_or_default() {
+                self.waiting_count -= 1;
+                let _ = reply.send(answer.clone());
+            }
+        }
+        // Requests whose client gave up.
+        self.waiting.retain(|_, replies| {
+            replies.retain(|r| !r.is_closed());
+            !replies.is_empty()
+        });
+        self.waiting_count = self.waiting.values().map(Vec::len).sum();
+    }
+
+    pub fn status(&self, id: &CryptoHash, in_pool: bool) -> RequestStatus {
+        let height = self.executed.get(id).copied();
+        let status = match height {
+            Some(h) if h <= self.certified => "certified",
+            Some(_) => "executed",
+            None if in_pool => "received",
+            None => "unknown",
+        };
+        RequestStatus {
+            message_id: id.to_string(),
+            status,
+            height: height.map(Height::get),
+        }
+    }
+
+    /// Answers now if `id` is certified (or too many wait); otherwise when it is.
+    pub fn wait(&mut self, id: CryptoHash, in_pool: bool, reply: oneshot::Sender<RequestStatus>) {
+        let now = self.status(&id, in_pool);
+        if now.status == "certified" || self.waiting_count >= MAX_WAITING {
+            let _ = reply.send(now);
+            return;
+        }
+        self.waiting_count += 1;
+        self.waiting.entry(id).or_default().push(reply);
+    }
+
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.executed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use types::domain;
+
+    fn id(i: u64) -> CryptoHash {
+        CryptoHash::of(domain::INGRESS, &i.to_be_bytes())
+    }
+
+    #[test]
+    fn an_update_goes_from_unknown_to_received_to_executed_to_certified() {
+        let mut t = Tracker::new(Height::new(3));
+        assert_eq!(t.status(&id(1), false).status, "unknown");
+        assert_eq!(t.status(&id(1), true).status, "received");
+        t.executed(Height::new(5), &[id(1)]);
+        let s = t.status(&id(1), false);
+        assert_eq!((s.status, s.height), ("executed", Some(5)));
+        t.certified(Height::new(4));
+        assert_eq!(t.status(&id(1), false).status, "executed");
+        t.certified(Height::new(5));
+        let s = t.status(&id(1), false);
+        assert_eq!((s.status, s.height), ("certified", Some(5)));
+        assert_eq!(s.message_id, id(1).to_string());
+    }
+
+    #[test]
+    fn a_waiting_request_is_answered_when_its_height_is_certified() {
+        let mut t = Tracker::new(Height::ZERO);
+        let (tx, mut rx) = oneshot::channel();
+        t.wait(id(1), true, tx);
+        t.executed(Height::new(2), &[id(1)]);
+        t.certified(Height::new(1));
+        assert!(
+            rx.try_recv().is_err(),
+            "answered before its height was certified"
+        );
+        t.certified(Height::new(2));
+        let got = rx.try_recv().expect("answered");
+        assert_eq!((got.status, got.height), ("certified", Some(2)));
+        // A certified update is answered at once.
+        let (tx, mut rx) = oneshot::channel();
+        t.wait(id(1), false, tx);
+        assert_eq!(rx.try_recv().expect("at once").status, "certified");
+    }
+
+    #[test]
+    fn abandoned_waits_are_dropped_and_the_bounds_hold() {
+        let mut t = Tracker::new(Height::ZERO);
+        for i in 0..MAX_WAITING as u64 {
+            let (tx, rx) = oneshot::channel();
+            t.wait(id(i), false, tx);
+            drop(rx);
+        }
+        // Full: the next one is answered at once with what is known.
+        let (tx, mut rx) = oneshot::channel();
+        t.wait(id(u64::MAX), true, tx);
+        assert_eq!(rx.try_recv().expect("at once").status, "received");
+        // A certification sweeps the abandoned ones, and waiting works again.
+        t.certified(Height::new(1));
+        let (tx, mut rx) = oneshot::channel();
+        t.wait(id(u64::MAX), true, tx);
+        assert!(rx.try_recv().is_err());
+        // Executed ids are remembered up to the bound, newest kept.
+        let ids: Vec<_> = (0..MAX_TRACKED as u64 + 10).map(id).collect();
+        t.executed(Height::new(2), &ids);
+        assert_eq!(t.remembered(), MAX_TRACKED);
+        assert_eq!(t.status(&ids[0], false).status, "unknown");
+        assert_eq!(t.status(ids.last().expect("ids"), false).status, "executed");
+    }
+}
