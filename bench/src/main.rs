@@ -2,13 +2,17 @@
 //! run on one machine, so that ratios (which drift less than absolute times on a shared
 //! machine) back the claims.
 //!
-//! This part measures in one process: the limits (ed25519 and BLS verifications per
-//! second on one core, a QUIC round trip on loopback, spawning a process, opening a
-//! state) and the figures that need no network of nodes (CUP verification, a registry
-//! read at many versions). `--tiny` runs every measurement at a toy size: the test suite
-//! runs that, to show the command works, never to judge a figure.
+//! In process: the limits (ed25519 and BLS verifications per second on one core, a QUIC
+//! round trip on loopback, spawning a process, opening a state) and the figures that
+//! need no network of nodes (CUP verification, registry reads at a million versions,
+//! replicating a registry). Then local testnets of 4 and 7 nodes, driven through the
+//! `testnet` and `nns` commands (`net`): finality latency, throughput, ten upgrades
+//! each, and the state handover as the state grows to 1 GiB. `--tiny` runs every
+//! measurement at a toy size: the test suite runs that, to show the command works, never
+//! to judge a figure.
 
 mod measure;
+mod net;
 
 use clap::Parser;
 use serde_json::json;
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     } else {
         measure::Sizes::FULL
     };
+    let started = std::time::Instant::now();
     let rows = match measure::all(&sizes) {
         Ok(rows) => rows,
         Err(e) => {
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let table = measure::table(&rows, &sizes);
+    let table = measure::table(&rows, args.tiny, started.elapsed());
     if args.json {
         println!("{}", json!({ "tiny": args.tiny, "figures": rows }));
     } else {

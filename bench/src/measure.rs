@@ -1,9 +1,15 @@
 //! The measurements, and the table they make.
 
+use crate::net::{self, NetSizes};
 use crypto::{bls::BlsSecretKey, ed25519::Ed25519KeyPair, threshold::deal};
 use cup::{Cup, CupContent, RandomBeacon, SignedCup};
 use rand::SeedableRng;
-use registry::store::{MemoryStore, Mutation, RegistryStore, RocksStore};
+use registry::{
+    client::RegistryClient,
+    replicator::Replicator,
+    server::{self, ServerState},
+    store::{KeyChange, MemoryStore, RegistryStore, RocksStore, VersionDelta},
+};
 use replica::{
     ingress::{Ingress, Operation, SignedIngress},
     state::ReplicatedState,
@@ -28,9 +34,10 @@ pub struct Sizes {
     pub spawn: usize,
     pub state_values: usize,
     pub state_opens: usize,
-    pub memory_registry_versions: u64,
-    pub rocks_registry_versions: u64,
+    pub registry_versions: u64,
     pub registry_gets: usize,
+    pub replicated_versions: u64,
+    pub net: NetSizes,
 }
 
 impl Sizes {
@@ -42,10 +49,10 @@ impl Sizes {
         spawn: 50,
         state_values: 100_000,
         state_opens: 20,
-        memory_registry_versions: 1_000_000,
-        // Every RocksDB registry commit is synced, so a million takes most of an hour.
-        rocks_registry_versions: 10_000,
+        registry_versions: 1_000_000,
         registry_gets: 20_000,
+        replicated_versions: 100_000,
+        net: NetSizes::FULL,
     };
     pub const TINY: Self = Self {
         ed25519: 50,
@@ -55,9 +62,10 @@ impl Sizes {
         spawn: 3,
         state_values: 100,
         state_opens: 2,
-        memory_registry_versions: 1_000,
-        rocks_registry_versions: 100,
+        registry_versions: 1_000,
         registry_gets: 100,
+        replicated_versions: 2_000,
+        net: NetSizes::TINY,
     };
 }
 
@@ -71,10 +79,12 @@ pub struct Row {
     pub limit_value: Option<f64>,
     /// `value / limit_value`.
     pub ratio: Option<f64>,
+    /// How many measurements the value summarizes (when it is a median or percentile).
+    pub samples: Option<usize>,
 }
 
 impl Row {
-    fn limit(figure: String, value: f64, unit: &'static str) -> Self {
+    pub fn new(figure: String, value: f64, unit: &'static str) -> Self {
         Self {
             figure,
             value,
@@ -82,10 +92,16 @@ impl Row {
             limit: None,
             limit_value: None,
             ratio: None,
+            samples: None,
         }
     }
 
-    fn against(mut self, limit: &Row) -> Self {
+    pub fn samples(mut self, n: usize) -> Self {
+        self.samples = Some(n);
+        self
+    }
+
+    pub fn against(mut self, limit: &Row) -> Self {
         self.limit = Some(limit.figure.clone());
         self.limit_value = Some(limit.value);
         self.ratio = Some(self.value / limit.value);
@@ -103,62 +119,230 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 
 /// Runs every measurement once, in order, on this thread (and a small runtime for QUIC).
 pub fn all(s: &Sizes) -> Result<Vec<Row>, String> {
-    let ed = Row::limit(
+    let ed = Row::new(
         "ed25519 verifications per second (one core)".into(),
         ed25519_per_s(s.ed25519)?,
         "1/s",
     );
     let bls_rate = bls_per_s(s.bls)?;
-    let bls = Row::limit(
+    let bls = Row::new(
         "BLS verifications per second (one core)".into(),
         bls_rate,
         "1/s",
     );
-    let one_bls = Row::limit("one BLS verification".into(), 1e3 / bls_rate, "ms");
-    let rtt = Row::limit(
+    let one_bls = Row::new("one BLS verification".into(), 1e3 / bls_rate, "ms");
+    let rtt = Row::new(
         "QUIC round trip on loopback (median)".into(),
         quic_rtt_ms(s.rtt)?,
         "ms",
     );
-    let spawn = Row::limit(
+    let spawn = Row::new(
         "spawning a process (median)".into(),
         spawn_ms(s.spawn)?,
         "ms",
     );
-    let open = Row::limit(
+    let open = Row::new(
         format!("opening a state of {} values (median)", s.state_values),
-        state_open_ms(s.state_values, s.state_opens)?,
+        state_open_ms(s.state_values, 100, s.state_opens)?,
         "ms",
     );
-    let cup = Row::limit(
+    let cup = Row::new(
         "CUP decode and verification (n = 4, median)".into(),
         cup_verify_ms(s.cup)?,
         "ms",
     )
     .against(&one_bls);
-    let mem = Row::limit(
+    let restart = Row::new(
+        "restart floor: a process spawn and a state open".into(),
+        spawn.value + open.value,
+        "ms",
+    );
+    let mem = Row::new(
         format!(
             "registry get at {} versions, in memory (median)",
-            s.memory_registry_versions
+            s.registry_versions
         ),
         registry_get_us(
             &mut MemoryStore::new(),
-            s.memory_registry_versions,
+            s.registry_versions,
             s.registry_gets,
         )?,
         "µs",
     );
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut rocks = RocksStore::open(dir.path()).map_err(|e| e.to_string())?;
-    let rocks = Row::limit(
+    let rocks = Row::new(
         format!(
             "registry get at {} versions, RocksDB (median)",
-            s.rocks_registry_versions
+            s.registry_versions
         ),
-        registry_get_us(&mut rocks, s.rocks_registry_versions, s.registry_gets)?,
+        registry_get_us(&mut rocks, s.registry_versions, s.registry_gets)?,
         "µs",
+    )
+    .against(&mem);
+    drop(rocks_cleanup(dir));
+    let (replicated, local) = replicate_s(s.replicated_versions)?;
+    let local = Row::new(
+        format!(
+            "appending {} registry versions to a local RocksDB store in pages of {}",
+            s.replicated_versions,
+            registry::api::MAX_VERSIONS_PER_PAGE
+        ),
+        local,
+        "s",
     );
-    Ok(vec![ed, bls, one_bls, rtt, spawn, open, cup, mem, rocks])
+    let replicated = Row::new(
+        format!(
+            "replicating {} registry versions from a registry server (HTTP, signed pages)",
+            s.replicated_versions
+        ),
+        replicated,
+        "s",
+    )
+    .against(&local);
+    // Handover floors: a spawn and opening a state of each size the network part grows.
+    let mut floors = Vec::new();
+    for &bytes in s.net.handover_bytes {
+        let values = (bytes as usize).div_ceil(replica::ingress::MAX_VALUE_BYTES);
+        let open = state_open_ms(values, replica::ingress::MAX_VALUE_BYTES, 3)?;
+        floors.push((
+            bytes,
+            Row::new(
+                format!(
+                    "handover floor: a process spawn and opening a state of {}",
+                    net::size_name(bytes)
+                ),
+                spawn.value + open,
+                "ms",
+            ),
+        ));
+    }
+    let mut rows = vec![
+        ed.clone(),
+        bls,
+        one_bls,
+        rtt.clone(),
+        spawn,
+        open,
+        restart.clone(),
+    ];
+    rows.extend(floors.iter().map(|(_, r)| r.clone()));
+    rows.extend([cup, mem, rocks, local, replicated]);
+    let limits = net::Limits {
+        rtt: &rtt,
+        ed25519: &ed,
+        restart_floor: &restart,
+        handover_floor: &floors,
+    };
+    for (i, &nodes) in s.net.nodes.iter().enumerate() {
+        let f = net::measure(&s.net, nodes, i == 0)?;
+        rows.extend(net::rows(&f, &limits));
+    }
+    Ok(rows)
+}
+
+/// Removes a scratch directory after its store is closed (RocksDB holds files open).
+fn rocks_cleanup(dir: tempfile::TempDir) -> std::io::Result<()> {
+    dir.close()
+}
+
+/// Version `v` of a synthetic registry: it sets one of 100 keys, so every key has a
+/// long history.
+const SYNTHETIC_KEYS: u64 = 100;
+
+fn synthetic_delta(v: u64) -> VersionDelta {
+    VersionDelta {
+        version: RegistryVersion::new(v),
+        changes: vec![KeyChange {
+            key: format!("bench_key_{}", v % SYNTHETIC_KEYS),
+            value: Some(v.to_be_bytes().to_vec()),
+        }],
+    }
+}
+
+/// Appends versions `latest+1 ..= versions` in pages.
+fn fill_registry(store: &mut impl RegistryStore, versions: u64, page: u64) -> Result<(), String> {
+    let mut next = store.latest_version().get() + 1;
+    while next <= versions {
+        let last = (next + page - 1).min(versions);
+        let deltas: Vec<_> = (next..=last).map(synthetic_delta).collect();
+        store.append_all(&deltas).map_err(|e| e.to_string())?;
+        next = last + 1;
+    }
+    Ok(())
+}
+
+/// A registry server over `versions` synthetic versions, and a node's replicator copying
+/// them all into an empty RocksDB store (signed pages, verified); then the same pages
+/// appended locally without a network. Both in seconds.
+fn replicate_s(versions: u64) -> Result<(f64, f64), String> {
+    let page = registry::api::MAX_VERSIONS_PER_PAGE as u64;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    {
+        let mut store =
+            RocksStore::open(&server::store_path(dir.path())).map_err(|e| e.to_string())?;
+        fill_registry(&mut store, versions, 10_000)?;
+    }
+    let key = Ed25519KeyPair::from_seed(&[77; 32]);
+    key.write_to_file(&server::key_path(dir.path()))
+        .map_err(|e| e.to_string())?;
+    let state = ServerState::open(dir.path()).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let replicated = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let server = tokio::spawn(server::serve(listener, state));
+        let client =
+            RegistryClient::new(&url, Some(key.public_key())).map_err(|e| e.to_string())?;
+        let replicator = Replicator::new(client, true).map_err(|e| e.to_string())?;
+        let follower_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let follower = std::sync::Mutex::new(
+            RocksStore::open(follower_dir.path()).map_err(|e| e.to_string())?,
+        );
+        let start = Instant::now();
+        loop {
+            let p = replicator
+                .poll_once(&follower)
+                .await
+                .map_err(|e| e.to_string())?;
+            if p.local_version.get() >= versions {
+                break;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        server.abort();
+        let got = follower
+            .lock()
+            .map_err(|_| "follower lock".to_string())?
+            .get("bench_key_7", RegistryVersion::new(versions))
+            .map_err(|e| e.to_string())?;
+        // The newest version at or below `versions` that wrote bench_key_7.
+        let want = Some(
+            (versions - (versions + SYNTHETIC_KEYS - 7) % SYNTHETIC_KEYS)
+                .to_be_bytes()
+                .to_vec(),
+        );
+        if got != want {
+            return Err(format!(
+                "the replicated store reads {got:?} for bench_key_7, not {want:?}"
+            ));
+        }
+        Ok::<f64, String>(elapsed)
+    })?;
+    let local_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut local = RocksStore::open(local_dir.path()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    fill_registry(&mut local, versions, page)?;
+    Ok((replicated, start.elapsed().as_secs_f64()))
 }
 
 fn ed25519_per_s(n: usize) -> Result<f64, String> {
@@ -248,11 +432,12 @@ fn spawn_ms(n: usize) -> Result<f64, String> {
     Ok(median_ms(samples))
 }
 
-/// Builds a state of `values` values (as blocks of signed puts), then times opening it.
-fn state_open_ms(values: usize, opens: usize) -> Result<f64, String> {
+/// Builds a state of `values` values of `bytes` each (as blocks of signed puts), then
+/// times opening it.
+fn state_open_ms(values: usize, bytes: usize, opens: usize) -> Result<f64, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join("state");
-    build_state(&path, values)?;
+    build_state(&path, values, bytes)?;
     let mut samples = Vec::with_capacity(opens);
     for _ in 0..opens {
         let start = Instant::now();
@@ -263,11 +448,12 @@ fn state_open_ms(values: usize, opens: usize) -> Result<f64, String> {
     Ok(median_ms(samples))
 }
 
-fn build_state(path: &Path, values: usize) -> Result<(), String> {
+fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
     let mut state = ReplicatedState::open(path).map_err(|e| e.to_string())?;
     let user = Ed25519KeyPair::from_seed(&[9; 32]);
     let now = replica::now_ns();
-    let per_block = 1_000;
+    // About the 2 MiB a block carries at most, and at most 1,000 updates.
+    let per_block = (replica::start::MAX_PAYLOAD_BYTES / bytes).clamp(1, 1_000);
     let mut height = state.height();
     for first in (0..values).step_by(per_block) {
         let block: Vec<SignedIngress> = (first..(first + per_block).min(values))
@@ -279,7 +465,7 @@ fn build_state(path: &Path, values: usize) -> Result<(), String> {
                         expiry_ns: now + 60_000_000_000,
                         operation: Operation::Put {
                             key: format!("k{i:08}"),
-                            value: vec![(i % 251) as u8; 100],
+                            value: vec![(i % 251) as u8; bytes],
                         },
                     },
                     &user,
@@ -301,25 +487,15 @@ fn build_state(path: &Path, values: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Commits `versions` versions (each updates one of 100 keys, so every key has a long
-/// history), then times `get` of random keys at random versions.
+/// Appends `versions` synthetic versions (in batches of 10,000: one synced write each),
+/// then times `get` of random keys at random versions.
 fn registry_get_us(
     store: &mut impl RegistryStore,
     versions: u64,
     gets: usize,
 ) -> Result<f64, String> {
-    const KEYS: u64 = 100;
-    for v in 1..=versions {
-        let key = format!("bench_key_{}", v % KEYS);
-        let value = v.to_be_bytes().to_vec();
-        let m = if v <= KEYS {
-            Mutation::Insert { key, value }
-        } else {
-            Mutation::Update { key, value }
-        };
-        let delta = store.prepare(&[m]).map_err(|e| e.to_string())?;
-        store.commit(Some(&delta), &[]).map_err(|e| e.to_string())?;
-    }
+    const KEYS: u64 = SYNTHETIC_KEYS;
+    fill_registry(store, versions, 10_000)?;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
     let mut samples = Vec::with_capacity(gets);
     for _ in 0..gets {
@@ -446,23 +622,25 @@ fn number(v: f64) -> String {
     }
 }
 
-/// The Markdown table, with the machine and the command.
-pub fn table(rows: &[Row], sizes: &Sizes) -> String {
+/// The Markdown table, with the machine, the command and how long the run took.
+pub fn table(rows: &[Row], tiny: bool, took: Duration) -> String {
     let mut out = format!(
-        "Machine: {}. Command: `scripts/bench.sh`{}.\n\n| figure | value | stands against | limit | ratio |\n|---|---|---|---|---|\n",
+        "Machine: {}. Command: `scripts/bench.sh`{} ({:.0} minutes).\n\n| figure | value | samples | stands against | limit | ratio |\n|---|---|---|---|---|---|\n",
         machine(),
-        if sizes.ed25519 == Sizes::TINY.ed25519 {
-            " (tiny sizes: not figures to quote)"
+        if tiny {
+            " --tiny: toy sizes, not figures to quote"
         } else {
             ""
-        }
+        },
+        took.as_secs_f64() / 60.0
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} {} | {} | {} | {} |\n",
+            "| {} | {} {} | {} | {} | {} | {} |\n",
             r.figure,
             number(r.value),
             r.unit,
+            r.samples.map(|n| n.to_string()).unwrap_or_default(),
             r.limit.as_deref().unwrap_or("(a limit)"),
             r.limit_value
                 .map(|l| format!("{} {}", number(l), r.unit))

@@ -58,6 +58,7 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         neurons: usize,
         /// Registry on P, packages on P+1, node i on P+10+4i (consensus, HTTP, orchestrator).
+        /// 0: a range where nothing listens now.
         #[arg(long, default_value_t = 31000)]
         base_port: u16,
     },
@@ -170,7 +171,10 @@ fn main() -> ExitCode {
             dkg_interval,
             neurons,
             base_port,
-        } => prep(&dir, nodes, dkg_interval, neurons, base_port),
+        } => match base_port {
+            0 => free_base(nodes).and_then(|base| prep(&dir, nodes, dkg_interval, neurons, base)),
+            base => prep(&dir, nodes, dkg_interval, neurons, base),
+        },
         Cmd::Up { dir } => up(&dir),
         Cmd::Status { dir, json } => status(&dir, json),
         Cmd::Package {

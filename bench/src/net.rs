@@ -1,0 +1,825 @@
+//! The figures that need a network of nodes: local testnets started with the `testnet`
+//! command and governed with the `nns` command, exactly as a developer would, then
+//! measured over their public HTTP APIs.
+//!
+//! - Finality latency: an update's submission to the answer of
+//!   `GET /api/v1/request_status?wait_ms=…` saying it is certified.
+//! - Throughput: updates executed per second (`replica_messages_executed_total`) while
+//!   senders keep every pool full.
+//! - Upgrade downtime: the last block with updates the old release executed to the first
+//!   the new release executed (`last_payload` / `first_payload` in each replica's
+//!   status; the earliest node's wall clock for each, all on one machine).
+//! - Deploy to running: the deploy proposal's adoption to every orchestrator reporting
+//!   the new release.
+//! - State handover: the first node reporting `halted` to the first node finalizing past
+//!   the CUP on the new release (nothing else running, so only the state's size varies).
+
+use crate::measure::Row;
+use crypto::ed25519::Ed25519KeyPair;
+use replica::ingress::{Ingress, Operation, SignedIngress};
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::runtime::Runtime;
+
+/// How much of each thing the network part measures.
+#[derive(Clone, Debug)]
+pub struct NetSizes {
+    /// Node counts: each gets a network with latency, throughput and `upgrades` upgrades.
+    pub nodes: &'static [usize],
+    pub upgrades: usize,
+    pub latency_seconds: u64,
+    /// Updates per second while latency is measured (well under the throughput).
+    pub latency_rate: u64,
+    pub throughput_seconds: u64,
+    pub throughput_senders: usize,
+    /// Updates per second during the upgrades, so that blocks carry updates.
+    pub background_rate: u64,
+    /// State sizes (user bytes) for the handover, grown in turn on the first network.
+    pub handover_bytes: &'static [u64],
+}
+
+impl NetSizes {
+    pub const FULL: Self = Self {
+        nodes: &[4, 7],
+        upgrades: 10,
+        latency_seconds: 30,
+        latency_rate: 20,
+        throughput_seconds: 20,
+        throughput_senders: 16,
+        background_rate: 20,
+        handover_bytes: &[1 << 20, 100 << 20, 1 << 30],
+    };
+    pub const TINY: Self = Self {
+        nodes: &[4],
+        upgrades: 2,
+        latency_seconds: 3,
+        latency_rate: 10,
+        throughput_seconds: 3,
+        throughput_senders: 2,
+        background_rate: 10,
+        handover_bytes: &[256 << 10],
+    };
+}
+
+/// The largest value an update may carry: the state grows fastest with these.
+const FILL_VALUE_BYTES: usize = replica::ingress::MAX_VALUE_BYTES;
+/// A guard against a stuck network, not a speed figure.
+const PATIENCE: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_millis(50);
+
+/// One upgrade's times.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpgradeTimes {
+    pub downtime_ms: Option<f64>,
+    pub deploy_to_running_ms: f64,
+    pub handover_ms: f64,
+}
+
+/// What one network measured.
+#[derive(Clone, Debug, Default)]
+pub struct NetFigures {
+    pub nodes: usize,
+    pub latency_ms: Vec<f64>,
+    pub latency_failures: usize,
+    pub throughput: f64,
+    pub upgrades: Vec<UpgradeTimes>,
+    /// `(state bytes, handover)`.
+    pub handovers: Vec<(u64, UpgradeTimes)>,
+}
+
+/// The directory with this build's binaries (the bench's own).
+fn bin_dir() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "the bench binary has no directory".into())
+}
+
+fn run(bin: &str, args: &[&str]) -> Result<String, String> {
+    let path = bin_dir()?.join(bin);
+    let out = Command::new(&path).args(args).output().map_err(|e| {
+        format!(
+            "{} (build every binary first: scripts/bench.sh does): {e}",
+            path.display()
+        )
+    })?;
+    if !out.status.success() {
+        return Err(format!(
+            "{bin} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+/// A running testnet; `testnet down` when dropped.
+struct Testnet {
+    dir: tempfile::TempDir,
+    replicas: Vec<String>,
+    orchestrators: Vec<String>,
+    registry: String,
+    package_base: String,
+    subnet: String,
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = run("testnet", &["down", "--dir", &self.d()]);
+    }
+}
+
+impl Testnet {
+    fn start(nodes: usize) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-testnet-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path().display().to_string();
+        run(
+            "testnet",
+            &[
+                "prep",
+                "--dir",
+                &d,
+                "--nodes",
+                &nodes.to_string(),
+                "--base-port",
+                "0",
+            ],
+        )?;
+        let mut net = Self {
+            dir,
+            replicas: vec![],
+            orchestrators: vec![],
+            registry: String::new(),
+            package_base: String::new(),
+            subnet: String::new(),
+        };
+        run("testnet", &["up", "--dir", &d])?;
+        let s: Value = serde_json::from_str(&run("testnet", &["status", "--dir", &d, "--json"])?)
+            .map_err(|e| format!("testnet status: {e}"))?;
+        let strings = |field: &str| -> Vec<String> {
+            s["nodes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n[field].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        net.replicas = strings("replica_url");
+        net.orchestrators = strings("orchestrator_url");
+        net.registry = s["registry_url"].as_str().unwrap_or_default().to_string();
+        net.package_base = s["package_url_base"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        net.subnet = s["subnets"][0]["subnet_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if net.replicas.len() != nodes || net.orchestrators.len() != nodes || net.subnet.is_empty()
+        {
+            return Err(format!(
+                "testnet status did not describe {nodes} nodes: {s}"
+            ));
+        }
+        Ok(net)
+    }
+
+    fn d(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// A proposal by neuron 0, adopted with neuron 1's vote (of 3 neurons).
+    fn govern(&self, proposal: &[&str]) -> Result<(), String> {
+        let key = |i: usize| {
+            self.dir
+                .path()
+                .join("neurons")
+                .join(format!("neuron-{i}.key"))
+                .display()
+                .to_string()
+        };
+        let mut args = vec!["--registry", &self.registry];
+        let k0 = key(0);
+        let k1 = key(1);
+        let mut propose = args.clone();
+        propose.extend(["--neuron-key", &k0, "propose"]);
+        propose.extend(proposal);
+        let id = run("nns", &propose)?;
+        let id = id.trim_start_matches("proposal ").to_string();
+        args.extend(["--neuron-key", &k1, "vote", "--proposal", &id, "--yes"]);
+        let status = run("nns", &args)?;
+        if !status.contains("adopted") && !status.contains("executed") {
+            return Err(format!("proposal {id} was not adopted: {status}"));
+        }
+        Ok(())
+    }
+
+    /// Packages the next release as `version`, elects it and deploys it; returns when the
+    /// deploy proposal was adopted.
+    fn deploy(&self, version: &str) -> Result<Instant, String> {
+        let file = format!("{version}.tar.zst");
+        let out = self.dir.path().join("packages").join(&file);
+        let sha = run(
+            "testnet",
+            &[
+                "package",
+                "--version",
+                version,
+                "--out",
+                &out.display().to_string(),
+                "--next-release",
+            ],
+        )?;
+        let sha = sha.lines().last().unwrap_or_default().to_string();
+        let url = format!("{}/{file}", self.package_base);
+        self.govern(&[
+            "elect-version",
+            "--version",
+            version,
+            "--sha256",
+            &sha,
+            "--url",
+            &url,
+        ])?;
+        self.govern(&[
+            "deploy-version",
+            "--subnet",
+            &self.subnet,
+            "--version",
+            version,
+        ])?;
+        Ok(Instant::now())
+    }
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(70))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = client
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+fn put(user: &Ed25519KeyPair, nonce: u64, key: String, value: Vec<u8>) -> SignedIngress {
+    SignedIngress::sign(
+        Ingress {
+            sender: user.public_key(),
+            nonce,
+            expiry_ns: replica::now_ns() + 120_000_000_000,
+            operation: Operation::Put { key, value },
+        },
+        user,
+    )
+}
+
+/// Submits; the message id if the replica accepted it.
+async fn submit(client: &reqwest::Client, url: &str, m: &SignedIngress) -> Option<String> {
+    let r = client
+        .post(format!("{url}/api/v1/update"))
+        .timeout(Duration::from_secs(5))
+        .body(m.encode())
+        .send()
+        .await
+        .ok()?;
+    if r.status() != reqwest::StatusCode::ACCEPTED {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    v["message_id"].as_str().map(str::to_string)
+}
+
+/// One update from submission to certification, as a user sees it.
+async fn one_finality(client: reqwest::Client, url: String, m: SignedIngress) -> Option<f64> {
+    let start = Instant::now();
+    let id = submit(&client, &url, &m).await?;
+    // The replica answers when the update is certified (or after a minute).
+    let s: Value = client
+        .get(format!("{url}/api/v1/request_status?id={id}&wait_ms=60000"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    (s["status"] == "certified").then(|| start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Finality latencies at `rate` updates per second for `seconds`; failures counted.
+fn latency(
+    rt: &Runtime,
+    net: &Testnet,
+    rate: u64,
+    seconds: u64,
+) -> Result<(Vec<f64>, usize), String> {
+    let client = client()?;
+    let user = Ed25519KeyPair::from_seed(&[41; 32]);
+    let urls = net.replicas.clone();
+    rt.block_on(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+        let base = replica::now_ns();
+        for n in 0..rate * seconds {
+            tick.tick().await;
+            let m = put(
+                &user,
+                base + n,
+                format!("latency-{base}-{n}"),
+                b"x".to_vec(),
+            );
+            let url = urls[n as usize % urls.len()].clone();
+            tasks.spawn(one_finality(client.clone(), url, m));
+        }
+        let mut samples = Vec::new();
+        let mut failures = 0;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Some(ms)) => samples.push(ms),
+                _ => failures += 1,
+            }
+        }
+        if samples.is_empty() {
+            return Err("no update was certified".to_string());
+        }
+        Ok((samples, failures))
+    })
+}
+
+/// What [`spawn_senders`] sends.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    senders: usize,
+    /// Updates per second per sender; `None`: as fast as the replicas accept them.
+    rate: Option<u64>,
+    value_bytes: usize,
+    /// Senders stop once this many value bytes were accepted.
+    budget: Option<u64>,
+}
+
+/// Sends signed updates from `load.senders` tasks until `stop` (or the budget); each
+/// backs off briefly when a replica refuses (pool full, upgrading, down).
+fn spawn_senders(
+    rt: &Runtime,
+    urls: &[String],
+    load: Load,
+    stop: Arc<AtomicBool>,
+    accepted_bytes: Arc<AtomicU64>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let client = client()?;
+    let Load {
+        senders,
+        rate,
+        value_bytes,
+        budget,
+    } = load;
+    Ok((0..senders)
+        .map(|s| {
+            let client = client.clone();
+            let urls = urls.to_vec();
+            let stop = stop.clone();
+            let accepted = accepted_bytes.clone();
+            rt.spawn(async move {
+                let user = Ed25519KeyPair::from_seed(&[100 + s as u8; 32]);
+                let base = replica::now_ns();
+                let mut tick = rate
+                    .map(|r| tokio::time::interval(Duration::from_nanos(1_000_000_000 / r.max(1))));
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed)
+                    && budget.is_none_or(|b| accepted.load(Ordering::Relaxed) < b)
+                {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    n += 1;
+                    let m = put(
+                        &user,
+                        base + n,
+                        format!("s{s}-{base}-{n}"),
+                        vec![(n % 251) as u8; value_bytes],
+                    );
+                    let url = &urls[(n as usize + s) % urls.len()];
+                    if submit(&client, url, &m).await.is_some() {
+                        accepted.fetch_add(value_bytes as u64, Ordering::Relaxed);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect())
+}
+
+fn stop_senders(rt: &Runtime, stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = rt.block_on(t);
+    }
+}
+
+async fn executed_total(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("replica_messages_executed_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until no node has updates waiting (what was accepted has executed).
+fn drain(rt: &Runtime, net: &Testnet) -> Result<(), String> {
+    let client = client()?;
+    let start = Instant::now();
+    loop {
+        let pools: Vec<Option<u64>> = net
+            .replicas
+            .iter()
+            .map(|u| {
+                rt.block_on(get_json(&client, &format!("{u}/api/v1/status")))
+                    .and_then(|s| s["ingress_pool"].as_u64())
+            })
+            .collect();
+        if pools.iter().all(|p| *p == Some(0)) {
+            return Ok(());
+        }
+        if start.elapsed() > PATIENCE {
+            return Err(format!("the ingress pools did not drain: {pools:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Updates executed per second (node 0's counter) while `senders` keep the pools full.
+fn throughput(rt: &Runtime, net: &Testnet, senders: usize, seconds: u64) -> Result<f64, String> {
+    let client = client()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = spawn_senders(
+        rt,
+        &net.replicas,
+        Load {
+            senders,
+            rate: None,
+            value_bytes: 16,
+            budget: None,
+        },
+        stop.clone(),
+        Arc::default(),
+    )?;
+    // Fill the pools before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    let url = &net.replicas[0];
+    let before = rt.block_on(executed_total(&client, url));
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let after = rt.block_on(executed_total(&client, url));
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop_senders(rt, &stop, tasks);
+    drain(rt, net)?;
+    match (before, after) {
+        (Some(b), Some(a)) if a > b => Ok((a - b) as f64 / elapsed),
+        _ => Err(format!(
+            "node 0 executed nothing while loaded ({before:?} then {after:?})"
+        )),
+    }
+}
+
+/// Deploys `to` (the next release) and watches every node until the subnet runs it;
+/// with `payload`, also until each node executed a block with updates on it.
+fn upgrade(
+    rt: &Runtime,
+    net: &Testnet,
+    from: &str,
+    to: &str,
+    payload: bool,
+) -> Result<UpgradeTimes, String> {
+    let client = client()?;
+    let adopted = net.deploy(to)?;
+    let n = net.replicas.len();
+    let mut old_last: Vec<Option<u64>> = vec![None; n];
+    let mut new_first: Vec<Option<u64>> = vec![None; n];
+    let mut halted_at: Option<Instant> = None;
+    let mut resumed_at: Option<Instant> = None;
+    let mut running_at: Option<Instant> = None;
+    loop {
+        let mut running = 0;
+        for i in 0..n {
+            let r = rt.block_on(get_json(
+                &client,
+                &format!("{}/api/v1/status", net.replicas[i]),
+            ));
+            let o = rt.block_on(get_json(
+                &client,
+                &format!("{}/status", net.orchestrators[i]),
+            ));
+            let now = Instant::now();
+            if let Some(r) = &r {
+                let at = |f: &str| r[f]["executed_at_ms"].as_u64();
+                if r["replica_version"] == from {
+                    if let Some(ms) = at("last_payload") {
+                        old_last[i] = Some(ms);
+                    }
+                    if r["halted"] == true && halted_at.is_none() {
+                        halted_at = Some(now);
+                    }
+                } else if r["replica_version"] == to {
+                    if new_first[i].is_none() {
+                        new_first[i] = at("first_payload");
+                    }
+                    if resumed_at.is_none()
+                        && r["finalized_height"].as_u64() > r["cup_height"].as_u64()
+                    {
+                        resumed_at = Some(now);
+                    }
+                }
+            }
+            if o.is_some_and(|o| o["running_version"] == to) {
+                running += 1;
+            }
+        }
+        if running == n && running_at.is_none() {
+            running_at = Some(Instant::now());
+        }
+        let paid = !payload || new_first.iter().all(Option::is_some);
+        if let (Some(h), Some(r), Some(a), true) = (halted_at, resumed_at, running_at, paid) {
+            let downtime_ms = if payload {
+                let last = old_last.iter().flatten().min().copied();
+                let first = new_first.iter().flatten().min().copied();
+                match (last, first) {
+                    (Some(l), Some(f)) if f >= l => Some((f - l) as f64),
+                    _ => {
+                        return Err(format!(
+                            "{from} -> {to}: no block with updates seen before the halt ({old_last:?}, {new_first:?})"
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
+            return Ok(UpgradeTimes {
+                downtime_ms,
+                deploy_to_running_ms: a.duration_since(adopted).as_secs_f64() * 1e3,
+                handover_ms: r.saturating_duration_since(h).as_secs_f64() * 1e3,
+            });
+        }
+        if adopted.elapsed() > PATIENCE {
+            return Err(format!(
+                "{from} -> {to} did not complete within {} s (halted {}, resumed {}, running {running}/{n})",
+                PATIENCE.as_secs(),
+                halted_at.is_some(),
+                resumed_at.is_some()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Measures one network of `nodes` nodes; `first` also measures the handover sizes.
+pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    progress(&format!("{nodes} nodes: testnet up"));
+    let net = Testnet::start(nodes)?;
+    let mut out = NetFigures {
+        nodes,
+        ..NetFigures::default()
+    };
+    progress(&format!(
+        "{nodes} nodes: finality latency, {} s at {}/s",
+        s.latency_seconds, s.latency_rate
+    ));
+    let (lat, failures) = latency(&rt, &net, s.latency_rate, s.latency_seconds)?;
+    out.latency_ms = lat;
+    out.latency_failures = failures;
+    progress(&format!(
+        "{nodes} nodes: throughput, {} s with {} senders",
+        s.throughput_seconds, s.throughput_senders
+    ));
+    out.throughput = throughput(&rt, &net, s.throughput_senders, s.throughput_seconds)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = spawn_senders(
+        &rt,
+        &net.replicas,
+        Load {
+            senders: 1,
+            rate: Some(s.background_rate),
+            value_bytes: 16,
+            budget: None,
+        },
+        stop.clone(),
+        Arc::default(),
+    )?;
+    let mut from = "1.0.0".to_string();
+    let mut next = 2;
+    let result = (|| {
+        for k in 0..s.upgrades {
+            let to = format!("{next}.0.0");
+            let t = upgrade(&rt, &net, &from, &to, true)?;
+            progress(&format!(
+                "{nodes} nodes: upgrade {}/{} {from} -> {to}: downtime {:.0} ms, deploy to every node running {:.0} ms",
+                k + 1,
+                s.upgrades,
+                t.downtime_ms.unwrap_or(f64::NAN),
+                t.deploy_to_running_ms
+            ));
+            out.upgrades.push(t);
+            from = to;
+            next += 1;
+        }
+        Ok::<(), String>(())
+    })();
+    stop_senders(&rt, &stop, background);
+    result?;
+    if first {
+        let mut bytes = 0u64;
+        for &target in s.handover_bytes {
+            progress(&format!(
+                "{nodes} nodes: growing the state to {} ({} values of {} KiB)",
+                size_name(target),
+                target / FILL_VALUE_BYTES as u64,
+                FILL_VALUE_BYTES >> 10
+            ));
+            let stop = Arc::new(AtomicBool::new(false));
+            let accepted = Arc::new(AtomicU64::new(bytes));
+            let fillers = spawn_senders(
+                &rt,
+                &net.replicas,
+                Load {
+                    senders: 4,
+                    rate: None,
+                    value_bytes: FILL_VALUE_BYTES,
+                    budget: Some(target),
+                },
+                stop.clone(),
+                accepted.clone(),
+            )?;
+            let start = Instant::now();
+            let mut shown = Instant::now();
+            while accepted.load(Ordering::Relaxed) < target {
+                if shown.elapsed() > Duration::from_secs(15) {
+                    shown = Instant::now();
+                    progress(&format!(
+                        "{nodes} nodes: {} of {} accepted",
+                        size_name(accepted.load(Ordering::Relaxed)),
+                        size_name(target)
+                    ));
+                }
+                if start.elapsed() > Duration::from_secs(3600) {
+                    stop_senders(&rt, &stop, fillers);
+                    return Err(format!(
+                        "the state did not reach {target} bytes within an hour"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            stop_senders(&rt, &stop, fillers);
+            bytes = accepted.load(Ordering::Relaxed);
+            drain(&rt, &net)?;
+            let to = format!("{next}.0.0");
+            let t = upgrade(&rt, &net, &from, &to, false)?;
+            progress(&format!(
+                "{nodes} nodes: handover at {} of state: {:.0} ms",
+                size_name(bytes),
+                t.handover_ms
+            ));
+            out.handovers.push((target, t));
+            from = to;
+            next += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+pub fn size_name(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+/// The rows of one network, each against its limit.
+pub struct Limits<'a> {
+    pub rtt: &'a Row,
+    pub ed25519: &'a Row,
+    pub restart_floor: &'a Row,
+    /// `(state bytes, spawn + open of a state that size)`.
+    pub handover_floor: &'a [(u64, Row)],
+}
+
+pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
+    let n = f.nodes;
+    let mut rows = vec![
+        Row::new(
+            format!("finality latency p50 (n = {n})"),
+            percentile(&f.latency_ms, 50.0),
+            "ms",
+        )
+        .samples(f.latency_ms.len())
+        .against(l.rtt),
+        Row::new(
+            format!("finality latency p99 (n = {n})"),
+            percentile(&f.latency_ms, 99.0),
+            "ms",
+        )
+        .samples(f.latency_ms.len())
+        .against(l.rtt),
+        Row::new(
+            format!("throughput, updates finalized per second (n = {n})"),
+            f.throughput,
+            "1/s",
+        )
+        .against(l.ed25519),
+    ];
+    let downtimes: Vec<f64> = f.upgrades.iter().filter_map(|u| u.downtime_ms).collect();
+    let deploys: Vec<f64> = f.upgrades.iter().map(|u| u.deploy_to_running_ms).collect();
+    if !downtimes.is_empty() {
+        rows.push(
+            Row::new(
+                format!("upgrade downtime, median (n = {n})"),
+                percentile(&downtimes, 50.0),
+                "ms",
+            )
+            .samples(downtimes.len())
+            .against(l.restart_floor),
+        );
+        rows.push(
+            Row::new(
+                format!("upgrade downtime, maximum (n = {n})"),
+                downtimes.iter().copied().fold(f64::MIN, f64::max),
+                "ms",
+            )
+            .samples(downtimes.len())
+            .against(l.restart_floor),
+        );
+        rows.push(
+            Row::new(
+                format!("deploy adopted to every node running, median (n = {n})"),
+                percentile(&deploys, 50.0),
+                "ms",
+            )
+            .samples(deploys.len())
+            .against(l.restart_floor),
+        );
+    }
+    for (bytes, t) in &f.handovers {
+        let Some((_, floor)) = l.handover_floor.iter().find(|(b, _)| b == bytes) else {
+            continue;
+        };
+        rows.push(
+            Row::new(
+                format!("state handover at {} (n = {n})", size_name(*bytes)),
+                t.handover_ms,
+                "ms",
+            )
+            .against(floor),
+        );
+    }
+    rows
+}
