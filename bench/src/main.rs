@@ -44,8 +44,8 @@ fn main() -> ExitCode {
         measure::Sizes::FULL
     };
     let started = std::time::Instant::now();
-    let rows = match measure::all(&sizes) {
-        Ok(rows) => rows,
+    let (rows, networks) = match measure::all(&sizes) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("bench: error: {e}");
             return ExitCode::FAILURE;
@@ -53,7 +53,10 @@ fn main() -> ExitCode {
     };
     let table = measure::table(&rows, args.tiny, started.elapsed());
     if args.json {
-        println!("{}", json!({ "tiny": args.tiny, "figures": rows }));
+        println!(
+            "{}",
+            json!({ "tiny": args.tiny, "figures": rows, "networks": networks })
+        );
     } else {
         println!("{table}");
     }

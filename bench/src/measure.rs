@@ -118,7 +118,7 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 }
 
 /// Runs every measurement once, in order, on this thread (and a small runtime for QUIC).
-pub fn all(s: &Sizes) -> Result<Vec<Row>, String> {
+pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
     let ed = Row::new(
         "ed25519 verifications per second (one core)".into(),
         ed25519_per_s(s.ed25519)?,
@@ -234,11 +234,13 @@ pub fn all(s: &Sizes) -> Result<Vec<Row>, String> {
         restart_floor: &restart,
         handover_floor: &floors,
     };
+    let mut networks = Vec::new();
     for (i, &nodes) in s.net.nodes.iter().enumerate() {
         let f = net::measure(&s.net, nodes, i == 0)?;
         rows.extend(net::rows(&f, &limits));
+        networks.push(f);
     }
-    Ok(rows)
+    Ok((rows, networks))
 }
 
 /// Removes a scratch directory after its store is closed (RocksDB holds files open).

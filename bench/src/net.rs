@@ -76,15 +76,15 @@ const PATIENCE: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(50);
 
 /// One upgrade's times.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct UpgradeTimes {
     pub downtime_ms: Option<f64>,
     pub deploy_to_running_ms: f64,
     pub handover_ms: f64,
 }
 
-/// What one network measured.
-#[derive(Clone, Debug, Default)]
+/// What one network measured (the raw samples behind its rows, for `--json`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct NetFigures {
     pub nodes: usize,
     pub latency_ms: Vec<f64>,
@@ -623,6 +623,7 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
     ));
     let (lat, failures) = latency(&rt, &net, s.latency_rate, s.latency_seconds)?;
     out.latency_ms = lat;
+    out.latency_ms.sort_by(f64::total_cmp);
     out.latency_failures = failures;
     progress(&format!(
         "{nodes} nodes: throughput, {} s with {} senders",
@@ -724,14 +725,17 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
     Ok(out)
 }
 
+/// The `p`th percentile, interpolating between neighbours (p = 50 of an even count is
+/// the mean of the middle two).
 fn percentile(samples: &[f64], p: f64) -> f64 {
     let mut v = samples.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
     }
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
+    let at = (p / 100.0).clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
 }
 
 pub fn size_name(bytes: u64) -> String {
@@ -822,4 +826,18 @@ pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
         );
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_interpolate() {
+        assert_eq!(percentile(&[3.0, 1.0, 2.0, 4.0], 50.0), 2.5);
+        assert_eq!(percentile(&[5.0], 99.0), 5.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 100.0), 3.0);
+        assert_eq!(percentile(&[0.0, 10.0], 99.0), 9.9);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
 }

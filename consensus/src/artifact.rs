@@ -31,6 +31,7 @@ pub struct Block {
     pub is_summary: bool,
     /// Supplied and validated by the driver (ingress); empty in summary blocks and while
     /// halting.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

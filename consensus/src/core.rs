@@ -537,11 +537,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
         h
     }
 
-    /// The lowest-ranked notarized block we hold at a height (ties: smallest hash).
-    fn notarized_block<'a>(&self, p: &'a HeightPool) -> Option<&'a ValidBlock> {
+    /// The lowest-ranked notarized block we hold at a height (ties: smallest hash), with
+    /// its hash (the pool's key: hashing a block encodes its whole payload).
+    fn notarized_block<'a>(&self, p: &'a HeightPool) -> Option<(CryptoHash, &'a ValidBlock)> {
         p.notarized_hashes()
-            .filter_map(|h| p.blocks.get(h))
-            .min_by_key(|b| (b.proposal.block.rank, b.proposal.block.hash()))
+            .filter_map(|h| p.blocks.get(h).map(|b| (*h, b)))
+            .min_by_key(|(h, b)| (b.proposal.block.rank, *h))
     }
 
     fn beacon_at(&self, h: Height) -> Option<&Vec<u8>> {
@@ -597,9 +598,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
             ));
         }
         let p = self.pool.get(&prev)?;
-        let b = self.notarized_block(p)?;
+        let (hash, b) = self.notarized_block(p)?;
         Some((
-            b.proposal.block.hash(),
+            hash,
             b.proposal.block.context.clone(),
             b.summary_rv,
             b.summary_height,
@@ -1832,7 +1833,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 .finalization
                 .as_ref()
                 .map(|f| f.hash)
-                .or_else(|| self.notarized_block(p).map(|b| b.proposal.block.hash()));
+                .or_else(|| self.notarized_block(p).map(|(h, _)| h));
             if let Some(hash) = chosen {
                 if let Some(b) = p.blocks.get(&hash) {
                     out.push(Artifact::Proposal(b.proposal.clone()));
@@ -1920,9 +1921,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     }));
                 }
             }
-            if let Some(b) = self.notarized_block(p) {
+            if let Some((hash, b)) = self.notarized_block(p) {
                 out.push(Artifact::Proposal(b.proposal.clone()));
-                if let Some(n) = p.notarizations.get(&b.proposal.block.hash()) {
+                if let Some(n) = p.notarizations.get(&hash) {
                     out.push(Artifact::Notarization(n.clone()));
                 }
             }

@@ -347,8 +347,9 @@ impl Driver {
                 let result = if self.core.is_halting() || self.core.is_halted() {
                     Err(UpdateRefused::Upgrading)
                 } else {
-                    m.validate(now_ns())
-                        .and_then(|()| self.ingress.insert(m, now_ns()))
+                    // `insert` validates (signature, expiry, sizes): once is enough.
+                    self.ingress
+                        .insert(m, now_ns())
                         .map_err(UpdateRefused::Invalid)
                 };
                 match &result {

@@ -25,6 +25,7 @@ pub const MAX_EXPIRY_AHEAD_NS: u64 = 5 * 60 * 1_000_000_000;
 pub enum Operation {
     Put {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
@@ -33,6 +34,7 @@ pub enum Operation {
     /// Appends `value` to the key's value (creating it). The next release's method.
     Append {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
 }

@@ -328,6 +328,35 @@ mod tests {
     use proptest::prelude::*;
     use serde::Deserialize;
 
+    /// Byte fields marked `serde_bytes` (block payloads, update values) must encode
+    /// exactly as plain `Vec<u8>` did: hashes and signatures cover these bytes.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Plain {
+        tag: u32,
+        bytes: Vec<u8>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Marked {
+        tag: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    }
+
+    proptest! {
+        #[test]
+        fn bytes_marked_serde_bytes_encode_and_decode_as_a_plain_vec(
+            tag in any::<u32>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let plain = encode(&Plain { tag, bytes: bytes.clone() });
+            let marked = encode(&Marked { tag, bytes: bytes.clone() });
+            prop_assert_eq!(&plain, &marked);
+            let back: Marked = decode(&plain, plain.len()).expect("decodes");
+            prop_assert_eq!(back, Marked { tag, bytes });
+        }
+    }
+
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Sample {
         height: u64,
