@@ -119,6 +119,7 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 
 /// Runs every measurement once, in order, on this thread (and a small runtime for QUIC).
 pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
+    crate::net::progress("limits: ed25519, BLS, QUIC round trip, spawn, state open");
     let ed = Row::new(
         "ed25519 verifications per second (one core)".into(),
         ed25519_per_s(s.ed25519)?,
@@ -157,6 +158,10 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
         spawn.value + open.value,
         "ms",
     );
+    crate::net::progress(&format!(
+        "registry: {} versions in memory and on RocksDB",
+        s.registry_versions
+    ));
     let mem = Row::new(
         format!(
             "registry get at {} versions, in memory (median)",
@@ -181,6 +186,10 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
     )
     .against(&mem);
     drop(rocks_cleanup(dir));
+    crate::net::progress(&format!(
+        "registry: replicating {} versions",
+        s.replicated_versions
+    ));
     let (replicated, local) = replicate_s(s.replicated_versions)?;
     let local = Row::new(
         format!(
@@ -204,6 +213,10 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
     let mut floors = Vec::new();
     for &bytes in s.net.handover_bytes {
         let values = (bytes as usize).div_ceil(replica::ingress::MAX_VALUE_BYTES);
+        crate::net::progress(&format!(
+            "handover floor: building and opening a state of {}",
+            net::size_name(bytes)
+        ));
         let open = state_open_ms(values, replica::ingress::MAX_VALUE_BYTES, 3)?;
         floors.push((
             bytes,

@@ -122,7 +122,7 @@ fn run(bin: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn progress(what: &str) {
+pub fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
 
@@ -759,21 +759,16 @@ pub struct Limits<'a> {
 
 pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
     let n = f.nodes;
+    // A percentile of `samples` (milliseconds), against `limit`.
+    let stat = |name: &str, samples: &[f64], p: f64, limit: &Row| {
+        Row::new(format!("{name} (n = {n})"), percentile(samples, p), "ms")
+            .samples(samples.len())
+            .against(limit)
+    };
+    let lat = &f.latency_ms;
     let mut rows = vec![
-        Row::new(
-            format!("finality latency p50 (n = {n})"),
-            percentile(&f.latency_ms, 50.0),
-            "ms",
-        )
-        .samples(f.latency_ms.len())
-        .against(l.rtt),
-        Row::new(
-            format!("finality latency p99 (n = {n})"),
-            percentile(&f.latency_ms, 99.0),
-            "ms",
-        )
-        .samples(f.latency_ms.len())
-        .against(l.rtt),
+        stat("finality latency p50", lat, 50.0, l.rtt),
+        stat("finality latency p99", lat, 99.0, l.rtt),
         Row::new(
             format!("throughput, updates finalized per second (n = {n})"),
             f.throughput,
@@ -784,46 +779,21 @@ pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
     let downtimes: Vec<f64> = f.upgrades.iter().filter_map(|u| u.downtime_ms).collect();
     let deploys: Vec<f64> = f.upgrades.iter().map(|u| u.deploy_to_running_ms).collect();
     if !downtimes.is_empty() {
-        rows.push(
-            Row::new(
-                format!("upgrade downtime, median (n = {n})"),
-                percentile(&downtimes, 50.0),
-                "ms",
-            )
-            .samples(downtimes.len())
-            .against(l.restart_floor),
-        );
-        rows.push(
-            Row::new(
-                format!("upgrade downtime, maximum (n = {n})"),
-                downtimes.iter().copied().fold(f64::MIN, f64::max),
-                "ms",
-            )
-            .samples(downtimes.len())
-            .against(l.restart_floor),
-        );
-        rows.push(
-            Row::new(
-                format!("deploy adopted to every node running, median (n = {n})"),
-                percentile(&deploys, 50.0),
-                "ms",
-            )
-            .samples(deploys.len())
-            .against(l.restart_floor),
-        );
+        let floor = l.restart_floor;
+        rows.push(stat("upgrade downtime, median", &downtimes, 50.0, floor));
+        rows.push(stat("upgrade downtime, maximum", &downtimes, 100.0, floor));
+        rows.push(stat(
+            "deploy adopted to every node running, median",
+            &deploys,
+            50.0,
+            floor,
+        ));
     }
     for (bytes, t) in &f.handovers {
-        let Some((_, floor)) = l.handover_floor.iter().find(|(b, _)| b == bytes) else {
-            continue;
-        };
-        rows.push(
-            Row::new(
-                format!("state handover at {} (n = {n})", size_name(*bytes)),
-                t.handover_ms,
-                "ms",
-            )
-            .against(floor),
-        );
+        if let Some((_, floor)) = l.handover_floor.iter().find(|(b, _)| b == bytes) {
+            let at = format!("state handover at {}", size_name(*bytes));
+            rows.push(stat(&at, &[t.handover_ms], 50.0, floor));
+        }
     }
     rows
 }

@@ -342,44 +342,38 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
 
     // One more, followed by its message id: waiting for it answers once it is certified.
     let user = Ed25519KeyPair::from_seed(&[8; 32]);
-    let r: Value = client
-        .post(format!("{}/api/v1/update", net.url(1)))
-        .body(update(&user, 1, "followed", "by its id").encode())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = |r: reqwest::RequestBuilder| async move {
+        r.send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let r = body(
+        client
+            .post(format!("{}/api/v1/update", net.url(1)))
+            .body(update(&user, 1, "followed", "by its id").encode()),
+    )
+    .await;
     let id = r["message_id"].as_str().unwrap().to_string();
     let ask = |q: String| {
         let c = client.clone();
         let url = format!("{}/api/v1/request_status?{q}", net.url(1));
         async move { c.get(url).send().await.unwrap() }
     };
-    let s: Value = ask(format!("id={id}&wait_ms=30000"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let s = body(client.get(format!(
+        "{}/api/v1/request_status?id={id}&wait_ms=30000",
+        net.url(1)
+    )))
+    .await;
     assert_eq!(s["status"], "certified", "{s}");
     assert_eq!(s["message_id"], id.as_str());
     let height = s["height"].as_u64().unwrap();
-    let q: Value = client
-        .get(format!("{}/api/v1/query?key=followed", net.url(1)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q = body(client.get(format!("{}/api/v1/query?key=followed", net.url(1)))).await;
     assert_eq!(q["value"], "by its id");
     assert!(q["certified_height"].as_u64() >= Some(height), "{q} {s}");
-    let s: Value = ask(format!("id={}", "ab".repeat(32)))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let s = body(client.get(format!(
+        "{}/api/v1/request_status?id={}",
+        net.url(1),
+        "ab".repeat(32)
+    )))
+    .await;
     assert_eq!(s["status"], "unknown");
     for bad in ["id=xyz", "wait_ms=5", &format!("id={id}&wait_ms=9999999")] {
         assert_eq!(
