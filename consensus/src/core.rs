@@ -259,6 +259,9 @@ pub struct Stats {
     /// Finalizations seen for a block off this node's finalized chain: proof that more
     /// than `f` nodes signed conflicting blocks (a safety violation elsewhere).
     pub conflicting_finalizations: u64,
+    /// Artifacts dropped unverified because inserting them would change nothing (a
+    /// share already held, a share for an already aggregated block, a second aggregate).
+    pub redundant_artifacts: u64,
     /// Why the most recent artifact was rejected.
     pub last_invalid: Option<&'static str>,
     /// Why the most recent artifact had to wait.
@@ -648,6 +651,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if h.get() > self.round().get() + 1 {
             self.request_catch_up(from);
         }
+        if self.redundant(&artifact) {
+            self.stats.redundant_artifacts += 1;
+            return;
+        }
         match self.validate(&artifact) {
             Validity::Valid => self.insert(artifact),
             Validity::Invalid(why) => {
@@ -699,7 +706,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             let items: Vec<_> = self.pending.drain(..).collect();
             let mut progressed = false;
             for (from, a) in items {
-                if a.height() <= self.base.height {
+                if a.height() <= self.base.height || self.redundant(&a) {
                     continue;
                 }
                 match self.validate(&a) {
@@ -717,6 +724,42 @@ impl<C: ConsensusCrypto> Consensus<C> {
             if !progressed || self.pending.len() == before || rounds > 8 {
                 break;
             }
+        }
+    }
+
+    /// Inserting `a` would change nothing: we hold it already, or what it helps make.
+    /// Checked before `validate`, whose signature checks are most of a replica's work
+    /// (every node broadcasts its shares and its aggregates). Mirrors `insert`'s no-ops.
+    fn redundant(&self, a: &Artifact) -> bool {
+        let h = a.height();
+        if matches!(a, Artifact::CertificationShare(_)) && h <= self.certified {
+            return true;
+        }
+        let Some(pool) = self.pool.get(&h) else {
+            return false;
+        };
+        let holds = |shares: Option<&BTreeMap<NodeIndex, Vec<u8>>>, signer: &NodeIndex| {
+            shares.is_some_and(|m| m.contains_key(signer))
+        };
+        match a {
+            Artifact::BeaconShare(s) => {
+                pool.beacon.is_some() || pool.beacon_shares.contains_key(&s.signer)
+            }
+            Artifact::Beacon(_) => pool.beacon.is_some(),
+            Artifact::NotarizationShare(s) => {
+                pool.notarizations.contains_key(&s.hash)
+                    || holds(pool.notar_shares.get(&s.hash), &s.signer)
+            }
+            Artifact::Notarization(g) => pool.notarizations.contains_key(&g.hash),
+            Artifact::FinalizationShare(s) => {
+                pool.finalization.is_some() || holds(pool.final_shares.get(&s.hash), &s.signer)
+            }
+            Artifact::Finalization(_) => pool.finalization.is_some(),
+            Artifact::CertificationShare(s) => holds(pool.cert_shares.get(&s.value), &s.signer),
+            Artifact::Certification(_) => pool.certification.is_some(),
+            Artifact::CupShare(s) => holds(pool.cup_shares.get(&s.value), &s.signer),
+            // A block's check is its hash, which validation computes anyway.
+            Artifact::Proposal(_) | Artifact::Cup(_) | Artifact::Request { .. } => false,
         }
     }
 

@@ -124,6 +124,8 @@ pub struct SimResult {
     pub virtual_time_ms: u64,
     pub min_finalized: u64,
     pub upgrade_height: Option<u64>,
+    /// Artifacts the honest nodes dropped without verifying (`Stats::redundant_artifacts`).
+    pub redundant_artifacts: u64,
 }
 
 #[derive(Debug)]
@@ -1097,6 +1099,12 @@ impl Sim {
             .filter_map(|n| n.core.as_ref().map(|c| c.finalized_height().get()))
             .min()
             .unwrap_or(0);
+        let redundant_artifacts = self
+            .nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .filter_map(|n| n.core.as_ref().map(|c| c.stats().redundant_artifacts))
+            .sum();
         let digest = hex::encode(self.digest.finalize());
         SimResult {
             seed: self.seed,
@@ -1112,6 +1120,7 @@ impl Sim {
             virtual_time_ms: self.now / MS,
             min_finalized,
             upgrade_height,
+            redundant_artifacts,
         }
     }
 }
