@@ -185,6 +185,13 @@ pub enum Action {
         content: CupContent,
         signature: Vec<u8>,
     },
+    /// A valid block at `height` (not yet finalized) carries `payload`. A driver leaves
+    /// what it carries out of the payloads it offers until `height` is delivered, so
+    /// that the next block maker does not propose the same updates again.
+    BlockPayload {
+        height: Height,
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -287,6 +294,10 @@ pub struct Consensus<C: ConsensusCrypto> {
     halted: bool,
     last_cup: Height,
     payload: Vec<u8>,
+    /// A block payload was reported (`Action::BlockPayload`) since the driver last
+    /// offered one: `payload` may repeat what that block carries, so no block is made
+    /// with it until the driver offers a fresh one.
+    payload_stale: bool,
     pending: VecDeque<(NodeIndex, Artifact)>,
     /// Something that can make a pending artifact valid happened since the last retry.
     pending_dirty: bool,
@@ -338,6 +349,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             halt_at: None,
             halted: false,
             payload: Vec::new(),
+            payload_stale: false,
             pending: VecDeque::new(),
             pending_dirty: false,
             actions: VecDeque::new(),
@@ -482,6 +494,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             Event::Payload(p) => {
                 if p.len() <= self.cfg.max_payload_bytes {
                     self.payload = p;
+                    self.payload_stale = false;
                 }
             }
             Event::StateComputed { height, state_hash } => {
@@ -1015,6 +1028,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
                         pool.makers.insert(maker, hash);
                     }
                 }
+                let payload = (!p.block.payload.is_empty() && h > self.delivered)
+                    .then(|| p.block.payload.clone());
                 pool.blocks.insert(
                     hash,
                     ValidBlock {
@@ -1023,6 +1038,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                         summary_height: s,
                     },
                 );
+                if let Some(payload) = payload {
+                    self.emit(Action::BlockPayload { height: h, payload });
+                    self.payload_stale = true;
+                }
                 self.progress();
             }
             Artifact::BeaconShare(s) => {
@@ -1288,9 +1307,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return;
         }
         let is_summary = self.cfg.is_summary_height(h);
+        let carries_payload = !is_summary && st == Status::Running;
         if st == Status::Halted
             || !self.within_bounds(h, ps, st)
             || (is_summary && st != Status::Running)
+            || (carries_payload && self.payload_stale)
         {
             return;
         }
@@ -1314,10 +1335,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     .min(Height::new(h.get() - 1)),
             },
             is_summary,
-            payload: if is_summary || st != Status::Running {
-                Vec::new()
-            } else {
+            payload: if carries_payload {
                 self.payload.clone()
+            } else {
+                Vec::new()
             },
         };
         let signature = self.crypto.sign_block(&self.msg(&block.hash()));

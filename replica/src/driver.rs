@@ -24,7 +24,7 @@ use registry::{
 };
 use serde::Serialize;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -41,6 +41,8 @@ pub const MAX_INGRESS_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CERTIFICATES: usize = 200;
 /// Checkpoints kept on disk (the newest; at least the current CUP's).
 pub const MAX_CHECKPOINTS: usize = 3;
+/// Relays of users' updates to peers in flight at once.
+pub const MAX_RELAYS: usize = 256;
 /// How often the driver looks for new registry versions and refreshes the payload.
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -136,6 +138,8 @@ pub struct Counters {
     pub updates_refused: u64,
     pub blocks_executed: u64,
     pub messages_executed: u64,
+    /// Updates in executed blocks that did not execute (duplicates, expired).
+    pub messages_skipped: u64,
     pub checkpoints: u64,
     pub cups_made: u64,
     pub undecodable_messages: u64,
@@ -150,6 +154,12 @@ pub struct Shared {
     pub counters: Mutex<Counters>,
     pub transport: Transport,
     pub dir: NodeDir,
+    /// The other members' HTTP APIs, which a user's update is relayed to.
+    pub peer_urls: Vec<String>,
+    /// Bounds the relays in flight; past it, an update waits for this node's own turn
+    /// to make a block.
+    pub relays: Arc<tokio::sync::Semaphore>,
+    pub relay_client: reqwest::Client,
 }
 
 pub struct Driver {
@@ -175,6 +185,8 @@ pub struct Driver {
     shared: Arc<Shared>,
     counters: Counters,
     requests: Tracker,
+    /// Ids of the updates in valid blocks above the delivered height, per height.
+    in_blocks: BTreeMap<Height, BTreeSet<CryptoHash>>,
     first_payload: Option<PayloadBlock>,
     last_payload: Option<PayloadBlock>,
 }
@@ -254,6 +266,18 @@ impl Driver {
             counters: Mutex::new(Counters::default()),
             transport: p.transport.clone(),
             dir: p.dir.clone(),
+            peer_urls: p
+                .subnet
+                .members
+                .iter()
+                .filter(|m| m.node_id != p.node_id)
+                .map(|m| format!("http://{}", m.http_address))
+                .collect(),
+            relays: Arc::new(tokio::sync::Semaphore::new(MAX_RELAYS)),
+            relay_client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         });
         let registry_seen = p.registry.latest_version();
         let d = Self {
@@ -276,6 +300,7 @@ impl Driver {
             shared: shared.clone(),
             counters: Counters::default(),
             requests: Tracker::new(c.height),
+            in_blocks: BTreeMap::new(),
             first_payload: None,
             last_payload: None,
         };
@@ -344,8 +369,16 @@ impl Driver {
     fn on_request(&mut self, r: Request) {
         match r {
             Request::Update(m, reply) => {
+                let id = m.id();
+                let done = self
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.has_executed(&id).unwrap_or(false));
                 let result = if self.core.is_halting() || self.core.is_halted() {
                     Err(UpdateRefused::Upgrading)
+                } else if done {
+                    // Executed already (a late relay, or a user's retry).
+                    Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
                 } else {
                     // `insert` validates (signature, expiry, sizes): once is enough.
                     self.ingress
@@ -445,90 +478,129 @@ impl Driver {
             self.registry_seen = latest;
         }
         if self.payload_dirty {
-            self.payload_dirty = false;
-            let now = now_ns();
-            let selected = self.ingress.select(now, MAX_PAYLOAD_BYTES);
-            self.core
-                .on_event(now, Event::Payload(encode_payload(&selected)));
+            self.offer_payload();
         }
+    }
+
+    /// Hands the core the payload for the next block this node makes: the pool's
+    /// updates, less those a valid block not yet delivered already carries.
+    fn offer_payload(&mut self) {
+        self.payload_dirty = false;
+        let now = now_ns();
+        let in_blocks = &self.in_blocks;
+        let selected = self.ingress.select(now, MAX_PAYLOAD_BYTES, |id| {
+            in_blocks.values().any(|ids| ids.contains(id))
+        });
+        self.core
+            .on_event(now, Event::Payload(encode_payload(&selected)));
     }
 
     /// Performs the core's actions. Returns a CUP to catch up to, if a peer sent one.
     fn perform(&mut self) -> Result<Option<(cup::CupContent, Vec<u8>)>, ReplicaError> {
         let mut catch_up = None;
+        let mut offer = false;
         // State hashes fed back make more actions: loop until quiet (bounded by the
         // core's own action bound).
-        while let Some(action) = self.core.poll_action() {
-            match action {
-                Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
-                Action::SendTo(i, e) => {
-                    if let Some(to) = self.subnet.record.members.get(i as usize) {
-                        self.transport.send(*to, crate::wire::encode(&e));
+        loop {
+            while let Some(action) = self.core.poll_action() {
+                match action {
+                    Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
+                    Action::SendTo(i, e) => {
+                        if let Some(to) = self.subnet.record.members.get(i as usize) {
+                            self.transport.send(*to, crate::wire::encode(&e));
+                        }
                     }
-                }
-                Action::Persist(e) => self.pool.append(&e)?,
-                Action::Deliver(d) => {
-                    let payload =
-                        decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
-                    let r =
-                        self.state_mut()?
-                            .execute(d.height, d.block.context.time_ns, &payload)?;
-                    self.counters.blocks_executed += 1;
-                    self.counters.messages_executed += r.executed.len() as u64;
-                    self.requests.executed(d.height, &r.executed);
-                    if !payload.is_empty() {
-                        let b = PayloadBlock {
-                            height: d.height.get(),
-                            messages: payload.len(),
-                            executed_at_ms: now_ns() / 1_000_000,
-                        };
-                        self.first_payload.get_or_insert(b);
-                        self.last_payload = Some(b);
+                    Action::Persist(e) => self.pool.append(&e)?,
+                    Action::Deliver(d) => {
+                        let payload =
+                            decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
+                        let r = self.state_mut()?.execute(
+                            d.height,
+                            d.block.context.time_ns,
+                            &payload,
+                        )?;
+                        self.counters.blocks_executed += 1;
+                        self.counters.messages_executed += r.executed.len() as u64;
+                        self.requests.executed(d.height, &r.executed);
+                        if !payload.is_empty() {
+                            let b = PayloadBlock {
+                                height: d.height.get(),
+                                messages: payload.len(),
+                                executed_at_ms: now_ns() / 1_000_000,
+                            };
+                            self.first_payload.get_or_insert(b);
+                            self.last_payload = Some(b);
+                        }
+                        self.undo.insert(d.height, r.previous_values);
+                        self.in_blocks = self.in_blocks.split_off(&d.height.increment());
+                        // Every update the block carries: executed, or a duplicate or
+                        // invalid one that must not be proposed again either.
+                        let carried: Vec<CryptoHash> =
+                            payload.iter().map(SignedIngress::id).collect();
+                        self.ingress.purge(&carried, now_ns());
+                        self.counters.messages_skipped += r.skipped as u64;
+                        self.payload_dirty = true;
+                        if d.block.is_summary {
+                            self.checkpoint(d.height)?;
+                        }
+                        self.core.on_event(
+                            now_ns(),
+                            Event::StateComputed {
+                                height: d.height,
+                                state_hash: r.state_hash,
+                            },
+                        );
                     }
-                    self.undo.insert(d.height, r.previous_values);
-                    self.ingress.purge(&r.executed, now_ns());
-                    self.payload_dirty = true;
-                    if d.block.is_summary {
-                        self.checkpoint(d.height)?;
-                    }
-                    self.core.on_event(
-                        now_ns(),
-                        Event::StateComputed {
-                            height: d.height,
-                            state_hash: r.state_hash,
-                        },
-                    );
-                }
-                Action::Certified {
-                    height,
-                    state_hash,
-                    signature,
-                } => {
-                    self.certificates.insert(
+                    Action::Certified {
                         height,
-                        Certificate {
-                            height: height.get(),
-                            state_hash,
-                            signature: hex::encode(&signature),
-                            kind: "certification",
-                            replica_version: self.version.clone(),
-                        },
-                    );
-                    while self.certificates.len() > MAX_CERTIFICATES {
-                        self.certificates.pop_first();
+                        state_hash,
+                        signature,
+                    } => {
+                        self.certificates.insert(
+                            height,
+                            Certificate {
+                                height: height.get(),
+                                state_hash,
+                                signature: hex::encode(&signature),
+                                kind: "certification",
+                                replica_version: self.version.clone(),
+                            },
+                        );
+                        while self.certificates.len() > MAX_CERTIFICATES {
+                            self.certificates.pop_first();
+                        }
+                        self.requests.certified(height);
+                        // Undo entries at or below the newest certified height are not needed.
+                        let keep = self.undo.split_off(&height.increment());
+                        self.undo = keep;
                     }
-                    self.requests.certified(height);
-                    // Undo entries at or below the newest certified height are not needed.
-                    let keep = self.undo.split_off(&height.increment());
-                    self.undo = keep;
+                    Action::CupReady { content, signature } => {
+                        self.cup_ready(content, &signature)?
+                    }
+                    Action::Halted { cup_height } => {
+                        tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
+                        self.carry_over();
+                    }
+                    Action::CatchUp { content, signature } => catch_up = Some((content, signature)),
+                    Action::BlockPayload { height, payload } => {
+                        let ids = decode_payload(&payload, MAX_PAYLOAD_BYTES)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(SignedIngress::id)
+                            .collect::<Vec<_>>();
+                        self.in_blocks.entry(height).or_default().extend(ids);
+                        offer = true;
+                    }
                 }
-                Action::CupReady { content, signature } => self.cup_ready(content, &signature)?,
-                Action::Halted { cup_height } => {
-                    tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
-                    self.carry_over();
-                }
-                Action::CatchUp { content, signature } => catch_up = Some((content, signature)),
             }
+            // Before the block at that height is notarized (a round trip away), so the
+            // next block this node makes on top of it carries other updates; the core
+            // waits for it, and may act on it at once.
+            if !offer {
+                break;
+            }
+            offer = false;
+            self.offer_payload();
         }
         Ok(catch_up)
     }
@@ -543,7 +615,7 @@ impl Driver {
     /// atomically to the node directory, loaded (and validated again) by the replica that
     /// starts from the CUP. An accepted update is not dropped by an upgrade.
     fn carry_over(&self) {
-        let waiting = self.ingress.select(now_ns(), MAX_INGRESS_BYTES);
+        let waiting = self.ingress.select(now_ns(), MAX_INGRESS_BYTES, |_| false);
         if waiting.is_empty() {
             return;
         }

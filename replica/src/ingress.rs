@@ -208,15 +208,21 @@ impl IngressPool {
         Ok(id)
     }
 
-    /// A block payload: valid updates in arrival order, up to `max_bytes` encoded.
-    pub fn select(&self, now_ns: u64, max_bytes: usize) -> Vec<SignedIngress> {
+    /// A block payload: valid updates in arrival order, up to `max_bytes` encoded,
+    /// leaving out those `skip` names (already in a block on its way to finalization).
+    pub fn select(
+        &self,
+        now_ns: u64,
+        max_bytes: usize,
+        skip: impl Fn(&CryptoHash) -> bool,
+    ) -> Vec<SignedIngress> {
         let mut out = Vec::new();
         let mut bytes = 8; // the encoded length prefix of the list
         for id in self.arrival.values() {
             let Some((_, m)) = self.messages.get(id) else {
                 continue;
             };
-            if m.ingress.expiry_ns < now_ns {
+            if m.ingress.expiry_ns < now_ns || skip(id) {
                 continue;
             }
             let size = m.size();
@@ -334,9 +340,13 @@ mod tests {
             Err(IngressError::PoolFull { .. })
         ));
         // Selection respects the byte budget and skips what expired.
-        let one = pool.select(NOW, 8 + msg(1, 1, NOW + 1000, put("a", b"1")).size());
+        let one = pool.select(
+            NOW,
+            8 + msg(1, 1, NOW + 1000, put("a", b"1")).size(),
+            |_| false,
+        );
         assert_eq!(one.len(), 1);
-        assert!(pool.select(NOW + 2000, 1_000_000).is_empty());
+        assert!(pool.select(NOW + 2000, 1_000_000, |_| false).is_empty());
         pool.purge(&[id], NOW);
         assert_eq!(pool.len(), 1);
         pool.purge(&[], NOW + 2000);
@@ -352,7 +362,10 @@ mod tests {
         for m in &ms {
             pool.insert(m.clone(), NOW).expect("insert");
         }
-        assert_eq!(pool.select(NOW, 1_000_000), ms);
+        assert_eq!(pool.select(NOW, 1_000_000, |_| false), ms);
+        // What a block on its way to finalization carries is left out.
+        let first = ms[0].id();
+        assert_eq!(pool.select(NOW, 1_000_000, |id| *id == first), ms[1..]);
         // Removing from the middle keeps the order of the rest.
         pool.purge(&[ms[3].id(), ms[10].id()], NOW);
         let rest: Vec<SignedIngress> = ms
@@ -361,7 +374,7 @@ mod tests {
             .filter(|(i, _)| *i != 3 && *i != 10)
             .map(|(_, m)| m.clone())
             .collect();
-        assert_eq!(pool.select(NOW, 1_000_000), rest);
+        assert_eq!(pool.select(NOW, 1_000_000, |_| false), rest);
     }
 
     #[test]

@@ -305,6 +305,12 @@ impl ReplicatedState {
             .transpose()
     }
 
+    /// Whether the update `id` executed here and its replay record is kept (until its
+    /// expiry: after that it can no longer be valid anyway).
+    pub fn has_executed(&self, id: &CryptoHash) -> Result<bool, StateError> {
+        Ok(self.db.get(prefixed(b"x/", &id.0))?.is_some())
+    }
+
     /// Executes the block at `height` (the next one) with time `time_ns`.
     pub fn execute(
         &mut self,

@@ -339,6 +339,13 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     // 1,000 signed updates over all nodes; every node agrees on every value.
     let written = submit(&client, &net, &all, 0..1000, "a").await;
     check_agreement(&client, &mut net, &written).await;
+    // Each node relayed what it accepted to the others (a node was sent a quarter
+    // directly), and no finalized block repeated an update another one carried.
+    for i in 0..NODES {
+        let m = metrics(&client, &net.url(i)).await;
+        assert!(m["replica_updates_accepted_total"] > 500, "node {i}: {m:?}");
+        assert_eq!(m["replica_messages_skipped_total"], 0, "node {i}: {m:?}");
+    }
 
     // One more, followed by its message id: waiting for it answers once it is certified.
     let user = Ed25519KeyPair::from_seed(&[8; 32]);

@@ -744,6 +744,15 @@ impl Sim {
                 Action::Broadcast(e) => self.outgoing(i, None, e),
                 Action::SendTo(t, e) => self.outgoing(i, Some(t), e),
                 Action::Persist(e) => self.nodes[i as usize].disk.persisted.push(e),
+                // A driver offers a payload without what that block carries; the
+                // simulated payloads are unique, so the same one again will do.
+                Action::BlockPayload { .. } => {
+                    let node = &mut self.nodes[i as usize];
+                    let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
+                    if let Some(c) = node.core.as_mut() {
+                        c.on_event(self.now, Event::Payload(payload));
+                    }
+                }
                 Action::Deliver(d) => {
                     let node = &mut self.nodes[i as usize];
                     let prev = Height::new(d.height.get() - 1);

@@ -105,7 +105,10 @@ fn ci_seeds_13_nodes_4_byzantine_with_upgrade() {
 fn redundant_artifacts_are_dropped_unverified() {
     let cfg = ci_config(4);
     let r = run_seed(&cfg, 3);
-    assert!(r.safety_violations.is_empty() && r.liveness_failures.is_empty(), "{r:?}");
+    assert!(
+        r.safety_violations.is_empty() && r.liveness_failures.is_empty(),
+        "{r:?}"
+    );
     assert!(r.redundant_artifacts > 0, "{r:?}");
 }
 
