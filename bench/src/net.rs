@@ -53,7 +53,7 @@ impl NetSizes {
         latency_seconds: 30,
         latency_rate: 20,
         throughput_seconds: 20,
-        throughput_senders: 16,
+        throughput_senders: 64,
         background_rate: 20,
         handover_bytes: &[1 << 20, 100 << 20, 1 << 30],
     };
@@ -90,6 +90,7 @@ pub struct NetFigures {
     pub latency_ms: Vec<f64>,
     pub latency_failures: usize,
     pub throughput: f64,
+    pub pools_at_end_of_throughput: Vec<Option<u64>>,
     pub upgrades: Vec<UpgradeTimes>,
     /// `(state bytes, handover)`.
     pub handovers: Vec<(u64, UpgradeTimes)>,
@@ -457,19 +458,23 @@ async fn executed_total(client: &reqwest::Client, url: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Each node's ingress pool (`None`: no answer).
+fn pools(rt: &Runtime, client: &reqwest::Client, net: &Testnet) -> Vec<Option<u64>> {
+    net.replicas
+        .iter()
+        .map(|u| {
+            rt.block_on(get_json(client, &format!("{u}/api/v1/status")))
+                .and_then(|s| s["ingress_pool"].as_u64())
+        })
+        .collect()
+}
+
 /// Waits until no node has updates waiting (what was accepted has executed).
 fn drain(rt: &Runtime, net: &Testnet) -> Result<(), String> {
     let client = client()?;
     let start = Instant::now();
     loop {
-        let pools: Vec<Option<u64>> = net
-            .replicas
-            .iter()
-            .map(|u| {
-                rt.block_on(get_json(&client, &format!("{u}/api/v1/status")))
-                    .and_then(|s| s["ingress_pool"].as_u64())
-            })
-            .collect();
+        let pools = pools(rt, &client, net);
         if pools.iter().all(|p| *p == Some(0)) {
             return Ok(());
         }
@@ -481,7 +486,14 @@ fn drain(rt: &Runtime, net: &Testnet) -> Result<(), String> {
 }
 
 /// Updates executed per second (node 0's counter) while `senders` keep the pools full.
-fn throughput(rt: &Runtime, net: &Testnet, senders: usize, seconds: u64) -> Result<f64, String> {
+/// Also returns each node's ingress pool at the end of the window (non-empty: the
+/// senders kept the subnet saturated).
+fn throughput(
+    rt: &Runtime,
+    net: &Testnet,
+    senders: usize,
+    seconds: u64,
+) -> Result<(f64, Vec<Option<u64>>), String> {
     let client = client()?;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = spawn_senders(
@@ -504,10 +516,11 @@ fn throughput(rt: &Runtime, net: &Testnet, senders: usize, seconds: u64) -> Resu
     std::thread::sleep(Duration::from_secs(seconds));
     let after = rt.block_on(executed_total(&client, url));
     let elapsed = t0.elapsed().as_secs_f64();
+    let pools = pools(rt, &client, net);
     stop_senders(rt, &stop, tasks);
     drain(rt, net)?;
     match (before, after) {
-        (Some(b), Some(a)) if a > b => Ok((a - b) as f64 / elapsed),
+        (Some(b), Some(a)) if a > b => Ok(((a - b) as f64 / elapsed, pools)),
         _ => Err(format!(
             "node 0 executed nothing while loaded ({before:?} then {after:?})"
         )),
@@ -629,7 +642,8 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
         "{nodes} nodes: throughput, {} s with {} senders",
         s.throughput_seconds, s.throughput_senders
     ));
-    out.throughput = throughput(&rt, &net, s.throughput_senders, s.throughput_seconds)?;
+    (out.throughput, out.pools_at_end_of_throughput) =
+        throughput(&rt, &net, s.throughput_senders, s.throughput_seconds)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let background = spawn_senders(
