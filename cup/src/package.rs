@@ -332,15 +332,13 @@ pub fn choose_highest<'a>(
         let p = c.param();
         (p.height, p.registry_version, matches!(c, Cup::Signed(_)))
     };
-    let mut best: Option<&'a Cup> = None;
-    for c in candidates {
-        let valid = match c {
-            Cup::Signed(s) => s.verify(subnet_key).is_ok(),
-            Cup::Registry(_) => true,
-        };
-        if valid && best.is_none_or(|b| rank(c) > rank(b)) {
-            best = Some(c);
-        }
-    }
-    best
+    // Highest rank first (a stable sort keeps the given order among equals), so only
+    // candidates down to the first valid one cost a signature check: an orchestrator
+    // weighs its own CUP and its peers' (mostly the same one) every few hundred ms.
+    let mut sorted: Vec<&'a Cup> = candidates.into_iter().collect();
+    sorted.sort_by_key(|c| std::cmp::Reverse(rank(c)));
+    sorted.into_iter().find(|c| match c {
+        Cup::Signed(s) => s.verify(subnet_key).is_ok(),
+        Cup::Registry(_) => true,
+    })
 }

@@ -29,10 +29,34 @@ pub fn free_port() -> u16 {
 /// `cargo test --workspace`, nothing is rebuilt.
 pub fn binaries() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut build = std::process::Command::new(cargo);
+    build
         .args(["test", "--workspace", "--locked", "--no-run"])
-        .current_dir(workspace_root())
-        .status();
+        .current_dir(workspace_root());
+    // A test runs with its own package's variables (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+    // ...). Build scripts that watch them (ring's does) would see a change, so this
+    // build would redo ring, rustls, quinn and all above them, and the next plain build
+    // would redo them again.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_for_tests = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            build.env_remove(key);
+        }
+    }
+    let status = build.status();
     assert!(
         status.is_ok_and(|s| s.success()),
         "building the workspace's binaries failed"
