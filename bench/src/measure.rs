@@ -639,15 +639,20 @@ fn number(v: f64) -> String {
 
 /// The Markdown table, with the machine, the command and how long the run took.
 pub fn table(rows: &[Row], tiny: bool, took: Duration) -> String {
+    let took = if took.as_secs() < 120 {
+        format!("{} s", took.as_secs())
+    } else {
+        format!("{:.0} minutes", took.as_secs_f64() / 60.0)
+    };
     let mut out = format!(
-        "Machine: {}. Command: `scripts/bench.sh`{} ({:.0} minutes).\n\n| figure | value | samples | stands against | limit | ratio |\n|---|---|---|---|---|---|\n",
+        "Machine: {}. Command: `scripts/bench.sh{}` ({took}{}).\n\n| figure | value | samples | stands against | limit | ratio |\n|---|---|---|---|---|---|\n",
         machine(),
+        if tiny { " --tiny" } else { "" },
         if tiny {
-            " --tiny: toy sizes, not figures to quote"
+            "; toy sizes, not figures to quote"
         } else {
             ""
         },
-        took.as_secs_f64() / 60.0
     );
     for r in rows {
         out.push_str(&format!(
