@@ -174,18 +174,21 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
         )?,
         "µs",
     );
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut rocks = RocksStore::open(dir.path()).map_err(|e| e.to_string())?;
+    let rocks_us = {
+        // The store is dropped (closed) before its directory is removed.
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut store = RocksStore::open(dir.path()).map_err(|e| e.to_string())?;
+        registry_get_us(&mut store, s.registry_versions, s.registry_gets)?
+    };
     let rocks = Row::new(
         format!(
             "registry get at {} versions, RocksDB (median)",
             s.registry_versions
         ),
-        registry_get_us(&mut rocks, s.registry_versions, s.registry_gets)?,
+        rocks_us,
         "µs",
     )
     .against(&mem);
-    drop(rocks_cleanup(dir));
     crate::net::progress(&format!(
         "registry: replicating {} versions",
         s.replicated_versions
@@ -254,11 +257,6 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
         networks.push(f);
     }
     Ok((rows, networks))
-}
-
-/// Removes a scratch directory after its store is closed (RocksDB holds files open).
-fn rocks_cleanup(dir: tempfile::TempDir) -> std::io::Result<()> {
-    dir.close()
 }
 
 /// Version `v` of a synthetic registry: it sets one of 100 keys, so every key has a
