@@ -31,6 +31,8 @@ impl Domain {
 pub const NODE_ID: Domain = Domain("ic-node-id");
 /// `SubnetId = H(SUBNET_ID, subnet threshold public key)`.
 pub const SUBNET_ID: Domain = Domain("ic-subnet-id");
+/// `NetworkId = H(NETWORK_ID, registry root public key)`.
+pub const NETWORK_ID: Domain = Domain("ic-network-id");
 /// Hash of a consensus block.
 pub const BLOCK_HASH: Domain = Domain("ic-block-hash");
 /// Hash of the replicated state.
@@ -72,6 +74,7 @@ pub const GOVERNANCE_VOTE: Domain = Domain("ic-governance-vote");
 pub const ALL: &[Domain] = &[
     NODE_ID,
     SUBNET_ID,
+    NETWORK_ID,
     BLOCK_HASH,
     STATE_HASH,
     REGISTRY_CUP,

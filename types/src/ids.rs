@@ -48,6 +48,19 @@ id_type!(
     SubnetId
 );
 
+id_type!(
+    /// A network's identity: the domain-separated SHA-256 of its registry's root public
+    /// key. Everything signed for use on one network (ingress, proposals, ballots, CUP
+    /// requests) names it, so that nothing signed for one network is valid on another.
+    NetworkId
+);
+
+impl NetworkId {
+    pub fn from_registry_root_key(public_key: &[u8; 32]) -> Self {
+        Self(CryptoHash::of(domain::NETWORK_ID, public_key).0)
+    }
+}
+
 impl NodeId {
     pub fn from_ed25519_public_key(public_key: &[u8; 32]) -> Self {
         Self(CryptoHash::of(domain::NODE_ID, public_key).0)

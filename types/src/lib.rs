@@ -11,7 +11,7 @@ mod ids;
 mod version;
 
 pub use hash::CryptoHash;
-pub use ids::{NodeId, SubnetId};
+pub use ids::{NetworkId, NodeId, SubnetId};
 pub use version::{Height, RegistryVersion, ReplicaVersion, ReplicaVersionError};
 
 /// Parsing an id, hash or number from text failed.
