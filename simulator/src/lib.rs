@@ -19,10 +19,12 @@
 
 mod byzantine;
 mod checker;
+mod clock;
 mod sim_crypto;
 
 pub use byzantine::{BEHAVIORS, Byzantine};
 use checker::Checker;
+use clock::Clock;
 
 pub use sim_crypto::SimStandInCrypto;
 
@@ -50,6 +52,8 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 /// How often a node's orchestrator asks its peers for a newer CUP.
 const ORCHESTRATOR_TICK_NS: u64 = 3 * SEC;
+/// How far ahead of its own clock an honest node accepts a block's time.
+const BLOCK_TIME_SKEW_NS: u64 = SEC;
 
 /// A deliberately broken protocol rule, to show that the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +71,14 @@ pub struct SimConfig {
     pub heights: u64,
     /// When the highest finalized height reaches this, governance deploys release B.
     pub upgrade_at: Option<u64>,
-    pub real_crypto: bool,
+    /// Seeds that are multiples of this run with the real BLS and ed25519 code (0: none).
+    pub real_crypto_every: u64,
     pub dkg_interval_length: u64,
     /// Network faults, partitions and crashes in the fault phase.
     pub faults: bool,
+    /// Clocks that drift and step, and wrong clocks (a day off) on up to `f - faulty`
+    /// honest nodes.
+    pub clock_faults: bool,
     pub broken_rule: Option<BrokenRule>,
     /// The Byzantine behaviors to draw from (default: all of them).
     pub behaviors: Vec<Byzantine>,
@@ -83,12 +91,49 @@ impl SimConfig {
             faulty,
             heights,
             upgrade_at: None,
-            real_crypto: false,
+            real_crypto_every: 0,
             dkg_interval_length: 9,
             faults: true,
+            clock_faults: true,
             broken_rule: None,
             behaviors: BEHAVIORS.to_vec(),
         }
+    }
+
+    /// Whether `seed` runs with the real crypto code.
+    pub fn real_crypto(&self, seed: u64) -> bool {
+        self.real_crypto_every > 0 && seed.is_multiple_of(self.real_crypto_every)
+    }
+
+    /// The `simulate` command that runs exactly this configuration for `seed`: every
+    /// setting that changes a run is a flag.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut c = format!(
+            "simulate --nodes {} --faulty {} --seeds {seed}..{} --heights {} --dkg-interval {} --real-crypto-every {}",
+            self.nodes,
+            self.faulty,
+            seed + 1,
+            self.heights,
+            self.dkg_interval_length,
+            self.real_crypto_every,
+        );
+        if let Some(k) = self.upgrade_at {
+            c.push_str(&format!(" --upgrade-at {k}"));
+        }
+        if !self.faults {
+            c.push_str(" --no-faults");
+        }
+        if !self.clock_faults {
+            c.push_str(" --no-clock-faults");
+        }
+        if let Some(BrokenRule::FinalizeAfterNotarizingTwo) = self.broken_rule {
+            c.push_str(" --broken-rule finalize-after-notarizing-two");
+        }
+        if self.behaviors != BEHAVIORS {
+            let names: Vec<&str> = self.behaviors.iter().map(|b| b.name()).collect();
+            c.push_str(&format!(" --behaviors {}", names.join(",")));
+        }
+        c
     }
 }
 
@@ -178,6 +223,7 @@ struct Node {
     twins: BTreeMap<Height, (CryptoHash, CryptoHash)>,
     /// (version, base height) of every start.
     starts: Vec<(ReplicaVersion, Height)>,
+    clock: Clock,
 }
 
 /// Keys for one node in one run: real or the stand-in.
@@ -222,6 +268,9 @@ pub struct Sim {
     partition: Option<Vec<bool>>,
     fault_phase_end: u64,
     genesis: Base,
+    /// The time of every block proposal sent, by hash (what a block maker that lies
+    /// about time needs to know of the parent).
+    block_times: BTreeMap<CryptoHash, u64>,
 }
 
 fn hash(parts: &[&[u8]]) -> CryptoHash {
@@ -237,7 +286,7 @@ impl Sim {
     pub fn new(cfg: SimConfig, seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let n = cfg.nodes;
-        let keys = if cfg.real_crypto {
+        let keys = if cfg.real_crypto(seed) {
             let low = deal(n, low_threshold(n), &mut rng).expect("deal");
             let high = deal(n, high_threshold(n), &mut rng).expect("deal");
             let eds: Vec<Ed25519KeyPair> =
@@ -324,6 +373,7 @@ impl Sim {
                     halted_at: None,
                     twins: BTreeMap::new(),
                     starts: Vec::new(),
+                    clock: Clock::default(),
                 })
                 .collect(),
             cfg,
@@ -353,7 +403,9 @@ impl Sim {
             partition: None,
             fault_phase_end,
             genesis,
+            block_times: BTreeMap::new(),
         };
+        sim.draw_clocks();
         if sim.cfg.faults {
             sim.schedule_faults();
         }
@@ -369,6 +421,42 @@ impl Sim {
             );
         }
         sim
+    }
+
+    /// Every node's clocks: good ones everywhere, and wrong ones (a day off) on as many
+    /// honest nodes as the fault budget leaves, and on some Byzantine ones.
+    fn draw_clocks(&mut self) {
+        if !self.cfg.clock_faults {
+            return;
+        }
+        let n = self.cfg.nodes;
+        let end = self.fault_phase_end;
+        let budget = max_faulty(n).saturating_sub(self.cfg.faulty);
+        let mut honest: Vec<usize> = (0..n).filter(|i| self.is_honest(*i)).collect();
+        honest.shuffle(&mut self.rng);
+        let wrong = self.rng.random_range(0..=budget.min(honest.len()));
+        for i in 0..n {
+            let is_wrong = if self.is_honest(i) {
+                honest[..wrong].contains(&i)
+            } else {
+                self.rng.random_bool(0.5)
+            };
+            self.nodes[i].clock = if is_wrong {
+                Clock::wrong(&mut self.rng, end)
+            } else {
+                Clock::good(&mut self.rng, end)
+            };
+        }
+    }
+
+    /// What node `i`'s clock reads now.
+    fn clock_of(&self, i: NodeIndex) -> u64 {
+        self.nodes[i as usize].clock.wall(self.now)
+    }
+
+    /// The true time at which node `i`'s deadline `at` (by its clock) comes.
+    fn deadline_of(&self, i: NodeIndex, at: u64) -> u64 {
+        self.now + at.saturating_sub(self.clock_of(i)).max(1)
     }
 
     fn schedule_faults(&mut self) {
@@ -468,7 +556,8 @@ impl Sim {
         node.version = version.clone();
         node.last_delivered = Some(base.height);
         node.starts.push((version.clone(), base.height));
-        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, self.now);
+        let now = node.clock.wall(self.now);
+        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, now);
         node.core = Some(core);
         node.generation += 1;
         self.log(&[b"start", &i.to_be_bytes(), version.as_str().as_bytes()]);
@@ -507,13 +596,14 @@ impl Sim {
     fn after_event(&mut self, i: NodeIndex) {
         // State hashes fed back make more actions (certification): drain until quiet.
         for _ in 0..1000 {
+            let now = self.clock_of(i);
             let computed = self.drain(i);
             if computed.is_empty() {
                 break;
             }
             for (height, state_hash) in computed {
                 if let Some(c) = self.nodes[i as usize].core.as_mut() {
-                    c.on_event(self.now, Event::StateComputed { height, state_hash });
+                    c.on_event(now, Event::StateComputed { height, state_hash });
                 }
             }
         }
@@ -525,12 +615,17 @@ impl Sim {
                 "node {i} saw a finalized block off its own finalized chain"
             ));
         }
-        let node = &mut self.nodes[i as usize];
-        if let Some(t) = node.core.as_ref().and_then(|c| c.poll_timeout()) {
+        if let Some(t) = self.nodes[i as usize]
+            .core
+            .as_ref()
+            .and_then(|c| c.poll_timeout())
+        {
+            let node = &mut self.nodes[i as usize];
             node.generation += 1;
             let generation = node.generation;
+            let at = self.deadline_of(i, t);
             self.push(
-                t.max(self.now + 1),
+                at,
                 SimEvent::Timer {
                     node: i,
                     generation,
@@ -542,6 +637,7 @@ impl Sim {
     /// Performs node `i`'s pending actions; returns the states it computed.
     fn drain(&mut self, i: NodeIndex) -> Vec<(Height, CryptoHash)> {
         let mut computed: Vec<(Height, CryptoHash)> = Vec::new();
+        let now = self.clock_of(i);
         while let Some(action) = self.nodes[i as usize]
             .core
             .as_mut()
@@ -557,7 +653,7 @@ impl Sim {
                     let node = &mut self.nodes[i as usize];
                     let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
                     if let Some(c) = node.core.as_mut() {
-                        c.on_event(self.now, Event::Payload(payload));
+                        c.on_event(now, Event::Payload(payload));
                     }
                 }
                 Action::Deliver(d) => {
@@ -586,10 +682,11 @@ impl Sim {
                     node.payload_counter += 1;
                     let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
                     if let Some(c) = node.core.as_mut() {
-                        c.on_event(self.now, Event::Payload(payload));
+                        c.on_event(now, Event::Payload(payload));
                     }
                     computed.push((d.height, state));
                     if self.is_honest(i as usize) {
+                        self.check_block_time(i, d.height, d.block.context.time_ns);
                         match self.checker.finalized.get(&d.height) {
                             Some((h, other)) if *h != d.block_hash => {
                                 let msg = format!(
@@ -745,16 +842,18 @@ impl Sim {
     fn handle(&mut self, e: SimEvent) {
         match e {
             SimEvent::Deliver { to, from, envelope } => {
+                let now = self.clock_of(to);
                 if let Some(c) = self.nodes[to as usize].core.as_mut() {
-                    c.on_event(self.now, Event::Message { from, envelope });
+                    c.on_event(now, Event::Message { from, envelope });
                     self.after_event(to);
                 }
             }
             SimEvent::Timer { node, generation } => {
+                let now = self.clock_of(node);
                 if self.nodes[node as usize].generation == generation
                     && let Some(c) = self.nodes[node as usize].core.as_mut()
                 {
-                    c.on_event(self.now, Event::Timer);
+                    c.on_event(now, Event::Timer);
                     self.after_event(node);
                 }
             }
@@ -766,8 +865,9 @@ impl Sim {
                 self.nodes[node as usize]
                     .registry
                     .push((version, info.clone()));
+                let now = self.clock_of(node);
                 if let Some(c) = self.nodes[node as usize].core.as_mut() {
-                    c.on_event(self.now, Event::Registry { version, info });
+                    c.on_event(now, Event::Registry { version, info });
                     self.after_event(node);
                 }
             }
@@ -953,9 +1053,30 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-/// Runs one seed.
+/// Runs one seed. A panic anywhere in the run (a core that overflows on an attacker's
+/// value, say) is reported as a safety violation of that seed, not a crash of the batch.
 pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
-    Sim::new(cfg.clone(), seed).run()
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Sim::new(cfg.clone(), seed).run()
+    }));
+    run.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        SimResult {
+            seed,
+            digest: String::new(),
+            safety_violations: vec![format!("the run panicked: {why}")],
+            liveness_failures: Vec::new(),
+            messages: 0,
+            virtual_time_ms: 0,
+            min_finalized: 0,
+            upgrade_height: None,
+            redundant_artifacts: 0,
+        }
+    })
 }
 
 /// `max_faulty` re-exported for the binary's argument checks.

@@ -7,6 +7,10 @@ use std::sync::Mutex;
 
 /// Runs seeds `a..b` on two threads; every `real_every`-th seed uses the real BLS code.
 fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
+    let cfg = &SimConfig {
+        real_crypto_every: real_every,
+        ..cfg.clone()
+    };
     let next = Mutex::new(a);
     let out = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -21,9 +25,7 @@ fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
                         *g += 1;
                         *g - 1
                     };
-                    let mut c = cfg.clone();
-                    c.real_crypto = real_every > 0 && seed % real_every == 0;
-                    let r = run_seed(&c, seed);
+                    let r = run_seed(cfg, seed);
                     out.lock().unwrap().push(r);
                 }
             });
@@ -34,22 +36,21 @@ fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
     v
 }
 
-fn assert_clean(results: &[SimResult], cfg: &SimConfig) {
+fn assert_clean(results: &[SimResult], cfg: &SimConfig, real_every: u64) {
+    let cfg = &SimConfig {
+        real_crypto_every: real_every,
+        ..cfg.clone()
+    };
     let bad: Vec<String> = results
         .iter()
         .filter(|r| !r.safety_violations.is_empty() || !r.liveness_failures.is_empty())
         .map(|r| {
             format!(
-                "seed {}: {:?} {:?}\n  replay: simulate --nodes {} --faulty {} --seeds {}..{} --heights {} --upgrade-at {}",
+                "seed {}: {:?} {:?}\n  replay: {}",
                 r.seed,
                 r.safety_violations,
                 r.liveness_failures,
-                cfg.nodes,
-                cfg.faulty,
-                r.seed,
-                r.seed + 1,
-                cfg.heights,
-                cfg.upgrade_at.unwrap_or(0)
+                cfg.replay_command(r.seed)
             )
         })
         .collect();
@@ -83,19 +84,19 @@ fn ci_config(nodes: usize) -> SimConfig {
 fn ci_seeds_4_nodes_1_byzantine_with_upgrade() {
     let cfg = ci_config(4);
     // Seeds 0, 50 and 100 run with the real BLS and ed25519 code.
-    assert_clean(&run(&cfg, 0, 150, 50), &cfg);
+    assert_clean(&run(&cfg, 0, 150, 50), &cfg, 50);
 }
 
 #[test]
 fn ci_seeds_7_nodes_2_byzantine_with_upgrade() {
     let cfg = ci_config(7);
-    assert_clean(&run(&cfg, 0, 100, 0), &cfg);
+    assert_clean(&run(&cfg, 0, 100, 0), &cfg, 0);
 }
 
 #[test]
 fn ci_seeds_13_nodes_4_byzantine_with_upgrade() {
     let cfg = ci_config(13);
-    assert_clean(&run(&cfg, 0, 50, 0), &cfg);
+    assert_clean(&run(&cfg, 0, 50, 0), &cfg, 0);
 }
 
 /// Shares and aggregates a node already holds (duplicates, resends, every node's
