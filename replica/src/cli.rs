@@ -148,7 +148,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         keys,
         &registry,
         &pool,
-        now_ns(),
+        crate::clocks(),
     )?;
 
     let mine = &subnet.members[me as usize];

@@ -324,7 +324,7 @@ impl Driver {
             let sleep = async {
                 match deadline {
                     Some(t) => {
-                        let wait = t.saturating_sub(now_ns());
+                        let wait = t.saturating_sub(crate::clocks().mono_ns);
                         tokio::time::sleep(Duration::from_nanos(wait)).await
                     }
                     None => std::future::pending().await,
@@ -339,7 +339,7 @@ impl Driver {
                     Some(r) => self.on_request(r),
                     None => requests_open = false,
                 },
-                _ = sleep => self.core.on_event(now_ns(), Event::Timer),
+                _ = sleep => self.core.on_event(crate::clocks(), Event::Timer),
                 _ = tick.tick() => self.on_tick(),
                 _ = &mut shutdown => return Ok(()),
             }
@@ -356,7 +356,7 @@ impl Driver {
         };
         match crate::wire::decode(bytes) {
             Ok(envelope) => self.core.on_event(
-                now_ns(),
+                crate::clocks(),
                 Event::Message {
                     from: index,
                     envelope,
@@ -473,7 +473,7 @@ impl Driver {
                 start::registry_events(&self.registry, &self.subnet.record.subnet_id, from)
             {
                 self.core
-                    .on_event(now_ns(), Event::Registry { version, info });
+                    .on_event(crate::clocks(), Event::Registry { version, info });
             }
             self.registry_seen = latest;
         }
@@ -492,7 +492,7 @@ impl Driver {
             in_blocks.values().any(|ids| ids.contains(id))
         });
         self.core
-            .on_event(now, Event::Payload(encode_payload(&selected)));
+            .on_event(crate::clocks(), Event::Payload(encode_payload(&selected)));
     }
 
     /// Performs the core's actions. Returns a CUP to catch up to, if a peer sent one.
@@ -544,7 +544,7 @@ impl Driver {
                             self.checkpoint(d.height)?;
                         }
                         self.core.on_event(
-                            now_ns(),
+                            crate::clocks(),
                             Event::StateComputed {
                                 height: d.height,
                                 state_hash: r.state_hash,
@@ -748,7 +748,7 @@ impl Driver {
             keys,
             &self.registry,
             &self.pool,
-            now_ns(),
+            crate::clocks(),
         )?;
         self.state = Some(state);
         self.index_of = index_of(&subnet);

@@ -62,7 +62,18 @@ pub const RELEASE: &str = "first";
 #[cfg(feature = "next-release")]
 pub const RELEASE: &str = "next";
 
-/// Wall-clock time in ns since the Unix epoch: the driver's only clock.
+/// The two clocks the consensus core reads: monotonic ns since this process first asked
+/// (its deadlines; never steps) and wall-clock ns since the Unix epoch (block times).
+pub fn clocks() -> consensus::Now {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    consensus::Now {
+        mono_ns: start.elapsed().as_nanos() as u64,
+        wall_ns: now_ns(),
+    }
+}
+
+/// Wall-clock time in ns since the Unix epoch (block times, ingress expiry, reports).
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -30,6 +30,9 @@ use types::{Height, NodeId, RegistryVersion, ReplicaVersion};
 pub const RESEND_INTERVAL_NS: u64 = 2_000_000_000;
 /// The largest block payload.
 pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+/// How far ahead of this node's clock a block's time may be: more than clocks kept by a
+/// time daemon differ, far less than an update's lifetime (see `consensus::core`, Time).
+pub const MAX_BLOCK_TIME_SKEW_NS: u64 = 2_000_000_000;
 
 fn registry_err(e: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Registry(e.to_string())
@@ -324,7 +327,7 @@ pub fn build_core(
     keys: NodeKeys,
     registry: &RocksStore,
     pool: &PoolStore,
-    now_ns: u64,
+    now: consensus::Now,
 ) -> Result<Consensus<RealCrypto>, ReplicaError> {
     let c = cup.content();
     let r = &subnet.record;
@@ -357,15 +360,17 @@ pub fn build_core(
         initial_notary_delay_ns: r.initial_notary_delay_ms * 1_000_000,
         resend_interval_ns: RESEND_INTERVAL_NS,
         max_payload_bytes: MAX_PAYLOAD_BYTES,
-        broken_finalization_rule: false,
+        max_block_time_skew_ns: MAX_BLOCK_TIME_SKEW_NS,
+        broken_rule: None,
     };
     let restored = pool.load_above(c.height)?;
-    Ok(Consensus::new(
+    Consensus::new(
         cfg,
         crypto,
         Base::from_cup(c),
         registry_events(registry, &c.subnet_id, c.registry_version),
         restored,
-        now_ns,
-    ))
+        now,
+    )
+    .map_err(|e| ReplicaError::Refused(e.to_string()))
 }

@@ -29,7 +29,7 @@ use clock::Clock;
 pub use sim_crypto::SimStandInCrypto;
 
 use consensus::{
-    Action, Base, Config, Consensus, ConsensusCrypto, Event, RealCrypto, SubnetInfo,
+    Action, Base, Config, Consensus, ConsensusCrypto, Event, Now, RealCrypto, SubnetInfo,
     artifact::{Artifact, Envelope, NodeIndex, signed_bytes},
     crypto::{NodeSecrets, SubnetKeys},
 };
@@ -55,13 +55,7 @@ const ORCHESTRATOR_TICK_NS: u64 = 3 * SEC;
 /// How far ahead of its own clock an honest node accepts a block's time.
 const BLOCK_TIME_SKEW_NS: u64 = SEC;
 
-/// A deliberately broken protocol rule, to show that the checkers catch it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BrokenRule {
-    /// Honest nodes send a finalization share for every notarized block, including after
-    /// notarizing another block at the same height.
-    FinalizeAfterNotarizingTwo,
-}
+pub use consensus::BrokenRule;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -126,8 +120,12 @@ impl SimConfig {
         if !self.clock_faults {
             c.push_str(" --no-clock-faults");
         }
-        if let Some(BrokenRule::FinalizeAfterNotarizingTwo) = self.broken_rule {
-            c.push_str(" --broken-rule finalize-after-notarizing-two");
+        match self.broken_rule {
+            Some(BrokenRule::FinalizeAfterNotarizingTwo) => {
+                c.push_str(" --broken-rule finalize-after-notarizing-two")
+            }
+            Some(BrokenRule::IgnoreBlockTimes) => c.push_str(" --broken-rule ignore-block-times"),
+            None => {}
         }
         if self.behaviors != BEHAVIORS {
             let names: Vec<&str> = self.behaviors.iter().map(|b| b.name()).collect();
@@ -449,14 +447,21 @@ impl Sim {
         }
     }
 
-    /// What node `i`'s clock reads now.
-    fn clock_of(&self, i: NodeIndex) -> u64 {
-        self.nodes[i as usize].clock.wall(self.now)
+    /// What node `i`'s clocks read now.
+    fn clock_of(&self, i: NodeIndex) -> Now {
+        let c = &self.nodes[i as usize].clock;
+        Now {
+            mono_ns: c.mono(self.now),
+            wall_ns: c.wall(self.now),
+        }
     }
 
-    /// The true time at which node `i`'s deadline `at` (by its clock) comes.
+    /// The true time at which node `i`'s deadline `at` (on its monotonic clock) comes.
     fn deadline_of(&self, i: NodeIndex, at: u64) -> u64 {
-        self.now + at.saturating_sub(self.clock_of(i)).max(1)
+        self.nodes[i as usize]
+            .clock
+            .mono_reaches(at)
+            .max(self.now + 1)
     }
 
     fn schedule_faults(&mut self) {
@@ -543,8 +548,8 @@ impl Sim {
             initial_notary_delay_ns: 100 * MS,
             resend_interval_ns: SEC,
             max_payload_bytes: 1024,
-            broken_finalization_rule: self.cfg.broken_rule
-                == Some(BrokenRule::FinalizeAfterNotarizingTwo),
+            max_block_time_skew_ns: BLOCK_TIME_SKEW_NS,
+            broken_rule: self.cfg.broken_rule,
         };
         let crypto = self.crypto_for(i);
         let node = &mut self.nodes[i as usize];
@@ -556,8 +561,12 @@ impl Sim {
         node.version = version.clone();
         node.last_delivered = Some(base.height);
         node.starts.push((version.clone(), base.height));
-        let now = node.clock.wall(self.now);
-        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, now);
+        let now = Now {
+            mono_ns: node.clock.mono(self.now),
+            wall_ns: node.clock.wall(self.now),
+        };
+        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, now)
+            .expect("the simulator's consensus config is valid");
         node.core = Some(core);
         node.generation += 1;
         self.log(&[b"start", &i.to_be_bytes(), version.as_str().as_bytes()]);

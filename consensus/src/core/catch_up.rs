@@ -44,7 +44,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return;
         }
         let mut out = Vec::new();
-        let end = h.get() + MAX_HEIGHTS_PER_ANSWER;
+        let end = h.get().saturating_add(MAX_HEIGHTS_PER_ANSWER);
         for (hh, p) in self.pool.range(h..Height::new(end)) {
             if let (Some(b), Some(prev)) = (&p.beacon, self.beacon_at(Height::new(hh.get() - 1))) {
                 out.push(Artifact::Beacon(ThresholdSigned {

@@ -78,7 +78,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
         pool.certification = Some(c.clone());
         pool.cert_shares.clear();
         if let Ok(bytes) = <[u8; 32]>::try_from(c.value.as_slice()) {
-            if h > self.certified {
+            // The certified height never passes the finalized one: a certification from
+            // further ahead waits in the pool until this node finalizes that height.
+            if h > self.certified && h <= self.finalized {
                 self.certified = h;
             }
             self.emit(Action::Certified {
@@ -87,6 +89,27 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 signature: c.signature,
             });
             self.progress();
+        }
+    }
+
+    /// Raises the certified height to the highest certification at or below the
+    /// finalized height (after finalization moved).
+    pub(super) fn raise_certified(&mut self) {
+        if self.certified >= self.finalized {
+            return;
+        }
+        let top = self
+            .pool
+            .range(self.certified.increment()..=self.finalized)
+            .rev()
+            .find(|(_, p)| {
+                p.certification
+                    .as_ref()
+                    .is_some_and(|c| c.value.len() == 32)
+            })
+            .map(|(h, _)| *h);
+        if let Some(h) = top {
+            self.certified = h;
         }
     }
 

@@ -50,6 +50,18 @@
 //!     artifacts wait in a bounded queue.
 //! 11. **Versions.** Envelopes of another protocol version are dropped, and every
 //!     signature binds the version.
+//! 13. **Time.** A node reads two clocks ([`Now`]): its deadlines (round delays,
+//!     re-sending, answering) run on the monotonic one, so a wall clock that steps back
+//!     stalls nothing; block times come from the wall clock. A maker's block time is its
+//!     wall clock, or just past the parent's time if that is later. A block whose time is
+//!     more than `max_block_time_skew_ns` ahead of the validating node's wall clock is not
+//!     valid *yet* (it waits, bounded, in the pending queue) unless the node already holds
+//!     a notarization or finalization for it. So a block from the future is notarized only
+//!     if `n - f` nodes' clocks have reached it: a Byzantine maker cannot move the chain's
+//!     time (against which users' updates expire) ahead, and one node whose clock is a day
+//!     fast only loses its turns as block maker. A node whose clock is further off than the
+//!     skew bound counts against `f` for liveness (it notarizes nothing from the present);
+//!     safety never depends on clocks.
 //! 12. **Recovery.** Every `resend_interval` without progress a node re-sends its latest
 //!     artifacts; a node that sees artifacts far ahead asks for the missing heights, and
 //!     is answered with blocks, notarizations and finalizations, or with a CUP if the
@@ -84,8 +96,35 @@ pub const MAX_AHEAD: u64 = 200;
 pub const MAX_PENDING: usize = 4096;
 /// The most heights sent in answer to one request.
 pub const MAX_HEIGHTS_PER_ANSWER: u64 = 20;
-/// The most actions waiting to be polled (a driver that never polls is a bug).
+/// The most actions waiting to be polled: a driver that never polls is a bug, and the
+/// core stops (panics) rather than drop an action it promised, such as a persist.
 pub const MAX_ACTIONS: usize = 100_000;
+
+/// The two clocks a node reads, in nanoseconds: a monotonic one for its own deadlines
+/// (it never steps), and the wall clock (Unix time) for block times, which other nodes
+/// compare with theirs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    pub mono_ns: u64,
+    pub wall_ns: u64,
+}
+
+/// A deliberately broken protocol rule, to show that the simulator's checkers catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenRule {
+    /// Send a finalization share for every notarized block, even after notarizing
+    /// another block at the same height.
+    FinalizeAfterNotarizingTwo,
+    /// Accept a block whatever its time (no bound past this node's clock).
+    IgnoreBlockTimes,
+}
+
+/// A configuration that cannot work, with the rule it breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("consensus config: {0}")]
+    Invalid(String),
+}
 
 /// Static parameters of one node in one subnet at one version.
 #[derive(Clone, Debug)]
@@ -99,13 +138,55 @@ pub struct Config {
     pub initial_notary_delay_ns: u64,
     pub resend_interval_ns: u64,
     pub max_payload_bytes: usize,
-    /// A deliberately broken rule, for the simulator's checker test only: send a
-    /// finalization share for every notarized block, even after notarizing another block
-    /// at the same height. Never set outside that test.
-    pub broken_finalization_rule: bool,
+    /// How far ahead of this node's wall clock a block's time may be (the clocks of
+    /// honest nodes differ by less than this).
+    pub max_block_time_skew_ns: u64,
+    /// A deliberately broken rule, for the simulator's checker tests only (they show the
+    /// checkers catch it). Never set outside those tests.
+    pub broken_rule: Option<BrokenRule>,
 }
 
+/// Above this, a delay is surely a unit mistake (an hour, in nanoseconds).
+const MAX_DELAY_NS: u64 = 3600 * 1_000_000_000;
+
 impl Config {
+    /// Checks every rule the core relies on, naming the first one broken.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| Err(ConfigError::Invalid(why));
+        if self.n == 0 || self.n > NodeIndex::MAX as usize {
+            return bad(format!(
+                "n = {} nodes: at least 1 and fits a node index",
+                self.n
+            ));
+        }
+        if self.me as usize >= self.n {
+            return bad(format!(
+                "this node's index {} is not below n = {}",
+                self.me, self.n
+            ));
+        }
+        if self.dkg_interval_length == 0 || self.dkg_interval_length > 1_000_000 {
+            return bad(format!(
+                "dkg_interval_length {} is not in 1..=1000000",
+                self.dkg_interval_length
+            ));
+        }
+        for (name, v) in [
+            ("unit_delay_ns", self.unit_delay_ns),
+            ("initial_notary_delay_ns", self.initial_notary_delay_ns),
+            ("resend_interval_ns", self.resend_interval_ns),
+            ("max_block_time_skew_ns", self.max_block_time_skew_ns),
+        ] {
+            if v == 0 || v > MAX_DELAY_NS {
+                return bad(format!("{name} = {v} is not in 1..={MAX_DELAY_NS}"));
+            }
+        }
+        if self.max_payload_bytes == 0 {
+            return bad("max_payload_bytes is 0".into());
+        }
+        Ok(())
+    }
+
     pub fn f(&self) -> usize {
         crypto::threshold::max_faulty(self.n)
     }
@@ -251,7 +332,16 @@ pub struct Consensus<C: ConsensusCrypto> {
     /// Something that can make a pending artifact valid happened since the last retry.
     pending_dirty: bool,
     actions: VecDeque<Action>,
+    /// The monotonic clock, as of the latest event (never goes back).
     now_ns: u64,
+    /// The wall clock, as of the latest event (may step either way).
+    wall_ns: u64,
+    /// The earliest wall time at which a block that was ahead of the clock becomes
+    /// acceptable (the pending queue is retried then).
+    pending_block_time_ns: Option<u64>,
+    /// Own artifacts persisted, by identity: each one broadcast must be in here first.
+    #[cfg(debug_assertions)]
+    persisted_own: BTreeSet<CryptoHash>,
     last_progress_ns: u64,
     last_request_ns: u64,
     /// When each peer was last answered: a peer flooding requests gets one answer per
@@ -280,8 +370,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
         base: Base,
         registry: impl IntoIterator<Item = (RegistryVersion, SubnetInfo)>,
         restored: impl IntoIterator<Item = Envelope>,
-        now_ns: u64,
-    ) -> Self {
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
         let last_answer_ns = vec![None; cfg.n];
         let mut c = Self {
             finalized: base.height,
@@ -302,8 +393,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
             pending: VecDeque::new(),
             pending_dirty: false,
             actions: VecDeque::new(),
-            now_ns,
-            last_progress_ns: now_ns,
+            now_ns: now.mono_ns,
+            wall_ns: now.wall_ns,
+            pending_block_time_ns: None,
+            #[cfg(debug_assertions)]
+            persisted_own: BTreeSet::new(),
+            last_progress_ns: now.mono_ns,
             last_request_ns: 0,
             last_answer_ns,
             request_rotation: 0,
@@ -322,11 +417,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
         for envelope in restored {
             if envelope.version == c.cfg.version {
+                #[cfg(debug_assertions)]
+                c.persisted_own.insert(own_identity(&envelope.artifact));
                 c.restore(envelope.artifact);
             }
         }
         c.step();
-        c
+        Ok(c)
     }
 
     pub fn config(&self) -> &Config {
@@ -398,7 +495,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         self.actions.pop_front()
     }
 
-    /// The next time at which [`Event::Timer`] may change something.
+    /// The next time (monotonic) at which [`Event::Timer`] may change something.
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.halted {
             return None;
@@ -406,13 +503,23 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let mut next = self
             .last_progress_ns
             .saturating_add(self.cfg.resend_interval_ns);
+        if let Some(wall) = self.pending_block_time_ns {
+            // That wall time, on the monotonic clock (as both run now).
+            next = next.min(
+                self.now_ns
+                    .saturating_add(wall.saturating_sub(self.wall_ns)),
+            );
+        }
         let round = self.round();
         if let Some(start) = self.pool.get(&round).and_then(|p| p.round_start_ns) {
             let f = self.cfg.f() as u64;
             for r in 0..=f {
+                let unit = self.cfg.unit_delay_ns.saturating_mul(r);
                 for t in [
-                    start + self.cfg.unit_delay_ns * r,
-                    start + self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * r,
+                    start.saturating_add(unit),
+                    start
+                        .saturating_add(self.cfg.initial_notary_delay_ns)
+                        .saturating_add(unit),
                 ] {
                     if t > self.now_ns && t < next {
                         next = t;
@@ -420,11 +527,19 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 }
             }
         }
-        Some(next.max(self.now_ns + 1))
+        Some(next.max(self.now_ns.saturating_add(1)))
     }
 
-    pub fn on_event(&mut self, now_ns: u64, event: Event) {
-        self.now_ns = self.now_ns.max(now_ns);
+    pub fn on_event(&mut self, now: Now, event: Event) {
+        self.now_ns = self.now_ns.max(now.mono_ns);
+        self.wall_ns = now.wall_ns;
+        if self
+            .pending_block_time_ns
+            .is_some_and(|t| t <= self.wall_ns)
+        {
+            self.pending_block_time_ns = None;
+            self.pending_dirty = true;
+        }
         match event {
             Event::Message { from, envelope } => {
                 if envelope.version != self.cfg.version {
@@ -438,7 +553,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 self.receive(from, envelope.artifact);
             }
             Event::Timer => {
-                if self.now_ns >= self.last_progress_ns + self.cfg.resend_interval_ns {
+                if self.now_ns
+                    >= self
+                        .last_progress_ns
+                        .saturating_add(self.cfg.resend_interval_ns)
+                {
                     self.resend();
                     self.last_progress_ns = self.now_ns;
                 }
@@ -464,11 +583,75 @@ impl<C: ConsensusCrypto> Consensus<C> {
     }
 
     fn emit(&mut self, a: Action) {
-        if self.actions.len() >= MAX_ACTIONS {
-            self.stats.critical_errors += 1;
-            self.actions.pop_front();
+        // Dropping an action could lose a persist, and with it the rule that a restarted
+        // node never signs against itself: a driver that does not poll is a bug to stop on.
+        assert!(
+            self.actions.len() < MAX_ACTIONS,
+            "consensus: {MAX_ACTIONS} actions were never polled"
+        );
+        #[cfg(debug_assertions)]
+        match &a {
+            Action::Persist(e) => {
+                self.persisted_own.insert(own_identity(&e.artifact));
+            }
+            Action::Broadcast(e) if self.is_own_share(&e.artifact) => {
+                debug_assert!(
+                    self.persisted_own.contains(&own_identity(&e.artifact)),
+                    "own {} at height {} broadcast before it was persisted",
+                    e.artifact.kind(),
+                    e.artifact.height()
+                );
+            }
+            _ => {}
         }
         self.actions.push_back(a);
+    }
+
+    /// A block or share this core made that binds it at its height (what it must persist
+    /// before anyone sees it). A block under this node's key that this core did not make
+    /// (its key used elsewhere: a Byzantine node) is not its to persist.
+    #[cfg(debug_assertions)]
+    fn is_own_share(&self, a: &Artifact) -> bool {
+        let me = self.cfg.me;
+        match a {
+            Artifact::Proposal(p) => self
+                .pool
+                .get(&p.block.height)
+                .and_then(|pool| pool.my_proposal.as_ref())
+                .is_some_and(|mine| mine.block == p.block),
+            Artifact::NotarizationShare(s) | Artifact::FinalizationShare(s) => s.signer == me,
+            Artifact::BeaconShare(s) => s.signer == me,
+            _ => false,
+        }
+    }
+
+    /// The invariants that hold between events; checked after every step.
+    fn check_invariants(&self) {
+        assert!(
+            self.base.height <= self.delivered
+                && self.delivered <= self.finalized
+                && self.certified <= self.finalized
+                && self.base.height <= self.certified
+                && self.base.height <= self.last_cup,
+            "consensus invariants broken: base {} delivered {} finalized {} certified {} last CUP {}",
+            self.base.height,
+            self.delivered,
+            self.finalized,
+            self.certified,
+            self.last_cup
+        );
+        assert!(
+            self.finalized < self.round(),
+            "the round is not above the finalized height"
+        );
+        assert!(
+            self.pending.len() <= MAX_PENDING,
+            "the pending queue passed its bound"
+        );
+        assert!(
+            self.halt_at.is_some() || !self.halted,
+            "halted without a halting height"
+        );
     }
 
     fn envelope(&self, artifact: Artifact) -> Envelope {
@@ -501,6 +684,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
 
     /// Applies every rule until nothing changes (bounded).
     fn step(&mut self) {
+        self.check_invariants();
         for _ in 0..64 {
             let before = (
                 self.round(),
@@ -529,5 +713,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 break;
             }
         }
+        self.check_invariants();
     }
+}
+
+/// The identity of an own artifact for the persisted-before-broadcast check.
+#[cfg(debug_assertions)]
+fn own_identity(a: &Artifact) -> CryptoHash {
+    CryptoHash::sha256(&types::codec::encode(a))
 }

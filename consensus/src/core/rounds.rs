@@ -135,7 +135,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             rank,
             maker: self.cfg.me,
             context: BlockContext {
-                time_ns: self.now_ns.max(pctx.time_ns + 1),
+                time_ns: self.wall_ns.max(pctx.time_ns.saturating_add(1)),
                 registry_version: stable.max(pctx.registry_version),
                 certified_height: self
                     .certified
@@ -306,7 +306,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     signature,
                 }));
             }
-            if self.cfg.broken_finalization_rule && !self.halted {
+            if self.cfg.broken_rule == Some(BrokenRule::FinalizeAfterNotarizingTwo) && !self.halted
+            {
                 self.broken_finalization_shares(h);
             }
             let Some(pool) = self.pool.get(&h) else {
@@ -344,7 +345,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
     }
 
-    /// The planted bug (see [`Config::broken_finalization_rule`]).
+    /// The planted bug [`BrokenRule::FinalizeAfterNotarizingTwo`].
     pub(super) fn broken_finalization_shares(&mut self, h: Height) {
         let me = self.cfg.me;
         let Some(pool) = self.pool.get(&h) else {
@@ -367,7 +368,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 .entry(hash)
                 .or_default()
                 .insert(me, signature.clone());
-            self.broadcast(Artifact::FinalizationShare(Share {
+            self.persist_and_broadcast(Artifact::FinalizationShare(Share {
                 height: h,
                 hash,
                 signer: me,
@@ -428,6 +429,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     block,
                 }));
             }
+            self.raise_certified();
             self.progress();
             return;
         }

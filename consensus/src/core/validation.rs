@@ -44,6 +44,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             }
             Validity::NotYet(why) => {
                 self.stats.last_not_yet = Some(why);
+                self.note_future_block(&artifact);
                 if self.pending.len() >= MAX_PENDING {
                     self.pending.pop_front();
                     self.stats.pending_overflow += 1;
@@ -77,7 +78,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                         self.stats.invalid_artifacts += 1;
                         self.stats.last_invalid = Some(why);
                     }
-                    Validity::NotYet(_) => self.pending.push_back((from, a)),
+                    Validity::NotYet(_) => {
+                        self.note_future_block(&a);
+                        self.pending.push_back((from, a));
+                    }
                 }
             }
             if !progressed || self.pending.len() == before || rounds > 8 {
@@ -268,6 +272,15 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let h = b.height;
         if b.maker as usize >= self.cfg.n {
             return Validity::Invalid("maker out of range");
+        }
+        // Before the signature: a block from the future waits unverified (and cheaply).
+        if self.ahead_of_clock(b.context.time_ns)
+            && !self
+                .pool
+                .get(&h)
+                .is_some_and(|pool| pool.is_notarized(&b.hash()))
+        {
+            return Validity::NotYet("block time ahead of this node's clock");
         }
         if !self
             .crypto
@@ -501,4 +514,34 @@ impl<C: ConsensusCrypto> Consensus<C> {
             _ => {}
         }
     }
+
+    /// A block time this node cannot accept yet: more than the skew bound ahead of its
+    /// wall clock.
+    pub(super) fn ahead_of_clock(&self, time_ns: u64) -> bool {
+        time_ns > self.wall_ns.saturating_add(self.cfg.max_block_time_skew_ns)
+            && self.cfg.broken_rule != Some(BrokenRule::IgnoreBlockTimes)
+    }
+
+    /// Remembers when a block waiting for this node's clock becomes acceptable, so that
+    /// the pending queue is retried then (and `poll_timeout` wakes the node for it).
+    fn note_future_block(&mut self, a: &Artifact) {
+        if let Artifact::Proposal(p) = a
+            && self.ahead_of_clock(p.block.context.time_ns)
+        {
+            let at = p
+                .block
+                .context
+                .time_ns
+                .saturating_sub(self.cfg.max_block_time_skew_ns);
+            // Times beyond a day from now are lies or broken clocks: never wake for them.
+            if at <= self.wall_ns.saturating_add(MAX_WAKE_AHEAD_NS) {
+                self.pending_block_time_ns =
+                    Some(self.pending_block_time_ns.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
 }
+
+/// The furthest ahead a block time may be and still get a wake-up of its own (it is
+/// retried with the rest of the pending queue anyway, whenever something progresses).
+const MAX_WAKE_AHEAD_NS: u64 = 3600 * 1_000_000_000;

@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long)]
     no_clock_faults: bool,
     /// Run with a deliberately broken rule (to see the checkers catch it).
-    #[arg(long, value_parser = ["finalize-after-notarizing-two"])]
+    #[arg(long, value_parser = ["finalize-after-notarizing-two", "ignore-block-times"])]
     broken_rule: Option<String>,
     /// Every Byzantine node equivocates (the same as `--behaviors equivocate`).
     #[arg(long, conflicts_with = "behaviors")]
@@ -98,10 +98,10 @@ fn main() -> ExitCode {
         dkg_interval_length: cli.dkg_interval,
         faults: !cli.no_faults,
         clock_faults: !cli.no_clock_faults,
-        broken_rule: cli
-            .broken_rule
-            .as_ref()
-            .map(|_| BrokenRule::FinalizeAfterNotarizingTwo),
+        broken_rule: cli.broken_rule.as_ref().map(|r| match r.as_str() {
+            "ignore-block-times" => BrokenRule::IgnoreBlockTimes,
+            _ => BrokenRule::FinalizeAfterNotarizingTwo,
+        }),
         behaviors: if cli.only_equivocators {
             vec![Byzantine::Equivocate]
         } else {
