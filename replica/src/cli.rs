@@ -6,7 +6,6 @@ use crate::{
     ReplicaError,
     driver::{Driver, MAX_PENDING_REQUESTS, Parts},
     node_dir::{NodeDir, read_cup},
-    now_ns,
     pool_store::PoolStore,
     start,
 };

@@ -129,6 +129,11 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         node: usize,
+        /// Run the node (orchestrator and replica) with its wall clock shifted, e.g.
+        /// `+1d` or `-2h` (libfaketime's syntax; needs the faketime package): for
+        /// testing what a node with a wrong clock does to the subnet.
+        #[arg(long, allow_hyphen_values = true)]
+        clock_offset: Option<String>,
     },
     /// Stop everything `up` started.
     Down {
@@ -193,7 +198,11 @@ fn main() -> ExitCode {
         } => load(&dir, rate, duration, &out),
         Cmd::Demo { json } => demo(json),
         Cmd::StopNode { dir, node } => stop_node(&dir, node),
-        Cmd::StartNode { dir, node } => start_node(&dir, node),
+        Cmd::StartNode {
+            dir,
+            node,
+            clock_offset,
+        } => start_node(&dir, node, clock_offset.as_deref()),
         Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
     };
     match result {
@@ -588,11 +597,50 @@ fn start_orchestrator(dir: &Path, i: usize, n: &NodeLayout) -> Result<(), String
     )
 }
 
-fn start_node(dir: &Path, node: usize) -> Result<(), String> {
+fn start_node(dir: &Path, node: usize, clock_offset: Option<&str>) -> Result<(), String> {
     let l = layout(dir)?;
-    start_orchestrator(dir, node, node_of(&l, node)?)?;
+    let n = node_of(&l, node)?;
+    match clock_offset {
+        None => start_orchestrator(dir, node, n)?,
+        Some(offset) => {
+            let valid = offset.len() >= 3
+                && offset.starts_with(['+', '-'])
+                && offset[1..offset.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && offset.ends_with(['s', 'm', 'h', 'd']);
+            if !valid {
+                return Err(format!(
+                    "--clock-offset {offset:?}: expected a sign, a number and a unit (s, m, h, d), e.g. +1d"
+                ));
+            }
+            let lib = faketime_library().ok_or(
+                "--clock-offset needs libfaketime (the faketime package; scripts/install-deps.sh installs it)",
+            )?;
+            spawn(
+                dir,
+                &format!("node-{node}"),
+                Command::new(n.dir.join("images/current/bin/orchestrator"))
+                    .arg("--node-dir")
+                    .arg(&n.dir)
+                    .env("LD_PRELOAD", lib)
+                    .env("FAKETIME", offset)
+                    // Only the wall clock: the monotonic one keeps running as it does.
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            )?;
+        }
+    }
     println!("node {node} started");
     Ok(())
+}
+
+/// Where Debian's faketime package puts its library.
+fn faketime_library() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
 }
 
 /// A replica whose orchestrator died without stopping it: find it by its node directory.
