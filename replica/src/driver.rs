@@ -16,7 +16,10 @@ use crate::{
     start::{self, MAX_PAYLOAD_BYTES},
     state::ReplicatedState,
 };
-use consensus::{Action, Consensus, Event, RealCrypto, artifact::NodeIndex};
+use consensus::{
+    Action, Consensus, Delivery, Event, RealCrypto,
+    artifact::{Envelope, NodeIndex},
+};
 use cup::{Cup, SignedCup};
 use registry::{
     local::SubnetAt,
@@ -24,7 +27,7 @@ use registry::{
 };
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -45,6 +48,8 @@ pub const MAX_CHECKPOINTS: usize = 3;
 pub const MAX_RELAYS: usize = 256;
 /// How often the driver looks for new registry versions and refreshes the payload.
 pub const TICK: Duration = Duration::from_millis(100);
+/// While storage is unavailable, how often the driver tries again.
+pub const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// A user request for the driver.
 #[derive(Debug)]
@@ -120,6 +125,9 @@ pub struct StatusView {
     /// upgrade is the gap between the old release's last and the new release's first.
     pub first_payload: Option<PayloadBlock>,
     pub last_payload: Option<PayloadBlock>,
+    /// Set while this node cannot write its state or its shares (a full disk, say): it
+    /// executes and signs nothing, answers queries, and resumes when a write succeeds.
+    pub storage_error: Option<String>,
 }
 
 /// A finalized block with updates in it, and when this node executed it.
@@ -145,6 +153,8 @@ pub struct Counters {
     pub undecodable_messages: u64,
     pub state_syncs: u64,
     pub catch_ups: u64,
+    /// Times storage became unavailable (execution stopped until a write succeeded).
+    pub storage_stalls: u64,
 }
 
 /// What the HTTP side reads.
@@ -173,7 +183,8 @@ pub struct Driver {
     core: Consensus<RealCrypto>,
     /// `None` only while catching up replaces it.
     state: Option<ReplicatedState>,
-    pool: PoolStore,
+    /// `None` only while a storage retry reopens it.
+    pool: Option<PoolStore>,
     ingress: IngressPool,
     /// Per executed height above the latest certification: user keys' previous values.
     undo: BTreeMap<Height, BTreeMap<String, Option<Vec<u8>>>>,
@@ -189,6 +200,39 @@ pub struct Driver {
     in_blocks: BTreeMap<Height, BTreeSet<CryptoHash>>,
     first_payload: Option<PayloadBlock>,
     last_payload: Option<PayloadBlock>,
+    /// Finalized blocks delivered by the core and not executed yet: more than one only
+    /// while storage is unavailable (the core is then paused, so the queue stops growing).
+    queued: VecDeque<Queued>,
+    /// Why storage is unavailable, while it is.
+    storage_error: Option<String>,
+    /// An own share whose persist failed: it was not sent, and is persisted then sent
+    /// once storage is back.
+    unpersisted: Option<Envelope>,
+    last_storage_retry: Option<std::time::Instant>,
+}
+
+/// A delivered block on its way to the state, and how far it got.
+#[derive(Debug)]
+struct Queued {
+    delivery: Delivery,
+    /// Executed, with this state hash; its checkpoint and report to the core remain.
+    executed: Option<CryptoHash>,
+}
+
+/// A write failed because storage is unavailable (no space, an I/O error), not because
+/// the data is wrong: worth waiting for, not worth crashing over.
+fn storage_unavailable(e: &ReplicaError) -> bool {
+    let rocks = |r: &rocksdb::Error| {
+        r.kind() == rocksdb::ErrorKind::IOError || r.to_string().contains("No space left")
+    };
+    match e {
+        ReplicaError::Pool(r) | ReplicaError::State(crate::state::StateError::Storage(r)) => {
+            rocks(r)
+        }
+        ReplicaError::Io(m) => m.contains("No space left") || m.contains("os error 28"),
+        ReplicaError::StorageUnavailable(_) => true,
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -260,6 +304,7 @@ impl Driver {
             ingress_pool: 0,
             first_payload: None,
             last_payload: None,
+            storage_error: None,
         };
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
@@ -289,7 +334,7 @@ impl Driver {
             index_of,
             core: p.core,
             state: Some(p.state),
-            pool: p.pool,
+            pool: Some(p.pool),
             ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
             undo: BTreeMap::new(),
             certificates,
@@ -303,6 +348,10 @@ impl Driver {
             in_blocks: BTreeMap::new(),
             first_payload: None,
             last_payload: None,
+            queued: VecDeque::new(),
+            storage_error: None,
+            unpersisted: None,
+            last_storage_retry: None,
         };
         (d, shared)
     }
@@ -339,7 +388,9 @@ impl Driver {
                     Some(r) => self.on_request(r),
                     None => requests_open = false,
                 },
-                _ = sleep => self.core.on_event(crate::clocks(), Event::Timer),
+                _ = sleep, if self.storage_error.is_none() => {
+                    self.core.on_event(crate::clocks(), Event::Timer)
+                }
                 _ = tick.tick() => self.on_tick(),
                 _ = &mut shutdown => return Ok(()),
             }
@@ -354,6 +405,10 @@ impl Driver {
         let Some(&index) = self.index_of.get(&from) else {
             return;
         };
+        // Paused: what the core would make of it could not be written down.
+        if self.storage_error.is_some() {
+            return;
+        }
         match crate::wire::decode(bytes) {
             Ok(envelope) => self.core.on_event(
                 crate::clocks(),
@@ -464,6 +519,10 @@ impl Driver {
     }
 
     fn on_tick(&mut self) {
+        if self.storage_error.is_some() {
+            self.retry_storage();
+            return;
+        }
         // New registry versions, as consensus events.
         if let Ok(latest) = self.registry.catch_up()
             && latest > self.registry_seen
@@ -504,52 +563,34 @@ impl Driver {
         loop {
             while let Some(action) = self.core.poll_action() {
                 match action {
+                    // Once storage failed, nothing more goes out: an own share that
+                    // was not persisted must not be seen (and the rest can wait).
+                    Action::Broadcast(_) | Action::SendTo(..) if self.storage_error.is_some() => {}
                     Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
                     Action::SendTo(i, e) => {
                         if let Some(to) = self.subnet.record.members.get(i as usize) {
                             self.transport.send(*to, crate::wire::encode(&e));
                         }
                     }
-                    Action::Persist(e) => self.pool.append(&e)?,
+                    Action::Persist(e) if self.storage_error.is_some() => {
+                        // Keep the first; the core re-sends the rest after a quiet period.
+                        self.unpersisted.get_or_insert(e);
+                    }
+                    Action::Persist(e) => {
+                        if let Err(err) = self.pool_mut().and_then(|p| Ok(p.append(&e)?)) {
+                            if !storage_unavailable(&err) {
+                                return Err(err);
+                            }
+                            self.unpersisted = Some(e);
+                            self.stall(&err);
+                        }
+                    }
                     Action::Deliver(d) => {
-                        let payload =
-                            decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
-                        let r = self.state_mut()?.execute(
-                            d.height,
-                            d.block.context.time_ns,
-                            &payload,
-                        )?;
-                        self.counters.blocks_executed += 1;
-                        self.counters.messages_executed += r.executed.len() as u64;
-                        self.requests.executed(d.height, &r.executed);
-                        if !payload.is_empty() {
-                            let b = PayloadBlock {
-                                height: d.height.get(),
-                                messages: payload.len(),
-                                executed_at_ms: now_ns() / 1_000_000,
-                            };
-                            self.first_payload.get_or_insert(b);
-                            self.last_payload = Some(b);
-                        }
-                        self.undo.insert(d.height, r.previous_values);
-                        self.in_blocks = self.in_blocks.split_off(&d.height.increment());
-                        // Every update the block carries: executed, or a duplicate or
-                        // invalid one that must not be proposed again either.
-                        let carried: Vec<CryptoHash> =
-                            payload.iter().map(SignedIngress::id).collect();
-                        self.ingress.purge(&carried, now_ns());
-                        self.counters.messages_skipped += r.skipped as u64;
-                        self.payload_dirty = true;
-                        if d.block.is_summary {
-                            self.checkpoint(d.height)?;
-                        }
-                        self.core.on_event(
-                            crate::clocks(),
-                            Event::StateComputed {
-                                height: d.height,
-                                state_hash: r.state_hash,
-                            },
-                        );
+                        self.queued.push_back(Queued {
+                            delivery: d,
+                            executed: None,
+                        });
+                        self.execute_queued()?;
                     }
                     Action::Certified {
                         height,
@@ -575,7 +616,12 @@ impl Driver {
                         self.undo = keep;
                     }
                     Action::CupReady { content, signature } => {
-                        self.cup_ready(content, &signature)?
+                        // Without space for the file, the CUP still exists: every peer
+                        // holds it, and the orchestrator asks them.
+                        match self.cup_ready(content, &signature) {
+                            Err(e) if storage_unavailable(&e) => self.stall(&e),
+                            other => other?,
+                        }
                     }
                     Action::Halted { cup_height } => {
                         tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
@@ -603,6 +649,134 @@ impl Driver {
             self.offer_payload();
         }
         Ok(catch_up)
+    }
+
+    /// Executes the queued deliveries in order, each once. A write that fails because
+    /// storage is unavailable stops here with the block still queued (the state's write
+    /// is one batch: it happened or it did not), pausing the node until a retry succeeds.
+    fn execute_queued(&mut self) -> Result<(), ReplicaError> {
+        while self.storage_error.is_none()
+            && let Some(mut q) = self.queued.pop_front()
+        {
+            match self.execute_one(&mut q) {
+                Ok(()) => {}
+                Err(e) if storage_unavailable(&e) => {
+                    self.queued.push_front(q);
+                    self.stall(&e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_one(&mut self, q: &mut Queued) -> Result<(), ReplicaError> {
+        let d = &q.delivery;
+        let state_hash = match q.executed {
+            Some(hash) => hash,
+            None => {
+                let payload =
+                    decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
+                let r = self
+                    .state_mut()?
+                    .execute(d.height, d.block.context.time_ns, &payload)?;
+                self.counters.blocks_executed += 1;
+                self.counters.messages_executed += r.executed.len() as u64;
+                self.requests.executed(d.height, &r.executed);
+                if !payload.is_empty() {
+                    let b = PayloadBlock {
+                        height: d.height.get(),
+                        messages: payload.len(),
+                        executed_at_ms: now_ns() / 1_000_000,
+                    };
+                    self.first_payload.get_or_insert(b);
+                    self.last_payload = Some(b);
+                }
+                self.undo.insert(d.height, r.previous_values);
+                self.in_blocks = self.in_blocks.split_off(&d.height.increment());
+                // Every update the block carries: executed, or a duplicate or invalid one
+                // that must not be proposed again either.
+                let carried: Vec<CryptoHash> = payload.iter().map(SignedIngress::id).collect();
+                self.ingress.purge(&carried, now_ns());
+                self.counters.messages_skipped += r.skipped as u64;
+                self.payload_dirty = true;
+                q.executed = Some(r.state_hash);
+                r.state_hash
+            }
+        };
+        if d.block.is_summary {
+            self.checkpoint(d.height)?;
+        }
+        self.core.on_event(
+            crate::clocks(),
+            Event::StateComputed {
+                height: d.height,
+                state_hash,
+            },
+        );
+        Ok(())
+    }
+
+    /// Storage is unavailable: say so once, and pause (no messages in, nothing out, no
+    /// execution) until [`Self::retry_storage`] succeeds.
+    fn stall(&mut self, e: &ReplicaError) {
+        if self.storage_error.is_none() {
+            tracing::error!(
+                error = %e,
+                executed = ?self.state.as_ref().map(|s| s.height()),
+                "critical_error: storage is unavailable; execution and signing stop until a write succeeds again (nothing acknowledged is lost)"
+            );
+            self.counters.storage_stalls += 1;
+        }
+        self.storage_error = Some(e.to_string());
+        self.last_storage_retry = Some(std::time::Instant::now());
+    }
+
+    /// Tries storage again (at most every [`STORAGE_RETRY`]): reopens the state and the
+    /// share store (RocksDB refuses writes after a failed one until reopened), persists
+    /// then sends the share that could not be persisted, and executes what is queued.
+    fn retry_storage(&mut self) {
+        if self
+            .last_storage_retry
+            .is_some_and(|t| t.elapsed() < STORAGE_RETRY)
+        {
+            return;
+        }
+        self.last_storage_retry = Some(std::time::Instant::now());
+        let attempt = (|| -> Result<(), ReplicaError> {
+            // One open handle at a time: each goes before it is opened again.
+            self.state = None;
+            self.state = Some(ReplicatedState::open(&self.dir.state())?);
+            self.pool = None;
+            let mut pool = PoolStore::open(&self.dir.pool())?;
+            if let Some(e) = &self.unpersisted {
+                pool.append(e)?;
+            }
+            self.pool = Some(pool);
+            Ok(())
+        })();
+        match attempt {
+            Ok(()) => {
+                tracing::info!("storage is available again: resuming");
+                self.storage_error = None;
+                if let Some(e) = self.unpersisted.take() {
+                    self.transport.broadcast(crate::wire::encode(&e));
+                }
+                match self.execute_queued() {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "executing after the storage stall"),
+                }
+            }
+            Err(e) => self.storage_error = Some(e.to_string()),
+        }
+    }
+
+    fn pool_mut(&mut self) -> Result<&mut PoolStore, ReplicaError> {
+        self.pool.as_mut().ok_or_else(|| {
+            ReplicaError::StorageUnavailable(
+                "the share store is closed until storage returns".into(),
+            )
+        })
     }
 
     fn state_mut(&mut self) -> Result<&mut ReplicatedState, ReplicaError> {
@@ -687,7 +861,7 @@ impl Driver {
         tracing::info!(height = %h, path = %path.display(), "CUP made");
         self.cup_height = h;
         self.counters.cups_made += 1;
-        self.pool.purge_through(h)?;
+        self.pool_mut()?.purge_through(h)?;
         self.prune_checkpoints(h);
         Ok(())
     }
@@ -738,7 +912,7 @@ impl Driver {
         self.counters.catch_ups += 1;
         self.counters.state_syncs += u64::from(synced);
         self.dir.write_cup(&cup)?;
-        self.pool.purge_through(h)?;
+        self.pool_mut()?.purge_through(h)?;
         let keys = self.dir.keys()?;
         self.core = start::build_core(
             &cup,
@@ -747,7 +921,9 @@ impl Driver {
             me,
             keys,
             &self.registry,
-            &self.pool,
+            self.pool
+                .as_ref()
+                .ok_or_else(|| ReplicaError::Refused("the share store is closed".into()))?,
             crate::clocks(),
         )?;
         self.state = Some(state);
@@ -785,6 +961,7 @@ impl Driver {
             s.ingress_pool = self.ingress.len();
             s.first_payload = self.first_payload;
             s.last_payload = self.last_payload;
+            s.storage_error = self.storage_error.clone();
         }
         if let Ok(mut c) = self.shared.counters.lock() {
             *c = self.counters.clone();

@@ -300,6 +300,18 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         c.catch_ups,
     );
     metric(
+        "storage_stalls_total",
+        "counter",
+        "Times storage became unavailable (execution and signing paused until a write succeeded).",
+        c.storage_stalls,
+    );
+    metric(
+        "storage_stalled",
+        "gauge",
+        "1 while storage is unavailable (see storage_error in /api/v1/status).",
+        u64::from(s.storage_error.is_some()),
+    );
+    metric(
         "undecodable_messages_total",
         "counter",
         "Peer messages that did not decode.",

@@ -49,6 +49,9 @@ pub enum ReplicaError {
     Transport(String),
     #[error("{0}")]
     Io(String),
+    /// Storage cannot be written now (a full disk): the driver waits for it.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
     #[error("{0}")]
     Refused(String),
 }
