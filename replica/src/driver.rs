@@ -14,7 +14,7 @@ use crate::{
     pool_store::PoolStore,
     requests::{RequestStatus, Tracker},
     start::{self, MAX_PAYLOAD_BYTES},
-    state::ReplicatedState,
+    state::{BlockUndo, ReplicatedState},
 };
 use consensus::{Action, Consensus, Event, RealCrypto, artifact::NodeIndex};
 use cup::{Cup, SignedCup};
@@ -144,6 +144,11 @@ pub struct Counters {
     pub cups_made: u64,
     pub undecodable_messages: u64,
     pub state_syncs: u64,
+    /// State-sync peers dropped (a manifest or chunk that did not verify, or a read
+    /// past its limits).
+    pub state_sync_peers_dropped: u64,
+    /// State-sync chunks that verified and were written.
+    pub state_sync_chunks: u64,
     pub catch_ups: u64,
 }
 
@@ -175,8 +180,9 @@ pub struct Driver {
     state: Option<ReplicatedState>,
     pool: PoolStore,
     ingress: IngressPool,
-    /// Per executed height above the latest certification: user keys' previous values.
-    undo: BTreeMap<Height, BTreeMap<String, Option<Vec<u8>>>>,
+    /// Per executed height above the latest certification: what the block changed, as
+    /// it was.
+    undo: BTreeMap<Height, BlockUndo>,
     certificates: BTreeMap<Height, Certificate>,
     cup_height: Height,
     payload_dirty: bool,
@@ -431,7 +437,7 @@ impl Driver {
         let undone = self
             .undo
             .range(at.increment()..)
-            .find_map(|(_, u)| u.get(&key).cloned());
+            .find_map(|(_, u)| u.values.get(&key).cloned());
         let stored = match undone {
             Some(stored) => stored
                 .map(|s| crate::state::from_stored(state.schema(), &s))
@@ -531,7 +537,7 @@ impl Driver {
                             self.first_payload.get_or_insert(b);
                             self.last_payload = Some(b);
                         }
-                        self.undo.insert(d.height, r.previous_values);
+                        self.undo.insert(d.height, r.undo);
                         self.in_blocks = self.in_blocks.split_off(&d.height.increment());
                         // Every update the block carries: executed, or a duplicate or
                         // invalid one that must not be proposed again either.
@@ -736,7 +742,11 @@ impl Driver {
         let (state, synced) =
             start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
         self.counters.catch_ups += 1;
-        self.counters.state_syncs += u64::from(synced);
+        if let Some(r) = synced {
+            self.counters.state_syncs += 1;
+            self.counters.state_sync_chunks += r.chunks;
+            self.counters.state_sync_peers_dropped += r.dropped.len() as u64;
+        }
         self.dir.write_cup(&cup)?;
         self.pool.purge_through(h)?;
         let keys = self.dir.keys()?;
