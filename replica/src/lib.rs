@@ -7,6 +7,8 @@
 //! - [`state`]: the replicated key/value state on RocksDB, replay protection, the Merkle
 //!   state tree and its witnesses, schema versions, checkpoints, restore, and state-sync
 //!   manifests and chunks.
+//! - [`certified`]: query answers and `verify_read`, which checks an answer's witness and
+//!   certificate with the subnet's public key alone.
 //! - [`pool_store`]: this node's own shares, persisted before they are sent.
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
@@ -22,6 +24,7 @@
 //! `replica-next` package turns it on): state schema 2 with its migration, the `append`
 //! method, and another artifact encoding on another QUIC protocol.
 
+pub mod certified;
 pub mod cli;
 pub mod driver;
 pub mod http;
