@@ -14,7 +14,7 @@ use crate::{
     pool_store::PoolStore,
     requests::{RequestStatus, Tracker},
     start::{self, MAX_PAYLOAD_BYTES},
-    state::ReplicatedState,
+    state::{BlockUndo, ReplicatedState},
 };
 use consensus::{
     Action, Consensus, Delivery, Event, RealCrypto,
@@ -77,31 +77,7 @@ pub enum UpdateRefused {
     Invalid(IngressError),
 }
 
-/// A certified state hash: `signature` is the subnet's high-threshold signature on
-/// `(replica version, (height, state hash))` with the state-certification domain.
-#[derive(Clone, Debug, Serialize)]
-pub struct Certificate {
-    pub height: u64,
-    pub state_hash: CryptoHash,
-    /// Hex of the BLS signature; for the CUP the replica started from, the CUP's.
-    pub signature: String,
-    pub kind: &'static str,
-    pub replica_version: ReplicaVersion,
-}
-
-/// `GET /api/v1/query`.
-#[derive(Clone, Debug, Serialize)]
-pub struct QueryAnswer {
-    pub key: String,
-    /// The value as of `certified_height`, as the user wrote it (UTF-8), or null.
-    pub value: Option<String>,
-    /// Set when the value is not UTF-8: its hex (and `value` is null).
-    pub value_hex: Option<String>,
-    /// The checksum stored beside the value (hex), in state schemas that store one.
-    pub checksum: Option<String>,
-    pub certified_height: u64,
-    pub certificate: Option<Certificate>,
-}
+pub use crate::certified::{Certificate, QueryAnswer};
 
 /// `GET /api/v1/status`.
 #[derive(Clone, Debug, Serialize)]
@@ -152,6 +128,11 @@ pub struct Counters {
     pub cups_made: u64,
     pub undecodable_messages: u64,
     pub state_syncs: u64,
+    /// State-sync peers dropped (a manifest or chunk that did not verify, or a read
+    /// past its limits).
+    pub state_sync_peers_dropped: u64,
+    /// State-sync chunks that verified and were written.
+    pub state_sync_chunks: u64,
     pub catch_ups: u64,
     /// Times storage became unavailable (execution stopped until a write succeeded).
     pub storage_stalls: u64,
@@ -186,8 +167,10 @@ pub struct Driver {
     /// `None` only while a storage retry reopens it.
     pool: Option<PoolStore>,
     ingress: IngressPool,
-    /// Per executed height above the latest certification: user keys' previous values.
-    undo: BTreeMap<Height, BTreeMap<String, Option<Vec<u8>>>>,
+    /// Per executed height above the newest certified height at or below the executed
+    /// one: what the block changed, as it was (values and tree), to answer queries with
+    /// witnesses as of the certified height.
+    undo: BTreeMap<Height, BlockUndo>,
     certificates: BTreeMap<Height, Certificate>,
     cup_height: Height,
     payload_dirty: bool,
@@ -266,27 +249,41 @@ fn index_of(subnet: &SubnetAt) -> BTreeMap<NodeId, NodeIndex> {
         .collect()
 }
 
-/// The CUP a replica starts from certifies the state at its height.
-fn cup_certificate(cup: &Cup) -> Certificate {
+/// The CUP a replica starts from certifies the state at its height, unless a migration
+/// changed that state's hash since (then queries wait for the next certification: a
+/// witness leads to the migrated root, which the CUP does not sign).
+fn cup_certificates(cup: &Cup, state: &ReplicatedState) -> BTreeMap<Height, Certificate> {
     let c = cup.content();
-    Certificate {
-        height: c.height.get(),
-        state_hash: c.state_hash,
-        signature: match cup {
-            Cup::Signed(s) => hex::encode(s.signature().to_bytes()),
-            Cup::Registry(_) => String::new(),
-        },
-        kind: "cup",
-        replica_version: c.replica_version.clone(),
+    let mut out = BTreeMap::new();
+    if (state.height(), state.state_hash()) != (c.height, c.state_hash) {
+        return out;
     }
+    let (signature, cup_content) = match cup {
+        Cup::Signed(s) => (
+            hex::encode(s.signature().to_bytes()),
+            Some(hex::encode(s.content_bytes())),
+        ),
+        Cup::Registry(_) => (String::new(), None),
+    };
+    out.insert(
+        c.height,
+        Certificate {
+            height: c.height.get(),
+            state_hash: c.state_hash,
+            signature,
+            kind: "cup".into(),
+            replica_version: c.replica_version.clone(),
+            cup_content,
+        },
+    );
+    out
 }
 
 impl Driver {
     pub fn new(p: Parts) -> (Self, Arc<Shared>) {
         let index_of = index_of(&p.subnet);
         let c = p.cup.content();
-        let mut certificates = BTreeMap::new();
-        certificates.insert(c.height, cup_certificate(&p.cup));
+        let certificates = cup_certificates(&p.cup, &p.state);
         let status = StatusView {
             replica_version: p.version.clone(),
             subnet_id: c.subnet_id,
@@ -463,17 +460,21 @@ impl Driver {
         }
     }
 
-    /// The value of `key` as of the newest certified height this node has executed.
+    /// The value of `key` as of the newest certified height this node has executed, with
+    /// the witness to that height's root and its certificate.
     fn query(&self, key: String) -> QueryAnswer {
+        let mut answer = QueryAnswer {
+            key,
+            value: None,
+            value_hex: None,
+            checksum: None,
+            certified_height: 0,
+            certificate: None,
+            state_schema: None,
+            witness: None,
+        };
         let Some(state) = &self.state else {
-            return QueryAnswer {
-                key,
-                value: None,
-                value_hex: None,
-                checksum: None,
-                certified_height: 0,
-                certificate: None,
-            };
+            return answer;
         };
         let executed = state.height();
         let cert = self
@@ -482,39 +483,61 @@ impl Driver {
             .next_back()
             .map(|(_, c)| c);
         let at = cert.map(|c| Height::new(c.height)).unwrap_or(executed);
-        // The first block after `at` that wrote the key knows its value at `at`.
-        let undone = self
-            .undo
-            .range(at.increment()..)
-            .find_map(|(_, u)| u.get(&key).cloned());
-        let stored = match undone {
-            Some(stored) => stored
-                .map(|s| crate::state::from_stored(state.schema(), &s))
-                .transpose(),
-            None => state.get_stored(&key),
+        // The blocks after `at` know what they changed: the value, the key's bucket and
+        // the top-tree nodes as they were at `at`.
+        let later: Vec<&BlockUndo> = self.undo.range(at.increment()..).map(|(_, u)| u).collect();
+        let read = match state.read_at(&answer.key, &later) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
+            }
         };
+        if let Some(c) = cert
+            && types::Height::new(c.height) == at
+            && crate::state::tree::state_hash(at, &read.root) != c.state_hash
+        {
+            // Should not happen: the undos rebuild the tree at `at` exactly.
+            tracing::error!(
+                key = %answer.key, height = %at,
+                "critical_error_witness_root: the witness's root is not the certified one"
+            );
+        }
+        let stored = read
+            .stored
+            .map(|s| crate::state::from_stored(state.schema(), &s))
+            .transpose();
         let (value, checksum) = match stored {
             Ok(Some((v, c))) => (Some(v), c.map(hex::encode)),
             Ok(None) => (None, None),
             Err(e) => {
-                tracing::error!(%key, error = %e, "reading a value");
-                (None, None)
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
             }
         };
-        let (value, value_hex) = match value {
+        (answer.value, answer.value_hex) = match value {
             None => (None, None),
             Some(v) => match String::from_utf8(v) {
                 Ok(s) => (Some(s), None),
                 Err(e) => (None, Some(hex::encode(e.into_bytes()))),
             },
         };
-        QueryAnswer {
-            key,
-            value,
-            value_hex,
-            checksum,
-            certified_height: at.get(),
-            certificate: cert.cloned(),
+        answer.checksum = checksum;
+        answer.certified_height = at.get();
+        answer.certificate = cert.cloned();
+        answer.state_schema = Some(state.schema());
+        answer.witness = Some(hex::encode(read.witness.encode()));
+        answer
+    }
+
+    /// Drops the undos at or below the newest certified height this node has executed:
+    /// queries are answered as of that height or a later one.
+    fn prune_undo(&mut self) {
+        let Some(executed) = self.state.as_ref().map(ReplicatedState::height) else {
+            return;
+        };
+        if let Some((&h, _)) = self.certificates.range(..=executed).next_back() {
+            self.undo = self.undo.split_off(&h.increment());
         }
     }
 
@@ -603,17 +626,16 @@ impl Driver {
                                 height: height.get(),
                                 state_hash,
                                 signature: hex::encode(&signature),
-                                kind: "certification",
+                                kind: "certification".into(),
                                 replica_version: self.version.clone(),
+                                cup_content: None,
                             },
                         );
                         while self.certificates.len() > MAX_CERTIFICATES {
                             self.certificates.pop_first();
                         }
                         self.requests.certified(height);
-                        // Undo entries at or below the newest certified height are not needed.
-                        let keep = self.undo.split_off(&height.increment());
-                        self.undo = keep;
+                        self.prune_undo();
                     }
                     Action::CupReady { content, signature } => {
                         // Without space for the file, the CUP still exists: every peer
@@ -692,7 +714,9 @@ impl Driver {
                     self.first_payload.get_or_insert(b);
                     self.last_payload = Some(b);
                 }
-                self.undo.insert(d.height, r.previous_values);
+                self.undo.insert(d.height, r.undo);
+                // A certificate that came before its block is usable now.
+                self.prune_undo();
                 self.in_blocks = self.in_blocks.split_off(&d.height.increment());
                 // Every update the block carries: executed, or a duplicate or invalid one
                 // that must not be proposed again either.
@@ -910,7 +934,11 @@ impl Driver {
         let (state, synced) =
             start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
         self.counters.catch_ups += 1;
-        self.counters.state_syncs += u64::from(synced);
+        if let Some(r) = synced {
+            self.counters.state_syncs += 1;
+            self.counters.state_sync_chunks += r.chunks;
+            self.counters.state_sync_peers_dropped += r.dropped.len() as u64;
+        }
         self.dir.write_cup(&cup)?;
         self.pool_mut()?.purge_through(h)?;
         let keys = self.dir.keys()?;
@@ -926,13 +954,12 @@ impl Driver {
                 .ok_or_else(|| ReplicaError::Refused("the share store is closed".into()))?,
             crate::clocks(),
         )?;
+        self.certificates = cup_certificates(&cup, &state);
         self.state = Some(state);
         self.index_of = index_of(&subnet);
         self.subnet = subnet;
         self.cup_height = h;
         self.undo.clear();
-        self.certificates.clear();
-        self.certificates.insert(h, cup_certificate(&cup));
         self.payload_dirty = true;
         Ok(())
     }

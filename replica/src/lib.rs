@@ -4,15 +4,19 @@
 //! - [`node_dir`]: the node directory's layout, keys and CUP files.
 //! - [`ingress`]: signed updates (sender key, nonce, expiry, operation), the bounded
 //!   ingress pool, and block payloads.
-//! - [`state`]: the replicated key/value state on RocksDB, replay protection, the
-//!   incremental state hash, schema versions, checkpoints, restore.
+//! - [`state`]: the replicated key/value state on RocksDB, replay protection, the Merkle
+//!   state tree and its witnesses, schema versions, checkpoints, restore, and state-sync
+//!   manifests and chunks.
+//! - [`certified`]: query answers and `verify_read`, which checks an answer's witness and
+//!   certificate with the subnet's public key alone.
 //! - [`pool_store`]: this node's own shares, persisted before they are sent.
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
 //! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
 //! - [`requests`]: what became of an update (executed, certified), for
 //!   `/api/v1/request_status`.
-//! - [`sync`]: fetching a checkpoint from peers, verified against a CUP.
+//! - [`sync`]: fetching a checkpoint from peers, its manifest verified against a CUP
+//!   and each chunk against the manifest.
 //! - [`wire`]: this release's encoding of consensus artifacts and its QUIC protocol name.
 //! - [`cli`]: the `replica` command.
 //!
@@ -20,6 +24,7 @@
 //! `replica-next` package turns it on): state schema 2 with its migration, the `append`
 //! method, and another artifact encoding on another QUIC protocol.
 
+pub mod certified;
 pub mod cli;
 pub mod driver;
 pub mod http;

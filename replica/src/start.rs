@@ -233,20 +233,20 @@ pub fn plan_state_at(
 /// The state at the CUP's height: this node's own, or else fetched from the subnet's other
 /// members (state sync), verified against the CUP, and kept as the checkpoint there; then
 /// migrated to this release's schema (after the check: a migration changes the hash).
-/// The flag says whether it was fetched.
+/// The report says what state sync did, if the state was fetched.
 pub async fn state_at(
     dir: &NodeDir,
     subnet: &SubnetAt,
     me: &NodeId,
     height: Height,
     state_hash: types::CryptoHash,
-) -> Result<(ReplicatedState, bool), ReplicaError> {
+) -> Result<(ReplicatedState, Option<crate::sync::SyncReport>), ReplicaError> {
     let (mut state, fetched) = match local_state_at(dir, height, state_hash)? {
-        Some(s) => (s, false),
-        None => (
-            fetch_state_at(dir, subnet, me, height, state_hash).await?,
-            true,
-        ),
+        Some(s) => (s, None),
+        None => {
+            let (s, report) = fetch_state_at(dir, subnet, me, height, state_hash).await?;
+            (s, Some(report))
+        }
     };
     let from = state.schema();
     let started = std::time::Instant::now();
@@ -272,7 +272,7 @@ async fn fetch_state_at(
     me: &NodeId,
     height: Height,
     state_hash: types::CryptoHash,
-) -> Result<ReplicatedState, ReplicaError> {
+) -> Result<(ReplicatedState, crate::sync::SyncReport), ReplicaError> {
     let peers: Vec<String> = subnet
         .members
         .iter()
@@ -281,14 +281,21 @@ async fn fetch_state_at(
         .collect();
     let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", dir.checkpoints().display()));
     let target = dir.state().with_extension("sync");
-    crate::sync::fetch_state(&peers, height, state_hash, &target).await?;
+    let report = crate::sync::fetch_state(&peers, height, state_hash, &target).await?;
+    tracing::info!(
+        %height,
+        entries = report.entries,
+        chunks = report.chunks,
+        dropped_peers = report.dropped.len(),
+        "state sync done"
+    );
     let cp = dir.checkpoint(height);
     std::fs::create_dir_all(dir.checkpoints()).map_err(io)?;
     if cp.exists() {
         std::fs::remove_dir_all(&cp).map_err(io)?;
     }
     std::fs::rename(&target, &cp).map_err(io)?;
-    Ok(ReplicatedState::restore(&cp, &dir.state())?)
+    Ok((ReplicatedState::restore(&cp, &dir.state())?, report))
 }
 
 /// What consensus needs to know about the subnet at one registry version.

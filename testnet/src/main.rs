@@ -11,6 +11,7 @@
 //! The binaries (`registry`, `replica`, `replica-next`, `orchestrator`) are taken from the
 //! directory of the `testnet` binary itself: they are built together.
 
+mod query;
 mod story;
 
 use clap::{Parser, Subcommand};
@@ -87,14 +88,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check acknowledged writes (a `load --out` file) on every node: each value, and on
-    /// nodes whose state is in schema 2, the checksum stored with it. Exits non-zero if
-    /// any is missing or unmigrated.
+    /// Check acknowledged writes (a `load --out` file) on every node: each value, its
+    /// witness and certificate under the subnet's public key, and on nodes whose state is
+    /// in schema 2, the checksum stored with it. Exits non-zero if any is missing,
+    /// unverified or unmigrated.
     Verify {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
         writes: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read KEY from node I (default 0); with --verify, check the answer's witness and
+    /// certificate with the subnet's public key (from DIR/genesis.json) and exit non-zero
+    /// with the reason if they do not check.
+    Query {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        node: usize,
+        #[arg(long)]
+        verify: bool,
         #[arg(long)]
         json: bool,
     },
@@ -189,6 +206,13 @@ fn main() -> ExitCode {
             json,
         } => package(&version, &out, next_release, json).map(|_| ()),
         Cmd::Verify { dir, writes, json } => verify(&dir, &writes, json),
+        Cmd::Query {
+            dir,
+            key,
+            node,
+            verify,
+            json,
+        } => query::run(&dir, &key, node, verify, json),
         Cmd::Down { dir } => down(&dir),
         Cmd::Load {
             dir,
@@ -724,11 +748,13 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let ws = story::read_lines(writes)?;
-    let v = runtime()?.block_on(story::verify(&urls, &ws));
+    let key = query::subnet_key(dir)?;
+    let v = runtime()?.block_on(story::verify(&urls, &ws, &key));
     let report = json!({
         "writes": ws.len(),
         "nodes": urls.len(),
         "lost": v.lost,
+        "unverified": v.unverified,
         "unmigrated": v.unmigrated,
         "state_schemas": v.schemas,
     });
@@ -736,16 +762,22 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
         println!("{report}");
     } else {
         println!(
-            "{} writes on {} nodes: {} missing, {} without their checksum; state schemas {:?}",
+            "{} writes on {} nodes: {} missing, {} without a valid witness or certificate, {} without their checksum; state schemas {:?}",
             ws.len(),
             urls.len(),
             v.lost.len(),
+            v.unverified.len(),
             v.unmigrated.len(),
             v.schemas
         );
     }
-    if !v.lost.is_empty() || !v.unmigrated.is_empty() {
+    if !v.lost.is_empty() || !v.unmigrated.is_empty() || !v.unverified.is_empty() {
         let mut bad = v.lost.clone();
+        bad.extend(
+            v.unverified
+                .iter()
+                .map(|u| format!("{u} (does not verify)")),
+        );
         bad.extend(v.unmigrated.iter().map(|u| format!("{u} (no checksum)")));
         bad.truncate(5);
         return Err(format!(
@@ -1010,7 +1042,11 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
     let acknowledged = rt.block_on(confirmer).map_err(|e| e.to_string())?;
-    let checked = rt.block_on(story::verify(&urls, &acknowledged));
+    let checked = rt.block_on(story::verify(
+        &urls,
+        &acknowledged,
+        &query::subnet_key(dir)?,
+    ));
     let lost = checked.lost;
     event(format!(
         "{} writes accepted, {} acknowledged, {} lost, {} without their checksum (checked on every node; state schemas {:?})",
@@ -1031,6 +1067,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
         "writes_acknowledged": acknowledged.len(),
         "writes_lost": lost.len(),
         "writes_unmigrated": checked.unmigrated.len(),
+        "writes_unverified": checked.unverified.len(),
         "state_schemas": checked.schemas,
         "from_version": "1.0.0",
         "to_version": "2.0.0",
@@ -1038,6 +1075,12 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     });
     if !lost.is_empty() {
         return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
+    }
+    if !checked.unverified.is_empty() {
+        return Err(format!(
+            "acknowledged writes whose witness or certificate does not verify: {}",
+            checked.unverified.join(", ")
+        ));
     }
     if !checked.unmigrated.is_empty() {
         return Err(format!(
