@@ -100,7 +100,9 @@ pub async fn read_body(mut resp: reqwest::Response, limits: &Limits) -> Result<V
     }
 }
 
-fn check_rate(limits: &Limits, elapsed: Duration, received: usize) -> Result<(), ReadError> {
+/// The rate rule of [`read_body`] on its own, for callers that stream a body elsewhere
+/// (a package to a file): `received` bytes after `elapsed` since the start.
+pub fn check_rate(limits: &Limits, elapsed: Duration, received: usize) -> Result<(), ReadError> {
     if limits.min_bytes_per_s == 0 || elapsed < limits.grace {
         return Ok(());
     }
@@ -134,7 +136,11 @@ mod tests {
             Err(ReadError::TooSlow { .. })
         ));
         assert_eq!(
-            check_rate(&Limits::small(10, Duration::from_secs(1)), Duration::from_secs(9), 0),
+            check_rate(
+                &Limits::small(10, Duration::from_secs(1)),
+                Duration::from_secs(9),
+                0
+            ),
             Ok(())
         );
     }

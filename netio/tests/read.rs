@@ -1,5 +1,7 @@
 //! `read_body` against a real HTTP server that misbehaves: an endless body, a lying
 //! length, a trickle, and an honest body.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::{Router, body::Body, http::header, response::Response, routing::get};
 use futures_util::stream;
@@ -51,11 +53,34 @@ async fn misbehaving_bodies_stop_at_their_limit() {
     let r = read_body(get("/endless").await.unwrap(), &limits).await;
     assert_eq!(r, Err(ReadError::TooLarge { limit: 1 << 20 }));
 
-    let r = read_body(get("/declared").await.unwrap(), &Limits::small(1000, Duration::from_secs(5))).await;
-    assert_eq!(r, Err(ReadError::DeclaredTooLarge { declared: 1_000_000, limit: 1000 }));
+    let r = read_body(
+        get("/declared").await.unwrap(),
+        &Limits::small(1000, Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(
+        r,
+        Err(ReadError::DeclaredTooLarge {
+            declared: 1_000_000,
+            limit: 1000
+        })
+    );
 
-    let r = read_body(get("/trickle").await.unwrap(), &Limits::small(1 << 20, Duration::from_millis(1500))).await;
-    assert!(matches!(r, Err(ReadError::Deadline { deadline_ms: 1500, .. })), "{r:?}");
+    let r = read_body(
+        get("/trickle").await.unwrap(),
+        &Limits::small(1 << 20, Duration::from_millis(1500)),
+    )
+    .await;
+    assert!(
+        matches!(
+            r,
+            Err(ReadError::Deadline {
+                deadline_ms: 1500,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     let slow = Limits {
         max_bytes: 1 << 20,
