@@ -240,28 +240,41 @@ fn sample_hashes(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinH
     })
 }
 
+/// The tests of this file each run a four-node network: one at a time on a small machine.
+static ONE_NETWORK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Net {
+    /// The `testnet` and `nns` binaries, driving a network in `dir` (not prepared yet).
+    fn new(dir: &Path) -> Self {
+        let bin = tests::binaries();
+        Net {
+            testnet: bin.join("testnet"),
+            nns: bin.join("nns"),
+            d: dir.to_str().unwrap().to_string(),
+            dir: dir.to_path_buf(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            // No idle connections: the runtime only runs inside `get`, so a pooled one can
+            // go stale between calls.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
 #[test]
 fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgrade() {
-    let bin = tests::binaries();
+    let _one = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let net = Net {
-        testnet: bin.join("testnet"),
-        nns: bin.join("nns"),
-        d: dir.to_str().unwrap().to_string(),
-        dir: dir.clone(),
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        // No idle connections: the runtime only runs inside `get`, so a pooled one can
-        // go stale between calls.
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap(),
-    };
+    let net = Net::new(&dir);
     let d = net.d.clone();
     let base = base_port().to_string();
     let prep = [
@@ -502,4 +515,169 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     for n in nodes(&s) {
         assert_eq!(n["alive"], false, "{s}");
     }
+}
+
+/// The most resident memory an honest orchestrator may use while a peer streams an
+/// endless CUP answer at it (an orchestrator idles at a few tens of MiB; reading such an
+/// answer whole took one past 1,200 MiB within 45 s).
+const MAX_ORCHESTRATOR_RSS_MIB: u64 = 256;
+/// How long the Byzantine peer streams.
+const BYZANTINE_WINDOW: Duration = Duration::from_secs(45);
+
+/// Resident memory of a process in MiB, from /proc.
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// A CUP endpoint that answers every request with 200 and zeros without end; counts the
+/// requests and the bytes it managed to send.
+fn endless_cup_endpoint(
+    addr: String,
+    stop: Arc<AtomicBool>,
+) -> (
+    std::thread::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::AtomicU64;
+    let requests = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (r, b) = (requests.clone(), sent.clone());
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/_/catch_up_package",
+                axum::routing::post(move || {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    let b = b.clone();
+                    async move {
+                        let chunk = axum::body::Bytes::from(vec![0u8; 64 * 1024]);
+                        let stream = futures_util::stream::repeat_with(move || {
+                            b.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            Ok::<_, std::io::Error>(chunk.clone())
+                        });
+                        axum::body::Body::from_stream(stream)
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+            let serve = axum::serve(listener, app);
+            let until_stopped = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = until_stopped => {}
+            }
+        });
+    });
+    (thread, requests, sent)
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Issue 14: one member whose CUP endpoint streams an endless body. The other
+/// orchestrators refuse each answer at a CUP's size, so their memory stays under a fixed
+/// bound, and the subnet (three of four) keeps acknowledging writes.
+#[test]
+fn an_endless_cup_answer_leaves_the_others_memory_bounded_while_writes_go_on() {
+    let _one = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Net::new(&dir);
+    let d = net.d.clone();
+    let base = base_port().to_string();
+    run(
+        &net.testnet,
+        &[
+            "prep",
+            "--dir",
+            &d,
+            "--nodes",
+            "4",
+            "--dkg-interval",
+            "9",
+            "--base-port",
+            &base,
+        ],
+    );
+    run(&net.testnet, &["up", "--dir", &d]);
+    let s = net.status();
+    let byzantine = nodes(&s)[3]["orchestrator_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let writes = tmp.path().join("writes.jsonl");
+    let mut load: Child = Command::new(&net.testnet)
+        .args(["load", "--dir", &d, "--rate", "20", "--duration", "300"])
+        .arg("--out")
+        .arg(&writes)
+        .spawn()
+        .unwrap();
+
+    // Node 3's orchestrator (and replica) are replaced by the Byzantine endpoint.
+    run(&net.testnet, &["stop-node", "--dir", &d, "--node", "3"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (server, requests, sent) = endless_cup_endpoint(byzantine, stop.clone());
+    let honest: Vec<u32> = (0..3)
+        .map(|i| pid_in(&dir.join(format!("pids/node-{i}.pid"))))
+        .collect();
+
+    let start = Instant::now();
+    let acknowledged_before = lines_in(&writes);
+    let mut peak = 0;
+    while start.elapsed() < BYZANTINE_WINDOW {
+        for pid in &honest {
+            let rss = rss_mib(*pid).unwrap_or_else(|| panic!("orchestrator {pid} is gone"));
+            peak = peak.max(rss);
+            assert!(
+                rss < MAX_ORCHESTRATOR_RSS_MIB,
+                "orchestrator {pid} holds {rss} MiB after {:?} ({} requests, {} MiB sent)",
+                start.elapsed(),
+                requests.load(Ordering::Relaxed),
+                sent.load(Ordering::Relaxed) >> 20
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let acknowledged_after = lines_in(&writes);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    signal(load.id(), "-INT");
+    let _ = load.wait();
+    let asked = requests.load(Ordering::Relaxed);
+    println!(
+        "peak orchestrator RSS {peak} MiB; the Byzantine endpoint was asked {asked} times and \
+         sent {} MiB; writes acknowledged in the window: {}",
+        sent.load(Ordering::Relaxed) >> 20,
+        acknowledged_after - acknowledged_before
+    );
+    // Not vacuous: the honest orchestrators did ask the endless endpoint.
+    assert!(asked >= 3, "the Byzantine endpoint was asked {asked} times");
+    assert!(
+        acknowledged_after >= acknowledged_before + 100,
+        "the subnet stopped taking writes: {acknowledged_before} then {acknowledged_after}"
+    );
 }
