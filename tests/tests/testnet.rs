@@ -367,11 +367,23 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
                     .is_some_and(|e| e.contains("1.0.0.tar.zst") && e.contains("2.0.0.tar.zst"))
         })
     });
-    let halted = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
-    assert!(
-        halted["halting"] == true || halted["halted"] == true,
-        "{halted} {failed}"
-    );
+    // The download ahead of the CUP fails (and says so) before the subnet halts; the
+    // halt comes at the CUP all the same.
+    let start = Instant::now();
+    loop {
+        let halted = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
+        if halted["halting"] == true || halted["halted"] == true {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{halted} {failed}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Still on 1.0.0 and still reporting why.
+    net.wait("every running node still reports the failed download", |s| {
+        nodes(s)[0..3]
+            .iter()
+            .all(|n| n["running_version"] == "1.0.0" && n["upgrade_state"] == "failed")
+    });
 
     // During the halt: SIGKILL node 1's orchestrator and node 2's replica. Node 1's
     // orchestrator is started again (as its service manager would); it must stop the
