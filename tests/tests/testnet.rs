@@ -379,11 +379,14 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         std::thread::sleep(Duration::from_millis(300));
     }
     // Still on 1.0.0 and still reporting why.
-    net.wait("every running node still reports the failed download", |s| {
-        nodes(s)[0..3]
-            .iter()
-            .all(|n| n["running_version"] == "1.0.0" && n["upgrade_state"] == "failed")
-    });
+    net.wait(
+        "every running node still reports the failed download",
+        |s| {
+            nodes(s)[0..3]
+                .iter()
+                .all(|n| n["running_version"] == "1.0.0" && n["upgrade_state"] == "failed")
+        },
+    );
 
     // During the halt: SIGKILL node 1's orchestrator and node 2's replica. Node 1's
     // orchestrator is started again (as its service manager would); it must stop the
