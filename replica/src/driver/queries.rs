@@ -1,0 +1,162 @@
+//! What users ask of the driver: updates, queries answered as of the certified height
+//! with a witness to its root, and what became of an update.
+
+use super::*;
+
+/// The CUP a replica starts from certifies the state at its height, unless a migration
+/// changed that state's hash since (then queries wait for the next certification: a
+/// witness leads to the migrated root, which the CUP does not sign).
+pub(super) fn cup_certificates(
+    cup: &Cup,
+    state: &ReplicatedState,
+) -> BTreeMap<Height, Certificate> {
+    let c = cup.content();
+    let mut out = BTreeMap::new();
+    if (state.height(), state.state_hash()) != (c.height, c.state_hash) {
+        return out;
+    }
+    let (signature, cup_content) = match cup {
+        Cup::Signed(s) => (
+            hex::encode(s.signature().to_bytes()),
+            Some(hex::encode(s.content_bytes())),
+        ),
+        Cup::Registry(_) => (String::new(), None),
+    };
+    out.insert(
+        c.height,
+        Certificate {
+            height: c.height.get(),
+            state_hash: c.state_hash,
+            signature,
+            kind: "cup".into(),
+            replica_version: c.replica_version.clone(),
+            cup_content,
+        },
+    );
+    out
+}
+
+impl Driver {
+    pub(super) fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Update(m, reply) => {
+                let id = m.id();
+                let done = self
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.has_executed(&id).unwrap_or(false));
+                let result = if self.core.is_halting() || self.core.is_halted() {
+                    Err(UpdateRefused::Upgrading)
+                } else if done {
+                    // Executed already (a late relay, or a user's retry).
+                    Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
+                } else {
+                    // `insert` validates (signature, expiry, sizes): once is enough.
+                    self.ingress
+                        .insert(m, now_ns())
+                        .map_err(UpdateRefused::Invalid)
+                };
+                match &result {
+                    Ok(_) => {
+                        self.counters.updates_accepted += 1;
+                        self.payload_dirty = true;
+                    }
+                    Err(_) => self.counters.updates_refused += 1,
+                }
+                let _ = reply.send(result);
+            }
+            Request::Query(key, reply) => {
+                let _ = reply.send(self.query(key));
+            }
+            Request::Status { id, wait, reply } => {
+                let in_pool = self.ingress.contains(&id);
+                if wait {
+                    self.requests.wait(id, in_pool, reply);
+                } else {
+                    let _ = reply.send(self.requests.status(&id, in_pool));
+                }
+            }
+        }
+    }
+
+    /// The value of `key` as of the newest certified height this node has executed, with
+    /// the witness to that height's root and its certificate.
+    pub(super) fn query(&self, key: String) -> QueryAnswer {
+        let mut answer = QueryAnswer {
+            key,
+            value: None,
+            value_hex: None,
+            checksum: None,
+            certified_height: 0,
+            certificate: None,
+            state_schema: None,
+            witness: None,
+        };
+        let Some(state) = &self.state else {
+            return answer;
+        };
+        let executed = state.height();
+        let cert = self
+            .certificates
+            .range(..=executed)
+            .next_back()
+            .map(|(_, c)| c);
+        let at = cert.map(|c| Height::new(c.height)).unwrap_or(executed);
+        // The blocks after `at` know what they changed: the value, the key's bucket and
+        // the top-tree nodes as they were at `at`.
+        let later: Vec<&BlockUndo> = self.undo.range(at.increment()..).map(|(_, u)| u).collect();
+        let read = match state.read_at(&answer.key, &later) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
+            }
+        };
+        if let Some(c) = cert
+            && types::Height::new(c.height) == at
+            && crate::state::tree::state_hash(at, &read.root) != c.state_hash
+        {
+            // Should not happen: the undos rebuild the tree at `at` exactly.
+            tracing::error!(
+                key = %answer.key, height = %at,
+                "critical_error_witness_root: the witness's root is not the certified one"
+            );
+        }
+        let stored = read
+            .stored
+            .map(|s| crate::state::from_stored(state.schema(), &s))
+            .transpose();
+        let (value, checksum) = match stored {
+            Ok(Some((v, c))) => (Some(v), c.map(hex::encode)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
+            }
+        };
+        (answer.value, answer.value_hex) = match value {
+            None => (None, None),
+            Some(v) => match String::from_utf8(v) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(hex::encode(e.into_bytes()))),
+            },
+        };
+        answer.checksum = checksum;
+        answer.certified_height = at.get();
+        answer.certificate = cert.cloned();
+        answer.state_schema = Some(state.schema());
+        answer.witness = Some(hex::encode(read.witness.encode()));
+        answer
+    }
+
+    /// Drops the undos at or below the newest certified height this node has executed:
+    /// queries are answered as of that height or a later one.
+    pub(super) fn prune_undo(&mut self) {
+        let Some(executed) = self.state.as_ref().map(ReplicatedState::height) else {
+            return;
+        };
+        if let Some((&h, _)) = self.certificates.range(..=executed).next_back() {
+            self.undo = self.undo.split_off(&h.increment());
+        }
+    }
+}
