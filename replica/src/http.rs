@@ -111,7 +111,11 @@ async fn update(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         }
         Ok(Err(UpdateRefused::Invalid(e))) => {
             let code = match e {
-                crate::ingress::IngressError::PoolFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                crate::ingress::IngressError::PoolFull { .. }
+                | crate::ingress::IngressError::SenderShareFull { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                crate::ingress::IngressError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
                 crate::ingress::IngressError::Duplicate(_) => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };

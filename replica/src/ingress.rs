@@ -96,7 +96,22 @@ pub enum IngressError {
     UnsupportedMethod(&'static str),
     #[error("the ingress pool is full ({messages} messages, {bytes} bytes)")]
     PoolFull { messages: usize, bytes: usize },
+    #[error(
+        "this sender already has {messages} messages ({bytes} bytes) waiting: its share of the pool is full, try again after some execute"
+    )]
+    SenderShareFull { messages: usize, bytes: usize },
+    #[error(
+        "this sender's values already take {stored} bytes of the state; with this update they would pass the quota of {quota} bytes (delete some first)"
+    )]
+    QuotaExceeded { stored: u64, quota: u64 },
 }
+
+/// The most bytes (encoded updates) of one sender in one block: a block maker leaves
+/// the rest for later blocks, and execution skips what a block carries beyond it, so no
+/// sender can fill blocks alone. A quarter of a block's payload.
+pub const MAX_BLOCK_BYTES_PER_SENDER: usize = 512 * 1024;
+/// The replica's pool lets one sender hold 1/8 of it (of its messages and its bytes).
+pub const POOL_SHARE_PER_SENDER_DIVISOR: usize = 8;
 
 impl SignedIngress {
     pub fn sign(ingress: Ingress, key: &Ed25519KeyPair) -> Self {
@@ -158,6 +173,10 @@ pub struct IngressPool {
     max_messages: usize,
     max_bytes: usize,
     bytes: usize,
+    /// Per sender: messages and bytes in the pool.
+    by_sender: BTreeMap<[u8; 32], (usize, usize)>,
+    /// The most messages and bytes one sender may hold.
+    sender_share: (usize, usize),
     next_seq: u64,
     messages: BTreeMap<CryptoHash, (u64, SignedIngress)>,
     arrival: BTreeMap<u64, CryptoHash>,
@@ -169,10 +188,20 @@ impl IngressPool {
             max_messages,
             max_bytes,
             bytes: 0,
+            by_sender: BTreeMap::new(),
+            sender_share: (max_messages, max_bytes),
             next_seq: 0,
             messages: BTreeMap::new(),
             arrival: BTreeMap::new(),
         }
+    }
+
+    /// Limits what one sender may hold to a part of the pool (1/`divisor` of its messages
+    /// and of its bytes), so that one user cannot crowd everyone else out.
+    pub fn with_sender_share(mut self, divisor: usize) -> Self {
+        let d = divisor.max(1);
+        self.sender_share = ((self.max_messages / d).max(1), (self.max_bytes / d).max(1));
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -201,6 +230,12 @@ impl IngressPool {
                 bytes: self.bytes,
             });
         }
+        let sender = *m.ingress.sender.as_bytes();
+        let (messages, bytes) = self.by_sender.get(&sender).copied().unwrap_or((0, 0));
+        if messages + 1 > self.sender_share.0 || bytes + size > self.sender_share.1 {
+            return Err(IngressError::SenderShareFull { messages, bytes });
+        }
+        self.by_sender.insert(sender, (messages + 1, bytes + size));
         self.bytes += size;
         self.messages.insert(id, (self.next_seq, m));
         self.arrival.insert(self.next_seq, id);
@@ -218,6 +253,7 @@ impl IngressPool {
     ) -> Vec<SignedIngress> {
         let mut out = Vec::new();
         let mut bytes = 8; // the encoded length prefix of the list
+        let mut per_sender: BTreeMap<[u8; 32], usize> = BTreeMap::new();
         for id in self.arrival.values() {
             let Some((_, m)) = self.messages.get(id) else {
                 continue;
@@ -229,6 +265,12 @@ impl IngressPool {
             if bytes + size > max_bytes {
                 break;
             }
+            // Past its share of this block, a sender waits for the next one.
+            let spent = per_sender.entry(*m.ingress.sender.as_bytes()).or_default();
+            if *spent + size > MAX_BLOCK_BYTES_PER_SENDER {
+                continue;
+            }
+            *spent += size;
             bytes += size;
             out.push(m.clone());
         }
@@ -239,6 +281,14 @@ impl IngressPool {
         if let Some((seq, m)) = self.messages.remove(id) {
             self.bytes -= m.size();
             self.arrival.remove(&seq);
+            let sender = *m.ingress.sender.as_bytes();
+            if let Some((messages, bytes)) = self.by_sender.get_mut(&sender) {
+                *messages -= 1;
+                *bytes -= m.size();
+                if *messages == 0 {
+                    self.by_sender.remove(&sender);
+                }
+            }
         }
     }
 
@@ -375,6 +425,45 @@ mod tests {
             .map(|(_, m)| m.clone())
             .collect();
         assert_eq!(pool.select(NOW, 1_000_000, |_| false), rest);
+    }
+
+    #[test]
+    fn one_sender_holds_at_most_its_share_of_the_pool_and_of_a_block() {
+        let mut pool = IngressPool::new(16, 1_000_000).with_sender_share(4);
+        for n in 0..4 {
+            pool.insert(msg(1, n, NOW + 1000, put("k", b"v")), NOW)
+                .expect("within the share");
+        }
+        assert!(matches!(
+            pool.insert(msg(1, 4, NOW + 1000, put("k", b"v")), NOW),
+            Err(IngressError::SenderShareFull { messages: 4, .. })
+        ));
+        // Another sender is not held back, and a sender's share frees as it executes.
+        pool.insert(msg(2, 0, NOW + 1000, put("k", b"v")), NOW)
+            .expect("another sender");
+        let first = pool.select(NOW, 1_000_000, |_| false)[0].id();
+        pool.purge(&[first], NOW);
+        pool.insert(msg(1, 4, NOW + 1000, put("k", b"v")), NOW)
+            .expect("room again");
+        // A block takes at most MAX_BLOCK_BYTES_PER_SENDER of one sender, and others after.
+        let mut big = IngressPool::new(100, 10_000_000);
+        let value = vec![7u8; MAX_VALUE_BYTES];
+        for n in 0..12 {
+            big.insert(msg(1, n, NOW + 1000, put("big", &value)), NOW)
+                .expect("insert");
+        }
+        big.insert(msg(2, 0, NOW + 1000, put("small", b"1")), NOW)
+            .expect("insert");
+        let picked = big.select(NOW, 10_000_000, |_| false);
+        let from_one: usize = picked
+            .iter()
+            .filter(|m| m.ingress.sender == msg(1, 0, NOW, put("k", b"")).ingress.sender)
+            .map(SignedIngress::size)
+            .sum();
+        assert!(
+            from_one <= MAX_BLOCK_BYTES_PER_SENDER && from_one > MAX_BLOCK_BYTES_PER_SENDER / 2
+        );
+        assert!(picked.len() < 13 && picked.iter().any(|m| m.ingress.operation.key() == "small"));
     }
 
     #[test]

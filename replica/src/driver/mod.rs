@@ -284,7 +284,8 @@ impl Driver {
             core: p.core,
             state: Some(p.state),
             pool: Some(p.pool),
-            ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
+            ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES)
+                .with_sender_share(crate::ingress::POOL_SHARE_PER_SENDER_DIVISOR),
             undo: BTreeMap::new(),
             certificates,
             cup_height: c.height,

@@ -2,6 +2,7 @@
 //! with a witness to its root, and what became of an update.
 
 use super::*;
+use crate::ingress::Operation;
 
 /// The CUP a replica starts from certifies the state at its height, unless a migration
 /// changed that state's hash since (then queries wait for the next certification: a
@@ -37,6 +38,25 @@ pub(super) fn cup_certificates(
 }
 
 impl Driver {
+    /// Whether `m` would take its sender past its quota of the state (a best-effort check
+    /// at submission; execution enforces it).
+    fn over_quota(&self, m: &SignedIngress) -> Option<IngressError> {
+        let grows = match &m.ingress.operation {
+            Operation::Put { key, value } | Operation::Append { key, value } => {
+                (key.len() + value.len()) as u64
+            }
+            Operation::Delete { .. } => return None,
+        };
+        let quota = crate::state::quota::QUOTAS.stored_bytes_per_sender;
+        let stored = self
+            .state
+            .as_ref()?
+            .stored_bytes_of(m.ingress.sender.as_bytes())
+            .ok()?;
+        (stored.saturating_add(grows) > quota)
+            .then_some(IngressError::QuotaExceeded { stored, quota })
+    }
+
     pub(super) fn on_request(&mut self, r: Request) {
         match r {
             Request::Update(m, reply) => {
@@ -50,6 +70,9 @@ impl Driver {
                 } else if done {
                     // Executed already (a late relay, or a user's retry).
                     Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
+                } else if let Some(e) = self.over_quota(&m) {
+                    // Execution would skip it: say so now rather than accept it.
+                    Err(UpdateRefused::Invalid(e))
                 } else {
                     // `insert` validates (signature, expiry, sizes): once is enough.
                     self.ingress

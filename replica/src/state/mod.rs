@@ -3,7 +3,8 @@
 //!
 //! Layout: `v/<key>` user values; `x/<message id>` executed messages (their expiry), kept
 //! until they expire so a replay executes once; `e/<expiry><id>` the same ids by expiry,
-//! to purge them in order. These are the **hashed entries**. `m/*` is metadata, not
+//! to purge them in order; `o/<key>` and `q/<sender>`, `q/total`: who owns each value and
+//! what each sender's values take ([`quota`]). These are the **hashed entries**. `m/*` is metadata, not
 //! hashed: `m/schema`, `m/height`, `m/root`, and the tree's index (`m/tb/`, `m/tl/`,
 //! see [`index`]).
 //!
@@ -21,6 +22,7 @@
 pub mod checkpoint;
 pub mod chunks;
 pub mod index;
+pub mod quota;
 pub mod schema;
 pub mod tree;
 
@@ -110,6 +112,8 @@ pub struct ReplicatedState {
     top: TopTree,
     /// The layout the stored entries are in (older than [`SCHEMA_VERSION`] until migrated).
     schema: u32,
+    /// What execution lets one sender, and the whole state, hold ([`quota::QUOTAS`]).
+    quotas: quota::Quotas,
 }
 
 impl std::fmt::Debug for ReplicatedState {
@@ -176,7 +180,16 @@ impl ReplicatedState {
             height,
             top,
             schema,
+            quotas: quota::QUOTAS,
         })
+    }
+
+    /// Other bounds than every replica's (tests only: a state with other quotas hashes
+    /// differently from its peers' as soon as a bound bites).
+    #[cfg(test)]
+    pub fn with_quotas(mut self, quotas: quota::Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// The layout the stored entries are in.
@@ -276,10 +289,19 @@ impl ReplicatedState {
         let mut executed = Vec::new();
         let mut skipped = 0;
         let mut previous_values = BTreeMap::new();
+        // What each sender's updates in this block took so far.
+        let mut spent: BTreeMap<[u8; 32], usize> = BTreeMap::new();
         for m in payload {
             let id = m.id();
             let xk = prefixed(b"x/", &id.0);
             if m.validate(time_ns).is_err() || w.current(&self.db, &xk)?.is_some() {
+                skipped += 1;
+                continue;
+            }
+            let sender = m.ingress.sender.as_bytes();
+            let size = m.size();
+            let so_far = spent.get(sender).copied().unwrap_or(0);
+            if so_far + size > self.quotas.block_bytes_per_sender {
                 skipped += 1;
                 continue;
             }
@@ -309,6 +331,24 @@ impl ReplicatedState {
                     continue;
                 }
             };
+            let user_key = m.ingress.operation.key();
+            let sized = |stored: &Option<Vec<u8>>| -> Result<Option<u64>, StateError> {
+                stored
+                    .as_ref()
+                    .map(|s| Ok((user_key.len() + from_stored(self.schema, s)?.0.len()) as u64))
+                    .transpose()
+            };
+            let change = quota::Change {
+                sender,
+                user_key,
+                before: sized(&old)?,
+                after: sized(&new)?,
+            };
+            if !self.quotas.book(&mut w, &self.db, &change)? {
+                skipped += 1;
+                continue;
+            }
+            spent.insert(*sender, so_far + size);
             let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
             w.write(xk, Some(expiry.clone()));
             w.write(

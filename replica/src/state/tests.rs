@@ -437,7 +437,8 @@ fn sync_source(root: &Path, big: usize, more: usize) -> (std::path::PathBuf, Cry
     let value = "x".repeat(60_000);
     let mut keys = user_keys_in_bucket("big", 777, big);
     keys.extend((0..more).map(|i| format!("k{i:03}")));
-    for (h, batch) in keys.chunks(10).enumerate() {
+    // Eight 60 kB updates a block: one sender's share of a block (`quota`) holds eight.
+    for (h, batch) in keys.chunks(8).enumerate() {
         let block: Vec<SignedIngress> = batch
             .iter()
             .enumerate()
