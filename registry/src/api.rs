@@ -10,13 +10,16 @@
 //! | `POST /api/v1/proposals` | [`SignedSubmission`] | `{"proposal_id"}` |
 //! | `POST /api/v1/proposals/{id}/votes` | [`SignedBallot`] | `{"proposal_id","status"}` |
 //! | `GET /api/v1/proposals`, `/api/v1/proposals/{id}` | | [`ProposalView`]s |
-//! | `GET /api/v1/status` | | [`StatusView`] |
+//! | `GET /api/v1/status` | | [`StatusView`] (with `network_id`) |
 //! | `GET /metrics` | | Prometheus text |
 //!
 //! Every response carries `x-registry-signature`: the registry key's ed25519 signature,
 //! domain `REGISTRY_RESPONSE`, over `path-and-query || "\n" || body` (see
 //! [`response_message`]), so a client holding the root public key verifies exactly what it
 //! got for exactly what it asked. Errors are `{"error": "<reason>"}` with a 4xx or 5xx code.
+//!
+//! Submissions and ballots name the network they are for (`network`, the registry's
+//! `network_id` in `/api/v1/status`); one signed for another network is refused with 400.
 
 use crate::{
     governance::{Proposal, ProposalKind, ProposalStatus},
@@ -24,7 +27,7 @@ use crate::{
     store::VersionDelta,
 };
 use serde::{Deserialize, Serialize};
-use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 pub use crate::governance::{SignedBallot, SignedSubmission};
 
@@ -184,6 +187,8 @@ pub struct StatusView {
     pub proposals_open: usize,
     pub proposals_total: usize,
     pub public_key: String,
+    /// The network every submission and ballot must name: the hash of `public_key`.
+    pub network_id: NetworkId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 use crate::{
     Registry, RegistryError,
     api::{self, *},
-    governance::{GovernanceError, ProposalStatus},
+    governance::{GovernanceError, ProposalStatus, VerifiedBallot, VerifiedSubmission},
     records::{CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, keys},
     store::{RegistryStore, RocksStore, StoreError},
 };
@@ -20,14 +20,14 @@ use axum::{
     routing::{get, post},
 };
 use crypto::ed25519::Ed25519KeyPair;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
 use serde::Deserialize;
 use std::{
     path::{Path as FsPath, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use types::{RegistryVersion, codec, domain};
+use types::{NetworkId, RegistryVersion, codec, domain};
 
 /// Files in a registry directory.
 pub fn key_path(dir: &FsPath) -> PathBuf {
@@ -48,9 +48,12 @@ const MAX_RESPONSE_BYTES: usize = api::MAX_PAGE_BYTES + 1024 * 1024;
 pub struct ServerState {
     registry: Mutex<Registry<RocksStore>>,
     key: Ed25519KeyPair,
+    /// This registry's network: what every submission and ballot must name.
+    network: NetworkId,
     metrics: Metrics,
     requests: IntCounterVec,
     refusals: IntCounterVec,
+    decodes: IntCounter,
     version_gauge: IntGauge,
     open_gauge: IntGauge,
 }
@@ -111,18 +114,26 @@ impl ServerState {
             ),
             &["kind"],
         )?;
+        let decodes = IntCounter::new(
+            "registry_snapshot_decodes_total",
+            "Decodes of the whole registry (the expensive step of a proposal)",
+        )?;
         let version_gauge = IntGauge::new("registry_version", "The latest registry version")?;
         let open_gauge = IntGauge::new("registry_proposals_open", "Open proposals")?;
         metrics.register(Box::new(requests.clone()))?;
         metrics.register(Box::new(refusals.clone()))?;
+        metrics.register(Box::new(decodes.clone()))?;
         metrics.register(Box::new(version_gauge.clone()))?;
         metrics.register(Box::new(open_gauge.clone()))?;
+        let network = NetworkId::from_registry_root_key(key.public_key().as_bytes());
         Ok(Arc::new(Self {
             registry: Mutex::new(registry),
             key,
+            network,
             metrics,
             requests,
             refusals,
+            decodes,
             version_gauge,
             open_gauge,
         }))
@@ -136,6 +147,31 @@ impl ServerState {
 
     fn count(&self, endpoint: &str) {
         self.requests.with_label_values(&[endpoint]).inc();
+    }
+
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// The cheap checks of a submission (network, neuron, signature) with the lock held
+    /// only for the one record read, so a flood of bad signatures never queues honest
+    /// requests behind signature checks, and never reaches a snapshot decode.
+    fn verify_submission(
+        &self,
+        signed: &SignedSubmission,
+    ) -> Result<VerifiedSubmission, RegistryError> {
+        signed.check_network(&self.network)?;
+        let controller = self
+            .registry()
+            .neuron_controller(signed.submission.neuron_id)?;
+        Ok(signed.verify(&self.network, &controller)?)
+    }
+
+    /// The cheap checks of a ballot, as [`ServerState::verify_submission`].
+    fn verify_ballot(&self, signed: &SignedBallot) -> Result<VerifiedBallot, RegistryError> {
+        signed.check_network(&self.network)?;
+        let controller = self.registry().neuron_controller(signed.ballot.neuron_id)?;
+        Ok(signed.verify(&self.network, &controller)?)
     }
 }
 
@@ -230,8 +266,12 @@ fn registry_error(state: &ServerState, e: RegistryError) -> Response {
     };
     if code == StatusCode::BAD_REQUEST {
         let kind = match &e {
+            RegistryError::Governance(GovernanceError::WrongNetwork { .. }) => "wrong_network",
+            RegistryError::Governance(GovernanceError::UnknownNeuron(_)) => "unknown_neuron",
             RegistryError::Governance(GovernanceError::BadSignature(_)) => "bad_signature",
+            RegistryError::Governance(GovernanceError::Replay { .. }) => "replay",
             RegistryError::Governance(GovernanceError::Invalid(_)) => "invalid_proposal",
+            RegistryError::Governance(GovernanceError::TooManyOpen(_)) => "too_many_open",
             RegistryError::Invariant(_) => "invariant",
             _ => "other",
         };
@@ -422,7 +462,11 @@ async fn submit(
     Json(signed): Json<SignedSubmission>,
 ) -> Response {
     s.count("submit");
-    let result = s.registry().submit(now_ns(), &signed);
+    let verified = match s.verify_submission(&signed) {
+        Ok(v) => v,
+        Err(e) => return registry_error(&s, e),
+    };
+    let result = s.registry().submit(now_ns(), &verified);
     match result {
         Ok(id) => {
             tracing::info!(
@@ -451,7 +495,11 @@ async fn vote(
             ),
         );
     }
-    let result = s.registry().vote(now_ns(), &signed);
+    let verified = match s.verify_ballot(&signed) {
+        Ok(v) => v,
+        Err(e) => return registry_error(&s, e),
+    };
+    let result = s.registry().vote(now_ns(), &verified);
     match result {
         Ok(status) => {
             tracing::info!(
@@ -484,6 +532,7 @@ async fn status(State(s): State<Arc<ServerState>>) -> Response {
         proposals_open: open,
         proposals_total: reg.governance().proposals.len(),
         public_key: s.key.public_key().to_string(),
+        network_id: s.network,
     })
     .into_response()
 }
@@ -492,6 +541,9 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
     {
         let reg = s.registry();
         s.version_gauge.set(reg.latest_version().get() as i64);
+        // The count lives in the registry; the counter catches up with it.
+        s.decodes
+            .inc_by(reg.snapshot_decodes().saturating_sub(s.decodes.get()));
         let open = reg
             .governance()
             .proposals

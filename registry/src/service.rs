@@ -10,13 +10,16 @@
 
 use crate::{
     governance::{
-        Governance, GovernanceError, ProposalId, ProposalStatus, SignedBallot, SignedSubmission,
-        mutations_for,
+        Governance, GovernanceError, NeuronId, ProposalId, ProposalStatus, SignedBallot,
+        SignedSubmission, VerifiedBallot, VerifiedSubmission, mutations_for,
     },
     invariants::{InvariantViolation, Snapshot},
+    records::{NeuronRecord, RegistryRecord, keys},
     store::{AuxWrite, Mutation, RegistryStore, StoreError, VersionDelta},
 };
-use types::{RegistryVersion, codec};
+use crypto::ed25519::Ed25519PublicKey;
+use std::sync::atomic::{AtomicU64, Ordering};
+use types::{NetworkId, RegistryVersion, codec};
 
 const GOV_META: &str = "gov/meta";
 const GOV_PROPOSAL_PREFIX: &str = "gov/proposal/";
@@ -36,7 +39,7 @@ pub enum RegistryError {
     Governance(#[from] GovernanceError),
     #[error("the registry is already initialized (at version {0})")]
     AlreadyInitialized(RegistryVersion),
-    #[error("stored governance state is corrupt: {0}")]
+    #[error("stored registry or governance state is corrupt: {0}")]
     Corrupt(String),
 }
 
@@ -51,6 +54,9 @@ struct GovMeta {
 pub struct Registry<S: RegistryStore> {
     store: S,
     governance: Governance,
+    /// Whole-registry decodes so far: the expensive step a request must earn (see
+    /// [`Registry::snapshot_decodes`]).
+    snapshot_decodes: AtomicU64,
 }
 
 impl<S: RegistryStore> Registry<S> {
@@ -72,7 +78,11 @@ impl<S: RegistryStore> Registry<S> {
                 codec::decode(&bytes, codec::MAX_ENCODED_BYTES).map_err(corrupt)?;
             governance.proposals.insert(p.id, p);
         }
-        let mut registry = Self { store, governance };
+        let mut registry = Self {
+            store,
+            governance,
+            snapshot_decodes: AtomicU64::new(0),
+        };
         registry.execute_pending()?;
         Ok(registry)
     }
@@ -109,7 +119,70 @@ impl<S: RegistryStore> Registry<S> {
 
     /// The latest state, decoded.
     pub fn snapshot(&self) -> Result<Snapshot, RegistryError> {
-        Ok(Snapshot::decode(&self.store.latest_snapshot()?)?)
+        self.decode(&self.store.latest_snapshot()?)
+    }
+
+    /// How many times the whole registry was decoded (for the latest state or a batch's
+    /// result): the work a request costs beyond a key read. Served as a metric, and what
+    /// tests count to show a refused request did not get this far.
+    pub fn snapshot_decodes(&self) -> u64 {
+        self.snapshot_decodes.load(Ordering::Relaxed)
+    }
+
+    fn decode(
+        &self,
+        state: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<Snapshot, RegistryError> {
+        self.snapshot_decodes.fetch_add(1, Ordering::Relaxed);
+        Ok(Snapshot::decode(state)?)
+    }
+
+    /// A neuron's controller key at the latest version: one record read, no snapshot.
+    pub fn neuron_controller(&self, id: NeuronId) -> Result<Ed25519PublicKey, RegistryError> {
+        let key = keys::neuron(id);
+        let bytes = self
+            .store
+            .get(&key, self.latest_version())?
+            .ok_or(GovernanceError::UnknownNeuron(id))?;
+        let record = NeuronRecord::decode_value(&bytes)
+            .map_err(|e| RegistryError::Corrupt(format!("record {key}: {e}")))?;
+        Ok(record.controller)
+    }
+
+    /// The cheap checks of a submission, in order of cost: the network, the neuron (one
+    /// record read), the signature. The server runs the same steps outside its lock.
+    pub fn verify_submission(
+        &self,
+        network: &NetworkId,
+        signed: &SignedSubmission,
+    ) -> Result<VerifiedSubmission, RegistryError> {
+        signed.check_network(network)?;
+        let controller = self.neuron_controller(signed.submission.neuron_id)?;
+        Ok(signed.verify(network, &controller)?)
+    }
+
+    /// The cheap checks of a ballot, as [`Registry::verify_submission`].
+    pub fn verify_ballot(
+        &self,
+        network: &NetworkId,
+        signed: &SignedBallot,
+    ) -> Result<VerifiedBallot, RegistryError> {
+        signed.check_network(network)?;
+        let controller = self.neuron_controller(signed.ballot.neuron_id)?;
+        Ok(signed.verify(network, &controller)?)
+    }
+
+    /// Refuses a verified request whose key is no longer its neuron's controller (it was
+    /// verified outside the lock, against the key read then).
+    fn check_controller(
+        &self,
+        neuron: NeuronId,
+        verified_with: &Ed25519PublicKey,
+    ) -> Result<(), RegistryError> {
+        if &self.neuron_controller(neuron)? != verified_with {
+            return Err(GovernanceError::BadSignature(neuron).into());
+        }
+        Ok(())
     }
 
     /// The delta a batch would commit, after its preconditions and every invariant on
@@ -123,7 +196,7 @@ impl<S: RegistryStore> Registry<S> {
                 None => state.remove(&c.key),
             };
         }
-        Snapshot::decode(&state)?.check()?;
+        self.decode(&state)?.check()?;
         Ok(delta)
     }
 
@@ -134,33 +207,34 @@ impl<S: RegistryStore> Registry<S> {
         Ok(delta.version)
     }
 
-    /// Records a signed proposal (executing it if the proposer alone has a majority).
+    /// Records a verified proposal (executing it if the proposer alone has a majority).
     pub fn submit(
         &mut self,
         now_ns: u64,
-        signed: &SignedSubmission,
+        verified: &VerifiedSubmission,
     ) -> Result<ProposalId, RegistryError> {
+        self.check_controller(verified.submission().neuron_id, verified.controller())?;
         let snapshot = self.snapshot()?;
         let mut next = self.governance.clone();
         let check = |m: &[Mutation]| self.prepare(m).map(|_| ()).map_err(|e| e.to_string());
-        let id = next.submit(&snapshot, now_ns, signed, &check)?;
+        let id = next.submit(&snapshot, now_ns, verified, &check)?;
         self.commit_governance(next, None)?;
         self.execute_pending()?;
         Ok(id)
     }
 
-    /// Records a signed vote; returns the proposal's status once any execution is done.
+    /// Records a verified vote; returns the proposal's status once any execution is done.
     pub fn vote(
         &mut self,
         now_ns: u64,
-        signed: &SignedBallot,
+        verified: &VerifiedBallot,
     ) -> Result<ProposalStatus, RegistryError> {
-        let snapshot = self.snapshot()?;
+        self.check_controller(verified.ballot().neuron_id, verified.controller())?;
         let mut next = self.governance.clone();
-        next.vote(&snapshot, now_ns, signed)?;
+        next.vote(now_ns, verified)?;
         self.commit_governance(next, None)?;
         self.execute_pending()?;
-        let id = signed.ballot.proposal_id;
+        let id = verified.ballot().proposal_id;
         Ok(self
             .governance
             .proposals

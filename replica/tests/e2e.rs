@@ -482,18 +482,19 @@ fn deploy_2_0_0(net: &Net) {
             version: ReplicaVersion::new("2.0.0").unwrap(),
         },
     ];
+    // A node-local copy has no registry key of its own: any id names this network.
+    let network = types::NetworkId([0; 32]);
     for (nonce, kind) in kinds.into_iter().enumerate() {
         let s = Submission {
+            network,
             neuron_id: 0,
             nonce: nonce as u64,
             kind,
         };
         // One neuron holds all the voting power: its proposal is adopted at once.
-        reg.submit(
-            replica::now_ns(),
-            &SignedSubmission::sign(s, &net.net.neuron_keys[0]),
-        )
-        .unwrap();
+        let signed = SignedSubmission::sign(s, &net.net.neuron_keys[0]);
+        let verified = reg.verify_submission(&network, &signed).unwrap();
+        reg.submit(replica::now_ns(), &verified).unwrap();
     }
     let deltas = reg
         .store()

@@ -304,6 +304,7 @@ async fn deploy(n: &OneNode, version: &str, sha256_hex: String, urls: Vec<String
     .enumerate()
     {
         let s = Submission {
+            network: types::NetworkId::from_registry_root_key(key.as_bytes()),
             neuron_id: 0,
             nonce: nonce + i as u64,
             kind,

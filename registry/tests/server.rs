@@ -1,0 +1,157 @@
+//! The registry server in process, under a malicious user: a flood of badly signed or
+//! foreign submissions is refused before any whole-registry decode (and counted).
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use crypto::ed25519::Ed25519KeyPair;
+use registry::{
+    Registry,
+    client::{ClientError, RegistryClient},
+    genesis::GeneratedNetwork,
+    governance::{Ballot, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote},
+    server::{self, ServerState},
+    store::RocksStore,
+};
+use std::sync::Arc;
+use types::{NetworkId, ReplicaVersion};
+
+struct Running {
+    url: String,
+    net: GeneratedNetwork,
+    network: NetworkId,
+    _dir: tempfile::TempDir,
+}
+
+/// A registry directory made in process (what `registry init` writes), served on a free
+/// loopback port.
+async fn start() -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = write_genesis(dir.path());
+    let reg_dir = dir.path().join("registry");
+    std::fs::create_dir_all(&reg_dir).expect("mkdir");
+    let key = Ed25519KeyPair::from_seed(&[21; 32]);
+    key.write_to_file(&server::key_path(&reg_dir)).expect("key");
+    {
+        let store = RocksStore::open(&server::store_path(&reg_dir)).expect("store");
+        let mut reg = Registry::open(store).expect("open");
+        reg.init(&net.genesis.mutations(), 3600 * 1_000_000_000)
+            .expect("init");
+    }
+    let state = ServerState::open(&reg_dir).expect("server state");
+    let network = state.network();
+    assert_eq!(
+        network,
+        NetworkId::from_registry_root_key(key.public_key().as_bytes())
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(server::serve(listener, Arc::clone(&state)));
+    Running {
+        url,
+        net,
+        network,
+        _dir: dir,
+    }
+}
+
+async fn metric(url: &str, line_start: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map_or(0, |v| v.trim().parse().expect("a number"))
+}
+
+fn elect(version: &str) -> ProposalKind {
+    ProposalKind::ElectVersion {
+        version: ReplicaVersion::new(version).expect("valid"),
+        sha256_hex: "c".repeat(64),
+        urls: vec!["http://127.0.0.1:9/p.tar.gz".into()],
+    }
+}
+
+fn submission(network: NetworkId, neuron_id: u64, nonce: u64, kind: ProposalKind) -> Submission {
+    Submission {
+        network,
+        neuron_id,
+        nonce,
+        kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_badly_signed_submissions_is_refused_before_any_decode() {
+    let r = start().await;
+    let client = RegistryClient::new(&r.url, None).expect("client");
+    let keys = &r.net.neuron_keys;
+    let decodes = "registry_snapshot_decodes_total ";
+    let before = metric(&r.url, decodes).await;
+    const FLOOD: u64 = 200;
+    for nonce in 0..FLOOD {
+        // Neuron 1's proposal signed with neuron 2's key.
+        let forged = SignedSubmission::sign(submission(r.network, 1, nonce, elect("3")), &keys[2]);
+        match client.submit(&forged).await {
+            Err(ClientError::Refused {
+                status: 400,
+                message,
+            }) => {
+                assert!(message.contains("signature"), "{message}")
+            }
+            other => panic!("a forged submission was not refused: {other:?}"),
+        }
+    }
+    let foreign =
+        SignedSubmission::sign(submission(NetworkId([3; 32]), 0, 1, elect("3")), &keys[0]);
+    match client.submit(&foreign).await {
+        Err(ClientError::Refused {
+            status: 400,
+            message,
+        }) => {
+            assert!(message.contains("signed for network"), "{message}")
+        }
+        other => panic!("a foreign submission was not refused: {other:?}"),
+    }
+    assert_eq!(
+        metric(&r.url, decodes).await,
+        before,
+        "refused submissions decoded the registry"
+    );
+    assert_eq!(
+        metric(&r.url, "registry_refusals_total{kind=\"bad_signature\"} ").await,
+        FLOOD
+    );
+    assert_eq!(
+        metric(&r.url, "registry_refusals_total{kind=\"wrong_network\"} ").await,
+        1
+    );
+    // Honest requests go through: a proposal and the vote that adopts it.
+    let id = client
+        .submit(&SignedSubmission::sign(
+            submission(r.network, 0, 1, elect("3")),
+            &keys[0],
+        ))
+        .await
+        .expect("an honest submission");
+    let ballot = Ballot {
+        network: r.network,
+        proposal_id: id,
+        neuron_id: 1,
+        vote: Vote::Yes,
+    };
+    let status = client
+        .vote(&SignedBallot::sign(ballot, &keys[1]))
+        .await
+        .expect("an honest vote");
+    assert_eq!(status.status.name(), "executed");
+    assert!(metric(&r.url, decodes).await > before);
+    assert_eq!(client.status().await.expect("status").network_id, r.network);
+}
