@@ -44,6 +44,9 @@ pub type ProposalId = u64;
 pub const DEFAULT_VOTING_PERIOD_NS: u64 = 4 * 24 * 3600 * 1_000_000_000;
 /// The most open proposals at once (a bound on state and on work per deadline check).
 pub const MAX_OPEN_PROPOSALS: usize = 1000;
+/// The most proposals [`Governance::process_deadlines`] decides in one call: when many
+/// reach their deadline together, the rest are decided on the next tick.
+pub const MAX_DEADLINE_DECISIONS_PER_CALL: usize = 100;
 
 /// What a proposal asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,7 +409,6 @@ impl Governance {
         verified: &VerifiedSubmission,
         check: &dyn Fn(&[Mutation]) -> Result<(), String>,
     ) -> Result<ProposalId, GovernanceError> {
-        self.process_deadlines(now_ns);
         let s = &verified.submission;
         let neuron = registry
             .neurons
@@ -428,10 +430,11 @@ impl Governance {
                 existing: p.id,
             });
         }
+        // One past its deadline is as good as decided (the next tick decides it).
         let open = self
             .proposals
             .values()
-            .filter(|p| p.status == ProposalStatus::Open)
+            .filter(|p| p.status == ProposalStatus::Open && now_ns < p.deadline_ns)
             .count();
         if open >= MAX_OPEN_PROPOSALS {
             return Err(GovernanceError::TooManyOpen(open));
@@ -483,12 +486,15 @@ impl Governance {
         now_ns: u64,
         verified: &VerifiedBallot,
     ) -> Result<ProposalStatus, GovernanceError> {
-        self.process_deadlines(now_ns);
         let b = &verified.ballot;
         let p = self
             .proposals
             .get_mut(&b.proposal_id)
             .ok_or(GovernanceError::UnknownProposal(b.proposal_id))?;
+        // Voting ends at the deadline, whether or not a tick has decided it yet.
+        if p.status == ProposalStatus::Open && now_ns >= p.deadline_ns {
+            p.decide_at_deadline(now_ns);
+        }
         if p.status != ProposalStatus::Open {
             return Err(GovernanceError::NotOpen {
                 id: p.id,
@@ -513,13 +519,20 @@ impl Governance {
         Ok(p.status)
     }
 
-    /// Decides every open proposal whose deadline has passed.
-    pub fn process_deadlines(&mut self, now_ns: u64) {
+    /// Decides open proposals whose deadline has passed, oldest first, at most `max` of
+    /// them; returns how many it decided.
+    pub fn process_deadlines(&mut self, now_ns: u64, max: usize) -> usize {
+        let mut decided = 0;
         for p in self.proposals.values_mut() {
+            if decided >= max {
+                break;
+            }
             if p.status == ProposalStatus::Open && now_ns >= p.deadline_ns {
                 p.decide_at_deadline(now_ns);
+                decided += 1;
             }
         }
+        decided
     }
 
     /// Adopted proposals waiting for execution, oldest first.

@@ -4,14 +4,15 @@
 //! Every change goes through one path: compute the next state in memory, check it, then
 //! commit the registry delta (if any) and the changed governance records in one atomic
 //! store commit. A vote that adopts a proposal is committed first, then the proposal's
-//! execution; if the process dies in between, [`Registry::open`] executes the adopted
-//! proposal on restart, so an acknowledged vote is never lost and a proposal never runs
-//! twice.
+//! execution; if the process dies in between, [`Registry::open`] (or, past its bound,
+//! the next [`Registry::tick`]) executes the adopted proposal on restart, so an
+//! acknowledged vote is never lost and a proposal never runs twice.
 
 use crate::{
     governance::{
-        Governance, GovernanceError, NeuronId, ProposalId, ProposalStatus, SignedBallot,
-        SignedSubmission, VerifiedBallot, VerifiedSubmission, mutations_for,
+        Governance, GovernanceError, MAX_DEADLINE_DECISIONS_PER_CALL, NeuronId, ProposalId,
+        ProposalStatus, SignedBallot, SignedSubmission, VerifiedBallot, VerifiedSubmission,
+        mutations_for,
     },
     invariants::{InvariantViolation, Snapshot},
     records::{NeuronRecord, RegistryRecord, keys},
@@ -23,6 +24,11 @@ use types::{NetworkId, RegistryVersion, codec};
 
 const GOV_META: &str = "gov/meta";
 const GOV_PROPOSAL_PREFIX: &str = "gov/proposal/";
+
+/// The most adopted proposals executed in one call (a tick, a submission, a vote): each
+/// is a whole-registry decode, a validation and a synced commit under the server's lock,
+/// so a pile of them waits for the next ticks rather than stalling every request.
+pub const MAX_EXECUTIONS_PER_CALL: usize = 8;
 
 fn proposal_key(id: ProposalId) -> String {
     format!("{GOV_PROPOSAL_PREFIX}{id:020}")
@@ -243,20 +249,23 @@ impl<S: RegistryStore> Registry<S> {
             .unwrap_or(ProposalStatus::Open))
     }
 
-    /// Decides proposals whose deadline passed, and executes the adopted ones.
+    /// Decides proposals whose deadline passed and executes adopted ones, each up to its
+    /// bound ([`MAX_DEADLINE_DECISIONS_PER_CALL`], [`MAX_EXECUTIONS_PER_CALL`]); what is
+    /// left is done by the next ticks.
     pub fn tick(&mut self, now_ns: u64) -> Result<(), RegistryError> {
         let mut next = self.governance.clone();
-        next.process_deadlines(now_ns);
-        if next != self.governance {
+        if next.process_deadlines(now_ns, MAX_DEADLINE_DECISIONS_PER_CALL) > 0 {
             self.commit_governance(next, None)?;
         }
         self.execute_pending()
     }
 
-    /// Executes adopted proposals one by one: each execution (the registry delta and the
-    /// proposal's new status) is one atomic commit.
+    /// Executes adopted proposals one by one, oldest first, at most
+    /// [`MAX_EXECUTIONS_PER_CALL`]: each execution (the registry delta and the proposal's
+    /// new status) is one atomic commit.
     fn execute_pending(&mut self) -> Result<(), RegistryError> {
-        for id in self.governance.pending_execution() {
+        let pending = self.governance.pending_execution();
+        for id in pending.into_iter().take(MAX_EXECUTIONS_PER_CALL) {
             let Some(proposal) = self.governance.proposals.get(&id) else {
                 continue;
             };

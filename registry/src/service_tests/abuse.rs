@@ -1,7 +1,8 @@
 //! The registry under a malicious user: refused requests cost no whole-registry decode,
-//! and what was signed for another network is refused.
+//! what was signed for another network is refused, and deadline work is bounded per call.
 
 use super::*;
+use crate::{governance::MAX_DEADLINE_DECISIONS_PER_CALL, service::MAX_EXECUTIONS_PER_CALL};
 
 const OTHER: NetworkId = NetworkId([8; 32]);
 
@@ -109,4 +110,70 @@ fn a_submission_or_ballot_signed_for_another_network_is_refused() {
         Err(RegistryError::Governance(GovernanceError::BadSignature(1)))
     );
     assert_eq!(f.status(id), ProposalStatus::Open);
+}
+
+fn count(f: &Fixture<MemoryStore>, status: ProposalStatus) -> usize {
+    f.reg
+        .governance()
+        .proposals
+        .values()
+        .filter(|p| p.status == status)
+        .count()
+}
+
+#[test]
+fn a_pile_of_expired_proposals_is_worked_off_a_bounded_amount_per_tick() {
+    // Neuron 0 alone has no majority: its proposals stay open until the deadline, where
+    // its yes (over no no, above 3%) adopts them.
+    let mut f = Fixture::new(&[100, 100, 100]);
+    let pile = MAX_DEADLINE_DECISIONS_PER_CALL + 20;
+    for i in 0..pile {
+        f.propose(0, elect_kind(&format!("3.{i}"))).expect("valid");
+    }
+    assert_eq!(count(&f, ProposalStatus::Open), pile);
+    let version = f.reg.latest_version();
+    let mut now = f.now_ns + 4 * 24 * HOUR_NS;
+
+    // Past the deadline, a vote is refused even on a proposal no tick has decided yet.
+    let last = pile as ProposalId;
+    assert!(matches!(
+        f.reg
+            .verify_ballot(
+                &NET,
+                &SignedBallot::sign(ballot(NET, last, 1), &f.net.neuron_keys[1])
+            )
+            .and_then(|b| f.reg.vote(now, &b)),
+        Err(RegistryError::Governance(GovernanceError::NotOpen { .. }))
+    ));
+
+    f.reg.tick(now).expect("tick");
+    assert_eq!(
+        count(&f, ProposalStatus::Open),
+        pile - MAX_DEADLINE_DECISIONS_PER_CALL,
+        "one tick decided more than its bound"
+    );
+    assert_eq!(count(&f, ProposalStatus::Executed), MAX_EXECUTIONS_PER_CALL);
+    assert_eq!(
+        f.reg.latest_version().get(),
+        version.get() + MAX_EXECUTIONS_PER_CALL as u64
+    );
+    // The rest follow, a bounded amount per tick, in order.
+    let ticks = pile.div_ceil(MAX_EXECUTIONS_PER_CALL);
+    for _ in 1..ticks {
+        now += 1_000_000_000;
+        f.reg.tick(now).expect("tick");
+    }
+    assert_eq!(count(&f, ProposalStatus::Executed), pile);
+    assert_eq!(f.reg.latest_version().get(), version.get() + pile as u64);
+    let versions: Vec<RegistryVersion> = f
+        .reg
+        .governance()
+        .proposals
+        .values()
+        .filter_map(|p| p.executed_registry_version)
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "executed out of order"
+    );
 }
