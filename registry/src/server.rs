@@ -5,7 +5,7 @@
 
 use crate::{
     Registry, RegistryError,
-    api::{self, *},
+    api::*,
     governance::{GovernanceError, ProposalStatus, VerifiedBallot, VerifiedSubmission},
     records::{CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, keys},
     store::{RegistryStore, RocksStore, StoreError},
@@ -23,11 +23,12 @@ use crypto::ed25519::Ed25519KeyPair;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
 use serde::Deserialize;
 use std::{
+    ops::Bound,
     path::{Path as FsPath, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use types::{NetworkId, RegistryVersion, codec, domain};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, codec, domain};
 
 /// Files in a registry directory.
 pub fn key_path(dir: &FsPath) -> PathBuf {
@@ -42,8 +43,6 @@ pub fn store_path(dir: &FsPath) -> PathBuf {
 
 /// The largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// The largest response the signing layer buffers.
-const MAX_RESPONSE_BYTES: usize = api::MAX_PAGE_BYTES + 1024 * 1024;
 
 pub struct ServerState {
     registry: Mutex<Registry<RocksStore>>,
@@ -411,13 +410,77 @@ fn snapshot_list<T: serde::Serialize>(
     }
 }
 
-async fn versions(State(s): State<Arc<ServerState>>) -> Response {
-    snapshot_list(&s, "versions", |snap| {
+/// `?after=&limit=` of a paged list.
+#[derive(Deserialize)]
+struct PageQuery<C> {
+    after: Option<C>,
+    limit: Option<usize>,
+}
+
+impl<C> PageQuery<C> {
+    /// Whether the caller asked for pages (else it gets the first page as a bare list).
+    fn paged(&self) -> bool {
+        self.after.is_some() || self.limit.is_some()
+    }
+
+    fn limit(&self, max: usize) -> usize {
+        self.limit.unwrap_or(max).clamp(1, max)
+    }
+}
+
+/// Up to `limit` items and about `max_bytes` of JSON (at least one item), and the cursor
+/// of the next page when items are left.
+fn page<T: serde::Serialize, C>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    max_bytes: usize,
+    cursor: impl Fn(&T) -> C,
+) -> (Vec<T>, Option<C>) {
+    let mut items = items.peekable();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(item) = items.peek() {
+        if out.len() >= limit {
+            break;
+        }
+        // The item's JSON and its comma.
+        let size = serde_json::to_vec(item).map_or(0, |b| b.len()) + 1;
+        if !out.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.extend(items.next());
+    }
+    let next = match items.peek() {
+        Some(_) => out.last().map(cursor),
+        None => None,
+    };
+    (out, next)
+}
+
+async fn versions(
+    State(s): State<Arc<ServerState>>,
+    Query(q): Query<PageQuery<ReplicaVersion>>,
+) -> Response {
+    s.count("versions");
+    let snap = match s.registry().snapshot() {
+        Ok(snap) => snap,
+        Err(e) => return registry_error(&s, e),
+    };
+    let start = q.after.clone().map_or(Bound::Unbounded, Bound::Excluded);
+    let (versions, next) = page(
         snap.versions
-            .values()
-            .map(ElectedVersionView::from)
-            .collect()
-    })
+            .range((start, Bound::Unbounded))
+            .map(|(_, v)| ElectedVersionView::from(v)),
+        q.limit(MAX_VERSIONS_PER_LIST_PAGE),
+        MAX_LIST_PAGE_BYTES,
+        |v| v.version.clone(),
+    );
+    if q.paged() {
+        Json(VersionsPage { versions, next }).into_response()
+    } else {
+        Json(versions).into_response()
+    }
 }
 
 async fn subnets(State(s): State<Arc<ServerState>>) -> Response {
@@ -432,17 +495,26 @@ async fn neurons(State(s): State<Arc<ServerState>>) -> Response {
     })
 }
 
-async fn proposals(State(s): State<Arc<ServerState>>) -> Response {
+async fn proposals(State(s): State<Arc<ServerState>>, Query(q): Query<PageQuery<u64>>) -> Response {
     s.count("proposals");
-    let reg = s.registry();
-    Json(
-        reg.governance()
-            .proposals
-            .values()
-            .map(ProposalView::from)
-            .collect::<Vec<_>>(),
-    )
-    .into_response()
+    let start = q.after.map_or(Bound::Unbounded, Bound::Excluded);
+    let (proposals, next) = {
+        let reg = s.registry();
+        page(
+            reg.governance()
+                .proposals
+                .range((start, Bound::Unbounded))
+                .map(|(_, p)| ProposalView::from(p)),
+            q.limit(MAX_PROPOSALS_PER_PAGE),
+            MAX_LIST_PAGE_BYTES,
+            |p| p.proposal_id,
+        )
+    };
+    if q.paged() {
+        Json(ProposalsPage { proposals, next }).into_response()
+    } else {
+        Json(proposals).into_response()
+    }
 }
 
 async fn proposal(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
