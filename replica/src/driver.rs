@@ -30,7 +30,7 @@ use std::{
 };
 use tokio::sync::{mpsc, oneshot};
 use transport::Transport;
-use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{CryptoHash, Height, NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 /// The most user requests waiting for the driver.
 pub const MAX_PENDING_REQUESTS: usize = 4096;
@@ -104,6 +104,8 @@ pub struct StatusView {
     pub replica_version: ReplicaVersion,
     pub subnet_id: SubnetId,
     pub node_id: NodeId,
+    /// The network updates must be signed for (the registry root key's hash).
+    pub network_id: NetworkId,
     pub finalized_height: u64,
     pub certified_height: u64,
     pub executed_height: u64,
@@ -166,6 +168,7 @@ pub struct Driver {
     dir: NodeDir,
     version: ReplicaVersion,
     node_id: NodeId,
+    network: NetworkId,
     registry: RocksStore,
     subnet: SubnetAt,
     /// Derived from `subnet` (share order), for attributing peers' messages.
@@ -203,6 +206,8 @@ pub struct Parts {
     pub dir: NodeDir,
     pub version: ReplicaVersion,
     pub node_id: NodeId,
+    /// The network whose updates this node takes ([`NodeDir::network_id`]).
+    pub network: NetworkId,
     pub registry: RocksStore,
     pub subnet: SubnetAt,
     pub cup: Cup,
@@ -247,6 +252,7 @@ impl Driver {
             replica_version: p.version.clone(),
             subnet_id: c.subnet_id,
             node_id: p.node_id,
+            network_id: p.network,
             finalized_height: c.height.get(),
             certified_height: c.height.get(),
             executed_height: p.state.height().get(),
@@ -284,13 +290,14 @@ impl Driver {
             dir: p.dir,
             version: p.version,
             node_id: p.node_id,
+            network: p.network,
             registry: p.registry,
             subnet: p.subnet,
             index_of,
             core: p.core,
             state: Some(p.state),
             pool: p.pool,
-            ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
+            ingress: IngressPool::new(p.network, MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
             undo: BTreeMap::new(),
             certificates,
             cup_height: c.height,
@@ -514,9 +521,11 @@ impl Driver {
                     Action::Deliver(d) => {
                         let payload =
                             decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
+                        let network = self.network;
                         let r = self.state_mut()?.execute(
                             d.height,
                             d.block.context.time_ns,
+                            &network,
                             &payload,
                         )?;
                         self.counters.blocks_executed += 1;

@@ -21,7 +21,7 @@
 use crate::ingress::{Operation, SignedIngress};
 use rocksdb::{DB, Options, WriteBatch};
 use std::{collections::BTreeMap, path::Path};
-use types::{CryptoHash, Height, codec, domain};
+use types::{CryptoHash, Height, NetworkId, codec, domain};
 
 /// The state layout this release writes (and the newest it reads).
 #[cfg(not(feature = "next-release"))]
@@ -311,11 +311,13 @@ impl ReplicatedState {
         Ok(self.db.get(prefixed(b"x/", &id.0))?.is_some())
     }
 
-    /// Executes the block at `height` (the next one) with time `time_ns`.
+    /// Executes the block at `height` (the next one) with time `time_ns` on `network`
+    /// (an update for another network is skipped like any invalid one).
     pub fn execute(
         &mut self,
         height: Height,
         time_ns: u64,
+        network: &NetworkId,
         payload: &[SignedIngress],
     ) -> Result<Executed, StateError> {
         if height != self.height.increment() {
@@ -366,7 +368,8 @@ impl ReplicatedState {
         for m in payload {
             let id = m.id();
             let xk = prefixed(b"x/", &id.0);
-            if m.validate(time_ns).is_err() || current(&self.db, &overlay, &xk)?.is_some() {
+            if m.validate(time_ns, network).is_err() || current(&self.db, &overlay, &xk)?.is_some()
+            {
                 skipped += 1;
                 continue;
             }
@@ -724,11 +727,13 @@ mod tests {
     use crypto::ed25519::Ed25519KeyPair;
 
     const T: u64 = 1_000_000_000_000;
+    const NET: NetworkId = NetworkId([5; 32]);
 
     fn msg(nonce: u64, expiry_ns: u64, operation: Operation) -> SignedIngress {
         let key = Ed25519KeyPair::from_seed(&[3; 32]);
         SignedIngress::sign(
             Ingress {
+                network: NET,
                 sender: key.public_key(),
                 nonce,
                 expiry_ns,
@@ -764,7 +769,7 @@ mod tests {
         let mut hashes = Vec::new();
         for (i, b) in blocks.iter().enumerate() {
             let r = s
-                .execute(Height::new(i as u64 + 1), T + i as u64, b)
+                .execute(Height::new(i as u64 + 1), T + i as u64, &NET, b)
                 .expect("execute");
             assert_eq!(
                 r.state_hash,
@@ -784,14 +789,16 @@ mod tests {
             hashes.len()
         );
         // Once message 5 expires its replay record is purged, and the hash still matches.
-        let r = s.execute(Height::new(5), T + 10, &[]).expect("execute");
+        let r = s
+            .execute(Height::new(5), T + 10, &NET, &[])
+            .expect("execute");
         assert_eq!(r.state_hash, s.recompute_hash().expect("recompute"));
         // The same blocks on another node give the same hashes.
         let dir2 = tempfile::tempdir().expect("tempdir");
         let mut s2 = ReplicatedState::open(dir2.path()).expect("open");
         for (i, b) in blocks.iter().enumerate() {
             assert_eq!(
-                s2.execute(Height::new(i as u64 + 1), T + i as u64, b)
+                s2.execute(Height::new(i as u64 + 1), T + i as u64, &NET, b)
                     .expect("e")
                     .state_hash,
                 hashes[i]
@@ -805,19 +812,21 @@ mod tests {
         let mut s = ReplicatedState::open(dir.path()).expect("open");
         let m = msg(1, T + 100, put("k", "v"));
         let r = s
-            .execute(Height::new(1), T, &[m.clone(), m.clone()])
+            .execute(Height::new(1), T, &NET, &[m.clone(), m.clone()])
             .expect("execute");
         assert_eq!((r.executed.len(), r.skipped), (1, 1));
         let r = s
-            .execute(Height::new(2), T + 1, std::slice::from_ref(&m))
+            .execute(Height::new(2), T + 1, &NET, std::slice::from_ref(&m))
             .expect("replay");
         assert_eq!((r.executed.len(), r.skipped), (0, 1));
         let late = msg(2, T + 1, put("k", "late"));
-        let r = s.execute(Height::new(3), T + 2, &[late]).expect("expired");
+        let r = s
+            .execute(Height::new(3), T + 2, &NET, &[late])
+            .expect("expired");
         assert_eq!((r.executed.len(), r.skipped), (0, 1));
         assert_eq!(s.get("k").expect("get"), Some(b"v".to_vec()));
         assert!(matches!(
-            s.execute(Height::new(9), T + 3, &[]),
+            s.execute(Height::new(9), T + 3, &NET, &[]),
             Err(StateError::OutOfOrder { .. })
         ));
     }
@@ -827,7 +836,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let hash = {
             let mut s = ReplicatedState::open(dir.path()).expect("open");
-            s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+            s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
                 .expect("execute");
             s.state_hash()
         };
@@ -873,12 +882,13 @@ mod tests {
     fn execute_reports_each_written_keys_previous_value() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = ReplicatedState::open(dir.path()).expect("open");
-        s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+        s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
             .expect("execute");
         let r = s
             .execute(
                 Height::new(2),
                 T,
+                &NET,
                 &[
                     msg(2, T + 100, put("a", "2")),
                     msg(3, T + 100, put("a", "3")),
@@ -901,11 +911,11 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let (state_dir, cp) = (root.path().join("state"), root.path().join("cp"));
         let mut s = ReplicatedState::open(&state_dir).expect("open");
-        s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+        s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
             .expect("execute");
         s.checkpoint(&cp).expect("checkpoint");
         let at_cp = s.state_hash();
-        s.execute(Height::new(2), T, &[msg(2, T + 100, put("a", "2"))])
+        s.execute(Height::new(2), T, &NET, &[msg(2, T + 100, put("a", "2"))])
             .expect("execute");
         drop(s);
         assert_eq!(
@@ -916,7 +926,7 @@ mod tests {
         assert_eq!((r.height(), r.state_hash()), (Height::new(1), at_cp));
         assert_eq!(r.get("a").expect("get"), Some(b"1".to_vec()));
         // Writing the restored state does not change the checkpoint.
-        r.execute(Height::new(2), T, &[msg(3, T + 100, put("a", "3"))])
+        r.execute(Height::new(2), T, &NET, &[msg(3, T + 100, put("a", "3"))])
             .expect("execute");
         drop(r);
         assert_eq!(
@@ -934,7 +944,7 @@ mod tests {
         let block: Vec<SignedIngress> = (0..60)
             .map(|i| msg(i, T + 100, put(&format!("k{i:03}"), &big)))
             .collect();
-        s.execute(Height::new(1), T, &block).expect("execute");
+        s.execute(Height::new(1), T, &NET, &block).expect("execute");
         let cp = root.path().join("cp");
         s.checkpoint(&cp).expect("checkpoint");
         let expected = s.state_hash();
@@ -983,6 +993,28 @@ mod tests {
         assert!(matches!(err, StateError::NewerSchema { .. }), "{err}");
     }
 
+    #[test]
+    fn a_block_update_signed_for_another_network_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = ReplicatedState::open(dir.path()).expect("open");
+        let key = Ed25519KeyPair::from_seed(&[3; 32]);
+        let foreign = SignedIngress::sign(
+            Ingress {
+                network: NetworkId([6; 32]),
+                sender: key.public_key(),
+                nonce: 1,
+                expiry_ns: T + 100,
+                operation: put("a", "1"),
+            },
+            &key,
+        );
+        let r = s
+            .execute(Height::new(1), T, &NET, &[foreign])
+            .expect("execute");
+        assert_eq!((r.executed.len(), r.skipped), (0, 1));
+        assert_eq!(s.get("a").expect("get"), None);
+    }
+
     #[cfg(not(feature = "next-release"))]
     #[test]
     fn the_first_release_refuses_the_append_method() {
@@ -997,10 +1029,10 @@ mod tests {
             },
         );
         assert_eq!(
-            m.validate(T),
+            m.validate(T, &NET),
             Err(crate::ingress::IngressError::UnsupportedMethod("append"))
         );
-        let r = s.execute(Height::new(1), T, &[m]).expect("execute");
+        let r = s.execute(Height::new(1), T, &NET, &[m]).expect("execute");
         assert_eq!((r.executed.len(), r.skipped), (0, 1));
         assert_eq!(s.get("a").expect("get"), None);
     }
@@ -1054,7 +1086,7 @@ mod tests {
         assert_eq!(s.migrate().expect("again"), 0);
         assert_eq!(s.state_hash(), after);
         // New writes carry the new form, and a damaged checksum is caught.
-        s.execute(Height::new(6), T, &[msg(1, T + 100, put("d", "4"))])
+        s.execute(Height::new(6), T, &NET, &[msg(1, T + 100, put("d", "4"))])
             .expect("execute");
         assert_eq!(
             s.get_stored("d").expect("get"),
@@ -1082,6 +1114,7 @@ mod tests {
             .execute(
                 Height::new(1),
                 T,
+                &NET,
                 &[
                     msg(1, T + 100, put("a", "x")),
                     msg(2, T + 100, append("a", "y")),

@@ -21,7 +21,7 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-use types::{RegistryVersion, ReplicaVersion};
+use types::{NetworkId, RegistryVersion, ReplicaVersion};
 
 const NODES: usize = 4;
 /// A guard against hangs, not a speed assertion.
@@ -32,6 +32,8 @@ use tests::free_port;
 struct Net {
     dir: tempfile::TempDir,
     net: GeneratedNetwork,
+    /// What updates are signed for: the hash of the registry key in every `node.toml`.
+    network: NetworkId,
     cup: PathBuf,
     procs: Vec<Option<Child>>,
 }
@@ -137,9 +139,17 @@ fn setup() -> Net {
     }
     net.write(dir.path()).unwrap();
     let mutations = net.genesis.mutations();
+    // No registry server here, but the replicas read the network from node.toml.
+    let registry_key = Ed25519KeyPair::from_seed(&[42; 32]).public_key();
+    let network = NetworkId::from_registry_root_key(registry_key.as_bytes());
     let mut cup = None;
     for i in 0..NODES {
         let d = dir.path().join("nodes").join(format!("node-{i}"));
+        std::fs::write(
+            d.join("node.toml"),
+            format!("registry_root_key = \"{registry_key}\"\n"),
+        )
+        .unwrap();
         let mut reg = Registry::open(RocksStore::open(&d.join("registry")).unwrap()).unwrap();
         reg.init(&mutations, 3600 * 1_000_000_000).unwrap();
         let subnet = net.genesis.subnets[0].subnet_id;
@@ -150,6 +160,7 @@ fn setup() -> Net {
     Net {
         dir,
         net,
+        network,
         cup: cup_path,
         procs: (0..NODES).map(|_| None).collect(),
     }
@@ -195,9 +206,16 @@ async fn wait_for<F: Fn(&Value) -> bool>(
     }
 }
 
-fn update(user: &Ed25519KeyPair, nonce: u64, key: &str, value: &str) -> SignedIngress {
+fn update(
+    network: NetworkId,
+    user: &Ed25519KeyPair,
+    nonce: u64,
+    key: &str,
+    value: &str,
+) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network,
             sender: user.public_key(),
             nonce,
             expiry_ns: replica::now_ns() + 120 * 1_000_000_000,
@@ -225,7 +243,7 @@ async fn submit(
         // Phase b (from 1000 on) overwrites keys phase a wrote, after a finished.
         let key = format!("key-{:04}", n % 1000);
         let value = format!("{tag}-{n}");
-        let m = update(&user, n, &key, &value);
+        let m = update(net.network, &user, n, &key, &value);
         let url = format!("{}/api/v1/update", net.url(nodes[n as usize % nodes.len()]));
         let c = client.clone();
         pending.push(tokio::spawn(async move {
@@ -336,6 +354,28 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     })
     .await;
 
+    // Every node names its network; an update signed for another one is refused.
+    let network = net.network.to_string();
+    wait_for(
+        &client,
+        &mut net,
+        &all,
+        "the network id in the status",
+        |s| s["network_id"].as_str() == Some(network.as_str()),
+    )
+    .await;
+    let stranger = Ed25519KeyPair::from_seed(&[9; 32]);
+    let other = NetworkId([1; 32]);
+    let r = client
+        .post(format!("{}/api/v1/update", net.url(0)))
+        .body(update(other, &stranger, 1, "elsewhere", "x").encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let reason = r.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(reason.contains("signed for network"), "{reason}");
+
     // 1,000 signed updates over all nodes; every node agrees on every value.
     let written = submit(&client, &net, &all, 0..1000, "a").await;
     check_agreement(&client, &mut net, &written).await;
@@ -355,7 +395,7 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     let r = body(
         client
             .post(format!("{}/api/v1/update", net.url(1)))
-            .body(update(&user, 1, "followed", "by its id").encode()),
+            .body(update(net.network, &user, 1, "followed", "by its id").encode()),
     )
     .await;
     let id = r["message_id"].as_str().unwrap().to_string();
@@ -482,18 +522,16 @@ fn deploy_2_0_0(net: &Net) {
             version: ReplicaVersion::new("2.0.0").unwrap(),
         },
     ];
-    // A node-local copy has no registry key of its own: any id names this network.
-    let network = types::NetworkId([0; 32]);
     for (nonce, kind) in kinds.into_iter().enumerate() {
         let s = Submission {
-            network,
+            network: net.network,
             neuron_id: 0,
             nonce: nonce as u64,
             kind,
         };
         // One neuron holds all the voting power: its proposal is adopted at once.
         let signed = SignedSubmission::sign(s, &net.net.neuron_keys[0]);
-        let verified = reg.verify_submission(&network, &signed).unwrap();
+        let verified = reg.verify_submission(&net.network, &signed).unwrap();
         reg.submit(replica::now_ns(), &verified).unwrap();
     }
     let deltas = reg
@@ -555,7 +593,7 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
     let user = Ed25519KeyPair::from_seed(&[8; 32]);
     let refused = client
         .post(format!("{}/api/v1/update", net.url(0)))
-        .body(update(&user, 1, "late", "x").encode())
+        .body(update(net.network, &user, 1, "late", "x").encode())
         .send()
         .await
         .unwrap();

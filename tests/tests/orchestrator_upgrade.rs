@@ -236,8 +236,10 @@ async fn one_node() -> OneNode {
     })
     .await;
     let user = Ed25519KeyPair::from_seed(&[4; 32]);
+    let root: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
     let m = SignedIngress::sign(
         Ingress {
+            network: types::NetworkId::from_registry_root_key(root.as_bytes()),
             sender: user.public_key(),
             nonce: 1,
             expiry_ns: replica::now_ns() + 60_000_000_000,
