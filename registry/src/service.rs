@@ -19,7 +19,10 @@ use crate::{
     store::{AuxWrite, Mutation, RegistryStore, StoreError, VersionDelta},
 };
 use crypto::ed25519::Ed25519PublicKey;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
 use types::{NetworkId, RegistryVersion, codec};
 
 const GOV_META: &str = "gov/meta";
@@ -63,6 +66,9 @@ pub struct Registry<S: RegistryStore> {
     /// Whole-registry decodes so far: the expensive step a request must earn (see
     /// [`Registry::snapshot_decodes`]).
     snapshot_decodes: AtomicU64,
+    /// The latest state decoded, with its version: reads between two commits share one
+    /// decode (versions are immutable, so the version names the contents).
+    latest: Mutex<Option<(RegistryVersion, Arc<Snapshot>)>>,
 }
 
 impl<S: RegistryStore> Registry<S> {
@@ -88,6 +94,7 @@ impl<S: RegistryStore> Registry<S> {
             store,
             governance,
             snapshot_decodes: AtomicU64::new(0),
+            latest: Mutex::new(None),
         };
         registry.execute_pending()?;
         Ok(registry)
@@ -123,9 +130,20 @@ impl<S: RegistryStore> Registry<S> {
         self.store.latest_version()
     }
 
-    /// The latest state, decoded.
-    pub fn snapshot(&self) -> Result<Snapshot, RegistryError> {
-        self.decode(&self.store.latest_snapshot()?)
+    /// The latest state, decoded once per registry version.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, RegistryError> {
+        let version = self.store.latest_version();
+        // Only `&mut self` methods commit, and they hold this registry exclusively, so
+        // the version cannot move between the check and the decode.
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, snapshot)) = latest.as_ref()
+            && *v == version
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let snapshot = Arc::new(self.decode(&self.store.latest_snapshot()?)?);
+        *latest = Some((version, Arc::clone(&snapshot)));
+        Ok(snapshot)
     }
 
     /// How many times the whole registry was decoded (for the latest state or a batch's

@@ -268,3 +268,22 @@ async fn proposals_and_versions_come_in_pages() {
         .collect();
     assert_eq!(versions, ["1.0.0", "4.0", "4.1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_between_two_commits_share_one_decode() {
+    let r = start().await;
+    let decodes = "registry_snapshot_decodes_total ";
+    let before = metric(&r.url, decodes).await;
+    for _ in 0..50 {
+        for path in ["/api/v1/versions", "/api/v1/subnets", "/api/v1/neurons"] {
+            let answer = reqwest::get(format!("{}{path}", r.url)).await.expect("get");
+            assert!(answer.status().is_success(), "{path}");
+        }
+    }
+    let after = metric(&r.url, decodes).await;
+    assert!(
+        after <= before + 1,
+        "150 reads of one registry version decoded it {} times",
+        after - before
+    );
+}
