@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian or Ubuntu machine lacks to build and test this workspace:
-# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings). Idempotent and
+# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), and libfaketime
+# (the test of a node whose clock is a day ahead). Idempotent and
 # quick when everything is present. Rust itself must already be installed (rustup).
 set -euo pipefail
 
@@ -22,6 +23,8 @@ if command -v dpkg >/dev/null 2>&1; then
   command -v c++ >/dev/null 2>&1 || missing+=(g++)
   command -v make >/dev/null 2>&1 || missing+=(make)
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  # libfaketime: the end-to-end test of a node whose clock is a day ahead.
+  have_pkg faketime || missing+=(faketime)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then

@@ -16,6 +16,8 @@ pub mod core;
 pub mod crypto;
 pub mod status;
 
-pub use crate::core::{Action, Base, Config, Consensus, Delivery, Event, Stats};
+pub use crate::core::{
+    Action, Base, BrokenRule, Config, ConfigError, Consensus, Delivery, Event, Now, Stats,
+};
 pub use crate::crypto::{ConsensusCrypto, RealCrypto, Threshold};
 pub use crate::status::{Status, SubnetInfo};

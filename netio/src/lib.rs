@@ -134,7 +134,11 @@ mod tests {
             Err(ReadError::TooSlow { .. })
         ));
         assert_eq!(
-            check_rate(&Limits::small(10, Duration::from_secs(1)), Duration::from_secs(9), 0),
+            check_rate(
+                &Limits::small(10, Duration::from_secs(1)),
+                Duration::from_secs(9),
+                0
+            ),
             Ok(())
         );
     }

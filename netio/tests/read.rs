@@ -51,11 +51,34 @@ async fn misbehaving_bodies_stop_at_their_limit() {
     let r = read_body(get("/endless").await.unwrap(), &limits).await;
     assert_eq!(r, Err(ReadError::TooLarge { limit: 1 << 20 }));
 
-    let r = read_body(get("/declared").await.unwrap(), &Limits::small(1000, Duration::from_secs(5))).await;
-    assert_eq!(r, Err(ReadError::DeclaredTooLarge { declared: 1_000_000, limit: 1000 }));
+    let r = read_body(
+        get("/declared").await.unwrap(),
+        &Limits::small(1000, Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(
+        r,
+        Err(ReadError::DeclaredTooLarge {
+            declared: 1_000_000,
+            limit: 1000
+        })
+    );
 
-    let r = read_body(get("/trickle").await.unwrap(), &Limits::small(1 << 20, Duration::from_millis(1500))).await;
-    assert!(matches!(r, Err(ReadError::Deadline { deadline_ms: 1500, .. })), "{r:?}");
+    let r = read_body(
+        get("/trickle").await.unwrap(),
+        &Limits::small(1 << 20, Duration::from_millis(1500)),
+    )
+    .await;
+    assert!(
+        matches!(
+            r,
+            Err(ReadError::Deadline {
+                deadline_ms: 1500,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     let slow = Limits {
         max_bytes: 1 << 20,

@@ -6,7 +6,6 @@ use crate::{
     ReplicaError,
     driver::{Driver, MAX_PENDING_REQUESTS, Parts},
     node_dir::{NodeDir, read_cup},
-    now_ns,
     pool_store::PoolStore,
     start,
 };
@@ -149,7 +148,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         keys,
         &registry,
         &pool,
-        now_ns(),
+        crate::clocks(),
     )?;
 
     let mine = &subnet.members[me as usize];

@@ -14,9 +14,12 @@ use crate::{
     pool_store::PoolStore,
     requests::{RequestStatus, Tracker},
     start::{self, MAX_PAYLOAD_BYTES},
-    state::ReplicatedState,
+    state::{BlockUndo, ReplicatedState},
 };
-use consensus::{Action, Consensus, Event, RealCrypto, artifact::NodeIndex};
+use consensus::{
+    Action, Consensus, Delivery, Event, RealCrypto,
+    artifact::{Envelope, NodeIndex},
+};
 use cup::{Cup, SignedCup};
 use registry::{
     local::SubnetAt,
@@ -24,7 +27,7 @@ use registry::{
 };
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -45,6 +48,8 @@ pub const MAX_CHECKPOINTS: usize = 3;
 pub const MAX_RELAYS: usize = 256;
 /// How often the driver looks for new registry versions and refreshes the payload.
 pub const TICK: Duration = Duration::from_millis(100);
+/// While storage is unavailable, how often the driver tries again.
+pub const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// A user request for the driver.
 #[derive(Debug)]
@@ -72,31 +77,7 @@ pub enum UpdateRefused {
     Invalid(IngressError),
 }
 
-/// A certified state hash: `signature` is the subnet's high-threshold signature on
-/// `(replica version, (height, state hash))` with the state-certification domain.
-#[derive(Clone, Debug, Serialize)]
-pub struct Certificate {
-    pub height: u64,
-    pub state_hash: CryptoHash,
-    /// Hex of the BLS signature; for the CUP the replica started from, the CUP's.
-    pub signature: String,
-    pub kind: &'static str,
-    pub replica_version: ReplicaVersion,
-}
-
-/// `GET /api/v1/query`.
-#[derive(Clone, Debug, Serialize)]
-pub struct QueryAnswer {
-    pub key: String,
-    /// The value as of `certified_height`, as the user wrote it (UTF-8), or null.
-    pub value: Option<String>,
-    /// Set when the value is not UTF-8: its hex (and `value` is null).
-    pub value_hex: Option<String>,
-    /// The checksum stored beside the value (hex), in state schemas that store one.
-    pub checksum: Option<String>,
-    pub certified_height: u64,
-    pub certificate: Option<Certificate>,
-}
+pub use crate::certified::{Certificate, QueryAnswer};
 
 /// `GET /api/v1/status`.
 #[derive(Clone, Debug, Serialize)]
@@ -122,6 +103,9 @@ pub struct StatusView {
     /// upgrade is the gap between the old release's last and the new release's first.
     pub first_payload: Option<PayloadBlock>,
     pub last_payload: Option<PayloadBlock>,
+    /// Set while this node cannot write its state or its shares (a full disk, say): it
+    /// executes and signs nothing, answers queries, and resumes when a write succeeds.
+    pub storage_error: Option<String>,
 }
 
 /// A finalized block with updates in it, and when this node executed it.
@@ -146,7 +130,14 @@ pub struct Counters {
     pub cups_made: u64,
     pub undecodable_messages: u64,
     pub state_syncs: u64,
+    /// State-sync peers dropped (a manifest or chunk that did not verify, or a read
+    /// past its limits).
+    pub state_sync_peers_dropped: u64,
+    /// State-sync chunks that verified and were written.
+    pub state_sync_chunks: u64,
     pub catch_ups: u64,
+    /// Times storage became unavailable (execution stopped until a write succeeded).
+    pub storage_stalls: u64,
 }
 
 /// What the HTTP side reads.
@@ -176,10 +167,13 @@ pub struct Driver {
     core: Consensus<RealCrypto>,
     /// `None` only while catching up replaces it.
     state: Option<ReplicatedState>,
-    pool: PoolStore,
+    /// `None` only while a storage retry reopens it.
+    pool: Option<PoolStore>,
     ingress: IngressPool,
-    /// Per executed height above the latest certification: user keys' previous values.
-    undo: BTreeMap<Height, BTreeMap<String, Option<Vec<u8>>>>,
+    /// Per executed height above the newest certified height at or below the executed
+    /// one: what the block changed, as it was (values and tree), to answer queries with
+    /// witnesses as of the certified height.
+    undo: BTreeMap<Height, BlockUndo>,
     certificates: BTreeMap<Height, Certificate>,
     cup_height: Height,
     payload_dirty: bool,
@@ -192,6 +186,39 @@ pub struct Driver {
     in_blocks: BTreeMap<Height, BTreeSet<CryptoHash>>,
     first_payload: Option<PayloadBlock>,
     last_payload: Option<PayloadBlock>,
+    /// Finalized blocks delivered by the core and not executed yet: more than one only
+    /// while storage is unavailable (the core is then paused, so the queue stops growing).
+    queued: VecDeque<Queued>,
+    /// Why storage is unavailable, while it is.
+    storage_error: Option<String>,
+    /// An own share whose persist failed: it was not sent, and is persisted then sent
+    /// once storage is back.
+    unpersisted: Option<Envelope>,
+    last_storage_retry: Option<std::time::Instant>,
+}
+
+/// A delivered block on its way to the state, and how far it got.
+#[derive(Debug)]
+struct Queued {
+    delivery: Delivery,
+    /// Executed, with this state hash; its checkpoint and report to the core remain.
+    executed: Option<CryptoHash>,
+}
+
+/// A write failed because storage is unavailable (no space, an I/O error), not because
+/// the data is wrong: worth waiting for, not worth crashing over.
+fn storage_unavailable(e: &ReplicaError) -> bool {
+    let rocks = |r: &rocksdb::Error| {
+        r.kind() == rocksdb::ErrorKind::IOError || r.to_string().contains("No space left")
+    };
+    match e {
+        ReplicaError::Pool(r) | ReplicaError::State(crate::state::StateError::Storage(r)) => {
+            rocks(r)
+        }
+        ReplicaError::Io(m) => m.contains("No space left") || m.contains("os error 28"),
+        ReplicaError::StorageUnavailable(_) => true,
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -227,27 +254,41 @@ fn index_of(subnet: &SubnetAt) -> BTreeMap<NodeId, NodeIndex> {
         .collect()
 }
 
-/// The CUP a replica starts from certifies the state at its height.
-fn cup_certificate(cup: &Cup) -> Certificate {
+/// The CUP a replica starts from certifies the state at its height, unless a migration
+/// changed that state's hash since (then queries wait for the next certification: a
+/// witness leads to the migrated root, which the CUP does not sign).
+fn cup_certificates(cup: &Cup, state: &ReplicatedState) -> BTreeMap<Height, Certificate> {
     let c = cup.content();
-    Certificate {
-        height: c.height.get(),
-        state_hash: c.state_hash,
-        signature: match cup {
-            Cup::Signed(s) => hex::encode(s.signature().to_bytes()),
-            Cup::Registry(_) => String::new(),
-        },
-        kind: "cup",
-        replica_version: c.replica_version.clone(),
+    let mut out = BTreeMap::new();
+    if (state.height(), state.state_hash()) != (c.height, c.state_hash) {
+        return out;
     }
+    let (signature, cup_content) = match cup {
+        Cup::Signed(s) => (
+            hex::encode(s.signature().to_bytes()),
+            Some(hex::encode(s.content_bytes())),
+        ),
+        Cup::Registry(_) => (String::new(), None),
+    };
+    out.insert(
+        c.height,
+        Certificate {
+            height: c.height.get(),
+            state_hash: c.state_hash,
+            signature,
+            kind: "cup".into(),
+            replica_version: c.replica_version.clone(),
+            cup_content,
+        },
+    );
+    out
 }
 
 impl Driver {
     pub fn new(p: Parts) -> (Self, Arc<Shared>) {
         let index_of = index_of(&p.subnet);
         let c = p.cup.content();
-        let mut certificates = BTreeMap::new();
-        certificates.insert(c.height, cup_certificate(&p.cup));
+        let certificates = cup_certificates(&p.cup, &p.state);
         let status = StatusView {
             replica_version: p.version.clone(),
             subnet_id: c.subnet_id,
@@ -266,6 +307,7 @@ impl Driver {
             ingress_pool: 0,
             first_payload: None,
             last_payload: None,
+            storage_error: None,
         };
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
@@ -296,7 +338,7 @@ impl Driver {
             index_of,
             core: p.core,
             state: Some(p.state),
-            pool: p.pool,
+            pool: Some(p.pool),
             ingress: IngressPool::new(p.network, MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES),
             undo: BTreeMap::new(),
             certificates,
@@ -310,6 +352,10 @@ impl Driver {
             in_blocks: BTreeMap::new(),
             first_payload: None,
             last_payload: None,
+            queued: VecDeque::new(),
+            storage_error: None,
+            unpersisted: None,
+            last_storage_retry: None,
         };
         (d, shared)
     }
@@ -331,7 +377,7 @@ impl Driver {
             let sleep = async {
                 match deadline {
                     Some(t) => {
-                        let wait = t.saturating_sub(now_ns());
+                        let wait = t.saturating_sub(crate::clocks().mono_ns);
                         tokio::time::sleep(Duration::from_nanos(wait)).await
                     }
                     None => std::future::pending().await,
@@ -346,7 +392,9 @@ impl Driver {
                     Some(r) => self.on_request(r),
                     None => requests_open = false,
                 },
-                _ = sleep => self.core.on_event(now_ns(), Event::Timer),
+                _ = sleep, if self.storage_error.is_none() => {
+                    self.core.on_event(crate::clocks(), Event::Timer)
+                }
                 _ = tick.tick() => self.on_tick(),
                 _ = &mut shutdown => return Ok(()),
             }
@@ -361,9 +409,13 @@ impl Driver {
         let Some(&index) = self.index_of.get(&from) else {
             return;
         };
+        // Paused: what the core would make of it could not be written down.
+        if self.storage_error.is_some() {
+            return;
+        }
         match crate::wire::decode(bytes) {
             Ok(envelope) => self.core.on_event(
-                now_ns(),
+                crate::clocks(),
                 Event::Message {
                     from: index,
                     envelope,
@@ -415,17 +467,21 @@ impl Driver {
         }
     }
 
-    /// The value of `key` as of the newest certified height this node has executed.
+    /// The value of `key` as of the newest certified height this node has executed, with
+    /// the witness to that height's root and its certificate.
     fn query(&self, key: String) -> QueryAnswer {
+        let mut answer = QueryAnswer {
+            key,
+            value: None,
+            value_hex: None,
+            checksum: None,
+            certified_height: 0,
+            certificate: None,
+            state_schema: None,
+            witness: None,
+        };
         let Some(state) = &self.state else {
-            return QueryAnswer {
-                key,
-                value: None,
-                value_hex: None,
-                checksum: None,
-                certified_height: 0,
-                certificate: None,
-            };
+            return answer;
         };
         let executed = state.height();
         let cert = self
@@ -434,43 +490,69 @@ impl Driver {
             .next_back()
             .map(|(_, c)| c);
         let at = cert.map(|c| Height::new(c.height)).unwrap_or(executed);
-        // The first block after `at` that wrote the key knows its value at `at`.
-        let undone = self
-            .undo
-            .range(at.increment()..)
-            .find_map(|(_, u)| u.get(&key).cloned());
-        let stored = match undone {
-            Some(stored) => stored
-                .map(|s| crate::state::from_stored(state.schema(), &s))
-                .transpose(),
-            None => state.get_stored(&key),
+        // The blocks after `at` know what they changed: the value, the key's bucket and
+        // the top-tree nodes as they were at `at`.
+        let later: Vec<&BlockUndo> = self.undo.range(at.increment()..).map(|(_, u)| u).collect();
+        let read = match state.read_at(&answer.key, &later) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
+            }
         };
+        if let Some(c) = cert
+            && types::Height::new(c.height) == at
+            && crate::state::tree::state_hash(at, &read.root) != c.state_hash
+        {
+            // Should not happen: the undos rebuild the tree at `at` exactly.
+            tracing::error!(
+                key = %answer.key, height = %at,
+                "critical_error_witness_root: the witness's root is not the certified one"
+            );
+        }
+        let stored = read
+            .stored
+            .map(|s| crate::state::from_stored(state.schema(), &s))
+            .transpose();
         let (value, checksum) = match stored {
             Ok(Some((v, c))) => (Some(v), c.map(hex::encode)),
             Ok(None) => (None, None),
             Err(e) => {
-                tracing::error!(%key, error = %e, "reading a value");
-                (None, None)
+                tracing::error!(key = %answer.key, error = %e, "reading a value");
+                return answer;
             }
         };
-        let (value, value_hex) = match value {
+        (answer.value, answer.value_hex) = match value {
             None => (None, None),
             Some(v) => match String::from_utf8(v) {
                 Ok(s) => (Some(s), None),
                 Err(e) => (None, Some(hex::encode(e.into_bytes()))),
             },
         };
-        QueryAnswer {
-            key,
-            value,
-            value_hex,
-            checksum,
-            certified_height: at.get(),
-            certificate: cert.cloned(),
+        answer.checksum = checksum;
+        answer.certified_height = at.get();
+        answer.certificate = cert.cloned();
+        answer.state_schema = Some(state.schema());
+        answer.witness = Some(hex::encode(read.witness.encode()));
+        answer
+    }
+
+    /// Drops the undos at or below the newest certified height this node has executed:
+    /// queries are answered as of that height or a later one.
+    fn prune_undo(&mut self) {
+        let Some(executed) = self.state.as_ref().map(ReplicatedState::height) else {
+            return;
+        };
+        if let Some((&h, _)) = self.certificates.range(..=executed).next_back() {
+            self.undo = self.undo.split_off(&h.increment());
         }
     }
 
     fn on_tick(&mut self) {
+        if self.storage_error.is_some() {
+            self.retry_storage();
+            return;
+        }
         // New registry versions, as consensus events.
         if let Ok(latest) = self.registry.catch_up()
             && latest > self.registry_seen
@@ -480,7 +562,7 @@ impl Driver {
                 start::registry_events(&self.registry, &self.subnet.record.subnet_id, from)
             {
                 self.core
-                    .on_event(now_ns(), Event::Registry { version, info });
+                    .on_event(crate::clocks(), Event::Registry { version, info });
             }
             self.registry_seen = latest;
         }
@@ -499,7 +581,7 @@ impl Driver {
             in_blocks.values().any(|ids| ids.contains(id))
         });
         self.core
-            .on_event(now, Event::Payload(encode_payload(&selected)));
+            .on_event(crate::clocks(), Event::Payload(encode_payload(&selected)));
     }
 
     /// Performs the core's actions. Returns a CUP to catch up to, if a peer sent one.
@@ -511,54 +593,34 @@ impl Driver {
         loop {
             while let Some(action) = self.core.poll_action() {
                 match action {
+                    // Once storage failed, nothing more goes out: an own share that
+                    // was not persisted must not be seen (and the rest can wait).
+                    Action::Broadcast(_) | Action::SendTo(..) if self.storage_error.is_some() => {}
                     Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
                     Action::SendTo(i, e) => {
                         if let Some(to) = self.subnet.record.members.get(i as usize) {
                             self.transport.send(*to, crate::wire::encode(&e));
                         }
                     }
-                    Action::Persist(e) => self.pool.append(&e)?,
+                    Action::Persist(e) if self.storage_error.is_some() => {
+                        // Keep the first; the core re-sends the rest after a quiet period.
+                        self.unpersisted.get_or_insert(e);
+                    }
+                    Action::Persist(e) => {
+                        if let Err(err) = self.pool_mut().and_then(|p| Ok(p.append(&e)?)) {
+                            if !storage_unavailable(&err) {
+                                return Err(err);
+                            }
+                            self.unpersisted = Some(e);
+                            self.stall(&err);
+                        }
+                    }
                     Action::Deliver(d) => {
-                        let payload =
-                            decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
-                        let network = self.network;
-                        let r = self.state_mut()?.execute(
-                            d.height,
-                            d.block.context.time_ns,
-                            &network,
-                            &payload,
-                        )?;
-                        self.counters.blocks_executed += 1;
-                        self.counters.messages_executed += r.executed.len() as u64;
-                        self.requests.executed(d.height, &r.executed);
-                        if !payload.is_empty() {
-                            let b = PayloadBlock {
-                                height: d.height.get(),
-                                messages: payload.len(),
-                                executed_at_ms: now_ns() / 1_000_000,
-                            };
-                            self.first_payload.get_or_insert(b);
-                            self.last_payload = Some(b);
-                        }
-                        self.undo.insert(d.height, r.previous_values);
-                        self.in_blocks = self.in_blocks.split_off(&d.height.increment());
-                        // Every update the block carries: executed, or a duplicate or
-                        // invalid one that must not be proposed again either.
-                        let carried: Vec<CryptoHash> =
-                            payload.iter().map(SignedIngress::id).collect();
-                        self.ingress.purge(&carried, now_ns());
-                        self.counters.messages_skipped += r.skipped as u64;
-                        self.payload_dirty = true;
-                        if d.block.is_summary {
-                            self.checkpoint(d.height)?;
-                        }
-                        self.core.on_event(
-                            now_ns(),
-                            Event::StateComputed {
-                                height: d.height,
-                                state_hash: r.state_hash,
-                            },
-                        );
+                        self.queued.push_back(Queued {
+                            delivery: d,
+                            executed: None,
+                        });
+                        self.execute_queued()?;
                     }
                     Action::Certified {
                         height,
@@ -571,20 +633,24 @@ impl Driver {
                                 height: height.get(),
                                 state_hash,
                                 signature: hex::encode(&signature),
-                                kind: "certification",
+                                kind: "certification".into(),
                                 replica_version: self.version.clone(),
+                                cup_content: None,
                             },
                         );
                         while self.certificates.len() > MAX_CERTIFICATES {
                             self.certificates.pop_first();
                         }
                         self.requests.certified(height);
-                        // Undo entries at or below the newest certified height are not needed.
-                        let keep = self.undo.split_off(&height.increment());
-                        self.undo = keep;
+                        self.prune_undo();
                     }
                     Action::CupReady { content, signature } => {
-                        self.cup_ready(content, &signature)?
+                        // Without space for the file, the CUP still exists: every peer
+                        // holds it, and the orchestrator asks them.
+                        match self.cup_ready(content, &signature) {
+                            Err(e) if storage_unavailable(&e) => self.stall(&e),
+                            other => other?,
+                        }
                     }
                     Action::Halted { cup_height } => {
                         tracing::info!(%cup_height, "halted for the upgrade: the CUP carries the subnet on");
@@ -612,6 +678,140 @@ impl Driver {
             self.offer_payload();
         }
         Ok(catch_up)
+    }
+
+    /// Executes the queued deliveries in order, each once. A write that fails because
+    /// storage is unavailable stops here with the block still queued (the state's write
+    /// is one batch: it happened or it did not), pausing the node until a retry succeeds.
+    fn execute_queued(&mut self) -> Result<(), ReplicaError> {
+        while self.storage_error.is_none()
+            && let Some(mut q) = self.queued.pop_front()
+        {
+            match self.execute_one(&mut q) {
+                Ok(()) => {}
+                Err(e) if storage_unavailable(&e) => {
+                    self.queued.push_front(q);
+                    self.stall(&e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_one(&mut self, q: &mut Queued) -> Result<(), ReplicaError> {
+        let d = &q.delivery;
+        let state_hash = match q.executed {
+            Some(hash) => hash,
+            None => {
+                let payload =
+                    decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
+                let network = self.network;
+                let r = self.state_mut()?.execute(
+                    d.height,
+                    d.block.context.time_ns,
+                    &network,
+                    &payload,
+                )?;
+                self.counters.blocks_executed += 1;
+                self.counters.messages_executed += r.executed.len() as u64;
+                self.requests.executed(d.height, &r.executed);
+                if !payload.is_empty() {
+                    let b = PayloadBlock {
+                        height: d.height.get(),
+                        messages: payload.len(),
+                        executed_at_ms: now_ns() / 1_000_000,
+                    };
+                    self.first_payload.get_or_insert(b);
+                    self.last_payload = Some(b);
+                }
+                self.undo.insert(d.height, r.undo);
+                // A certificate that came before its block is usable now.
+                self.prune_undo();
+                self.in_blocks = self.in_blocks.split_off(&d.height.increment());
+                // Every update the block carries: executed, or a duplicate or invalid one
+                // that must not be proposed again either.
+                let carried: Vec<CryptoHash> = payload.iter().map(SignedIngress::id).collect();
+                self.ingress.purge(&carried, now_ns());
+                self.counters.messages_skipped += r.skipped as u64;
+                self.payload_dirty = true;
+                q.executed = Some(r.state_hash);
+                r.state_hash
+            }
+        };
+        if d.block.is_summary {
+            self.checkpoint(d.height)?;
+        }
+        self.core.on_event(
+            crate::clocks(),
+            Event::StateComputed {
+                height: d.height,
+                state_hash,
+            },
+        );
+        Ok(())
+    }
+
+    /// Storage is unavailable: say so once, and pause (no messages in, nothing out, no
+    /// execution) until [`Self::retry_storage`] succeeds.
+    fn stall(&mut self, e: &ReplicaError) {
+        if self.storage_error.is_none() {
+            tracing::error!(
+                error = %e,
+                executed = ?self.state.as_ref().map(|s| s.height()),
+                "critical_error: storage is unavailable; execution and signing stop until a write succeeds again (nothing acknowledged is lost)"
+            );
+            self.counters.storage_stalls += 1;
+        }
+        self.storage_error = Some(e.to_string());
+        self.last_storage_retry = Some(std::time::Instant::now());
+    }
+
+    /// Tries storage again (at most every [`STORAGE_RETRY`]): reopens the state and the
+    /// share store (RocksDB refuses writes after a failed one until reopened), persists
+    /// then sends the share that could not be persisted, and executes what is queued.
+    fn retry_storage(&mut self) {
+        if self
+            .last_storage_retry
+            .is_some_and(|t| t.elapsed() < STORAGE_RETRY)
+        {
+            return;
+        }
+        self.last_storage_retry = Some(std::time::Instant::now());
+        let attempt = (|| -> Result<(), ReplicaError> {
+            // One open handle at a time: each goes before it is opened again.
+            self.state = None;
+            self.state = Some(ReplicatedState::open(&self.dir.state())?);
+            self.pool = None;
+            let mut pool = PoolStore::open(&self.dir.pool())?;
+            if let Some(e) = &self.unpersisted {
+                pool.append(e)?;
+            }
+            self.pool = Some(pool);
+            Ok(())
+        })();
+        match attempt {
+            Ok(()) => {
+                tracing::info!("storage is available again: resuming");
+                self.storage_error = None;
+                if let Some(e) = self.unpersisted.take() {
+                    self.transport.broadcast(crate::wire::encode(&e));
+                }
+                match self.execute_queued() {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "executing after the storage stall"),
+                }
+            }
+            Err(e) => self.storage_error = Some(e.to_string()),
+        }
+    }
+
+    fn pool_mut(&mut self) -> Result<&mut PoolStore, ReplicaError> {
+        self.pool.as_mut().ok_or_else(|| {
+            ReplicaError::StorageUnavailable(
+                "the share store is closed until storage returns".into(),
+            )
+        })
     }
 
     fn state_mut(&mut self) -> Result<&mut ReplicatedState, ReplicaError> {
@@ -696,7 +896,7 @@ impl Driver {
         tracing::info!(height = %h, path = %path.display(), "CUP made");
         self.cup_height = h;
         self.counters.cups_made += 1;
-        self.pool.purge_through(h)?;
+        self.pool_mut()?.purge_through(h)?;
         self.prune_checkpoints(h);
         Ok(())
     }
@@ -745,9 +945,13 @@ impl Driver {
         let (state, synced) =
             start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
         self.counters.catch_ups += 1;
-        self.counters.state_syncs += u64::from(synced);
+        if let Some(r) = synced {
+            self.counters.state_syncs += 1;
+            self.counters.state_sync_chunks += r.chunks;
+            self.counters.state_sync_peers_dropped += r.dropped.len() as u64;
+        }
         self.dir.write_cup(&cup)?;
-        self.pool.purge_through(h)?;
+        self.pool_mut()?.purge_through(h)?;
         let keys = self.dir.keys()?;
         self.core = start::build_core(
             &cup,
@@ -756,16 +960,17 @@ impl Driver {
             me,
             keys,
             &self.registry,
-            &self.pool,
-            now_ns(),
+            self.pool
+                .as_ref()
+                .ok_or_else(|| ReplicaError::Refused("the share store is closed".into()))?,
+            crate::clocks(),
         )?;
+        self.certificates = cup_certificates(&cup, &state);
         self.state = Some(state);
         self.index_of = index_of(&subnet);
         self.subnet = subnet;
         self.cup_height = h;
         self.undo.clear();
-        self.certificates.clear();
-        self.certificates.insert(h, cup_certificate(&cup));
         self.payload_dirty = true;
         Ok(())
     }
@@ -794,6 +999,7 @@ impl Driver {
             s.ingress_pool = self.ingress.len();
             s.first_payload = self.first_payload;
             s.last_payload = self.last_payload;
+            s.storage_error = self.storage_error.clone();
         }
         if let Ok(mut c) = self.shared.counters.lock() {
             *c = self.counters.clone();

@@ -1,6 +1,7 @@
 //! The replica's HTTP API: `POST /api/v1/update`, `GET /api/v1/query`,
-//! `GET /api/v1/request_status`, `GET /api/v1/status`, `GET /metrics`, and `GET /_/state/{height}` (state sync chunks
-//! for peers, verified by the receiver against a CUP, so it needs no authentication).
+//! `GET /api/v1/request_status`, `GET /api/v1/status`, `GET /metrics`, and for peers'
+//! state sync `GET /_/state/{height}/manifest` and `GET /_/state/{height}/chunk`
+//! (verified by the receiver against a CUP, so they need no authentication).
 //!
 //! An update's body is the canonical encoding of a [`SignedIngress`]
 //! (`ingress::SignedIngress::encode`), `application/octet-stream`.
@@ -8,7 +9,7 @@
 use crate::{
     driver::{Request, Shared, UpdateRefused},
     ingress::SignedIngress,
-    state::export_chunk,
+    state::{Cursor, export_chunk, export_manifest},
 };
 use axum::{
     Json, Router,
@@ -39,7 +40,8 @@ pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/request_status", get(request_status))
         .route("/metrics", get(metrics))
-        .route("/_/state/{height}", get(state_chunk))
+        .route("/_/state/{height}/manifest", get(state_manifest))
+        .route("/_/state/{height}/chunk", get(state_chunk))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPDATE_BYTES))
         .with_state(Ctx { shared, requests })
 }
@@ -294,10 +296,34 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         c.state_syncs,
     );
     metric(
+        "state_sync_chunks_total",
+        "counter",
+        "State-sync chunks that verified against their manifest and were written.",
+        c.state_sync_chunks,
+    );
+    metric(
+        "state_sync_peers_dropped_total",
+        "counter",
+        "State-sync peers dropped at a manifest or chunk that did not verify, or a read past its limits.",
+        c.state_sync_peers_dropped,
+    );
+    metric(
         "catch_ups_total",
         "counter",
         "Restarts of consensus from a peer's CUP.",
         c.catch_ups,
+    );
+    metric(
+        "storage_stalls_total",
+        "counter",
+        "Times storage became unavailable (execution and signing paused until a write succeeded).",
+        c.storage_stalls,
+    );
+    metric(
+        "storage_stalled",
+        "gauge",
+        "1 while storage is unavailable (see storage_error in /api/v1/status).",
+        u64::from(s.storage_error.is_some()),
     );
     metric(
         "undecodable_messages_total",
@@ -332,31 +358,59 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// The checkpoint directory at `height`, or the answer that there is none.
+fn checkpoint_at(ctx: &Ctx, height: u64) -> Result<std::path::PathBuf, Box<Response>> {
+    let dir = ctx.shared.dir.checkpoint(Height::new(height));
+    if dir.join("CURRENT").exists() {
+        Ok(dir)
+    } else {
+        Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("no checkpoint at height {height}"),
+        )))
+    }
+}
+
+/// Runs a read of a checkpoint off the async threads and encodes its result.
+async fn export<T: serde::Serialize + Send + 'static>(
+    read: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(v)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            codec::encode(&v),
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => busy(),
+    }
+}
+
+/// `GET /_/state/{height}/manifest`: the checkpoint's bucket summaries.
+async fn state_manifest(State(ctx): State<Ctx>, Path(height): Path<u64>) -> Response {
+    match checkpoint_at(&ctx, height) {
+        Ok(dir) => export(move || export_manifest(&dir)).await,
+        Err(r) => *r,
+    }
+}
+
+/// `GET /_/state/{height}/chunk?bucket=B&slot=S`: the checkpoint's entries from there on.
 async fn state_chunk(
     State(ctx): State<Ctx>,
     Path(height): Path<u64>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let after = match q.get("after").map(hex::decode) {
-        None => None,
-        Some(Ok(k)) => Some(k),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "after= must be hex"),
-    };
-    let dir = ctx.shared.dir.checkpoint(Height::new(height));
-    if !dir.join("CURRENT").exists() {
+    let (Some(Ok(bucket)), Some(Ok(slot))) = (
+        q.get("bucket").map(|b| b.parse::<u16>()),
+        q.get("slot").map(|s| s.parse::<u32>()),
+    ) else {
         return error(
-            StatusCode::NOT_FOUND,
-            format!("no checkpoint at height {height}"),
+            StatusCode::BAD_REQUEST,
+            "bucket= (0..65535) and slot= (a number) are required",
         );
-    }
-    let chunk = tokio::task::spawn_blocking(move || export_chunk(&dir, after.as_deref())).await;
-    match chunk {
-        Ok(Ok(c)) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            codec::encode(&c),
-        )
-            .into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(_) => busy(),
+    };
+    match checkpoint_at(&ctx, height) {
+        Ok(dir) => export(move || export_chunk(&dir, Cursor { bucket, slot })).await,
+        Err(r) => *r,
     }
 }

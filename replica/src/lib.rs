@@ -4,15 +4,19 @@
 //! - [`node_dir`]: the node directory's layout, keys and CUP files.
 //! - [`ingress`]: signed updates (sender key, nonce, expiry, operation), the bounded
 //!   ingress pool, and block payloads.
-//! - [`state`]: the replicated key/value state on RocksDB, replay protection, the
-//!   incremental state hash, schema versions, checkpoints, restore.
+//! - [`state`]: the replicated key/value state on RocksDB, replay protection, the Merkle
+//!   state tree and its witnesses, schema versions, checkpoints, restore, and state-sync
+//!   manifests and chunks.
+//! - [`certified`]: query answers and `verify_read`, which checks an answer's witness and
+//!   certificate with the subnet's public key alone.
 //! - [`pool_store`]: this node's own shares, persisted before they are sent.
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
 //! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
 //! - [`requests`]: what became of an update (executed, certified), for
 //!   `/api/v1/request_status`.
-//! - [`sync`]: fetching a checkpoint from peers, verified against a CUP.
+//! - [`sync`]: fetching a checkpoint from peers, its manifest verified against a CUP
+//!   and each chunk against the manifest.
 //! - [`wire`]: this release's encoding of consensus artifacts and its QUIC protocol name.
 //! - [`cli`]: the `replica` command.
 //!
@@ -20,6 +24,7 @@
 //! `replica-next` package turns it on): state schema 2 with its migration, the `append`
 //! method, and another artifact encoding on another QUIC protocol.
 
+pub mod certified;
 pub mod cli;
 pub mod driver;
 pub mod http;
@@ -49,6 +54,9 @@ pub enum ReplicaError {
     Transport(String),
     #[error("{0}")]
     Io(String),
+    /// Storage cannot be written now (a full disk): the driver waits for it.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -62,7 +70,18 @@ pub const RELEASE: &str = "first";
 #[cfg(feature = "next-release")]
 pub const RELEASE: &str = "next";
 
-/// Wall-clock time in ns since the Unix epoch: the driver's only clock.
+/// The two clocks the consensus core reads: monotonic ns since this process first asked
+/// (its deadlines; never steps) and wall-clock ns since the Unix epoch (block times).
+pub fn clocks() -> consensus::Now {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    consensus::Now {
+        mono_ns: start.elapsed().as_nanos() as u64,
+        wall_ns: now_ns(),
+    }
+}
+
+/// Wall-clock time in ns since the Unix epoch (block times, ingress expiry, reports).
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

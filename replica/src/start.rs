@@ -30,6 +30,9 @@ use types::{Height, NodeId, RegistryVersion, ReplicaVersion};
 pub const RESEND_INTERVAL_NS: u64 = 2_000_000_000;
 /// The largest block payload.
 pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+/// How far ahead of this node's clock a block's time may be: more than clocks kept by a
+/// time daemon differ, far less than an update's lifetime (see `consensus::core`, Time).
+pub const MAX_BLOCK_TIME_SKEW_NS: u64 = 2_000_000_000;
 
 fn registry_err(e: impl std::fmt::Display) -> ReplicaError {
     ReplicaError::Registry(e.to_string())
@@ -230,20 +233,20 @@ pub fn plan_state_at(
 /// The state at the CUP's height: this node's own, or else fetched from the subnet's other
 /// members (state sync), verified against the CUP, and kept as the checkpoint there; then
 /// migrated to this release's schema (after the check: a migration changes the hash).
-/// The flag says whether it was fetched.
+/// The report says what state sync did, if the state was fetched.
 pub async fn state_at(
     dir: &NodeDir,
     subnet: &SubnetAt,
     me: &NodeId,
     height: Height,
     state_hash: types::CryptoHash,
-) -> Result<(ReplicatedState, bool), ReplicaError> {
+) -> Result<(ReplicatedState, Option<crate::sync::SyncReport>), ReplicaError> {
     let (mut state, fetched) = match local_state_at(dir, height, state_hash)? {
-        Some(s) => (s, false),
-        None => (
-            fetch_state_at(dir, subnet, me, height, state_hash).await?,
-            true,
-        ),
+        Some(s) => (s, None),
+        None => {
+            let (s, report) = fetch_state_at(dir, subnet, me, height, state_hash).await?;
+            (s, Some(report))
+        }
     };
     let from = state.schema();
     let started = std::time::Instant::now();
@@ -269,7 +272,7 @@ async fn fetch_state_at(
     me: &NodeId,
     height: Height,
     state_hash: types::CryptoHash,
-) -> Result<ReplicatedState, ReplicaError> {
+) -> Result<(ReplicatedState, crate::sync::SyncReport), ReplicaError> {
     let peers: Vec<String> = subnet
         .members
         .iter()
@@ -278,14 +281,21 @@ async fn fetch_state_at(
         .collect();
     let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", dir.checkpoints().display()));
     let target = dir.state().with_extension("sync");
-    crate::sync::fetch_state(&peers, height, state_hash, &target).await?;
+    let report = crate::sync::fetch_state(&peers, height, state_hash, &target).await?;
+    tracing::info!(
+        %height,
+        entries = report.entries,
+        chunks = report.chunks,
+        dropped_peers = report.dropped.len(),
+        "state sync done"
+    );
     let cp = dir.checkpoint(height);
     std::fs::create_dir_all(dir.checkpoints()).map_err(io)?;
     if cp.exists() {
         std::fs::remove_dir_all(&cp).map_err(io)?;
     }
     std::fs::rename(&target, &cp).map_err(io)?;
-    Ok(ReplicatedState::restore(&cp, &dir.state())?)
+    Ok((ReplicatedState::restore(&cp, &dir.state())?, report))
 }
 
 /// What consensus needs to know about the subnet at one registry version.
@@ -324,7 +334,7 @@ pub fn build_core(
     keys: NodeKeys,
     registry: &RocksStore,
     pool: &PoolStore,
-    now_ns: u64,
+    now: consensus::Now,
 ) -> Result<Consensus<RealCrypto>, ReplicaError> {
     let c = cup.content();
     let r = &subnet.record;
@@ -357,15 +367,17 @@ pub fn build_core(
         initial_notary_delay_ns: r.initial_notary_delay_ms * 1_000_000,
         resend_interval_ns: RESEND_INTERVAL_NS,
         max_payload_bytes: MAX_PAYLOAD_BYTES,
-        broken_finalization_rule: false,
+        max_block_time_skew_ns: MAX_BLOCK_TIME_SKEW_NS,
+        broken_rule: None,
     };
     let restored = pool.load_above(c.height)?;
-    Ok(Consensus::new(
+    Consensus::new(
         cfg,
         crypto,
         Base::from_cup(c),
         registry_events(registry, &c.subnet_id, c.registry_version),
         restored,
-        now_ns,
-    ))
+        now,
+    )
+    .map_err(|e| ReplicaError::Refused(e.to_string()))
 }

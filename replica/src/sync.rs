@@ -1,78 +1,154 @@
-//! State sync: rebuilding the state at a CUP's height from peers' checkpoints, chunk by
-//! chunk over their HTTP API, trusted only once its hash equals the CUP's state hash.
+//! State sync: rebuilding the state at a CUP's height from peers' checkpoints over their
+//! HTTP API (`GET /_/state/{h}/manifest`, `GET /_/state/{h}/chunk?bucket=B&slot=S`).
+//!
+//! The protocol and its checks are in [`crate::state::chunks`]: the manifest must lead
+//! to the CUP's state hash before any chunk is asked for, and each chunk must verify
+//! against the manifest before any of it is written. Here: every body is read through
+//! `netio::read_body` within [`MANIFEST_LIMITS`] or [`CHUNK_LIMITS`] (size, deadline,
+//! minimum rate) before it is decoded; a peer whose manifest or chunk does not verify,
+//! or that is slow, too large or unreachable, is dropped at that request, and the next
+//! peer continues from the same cursor, keeping every chunk already verified.
 
 use crate::{
     ReplicaError,
-    state::{MAX_CHUNK_BYTES, StateChunk, StateImport},
+    state::{
+        StateError, StateImport,
+        chunks::{self, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES},
+    },
 };
-use std::path::Path;
-use types::{CryptoHash, Height, codec};
+use netio::Limits;
+use std::{path::Path, time::Duration};
+use types::{CryptoHash, Height};
 
-/// The most chunks one sync reads from one peer (a bound on a peer that never says done).
-pub const MAX_CHUNKS: usize = 1 << 20;
+/// Reading a manifest (at most 2.5 MiB): 60 s in all, at least 32 KiB/s after 10 s.
+pub const MANIFEST_LIMITS: Limits = Limits {
+    max_bytes: MAX_MANIFEST_BYTES,
+    deadline: Duration::from_secs(60),
+    min_bytes_per_s: 32 * 1024,
+    grace: Duration::from_secs(10),
+};
+/// Reading a chunk (at most 1 MiB): 30 s in all, at least 32 KiB/s after 5 s.
+pub const CHUNK_LIMITS: Limits = Limits {
+    max_bytes: MAX_CHUNK_BYTES,
+    deadline: Duration::from_secs(30),
+    min_bytes_per_s: 32 * 1024,
+    grace: Duration::from_secs(5),
+};
+/// How long a peer may take to answer a request's headers (the body has its own limits).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Fetches the state at `height` into `target` from the first peer that serves one with
-/// hash `expected`. `peers` are `ip:port` HTTP addresses.
+/// What a successful sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Entries written (the manifest's count).
+    pub entries: u64,
+    /// Chunks that verified and were written.
+    pub chunks: u64,
+    /// Each peer dropped on the way, with why.
+    pub dropped: Vec<String>,
+}
+
+/// Fetches the state at `height` with hash `expected` into `target` from `peers`
+/// (`ip:port` HTTP addresses), in order, each continuing where the last one was dropped.
 pub async fn fetch_state(
     peers: &[String],
     height: Height,
     expected: CryptoHash,
     target: &Path,
-) -> Result<(), ReplicaError> {
+) -> Result<SyncReport, ReplicaError> {
     let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .connect_timeout(RESPONSE_TIMEOUT)
         .build()
         .map_err(|e| ReplicaError::Io(format!("http client: {e}")))?;
-    let mut errors = Vec::new();
+    let mut import = None;
+    let mut report = SyncReport::default();
     for peer in peers {
-        match fetch_from(&client, peer, height, expected, target).await {
-            Ok(()) => return Ok(()),
+        match sync_from(
+            &client,
+            peer,
+            height,
+            expected,
+            target,
+            &mut import,
+            &mut report,
+        )
+        .await
+        {
+            Ok(()) => {
+                let Some(done) = import.take() else {
+                    break;
+                };
+                report.entries = done.written();
+                done.finish()?;
+                return Ok(report);
+            }
             Err(e) => {
-                tracing::warn!(%peer, %height, error = %e, "state sync from this peer failed");
-                errors.push(format!("{peer}: {e}"));
+                tracing::warn!(%peer, %height, error = %e, "state sync: dropped this peer");
+                report.dropped.push(format!("{peer}: {e}"));
             }
         }
     }
+    drop(import);
     let _ = std::fs::remove_dir_all(target);
     Err(ReplicaError::Refused(format!(
         "state sync for height {height} failed from every peer: {}",
-        errors.join("; ")
+        report.dropped.join("; ")
     )))
 }
 
-async fn fetch_from(
+async fn get(client: &reqwest::Client, url: &str, limits: &Limits) -> Result<Vec<u8>, String> {
+    let resp = tokio::time::timeout(RESPONSE_TIMEOUT, client.get(url).send())
+        .await
+        .map_err(|_| format!("{url}: no answer within {} s", RESPONSE_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    netio::read_body(resp, limits)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+async fn sync_from(
     client: &reqwest::Client,
     peer: &str,
     height: Height,
     expected: CryptoHash,
     target: &Path,
+    import: &mut Option<StateImport>,
+    report: &mut SyncReport,
 ) -> Result<(), String> {
-    let mut import = StateImport::create(target).map_err(|e| e.to_string())?;
-    for _ in 0..MAX_CHUNKS {
-        let mut url = format!("http://{peer}/_/state/{}", height.get());
-        if let Some(c) = import.cursor() {
-            url.push_str(&format!("?after={}", hex::encode(c)));
+    let base = format!("http://{peer}/_/state/{}", height.get());
+    let manifest =
+        chunks::decode_manifest(&get(client, &format!("{base}/manifest"), &MANIFEST_LIMITS).await?)
+            .map_err(|e| e.to_string())?;
+    let i = match import {
+        Some(i) => {
+            i.accept_manifest(&manifest).map_err(|e| e.to_string())?;
+            i
         }
-        let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: HTTP {}", resp.status()));
-        }
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        let chunk: StateChunk =
-            codec::decode(&bytes, 2 * MAX_CHUNK_BYTES + 4096).map_err(|e| e.to_string())?;
-        if chunk.height != height {
-            return Err(format!("chunk for height {}, asked {height}", chunk.height));
-        }
-        crate::state::check_readable(chunk.schema).map_err(|e| e.to_string())?;
-        import.add(&chunk.entries).map_err(|e| e.to_string())?;
-        if chunk.done {
-            return import
-                .finish(height, expected, chunk.schema)
-                .map_err(|e| e.to_string());
-        }
-        if chunk.entries.is_empty() {
-            return Err("an empty chunk that is not the last".into());
+        None => import.insert(
+            StateImport::create(target, height, expected, &manifest).map_err(|e| e.to_string())?,
+        ),
+    };
+    // Every chunk that verifies advances by at least one entry.
+    let max_requests = manifest.entries() + 1;
+    for _ in 0..max_requests {
+        let Some(at) = i.cursor() else {
+            return Ok(());
+        };
+        let url = format!("{base}/chunk?bucket={}&slot={}", at.bucket, at.slot);
+        let checked = get(client, &url, &CHUNK_LIMITS)
+            .await
+            .and_then(|b| chunks::decode_chunk(&b).map_err(|e| e.to_string()))
+            .and_then(|c| i.add(&c).map_err(|e: StateError| e.to_string()));
+        match checked {
+            Ok(_) => report.chunks += 1,
+            Err(e) => return Err(format!("the chunk at {at}: {e}")),
         }
     }
-    Err(format!("more than {MAX_CHUNKS} chunks"))
+    match i.cursor() {
+        None => Ok(()),
+        Some(at) => Err(format!("still at {at} after {max_requests} chunk requests")),
+    }
 }

@@ -4,339 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::*;
 use crypto::ed25519::Ed25519KeyPair;
 use cup::Cup;
-use rand::SeedableRng;
-use registry::{
-    Registry,
-    genesis::{GeneratedNetwork, NetworkParams, generate_network},
-    local::registry_cup,
-    store::RocksStore,
-};
-use replica::ingress::{Ingress, Operation, SignedIngress};
+use registry::{Registry, store::RocksStore};
 use serde_json::Value;
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 use types::{NetworkId, RegistryVersion, ReplicaVersion};
-
-const NODES: usize = 4;
-/// A guard against hangs, not a speed assertion.
-const PATIENCE: Duration = Duration::from_secs(180);
-
-use tests::free_port;
-
-struct Net {
-    dir: tempfile::TempDir,
-    net: GeneratedNetwork,
-    /// What updates are signed for: the hash of the registry key in every `node.toml`.
-    network: NetworkId,
-    cup: PathBuf,
-    procs: Vec<Option<Child>>,
-}
-
-impl Net {
-    fn node_dir(&self, i: usize) -> PathBuf {
-        self.dir.path().join("nodes").join(format!("node-{i}"))
-    }
-
-    fn url(&self, i: usize) -> String {
-        format!("http://{}", self.net.nodes[i].record.http_address)
-    }
-
-    fn start(&mut self, i: usize) {
-        let cup = self.cup.clone();
-        self.start_at(i, "1.0.0", &cup);
-    }
-
-    fn start_at(&mut self, i: usize, version: &str, cup: &std::path::Path) {
-        let d = self.node_dir(i);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("replica.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_replica"))
-            .args(["--node-dir", d.to_str().unwrap()])
-            .args(["--version", version])
-            .args(["--cup", cup.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.procs[i] = Some(child);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.procs[i].take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-
-    /// Fails fast, with the logs, if a replica exited.
-    fn assert_running(&mut self) {
-        for i in 0..NODES {
-            if let Some(c) = self.procs[i].as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!("replica {i} exited with {status}\n{}", self.logs());
-            }
-        }
-    }
-
-    fn logs(&self) -> String {
-        (0..NODES)
-            .map(|i| {
-                let text = std::fs::read_to_string(self.node_dir(i).join("replica.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                format!(
-                    "--- node {i} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for i in 0..NODES {
-            self.kill(i);
-        }
-    }
-}
-
-/// A generated network with free loopback ports, each node's registry copy initialized
-/// from the genesis, and the genesis CUP in a file.
-fn setup() -> Net {
-    let dir = tempfile::tempdir().unwrap();
-    let now = replica::now_ns();
-    let params = NetworkParams {
-        nodes: NODES,
-        neurons: 1,
-        dkg_interval_length: 9,
-        unit_delay_ms: 200,
-        initial_notary_delay_ms: 100,
-        base_port: 1,
-        replica_version: ReplicaVersion::new("1.0.0").unwrap(),
-        package_sha256: "a".repeat(64),
-        package_urls: vec!["http://127.0.0.1:9/1.tar.gz".into()],
-        genesis_time_ns: now,
-    };
-    let mut net =
-        generate_network(&params, &mut rand_chacha::ChaCha20Rng::seed_from_u64(now)).unwrap();
-    for (i, n) in net.nodes.iter_mut().enumerate() {
-        n.record.consensus_address = format!("127.0.0.1:{}", free_port());
-        n.record.http_address = format!("127.0.0.1:{}", free_port());
-        n.record.cup_address = format!("127.0.0.1:{}", free_port());
-        net.genesis.nodes[i] = n.record.clone();
-    }
-    net.write(dir.path()).unwrap();
-    let mutations = net.genesis.mutations();
-    // No registry server here, but the replicas read the network from node.toml.
-    let registry_key = Ed25519KeyPair::from_seed(&[42; 32]).public_key();
-    let network = NetworkId::from_registry_root_key(registry_key.as_bytes());
-    let mut cup = None;
-    for i in 0..NODES {
-        let d = dir.path().join("nodes").join(format!("node-{i}"));
-        std::fs::write(
-            d.join("node.toml"),
-            format!("registry_root_key = \"{registry_key}\"\n"),
-        )
-        .unwrap();
-        let mut reg = Registry::open(RocksStore::open(&d.join("registry")).unwrap()).unwrap();
-        reg.init(&mutations, 3600 * 1_000_000_000).unwrap();
-        let subnet = net.genesis.subnets[0].subnet_id;
-        cup = Some(registry_cup(reg.store(), &subnet, RegistryVersion::new(1)).unwrap());
-    }
-    let cup_path = dir.path().join("genesis.cup");
-    std::fs::write(&cup_path, Cup::Registry(cup.unwrap()).encode()).unwrap();
-    Net {
-        dir,
-        net,
-        network,
-        cup: cup_path,
-        procs: (0..NODES).map(|_| None).collect(),
-    }
-}
-
-async fn status(client: &reqwest::Client, url: &str) -> Option<Value> {
-    client
-        .get(format!("{url}/api/v1/status"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-async fn wait_for<F: Fn(&Value) -> bool>(
-    client: &reqwest::Client,
-    net: &mut Net,
-    nodes: &[usize],
-    what: &str,
-    ok: F,
-) {
-    let start = Instant::now();
-    loop {
-        net.assert_running();
-        let mut all = true;
-        for &i in nodes {
-            match status(client, &net.url(i)).await {
-                Some(s) if ok(&s) => {}
-                _ => all = false,
-            }
-        }
-        if all {
-            return;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "timed out waiting for {what}\n{}",
-            net.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn update(
-    network: NetworkId,
-    user: &Ed25519KeyPair,
-    nonce: u64,
-    key: &str,
-    value: &str,
-) -> SignedIngress {
-    SignedIngress::sign(
-        Ingress {
-            network,
-            sender: user.public_key(),
-            nonce,
-            expiry_ns: replica::now_ns() + 120 * 1_000_000_000,
-            operation: Operation::Put {
-                key: key.into(),
-                value: value.as_bytes().to_vec(),
-            },
-        },
-        user,
-    )
-}
-
-/// Submits updates round-robin over `nodes`; returns the values written per key.
-async fn submit(
-    client: &reqwest::Client,
-    net: &Net,
-    nodes: &[usize],
-    range: std::ops::Range<u64>,
-    tag: &str,
-) -> BTreeMap<String, String> {
-    let user = Ed25519KeyPair::from_seed(&[7; 32]);
-    let mut written = BTreeMap::new();
-    let mut pending = Vec::new();
-    for n in range {
-        // Phase b (from 1000 on) overwrites keys phase a wrote, after a finished.
-        let key = format!("key-{:04}", n % 1000);
-        let value = format!("{tag}-{n}");
-        let m = update(net.network, &user, n, &key, &value);
-        let url = format!("{}/api/v1/update", net.url(nodes[n as usize % nodes.len()]));
-        let c = client.clone();
-        pending.push(tokio::spawn(async move {
-            c.post(url)
-                .body(m.encode())
-                .send()
-                .await
-                .map(|r| r.status())
-        }));
-        written.insert(key, value);
-        if pending.len() >= 64 {
-            for p in pending.drain(..) {
-                assert_eq!(p.await.unwrap().unwrap(), reqwest::StatusCode::ACCEPTED);
-            }
-        }
-    }
-    for p in pending {
-        assert_eq!(p.await.unwrap().unwrap(), reqwest::StatusCode::ACCEPTED);
-    }
-    written
-}
-
-/// Every node returns the written value for every key, and every certificate seen for
-/// a height carries the same state hash.
-async fn check_agreement(
-    client: &reqwest::Client,
-    net: &mut Net,
-    written: &BTreeMap<String, String>,
-) {
-    let start = Instant::now();
-    let mut last = String::new();
-    'retry: loop {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "values never converged; last mismatch: {last}\n{}",
-            net.logs()
-        );
-        let mut certified: BTreeMap<u64, String> = BTreeMap::new();
-        for (key, value) in written {
-            for i in 0..NODES {
-                net.assert_running();
-                let answer = async {
-                    client
-                        .get(format!("{}/api/v1/query?key={key}", net.url(i)))
-                        .send()
-                        .await?
-                        .json::<Value>()
-                        .await
-                };
-                let a = match answer.await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        last = format!("node {i}: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue 'retry;
-                    }
-                };
-                if a["value"].as_str() != Some(value.as_str()) {
-                    last = format!("node {i}, key {key}: expected {value}, got {a}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue 'retry;
-                }
-                let h = a["certified_height"].as_u64().unwrap();
-                let hash = a["certificate"]["state_hash"]
-                    .as_str()
-                    .expect("a value comes with its certificate")
-                    .to_string();
-                let seen = certified.entry(h).or_insert_with(|| hash.clone());
-                assert_eq!(*seen, hash, "two state hashes certified at height {h}");
-            }
-        }
-        return;
-    }
-}
-
-/// A replica's Prometheus metrics, by name.
-async fn metrics(client: &reqwest::Client, url: &str) -> BTreeMap<String, u64> {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, v) = l.split_once(' ')?;
-            Some((name.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
@@ -355,20 +35,19 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     .await;
 
     // Every node names its network; an update signed for another one is refused.
-    let network = net.network.to_string();
+    let named = network().to_string();
     wait_for(
         &client,
         &mut net,
         &all,
         "the network id in the status",
-        |s| s["network_id"].as_str() == Some(network.as_str()),
+        |s| s["network_id"].as_str() == Some(named.as_str()),
     )
     .await;
     let stranger = Ed25519KeyPair::from_seed(&[9; 32]);
-    let other = NetworkId([1; 32]);
     let r = client
         .post(format!("{}/api/v1/update", net.url(0)))
-        .body(update(other, &stranger, 1, "elsewhere", "x").encode())
+        .body(update_for(NetworkId([1; 32]), &stranger, 1, "elsewhere", "x").encode())
         .send()
         .await
         .unwrap();
@@ -395,7 +74,7 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
     let r = body(
         client
             .post(format!("{}/api/v1/update", net.url(1)))
-            .body(update(net.network, &user, 1, "followed", "by its id").encode()),
+            .body(update(&user, 1, "followed", "by its id").encode()),
     )
     .await;
     let id = r["message_id"].as_str().unwrap().to_string();
@@ -524,14 +203,14 @@ fn deploy_2_0_0(net: &Net) {
     ];
     for (nonce, kind) in kinds.into_iter().enumerate() {
         let s = Submission {
-            network: net.network,
+            network: network(),
             neuron_id: 0,
             nonce: nonce as u64,
             kind,
         };
         // One neuron holds all the voting power: its proposal is adopted at once.
         let signed = SignedSubmission::sign(s, &net.net.neuron_keys[0]);
-        let verified = reg.verify_submission(&net.network, &signed).unwrap();
+        let verified = reg.verify_submission(&network(), &signed).unwrap();
         reg.submit(replica::now_ns(), &verified).unwrap();
     }
     let deltas = reg
@@ -593,7 +272,7 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
     let user = Ed25519KeyPair::from_seed(&[8; 32]);
     let refused = client
         .post(format!("{}/api/v1/update", net.url(0)))
-        .body(update(net.network, &user, 1, "late", "x").encode())
+        .body(update(&user, 1, "late", "x").encode())
         .send()
         .await
         .unwrap();

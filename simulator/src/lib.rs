@@ -17,12 +17,19 @@
 // parameters failing) is a bug to stop on, not an error to return.
 #![allow(clippy::expect_used)]
 
+mod byzantine;
+mod checker;
+mod clock;
 mod sim_crypto;
+
+pub use byzantine::{BEHAVIORS, Byzantine};
+use checker::Checker;
+use clock::Clock;
 
 pub use sim_crypto::SimStandInCrypto;
 
 use consensus::{
-    Action, Base, Config, Consensus, ConsensusCrypto, Event, RealCrypto, SubnetInfo,
+    Action, Base, Config, Consensus, ConsensusCrypto, Event, Now, RealCrypto, SubnetInfo,
     artifact::{Artifact, Envelope, NodeIndex, signed_bytes},
     crypto::{NodeSecrets, SubnetKeys},
 };
@@ -45,41 +52,10 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 /// How often a node's orchestrator asks its peers for a newer CUP.
 const ORCHESTRATOR_TICK_NS: u64 = 3 * SEC;
+/// How far ahead of its own clock an honest node accepts a block's time.
+const BLOCK_TIME_SKEW_NS: u64 = SEC;
 
-/// What a Byzantine node does on top of (or instead of) the protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Byzantine {
-    // (The list of all behaviors is `BEHAVIORS`.)
-    /// As block maker, sends one block to half the subnet and a different one to the rest.
-    Equivocate,
-    /// Corrupts the signature of everything it sends.
-    BadSignatures,
-    /// Sends no shares and no blocks.
-    Withhold,
-    /// Also re-sends old artifacts it sent before.
-    Replay,
-    /// Also sends its artifacts tagged with another protocol version.
-    WrongVersion,
-    /// Also sends CUP shares and CUPs with forged content and signatures.
-    ForgeCupShares,
-}
-
-pub const BEHAVIORS: [Byzantine; 6] = [
-    Byzantine::Equivocate,
-    Byzantine::BadSignatures,
-    Byzantine::Withhold,
-    Byzantine::Replay,
-    Byzantine::WrongVersion,
-    Byzantine::ForgeCupShares,
-];
-
-/// A deliberately broken protocol rule, to show that the checkers catch it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BrokenRule {
-    /// Honest nodes send a finalization share for every notarized block, including after
-    /// notarizing another block at the same height.
-    FinalizeAfterNotarizingTwo,
-}
+pub use consensus::BrokenRule;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -89,10 +65,14 @@ pub struct SimConfig {
     pub heights: u64,
     /// When the highest finalized height reaches this, governance deploys release B.
     pub upgrade_at: Option<u64>,
-    pub real_crypto: bool,
+    /// Seeds that are multiples of this run with the real BLS and ed25519 code (0: none).
+    pub real_crypto_every: u64,
     pub dkg_interval_length: u64,
     /// Network faults, partitions and crashes in the fault phase.
     pub faults: bool,
+    /// Clocks that drift and step, and wrong clocks (a day off) on up to `f - faulty`
+    /// honest nodes.
+    pub clock_faults: bool,
     pub broken_rule: Option<BrokenRule>,
     /// The Byzantine behaviors to draw from (default: all of them).
     pub behaviors: Vec<Byzantine>,
@@ -105,12 +85,53 @@ impl SimConfig {
             faulty,
             heights,
             upgrade_at: None,
-            real_crypto: false,
+            real_crypto_every: 0,
             dkg_interval_length: 9,
             faults: true,
+            clock_faults: true,
             broken_rule: None,
             behaviors: BEHAVIORS.to_vec(),
         }
+    }
+
+    /// Whether `seed` runs with the real crypto code.
+    pub fn real_crypto(&self, seed: u64) -> bool {
+        self.real_crypto_every > 0 && seed.is_multiple_of(self.real_crypto_every)
+    }
+
+    /// The `simulate` command that runs exactly this configuration for `seed`: every
+    /// setting that changes a run is a flag.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut c = format!(
+            "simulate --nodes {} --faulty {} --seeds {seed}..{} --heights {} --dkg-interval {} --real-crypto-every {}",
+            self.nodes,
+            self.faulty,
+            seed + 1,
+            self.heights,
+            self.dkg_interval_length,
+            self.real_crypto_every,
+        );
+        if let Some(k) = self.upgrade_at {
+            c.push_str(&format!(" --upgrade-at {k}"));
+        }
+        if !self.faults {
+            c.push_str(" --no-faults");
+        }
+        if !self.clock_faults {
+            c.push_str(" --no-clock-faults");
+        }
+        match self.broken_rule {
+            Some(BrokenRule::FinalizeAfterNotarizingTwo) => {
+                c.push_str(" --broken-rule finalize-after-notarizing-two")
+            }
+            Some(BrokenRule::IgnoreBlockTimes) => c.push_str(" --broken-rule ignore-block-times"),
+            None => {}
+        }
+        if self.behaviors != BEHAVIORS {
+            let names: Vec<&str> = self.behaviors.iter().map(|b| b.name()).collect();
+            c.push_str(&format!(" --behaviors {}", names.join(",")));
+        }
+        c
     }
 }
 
@@ -200,6 +221,7 @@ struct Node {
     twins: BTreeMap<Height, (CryptoHash, CryptoHash)>,
     /// (version, base height) of every start.
     starts: Vec<(ReplicaVersion, Height)>,
+    clock: Clock,
 }
 
 /// Keys for one node in one run: real or the stand-in.
@@ -218,22 +240,6 @@ enum KeyMaterial {
     StandIn {
         key_seed: u64,
     },
-}
-
-struct Checker {
-    finalized: BTreeMap<Height, (CryptoHash, NodeIndex)>,
-    certified: BTreeMap<Height, CryptoHash>,
-    cups: BTreeMap<Height, CryptoHash>,
-    halts: BTreeMap<NodeIndex, Height>,
-    violations: Vec<String>,
-}
-
-impl Checker {
-    fn violation(&mut self, msg: String) {
-        if self.violations.len() < 20 {
-            self.violations.push(msg);
-        }
-    }
 }
 
 pub struct Sim {
@@ -260,6 +266,9 @@ pub struct Sim {
     partition: Option<Vec<bool>>,
     fault_phase_end: u64,
     genesis: Base,
+    /// The time of every block proposal sent, by hash (what a block maker that lies
+    /// about time needs to know of the parent).
+    block_times: BTreeMap<CryptoHash, u64>,
 }
 
 fn hash(parts: &[&[u8]]) -> CryptoHash {
@@ -275,7 +284,7 @@ impl Sim {
     pub fn new(cfg: SimConfig, seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let n = cfg.nodes;
-        let keys = if cfg.real_crypto {
+        let keys = if cfg.real_crypto(seed) {
             let low = deal(n, low_threshold(n), &mut rng).expect("deal");
             let high = deal(n, high_threshold(n), &mut rng).expect("deal");
             let eds: Vec<Ed25519KeyPair> =
@@ -362,6 +371,7 @@ impl Sim {
                     halted_at: None,
                     twins: BTreeMap::new(),
                     starts: Vec::new(),
+                    clock: Clock::default(),
                 })
                 .collect(),
             cfg,
@@ -391,7 +401,9 @@ impl Sim {
             partition: None,
             fault_phase_end,
             genesis,
+            block_times: BTreeMap::new(),
         };
+        sim.draw_clocks();
         if sim.cfg.faults {
             sim.schedule_faults();
         }
@@ -407,6 +419,49 @@ impl Sim {
             );
         }
         sim
+    }
+
+    /// Every node's clocks: good ones everywhere, and wrong ones (a day off) on as many
+    /// honest nodes as the fault budget leaves, and on some Byzantine ones.
+    fn draw_clocks(&mut self) {
+        if !self.cfg.clock_faults {
+            return;
+        }
+        let n = self.cfg.nodes;
+        let end = self.fault_phase_end;
+        let budget = max_faulty(n).saturating_sub(self.cfg.faulty);
+        let mut honest: Vec<usize> = (0..n).filter(|i| self.is_honest(*i)).collect();
+        honest.shuffle(&mut self.rng);
+        let wrong = self.rng.random_range(0..=budget.min(honest.len()));
+        for i in 0..n {
+            let is_wrong = if self.is_honest(i) {
+                honest[..wrong].contains(&i)
+            } else {
+                self.rng.random_bool(0.5)
+            };
+            self.nodes[i].clock = if is_wrong {
+                Clock::wrong(&mut self.rng, end)
+            } else {
+                Clock::good(&mut self.rng, end)
+            };
+        }
+    }
+
+    /// What node `i`'s clocks read now.
+    fn clock_of(&self, i: NodeIndex) -> Now {
+        let c = &self.nodes[i as usize].clock;
+        Now {
+            mono_ns: c.mono(self.now),
+            wall_ns: c.wall(self.now),
+        }
+    }
+
+    /// The true time at which node `i`'s deadline `at` (on its monotonic clock) comes.
+    fn deadline_of(&self, i: NodeIndex, at: u64) -> u64 {
+        self.nodes[i as usize]
+            .clock
+            .mono_reaches(at)
+            .max(self.now + 1)
     }
 
     fn schedule_faults(&mut self) {
@@ -493,8 +548,8 @@ impl Sim {
             initial_notary_delay_ns: 100 * MS,
             resend_interval_ns: SEC,
             max_payload_bytes: 1024,
-            broken_finalization_rule: self.cfg.broken_rule
-                == Some(BrokenRule::FinalizeAfterNotarizingTwo),
+            max_block_time_skew_ns: BLOCK_TIME_SKEW_NS,
+            broken_rule: self.cfg.broken_rule,
         };
         let crypto = self.crypto_for(i);
         let node = &mut self.nodes[i as usize];
@@ -506,7 +561,12 @@ impl Sim {
         node.version = version.clone();
         node.last_delivered = Some(base.height);
         node.starts.push((version.clone(), base.height));
-        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, self.now);
+        let now = Now {
+            mono_ns: node.clock.mono(self.now),
+            wall_ns: node.clock.wall(self.now),
+        };
+        let core = Consensus::new(cfg, crypto, base, node.registry.clone(), restored, now)
+            .expect("the simulator's consensus config is valid");
         node.core = Some(core);
         node.generation += 1;
         self.log(&[b"start", &i.to_be_bytes(), version.as_str().as_bytes()]);
@@ -541,172 +601,18 @@ impl Sim {
         }
     }
 
-    /// What a node sends, after its Byzantine behavior (if any) had its way.
-    fn outgoing(&mut self, from: NodeIndex, to: Option<NodeIndex>, envelope: Envelope) {
-        let n = self.cfg.nodes as NodeIndex;
-        let targets: Vec<NodeIndex> = match to {
-            Some(t) => vec![t],
-            None => (0..n).filter(|j| *j != from).collect(),
-        };
-        let behavior = self.nodes[from as usize].byzantine;
-        let mut sends: Vec<(NodeIndex, Envelope)> = Vec::new();
-        match behavior {
-            None => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
-            Some(Byzantine::Withhold) => {
-                let is_share_or_block = matches!(
-                    envelope.artifact,
-                    Artifact::Proposal(_)
-                        | Artifact::NotarizationShare(_)
-                        | Artifact::FinalizationShare(_)
-                        | Artifact::BeaconShare(_)
-                        | Artifact::CertificationShare(_)
-                        | Artifact::CupShare(_)
-                );
-                if !is_share_or_block {
-                    sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
-                }
-            }
-            Some(Byzantine::BadSignatures) => {
-                let mut e = envelope.clone();
-                corrupt_signature(&mut e.artifact);
-                sends.extend(targets.iter().map(|t| (*t, e.clone())));
-            }
-            Some(Byzantine::Equivocate) => {
-                let node = &mut self.nodes[from as usize];
-                match (&envelope.artifact, node.core.as_ref()) {
-                    (Artifact::Proposal(p), Some(core)) => {
-                        let mut other = p.clone();
-                        other.block.context.time_ns += 1;
-                        other.signature = core
-                            .crypto()
-                            .sign_block(&signed_bytes(&envelope.version, &other.block.hash()));
-                        node.twins
-                            .insert(p.block.height, (p.block.hash(), other.block.hash()));
-                        let twin = Envelope {
-                            version: envelope.version.clone(),
-                            artifact: Artifact::Proposal(other),
-                        };
-                        sends.extend(split(&targets, &envelope, &twin));
-                    }
-                    // It votes for each twin where it sent that twin.
-                    (
-                        Artifact::NotarizationShare(sh) | Artifact::FinalizationShare(sh),
-                        Some(core),
-                    ) if node
-                        .twins
-                        .get(&sh.height)
-                        .is_some_and(|(x, _)| *x == sh.hash) =>
-                    {
-                        let (_, y) = node.twins[&sh.height];
-                        let notarization =
-                            matches!(envelope.artifact, Artifact::NotarizationShare(_));
-                        let d = if notarization {
-                            domain::NOTARIZATION
-                        } else {
-                            domain::FINALIZATION
-                        };
-                        let mut other = sh.clone();
-                        other.hash = y;
-                        other.signature = core
-                            .crypto()
-                            .sign_multi(d, &signed_bytes(&envelope.version, &(sh.height, y)));
-                        let other = if notarization {
-                            Artifact::NotarizationShare(other)
-                        } else {
-                            Artifact::FinalizationShare(other)
-                        };
-                        let twin = Envelope {
-                            version: envelope.version.clone(),
-                            artifact: other,
-                        };
-                        sends.extend(split(&targets, &envelope, &twin));
-                    }
-                    _ => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
-                }
-            }
-            Some(Byzantine::Replay) => {
-                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
-                let history = &self.nodes[from as usize].sent;
-                if !history.is_empty() && self.rng.random_bool(0.3) {
-                    let old = history[self.rng.random_range(0..history.len())].clone();
-                    sends.extend(targets.iter().map(|t| (*t, old.clone())));
-                }
-            }
-            Some(Byzantine::WrongVersion) => {
-                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
-                let other = if envelope.version == self.version_a {
-                    &self.version_b
-                } else {
-                    &self.version_a
-                };
-                let mut e = envelope.clone();
-                e.version = other.clone();
-                corrupt_signature(&mut e.artifact);
-                sends.extend(targets.iter().map(|t| (*t, e.clone())));
-            }
-            Some(Byzantine::ForgeCupShares) => {
-                sends.extend(targets.iter().map(|t| (*t, envelope.clone())));
-                if let Some(core) = &self.nodes[from as usize].core {
-                    let interval = self.cfg.dkg_interval_length + 1;
-                    let s = Height::new((core.finalized_height().get() / interval + 1) * interval);
-                    let content = CupContent {
-                        subnet_id: self.subnet,
-                        height: s,
-                        block_hash: hash(&[b"forged block"]),
-                        block_time_ns: self.now,
-                        registry_version: RegistryVersion::new(1),
-                        replica_version: envelope.version.clone(),
-                        random_beacon: cup::RandomBeacon(vec![7; 32]),
-                        state_hash: hash(&[b"forged state"]),
-                        oldest_registry_version_in_use: RegistryVersion::new(1),
-                        extensions: Default::default(),
-                    };
-                    let value = content.encode();
-                    let forged = [
-                        Artifact::CupShare(consensus::artifact::ThresholdShare {
-                            height: s,
-                            value: value.clone(),
-                            signer: from,
-                            signature: vec![1; 64],
-                        }),
-                        Artifact::Cup(consensus::artifact::ThresholdSigned {
-                            height: s,
-                            value,
-                            signature: vec![2; 32],
-                        }),
-                    ];
-                    for a in forged {
-                        let e = Envelope {
-                            version: envelope.version.clone(),
-                            artifact: a,
-                        };
-                        sends.extend(targets.iter().map(|t| (*t, e.clone())));
-                    }
-                }
-            }
-        }
-        if behavior.is_some() {
-            let history = &mut self.nodes[from as usize].sent;
-            if history.len() < 256 {
-                history.push(envelope);
-            }
-        }
-        for (t, e) in sends {
-            self.send(from, t, e);
-        }
-    }
-
     /// Drains node `i`'s actions, performing each, then re-arms its timer.
     fn after_event(&mut self, i: NodeIndex) {
         // State hashes fed back make more actions (certification): drain until quiet.
         for _ in 0..1000 {
+            let now = self.clock_of(i);
             let computed = self.drain(i);
             if computed.is_empty() {
                 break;
             }
             for (height, state_hash) in computed {
                 if let Some(c) = self.nodes[i as usize].core.as_mut() {
-                    c.on_event(self.now, Event::StateComputed { height, state_hash });
+                    c.on_event(now, Event::StateComputed { height, state_hash });
                 }
             }
         }
@@ -718,12 +624,17 @@ impl Sim {
                 "node {i} saw a finalized block off its own finalized chain"
             ));
         }
-        let node = &mut self.nodes[i as usize];
-        if let Some(t) = node.core.as_ref().and_then(|c| c.poll_timeout()) {
+        if let Some(t) = self.nodes[i as usize]
+            .core
+            .as_ref()
+            .and_then(|c| c.poll_timeout())
+        {
+            let node = &mut self.nodes[i as usize];
             node.generation += 1;
             let generation = node.generation;
+            let at = self.deadline_of(i, t);
             self.push(
-                t.max(self.now + 1),
+                at,
                 SimEvent::Timer {
                     node: i,
                     generation,
@@ -735,6 +646,7 @@ impl Sim {
     /// Performs node `i`'s pending actions; returns the states it computed.
     fn drain(&mut self, i: NodeIndex) -> Vec<(Height, CryptoHash)> {
         let mut computed: Vec<(Height, CryptoHash)> = Vec::new();
+        let now = self.clock_of(i);
         while let Some(action) = self.nodes[i as usize]
             .core
             .as_mut()
@@ -750,7 +662,7 @@ impl Sim {
                     let node = &mut self.nodes[i as usize];
                     let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
                     if let Some(c) = node.core.as_mut() {
-                        c.on_event(self.now, Event::Payload(payload));
+                        c.on_event(now, Event::Payload(payload));
                     }
                 }
                 Action::Deliver(d) => {
@@ -779,10 +691,11 @@ impl Sim {
                     node.payload_counter += 1;
                     let payload = format!("tx-{i}-{}", node.payload_counter).into_bytes();
                     if let Some(c) = node.core.as_mut() {
-                        c.on_event(self.now, Event::Payload(payload));
+                        c.on_event(now, Event::Payload(payload));
                     }
                     computed.push((d.height, state));
                     if self.is_honest(i as usize) {
+                        self.check_block_time(i, d.height, d.block.context.time_ns);
                         match self.checker.finalized.get(&d.height) {
                             Some((h, other)) if *h != d.block_hash => {
                                 let msg = format!(
@@ -938,16 +851,18 @@ impl Sim {
     fn handle(&mut self, e: SimEvent) {
         match e {
             SimEvent::Deliver { to, from, envelope } => {
+                let now = self.clock_of(to);
                 if let Some(c) = self.nodes[to as usize].core.as_mut() {
-                    c.on_event(self.now, Event::Message { from, envelope });
+                    c.on_event(now, Event::Message { from, envelope });
                     self.after_event(to);
                 }
             }
             SimEvent::Timer { node, generation } => {
+                let now = self.clock_of(node);
                 if self.nodes[node as usize].generation == generation
                     && let Some(c) = self.nodes[node as usize].core.as_mut()
                 {
-                    c.on_event(self.now, Event::Timer);
+                    c.on_event(now, Event::Timer);
                     self.after_event(node);
                 }
             }
@@ -959,8 +874,9 @@ impl Sim {
                 self.nodes[node as usize]
                     .registry
                     .push((version, info.clone()));
+                let now = self.clock_of(node);
                 if let Some(c) = self.nodes[node as usize].core.as_mut() {
-                    c.on_event(self.now, Event::Registry { version, info });
+                    c.on_event(now, Event::Registry { version, info });
                     self.after_event(node);
                 }
             }
@@ -1134,35 +1050,6 @@ impl Sim {
     }
 }
 
-/// An equivocator's sends: `a` to the even-indexed targets, `b` to the odd ones.
-fn split(targets: &[NodeIndex], a: &Envelope, b: &Envelope) -> Vec<(NodeIndex, Envelope)> {
-    targets
-        .iter()
-        .enumerate()
-        .map(|(k, t)| (*t, if k % 2 == 0 { a.clone() } else { b.clone() }))
-        .collect()
-}
-
-fn corrupt_signature(a: &mut Artifact) {
-    let sig: Option<&mut Vec<u8>> = match a {
-        Artifact::Proposal(p) => Some(&mut p.signature),
-        Artifact::NotarizationShare(s) | Artifact::FinalizationShare(s) => Some(&mut s.signature),
-        Artifact::Notarization(g) | Artifact::Finalization(g) => Some(&mut g.signature),
-        Artifact::BeaconShare(s) | Artifact::CertificationShare(s) | Artifact::CupShare(s) => {
-            Some(&mut s.signature)
-        }
-        Artifact::Beacon(t) | Artifact::Certification(t) | Artifact::Cup(t) => {
-            Some(&mut t.signature)
-        }
-        Artifact::Request { .. } => None,
-    };
-    if let Some(sig) = sig
-        && let Some(b) = sig.first_mut()
-    {
-        *b ^= 0x01;
-    }
-}
-
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -1175,9 +1062,30 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-/// Runs one seed.
+/// Runs one seed. A panic anywhere in the run (a core that overflows on an attacker's
+/// value, say) is reported as a safety violation of that seed, not a crash of the batch.
 pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
-    Sim::new(cfg.clone(), seed).run()
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Sim::new(cfg.clone(), seed).run()
+    }));
+    run.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        SimResult {
+            seed,
+            digest: String::new(),
+            safety_violations: vec![format!("the run panicked: {why}")],
+            liveness_failures: Vec::new(),
+            messages: 0,
+            virtual_time_ms: 0,
+            min_finalized: 0,
+            upgrade_height: None,
+            redundant_artifacts: 0,
+        }
+    })
 }
 
 /// `max_faulty` re-exported for the binary's argument checks.

@@ -7,6 +7,10 @@ use std::sync::Mutex;
 
 /// Runs seeds `a..b` on two threads; every `real_every`-th seed uses the real BLS code.
 fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
+    let cfg = &SimConfig {
+        real_crypto_every: real_every,
+        ..cfg.clone()
+    };
     let next = Mutex::new(a);
     let out = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -21,9 +25,7 @@ fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
                         *g += 1;
                         *g - 1
                     };
-                    let mut c = cfg.clone();
-                    c.real_crypto = real_every > 0 && seed % real_every == 0;
-                    let r = run_seed(&c, seed);
+                    let r = run_seed(cfg, seed);
                     out.lock().unwrap().push(r);
                 }
             });
@@ -34,22 +36,21 @@ fn run(cfg: &SimConfig, a: u64, b: u64, real_every: u64) -> Vec<SimResult> {
     v
 }
 
-fn assert_clean(results: &[SimResult], cfg: &SimConfig) {
+fn assert_clean(results: &[SimResult], cfg: &SimConfig, real_every: u64) {
+    let cfg = &SimConfig {
+        real_crypto_every: real_every,
+        ..cfg.clone()
+    };
     let bad: Vec<String> = results
         .iter()
         .filter(|r| !r.safety_violations.is_empty() || !r.liveness_failures.is_empty())
         .map(|r| {
             format!(
-                "seed {}: {:?} {:?}\n  replay: simulate --nodes {} --faulty {} --seeds {}..{} --heights {} --upgrade-at {}",
+                "seed {}: {:?} {:?}\n  replay: {}",
                 r.seed,
                 r.safety_violations,
                 r.liveness_failures,
-                cfg.nodes,
-                cfg.faulty,
-                r.seed,
-                r.seed + 1,
-                cfg.heights,
-                cfg.upgrade_at.unwrap_or(0)
+                cfg.replay_command(r.seed)
             )
         })
         .collect();
@@ -83,19 +84,19 @@ fn ci_config(nodes: usize) -> SimConfig {
 fn ci_seeds_4_nodes_1_byzantine_with_upgrade() {
     let cfg = ci_config(4);
     // Seeds 0, 50 and 100 run with the real BLS and ed25519 code.
-    assert_clean(&run(&cfg, 0, 150, 50), &cfg);
+    assert_clean(&run(&cfg, 0, 150, 50), &cfg, 50);
 }
 
 #[test]
 fn ci_seeds_7_nodes_2_byzantine_with_upgrade() {
     let cfg = ci_config(7);
-    assert_clean(&run(&cfg, 0, 100, 0), &cfg);
+    assert_clean(&run(&cfg, 0, 100, 0), &cfg, 0);
 }
 
 #[test]
 fn ci_seeds_13_nodes_4_byzantine_with_upgrade() {
     let cfg = ci_config(13);
-    assert_clean(&run(&cfg, 0, 50, 0), &cfg);
+    assert_clean(&run(&cfg, 0, 50, 0), &cfg, 0);
 }
 
 /// Shares and aggregates a node already holds (duplicates, resends, every node's
@@ -130,6 +131,7 @@ fn the_checkers_catch_a_broken_finalization_rule() {
     cfg.heights = 30;
     cfg.behaviors = vec![Byzantine::Equivocate];
     cfg.broken_rule = Some(BrokenRule::FinalizeAfterNotarizingTwo);
+    cfg.clock_faults = false;
     let results = run(&cfg, 0, 40, 0);
     let violations: Vec<&SimResult> = results
         .iter()
@@ -143,7 +145,8 @@ fn the_checkers_catch_a_broken_finalization_rule() {
         violations.iter().any(|r| r
             .safety_violations
             .iter()
-            .any(|v| v.contains("finalized different blocks"))),
+            .any(|v| v.contains("finalized different blocks")
+                || v.contains("off its own finalized chain"))),
         "{violations:?}"
     );
     // The same seeds with the correct rule are clean.
@@ -151,4 +154,60 @@ fn the_checkers_catch_a_broken_finalization_rule() {
     let seed = violations[0].seed;
     let r = run_seed(&cfg, seed);
     assert!(r.safety_violations.is_empty(), "{r:?}");
+}
+
+/// With block times unchecked (the planted bug), Byzantine block makers and wrong clocks
+/// move the chain's time ahead, and the chain-time checker says so; with the rule in
+/// place the same seeds are clean.
+#[test]
+fn the_checkers_catch_unchecked_block_times() {
+    let mut cfg = ci_config(4);
+    cfg.heights = 25;
+    cfg.behaviors = vec![Byzantine::BlockTimes];
+    cfg.broken_rule = Some(BrokenRule::IgnoreBlockTimes);
+    let results = run(&cfg, 0, 20, 0);
+    let caught: Vec<&SimResult> = results
+        .iter()
+        .filter(|r| {
+            r.safety_violations
+                .iter()
+                .any(|v| v.contains("ahead of the true time") || v.contains("panicked"))
+        })
+        .collect();
+    assert!(
+        caught.len() >= 5,
+        "the planted bug went unnoticed: {} of 20 seeds caught it",
+        caught.len()
+    );
+    cfg.broken_rule = None;
+    let seeds: Vec<u64> = caught.iter().map(|r| r.seed).collect();
+    for seed in seeds {
+        let r = run_seed(&cfg, seed);
+        assert!(
+            r.safety_violations.is_empty() && r.liveness_failures.is_empty(),
+            "{r:?}"
+        );
+    }
+}
+
+/// Every new attack runs on its own (at n = 7 with two attackers, and clock faults) and
+/// leaves safety and liveness intact; the replay line names every setting.
+#[test]
+fn each_new_attack_alone_leaves_the_subnet_safe_and_live() {
+    for b in [
+        Byzantine::BlockTimes,
+        Byzantine::Malformed,
+        Byzantine::LyingCatchUp,
+    ] {
+        let mut cfg = ci_config(7);
+        cfg.heights = 30;
+        cfg.behaviors = vec![b];
+        assert_clean(&run(&cfg, 0, 12, 6), &cfg, 6);
+        assert!(
+            cfg.replay_command(3)
+                .contains(&format!("--behaviors {}", b.name())),
+            "{}",
+            cfg.replay_command(3)
+        );
+    }
 }

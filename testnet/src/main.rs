@@ -11,6 +11,7 @@
 //! The binaries (`registry`, `replica`, `replica-next`, `orchestrator`) are taken from the
 //! directory of the `testnet` binary itself: they are built together.
 
+mod query;
 mod story;
 
 use clap::{Parser, Subcommand};
@@ -87,14 +88,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check acknowledged writes (a `load --out` file) on every node: each value, and on
-    /// nodes whose state is in schema 2, the checksum stored with it. Exits non-zero if
-    /// any is missing or unmigrated.
+    /// Check acknowledged writes (a `load --out` file) on every node: each value, its
+    /// witness and certificate under the subnet's public key, and on nodes whose state is
+    /// in schema 2, the checksum stored with it. Exits non-zero if any is missing,
+    /// unverified or unmigrated.
     Verify {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
         writes: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read KEY from node I (default 0); with --verify, check the answer's witness and
+    /// certificate with the subnet's public key (from DIR/genesis.json) and exit non-zero
+    /// with the reason if they do not check.
+    Query {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        node: usize,
+        #[arg(long)]
+        verify: bool,
         #[arg(long)]
         json: bool,
     },
@@ -129,6 +146,11 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         node: usize,
+        /// Run the node (orchestrator and replica) with its wall clock shifted, e.g.
+        /// `+1d` or `-2h` (libfaketime's syntax; needs the faketime package): for
+        /// testing what a node with a wrong clock does to the subnet.
+        #[arg(long, allow_hyphen_values = true)]
+        clock_offset: Option<String>,
     },
     /// Stop everything `up` started.
     Down {
@@ -184,6 +206,13 @@ fn main() -> ExitCode {
             json,
         } => package(&version, &out, next_release, json).map(|_| ()),
         Cmd::Verify { dir, writes, json } => verify(&dir, &writes, json),
+        Cmd::Query {
+            dir,
+            key,
+            node,
+            verify,
+            json,
+        } => query::run(&dir, &key, node, verify, json),
         Cmd::Down { dir } => down(&dir),
         Cmd::Load {
             dir,
@@ -193,7 +222,11 @@ fn main() -> ExitCode {
         } => load(&dir, rate, duration, &out),
         Cmd::Demo { json } => demo(json),
         Cmd::StopNode { dir, node } => stop_node(&dir, node),
-        Cmd::StartNode { dir, node } => start_node(&dir, node),
+        Cmd::StartNode {
+            dir,
+            node,
+            clock_offset,
+        } => start_node(&dir, node, clock_offset.as_deref()),
         Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
     };
     match result {
@@ -588,11 +621,50 @@ fn start_orchestrator(dir: &Path, i: usize, n: &NodeLayout) -> Result<(), String
     )
 }
 
-fn start_node(dir: &Path, node: usize) -> Result<(), String> {
+fn start_node(dir: &Path, node: usize, clock_offset: Option<&str>) -> Result<(), String> {
     let l = layout(dir)?;
-    start_orchestrator(dir, node, node_of(&l, node)?)?;
+    let n = node_of(&l, node)?;
+    match clock_offset {
+        None => start_orchestrator(dir, node, n)?,
+        Some(offset) => {
+            let valid = offset.len() >= 3
+                && offset.starts_with(['+', '-'])
+                && offset[1..offset.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && offset.ends_with(['s', 'm', 'h', 'd']);
+            if !valid {
+                return Err(format!(
+                    "--clock-offset {offset:?}: expected a sign, a number and a unit (s, m, h, d), e.g. +1d"
+                ));
+            }
+            let lib = faketime_library().ok_or(
+                "--clock-offset needs libfaketime (the faketime package; scripts/install-deps.sh installs it)",
+            )?;
+            spawn(
+                dir,
+                &format!("node-{node}"),
+                Command::new(n.dir.join("images/current/bin/orchestrator"))
+                    .arg("--node-dir")
+                    .arg(&n.dir)
+                    .env("LD_PRELOAD", lib)
+                    .env("FAKETIME", offset)
+                    // Only the wall clock: the monotonic one keeps running as it does.
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            )?;
+        }
+    }
     println!("node {node} started");
     Ok(())
+}
+
+/// Where Debian's faketime package puts its library.
+fn faketime_library() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
 }
 
 /// A replica whose orchestrator died without stopping it: find it by its node directory.
@@ -677,11 +749,13 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let ws = story::read_lines(writes)?;
-    let v = runtime()?.block_on(story::verify(&urls, &ws));
+    let key = query::subnet_key(dir)?;
+    let v = runtime()?.block_on(story::verify(&urls, &ws, &key));
     let report = json!({
         "writes": ws.len(),
         "nodes": urls.len(),
         "lost": v.lost,
+        "unverified": v.unverified,
         "unmigrated": v.unmigrated,
         "state_schemas": v.schemas,
     });
@@ -689,16 +763,22 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
         println!("{report}");
     } else {
         println!(
-            "{} writes on {} nodes: {} missing, {} without their checksum; state schemas {:?}",
+            "{} writes on {} nodes: {} missing, {} without a valid witness or certificate, {} without their checksum; state schemas {:?}",
             ws.len(),
             urls.len(),
             v.lost.len(),
+            v.unverified.len(),
             v.unmigrated.len(),
             v.schemas
         );
     }
-    if !v.lost.is_empty() || !v.unmigrated.is_empty() {
+    if !v.lost.is_empty() || !v.unmigrated.is_empty() || !v.unverified.is_empty() {
         let mut bad = v.lost.clone();
+        bad.extend(
+            v.unverified
+                .iter()
+                .map(|u| format!("{u} (does not verify)")),
+        );
         bad.extend(v.unmigrated.iter().map(|u| format!("{u} (no checksum)")));
         bad.truncate(5);
         return Err(format!(
@@ -974,7 +1054,11 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
     let acknowledged = rt.block_on(confirmer).map_err(|e| e.to_string())?;
-    let checked = rt.block_on(story::verify(&urls, &acknowledged));
+    let checked = rt.block_on(story::verify(
+        &urls,
+        &acknowledged,
+        &query::subnet_key(dir)?,
+    ));
     let lost = checked.lost;
     event(format!(
         "{} writes accepted, {} acknowledged, {} lost, {} without their checksum (checked on every node; state schemas {:?})",
@@ -995,6 +1079,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
         "writes_acknowledged": acknowledged.len(),
         "writes_lost": lost.len(),
         "writes_unmigrated": checked.unmigrated.len(),
+        "writes_unverified": checked.unverified.len(),
         "state_schemas": checked.schemas,
         "from_version": "1.0.0",
         "to_version": "2.0.0",
@@ -1002,6 +1087,12 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     });
     if !lost.is_empty() {
         return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
+    }
+    if !checked.unverified.is_empty() {
+        return Err(format!(
+            "acknowledged writes whose witness or certificate does not verify: {}",
+            checked.unverified.join(", ")
+        ));
     }
     if !checked.unmigrated.is_empty() {
         return Err(format!(

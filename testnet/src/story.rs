@@ -187,7 +187,11 @@ pub async fn confirm(
             }
             turn = turn.wrapping_add(1);
             match query(&client, &urls[turn % urls.len()], &key).await {
-                Some(a) if a["value"].as_str() == Some(value.as_str()) => {
+                // Certified: an answer without a certificate is the executed state only.
+                Some(a)
+                    if a["value"].as_str() == Some(value.as_str())
+                        && a["certificate"].is_object() =>
+                {
                     out.push(Write1 {
                         key,
                         value,
@@ -208,6 +212,9 @@ pub async fn confirm(
 pub struct Verified {
     /// `key at url` for each write a node does not return.
     pub lost: Vec<String>,
+    /// `key at url: reason` for each write a node returns whose witness or certificate
+    /// does not verify under the subnet's public key.
+    pub unverified: Vec<String>,
     /// `key at url` for each write a node on state schema 2 or later returns without its
     /// checksum, or with a wrong one (the migration did not reach it).
     pub unmigrated: Vec<String>,
@@ -215,9 +222,14 @@ pub struct Verified {
     pub schemas: Vec<Option<u64>>,
 }
 
-/// Checks every acknowledged write on every node in `urls`: its value, and on a node
+/// Checks every acknowledged write on every node in `urls`: its value, its witness and
+/// certificate under `subnet_key` (`replica::certified::verify_read`), and on a node
 /// whose state is in schema 2 or later, the checksum stored with it.
-pub async fn verify(urls: &[String], writes: &[Write1]) -> Verified {
+pub async fn verify(
+    urls: &[String],
+    writes: &[Write1],
+    subnet_key: &crypto::bls::BlsPublicKey,
+) -> Verified {
     let mut out = Verified::default();
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -232,14 +244,19 @@ pub async fn verify(urls: &[String], writes: &[Write1]) -> Verified {
             .and_then(|s| s["state_schema"].as_u64());
         out.schemas.push(schema);
         for w in writes {
-            let a = query(&client, u, &w.key).await;
-            if a.as_ref().and_then(|a| a["value"].as_str()) != Some(w.value.as_str()) {
-                out.lost.push(format!("{} at {u}", w.key));
-                continue;
+            let a = match crate::query::fetch(&client, u, &w.key).await {
+                Ok(a) if a.value.as_deref() == Some(w.value.as_str()) => a,
+                _ => {
+                    out.lost.push(format!("{} at {u}", w.key));
+                    continue;
+                }
+            };
+            if let Err(e) = replica::certified::verify_read(&a, subnet_key) {
+                out.unverified.push(format!("{} at {u}: {e}", w.key));
             }
             if schema.is_some_and(|s| s >= 2) {
                 let want = hex::encode(replica::state::value_checksum(w.value.as_bytes()));
-                if a.as_ref().and_then(|a| a["checksum"].as_str()) != Some(want.as_str()) {
+                if a.checksum.as_deref() != Some(want.as_str()) {
                     out.unmigrated.push(format!("{} at {u}", w.key));
                 }
             }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod testnet;
+
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     // Read at run time: a target directory shared between clones can hold this library

@@ -7,10 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use tests::testnet::{Net, PATIENCE, base_port, get_json, nodes, run};
+
 use serde_json::Value;
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command},
     sync::{
         Arc,
@@ -18,32 +20,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-
-/// A guard against hangs, not a speed assertion.
-const PATIENCE: Duration = Duration::from_secs(240);
-
-fn run(bin: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        bin.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A base port with 30 free ports above it (nothing listens now).
-fn base_port() -> u16 {
-    loop {
-        let base = tests::free_port();
-        if base < 60000
-            && (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
-}
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -68,101 +44,11 @@ fn pid_in(file: &Path) -> u32 {
         .unwrap()
 }
 
-struct Net {
-    testnet: PathBuf,
-    nns: PathBuf,
-    dir: PathBuf,
-    d: String,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.testnet)
-            .args(["down", "--dir", &self.d])
-            .output();
-    }
-}
-
-impl Net {
-    fn status(&self) -> Value {
-        serde_json::from_str(&run(&self.testnet, &["status", "--dir", &self.d, "--json"])).unwrap()
-    }
-
-    fn get(&self, url: String) -> Option<Value> {
-        self.rt.block_on(get_json(&self.http, &url))
-    }
-
-    /// Waits until `done` holds for the testnet status; returns that status.
-    fn wait(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status();
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{what}: not within {PATIENCE:?}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// Proposes as neuron 0 and adopts with neuron 1's vote (two of three).
-    fn govern(&self, registry: &str, args: &[&str]) {
-        let key = |i: usize| {
-            self.dir
-                .join("neurons")
-                .join(format!("neuron-{i}.key"))
-                .display()
-                .to_string()
-        };
-        let as_neuron = |i: usize, args: &[&str]| {
-            let k = key(i);
-            let mut all = vec!["--registry", registry, "--neuron-key", &k];
-            all.extend_from_slice(args);
-            run(&self.nns, &all)
-        };
-        let out = as_neuron(0, args);
-        let id = out.trim().trim_start_matches("proposal ").to_string();
-        as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
-    }
-
-    fn deploy(&self, registry: &str, subnet: &str, version: &str) {
-        let args = ["propose", "deploy-version", "--subnet", subnet];
-        self.govern(registry, &[&args[..], &["--version", version]].concat());
-    }
-
-    fn package(&self, version: &str, out: &Path, next: bool) -> String {
-        let o = out.to_str().unwrap();
-        let mut args = vec!["package", "--version", version, "--out", o];
-        if next {
-            args.push("--next-release");
-        }
-        run(&self.testnet, &args)
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-}
-
-fn nodes(s: &Value) -> &Vec<Value> {
-    s["nodes"].as_array().unwrap()
-}
-
 /// On `version`, in state schema `schema`, finalizing past its CUP.
 fn resumed(n: &Value, version: &str, schema: u64) -> bool {
     n["running_version"] == version
         && n["state_schema"] == schema
         && n["finalized_height"].as_u64() > n["cup_height"].as_u64().map(|c| c + 1)
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    http.get(url).send().await.ok()?.json().await.ok()
 }
 
 /// What [`sample_hashes`] saw: per `(state schema, executed height)`, each node's hash.
@@ -245,23 +131,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     let bin = tests::binaries();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let net = Net {
-        testnet: bin.join("testnet"),
-        nns: bin.join("nns"),
-        d: dir.to_str().unwrap().to_string(),
-        dir: dir.clone(),
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        // No idle connections: the runtime only runs inside `get`, so a pooled one can
-        // go stale between calls.
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap(),
-    };
+    let net = Net::new(&bin, &dir);
     let d = net.d.clone();
     let base = base_port().to_string();
     let prep = [

@@ -35,8 +35,18 @@ pub const SUBNET_ID: Domain = Domain("ic-subnet-id");
 pub const NETWORK_ID: Domain = Domain("ic-network-id");
 /// Hash of a consensus block.
 pub const BLOCK_HASH: Domain = Domain("ic-block-hash");
-/// Hash of the replicated state.
+/// The replicated state at a height: `(height, root of the state tree)`.
 pub const STATE_HASH: Domain = Domain("ic-state-hash");
+/// State tree (`replica::state::tree`): a stored value with the schema it is stored in.
+pub const STATE_TREE_VALUE: Domain = Domain("ic-state-tree-value");
+/// State tree: an entry, `(key, value hash)`.
+pub const STATE_TREE_LEAF: Domain = Domain("ic-state-tree-leaf");
+/// State tree: an inner node, `left || right`.
+pub const STATE_TREE_NODE: Domain = Domain("ic-state-tree-node");
+/// State tree: a bucket, `(entry count, root of its entries)`.
+pub const STATE_TREE_BUCKET: Domain = Domain("ic-state-tree-bucket");
+/// State tree: which bucket a key falls in.
+pub const STATE_TREE_BUCKET_OF: Domain = Domain("ic-state-tree-bucket-of");
 /// The block hash and beacon of a CUP built from registry contents (genesis, recovery).
 pub const REGISTRY_CUP: Domain = Domain("ic-registry-cup");
 /// Checksum of a CUP file envelope (integrity on disk, not authenticity).
@@ -77,6 +87,11 @@ pub const ALL: &[Domain] = &[
     NETWORK_ID,
     BLOCK_HASH,
     STATE_HASH,
+    STATE_TREE_VALUE,
+    STATE_TREE_LEAF,
+    STATE_TREE_NODE,
+    STATE_TREE_BUCKET,
+    STATE_TREE_BUCKET_OF,
     REGISTRY_CUP,
     CUP_FILE_CHECKSUM,
     STATE_VALUE_CHECKSUM,

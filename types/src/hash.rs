@@ -20,6 +20,19 @@ impl CryptoHash {
         Self(h.finalize().into())
     }
 
+    /// `SHA-256(domain.frame(parts concatenated))`, without building the concatenation
+    /// (the state tree hashes values of up to 64 KiB with a prefix).
+    pub fn of_parts(domain: Domain, parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        let tag = domain.as_str().as_bytes();
+        h.update([tag.len() as u8]);
+        h.update(tag);
+        for p in parts {
+            h.update(p);
+        }
+        Self(h.finalize().into())
+    }
+
     /// Plain SHA-256, without a domain (for files whose hash is published elsewhere).
     pub fn sha256(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
@@ -77,6 +90,16 @@ mod tests {
             CryptoHash::of(d, b"xyz"),
             CryptoHash::of(domain::BLOCK_HASH, b"xyz")
         );
+    }
+
+    #[test]
+    fn hashing_parts_equals_hashing_their_concatenation() {
+        let d = domain::STATE_TREE_LEAF;
+        assert_eq!(
+            CryptoHash::of_parts(d, &[b"x", b"", b"yz"]),
+            CryptoHash::of(d, b"xyz")
+        );
+        assert_eq!(CryptoHash::of_parts(d, &[]), CryptoHash::of(d, b""));
     }
 
     #[test]

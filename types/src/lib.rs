@@ -69,14 +69,36 @@ pub(crate) fn parse_hex32(text: &str) -> Result<[u8; 32], ParseError> {
     Ok(out)
 }
 
+/// The root of the state tree of a state with no entries (`replica::state::tree`: 2^16
+/// empty buckets under a complete binary tree). The replica's tests compute it and check
+/// it against these bytes.
+pub const EMPTY_STATE_ROOT: CryptoHash = CryptoHash([
+    0x50, 0xe1, 0x65, 0x26, 0x4c, 0xe3, 0xfa, 0xa1, 0xc6, 0xf8, 0x0f, 0x8e, 0xa7, 0x85, 0x6a, 0x63,
+    0x77, 0xf9, 0x80, 0xdb, 0x7c, 0x40, 0x58, 0x69, 0x31, 0xc7, 0x02, 0x9d, 0x3d, 0x90, 0x6d, 0xb5,
+]);
+
 /// The hash of the empty replicated state at height 0: what a genesis CUP carries.
 ///
-/// The replica's state hash at height `h` is `H(STATE_HASH, encode((h, accumulator)))`
-/// with a 256-bit additive accumulator over the entries; empty means a zero accumulator.
+/// The replica's state hash at height `h` is `H(STATE_HASH, encode((h, root)))` with
+/// `root` the root of its Merkle state tree; empty means [`EMPTY_STATE_ROOT`].
 /// (`replica::state` has a test that a fresh state hashes to this.)
 pub fn empty_state_hash() -> CryptoHash {
     CryptoHash::of(
         domain::STATE_HASH,
-        &codec::encode(&(Height::ZERO, [0u8; 32])),
+        &codec::encode(&(Height::ZERO, EMPTY_STATE_ROOT)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_empty_state_hash_is_pinned() {
+        // A change here is a change of the genesis state hash every network starts from.
+        assert_eq!(
+            empty_state_hash().to_hex(),
+            "797d9111e0104c2d93cf6881e73ee085f70a53ff96ce4ad246b09eb66eb725af"
+        );
+    }
 }

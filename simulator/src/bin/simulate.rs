@@ -39,18 +39,33 @@ struct Cli {
     /// No network faults, partitions or crashes.
     #[arg(long)]
     no_faults: bool,
-    /// Run with a deliberately broken rule (to see the checkers catch it).
-    #[arg(long, value_parser = ["finalize-after-notarizing-two"])]
-    broken_rule: Option<String>,
-    /// Every Byzantine node equivocates (instead of a behavior drawn from the seed).
+    /// Good clocks only: no drift, no steps, no node a day off.
     #[arg(long)]
+    no_clock_faults: bool,
+    /// Run with a deliberately broken rule (to see the checkers catch it).
+    #[arg(long, value_parser = ["finalize-after-notarizing-two", "ignore-block-times"])]
+    broken_rule: Option<String>,
+    /// Every Byzantine node equivocates (the same as `--behaviors equivocate`).
+    #[arg(long, conflicts_with = "behaviors")]
     only_equivocators: bool,
+    /// The Byzantine behaviours to draw from, comma-separated (default: all of them):
+    /// equivocate, bad-signatures, withhold, replay, wrong-version, forge-cup-shares,
+    /// block-times, malformed, lying-catch-up.
+    #[arg(long, value_delimiter = ',', value_parser = parse_behavior)]
+    behaviors: Option<Vec<Byzantine>>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// One JSON object per seed, then the summary line.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_behavior(s: &str) -> Result<Byzantine, String> {
+    Byzantine::from_name(s).ok_or_else(|| {
+        let all: Vec<&str> = BEHAVIORS.iter().map(|b| b.name()).collect();
+        format!("unknown behaviour {s:?}; one of {}", all.join(", "))
+    })
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -79,17 +94,18 @@ fn main() -> ExitCode {
         faulty: cli.faulty,
         heights: cli.heights,
         upgrade_at: cli.upgrade_at,
-        real_crypto: false,
+        real_crypto_every: cli.real_crypto_every,
         dkg_interval_length: cli.dkg_interval,
         faults: !cli.no_faults,
-        broken_rule: cli
-            .broken_rule
-            .as_ref()
-            .map(|_| BrokenRule::FinalizeAfterNotarizingTwo),
+        clock_faults: !cli.no_clock_faults,
+        broken_rule: cli.broken_rule.as_ref().map(|r| match r.as_str() {
+            "ignore-block-times" => BrokenRule::IgnoreBlockTimes,
+            _ => BrokenRule::FinalizeAfterNotarizingTwo,
+        }),
         behaviors: if cli.only_equivocators {
             vec![Byzantine::Equivocate]
         } else {
-            BEHAVIORS.to_vec()
+            cli.behaviors.clone().unwrap_or_else(|| BEHAVIORS.to_vec())
         },
     };
     let (a, b) = cli.seeds;
@@ -111,10 +127,7 @@ fn main() -> ExitCode {
                         *g += 1;
                         *g - 1
                     };
-                    let mut cfg = base.clone();
-                    cfg.real_crypto =
-                        cli.real_crypto_every > 0 && seed % cli.real_crypto_every == 0;
-                    let r = run_seed(&cfg, seed);
+                    let r = run_seed(&base, seed);
                     results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
                 }
             });
@@ -136,17 +149,7 @@ fn main() -> ExitCode {
             );
         }
         if !r.safety_violations.is_empty() || !r.liveness_failures.is_empty() {
-            let replay = format!(
-                "simulate --nodes {n} --faulty {} --seeds {}..{} --heights {}{}{}",
-                cli.faulty,
-                r.seed,
-                r.seed + 1,
-                cli.heights,
-                cli.upgrade_at
-                    .map(|k| format!(" --upgrade-at {k}"))
-                    .unwrap_or_default(),
-                if cli.no_faults { " --no-faults" } else { "" },
-            );
+            let replay = base.replay_command(r.seed);
             for v in &r.safety_violations {
                 eprintln!("seed {}: SAFETY: {v}", r.seed);
             }

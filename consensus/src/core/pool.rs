@@ -1,0 +1,164 @@
+//! The per-height pool of artifacts, and what the pool says about a round: its
+//! height, its beacon and ranking, the parent a block extends, the chain's status.
+
+use super::*;
+
+#[derive(Clone, Debug)]
+pub(super) struct ValidBlock {
+    pub(super) proposal: BlockProposal,
+    /// The registry version pinned by the latest summary at or below this block.
+    pub(super) summary_rv: RegistryVersion,
+    /// The height of that summary.
+    pub(super) summary_height: Height,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct HeightPool {
+    pub(super) blocks: BTreeMap<CryptoHash, ValidBlock>,
+    pub(super) notar_shares: BTreeMap<CryptoHash, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) notarizations: BTreeMap<CryptoHash, Aggregate>,
+    pub(super) final_shares: BTreeMap<CryptoHash, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) finalization: Option<Aggregate>,
+    pub(super) beacon_shares: BTreeMap<NodeIndex, Vec<u8>>,
+    pub(super) beacon: Option<Vec<u8>>,
+    pub(super) cert_shares: BTreeMap<Vec<u8>, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) certification: Option<ThresholdSigned>,
+    pub(super) cup_shares: BTreeMap<Vec<u8>, BTreeMap<NodeIndex, Vec<u8>>>,
+    /// Makers seen signing two blocks at this height.
+    pub(super) equivocators: BTreeSet<NodeIndex>,
+    pub(super) makers: BTreeMap<NodeIndex, CryptoHash>,
+    // What this node did at this height.
+    pub(super) my_notarized: BTreeSet<CryptoHash>,
+    pub(super) my_finalized: bool,
+    pub(super) my_beacon_share: bool,
+    pub(super) my_cert_share: bool,
+    pub(super) my_cup_share: bool,
+    pub(super) proposed: bool,
+    pub(super) my_proposal: Option<BlockProposal>,
+    pub(super) round_start_ns: Option<u64>,
+    /// Blocks the planted broken rule sent finalization shares for.
+    pub(super) broken_final_shares: BTreeSet<CryptoHash>,
+}
+
+impl HeightPool {
+    /// Notarized, or finalized (which implies notarized).
+    pub(super) fn is_notarized(&self, hash: &CryptoHash) -> bool {
+        self.notarizations.contains_key(hash)
+            || self.finalization.as_ref().is_some_and(|f| f.hash == *hash)
+    }
+
+    pub(super) fn notarized_hashes(&self) -> impl Iterator<Item = &CryptoHash> {
+        self.notarizations
+            .keys()
+            .chain(self.finalization.as_ref().map(|f| &f.hash))
+    }
+}
+
+/// Shares by signer.
+pub(super) type SignedBy = Vec<(NodeIndex, Vec<u8>)>;
+
+impl<C: ConsensusCrypto> Consensus<C> {
+    pub(super) fn round(&self) -> Height {
+        // The lowest height above the finalized one without a notarized block we hold.
+        let mut h = self.finalized.max(self.base.height).increment();
+        while self
+            .pool
+            .get(&h)
+            .is_some_and(|p| self.notarized_block(p).is_some())
+        {
+            h = h.increment();
+        }
+        h
+    }
+
+    /// The lowest-ranked notarized block we hold at a height (ties: smallest hash), with
+    /// its hash (the pool's key: hashing a block encodes its whole payload).
+    pub(super) fn notarized_block<'a>(
+        &self,
+        p: &'a HeightPool,
+    ) -> Option<(CryptoHash, &'a ValidBlock)> {
+        p.notarized_hashes()
+            .filter_map(|h| p.blocks.get(h).map(|b| (*h, b)))
+            .min_by_key(|(h, b)| (b.proposal.block.rank, *h))
+    }
+
+    pub(super) fn beacon_at(&self, h: Height) -> Option<&Vec<u8>> {
+        if h == self.base.height {
+            Some(&self.base.random_beacon)
+        } else {
+            self.pool.get(&h).and_then(|p| p.beacon.as_ref())
+        }
+    }
+
+    /// Ranks `0..n` at height `h`: node indices sorted by `H(beacon, h, index)`.
+    pub(super) fn ranking(&self, h: Height) -> Option<Vec<NodeIndex>> {
+        let beacon = self.beacon_at(h)?;
+        let mut order: Vec<(CryptoHash, NodeIndex)> = (0..self.cfg.n as NodeIndex)
+            .map(|i| {
+                (
+                    CryptoHash::of(
+                        domain::RANDOM_BEACON,
+                        &types::codec::encode(&(beacon, h, i)),
+                    ),
+                    i,
+                )
+            })
+            .collect();
+        order.sort();
+        Some(order.into_iter().map(|(_, i)| i).collect())
+    }
+
+    pub(super) fn rank_of(&self, h: Height, node: NodeIndex) -> Option<u32> {
+        self.ranking(h)?
+            .iter()
+            .position(|i| *i == node)
+            .map(|r| r as u32)
+    }
+
+    /// The parent candidate at `h - 1`: the base, or the lowest-ranked notarized block.
+    pub(super) fn parent_of_round(
+        &self,
+        h: Height,
+    ) -> Option<(CryptoHash, BlockContext, RegistryVersion, Height)> {
+        let prev = Height::new(h.get() - 1);
+        if prev == self.base.height {
+            let ctx = BlockContext {
+                time_ns: self.base.time_ns,
+                registry_version: self.base.registry_version,
+                certified_height: self.base.height,
+            };
+            return Some((
+                self.base.block_hash,
+                ctx,
+                self.base.registry_version,
+                self.base.height,
+            ));
+        }
+        let p = self.pool.get(&prev)?;
+        let (hash, b) = self.notarized_block(p)?;
+        Some((
+            hash,
+            b.proposal.block.context.clone(),
+            b.summary_rv,
+            b.summary_height,
+        ))
+    }
+
+    /// The status of this release for a chain whose latest summary pinned `rv` at `s`.
+    pub(super) fn chain_status(&self, rv: RegistryVersion, s: Height) -> Option<Status> {
+        let info = self.registry.get(&rv)?;
+        let cup_made = self.halted && self.halt_at == Some(s);
+        Some(status(&self.cfg.version, info, cup_made))
+    }
+
+    pub(super) fn within_bounds(&self, h: Height, summary_height: Height, st: Status) -> bool {
+        let next_cup = self.last_cup.get() + self.cfg.dkg_interval_length + 1;
+        if h.get() > self.certified.get() + MAX_CERTIFICATION_GAP
+            || h.get() > next_cup + MAX_CUP_GAP
+        {
+            return false;
+        }
+        // A halting chain never reaches the next summary height.
+        !(st != Status::Running && h.get() > summary_height.get() + self.cfg.dkg_interval_length)
+    }
+}

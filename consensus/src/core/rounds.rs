@@ -1,0 +1,437 @@
+//! The steps of a round: beacon, proposal, notarization, finalization, delivery.
+
+use super::*;
+
+impl<C: ConsensusCrypto> Consensus<C> {
+    pub(super) fn beacon_step(&mut self) {
+        let h = self.round();
+        let prev = Height::new(h.get() - 1);
+        let Some(prev_beacon) = self.beacon_at(prev).cloned() else {
+            return;
+        };
+        let me = self.cfg.me;
+        let pool = self.pool.entry(h).or_default();
+        if pool.beacon.is_some() {
+            return;
+        }
+        if !pool.my_beacon_share {
+            pool.my_beacon_share = true;
+            let m = signed_bytes(&self.cfg.version, &(h, &prev_beacon));
+            let signature = self
+                .crypto
+                .sign_threshold(Threshold::Low, domain::RANDOM_BEACON, &m);
+            let share = ThresholdShare {
+                height: h,
+                value: prev_beacon.clone(),
+                signer: me,
+                signature,
+            };
+            self.pool
+                .entry(h)
+                .or_default()
+                .beacon_shares
+                .insert(me, share.signature.clone());
+            self.persist_and_broadcast(Artifact::BeaconShare(share));
+        }
+        let t = self.cfg.f() + 1;
+        let pool = self.pool.entry(h).or_default();
+        if pool.beacon_shares.len() >= t {
+            let shares: Vec<(NodeIndex, Vec<u8>)> = pool
+                .beacon_shares
+                .iter()
+                .map(|(i, s)| (*i, s.clone()))
+                .collect();
+            let refs: Vec<(NodeIndex, &[u8])> =
+                shares.iter().map(|(i, s)| (*i, s.as_slice())).collect();
+            let m = signed_bytes(&self.cfg.version, &(h, &prev_beacon));
+            match self.crypto.combine_threshold(Threshold::Low, &refs) {
+                Some(sig)
+                    if self.crypto.verify_threshold(
+                        Threshold::Low,
+                        domain::RANDOM_BEACON,
+                        &m,
+                        &sig,
+                    ) =>
+                {
+                    let pool = self.pool.entry(h).or_default();
+                    pool.beacon = Some(sig.clone());
+                    pool.round_start_ns.get_or_insert(self.now_ns);
+                    self.progress();
+                    self.broadcast(Artifact::Beacon(ThresholdSigned {
+                        height: h,
+                        value: prev_beacon,
+                        signature: sig,
+                    }));
+                }
+                _ => {
+                    // Shares were verified one by one; a failed combination is a bug.
+                    self.stats.critical_errors += 1;
+                }
+            }
+        }
+    }
+
+    pub(super) fn round_started(&mut self, h: Height) -> Option<u64> {
+        let has_beacon = self.beacon_at(h).is_some();
+        if !has_beacon || self.parent_of_round(h).is_none() {
+            return None;
+        }
+        let now = self.now_ns;
+        Some(
+            *self
+                .pool
+                .entry(h)
+                .or_default()
+                .round_start_ns
+                .get_or_insert(now),
+        )
+    }
+
+    pub(super) fn propose_step(&mut self) {
+        let h = self.round();
+        let Some(start) = self.round_started(h) else {
+            return;
+        };
+        let Some(rank) = self.rank_of(h, self.cfg.me) else {
+            return;
+        };
+        if rank as usize > self.cfg.f()
+            || self.now_ns < start + self.cfg.unit_delay_ns * rank as u64
+        {
+            return;
+        }
+        let Some((parent, pctx, prv, ps)) = self.parent_of_round(h) else {
+            return;
+        };
+        let Some(st) = self.chain_status(prv, ps) else {
+            return;
+        };
+        let pool = self.pool.entry(h).or_default();
+        // Skip when a valid lower-rank block exists (blocks of equivocators do not count).
+        let lower = pool.blocks.values().any(|b| {
+            b.proposal.block.rank < rank && !pool.equivocators.contains(&b.proposal.block.maker)
+        });
+        if pool.proposed || lower {
+            return;
+        }
+        let is_summary = self.cfg.is_summary_height(h);
+        let carries_payload = !is_summary && st == Status::Running;
+        if st == Status::Halted
+            || !self.within_bounds(h, ps, st)
+            || (is_summary && st != Status::Running)
+            || (carries_payload && self.payload_stale)
+        {
+            return;
+        }
+        let stable = self
+            .registry
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(pctx.registry_version);
+        let block = Block {
+            parent,
+            height: h,
+            rank,
+            maker: self.cfg.me,
+            context: BlockContext {
+                time_ns: self.wall_ns.max(pctx.time_ns.saturating_add(1)),
+                registry_version: stable.max(pctx.registry_version),
+                certified_height: self
+                    .certified
+                    .max(pctx.certified_height)
+                    .min(Height::new(h.get() - 1)),
+            },
+            is_summary,
+            payload: if carries_payload {
+                self.payload.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let signature = self.crypto.sign_block(&self.msg(&block.hash()));
+        let proposal = BlockProposal { block, signature };
+        let pool = self.pool.entry(h).or_default();
+        pool.proposed = true;
+        pool.my_proposal = Some(proposal.clone());
+        self.persist_and_broadcast(Artifact::Proposal(proposal.clone()));
+        self.insert(Artifact::Proposal(proposal));
+    }
+
+    pub(super) fn notarize_step(&mut self) {
+        let h = self.round();
+        let Some(start) = self.round_started(h) else {
+            return;
+        };
+        let me = self.cfg.me;
+        let Some(pool) = self.pool.get(&h) else {
+            return;
+        };
+        // The lowest-rank eligible block not yet shared.
+        let mut candidates: Vec<(u32, CryptoHash, Height, RegistryVersion)> = pool
+            .blocks
+            .iter()
+            .filter(|(_, b)| !pool.equivocators.contains(&b.proposal.block.maker))
+            .map(|(hash, b)| (b.proposal.block.rank, *hash, b.summary_height, b.summary_rv))
+            .collect();
+        candidates.sort();
+        let Some(&(rank, hash, s, rv)) = candidates.first() else {
+            return;
+        };
+        // Never share a block of higher rank than one already shared at this height,
+        // not counting blocks of makers since caught equivocating (they are disqualified).
+        let my_min_rank = pool
+            .my_notarized
+            .iter()
+            .filter_map(|x| pool.blocks.get(x))
+            .filter(|b| !pool.equivocators.contains(&b.proposal.block.maker))
+            .map(|b| b.proposal.block.rank)
+            .min();
+        if pool.my_notarized.contains(&hash) || my_min_rank.is_some_and(|m| rank > m) {
+            return;
+        }
+        if self.now_ns
+            < start + self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * rank as u64
+        {
+            return;
+        }
+        let parent_s = if s == h {
+            self.parent_of_round(h).map(|p| (p.2, p.3))
+        } else {
+            Some((rv, s))
+        };
+        let Some((prv, ps)) = parent_s else { return };
+        let Some(st) = self.chain_status(prv, ps) else {
+            return;
+        };
+        if st == Status::Halted || !self.within_bounds(h, ps, st) {
+            return;
+        }
+        let signature = self
+            .crypto
+            .sign_multi(domain::NOTARIZATION, &self.msg(&(h, hash)));
+        let pool = self.pool.entry(h).or_default();
+        pool.my_notarized.insert(hash);
+        pool.notar_shares
+            .entry(hash)
+            .or_default()
+            .insert(me, signature.clone());
+        self.persist_and_broadcast(Artifact::NotarizationShare(Share {
+            height: h,
+            hash,
+            signer: me,
+            signature,
+        }));
+        self.try_notarize(h);
+    }
+
+    pub(super) fn try_notarize(&mut self, h: Height) {
+        let q = self.cfg.quorum();
+        let Some(pool) = self.pool.get(&h) else {
+            return;
+        };
+        let ready: Vec<(CryptoHash, SignedBy)> = pool
+            .notar_shares
+            .iter()
+            .filter(|(hash, s)| {
+                s.len() >= q
+                    && pool.blocks.contains_key(*hash)
+                    && !pool.notarizations.contains_key(*hash)
+            })
+            .map(|(hash, s)| {
+                (
+                    *hash,
+                    s.iter().take(q).map(|(i, sig)| (*i, sig.clone())).collect(),
+                )
+            })
+            .collect();
+        for (hash, shares) in ready {
+            let refs: Vec<&[u8]> = shares.iter().map(|(_, s)| s.as_slice()).collect();
+            let Some(signature) = self.crypto.aggregate_multi(&refs) else {
+                self.stats.critical_errors += 1;
+                continue;
+            };
+            let g = Aggregate {
+                height: h,
+                hash,
+                signers: shares.iter().map(|(i, _)| *i).collect(),
+                signature,
+            };
+            self.broadcast(Artifact::Notarization(g.clone()));
+            self.insert(Artifact::Notarization(g));
+        }
+    }
+
+    pub(super) fn finalize_step(&mut self) {
+        let me = self.cfg.me;
+        let q = self.cfg.quorum();
+        let heights: Vec<Height> = self
+            .pool
+            .range(self.finalized.increment()..)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in heights {
+            self.try_notarize(h);
+            let Some(pool) = self.pool.get(&h) else {
+                continue;
+            };
+            // Finalization share: exactly one notarized block we hold, and we shared no other.
+            let notarized: Vec<CryptoHash> = pool
+                .notarized_hashes()
+                .filter(|x| pool.blocks.contains_key(*x))
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !self.halted
+                && !pool.my_finalized
+                && pool.finalization.is_none()
+                && notarized.len() == 1
+                && pool.my_notarized.iter().all(|x| *x == notarized[0])
+            {
+                let hash = notarized[0];
+                let signature = self
+                    .crypto
+                    .sign_multi(domain::FINALIZATION, &self.msg(&(h, hash)));
+                let pool = self.pool.entry(h).or_default();
+                pool.my_finalized = true;
+                pool.final_shares
+                    .entry(hash)
+                    .or_default()
+                    .insert(me, signature.clone());
+                self.persist_and_broadcast(Artifact::FinalizationShare(Share {
+                    height: h,
+                    hash,
+                    signer: me,
+                    signature,
+                }));
+            }
+            if self.cfg.broken_rule == Some(BrokenRule::FinalizeAfterNotarizingTwo) && !self.halted
+            {
+                self.broken_finalization_shares(h);
+            }
+            let Some(pool) = self.pool.get(&h) else {
+                continue;
+            };
+            if pool.finalization.is_some() {
+                continue;
+            }
+            let ready = pool
+                .final_shares
+                .iter()
+                .find(|(_, s)| s.len() >= q)
+                .map(|(hash, s)| {
+                    (
+                        *hash,
+                        s.iter()
+                            .take(q)
+                            .map(|(i, sig)| (*i, sig.clone()))
+                            .collect::<Vec<_>>(),
+                    )
+                });
+            if let Some((hash, shares)) = ready {
+                let refs: Vec<&[u8]> = shares.iter().map(|(_, s)| s.as_slice()).collect();
+                if let Some(signature) = self.crypto.aggregate_multi(&refs) {
+                    let g = Aggregate {
+                        height: h,
+                        hash,
+                        signers: shares.iter().map(|(i, _)| *i).collect(),
+                        signature,
+                    };
+                    self.broadcast(Artifact::Finalization(g.clone()));
+                    self.insert(Artifact::Finalization(g));
+                }
+            }
+        }
+    }
+
+    /// The planted bug [`BrokenRule::FinalizeAfterNotarizingTwo`].
+    pub(super) fn broken_finalization_shares(&mut self, h: Height) {
+        let me = self.cfg.me;
+        let Some(pool) = self.pool.get(&h) else {
+            return;
+        };
+        let todo: Vec<CryptoHash> = pool
+            .notarizations
+            .keys()
+            .filter(|x| pool.blocks.contains_key(*x) && !pool.broken_final_shares.contains(*x))
+            .copied()
+            .collect();
+        for hash in todo {
+            let signature = self
+                .crypto
+                .sign_multi(domain::FINALIZATION, &self.msg(&(h, hash)));
+            let pool = self.pool.entry(h).or_default();
+            pool.my_finalized = true;
+            pool.broken_final_shares.insert(hash);
+            pool.final_shares
+                .entry(hash)
+                .or_default()
+                .insert(me, signature.clone());
+            self.persist_and_broadcast(Artifact::FinalizationShare(Share {
+                height: h,
+                hash,
+                signer: me,
+                signature,
+            }));
+        }
+    }
+
+    /// Moves the finalized tip to the highest finalization whose chain we hold, and
+    /// delivers the newly finalized blocks in order.
+    pub(super) fn deliver_step(&mut self) {
+        let finals: Vec<(Height, CryptoHash)> = self
+            .pool
+            .range(self.finalized.increment()..)
+            .filter_map(|(h, p)| p.finalization.as_ref().map(|f| (*h, f.hash)))
+            .collect();
+        for (top, top_hash) in finals.into_iter().rev() {
+            // Walk down to the current tip.
+            let mut chain = Vec::new();
+            let (mut h, mut hash) = (top, top_hash);
+            let mut complete = true;
+            while h > self.finalized {
+                let Some(b) = self.pool.get(&h).and_then(|p| p.blocks.get(&hash)) else {
+                    complete = false;
+                    break;
+                };
+                chain.push((h, hash, b.proposal.block.clone()));
+                hash = b.proposal.block.parent;
+                h = Height::new(h.get() - 1);
+            }
+            if !complete {
+                continue;
+            }
+            if hash != self.finalized_hash {
+                // Two finalized chains: only possible with more than f faulty nodes.
+                self.stats.critical_errors += 1;
+                self.stats.conflicting_finalizations += 1;
+                return;
+            }
+            chain.reverse();
+            for (h, hash, block) in chain {
+                self.finalized = h;
+                self.finalized_hash = hash;
+                self.finalized_chain.insert(h, hash);
+                if self.halt_at.is_some_and(|s| h > s) {
+                    continue;
+                }
+                if block.is_summary
+                    && let Some(info) = self.registry.get(&block.context.registry_version)
+                    && status(&self.cfg.version, info, false) != Status::Running
+                {
+                    self.halt_at = Some(h);
+                }
+                self.delivered = h;
+                self.emit(Action::Deliver(Delivery {
+                    height: h,
+                    block_hash: hash,
+                    block,
+                }));
+            }
+            self.raise_certified();
+            self.progress();
+            return;
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Scripted tests of the core: a handful of events in, the expected actions out. A small
+//! harness runs a few real cores (real ed25519 and BLS keys from a seeded dealer) and
+//! carries every broadcast to every other core until the network is quiet; each test
+//! sets the clocks it needs.
+
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::crypto::{NodeSecrets, RealCrypto, SubnetKeys};
+use ::crypto::{
+    bls::BlsSecretKey,
+    ed25519::Ed25519KeyPair,
+    threshold::{deal, high_threshold, low_threshold},
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+/// A Unix time in 2026: wall clocks read something like this.
+const WALL: u64 = 1_780_000_000 * SEC;
+const DAY: u64 = 24 * 3600 * SEC;
+
+fn version() -> ReplicaVersion {
+    ReplicaVersion::new("1.0.0").unwrap()
+}
+
+fn config(me: NodeIndex, n: usize) -> Config {
+    Config {
+        subnet_id: SubnetId([7; 32]),
+        me,
+        n,
+        version: version(),
+        dkg_interval_length: 9,
+        unit_delay_ns: 200 * MS,
+        initial_notary_delay_ns: 100 * MS,
+        resend_interval_ns: SEC,
+        max_payload_bytes: 1024,
+        max_block_time_skew_ns: SEC,
+        broken_rule: None,
+    }
+}
+
+fn genesis() -> Base {
+    Base {
+        height: Height::ZERO,
+        block_hash: CryptoHash([1; 32]),
+        time_ns: WALL - SEC,
+        registry_version: RegistryVersion::new(1),
+        random_beacon: vec![2; 32],
+        state_hash: CryptoHash([3; 32]),
+    }
+}
+
+fn registry() -> Vec<(RegistryVersion, SubnetInfo)> {
+    vec![(
+        RegistryVersion::new(1),
+        SubnetInfo {
+            replica_version: version(),
+            halt_at_cup_height: false,
+            is_halted: false,
+        },
+    )]
+}
+
+/// `n` cores, each with its own clocks, and everything they emitted.
+struct Net {
+    cores: Vec<Consensus<RealCrypto>>,
+    clocks: Vec<Now>,
+    /// Every action each core emitted, in order.
+    log: Vec<Vec<Action>>,
+}
+
+impl Net {
+    fn new(n: usize, walls: &[u64]) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(42);
+        let low = deal(n, low_threshold(n), &mut rng).unwrap();
+        let high = deal(n, high_threshold(n), &mut rng).unwrap();
+        let eds: Vec<Ed25519KeyPair> = (0..n).map(|_| Ed25519KeyPair::generate(&mut rng)).collect();
+        let bls: Vec<BlsSecretKey> = (0..n).map(|_| BlsSecretKey::generate(&mut rng)).collect();
+        let keys = SubnetKeys {
+            ed25519: eds.iter().map(|k| k.public_key()).collect(),
+            bls: bls.iter().map(|k| k.public_key()).collect(),
+            low: low.public.clone(),
+            high: high.public.clone(),
+        };
+        let clocks: Vec<Now> = walls
+            .iter()
+            .map(|w| Now {
+                mono_ns: SEC,
+                wall_ns: *w,
+            })
+            .collect();
+        let cores = (0..n)
+            .map(|i| {
+                let crypto = RealCrypto {
+                    keys: keys.clone(),
+                    secrets: NodeSecrets {
+                        ed25519: Ed25519KeyPair::from_seed(&eds[i].seed()),
+                        bls: bls[i].clone(),
+                        low_share: low.shares[i].clone(),
+                        high_share: high.shares[i].clone(),
+                    },
+                };
+                Consensus::new(
+                    config(i as NodeIndex, n),
+                    crypto,
+                    genesis(),
+                    registry(),
+                    Vec::new(),
+                    clocks[i],
+                )
+                .unwrap()
+            })
+            .collect();
+        Self {
+            cores,
+            clocks,
+            log: vec![Vec::new(); n],
+        }
+    }
+
+    /// Carries every message until no core has anything left to say.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut quiet = true;
+            for i in 0..self.cores.len() {
+                while let Some(a) = self.cores[i].poll_action() {
+                    quiet = false;
+                    self.log[i].push(a.clone());
+                    let sends: Vec<(usize, Envelope)> = match a {
+                        Action::Broadcast(e) => (0..self.cores.len())
+                            .filter(|j| *j != i)
+                            .map(|j| (j, e.clone()))
+                            .collect(),
+                        Action::SendTo(t, e) => vec![(t as usize, e)],
+                        _ => Vec::new(),
+                    };
+                    for (j, envelope) in sends {
+                        let now = self.clocks[j];
+                        self.cores[j].on_event(
+                            now,
+                            Event::Message {
+                                from: i as NodeIndex,
+                                envelope,
+                            },
+                        );
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    /// Moves every clock on by `ns` and fires each core's timer.
+    fn advance(&mut self, ns: u64) {
+        for i in 0..self.cores.len() {
+            self.clocks[i].mono_ns += ns;
+            self.clocks[i].wall_ns = self.clocks[i].wall_ns.saturating_add(ns);
+            let now = self.clocks[i];
+            self.cores[i].on_event(now, Event::Timer);
+        }
+        self.settle();
+    }
+
+    /// The node of rank `r` at height 1.
+    fn rank(&self, r: u32) -> usize {
+        (0..self.cores.len())
+            .find(|i| self.cores[0].rank_of(Height::new(1), *i as NodeIndex) == Some(r))
+            .unwrap()
+    }
+
+    /// Heights node `i` sent a notarization share for, with the block's maker.
+    fn notarized_makers(&self, i: usize) -> Vec<(u64, NodeIndex)> {
+        self.log[i]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Broadcast(Envelope {
+                    artifact: Artifact::NotarizationShare(s),
+                    ..
+                }) => {
+                    let pool = self.cores[i].pool.get(&s.height)?;
+                    let maker = pool.blocks.get(&s.hash)?.proposal.block.maker;
+                    Some((s.height.get(), maker))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn proposals_of(&self, i: usize) -> Vec<Block> {
+        self.log[i]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Broadcast(Envelope {
+                    artifact: Artifact::Proposal(p),
+                    ..
+                }) => Some(p.block.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_fresh_core_persists_its_beacon_share_and_then_broadcasts_it() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    let first: Vec<Action> = std::iter::from_fn(|| net.cores[0].poll_action()).collect();
+    assert!(
+        matches!(
+            first.as_slice(),
+            [Action::Persist(p), Action::Broadcast(b)]
+                if p == b && matches!(b.artifact, Artifact::BeaconShare(ref s) if s.height == Height::new(1))
+        ),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn the_rank_zero_maker_proposes_at_its_wall_clock_and_everyone_notarizes_it() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    let maker = net.rank(0);
+    let blocks = net.proposals_of(maker);
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].context.time_ns, WALL);
+    // Its proposal was persisted before it was broadcast.
+    let persist = net.log[maker].iter().position(
+        |a| matches!(a, Action::Persist(e) if matches!(e.artifact, Artifact::Proposal(_))),
+    );
+    let broadcast = net.log[maker].iter().position(
+        |a| matches!(a, Action::Broadcast(e) if matches!(e.artifact, Artifact::Proposal(_))),
+    );
+    assert!(persist.unwrap() < broadcast.unwrap());
+    net.advance(150 * MS);
+    for i in 0..4 {
+        assert!(
+            net.notarized_makers(i).contains(&(1, maker as NodeIndex)),
+            "node {i}: {:?}",
+            net.notarized_makers(i)
+        );
+    }
+    assert!(
+        net.cores
+            .iter()
+            .all(|c| c.finalized_height() >= Height::new(1))
+    );
+}
+
+#[test]
+fn a_maker_whose_clock_is_a_day_ahead_is_not_notarized_and_the_next_rank_takes_its_turn() {
+    // Find the rank-0 maker at height 1 first, then set its clock a day ahead.
+    // (The beacon, so the ranking, does not depend on the clocks.)
+    let mut probe = Net::new(4, &[WALL; 4]);
+    probe.settle();
+    let fast = probe.rank(0);
+    let mut walls = [WALL; 4];
+    walls[fast] = WALL + DAY;
+    let mut net = Net::new(4, &walls);
+    net.settle();
+    assert_eq!(net.proposals_of(fast)[0].context.time_ns, WALL + DAY);
+    net.advance(150 * MS);
+    for i in (0..4).filter(|i| *i != fast) {
+        assert!(
+            net.notarized_makers(i).is_empty(),
+            "node {i} notarized a block from the future"
+        );
+        assert_eq!(
+            net.cores[i].stats().last_not_yet,
+            Some("block time ahead of this node's clock")
+        );
+    }
+    // After one unit delay the rank-1 maker proposes, at the true time, and that block is
+    // notarized and finalized by the three good clocks.
+    net.advance(200 * MS);
+    let second = net.rank(1);
+    for i in (0..4).filter(|i| *i != fast) {
+        assert!(net.notarized_makers(i).contains(&(1, second as NodeIndex)));
+    }
+    let good = (0..4).find(|i| *i != fast).unwrap();
+    assert!(net.cores[good].finalized_height() >= Height::new(1));
+    let finalized = net.cores[good].finalized_chain[&Height::new(1)];
+    let block = &net.cores[good].pool[&Height::new(1)].blocks[&finalized];
+    assert!(block.proposal.block.context.time_ns <= WALL + SEC);
+    // The fast node follows: it holds the notarized block although its time is past.
+    net.advance(SEC);
+    assert!(net.cores[fast].finalized_height() >= Height::new(1));
+}
+
+#[test]
+fn a_node_whose_clock_is_a_day_behind_follows_the_chain_through_notarizations() {
+    let slow = 2;
+    let mut walls = [WALL; 4];
+    walls[slow] = WALL - DAY;
+    let mut net = Net::new(4, &walls);
+    net.settle();
+    for _ in 0..20 {
+        net.advance(100 * MS);
+    }
+    let honest = net.cores[0].finalized_height();
+    assert!(honest >= Height::new(3), "the subnet stalled at {honest}");
+    // The slow node notarizes nothing from its future, but finalizes what the others did.
+    assert!(
+        net.notarized_makers(slow)
+            .iter()
+            .all(|(_, m)| *m as usize == slow)
+    );
+    assert!(net.cores[slow].finalized_height().get() + 1 >= honest.get());
+}
+
+#[test]
+fn a_wall_clock_that_steps_back_an_hour_stalls_no_deadline() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    let before = net.cores[1].poll_timeout().unwrap();
+    // The wall clock of node 1 steps back an hour; the monotonic one moves on by 1 ms.
+    net.clocks[1].wall_ns -= 3600 * SEC;
+    net.clocks[1].mono_ns += MS;
+    let now = net.clocks[1];
+    net.cores[1].on_event(now, Event::Timer);
+    assert_eq!(net.cores[1].poll_timeout().unwrap(), before);
+    for _ in 0..10 {
+        net.advance(100 * MS);
+    }
+    assert!(net.cores[1].finalized_height() >= Height::new(2));
+}
+
+#[test]
+fn a_block_at_the_largest_time_is_refused_without_overflowing_anything() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    let maker = net.rank(0);
+    let target = (maker + 1) % 4;
+    let mut block = net.proposals_of(maker)[0].clone();
+    block.context.time_ns = u64::MAX;
+    let signature = net.cores[maker]
+        .crypto()
+        .sign_block(&signed_bytes(&version(), &block.hash()));
+    let now = net.clocks[target];
+    net.cores[target].on_event(
+        now,
+        Event::Message {
+            from: maker as NodeIndex,
+            envelope: Envelope {
+                version: version(),
+                artifact: Artifact::Proposal(BlockProposal { block, signature }),
+            },
+        },
+    );
+    assert_eq!(
+        net.cores[target].stats().last_not_yet,
+        Some("block time ahead of this node's clock")
+    );
+    // The wake-up for it is not a day away, let alone at the end of time.
+    assert!(net.cores[target].poll_timeout().unwrap() < net.clocks[target].mono_ns + 10 * SEC);
+    for _ in 0..5 {
+        net.advance(100 * MS);
+    }
+    assert!(net.cores[target].finalized_height() >= Height::new(1));
+}
+
+#[test]
+fn requests_for_heights_at_the_end_of_the_range_are_answered_without_overflow() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    for height in [
+        Height::new(u64::MAX),
+        Height::new(u64::MAX - 1),
+        Height::ZERO,
+    ] {
+        let now = net.clocks[0];
+        net.cores[0].on_event(
+            now,
+            Event::Message {
+                from: 1,
+                envelope: Envelope {
+                    version: version(),
+                    artifact: Artifact::Request { height },
+                },
+            },
+        );
+        net.clocks[0].mono_ns += SEC;
+    }
+    net.settle();
+}
+
+#[test]
+fn a_config_that_cannot_work_is_refused_with_the_rule_it_breaks() {
+    let check = |edit: fn(&mut Config), expected: &str| {
+        let mut c = config(0, 4);
+        edit(&mut c);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(expected), "{e:?} should name {expected:?}");
+    };
+    assert_eq!(config(3, 4).validate(), Ok(()));
+    check(|c| c.n = 0, "n = 0");
+    check(|c| c.me = 4, "index 4");
+    check(|c| c.dkg_interval_length = 0, "dkg_interval_length");
+    check(|c| c.unit_delay_ns = 0, "unit_delay_ns");
+    check(
+        |c| c.initial_notary_delay_ns = u64::MAX,
+        "initial_notary_delay_ns",
+    );
+    check(|c| c.resend_interval_ns = 0, "resend_interval_ns");
+    check(|c| c.max_block_time_skew_ns = 0, "max_block_time_skew_ns");
+    check(|c| c.max_payload_bytes = 0, "max_payload_bytes");
+}
+
+#[test]
+#[should_panic(expected = "actions were never polled")]
+fn an_action_queue_that_is_never_polled_stops_the_core_instead_of_dropping_an_action() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    for _ in 0..MAX_ACTIONS + 1 {
+        net.cores[0].emit(Action::Halted {
+            cup_height: Height::ZERO,
+        });
+    }
+}

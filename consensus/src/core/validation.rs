@@ -1,0 +1,547 @@
+//! Receiving an artifact: bounds, the cheap redundancy check, validation (valid,
+//! invalid, or not yet), the queue of not-yet-valid artifacts, and insertion into the pool.
+
+use super::*;
+
+pub(super) enum Validity {
+    Valid,
+    Invalid(&'static str),
+    /// Not valid yet; the reason says what is missing.
+    NotYet(&'static str),
+}
+
+impl<C: ConsensusCrypto> Consensus<C> {
+    pub(super) fn receive(&mut self, from: NodeIndex, artifact: Artifact) {
+        let h = artifact.height();
+        if let Artifact::Request { height } = artifact {
+            self.answer(from, height);
+            return;
+        }
+        if let Artifact::Cup(cup) = &artifact {
+            self.receive_cup(cup.clone());
+            return;
+        }
+        if h <= self.base.height {
+            return;
+        }
+        if h.get() > self.finalized.get() + MAX_AHEAD {
+            self.stats.dropped_out_of_bounds += 1;
+            self.request_catch_up(from);
+            return;
+        }
+        if h.get() > self.round().get() + 1 {
+            self.request_catch_up(from);
+        }
+        if self.redundant(&artifact) {
+            self.stats.redundant_artifacts += 1;
+            return;
+        }
+        match self.validate(&artifact) {
+            Validity::Valid => self.insert(artifact),
+            Validity::Invalid(why) => {
+                self.stats.invalid_artifacts += 1;
+                self.stats.last_invalid = Some(why);
+            }
+            Validity::NotYet(why) => {
+                self.stats.last_not_yet = Some(why);
+                self.note_future_block(&artifact);
+                if self.pending.len() >= MAX_PENDING {
+                    self.pending.pop_front();
+                    self.stats.pending_overflow += 1;
+                }
+                self.pending.push_back((from, artifact));
+            }
+        }
+    }
+
+    pub(super) fn retry_pending(&mut self) {
+        if !self.pending_dirty {
+            return;
+        }
+        self.pending_dirty = false;
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let before = self.pending.len();
+            let items: Vec<_> = self.pending.drain(..).collect();
+            let mut progressed = false;
+            for (from, a) in items {
+                if a.height() <= self.base.height || self.redundant(&a) {
+                    continue;
+                }
+                match self.validate(&a) {
+                    Validity::Valid => {
+                        self.insert(a);
+                        progressed = true;
+                    }
+                    Validity::Invalid(why) => {
+                        self.stats.invalid_artifacts += 1;
+                        self.stats.last_invalid = Some(why);
+                    }
+                    Validity::NotYet(_) => {
+                        self.note_future_block(&a);
+                        self.pending.push_back((from, a));
+                    }
+                }
+            }
+            if !progressed || self.pending.len() == before || rounds > 8 {
+                break;
+            }
+        }
+    }
+
+    /// Inserting `a` would change nothing: we hold it already, or what it helps make.
+    /// Checked before `validate`, whose signature checks are most of a replica's work
+    /// (every node broadcasts its shares and its aggregates). Mirrors `insert`'s no-ops.
+    pub(super) fn redundant(&self, a: &Artifact) -> bool {
+        let h = a.height();
+        if matches!(a, Artifact::CertificationShare(_)) && h <= self.certified {
+            return true;
+        }
+        let Some(pool) = self.pool.get(&h) else {
+            return false;
+        };
+        let holds = |shares: Option<&BTreeMap<NodeIndex, Vec<u8>>>, signer: &NodeIndex| {
+            shares.is_some_and(|m| m.contains_key(signer))
+        };
+        match a {
+            Artifact::BeaconShare(s) => {
+                pool.beacon.is_some() || pool.beacon_shares.contains_key(&s.signer)
+            }
+            Artifact::Beacon(_) => pool.beacon.is_some(),
+            Artifact::NotarizationShare(s) => {
+                pool.notarizations.contains_key(&s.hash)
+                    || holds(pool.notar_shares.get(&s.hash), &s.signer)
+            }
+            Artifact::Notarization(g) => pool.notarizations.contains_key(&g.hash),
+            Artifact::FinalizationShare(s) => {
+                pool.finalization.is_some() || holds(pool.final_shares.get(&s.hash), &s.signer)
+            }
+            Artifact::Finalization(_) => pool.finalization.is_some(),
+            Artifact::CertificationShare(s) => holds(pool.cert_shares.get(&s.value), &s.signer),
+            Artifact::Certification(_) => pool.certification.is_some(),
+            Artifact::CupShare(s) => holds(pool.cup_shares.get(&s.value), &s.signer),
+            // A block's check is its hash, which validation computes anyway.
+            Artifact::Proposal(_) | Artifact::Cup(_) | Artifact::Request { .. } => false,
+        }
+    }
+
+    pub(super) fn validate(&self, a: &Artifact) -> Validity {
+        let n = self.cfg.n as NodeIndex;
+        match a {
+            Artifact::Proposal(p) => self.validate_block(p),
+            Artifact::BeaconShare(s) => {
+                if s.signer >= n {
+                    return Validity::Invalid("signer out of range");
+                }
+                let Some(prev) = self.beacon_at(Height::new(s.height.get() - 1)) else {
+                    return Validity::NotYet("previous beacon");
+                };
+                if &s.value != prev {
+                    return Validity::Invalid("beacon share on the wrong previous beacon");
+                }
+                let m = self.msg(&(s.height, &s.value));
+                if self.crypto.verify_threshold_share(
+                    Threshold::Low,
+                    s.signer,
+                    domain::RANDOM_BEACON,
+                    &m,
+                    &s.signature,
+                ) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad beacon share signature")
+                }
+            }
+            Artifact::Beacon(b) => {
+                let Some(prev) = self.beacon_at(Height::new(b.height.get() - 1)) else {
+                    return Validity::NotYet("previous beacon");
+                };
+                if &b.value != prev {
+                    return Validity::Invalid("beacon on the wrong previous beacon");
+                }
+                let m = self.msg(&(b.height, &b.value));
+                if self.crypto.verify_threshold(
+                    Threshold::Low,
+                    domain::RANDOM_BEACON,
+                    &m,
+                    &b.signature,
+                ) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad beacon signature")
+                }
+            }
+            Artifact::NotarizationShare(s) | Artifact::FinalizationShare(s) => {
+                let d = if matches!(a, Artifact::NotarizationShare(_)) {
+                    domain::NOTARIZATION
+                } else {
+                    domain::FINALIZATION
+                };
+                if s.signer >= n {
+                    return Validity::Invalid("signer out of range");
+                }
+                let m = self.msg(&(s.height, s.hash));
+                if self
+                    .crypto
+                    .verify_multi_share(s.signer, d, &m, &s.signature)
+                {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad share signature")
+                }
+            }
+            Artifact::Notarization(g) | Artifact::Finalization(g) => {
+                let d = if matches!(a, Artifact::Notarization(_)) {
+                    domain::NOTARIZATION
+                } else {
+                    domain::FINALIZATION
+                };
+                let distinct: BTreeSet<_> = g.signers.iter().collect();
+                if distinct.len() != g.signers.len()
+                    || distinct.len() < self.cfg.quorum()
+                    || g.signers.iter().any(|s| *s >= n)
+                {
+                    return Validity::Invalid("bad signer set");
+                }
+                let m = self.msg(&(g.height, g.hash));
+                if self.crypto.verify_multi(&g.signers, d, &m, &g.signature) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad aggregate signature")
+                }
+            }
+            Artifact::CertificationShare(s) => {
+                if s.signer >= n {
+                    return Validity::Invalid("signer out of range");
+                }
+                let m = self.msg(&(s.height, &s.value));
+                if self.crypto.verify_threshold_share(
+                    Threshold::High,
+                    s.signer,
+                    domain::STATE_CERTIFICATION,
+                    &m,
+                    &s.signature,
+                ) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad certification share")
+                }
+            }
+            Artifact::Certification(c) => {
+                let m = self.msg(&(c.height, &c.value));
+                if self.crypto.verify_threshold(
+                    Threshold::High,
+                    domain::STATE_CERTIFICATION,
+                    &m,
+                    &c.signature,
+                ) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad certification")
+                }
+            }
+            Artifact::CupShare(s) => {
+                if s.signer >= n {
+                    return Validity::Invalid("signer out of range");
+                }
+                let Ok(content) = CupContent::decode(&s.value) else {
+                    return Validity::Invalid("bad CUP content");
+                };
+                if content.height != s.height || content.subnet_id != self.cfg.subnet_id {
+                    return Validity::Invalid("CUP share for another height or subnet");
+                }
+                if self.crypto.verify_threshold_share(
+                    Threshold::High,
+                    s.signer,
+                    domain::CUP_CONTENT,
+                    &s.value,
+                    &s.signature,
+                ) {
+                    Validity::Valid
+                } else {
+                    Validity::Invalid("bad CUP share")
+                }
+            }
+            Artifact::Cup(_) | Artifact::Request { .. } => Validity::Invalid("not pooled"),
+        }
+    }
+
+    pub(super) fn validate_block(&self, p: &BlockProposal) -> Validity {
+        let b = &p.block;
+        let h = b.height;
+        if b.maker as usize >= self.cfg.n {
+            return Validity::Invalid("maker out of range");
+        }
+        // Before the signature: a block from the future waits unverified (and cheaply).
+        if self.ahead_of_clock(b.context.time_ns)
+            && !self
+                .pool
+                .get(&h)
+                .is_some_and(|pool| pool.is_notarized(&b.hash()))
+        {
+            return Validity::NotYet("block time ahead of this node's clock");
+        }
+        if !self
+            .crypto
+            .verify_block(b.maker, &self.msg(&b.hash()), &p.signature)
+        {
+            return Validity::Invalid("bad maker signature");
+        }
+        if b.rank as usize > self.cfg.f() {
+            return Validity::Invalid("rank too high to make blocks");
+        }
+        match self.rank_of(h, b.maker) {
+            None => return Validity::NotYet("beacon for the rank"),
+            Some(r) if r != b.rank => return Validity::Invalid("wrong rank"),
+            Some(_) => {}
+        }
+        if b.is_summary != self.cfg.is_summary_height(h) {
+            return Validity::Invalid("summary flag does not match the height");
+        }
+        // The parent must be the base or a notarized block we hold.
+        let prev = Height::new(h.get() - 1);
+        let (parent_ctx, parent_rv, parent_s) = if prev == self.base.height {
+            if b.parent != self.base.block_hash {
+                return Validity::Invalid("does not extend the base");
+            }
+            (
+                // The CUP does not record the summary block's certified height: no floor.
+                BlockContext {
+                    time_ns: self.base.time_ns,
+                    registry_version: self.base.registry_version,
+                    certified_height: Height::ZERO,
+                },
+                self.base.registry_version,
+                self.base.height,
+            )
+        } else {
+            let Some(pp) = self.pool.get(&prev) else {
+                return Validity::NotYet("parent height");
+            };
+            let Some(parent) = pp.blocks.get(&b.parent) else {
+                return Validity::NotYet("parent block");
+            };
+            if !pp.is_notarized(&b.parent) {
+                return Validity::NotYet("parent notarization");
+            }
+            (
+                parent.proposal.block.context.clone(),
+                parent.summary_rv,
+                parent.summary_height,
+            )
+        };
+        let c = &b.context;
+        if c.time_ns <= parent_ctx.time_ns
+            || c.registry_version < parent_ctx.registry_version
+            || c.certified_height < parent_ctx.certified_height
+            || c.certified_height >= h
+        {
+            return Validity::Invalid("context goes backwards");
+        }
+        if !self.registry.contains_key(&c.registry_version) {
+            return Validity::NotYet("registry version");
+        }
+        let Some(st) = self.chain_status(parent_rv, parent_s) else {
+            return Validity::NotYet("chain status");
+        };
+        if (b.is_summary || st != Status::Running) && !b.payload.is_empty() {
+            return Validity::Invalid("payload where the block must be empty");
+        }
+        if b.payload.len() > self.cfg.max_payload_bytes {
+            return Validity::Invalid("payload too large");
+        }
+        Validity::Valid
+    }
+
+    pub(super) fn insert(&mut self, a: Artifact) {
+        let h = a.height();
+        let q = self.cfg.quorum();
+        match a {
+            Artifact::Proposal(p) => {
+                let hash = p.block.hash();
+                let (rv, s) = if p.block.is_summary {
+                    (p.block.context.registry_version, h)
+                } else if h.get() - 1 == self.base.height.get() {
+                    (self.base.registry_version, self.base.height)
+                } else {
+                    let prev = self
+                        .pool
+                        .get(&Height::new(h.get() - 1))
+                        .and_then(|pp| pp.blocks.get(&p.block.parent));
+                    match prev {
+                        Some(v) => (v.summary_rv, v.summary_height),
+                        None => return,
+                    }
+                };
+                let maker = p.block.maker;
+                let pool = self.pool.entry(h).or_default();
+                if pool.blocks.contains_key(&hash) {
+                    return;
+                }
+                match pool.makers.get(&maker) {
+                    Some(other) if *other != hash => {
+                        pool.equivocators.insert(maker);
+                    }
+                    _ => {
+                        pool.makers.insert(maker, hash);
+                    }
+                }
+                let payload = (!p.block.payload.is_empty() && h > self.delivered)
+                    .then(|| p.block.payload.clone());
+                pool.blocks.insert(
+                    hash,
+                    ValidBlock {
+                        proposal: p,
+                        summary_rv: rv,
+                        summary_height: s,
+                    },
+                );
+                if let Some(payload) = payload {
+                    self.emit(Action::BlockPayload { height: h, payload });
+                    self.payload_stale = true;
+                }
+                self.progress();
+            }
+            Artifact::BeaconShare(s) => {
+                let pool = self.pool.entry(h).or_default();
+                if pool.beacon.is_none() {
+                    pool.beacon_shares.insert(s.signer, s.signature);
+                }
+            }
+            Artifact::Beacon(b) => {
+                let pool = self.pool.entry(h).or_default();
+                if pool.beacon.is_none() {
+                    pool.beacon = Some(b.signature);
+                    self.progress();
+                }
+            }
+            Artifact::NotarizationShare(s) => {
+                let pool = self.pool.entry(h).or_default();
+                if !pool.notarizations.contains_key(&s.hash) {
+                    pool.notar_shares
+                        .entry(s.hash)
+                        .or_default()
+                        .insert(s.signer, s.signature);
+                }
+            }
+            Artifact::Notarization(g) => {
+                let pool = self.pool.entry(h).or_default();
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    pool.notarizations.entry(g.hash)
+                {
+                    e.insert(g);
+                    pool.notar_shares.clear();
+                    self.progress();
+                }
+            }
+            Artifact::FinalizationShare(s) => {
+                let pool = self.pool.entry(h).or_default();
+                if pool.finalization.is_none() {
+                    pool.final_shares
+                        .entry(s.hash)
+                        .or_default()
+                        .insert(s.signer, s.signature);
+                }
+            }
+            Artifact::Finalization(g) => {
+                let pool = self.pool.entry(h).or_default();
+                if pool.finalization.is_none() {
+                    pool.finalization = Some(g);
+                    pool.final_shares.clear();
+                    self.progress();
+                }
+            }
+            Artifact::CertificationShare(s) => {
+                if h <= self.certified {
+                    return;
+                }
+                let pool = self.pool.entry(h).or_default();
+                pool.cert_shares
+                    .entry(s.value)
+                    .or_default()
+                    .insert(s.signer, s.signature);
+                self.try_certify(h);
+            }
+            Artifact::Certification(c) => self.accept_certification(c),
+            Artifact::CupShare(s) => {
+                let pool = self.pool.entry(h).or_default();
+                let shares = pool.cup_shares.entry(s.value.clone()).or_default();
+                shares.insert(s.signer, s.signature);
+                if shares.len() >= q {
+                    self.try_make_cup(h, s.value);
+                }
+            }
+            Artifact::Cup(_) | Artifact::Request { .. } => {}
+        }
+    }
+
+    /// Re-inserts a share this node persisted before a restart.
+    pub(super) fn restore(&mut self, a: Artifact) {
+        let h = a.height();
+        if h <= self.base.height {
+            return;
+        }
+        let me = self.cfg.me;
+        let pool = self.pool.entry(h).or_default();
+        match a {
+            Artifact::NotarizationShare(s) if s.signer == me => {
+                pool.my_notarized.insert(s.hash);
+                pool.notar_shares
+                    .entry(s.hash)
+                    .or_default()
+                    .insert(s.signer, s.signature);
+            }
+            Artifact::FinalizationShare(s) if s.signer == me => {
+                pool.my_finalized = true;
+                pool.final_shares
+                    .entry(s.hash)
+                    .or_default()
+                    .insert(s.signer, s.signature);
+            }
+            Artifact::Proposal(p) if p.block.maker == me => {
+                // Our block must not be lost with our memory: validate it again, and
+                // re-send it while we have not moved past its height.
+                pool.proposed = true;
+                pool.my_proposal = Some(p.clone());
+                self.pending.push_back((me, Artifact::Proposal(p)));
+                self.pending_dirty = true;
+            }
+            Artifact::BeaconShare(s) if s.signer == me => {
+                pool.my_beacon_share = true;
+                pool.beacon_shares.insert(s.signer, s.signature);
+            }
+            _ => {}
+        }
+    }
+
+    /// A block time this node cannot accept yet: more than the skew bound ahead of its
+    /// wall clock.
+    pub(super) fn ahead_of_clock(&self, time_ns: u64) -> bool {
+        time_ns > self.wall_ns.saturating_add(self.cfg.max_block_time_skew_ns)
+            && self.cfg.broken_rule != Some(BrokenRule::IgnoreBlockTimes)
+    }
+
+    /// Remembers when a block waiting for this node's clock becomes acceptable, so that
+    /// the pending queue is retried then (and `poll_timeout` wakes the node for it).
+    fn note_future_block(&mut self, a: &Artifact) {
+        if let Artifact::Proposal(p) = a
+            && self.ahead_of_clock(p.block.context.time_ns)
+        {
+            let at = p
+                .block
+                .context
+                .time_ns
+                .saturating_sub(self.cfg.max_block_time_skew_ns);
+            // Times beyond a day from now are lies or broken clocks: never wake for them.
+            if at <= self.wall_ns.saturating_add(MAX_WAKE_AHEAD_NS) {
+                self.pending_block_time_ns =
+                    Some(self.pending_block_time_ns.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+}
+
+/// The furthest ahead a block time may be and still get a wake-up of its own (it is
+/// retried with the rest of the pending queue anyway, whenever something progresses).
+const MAX_WAKE_AHEAD_NS: u64 = 3600 * 1_000_000_000;

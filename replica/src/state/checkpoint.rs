@@ -1,0 +1,60 @@
+//! Checkpoints: a RocksDB checkpoint of the state (hard links), read back without writing
+//! (`peek`), and restored into place. A checkpoint carries the tree's index with it, so a
+//! restored state opens with its tree and a peer can serve state sync from it.
+
+use super::{ReplicatedState, SCHEMA_VERSION, StateError, read_meta, schema::read_schema, tree};
+use rocksdb::{DB, Options};
+use std::path::Path;
+use types::{CryptoHash, Height};
+
+impl ReplicatedState {
+    /// A RocksDB checkpoint of the state (hard links: its cost does not grow with the state).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StateError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// The height and state hash recorded in a checkpoint (or state) directory, read
+    /// without writing anything; refused if its schema is newer than this release's.
+    pub fn peek(dir: &Path) -> Result<(Height, CryptoHash), StateError> {
+        let (height, hash, found) = Self::peek_any(dir)?;
+        if found > SCHEMA_VERSION {
+            return Err(StateError::NewerSchema {
+                dir: dir.display().to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok((height, hash))
+    }
+
+    /// Height, state hash and schema of a checkpoint (or state) directory, whatever its
+    /// schema, read without writing anything.
+    pub fn peek_any(dir: &Path) -> Result<(Height, CryptoHash, u32), StateError> {
+        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+        let found = read_schema(&db)?;
+        let (height, root) = read_meta(&db)?;
+        Ok((height, tree::state_hash(height, &root), found))
+    }
+
+    /// Replaces the state in `state_dir` with the checkpoint in `checkpoint_dir` (hard
+    /// links again, so restoring costs what checkpointing does) and opens it. The
+    /// checkpoint itself is never written.
+    pub fn restore(checkpoint_dir: &Path, state_dir: &Path) -> Result<Self, StateError> {
+        let io = |e: std::io::Error| StateError::Corrupt(format!("{}: {e}", state_dir.display()));
+        // Build next to the target, then swap: a crash leaves either the old or the new.
+        let tmp = state_dir.with_extension("restoring");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        {
+            let src = DB::open_for_read_only(&Options::default(), checkpoint_dir, false)?;
+            rocksdb::checkpoint::Checkpoint::new(&src)?.create_checkpoint(&tmp)?;
+        }
+        if state_dir.exists() {
+            std::fs::remove_dir_all(state_dir).map_err(io)?;
+        }
+        std::fs::rename(&tmp, state_dir).map_err(io)?;
+        Self::open(state_dir)
+    }
+}

@@ -1,0 +1,404 @@
+//! The replicated state on RocksDB: the key/value application, replay protection, and a
+//! Merkle tree over it whose root the state hash commits to.
+//!
+//! Layout: `v/<key>` user values; `x/<message id>` executed messages (their expiry), kept
+//! until they expire so a replay executes once; `e/<expiry><id>` the same ids by expiry,
+//! to purge them in order. These are the **hashed entries**. `m/*` is metadata, not
+//! hashed: `m/schema`, `m/height`, `m/root`, and the tree's index (`m/tb/`, `m/tl/`,
+//! see [`index`]).
+//!
+//! State hash: `H(STATE_HASH, encode((height, root)))`, where `root` is the root of the
+//! state tree over every hashed entry ([`tree`] specifies it: 2^16 buckets by key hash,
+//! a tree over each bucket's sorted entries, a complete tree over the buckets). A block
+//! recomputes only the buckets it writes and the nodes above them, and writes the tree's
+//! changes in the same batch as its entries.
+//!
+//! Modules: [`tree`] (the pure tree: hashes, witnesses, range proofs), [`index`] (the tree
+//! on disk, undo for reads at the certified height), [`schema`] (layouts and migration),
+//! [`checkpoint`] (checkpoints, peek, restore), [`chunks`] (state sync: manifest, chunks,
+//! import).
+
+pub mod checkpoint;
+pub mod chunks;
+pub mod index;
+pub mod schema;
+pub mod tree;
+
+pub use chunks::{
+    Cursor, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, StateChunk, StateImport, StateManifest,
+    export_chunk, export_manifest,
+};
+pub use index::{BucketSummary, TreeUndo};
+pub use schema::{
+    CHECKSUM_BYTES, NEWEST_KNOWN_SCHEMA, SCHEMA_VERSION, StoredValue, check_readable, from_stored,
+    to_stored, value_checksum,
+};
+
+use crate::ingress::{Operation, SignedIngress};
+use rocksdb::{DB, Options, WriteBatch};
+use std::{collections::BTreeMap, path::Path};
+use tree::{TopTree, Witness};
+use types::{CryptoHash, Height, NetworkId};
+
+const SCHEMA: &[u8] = b"m/schema";
+const HEIGHT: &[u8] = b"m/height";
+const ROOT: &[u8] = b"m/root";
+/// The most expired replay records one block purges (the rest go in later blocks).
+pub const MAX_EXPIRED_PER_BLOCK: usize = 10_000;
+
+/// Whether a stored key is a hashed entry (not metadata or the tree's index).
+fn is_hashed(key: &[u8]) -> bool {
+    !key.starts_with(b"m/")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the state in {dir} has schema {found}, newer than this release's {supported}: refusing to open it (nothing was changed)"
+    )]
+    NewerSchema {
+        dir: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("state storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    #[error("the state is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot execute height {got}: the state is at {at}")]
+    OutOfOrder { at: Height, got: Height },
+    /// State-sync data (a manifest or a chunk) that does not verify: the peer lied.
+    #[error("state sync data does not verify: {0}")]
+    Unverified(String),
+}
+
+/// What a block changed, as it was before: enough to read the state as of an earlier
+/// height (see [`index`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockUndo {
+    /// Each user key the block wrote, with its stored value before the block (`None`:
+    /// absent; [`from_stored`] reads it).
+    pub values: BTreeMap<String, Option<Vec<u8>>>,
+    pub tree: TreeUndo,
+}
+
+/// What executing a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub state_hash: CryptoHash,
+    /// Ids of the messages that executed (not the skipped duplicates or invalid ones).
+    pub executed: Vec<CryptoHash>,
+    pub skipped: usize,
+    /// The driver keeps these for uncertified heights, to answer queries (with witnesses)
+    /// as of the certified height.
+    pub undo: BlockUndo,
+}
+
+/// A user key's stored value as of some height, with the witness that proves it (or its
+/// absence) against that height's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedRead {
+    /// As the schema stores it ([`from_stored`] reads it).
+    pub stored: Option<Vec<u8>>,
+    pub witness: Witness,
+    pub root: CryptoHash,
+}
+
+pub struct ReplicatedState {
+    db: DB,
+    height: Height,
+    top: TopTree,
+    /// The layout the stored entries are in (older than [`SCHEMA_VERSION`] until migrated).
+    schema: u32,
+}
+
+impl std::fmt::Debug for ReplicatedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ReplicatedState(height {}, hash {})",
+            self.height,
+            self.state_hash()
+        )
+    }
+}
+
+fn prefixed(p: &[u8], k: &[u8]) -> Vec<u8> {
+    [p, k].concat()
+}
+
+/// The entry key of a user key.
+pub fn user_entry_key(key: &str) -> Vec<u8> {
+    prefixed(b"v/", key.as_bytes())
+}
+
+impl ReplicatedState {
+    /// Opens (or creates) the state in `dir`, rebuilding the top tree from the index and
+    /// checking it against the recorded root.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        // Look at the schema without opening for writing.
+        if dir.join("CURRENT").exists() {
+            let ro = DB::open_for_read_only(&Options::default(), dir, false)?;
+            let found = schema::read_schema(&ro)?;
+            drop(ro);
+            if found > SCHEMA_VERSION {
+                return Err(StateError::NewerSchema {
+                    dir: dir.display().to_string(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, dir)?;
+        if db.get(SCHEMA)?.is_none() {
+            let mut b = WriteBatch::default();
+            b.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
+            b.put(HEIGHT, 0u64.to_be_bytes());
+            b.put(ROOT, tree::empty_root().0);
+            db.write(b)?;
+        }
+        let schema = schema::read_schema(&db)?;
+        if schema == 0 {
+            return Err(StateError::Corrupt("no schema marker".into()));
+        }
+        let (height, root) = read_meta(&db)?;
+        let top = index::load_top(&db)?;
+        if top.root() != root {
+            return Err(StateError::Corrupt(format!(
+                "the tree index has root {}, the state records {root}",
+                top.root()
+            )));
+        }
+        Ok(Self {
+            db,
+            height,
+            top,
+            schema,
+        })
+    }
+
+    /// The layout the stored entries are in.
+    pub fn schema(&self) -> u32 {
+        self.schema
+    }
+
+    pub fn height(&self) -> Height {
+        self.height
+    }
+
+    pub fn root(&self) -> CryptoHash {
+        self.top.root()
+    }
+
+    pub fn state_hash(&self) -> CryptoHash {
+        tree::state_hash(self.height, &self.top.root())
+    }
+
+    /// The value of `key` as the user wrote it.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.get_stored(key)?.map(|(v, _)| v))
+    }
+
+    /// The value of `key` as the user wrote it, with the checksum stored beside it.
+    pub fn get_stored(&self, key: &str) -> Result<Option<StoredValue>, StateError> {
+        self.db
+            .get(user_entry_key(key))?
+            .map(|s| from_stored(self.schema, &s))
+            .transpose()
+    }
+
+    /// `key`'s stored value and its witness as of the height before the blocks whose
+    /// undos are `later` (oldest first; empty: the executed height).
+    pub fn read_at(&self, key: &str, later: &[&BlockUndo]) -> Result<CertifiedRead, StateError> {
+        let stored = match later.iter().find_map(|u| u.values.get(key)) {
+            Some(v) => v.clone(),
+            None => self.db.get(user_entry_key(key))?,
+        };
+        let trees: Vec<&TreeUndo> = later.iter().map(|u| &u.tree).collect();
+        let (witness, root) = index::witness_at(&self.db, &self.top, &user_entry_key(key), &trees)?;
+        Ok(CertifiedRead {
+            stored,
+            witness,
+            root,
+        })
+    }
+
+    /// Whether the update `id` executed here and its replay record is kept (until its
+    /// expiry: after that it can no longer be valid anyway).
+    pub fn has_executed(&self, id: &CryptoHash) -> Result<bool, StateError> {
+        Ok(self.db.get(prefixed(b"x/", &id.0))?.is_some())
+    }
+
+    /// Executes the block at `height` (the next one) with time `time_ns` on `network`
+    /// (an update for another network is skipped like any invalid one).
+    pub fn execute(
+        &mut self,
+        height: Height,
+        time_ns: u64,
+        network: &NetworkId,
+        payload: &[SignedIngress],
+    ) -> Result<Executed, StateError> {
+        if height != self.height.increment() {
+            return Err(StateError::OutOfOrder {
+                at: self.height,
+                got: height,
+            });
+        }
+        let mut w = Writes {
+            schema: self.schema,
+            batch: WriteBatch::default(),
+            overlay: Overlay::new(),
+            tree: index::TreeChanges::default(),
+        };
+        // Expired replay records go first: their messages can no longer be valid.
+        let mut it = self.db.raw_iterator();
+        it.seek(b"e/");
+        let mut expired = Vec::new();
+        while it.valid() && expired.len() < MAX_EXPIRED_PER_BLOCK {
+            let Some(k) = it.key() else { break };
+            if !k.starts_with(b"e/") || k.len() != 2 + 8 + 32 {
+                break;
+            }
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&k[2..10]);
+            if u64::from_be_bytes(e) >= time_ns {
+                break;
+            }
+            expired.push(k.to_vec());
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        for ek in expired {
+            w.write(prefixed(b"x/", &ek[10..]), None);
+            w.write(ek, None);
+        }
+        let mut executed = Vec::new();
+        let mut skipped = 0;
+        let mut previous_values = BTreeMap::new();
+        for m in payload {
+            let id = m.id();
+            let xk = prefixed(b"x/", &id.0);
+            if m.validate(time_ns, network).is_err() || w.current(&self.db, &xk)?.is_some() {
+                skipped += 1;
+                continue;
+            }
+            let k = user_entry_key(m.ingress.operation.key());
+            let old = w.current(&self.db, &k)?;
+            let new = match &m.ingress.operation {
+                Operation::Put { value, .. } => Some(to_stored(self.schema, value)),
+                Operation::Delete { .. } => None,
+                #[cfg(feature = "next-release")]
+                Operation::Append { value, .. } => {
+                    let mut v = match &old {
+                        Some(s) => from_stored(self.schema, s)?.0,
+                        None => Vec::new(),
+                    };
+                    v.extend_from_slice(value);
+                    if v.len() > crate::ingress::MAX_VALUE_BYTES {
+                        // Too long a result: refused like a too-large put.
+                        skipped += 1;
+                        continue;
+                    }
+                    Some(to_stored(self.schema, &v))
+                }
+                // Not a method of this release (`validate` refuses it too).
+                #[cfg(not(feature = "next-release"))]
+                Operation::Append { .. } => {
+                    skipped += 1;
+                    continue;
+                }
+            };
+            let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
+            w.write(xk, Some(expiry.clone()));
+            w.write(
+                [b"e/".as_slice(), &expiry, &id.0].concat(),
+                Some(Vec::new()),
+            );
+            previous_values
+                .entry(m.ingress.operation.key().to_string())
+                .or_insert(old);
+            w.write(k, new);
+            executed.push(id);
+        }
+        let Writes {
+            mut batch, tree, ..
+        } = w;
+        let tree = tree.apply(&self.db, &mut self.top, &mut batch)?;
+        batch.put(HEIGHT, height.get().to_be_bytes());
+        if let Err(e) = self.db.write(batch) {
+            index::revert(&mut self.top, &tree);
+            return Err(e.into());
+        }
+        self.height = height;
+        Ok(Executed {
+            state_hash: self.state_hash(),
+            executed,
+            skipped,
+            undo: BlockUndo {
+                values: previous_values,
+                tree,
+            },
+        })
+    }
+
+    /// The state hash computed from scratch over every entry, ignoring the tree's index
+    /// (for checks, not the hot path).
+    pub fn recompute_hash(&self) -> Result<CryptoHash, StateError> {
+        Ok(tree::state_hash(
+            self.height,
+            &index::recompute_root(&self.db, self.schema)?,
+        ))
+    }
+}
+
+/// The block's overlay of written entries (`None`: deleted).
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A block's writes so far: the batch, the overlay later messages read through, and the
+/// tree changes.
+struct Writes {
+    schema: u32,
+    batch: WriteBatch,
+    overlay: Overlay,
+    tree: index::TreeChanges,
+}
+
+impl Writes {
+    /// An entry's value with this block's writes so far.
+    fn current(&self, db: &DB, k: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.overlay.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(db.get(k)?),
+        }
+    }
+
+    fn write(&mut self, key: Vec<u8>, new: Option<Vec<u8>>) {
+        match &new {
+            Some(v) => {
+                self.tree
+                    .record(&key, Some(tree::value_hash(self.schema, v)));
+                self.batch.put(&key, v);
+            }
+            None => {
+                self.tree.record(&key, None);
+                self.batch.delete(&key);
+            }
+        }
+        self.overlay.insert(key, new);
+    }
+}
+
+fn read_meta(db: &DB) -> Result<(Height, CryptoHash), StateError> {
+    let height = db
+        .get(HEIGHT)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(|b| Height::new(u64::from_be_bytes(b)))
+        .ok_or_else(|| StateError::Corrupt("height".into()))?;
+    Ok((height, index::read_root(db)?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! A testnet driven through the `testnet` and `nns` binaries, as a user would: what the
+//! end-to-end tests of a whole network share.
+
+// Test machinery: a failed step is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// A guard against hangs, not a speed assertion.
+pub const PATIENCE: Duration = Duration::from_secs(240);
+
+/// Runs `bin args`, asserting success; its standard output.
+pub fn run(bin: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A base port with 30 free ports above it (nothing listens now).
+pub fn base_port() -> u16 {
+    loop {
+        let base = crate::free_port();
+        if base < 60000
+            && (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Net {
+    pub testnet: PathBuf,
+    pub nns: PathBuf,
+    pub dir: PathBuf,
+    pub d: String,
+    pub rt: tokio::runtime::Runtime,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.testnet)
+            .args(["down", "--dir", &self.d])
+            .output();
+    }
+}
+
+impl Net {
+    /// A testnet in `dir` (not prepared yet), driven by the binaries in `bin`.
+    pub fn new(bin: &Path, dir: &Path) -> Self {
+        Self {
+            testnet: bin.join("testnet"),
+            nns: bin.join("nns"),
+            d: dir.to_str().unwrap().to_string(),
+            dir: dir.to_path_buf(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            // No idle connections: the runtime only runs inside `get`, so a pooled one can
+            // go stale between calls.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Runs `testnet args` (asserting success); its standard output.
+    pub fn run(&self, args: &[&str]) -> String {
+        run(&self.testnet, args)
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&run(&self.testnet, &["status", "--dir", &self.d, "--json"])).unwrap()
+    }
+
+    pub fn get(&self, url: String) -> Option<Value> {
+        self.rt.block_on(get_json(&self.http, &url))
+    }
+
+    /// Waits until `done` holds for the testnet status; returns that status.
+    pub fn wait(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{what}: not within {PATIENCE:?}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Proposes as neuron 0 and adopts with neuron 1's vote (two of three).
+    pub fn govern(&self, registry: &str, args: &[&str]) {
+        let key = |i: usize| {
+            self.dir
+                .join("neurons")
+                .join(format!("neuron-{i}.key"))
+                .display()
+                .to_string()
+        };
+        let as_neuron = |i: usize, args: &[&str]| {
+            let k = key(i);
+            let mut all = vec!["--registry", registry, "--neuron-key", &k];
+            all.extend_from_slice(args);
+            run(&self.nns, &all)
+        };
+        let out = as_neuron(0, args);
+        let id = out.trim().trim_start_matches("proposal ").to_string();
+        as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
+    }
+
+    pub fn deploy(&self, registry: &str, subnet: &str, version: &str) {
+        let args = ["propose", "deploy-version", "--subnet", subnet];
+        self.govern(registry, &[&args[..], &["--version", version]].concat());
+    }
+
+    pub fn package(&self, version: &str, out: &Path, next: bool) -> String {
+        let o = out.to_str().unwrap();
+        let mut args = vec!["package", "--version", version, "--out", o];
+        if next {
+            args.push("--next-release");
+        }
+        run(&self.testnet, &args)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+pub fn nodes(s: &Value) -> &Vec<Value> {
+    s["nodes"].as_array().unwrap()
+}
+
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
