@@ -691,7 +691,5 @@ pub fn write_between_markers(path: &Path, table: &str) -> Result<(), String> {
             ));
         }
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, new).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    durable::write(path, new.as_bytes()).map_err(|e| e.to_string())
 }

@@ -2,13 +2,13 @@
 //!
 //! Reading refuses a file that group or others can read, with a message that says how to
 //! fix it, and refuses anything that is not exactly the expected number of hex bytes.
-//! Writing goes to a temporary file created with mode 0600 and is then renamed, so a crash
-//! never leaves a half-written or briefly world-readable key.
+//! Writing goes through [`durable::write_secret`] (a temporary file created with mode
+//! 0600, fsync, rename, fsync of the directory), so a crash never leaves a half-written or
+//! briefly world-readable key, and a written key survives a power cut.
 
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -29,25 +29,15 @@ pub enum KeyFileError {
     Malformed { path: PathBuf, reason: String },
 }
 
-/// Writes `secret` as hex to `path` with mode 0600, atomically.
+/// Writes `secret` as hex to `path` with mode 0600, atomically and durably
+/// ([`durable::write_secret`]: never half-written, never readable by others).
 pub fn write(path: &Path, secret: &[u8]) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
-        .map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    durable::write_secret(path, format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| {
+        KeyFileError::Io {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })
 }
 
 /// Reads a key of exactly `expected_len` bytes from `path`.
@@ -93,6 +83,7 @@ pub fn read(path: &Path, expected_len: usize) -> Result<Vec<u8>, KeyFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
 
     #[test]
     fn write_then_read_round_trips_with_mode_0600() {

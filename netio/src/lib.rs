@@ -100,7 +100,9 @@ pub async fn read_body(mut resp: reqwest::Response, limits: &Limits) -> Result<V
     }
 }
 
-fn check_rate(limits: &Limits, elapsed: Duration, received: usize) -> Result<(), ReadError> {
+/// The rate rule of [`read_body`] on its own, for callers that stream a body elsewhere
+/// (a package to a file): `received` bytes after `elapsed` since the start.
+pub fn check_rate(limits: &Limits, elapsed: Duration, received: usize) -> Result<(), ReadError> {
     if limits.min_bytes_per_s == 0 || elapsed < limits.grace {
         return Ok(());
     }

@@ -1,5 +1,7 @@
 //! `read_body` against a real HTTP server that misbehaves: an endless body, a lying
 //! length, a trickle, and an honest body.
+// Test code: a failed expectation is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::{Router, body::Body, http::header, response::Response, routing::get};
 use futures_util::stream;

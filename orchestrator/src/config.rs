@@ -7,7 +7,12 @@
 //! images_dir = "images"                       # relative to the node directory
 //! poll_interval_ms = 1000
 //! replica_stop_grace_ms = 5000
+//! tls_extra_ca_file = "mirror-ca.pem"          # optional: more CAs for https package URLs
 //! ```
+//!
+//! `https://` URLs use rustls (ring) with the Mozilla roots compiled in, so they work
+//! without the system's certificate store; `tls_extra_ca_file` (PEM, relative to the
+//! node directory) adds roots for package mirrors, say one inside the operator's network.
 
 use serde::Deserialize;
 use std::{net::SocketAddr, path::PathBuf};
@@ -27,6 +32,9 @@ pub struct NodeConfig {
     pub poll_interval_ms: u64,
     #[serde(default = "default_grace_ms")]
     pub replica_stop_grace_ms: u64,
+    /// More CA certificates (PEM) trusted for `https://` package URLs.
+    #[serde(default)]
+    pub tls_extra_ca_file: Option<PathBuf>,
 }
 
 fn default_images_dir() -> PathBuf {
@@ -88,6 +96,13 @@ impl NodeConfig {
         }
         if self.images_dir.as_os_str().is_empty() {
             return Err("images_dir must not be empty".into());
+        }
+        if self
+            .tls_extra_ca_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err("tls_extra_ca_file must not be empty when given".into());
         }
         Ok(())
     }

@@ -7,23 +7,29 @@
 //!    the registry's genesis or recovery CUP for the subnet, and the peers' CUPs; a signed
 //!    CUP counts only if it verifies against the subnet's key, and only CUPs of this
 //!    subnet count.
-//! 3. **Version**: the subnet's replica version at the best CUP's registry version, never
-//!    at the latest (a version applies from the CUP that pinned it). If the local copy
-//!    does not have that registry version yet: [`Decision::Wait`].
+//! 3. **Release**: the subnet's replica version at the best CUP's registry version, never
+//!    at the latest (a version applies from the CUP that pinned it), and that version's
+//!    package (SHA-256 and URLs) at the same registry version ([`Release`]). If the local
+//!    copy does not have that registry version yet, or lists no package for the version:
+//!    [`Decision::Wait`].
 //! 4. **Leaving**: a node that is a member neither at the best CUP's registry version nor
 //!    at the latest stops its replica; it wipes its state only then (the subnet has moved
 //!    past its removal, so nobody needs its state). A node missing only at the latest
 //!    version keeps running: the subnet needs it until a CUP passes its removal.
 //! 5. **Download ahead**: when the latest registry version assigns the subnet another
-//!    version than the one to run, fetch it now, so the switch does not wait for it.
-//! 6. The version to run differs from the orchestrator's own: [`Decision::Upgrade`].
+//!    release than the one to run, fetch it now, so the switch does not wait for it.
+//! 6. The release to run is not the orchestrator's own (another version, or the same
+//!    version id with another package, as when a retired id is elected again):
+//!    [`Decision::Upgrade`]. A release is identified by its package's SHA-256; the
+//!    version id alone never decides what runs.
 
 use cup::{Cup, choose_highest};
 use registry::{
     local::{registry_cup, subnet_at, subnet_of},
+    records::{RegistryRecord, ReplicaVersionRecord, keys},
     store::RegistryStore,
 };
-use types::{NodeId, ReplicaVersion, SubnetId};
+use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 /// What this node has locally.
 #[derive(Clone, Debug)]
@@ -31,8 +37,45 @@ pub struct Local {
     pub node_id: NodeId,
     /// The version this orchestrator is (and the replica it starts).
     pub running_version: ReplicaVersion,
+    /// The SHA-256 of the package this orchestrator's image came from (lowercase hex).
+    pub running_package_sha256: String,
     /// The best CUP persisted so far.
     pub cup: Option<Cup>,
+}
+
+/// A release as the registry lists it at one registry version: what to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub version: ReplicaVersion,
+    /// The package's SHA-256, lowercase hex: the image's name.
+    pub package_sha256: String,
+    pub urls: Vec<String>,
+}
+
+impl Release {
+    /// Whether this is the release `local` runs.
+    pub fn is_running(&self, local: &Local) -> bool {
+        self.version == local.running_version && self.package_sha256 == local.running_package_sha256
+    }
+}
+
+/// The release `version` names at registry version `at`.
+pub fn release_at<S: RegistryStore>(
+    registry: &S,
+    version: &ReplicaVersion,
+    at: RegistryVersion,
+) -> Result<Release, String> {
+    let bytes = registry
+        .get(&keys::replica_version(version), at)
+        .map_err(|e| format!("reading version {version} at registry version {at}: {e}"))?
+        .ok_or_else(|| format!("version {version} is not elected at registry version {at}"))?;
+    let r = ReplicaVersionRecord::decode_value(&bytes)
+        .map_err(|e| format!("version {version} at registry version {at}: {e}"))?;
+    Ok(Release {
+        version: r.version,
+        package_sha256: r.release_package_sha256_hex.to_ascii_lowercase(),
+        urls: r.release_package_urls,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,19 +84,19 @@ pub enum Decision {
     Unassigned,
     /// Cannot decide yet (say why); keep what runs, retry next tick.
     Wait { reason: String },
-    /// Run (or keep running) this version's replica from `cup`.
+    /// Run (or keep running) this release's replica from `cup`.
     Run {
         subnet: SubnetId,
         cup: Box<Cup>,
-        version: ReplicaVersion,
-        /// A version the latest registry already assigns: download it ahead.
-        prefetch: Option<ReplicaVersion>,
+        release: Release,
+        /// A release the latest registry already assigns: download it ahead.
+        prefetch: Option<Release>,
     },
-    /// The CUP names another version: fetch it and re-execute into it.
+    /// The CUP names another release: fetch it and re-execute into it.
     Upgrade {
         subnet: SubnetId,
         cup: Box<Cup>,
-        version: ReplicaVersion,
+        release: Release,
     },
     /// Removed from the subnet: stop the replica; wipe its state if `wipe`.
     Leave { subnet: SubnetId, wipe: bool },
@@ -116,20 +159,25 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
             "not yet a member of subnet {subnet} at the CUP's registry version {pinned}"
         ));
     }
-    let version = at_cup.record.replica_version.clone();
-    if version != local.running_version {
+    let release = match release_at(registry, &at_cup.record.replica_version, pinned) {
+        Ok(r) => r,
+        Err(reason) => return wait(reason),
+    };
+    if !release.is_running(local) {
         return Decision::Upgrade {
             subnet,
             cup: Box::new(best),
-            version,
+            release,
         };
     }
-    let next = &at_latest.record.replica_version;
-    let prefetch = (next != &version).then(|| next.clone());
+    // Ahead of time, and only a release the registry lists (none: nothing to fetch yet).
+    let prefetch = release_at(registry, &at_latest.record.replica_version, latest)
+        .ok()
+        .filter(|next| next != &release);
     Decision::Run {
         subnet,
         cup: Box::new(best),
-        version,
+        release,
         prefetch,
     }
 }

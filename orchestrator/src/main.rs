@@ -38,14 +38,15 @@ fn main() {
 async fn run(args: Args) -> Result<(), String> {
     let cfg = NodeConfig::load(&args.node_dir).map_err(|e| e.to_string())?;
     let images = args.node_dir.join(&cfg.images_dir);
-    let version = release::current(&images).ok_or_else(|| {
+    let image = release::current(&images).ok_or_else(|| {
         format!(
-            "no release installed: {} does not point at an image",
+            "no release installed: {} does not point at an image (images/<package sha256>)",
             images.join("current").display()
         )
     })?;
+    let version = image.version.clone();
     let listen = cfg.listen;
-    let (orchestrator, shared) = Orchestrator::new(&args.node_dir, cfg, version.clone())?;
+    let (orchestrator, shared) = Orchestrator::new(&args.node_dir, cfg, image)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -1,57 +1,64 @@
 //! The orchestrator's loop: replicate the registry, collect CUPs, [`decide`], act. Every
 //! tick is retried from scratch: a failed step is logged and reported in `/status`, and
 //! nothing panics (a node that stops deciding is a node that stops upgrading).
+//!
+//! What may take long runs beside the loop, and the loop picks its result up on a later
+//! tick: asking peers for CUPs ([`crate::peers::Round`]) and downloading + unpacking a
+//! release ([`crate::fetch::Job`]). So a peer streaming an endless answer or a mirror
+//! sending a byte every few seconds never stops the supervisor from restarting a replica
+//! that exited: the loop keeps ticking. The rehearsal of a new release (bounded by
+//! [`switch::REHEARSAL_TIMEOUT`]) runs in the loop: the subnet is halted then, and the old
+//! replica could not restart from the halting CUP anyway.
+//!
+//! **Only an image whose package hash the registry lists for the decided release is ever
+//! executed.** Images are named by their package's SHA-256 (`release` crate docs). The
+//! image this orchestrator runs from is checked at start (every file against its
+//! manifest; skipped only when the orchestrator that re-executed into it had just
+//! verified it, [`VERIFIED_IMAGE_ENV`]); an image unpacked by a job was verified as it
+//! was written. A replica is started, and a re-execution made, only from an image in
+//! that verified set whose hash and version are the decision's.
 
 use crate::{
     config::NodeConfig,
-    decide::{Decision, Local, decide},
-    process::{Launch, Supervisor, orchestrator_binary, replica_binary},
-    server::{CupRequest, CupView, Shared, StatusView, UpgradeView, verify_answer},
+    decide::{Decision, Local, Release, decide},
+    fetch::{DOWNLOAD_LIMITS, Dirs, Job},
+    peers::{self, Backoff, Peer, Round},
+    process::{Launch, Supervisor},
+    ratelimit::RateLimiter,
+    server::{CupRequest, CupView, Nonce, Shared, StatusView, UpgradeView},
+    switch::{self, VERIFIED_IMAGE_ENV},
 };
 use cup::Cup;
 use registry::{
     client::RegistryClient,
     local::subnet_at,
-    records::{RegistryRecord, ReplicaVersionRecord, keys},
     replicator::Replicator,
     store::{RegistryStore, RocksStore},
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-use types::{NodeId, ReplicaVersion};
+use types::{NetworkId, NodeId};
 
-/// The most bytes of a CUP a peer may send.
-pub const MAX_CUP_BYTES: usize = cup::MAX_CUP_BYTES;
-/// How long one peer CUP request may take.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
-/// A peer that failed is asked again after this long, doubling up to the maximum.
-pub const PEER_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// The largest release package.
-pub const MAX_PACKAGE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// A failed download is retried after this long, doubling up to the maximum.
 pub const DOWNLOAD_BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const DOWNLOAD_BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Images kept besides the current and previous ones.
 pub const KEEP_IMAGES: usize = 3;
-/// The longest a new release's rehearsal (`replica --check`) may take.
-pub const REHEARSAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Downloaded packages kept in `DIR/downloads` besides the ones of the running and the
+/// target release.
+pub const KEEP_DOWNLOADS: usize = 2;
 /// A release that refused this node's state is rehearsed again after this long.
 pub const REHEARSAL_RETRY: Duration = Duration::from_secs(20);
+/// The most entries of `DIR/cups` looked at for the newest CUP.
+const MAX_CUPS_DIR_ENTRIES: usize = 4096;
 
 /// Where the best CUP is kept.
 pub fn cup_path(node_dir: &Path) -> PathBuf {
     node_dir.join("cup.cup")
-}
-
-#[derive(Debug, Default)]
-struct PeerBackoff {
-    wait: Duration,
-    until: Option<Instant>,
 }
 
 pub struct Orchestrator {
@@ -59,44 +66,62 @@ pub struct Orchestrator {
     images: PathBuf,
     cfg: NodeConfig,
     node_id: NodeId,
-    version: ReplicaVersion,
+    network: NetworkId,
+    /// The image this orchestrator runs from (`images/current` at start).
+    image: release::Image,
     store: Mutex<RocksStore>,
     replicators: Vec<Replicator>,
     http: reqwest::Client,
+    downloader: release::Downloader,
     supervisor: Supervisor,
-    peers: BTreeMap<NodeId, PeerBackoff>,
+    /// The launch of the latest `Run`: kept alive at the start of every tick.
+    launch: Option<Launch>,
+    peers: BTreeMap<NodeId, Backoff>,
+    round: Option<Round>,
+    job: Option<Job>,
+    /// Package hashes whose images this process checked file by file (or unpacked).
+    verified: BTreeSet<String>,
     shared: Arc<Shared>,
     upgrade_state: &'static str,
-    upgrade_target: Option<ReplicaVersion>,
+    upgrade_target: Option<Release>,
     last_error: Option<String>,
-    /// Peers' CUPs from the latest round.
+    image_check_ms: u64,
+    /// Peers' CUPs from the latest finished round.
     peer_cups: Vec<Cup>,
     /// The best local CUP this tick read from disk (or persisted since), for `/status`.
     best_seen: Option<Cup>,
-    /// Per version: the current wait after a failed download, and until when.
-    download_backoff: BTreeMap<ReplicaVersion, (Duration, Instant)>,
-    /// Per version: a refused rehearsal, and when to rehearse again.
-    refused: BTreeMap<ReplicaVersion, Instant>,
+    /// Per package: the current wait after a failed download, and until when.
+    download_backoff: BTreeMap<String, (Duration, Instant)>,
+    /// Per package: a refused rehearsal, and when to rehearse again.
+    refused: BTreeMap<String, Instant>,
 }
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Orchestrator({} at {})", self.node_id, self.version)
+        write!(
+            f,
+            "Orchestrator({} at {} {})",
+            self.node_id, self.image.version, self.image.package_sha256
+        )
     }
 }
 
 impl Orchestrator {
+    /// An orchestrator running from `image` (the one `images/current` names).
     pub fn new(
         node_dir: &Path,
         cfg: NodeConfig,
-        version: ReplicaVersion,
+        image: release::Image,
     ) -> Result<(Self, Arc<Shared>), String> {
         let key = crypto::ed25519::Ed25519KeyPair::read_from_file(&node_dir.join("node.key"))
             .map_err(|e| format!("{}: {e}", node_dir.join("node.key").display()))?;
         let node_id = key.node_id();
+        let root = cfg.root_key();
+        let network = root
+            .map(|k| NetworkId::from_registry_root_key(k.as_bytes()))
+            .ok_or("node.toml: registry_root_key is not a public key")?;
         let store = RocksStore::open(&node_dir.join("registry"))
             .map_err(|e| format!("the node-local registry copy: {e}"))?;
-        let root = cfg.root_key();
         let replicators = cfg
             .registry_urls
             .iter()
@@ -106,15 +131,24 @@ impl Orchestrator {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let http = reqwest::Client::builder()
-            .timeout(PEER_TIMEOUT)
+            .timeout(peers::PEER_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
+        let mut downloader =
+            release::Downloader::with_limits(DOWNLOAD_LIMITS).map_err(|e| e.to_string())?;
+        if let Some(ca) = &cfg.tls_extra_ca_file {
+            downloader = downloader
+                .with_extra_roots(&node_dir.join(ca))
+                .map_err(|e| e.to_string())?;
+        }
         let images = node_dir.join(&cfg.images_dir);
         let shared = Arc::new(Shared {
             status: Mutex::new(StatusView {
                 node_id,
                 subnet_id: None,
-                running_version: version.clone(),
+                running_version: image.version.clone(),
+                running_package_sha256: image.package_sha256.clone(),
+                image_check_ms: 0,
                 replica_pid: None,
                 registry_version: store.latest_version(),
                 cup: None,
@@ -122,13 +156,18 @@ impl Orchestrator {
                     state: "idle",
                     target_version: None,
                     last_error: None,
+                    target_package_sha256: None,
+                    download: None,
                 },
                 decision: "starting".into(),
             }),
             counters: Mutex::new(Default::default()),
             best_cup: Mutex::new(read_cup(&cup_path(node_dir))),
             node_key: key,
+            network,
             members: Mutex::new(BTreeMap::new()),
+            limiter: Mutex::new(RateLimiter::default()),
+            started: std::time::Instant::now(),
         });
         let grace = Duration::from_millis(cfg.replica_stop_grace_ms);
         Ok((
@@ -137,16 +176,23 @@ impl Orchestrator {
                 images,
                 cfg,
                 node_id,
-                version,
+                network,
+                image,
                 store: Mutex::new(store),
                 replicators,
                 http,
+                downloader,
                 supervisor: Supervisor::new(grace),
+                launch: None,
                 peers: BTreeMap::new(),
+                round: None,
+                job: None,
+                verified: BTreeSet::new(),
                 shared: shared.clone(),
                 upgrade_state: "idle",
                 upgrade_target: None,
                 last_error: None,
+                image_check_ms: 0,
                 peer_cups: Vec::new(),
                 download_backoff: BTreeMap::new(),
                 refused: BTreeMap::new(),
@@ -161,20 +207,64 @@ impl Orchestrator {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.supervisor.stop_leftover(&self.node_dir).await;
+        self.check_own_image().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = &mut stop => break,
             }
-            if let Some(exec) = self.tick().await {
-                // Re-execute into the new version's orchestrator. Only returns on error.
-                let err = exec_into(&exec, &self.node_dir);
-                self.fail(format!("cannot execute {}: {err}", exec.display()));
+            if let Some((binary, sha256)) = self.tick().await {
+                // Re-execute into the new release's orchestrator. Only returns on error.
+                let err = switch::exec_into(&binary, &self.node_dir, &sha256);
+                self.fail(format!("cannot execute {}: {err}", binary.display()));
                 self.upgrade_state = "failed";
             }
             self.publish();
         }
         self.supervisor.stop().await;
+    }
+
+    /// Checks the image this orchestrator runs from, before any replica starts from it:
+    /// every file against its manifest, unless the orchestrator that re-executed into
+    /// it verified exactly this image a moment ago.
+    async fn check_own_image(&mut self) {
+        let sha = self.image.package_sha256.clone();
+        let inherited = std::env::var(VERIFIED_IMAGE_ENV).ok();
+        let started = Instant::now();
+        let checked = if inherited.as_deref() == Some(sha.as_str()) {
+            release::inspect_image(&self.images, &sha).map(|_| ())
+        } else {
+            let (images, version, sha) =
+                (self.images.clone(), self.image.version.clone(), sha.clone());
+            tokio::task::spawn_blocking(move || {
+                release::verify_image(&images, &sha, &version).map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(release::ReleaseError::ImageMismatch {
+                    image: self.image.dir.clone(),
+                    reason: e.to_string(),
+                })
+            })
+        };
+        self.image_check_ms = started.elapsed().as_millis() as u64;
+        match checked {
+            Ok(()) => {
+                tracing::info!(
+                    package = %sha,
+                    version = %self.image.version,
+                    image_check_ms = self.image_check_ms,
+                    inherited = inherited.is_some(),
+                    "the running image is intact"
+                );
+                self.verified.insert(sha);
+            }
+            Err(e) => {
+                // Nothing runs from it; the release is fetched and unpacked again.
+                tracing::error!(error = %e, "the running image failed its check: no replica starts from it");
+                self.fail(format!("the running image failed its check: {e}"));
+            }
+        }
     }
 
     fn fail(&mut self, e: String) {
@@ -186,22 +276,30 @@ impl Orchestrator {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One round. Returns an orchestrator binary to re-execute into.
-    async fn tick(&mut self) -> Option<PathBuf> {
+    fn local(&self, cup: Option<Cup>) -> Local {
+        Local {
+            node_id: self.node_id,
+            running_version: self.image.version.clone(),
+            running_package_sha256: self.image.package_sha256.clone(),
+            cup,
+        }
+    }
+
+    /// One round. Returns an orchestrator binary to re-execute into, and its package.
+    async fn tick(&mut self) -> Option<(PathBuf, String)> {
+        // First of all, whatever else is slow: a replica that exited comes back.
+        self.keep_replica_alive();
+        self.take_job_result().await;
+        self.take_round_result().await;
         self.replicate().await;
         let local_cup = self.local_cup();
         self.best_seen = local_cup.clone();
         if let Some(c) = &local_cup {
-            self.ask_peers(c).await;
+            self.start_round(c);
         }
-        let local = Local {
-            node_id: self.node_id,
-            running_version: self.version.clone(),
-            cup: local_cup,
-        };
         let decision = {
             let store = self.lock();
-            decide(&local, &self.peer_cups, &*store)
+            decide(&self.local(local_cup), &self.peer_cups, &*store)
         };
         self.act(decision).await
     }
@@ -224,7 +322,12 @@ impl Orchestrator {
     fn local_cup(&self) -> Option<Cup> {
         let mut all: Vec<Cup> = read_cup(&cup_path(&self.node_dir)).into_iter().collect();
         if let Ok(entries) = std::fs::read_dir(self.node_dir.join("cups")) {
-            let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            let mut names: Vec<PathBuf> = entries
+                .take(MAX_CUPS_DIR_ENTRIES)
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cup"))
+                .collect();
             names.sort();
             if let Some(c) = names.iter().rev().find_map(|p| read_cup(p)) {
                 all.push(c);
@@ -236,8 +339,11 @@ impl Orchestrator {
         })
     }
 
-    /// Asks the subnet's other members for a newer CUP (each with its own backoff).
-    async fn ask_peers(&mut self, mine: &Cup) {
+    /// Starts asking the subnet's other members for a newer CUP, unless a round runs.
+    fn start_round(&mut self, mine: &Cup) {
+        if self.round.is_some() {
+            return;
+        }
         let subnet = mine.content().subnet_id;
         let members = {
             let store = self.lock();
@@ -253,81 +359,209 @@ impl Orchestrator {
                 .map(|m| (m.node_id, m.ed25519_public_key))
                 .collect();
         }
-        let req = CupRequest::signed(
-            mine.content().height.get(),
-            mine.content().registry_version.get(),
-            &self.shared.node_key,
-            unix_ms() * 1_000_000,
-        );
-        self.peer_cups.clear();
-        // All peers at once: one slow peer (say, one re-executing) costs one timeout,
-        // not one per peer, before this node can act on what the others said.
-        let mut asks = tokio::task::JoinSet::new();
-        for m in members.iter().filter(|m| m.node_id != self.node_id) {
-            let b = self.peers.entry(m.node_id).or_default();
-            if b.until.is_some_and(|t| Instant::now() < t) {
-                continue;
-            }
-            let url = format!("http://{}/_/catch_up_package", m.cup_address);
-            let (http, req, node, key) = (
-                self.http.clone(),
-                req.clone(),
-                m.node_id,
-                m.ed25519_public_key,
-            );
-            asks.spawn(async move {
-                let answer = async {
-                    let r = http.post(&url).json(&req).send().await?;
-                    let status = r.status();
-                    let signature = r
-                        .headers()
-                        .get("x-node-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    let bytes = r.bytes().await?;
-                    Ok::<_, reqwest::Error>((status, signature, bytes))
-                }
-                .await;
-                (node, key, answer)
-            });
+        if let Ok(mut l) = self.shared.limiter.lock() {
+            l.retain_members(|n| members.iter().any(|m| &m.node_id == n));
         }
-        while let Some(joined) = asks.join_next().await {
-            let Ok((node, key, answer)) = joined else {
-                continue;
-            };
+        let now = Instant::now();
+        let mut rng = rand::rng();
+        let asks: Vec<(Peer, CupRequest)> = members
+            .iter()
+            .filter(|m| m.node_id != self.node_id)
+            .filter(|m| self.peers.entry(m.node_id).or_default().due(now))
+            .map(|m| {
+                let request = CupRequest::signed(
+                    mine.content().height.get(),
+                    mine.content().registry_version.get(),
+                    self.network,
+                    Nonce::random(&mut rng),
+                    &self.shared.node_key,
+                );
+                let peer = Peer {
+                    node_id: m.node_id,
+                    key: m.ed25519_public_key,
+                    url: format!("http://{}/_/catch_up_package", m.cup_address),
+                };
+                (peer, request)
+            })
+            .collect();
+        if asks.is_empty() {
+            return;
+        }
+        self.round = Some(Round::spawn(self.http.clone(), self.network, asks));
+    }
+
+    /// Takes a finished round's CUPs and updates each peer's backoff.
+    async fn take_round_result(&mut self) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let Some(results) = round.take_if_done().await else {
+            return;
+        };
+        self.round = None;
+        let now = Instant::now();
+        let mut cups = Vec::new();
+        let mut refused = 0;
+        for (node, answer) in results {
             let b = self.peers.entry(node).or_default();
             match answer {
-                // Only the node asked may answer: its registry key signs the body.
-                Ok((s, signature, bytes))
-                    if s.is_success() && verify_answer(&bytes, &signature, &key) =>
-                {
-                    b.wait = Duration::ZERO;
-                    b.until = None;
-                    if s == reqwest::StatusCode::OK
-                        && bytes.len() <= MAX_CUP_BYTES
-                        && let Ok(c) = Cup::decode(&bytes)
-                    {
-                        // Only signed CUPs count from peers; decide verifies them.
-                        if matches!(c, Cup::Signed(_)) {
-                            self.peer_cups.push(c);
-                        }
+                Ok(cup) => {
+                    b.succeeded();
+                    cups.extend(cup);
+                }
+                Err(e) => {
+                    if e.is_refusal() {
+                        refused += 1;
+                        tracing::warn!(peer = %node, error = %e, "refused a peer's CUP answer");
+                    } else {
+                        tracing::debug!(peer = %node, error = %e, "a peer did not answer");
                     }
+                    b.failed(now);
                 }
-                _ => {
-                    b.wait = (b.wait * 2).clamp(PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
-                    b.until = Some(Instant::now() + b.wait);
-                }
+            }
+        }
+        if refused > 0
+            && let Ok(mut c) = self.shared.counters.lock()
+        {
+            c.peer_answers_refused += refused;
+        }
+        self.peer_cups = cups;
+    }
+
+    /// Restarts the replica of the latest `Run` if it exited (after its backoff).
+    fn keep_replica_alive(&mut self) {
+        let Some(launch) = self.launch.clone() else {
+            return;
+        };
+        let before = self.supervisor.restarts;
+        if let Err(e) = self.supervisor.ensure(&launch) {
+            self.fail(e);
+        }
+        if self.supervisor.restarts > before
+            && let Ok(mut c) = self.shared.counters.lock()
+        {
+            c.replica_restarts = self.supervisor.restarts;
+        }
+    }
+
+    /// Takes a finished download's result: a verified image, or a failure to retry later.
+    async fn take_job_result(&mut self) {
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let Some(result) = job.take_if_done().await else {
+            return;
+        };
+        let bytes = job.bytes();
+        let release = job.release.clone();
+        self.job = None;
+        if let Ok(mut c) = self.shared.counters.lock() {
+            c.bytes_downloaded += bytes;
+            if result.is_err() {
+                c.download_failures += 1;
+            }
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!(version = %release.version, package = %release.package_sha256, "release unpacked and verified");
+                self.download_backoff.remove(&release.package_sha256);
+                self.verified.insert(release.package_sha256.clone());
+                self.prune(&release);
+            }
+            Err(e) => {
+                let sha = release.package_sha256.clone();
+                let wait = self
+                    .download_backoff
+                    .get(&sha)
+                    .map(|(w, _)| *w * 2)
+                    .unwrap_or(DOWNLOAD_BACKOFF_MIN)
+                    .min(DOWNLOAD_BACKOFF_MAX);
+                self.download_backoff
+                    .insert(sha, (wait, Instant::now() + wait));
+                self.upgrade_state = "failed";
+                self.fail(format!("downloading {}: {e}", release.version));
             }
         }
     }
 
-    async fn act(&mut self, decision: Decision) -> Option<PathBuf> {
+    /// Keeps a few images and packages to go back to; never the running or the new one.
+    fn prune(&self, new: &Release) {
+        let keep = [
+            self.image.package_sha256.as_str(),
+            new.package_sha256.as_str(),
+        ];
+        if let Err(e) = release::prune(&self.images, KEEP_IMAGES, &keep) {
+            tracing::warn!(error = %e, "pruning old images");
+        }
+        let cache = self.node_dir.join("downloads");
+        if let Err(e) = release::prune_downloads(&cache, KEEP_DOWNLOADS, &keep) {
+            tracing::warn!(error = %e, "pruning old downloads");
+        }
+    }
+
+    /// Whether `release`'s image is unpacked and verified by this process.
+    fn ready(&self, release: &Release) -> bool {
+        self.verified.contains(&release.package_sha256)
+            && release::inspect_image(&self.images, &release.package_sha256)
+                .is_ok_and(|i| i.version == release.version)
+    }
+
+    /// Starts fetching `release` beside the loop unless it is ready, being fetched, or
+    /// waiting for a retry. A job for another release is replaced.
+    fn ensure_fetching(&mut self, release: &Release) {
+        if self.ready(release) {
+            return;
+        }
+        if self.job.as_ref().is_some_and(|j| &j.release == release) {
+            return;
+        }
+        if self
+            .download_backoff
+            .get(&release.package_sha256)
+            .is_some_and(|(_, until)| Instant::now() < *until)
+        {
+            return;
+        }
+        if let Some(old) = self.job.take() {
+            tracing::info!(old = %old.release.version, new = %release.version, "another release is wanted: dropping the running download");
+        }
+        // Each node starts at a different URL, so one mirror does not take every node.
+        let first = self.node_id.as_bytes()[0] as usize;
+        let dirs = Dirs {
+            cache: self.node_dir.join("downloads"),
+            images: self.images.clone(),
+        };
+        tracing::info!(version = %release.version, package = %release.package_sha256, "downloading a release beside the loop");
+        self.job = Some(Job::spawn(
+            release.clone(),
+            self.downloader.clone(),
+            dirs,
+            first,
+        ));
+    }
+
+    /// The download state of `release` for `/status`.
+    fn download_state(&self, release: &Release) -> &'static str {
+        if self.ready(release) {
+            "ready"
+        } else if self
+            .download_backoff
+            .get(&release.package_sha256)
+            .is_some_and(|(_, until)| Instant::now() < *until)
+        {
+            "failed"
+        } else {
+            "downloading"
+        }
+    }
+
+    async fn act(&mut self, decision: Decision) -> Option<(PathBuf, String)> {
         if let Ok(mut s) = self.shared.status.lock() {
             s.decision = format!("{decision:?}").chars().take(200).collect();
         }
         match decision {
             Decision::Unassigned => {
+                self.launch = None;
                 self.supervisor.stop().await;
                 None
             }
@@ -337,6 +571,7 @@ impl Orchestrator {
             }
             Decision::Leave { subnet, wipe } => {
                 tracing::info!(%subnet, wipe, "left the subnet: stopping the replica");
+                self.launch = None;
                 self.supervisor.stop().await;
                 if wipe {
                     for d in ["replica", "cups"] {
@@ -351,7 +586,7 @@ impl Orchestrator {
             }
             Decision::Run {
                 cup,
-                version,
+                release,
                 prefetch,
                 ..
             } => {
@@ -359,229 +594,126 @@ impl Orchestrator {
                     self.fail(e);
                     return None;
                 }
-                if let Some(next) = prefetch
-                    && !self.download_wait(&next)
-                    && let Err(e) = self.prepare(&next).await
-                {
-                    self.fail(format!("downloading {next} ahead: {e}"));
+                if !self.ready(&release) {
+                    // The running image failed its check: fetch and unpack it again; no
+                    // replica starts from it meanwhile.
+                    self.launch = None;
+                    self.upgrade_target = Some(release.clone());
+                    self.ensure_fetching(&release);
+                    self.upgrade_state = self.download_state(&release);
+                    return None;
                 }
-                if self.upgrade_target.is_none() {
-                    self.upgrade_state = "idle";
+                match &prefetch {
+                    Some(next) => {
+                        self.ensure_fetching(next);
+                        self.upgrade_state = self.download_state(next);
+                        self.upgrade_target = Some(next.clone());
+                    }
+                    None => {
+                        self.upgrade_state = "idle";
+                        self.upgrade_target = None;
+                    }
                 }
-                let launch = Launch {
-                    binary: replica_binary(&self.images, &version),
+                let image = release::image_dir(&self.images, &release.package_sha256);
+                self.launch = Some(Launch {
+                    binary: image.join(release::REPLICA_BINARY),
                     node_dir: self.node_dir.clone(),
-                    version,
+                    version: release.version.clone(),
                     cup: cup_path(&self.node_dir),
                     cup_height: cup.content().height,
-                };
-                let before = self.supervisor.restarts;
-                if let Err(e) = self.supervisor.ensure(&launch) {
-                    self.fail(e);
-                }
-                if self.supervisor.restarts > before
-                    && let Ok(mut c) = self.shared.counters.lock()
-                {
-                    c.replica_restarts = self.supervisor.restarts;
-                }
+                });
+                self.keep_replica_alive();
                 None
             }
-            Decision::Upgrade { cup, version, .. } => {
+            Decision::Upgrade { cup, release, .. } => {
                 if let Err(e) = self.persist_best(&cup) {
                     self.fail(e);
                     return None;
                 }
-                self.upgrade_target = Some(version.clone());
-                if self.download_wait(&version)
-                    || self
-                        .refused
-                        .get(&version)
-                        .is_some_and(|t| Instant::now() < *t)
-                {
-                    // A failed download or a refused rehearsal is retried later; state
-                    // and error stay.
+                // The old replica cannot start from the halting CUP: no restarts now.
+                self.launch = None;
+                self.upgrade_target = Some(release.clone());
+                let sha = release.package_sha256.clone();
+                if self.refused.get(&sha).is_some_and(|t| Instant::now() < *t) {
+                    // A refused rehearsal is retried later; state and error stay.
                     return None;
                 }
-                self.upgrade_state = "downloading";
-                if let Err(e) = self.prepare(&version).await {
-                    self.upgrade_state = "failed";
-                    self.fail(format!("preparing {version}: {e}"));
+                if !self.ready(&release) {
+                    self.ensure_fetching(&release);
+                    self.upgrade_state = self.download_state(&release);
                     return None;
                 }
-                // The rehearsal: the new release checks it can start from this node's CUP
-                // and state, writing nothing, while the running replica stays up.
-                if let Err(e) = self.rehearse(&version).await {
-                    self.upgrade_state = "failed";
-                    tracing::error!(
-                        from = %self.version,
-                        to = %version,
-                        reason = %e,
-                        "refused the upgrade: the new release cannot start from this node's state; the running replica and the state stay as they are"
-                    );
-                    self.fail(format!("refused {version}: {e}"));
-                    self.refused
-                        .insert(version, Instant::now() + REHEARSAL_RETRY);
-                    return None;
-                }
-                self.refused.remove(&version);
-                self.upgrade_state = "switching";
-                self.publish();
-                tracing::info!(from = %self.version, to = %version, "switching versions");
-                self.supervisor.stop().await;
-                if let Err(e) = release::switch_current(&self.images, &version) {
-                    self.upgrade_state = "failed";
-                    self.fail(format!("switching to {version}: {e}"));
-                    return None;
-                }
-                if let Ok(mut c) = self.shared.counters.lock() {
-                    c.last_switch_unix_ms = unix_ms();
-                }
-                Some(orchestrator_binary(&self.images, &version))
+                self.switch(release).await
             }
         }
     }
 
-    /// Runs `version`'s replica with `--check` against the persisted best CUP: every check
-    /// a start makes, and whether it can read the state, with nothing written.
-    async fn rehearse(&self, version: &ReplicaVersion) -> Result<(), String> {
-        let binary = replica_binary(&self.images, version);
-        let run = tokio::process::Command::new(&binary)
-            .arg("--node-dir")
-            .arg(&self.node_dir)
-            .arg("--version")
-            .arg(version.as_str())
-            .arg("--cup")
-            .arg(cup_path(&self.node_dir))
-            .arg("--check")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(REHEARSAL_TIMEOUT, run)
-            .await
-            .map_err(|_| {
-                format!(
-                    "its rehearsal did not finish within {} s",
-                    REHEARSAL_TIMEOUT.as_secs()
-                )
-            })?
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        if out.status.success() {
-            let plan = String::from_utf8_lossy(&out.stdout);
-            tracing::info!(to = %version, plan = %plan.trim(), "rehearsal passed");
-            return Ok(());
+    /// Rehearses `release` (verified and unpacked) and switches to it: stops the replica,
+    /// points `images/current` at it, and returns its orchestrator to re-execute into.
+    async fn switch(&mut self, release: Release) -> Option<(PathBuf, String)> {
+        let sha = release.package_sha256.clone();
+        let image = match release::inspect_image(&self.images, &sha) {
+            Ok(i) if i.version == release.version && self.verified.contains(&sha) => i,
+            Ok(i) => {
+                self.upgrade_state = "failed";
+                self.fail(format!(
+                    "refused to run image {}: it is version {} and was {}verified by this orchestrator, the registry lists {} for {}",
+                    i.dir.display(),
+                    i.version,
+                    if self.verified.contains(&sha) { "" } else { "not " },
+                    sha,
+                    release.version
+                ));
+                return None;
+            }
+            Err(e) => {
+                self.upgrade_state = "failed";
+                self.fail(format!("refused to run {}: {e}", release.version));
+                return None;
+            }
+        };
+        // The rehearsal: the new release checks it can start from this node's CUP and
+        // state, writing nothing, while the running replica stays up.
+        if let Err(e) = switch::rehearse(&self.node_dir, &cup_path(&self.node_dir), &image).await {
+            self.upgrade_state = "failed";
+            tracing::error!(
+                from = %self.image.version,
+                to = %release.version,
+                reason = %e,
+                "refused the upgrade: the new release cannot start from this node's state; the running replica and the state stay as they are"
+            );
+            self.fail(format!("refused {}: {e}", release.version));
+            self.refused.insert(sha, Instant::now() + REHEARSAL_RETRY);
+            return None;
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let reason = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no reason given")
-            .trim()
-            .trim_start_matches("replica: ")
-            .to_string();
-        Err(format!("its rehearsal failed ({}): {reason}", out.status))
+        self.refused.remove(&sha);
+        self.upgrade_state = "switching";
+        self.publish();
+        tracing::info!(from = %self.image.version, to = %release.version, package = %sha, "switching releases");
+        self.supervisor.stop().await;
+        if let Err(e) = release::switch_current(&self.images, &sha) {
+            self.upgrade_state = "failed";
+            self.fail(format!("switching to {}: {e}", release.version));
+            return None;
+        }
+        if let Ok(mut c) = self.shared.counters.lock() {
+            c.last_switch_unix_ms = unix_ms();
+        }
+        Some((image.orchestrator_binary(), sha))
     }
 
-    /// Keeps `cup` as the best CUP if it is higher than the persisted one.
+    /// Keeps `cup` as the best CUP if it differs from the persisted one (durably).
     fn persist_best(&mut self, cup: &Cup) -> Result<(), String> {
         let path = cup_path(&self.node_dir);
-        if read_cup(&path).is_some_and(|c| c.param() == cup.param() && &c == cup) {
+        if read_cup(&path).is_some_and(|c| &c == cup) {
             return Ok(());
         }
-        let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| format!("{}: {e}", path.display());
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&cup.encode()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        durable::write(&path, &cup.encode()).map_err(|e| e.to_string())?;
         self.best_seen = Some(cup.clone());
         if let Ok(mut b) = self.shared.best_cup.lock() {
             *b = Some(cup.clone());
         }
         Ok(())
-    }
-
-    /// True while a failed download of `version` waits for its retry.
-    fn download_wait(&self, version: &ReplicaVersion) -> bool {
-        self.download_backoff
-            .get(version)
-            .is_some_and(|(_, until)| Instant::now() < *until)
-    }
-
-    /// Downloads (or reuses) and unpacks `version`'s package as the registry lists it.
-    /// A failure is retried after a backoff that doubles up to [`DOWNLOAD_BACKOFF_MAX`].
-    async fn prepare(&mut self, version: &ReplicaVersion) -> Result<PathBuf, String> {
-        let image = self.images.join(version.as_str());
-        if replica_binary(&self.images, version).exists()
-            && orchestrator_binary(&self.images, version).exists()
-        {
-            return Ok(image);
-        }
-        if self.download_wait(version) {
-            return Err("waiting to retry the download".into());
-        }
-        let result = self.fetch_and_unpack(version).await;
-        match &result {
-            Ok(_) => {
-                self.download_backoff.remove(version);
-            }
-            Err(_) => {
-                let wait = self
-                    .download_backoff
-                    .get(version)
-                    .map(|(w, _)| *w * 2)
-                    .unwrap_or(DOWNLOAD_BACKOFF_MIN)
-                    .min(DOWNLOAD_BACKOFF_MAX);
-                self.download_backoff
-                    .insert(version.clone(), (wait, Instant::now() + wait));
-            }
-        }
-        result
-    }
-
-    async fn fetch_and_unpack(&mut self, version: &ReplicaVersion) -> Result<PathBuf, String> {
-        let record = {
-            let store = self.lock();
-            let latest = store.latest_version();
-            let bytes = store
-                .get(&keys::replica_version(version), latest)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("version {version} is not elected in the registry"))?;
-            ReplicaVersionRecord::decode_value(&bytes).map_err(|e| e.to_string())?
-        };
-        let downloader = release::Downloader::new(Duration::from_secs(30), MAX_PACKAGE_BYTES)
-            .map_err(|e| e.to_string())?;
-        // Each node starts at a different URL, so one mirror does not take every node.
-        let first = self.node_id.as_bytes()[0] as usize;
-        let cache = self.node_dir.join("downloads");
-        let mut last = 0;
-        let mut progress = |p: release::Progress| last = p.bytes;
-        let result = downloader
-            .fetch(
-                &record.release_package_urls,
-                first,
-                &record.release_package_sha256_hex,
-                &cache,
-                &mut progress,
-            )
-            .await;
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.bytes_downloaded += last;
-            if result.is_err() {
-                c.download_failures += 1;
-            }
-        }
-        let package = result.map_err(|e| e.to_string())?;
-        let image = release::unpack(&package, version, &self.images).map_err(|e| e.to_string())?;
-        // Keep a few images to go back to; never the running or the new one.
-        let keep = [self.version.clone(), version.clone()];
-        if let Err(e) = release::prune(&self.images, KEEP_IMAGES, &keep) {
-            tracing::warn!(error = %e, "pruning old images");
-        }
-        Ok(image)
     }
 
     fn publish(&self) {
@@ -590,6 +722,7 @@ impl Orchestrator {
             s.subnet_id = best.as_ref().map(|c| c.content().subnet_id);
             s.replica_pid = self.supervisor.pid();
             s.registry_version = self.lock().latest_version();
+            s.image_check_ms = self.image_check_ms;
             s.cup = best.as_ref().map(|c| CupView {
                 height: c.content().height.get(),
                 registry_version: c.content().registry_version.get(),
@@ -602,8 +735,13 @@ impl Orchestrator {
                 .or_else(|| self.supervisor.last_exit.clone());
             s.upgrade = UpgradeView {
                 state: self.upgrade_state,
-                target_version: self.upgrade_target.clone(),
+                target_version: self.upgrade_target.as_ref().map(|r| r.version.clone()),
                 last_error,
+                target_package_sha256: self
+                    .upgrade_target
+                    .as_ref()
+                    .map(|r| r.package_sha256.clone()),
+                download: self.job.as_ref().map(Job::view),
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())
@@ -622,14 +760,10 @@ fn unix_ms() -> u64 {
 }
 
 fn read_cup(path: &Path) -> Option<Cup> {
+    // A CUP file is at most a CUP's size; anything larger is not one.
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() > cup::MAX_CUP_BYTES as u64 + 4096 {
+        return None;
+    }
     std::fs::read(path).ok().and_then(|b| Cup::decode(&b).ok())
-}
-
-/// Replaces this process with `binary --node-dir DIR`; returns only on failure.
-fn exec_into(binary: &Path, node_dir: &Path) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new(binary)
-        .arg("--node-dir")
-        .arg(node_dir)
-        .exec()
 }

@@ -122,6 +122,7 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .env_remove(crate::switch::VERIFIED_IMAGE_ENV)
             .process_group(0);
         // ETXTBSY: a binary written moments ago can still be open for writing in a child
         // that another thread forked before its exec closed the descriptor; it passes.
@@ -228,19 +229,6 @@ pub fn pid_file(node_dir: &Path) -> PathBuf {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|st| st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
-}
-
-/// The replica binary of `version` under the images directory.
-pub fn replica_binary(images: &Path, version: &ReplicaVersion) -> PathBuf {
-    images.join(version.as_str()).join("bin").join("replica")
-}
-
-/// The orchestrator binary of `version` under the images directory.
-pub fn orchestrator_binary(images: &Path, version: &ReplicaVersion) -> PathBuf {
-    images
-        .join(version.as_str())
-        .join("bin")
-        .join("orchestrator")
 }
 
 #[cfg(test)]

@@ -1,15 +1,31 @@
 //! The orchestrator's HTTP endpoint, up while the replica restarts: `GET /status`,
 //! `GET /metrics`, and `POST /_/catch_up_package`.
 //!
-//! The CUP exchange is mutually authenticated at the application layer: a peer signs its
-//! request (`node_id`, `timestamp_ns`, `signature` over the asked `(height, registry
-//! version)`, domain `CUP_REQUEST`), refused with 403 unless the signer is a subnet
-//! member and the timestamp is within [`MAX_REQUEST_SKEW_NS`]; every answer carries
-//! `x-node-id` and `x-node-signature` (domain `CUP_RESPONSE`, over the body), which the
-//! asking orchestrator checks against the registry key of the node it asked. An unsigned
-//! request (the documented `{"height","registry_version"}` or an empty body) is still
-//! answered: a CUP is public and threshold-signed.
+//! # The CUP exchange
+//!
+//! A member asks with a signed [`CupRequest`]: its CUP's `(height, registry_version)`,
+//! the network it is on ([`NetworkId`], the hash of the registry's root key), a fresh
+//! random `nonce`, its `node_id`, and its ed25519 `signature` (domain `CUP_REQUEST`) over
+//! [`CupRequest::signed_bytes`]. The answer, `200` with a CUP that is newer or `204`
+//! "nothing newer", carries `x-node-id` and `x-node-signature`: the answering node's
+//! signature (domain `CUP_RESPONSE`) over [`answer_bytes`], which binds the network, the
+//! nonce, the request, the status and the body. So a captured answer, a `204` included,
+//! verifies for no other request, and nothing signed on one network is valid on another.
+//!
+//! A signed request is refused (403) unless its signer is a member of this node's subnet,
+//! it names this node's network and it verifies. There is no timestamp: a node whose
+//! clock is off is answered like any other. A replayed request gets an answer to a nonce
+//! nobody waits for; the work it can cause is bounded per member by [`crate::ratelimit`]
+//! (429 past the budget).
+//!
+//! An unsigned request (empty body, or `{"height","registry_version"}`, optionally with
+//! `network` and `nonce`) is still answered, from a shared budget: a CUP is public and
+//! threshold-signed. Its answer is signed the same way (with the nonce, if it sent one).
+//!
+//! Every field and the format version are in the signed bytes, encoded by
+//! `types::codec`; [`CUP_EXCHANGE_VERSION`] is the first of them.
 
+use crate::ratelimit::{RateLimiter, Requester};
 use axum::{
     Json, Router,
     body::Bytes,
@@ -25,7 +41,40 @@ use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
 };
-use types::{Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId, domain};
+use types::{Height, NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId, domain};
+
+/// The version of the CUP exchange's signed bytes (1 was a timestamp and a body-only
+/// answer signature).
+pub const CUP_EXCHANGE_VERSION: u8 = 2;
+
+/// A request's nonce: 32 random bytes, hex in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nonce(pub [u8; 32]);
+types::hex_serde!(Nonce);
+
+impl std::fmt::Display for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for Nonce {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|e| format!("nonce: {e}"))?;
+        Ok(Self(out))
+    }
+}
+
+impl Nonce {
+    /// A fresh nonce from `rng` (the caller's: the loop passes the OS's).
+    pub fn random(rng: &mut impl rand::RngCore) -> Self {
+        let mut out = [0u8; 32];
+        rng.fill_bytes(&mut out);
+        Self(out)
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CupView {
@@ -40,6 +89,23 @@ pub struct UpgradeView {
     pub state: &'static str,
     pub target_version: Option<ReplicaVersion>,
     pub last_error: Option<String>,
+    /// The SHA-256 of the target version's package, as the registry lists it.
+    pub target_package_sha256: Option<String>,
+    /// The download running beside the loop, if one does.
+    pub download: Option<DownloadView>,
+}
+
+/// A package download in progress (`/status`'s `upgrade.download`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DownloadView {
+    pub version: ReplicaVersion,
+    pub sha256: String,
+    /// The URL bytes are coming from (empty before the first response).
+    pub url: String,
+    pub bytes: u64,
+    /// The package's size, if the server said.
+    pub total: Option<u64>,
+    pub elapsed_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,6 +113,11 @@ pub struct StatusView {
     pub node_id: NodeId,
     pub subnet_id: Option<SubnetId>,
     pub running_version: ReplicaVersion,
+    /// The SHA-256 of the package the running image was unpacked from.
+    pub running_package_sha256: String,
+    /// How long checking the running image's files took at start (0 when the
+    /// orchestrator that re-executed into it had just verified it).
+    pub image_check_ms: u64,
     pub replica_pid: Option<u32>,
     pub registry_version: RegistryVersion,
     pub cup: Option<CupView>,
@@ -61,6 +132,10 @@ pub struct Counters {
     pub download_failures: u64,
     pub registry_poll_failures: u64,
     pub last_switch_unix_ms: u64,
+    /// Peer answers refused at a limit (too large, too slow) or for a bad signature.
+    pub peer_answers_refused: u64,
+    /// CUP requests refused for their requester's budget.
+    pub cup_requests_rate_limited: u64,
 }
 
 /// What the loop publishes for the endpoint.
@@ -71,83 +146,166 @@ pub struct Shared {
     pub best_cup: Mutex<Option<Cup>>,
     /// Signs answers.
     pub node_key: Ed25519KeyPair,
+    /// The network this node is on (from node.toml's `registry_root_key`).
+    pub network: NetworkId,
     /// The subnet's members and their registry keys (refreshed every tick).
     pub members: Mutex<BTreeMap<NodeId, Ed25519PublicKey>>,
+    /// Budgets of CUP requesters.
+    pub limiter: Mutex<RateLimiter>,
+    /// The origin of the limiter's clock.
+    pub started: std::time::Instant,
 }
 
-/// A peer's request: its CUP's `(height, registry_version)`, signed by the asking node.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// A CUP request: the asker's CUP's `(height, registry_version)`; for a member, also
+/// its network, a nonce, its id and its signature (module docs).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct CupRequest {
     pub height: u64,
     pub registry_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<NodeId>,
+    pub network: Option<NetworkId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp_ns: Option<u64>,
+    pub nonce: Option<Nonce>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<NodeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Ed25519Signature>,
 }
 
-/// How far a signed request's timestamp may be from the server's clock.
-pub const MAX_REQUEST_SKEW_NS: u64 = 60 * 1_000_000_000;
+/// Why a request is refused (403), in words for the asker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefused {
+    #[error("a signed request needs network, nonce, node_id and signature")]
+    Incomplete,
+    #[error("the request names another network")]
+    WrongNetwork,
+    #[error("the signer is not a member of this subnet")]
+    NotAMember,
+    #[error("bad request signature")]
+    BadSignature,
+}
 
 impl CupRequest {
-    fn signed_bytes(height: u64, registry_version: u64, node: &NodeId, t: u64) -> Vec<u8> {
-        types::codec::encode(&(height, registry_version, node, t))
+    /// What a member signs: the format version, network, nonce, asked CUP and node.
+    pub fn signed_bytes(
+        network: &NetworkId,
+        nonce: &Nonce,
+        height: u64,
+        registry_version: u64,
+        node: &NodeId,
+    ) -> Vec<u8> {
+        types::codec::encode(&(
+            CUP_EXCHANGE_VERSION,
+            network,
+            nonce.0,
+            height,
+            registry_version,
+            node,
+        ))
     }
 
-    /// A request signed by `key`.
-    pub fn signed(height: u64, registry_version: u64, key: &Ed25519KeyPair, now_ns: u64) -> Self {
+    /// A request signed by `key` for `network`, bound to `nonce`.
+    pub fn signed(
+        height: u64,
+        registry_version: u64,
+        network: NetworkId,
+        nonce: Nonce,
+        key: &Ed25519KeyPair,
+    ) -> Self {
         let node = key.node_id();
         let signature = key.sign(
             domain::CUP_REQUEST,
-            &Self::signed_bytes(height, registry_version, &node, now_ns),
+            &Self::signed_bytes(&network, &nonce, height, registry_version, &node),
         );
         Self {
             height,
             registry_version,
+            network: Some(network),
+            nonce: Some(nonce),
             node_id: Some(node),
-            timestamp_ns: Some(now_ns),
             signature: Some(signature),
         }
     }
 
-    /// `Ok(Some(node))` for a valid signed request from a member, `Ok(None)` for an
-    /// unsigned one, `Err(why)` otherwise.
+    /// `Ok(Some(node))` for a valid signed request from a member of `network`, `Ok(None)`
+    /// for an unsigned one (naming no other network), `Err(why)` otherwise.
     pub fn authenticate(
         &self,
+        network: &NetworkId,
         members: &BTreeMap<NodeId, Ed25519PublicKey>,
-        now_ns: u64,
-    ) -> Result<Option<NodeId>, &'static str> {
-        let (Some(node), Some(t), Some(sig)) = (self.node_id, self.timestamp_ns, &self.signature)
-        else {
+    ) -> Result<Option<NodeId>, RequestRefused> {
+        if self.network.as_ref().is_some_and(|n| n != network) {
+            return Err(RequestRefused::WrongNetwork);
+        }
+        let (Some(node), Some(sig)) = (self.node_id, &self.signature) else {
             if self.node_id.is_some() || self.signature.is_some() {
-                return Err("a signed request needs node_id, timestamp_ns and signature");
+                return Err(RequestRefused::Incomplete);
             }
             return Ok(None);
         };
-        if t.abs_diff(now_ns) > MAX_REQUEST_SKEW_NS {
-            return Err("the request's timestamp is too far from this node's clock");
-        }
-        let key = members
-            .get(&node)
-            .ok_or("the signer is not a member of this subnet")?;
+        let (Some(asked_network), Some(nonce)) = (&self.network, &self.nonce) else {
+            return Err(RequestRefused::Incomplete);
+        };
+        let key = members.get(&node).ok_or(RequestRefused::NotAMember)?;
         key.verify(
             domain::CUP_REQUEST,
-            &Self::signed_bytes(self.height, self.registry_version, &node, t),
+            &Self::signed_bytes(
+                asked_network,
+                nonce,
+                self.height,
+                self.registry_version,
+                &node,
+            ),
             sig,
         )
-        .map_err(|_| "bad request signature")?;
+        .map_err(|_| RequestRefused::BadSignature)?;
         Ok(Some(node))
     }
 }
 
-/// Checks an answer's `x-node-signature` against the key of the node that was asked.
-pub fn verify_answer(body: &[u8], signature_hex: &str, key: &Ed25519PublicKey) -> bool {
+/// What an answer's `x-node-signature` signs: the format version, the answering node's
+/// network, the request's nonce, the request (asked CUP and asker), the status, then the
+/// body. The prefix has a fixed layout, so the body after it is unambiguous.
+pub fn answer_bytes(
+    network: &NetworkId,
+    request: &CupRequest,
+    status: u16,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = types::codec::encode(&(
+        CUP_EXCHANGE_VERSION,
+        network,
+        request.nonce.map(|n| n.0),
+        request.node_id,
+        request.height,
+        request.registry_version,
+        status,
+    ));
+    out.extend_from_slice(body);
+    out
+}
+
+/// Checks an answer's `x-node-signature` against the key of the node that was asked, for
+/// the request that was sent.
+pub fn verify_answer(
+    network: &NetworkId,
+    request: &CupRequest,
+    status: u16,
+    body: &[u8],
+    signature_hex: &str,
+    key: &Ed25519PublicKey,
+) -> bool {
     hex::decode(signature_hex)
         .ok()
         .and_then(|b| Ed25519Signature::from_bytes(&b).ok())
-        .is_some_and(|sig| key.verify(domain::CUP_RESPONSE, body, &sig).is_ok())
+        .is_some_and(|sig| {
+            key.verify(
+                domain::CUP_RESPONSE,
+                &answer_bytes(network, request, status, body),
+                &sig,
+            )
+            .is_ok()
+        })
 }
 
 /// The largest request body.
@@ -170,28 +328,47 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn catch_up_package(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let asked = if body.is_empty() {
-        None
+    let request = if body.is_empty() {
+        CupRequest::default()
     } else {
-        let r = match serde_json::from_slice::<CupRequest>(&body) {
+        match serde_json::from_slice::<CupRequest>(&body) {
             Ok(r) => r,
             Err(e) => {
                 return (StatusCode::BAD_REQUEST, format!("malformed request: {e}"))
                     .into_response();
             }
-        };
-        let verdict = match s.members.lock() {
-            Ok(m) => r.authenticate(&m, now_ns()),
-            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        };
-        if let Err(why) = verdict {
-            return (StatusCode::FORBIDDEN, why).into_response();
         }
-        Some(CupParam {
-            height: Height::new(r.height),
-            registry_version: RegistryVersion::new(r.registry_version),
-        })
     };
+    let verdict = match s.members.lock() {
+        Ok(m) => request.authenticate(&s.network, &m),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let requester = match verdict {
+        Ok(Some(node)) => Requester::Member(node),
+        Ok(None) => Requester::Public,
+        Err(why) => return (StatusCode::FORBIDDEN, why.to_string()).into_response(),
+    };
+    let now_ms = s.started.elapsed().as_millis() as u64;
+    let allowed = s
+        .limiter
+        .lock()
+        .map(|mut l| l.allow(requester, now_ms))
+        .unwrap_or(false);
+    if !allowed {
+        if let Ok(mut c) = s.counters.lock() {
+            c.cup_requests_rate_limited += 1;
+        }
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "over this requester's budget of CUP requests",
+        )
+            .into_response();
+    }
+    // An empty body asks for any CUP.
+    let asked = (!body.is_empty()).then(|| CupParam {
+        height: Height::new(request.height),
+        registry_version: RegistryVersion::new(request.registry_version),
+    });
     let answer = match s.best_cup.lock() {
         Ok(best) => best
             .as_ref()
@@ -203,7 +380,10 @@ async fn catch_up_package(State(s): State<Arc<Shared>>, body: Bytes) -> Response
         Some(bytes) => (StatusCode::OK, bytes),
         None => (StatusCode::NO_CONTENT, Vec::new()),
     };
-    let signature = s.node_key.sign(domain::CUP_RESPONSE, &body);
+    let signature = s.node_key.sign(
+        domain::CUP_RESPONSE,
+        &answer_bytes(&s.network, &request, code.as_u16(), &body),
+    );
     (
         code,
         [
@@ -220,13 +400,6 @@ async fn catch_up_package(State(s): State<Arc<Shared>>, body: Bytes) -> Response
         body,
     )
         .into_response()
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -276,6 +449,24 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         c.registry_poll_failures,
     );
     metric(
+        "peer_answers_refused_total",
+        "counter",
+        "Peer CUP answers refused at a limit or for a bad signature.",
+        c.peer_answers_refused,
+    );
+    metric(
+        "cup_requests_rate_limited_total",
+        "counter",
+        "CUP requests refused for their requester's budget.",
+        c.cup_requests_rate_limited,
+    );
+    metric(
+        "image_check_ms",
+        "gauge",
+        "How long checking the running image took at start.",
+        st.image_check_ms,
+    );
+    metric(
         "last_switch_unix_ms",
         "gauge",
         "When this node last switched versions.",
@@ -296,64 +487,178 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 mod tests {
     use super::*;
 
-    const NOW: u64 = 1_000_000_000_000_000;
-
     fn key(seed: u8) -> Ed25519KeyPair {
         Ed25519KeyPair::from_seed(&[seed; 32])
     }
 
+    const NET: NetworkId = NetworkId([7; 32]);
+    const NONCE: Nonce = Nonce([9; 32]);
+
     #[test]
-    fn cup_requests_authenticate_members_only() {
+    fn cup_requests_authenticate_members_of_this_network_only() {
         let (member, stranger) = (key(1), key(2));
         let members: BTreeMap<NodeId, Ed25519PublicKey> =
             [(member.node_id(), member.public_key())].into();
-        let ok = CupRequest::signed(10, 3, &member, NOW);
-        assert_eq!(ok.authenticate(&members, NOW), Ok(Some(member.node_id())));
+        let ok = CupRequest::signed(10, 3, NET, NONCE, &member);
+        assert_eq!(ok.authenticate(&NET, &members), Ok(Some(member.node_id())));
         let unsigned = CupRequest {
             height: 10,
             registry_version: 3,
             ..Default::default()
         };
-        assert_eq!(unsigned.authenticate(&members, NOW), Ok(None));
-        let cases: Vec<(CupRequest, &str)> = vec![
-            (CupRequest::signed(10, 3, &stranger, NOW), "not a member"),
+        assert_eq!(unsigned.authenticate(&NET, &members), Ok(None));
+        let other_net = NetworkId([8; 32]);
+        let cases: Vec<(CupRequest, RequestRefused)> = vec![
             (
-                CupRequest::signed(10, 3, &member, NOW - 2 * MAX_REQUEST_SKEW_NS),
-                "timestamp",
+                CupRequest::signed(10, 3, NET, NONCE, &stranger),
+                RequestRefused::NotAMember,
+            ),
+            // Signed for another network: refused here, whatever its signature.
+            (
+                CupRequest::signed(10, 3, other_net, NONCE, &member),
+                RequestRefused::WrongNetwork,
             ),
             (
                 CupRequest {
                     height: 11,
                     ..ok.clone()
                 },
-                "bad request signature",
+                RequestRefused::BadSignature,
+            ),
+            (
+                CupRequest {
+                    nonce: Some(Nonce([1; 32])),
+                    ..ok.clone()
+                },
+                RequestRefused::BadSignature,
+            ),
+            (
+                CupRequest {
+                    nonce: None,
+                    ..ok.clone()
+                },
+                RequestRefused::Incomplete,
             ),
             (
                 CupRequest {
                     signature: None,
                     ..ok.clone()
                 },
-                "needs node_id",
+                RequestRefused::Incomplete,
+            ),
+            (
+                CupRequest {
+                    network: Some(other_net),
+                    ..unsigned.clone()
+                },
+                RequestRefused::WrongNetwork,
             ),
         ];
         for (r, why) in cases {
-            let e = r.authenticate(&members, NOW).expect_err(why);
-            assert!(e.contains(why), "{e}");
+            assert_eq!(r.authenticate(&NET, &members), Err(why), "{r:?}");
         }
-        // The documented body still parses.
+        // The documented bodies still parse, and a version 1 request (a timestamp, no
+        // nonce) is refused, not mistaken for an unsigned one.
         let plain: CupRequest =
             serde_json::from_str(r#"{"height":5,"registry_version":2}"#).expect("parse");
-        assert_eq!(plain.authenticate(&members, NOW), Ok(None));
+        assert_eq!(plain.authenticate(&NET, &members), Ok(None));
+        let v1 = format!(
+            r#"{{"height":5,"registry_version":2,"node_id":"{}","timestamp_ns":1,"signature":"{}"}}"#,
+            member.node_id(),
+            ok.signature.expect("signed")
+        );
+        let v1: CupRequest = serde_json::from_str(&v1).expect("parse");
+        assert_eq!(
+            v1.authenticate(&NET, &members),
+            Err(RequestRefused::Incomplete)
+        );
     }
 
     #[test]
-    fn answers_verify_only_against_the_signing_node() {
-        let (node, other) = (key(1), key(2));
-        let body = b"a cup";
-        let sig = node.sign(domain::CUP_RESPONSE, body).to_string();
-        assert!(verify_answer(body, &sig, &node.public_key()));
-        assert!(!verify_answer(body, &sig, &other.public_key()));
-        assert!(!verify_answer(b"another cup", &sig, &node.public_key()));
-        assert!(!verify_answer(body, "not hex", &node.public_key()));
+    fn an_answer_verifies_only_for_its_request_status_body_network_and_signer() {
+        let (node, other, asker) = (key(1), key(2), key(3));
+        let request = CupRequest::signed(10, 3, NET, NONCE, &asker);
+        let sign = |r: &CupRequest, status: u16, body: &[u8]| {
+            node.sign(domain::CUP_RESPONSE, &answer_bytes(&NET, r, status, body))
+                .to_string()
+        };
+        let no_newer = sign(&request, 204, b"");
+        assert!(verify_answer(
+            &NET,
+            &request,
+            204,
+            b"",
+            &no_newer,
+            &node.public_key()
+        ));
+        // A captured "nothing newer" does not answer the next request (another nonce) ...
+        let next = CupRequest::signed(10, 3, NET, Nonce([10; 32]), &asker);
+        assert!(!verify_answer(
+            &NET,
+            &next,
+            204,
+            b"",
+            &no_newer,
+            &node.public_key()
+        ));
+        // ... nor another asked CUP, status, body, network or signer.
+        let lower = CupRequest::signed(9, 3, NET, NONCE, &asker);
+        assert!(!verify_answer(
+            &NET,
+            &lower,
+            204,
+            b"",
+            &no_newer,
+            &node.public_key()
+        ));
+        assert!(!verify_answer(
+            &NET,
+            &request,
+            200,
+            b"",
+            &no_newer,
+            &node.public_key()
+        ));
+        let cup = sign(&request, 200, b"a cup");
+        assert!(verify_answer(
+            &NET,
+            &request,
+            200,
+            b"a cup",
+            &cup,
+            &node.public_key()
+        ));
+        assert!(!verify_answer(
+            &NET,
+            &request,
+            200,
+            b"another",
+            &cup,
+            &node.public_key()
+        ));
+        assert!(!verify_answer(
+            &NetworkId([8; 32]),
+            &request,
+            200,
+            b"a cup",
+            &cup,
+            &node.public_key()
+        ));
+        assert!(!verify_answer(
+            &NET,
+            &request,
+            200,
+            b"a cup",
+            &cup,
+            &other.public_key()
+        ));
+        assert!(!verify_answer(
+            &NET,
+            &request,
+            200,
+            b"a cup",
+            "not hex",
+            &node.public_key()
+        ));
     }
 }

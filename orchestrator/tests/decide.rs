@@ -25,6 +25,14 @@ fn rv(n: u64) -> RegistryVersion {
     RegistryVersion::new(n)
 }
 
+/// The package hash the fixture elects a version with: genesis's for 1.0.0.
+fn sha_of(version: &str) -> String {
+    match version {
+        "1.0.0" => "a".repeat(64),
+        _ => "b".repeat(64),
+    }
+}
+
 struct Fx {
     net: GeneratedNetwork,
     store: MemoryStore,
@@ -62,10 +70,12 @@ impl Fx {
         self.net.nodes[i].record.node_id
     }
 
+    /// Node `i` running `running` from the package the fixture elects it with.
     fn local(&self, i: usize, running: &str, cup: Option<Cup>) -> Local {
         Local {
             node_id: self.node(i),
             running_version: v(running),
+            running_package_sha256: sha_of(running),
             cup,
         }
     }
@@ -97,9 +107,14 @@ impl Fx {
 
     /// Elects and deploys `version` to the subnet; returns the deploying registry version.
     fn deploy(&mut self, version: &str) -> RegistryVersion {
+        self.deploy_package(version, &sha_of(version))
+    }
+
+    /// Elects `version` with the package `sha256` and deploys it.
+    fn deploy_package(&mut self, version: &str, sha256: &str) -> RegistryVersion {
         let record = ReplicaVersionRecord {
             version: v(version),
-            release_package_sha256_hex: "b".repeat(64),
+            release_package_sha256_hex: sha256.to_string(),
             release_package_urls: vec!["http://127.0.0.1:9/2.tar.gz".into()],
             extensions: Default::default(),
         };
@@ -151,7 +166,7 @@ fn a_fresh_boot_runs_the_registry_version_from_the_genesis_cup() {
     let d = decide(&fx.local(0, "1.0.0", None), &[], &fx.store);
     let Decision::Run {
         cup,
-        version,
+        release,
         prefetch,
         subnet,
     } = &d
@@ -160,9 +175,10 @@ fn a_fresh_boot_runs_the_registry_version_from_the_genesis_cup() {
     };
     assert!(matches!(**cup, Cup::Registry(_)));
     assert_eq!(
-        (cup.content().height, version.as_str()),
+        (cup.content().height, release.version.as_str()),
         (Height::ZERO, "1.0.0")
     );
+    assert_eq!(release.package_sha256, sha_of("1.0.0"));
     assert_eq!((*subnet, prefetch.clone()), (fx.subnet(), None));
 }
 
@@ -217,12 +233,18 @@ fn a_version_assigned_at_the_latest_registry_version_is_downloaded_ahead_not_run
     fx.deploy("2.0.0");
     let d = decide(&fx.local(0, "1.0.0", Some(local)), &[], &fx.store);
     let Decision::Run {
-        version, prefetch, ..
+        release, prefetch, ..
     } = d
     else {
         panic!("{d:?}")
     };
-    assert_eq!((version, prefetch), (v("1.0.0"), Some(v("2.0.0"))));
+    assert_eq!(
+        (
+            release.version,
+            prefetch.map(|p| (p.version, p.package_sha256))
+        ),
+        (v("1.0.0"), Some((v("2.0.0"), sha_of("2.0.0"))))
+    );
 }
 
 #[test]
@@ -232,13 +254,58 @@ fn a_cup_pinning_the_new_version_upgrades() {
     let cup = fx.signed_cup(&fx.net, 30, at);
     let d = decide(&fx.local(0, "1.0.0", Some(cup.clone())), &[], &fx.store);
     assert!(
-        matches!(&d, Decision::Upgrade { version, .. } if version.as_str() == "2.0.0"),
+        matches!(&d, Decision::Upgrade { release, .. } if release.version.as_str() == "2.0.0"),
         "{d:?}"
     );
     // Once on 2.0.0, the same CUP means: run.
     let d = decide(&fx.local(0, "2.0.0", Some(cup)), &[], &fx.store);
     assert!(
-        matches!(&d, Decision::Run { version, prefetch: None, .. } if version.as_str() == "2.0.0"),
+        matches!(&d, Decision::Run { release, prefetch: None, .. } if release.version.as_str() == "2.0.0"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_version_id_elected_again_with_another_package_is_an_upgrade() {
+    let mut fx = Fx::new();
+    // 2.0.0 with package B runs; the subnet moves to 3.0.0; 2.0.0 is retired and elected
+    // again with package C, and deployed.
+    let first = fx.deploy("2.0.0");
+    let on_b = fx.signed_cup(&fx.net, 10, first);
+    fx.deploy("3.0.0");
+    fx.apply(vec![Mutation::Delete {
+        key: keys::replica_version(&v("2.0.0")),
+    }]);
+    let again = fx.deploy_package("2.0.0", &"c".repeat(64));
+    let cup = fx.signed_cup(&fx.net, 30, again);
+    // A node still on 2.0.0 from package B: the same id, another package: upgrade.
+    let d = decide(&fx.local(0, "2.0.0", Some(cup.clone())), &[], &fx.store);
+    let Decision::Upgrade { release, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (release.version.as_str(), release.package_sha256.as_str()),
+        ("2.0.0", "c".repeat(64).as_str())
+    );
+    // The package a CUP's registry version lists decides, not the latest one: at the
+    // older CUP, 2.0.0 is still package B, which is what runs.
+    let d = decide(&fx.local(0, "2.0.0", Some(on_b)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Run { release, .. } if release.package_sha256 == sha_of("2.0.0")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_version_the_registry_lists_no_package_for_waits() {
+    let mut fx = Fx::new();
+    // A subnet record naming a version with no record (an invariant the registry keeps;
+    // a damaged copy could break it): nothing to check an image against, so nothing runs.
+    let at = fx.update_subnet(|r| r.replica_version = v("9.9.9"));
+    let cup = fx.signed_cup(&fx.net, 10, at);
+    let d = decide(&fx.local(0, "1.0.0", Some(cup)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Wait { reason } if reason.contains("9.9.9") && reason.contains("not elected")),
         "{d:?}"
     );
 }
@@ -249,6 +316,7 @@ fn a_node_in_no_subnet_is_unassigned() {
     let stranger = Local {
         node_id: fx.net.neuron_keys[0].node_id(),
         running_version: v("1.0.0"),
+        running_package_sha256: sha_of("1.0.0"),
         cup: None,
     };
     assert_eq!(decide(&stranger, &[], &fx.store), Decision::Unassigned);

@@ -1,9 +1,13 @@
-//! Downloading a package: mirrors in turn, resume with `Range`, hash before use.
+//! Downloading a package: mirrors in turn, resume with `Range`, bounded in size, time and
+//! rate, hash before use; and keeping the cache directory bounded.
 
-use crate::{ReleaseError, UrlFailure, VerifiedPackage, normalize_sha256, sha256_file, sync_dir};
+use crate::{ReleaseError, UrlFailure, VerifiedPackage, normalize_sha256, sha256_file};
 use reqwest::{StatusCode, header};
-use std::{path::Path, time::Duration};
-use tokio::io::AsyncWriteExt;
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+use tokio::{io::AsyncWriteExt, time::Instant};
 
 /// The most requests one URL gets in one [`Downloader::fetch`]: a transfer cut off after
 /// some bytes arrived is resumed from the same URL until this many requests were made.
@@ -12,6 +16,40 @@ pub const MAX_ATTEMPTS_PER_URL: usize = 3;
 pub const PROGRESS_LOG_INTERVAL_BYTES: u64 = 16 << 20;
 /// The most nested causes written into one URL's failure reason.
 const MAX_ERROR_CHAIN: usize = 8;
+/// How often a transfer that receives nothing wakes to check its rate and deadline.
+const RATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest file of extra CA certificates read.
+pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+/// The most entries [`prune_downloads`] looks at in a cache directory.
+pub const MAX_CACHE_DIR_ENTRIES: usize = 4096;
+
+/// What one [`Downloader::fetch`] may cost (crate docs, "Download rules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// The largest package.
+    pub max_bytes: u64,
+    /// The longest wait for a connection, a response head, or the next chunk.
+    pub chunk_timeout: Duration,
+    /// The whole fetch, every URL and attempt included, ends by then.
+    pub deadline: Duration,
+    /// After `grace`, a request's average rate since it started must stay at or above
+    /// this (0: no floor).
+    pub min_bytes_per_s: u64,
+    pub grace: Duration,
+}
+
+impl DownloadLimits {
+    /// Only a size bound and a chunk timeout: no rate floor, a deadline of a day.
+    pub const fn chunked(chunk_timeout: Duration, max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            chunk_timeout,
+            deadline: Duration::from_secs(24 * 3600),
+            min_bytes_per_s: 0,
+            grace: chunk_timeout,
+        }
+    }
+}
 
 /// How far a download is, reported to [`Downloader::fetch`]'s callback after every chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +61,14 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-/// Downloads packages over HTTP; see the crate docs, "Download rules".
+/// Downloads packages over HTTP or HTTPS; see the crate docs, "Download rules".
 #[derive(Debug, Clone)]
 pub struct Downloader {
     client: reqwest::Client,
+    limits: DownloadLimits,
     chunk_timeout: Duration,
     max_bytes: u64,
+    extra_roots: Vec<reqwest::Certificate>,
 }
 
 /// Why one request to a URL failed, and whether the same URL is worth another request
@@ -40,6 +80,22 @@ struct Failure {
 
 fn fail(reason: String, retry: bool) -> Failure {
     Failure { reason, retry }
+}
+
+/// The HTTP client: rustls (ring) with the compiled-in Mozilla roots and `extra_roots`.
+fn client(
+    connect_timeout: Duration,
+    extra_roots: &[reqwest::Certificate],
+) -> Result<reqwest::Client, ReleaseError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tls_built_in_root_certs(true);
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| ReleaseError::HttpClient { reason: chain(&e) })
 }
 
 /// An error with its causes, `a: b: c` (reqwest's own message alone says little).
@@ -100,17 +156,51 @@ async fn remove_if_present(path: &Path) -> Result<(), ReleaseError> {
 
 impl Downloader {
     /// A downloader that waits at most `chunk_timeout` for a connection, a response head
-    /// or the next chunk of a body, and refuses packages over `max_bytes`.
+    /// or the next chunk of a body, and refuses packages over `max_bytes`
+    /// ([`DownloadLimits::chunked`]).
     pub fn new(chunk_timeout: Duration, max_bytes: u64) -> Result<Self, ReleaseError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(chunk_timeout)
-            .build()
-            .map_err(|e| ReleaseError::HttpClient { reason: chain(&e) })?;
+        Self::with_limits(DownloadLimits::chunked(chunk_timeout, max_bytes))
+    }
+
+    /// A downloader bounded by `limits`.
+    pub fn with_limits(limits: DownloadLimits) -> Result<Self, ReleaseError> {
         Ok(Self {
-            client,
-            chunk_timeout,
-            max_bytes,
+            client: client(limits.chunk_timeout, &[])?,
+            limits,
+            chunk_timeout: limits.chunk_timeout,
+            max_bytes: limits.max_bytes,
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the CA certificates in the PEM file `path` for `https://` URLs (say, a
+    /// mirror inside the operator's network), besides the compiled-in roots.
+    pub fn with_extra_roots(mut self, path: &Path) -> Result<Self, ReleaseError> {
+        let bad = |reason: String| ReleaseError::ExtraRoots {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut pem = Vec::new();
+        {
+            use std::io::Read;
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if pem.len() as u64 > MAX_CA_FILE_BYTES {
+            return Err(bad(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+        }
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(chain(&e)))?;
+        if roots.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        self.extra_roots.extend(roots);
+        self.client = client(self.limits.chunk_timeout, &self.extra_roots)?;
+        Ok(self)
+    }
+
+    pub fn limits(&self) -> &DownloadLimits {
+        &self.limits
     }
 
     /// Returns the package with SHA-256 `expected_sha256` as `cache_dir/<sha256>`, from
@@ -147,12 +237,20 @@ impl Downloader {
         }
 
         let part = cache_dir.join(format!("{expected}.part"));
+        let deadline = Instant::now() + self.limits.deadline;
         let mut failures = Vec::new();
         let start = first % urls.len();
         for i in 0..urls.len() {
             let url = &urls[(start + i) % urls.len()];
+            if Instant::now() >= deadline {
+                failures.push(UrlFailure {
+                    url: url.clone(),
+                    reason: "not tried: the download's deadline had passed".into(),
+                });
+                continue;
+            }
             match self
-                .fetch_from(url, &expected, &part, &target, progress)
+                .fetch_from(url, &expected, &part, &target, deadline, progress)
                 .await
             {
                 Ok(package) => return Ok(package),
@@ -179,6 +277,7 @@ impl Downloader {
         expected: &str,
         part: &Path,
         target: &Path,
+        deadline: Instant,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<VerifiedPackage, String> {
         let mut last_reason = String::new();
@@ -189,10 +288,10 @@ impl Downloader {
                 offset = 0;
             }
             tracing::info!(%url, sha256 = %expected, resume_from_bytes = offset, "downloading package");
-            match self.transfer(url, part, offset, progress).await {
+            match self.transfer(url, part, offset, deadline, progress).await {
                 Ok(()) => {}
                 Err(Failure { reason, retry }) => {
-                    if !retry {
+                    if !retry || Instant::now() >= deadline {
                         return Err(reason);
                     }
                     tracing::info!(%url, %reason, "download interrupted; trying this URL again");
@@ -202,12 +301,7 @@ impl Downloader {
             }
             let actual = hash_file(part).await.map_err(|e| e.to_string())?;
             if actual == expected {
-                tokio::fs::rename(part, target)
-                    .await
-                    .map_err(|e| ReleaseError::io("rename into", target, e).to_string())?;
-                if let Some(dir) = target.parent() {
-                    sync_dir(dir).map_err(|e| e.to_string())?;
-                }
+                crate::rename(part, target).map_err(|e| e.to_string())?;
                 tracing::info!(%url, package = %target.display(), "package downloaded and verified");
                 return Ok(VerifiedPackage::hashed(target.to_path_buf(), actual));
             }
@@ -231,13 +325,16 @@ impl Downloader {
         url: &str,
         part: &Path,
         offset: u64,
+        deadline: Instant,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(), Failure> {
         let mut request = self.client.get(url);
         if offset > 0 {
             request = request.header(header::RANGE, format!("bytes={offset}-"));
         }
-        let mut response = match tokio::time::timeout(self.chunk_timeout, request.send()).await {
+        let began = Instant::now();
+        let head_by = deadline.min(began + self.chunk_timeout);
+        let mut response = match tokio::time::timeout_at(head_by, request.send()).await {
             Err(_) => {
                 return Err(fail(
                     format!("no response within {:?}", self.chunk_timeout),
@@ -316,15 +413,36 @@ impl Downloader {
             bytes: written,
             total,
         });
-        // Bounded: every chunk is non-empty or ends the body, and max_bytes bounds the sum.
+        // Bounded: every chunk is non-empty or ends the body, max_bytes bounds the sum, and
+        // the deadline and the rate floor bound the time.
+        let rate = netio::Limits {
+            max_bytes: usize::MAX,
+            deadline: self.limits.deadline,
+            min_bytes_per_s: self.limits.min_bytes_per_s,
+            grace: self.limits.grace,
+        };
+        let mut last_data = Instant::now();
         loop {
-            let chunk = match tokio::time::timeout(self.chunk_timeout, response.chunk()).await {
-                Err(_) => {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(fail(
+                    format!(
+                        "the download's deadline of {} s passed after {written} bytes",
+                        self.limits.deadline.as_secs()
+                    ),
+                    false,
+                ));
+            }
+            let silent_until = last_data + self.chunk_timeout;
+            let wake = silent_until.min(now + RATE_CHECK_INTERVAL).min(deadline);
+            let chunk = match tokio::time::timeout_at(wake, response.chunk()).await {
+                Err(_) if Instant::now() >= silent_until => {
                     return Err(fail(
                         format!("no data for {:?} after {written} bytes", self.chunk_timeout),
                         written > start,
                     ));
                 }
+                Err(_) => None,
                 Ok(Err(e)) => {
                     return Err(fail(
                         format!("transfer cut after {written} bytes: {}", chain(&e)),
@@ -332,31 +450,40 @@ impl Downloader {
                     ));
                 }
                 Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(Some(chunk))) => Some(chunk),
             };
-            let len = chunk.len() as u64;
-            if written.saturating_add(len) > self.max_bytes {
-                drop(file);
-                let _ = remove_if_present(part).await;
-                return Err(fail(
-                    format!("more than the limit of {} bytes", self.max_bytes),
-                    false,
-                ));
+            if let Some(chunk) = chunk {
+                last_data = Instant::now();
+                let len = chunk.len() as u64;
+                if written.saturating_add(len) > self.max_bytes {
+                    drop(file);
+                    let _ = remove_if_present(part).await;
+                    return Err(fail(
+                        format!("more than the limit of {} bytes", self.max_bytes),
+                        false,
+                    ));
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| fail(ReleaseError::io("write", part, e).to_string(), false))?;
+                written += len;
+                progress(Progress {
+                    url: url.to_string(),
+                    bytes: written,
+                    total,
+                });
+                if written - logged >= PROGRESS_LOG_INTERVAL_BYTES {
+                    tracing::info!(%url, bytes = written, ?total, "downloading package");
+                    logged = written;
+                }
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| fail(ReleaseError::io("write", part, e).to_string(), false))?;
-            written += len;
-            progress(Progress {
-                url: url.to_string(),
-                bytes: written,
-                total,
-            });
-            if written - logged >= PROGRESS_LOG_INTERVAL_BYTES {
-                tracing::info!(%url, bytes = written, ?total, "downloading package");
-                logged = written;
+            let received = usize::try_from(written - start).unwrap_or(usize::MAX);
+            if let Err(e) = netio::check_rate(&rate, began.elapsed(), received) {
+                return Err(fail(format!("{e} (at byte {written})"), false));
             }
         }
+        // durable: a resumable `.part` is appended to across requests; it is synced here
+        // and renamed durably once its hash matched (fetch_from).
         file.sync_all()
             .await
             .map_err(|e| fail(ReleaseError::io("sync", part, e).to_string(), false))?;
@@ -368,6 +495,60 @@ impl Downloader {
         }
         Ok(())
     }
+}
+
+/// Keeps the cache directory of [`Downloader::fetch`] bounded: removes packages
+/// (`<sha256>` files) beyond the `keep` newest unprotected ones, and partial downloads
+/// (`<sha256>.part`); never those of the packages in `protect` (the one being fetched,
+/// the ones the node runs or may go back to); and temporary files a killed writer left.
+/// Returns the names removed. Call it when no fetch into `cache_dir` runs.
+pub fn prune_downloads(
+    cache_dir: &Path,
+    keep: usize,
+    protect: &[&str],
+) -> Result<Vec<String>, ReleaseError> {
+    let list_err = |e| ReleaseError::io("list", cache_dir, e);
+    let entries = match std::fs::read_dir(cache_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(list_err(e)),
+    };
+    let protected = |sha: &str| protect.iter().any(|p| p.eq_ignore_ascii_case(sha));
+    let mut packages: Vec<(SystemTime, String)> = Vec::new();
+    let mut doomed: Vec<String> = Vec::new();
+    for entry in entries.take(MAX_CACHE_DIR_ENTRIES) {
+        let entry = entry.map_err(list_err)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let is_hash = |n: &str| normalize_sha256(n).as_deref() == Some(n);
+        if let Some(sha) = name.strip_suffix(".part") {
+            if is_hash(sha) && !protected(sha) {
+                doomed.push(name);
+            }
+        } else if is_hash(&name) && !protected(&name) {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| ReleaseError::io("stat", &entry.path(), e))?;
+            packages.push((modified, name));
+        }
+    }
+    // Newest first; the unprotected ones past `keep` go.
+    packages.sort_by(|a, b| b.cmp(a));
+    doomed.extend(packages.into_iter().skip(keep).map(|(_, name)| name));
+    let mut removed = Vec::new();
+    for name in doomed {
+        let path: PathBuf = cache_dir.join(&name);
+        std::fs::remove_file(&path).map_err(|e| ReleaseError::io("remove", &path, e))?;
+        tracing::info!(package = %path.display(), "pruned a downloaded package");
+        removed.push(name);
+    }
+    durable::remove_stale(cache_dir).map_err(ReleaseError::durable)?;
+    if !removed.is_empty() {
+        crate::sync_dir(cache_dir)?;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

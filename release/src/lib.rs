@@ -21,13 +21,20 @@
 //!    `<sha256>` and returns a [`VerifiedPackage`], which exists only once the file's
 //!    SHA-256 equals the registry's.
 //! 2. [`unpack`] takes that [`VerifiedPackage`] and writes the files into
-//!    `images/<version>/`, refusing anything unsafe or not as the manifest says.
-//! 3. [`switch_current`] points `images/current` at the version (and `images/previous` at
-//!    the one before); [`prune`] removes old images.
+//!    `images/<sha256>/`, named by the package's SHA-256, refusing anything unsafe or not
+//!    as the manifest says.
+//! 3. [`verify_image`] checks an image against the registry's hash and version before
+//!    anything in it is executed; [`switch_current`] points `images/current` at it (and
+//!    `images/previous` at the one before); [`prune`] removes old images and
+//!    [`prune_downloads`] old packages.
 //!
 //! **Invariant: nothing is unpacked before its SHA-256 matches the registry's.** [`unpack`]
 //! accepts only a [`VerifiedPackage`], and the only ways to make one,
 //! [`Downloader::fetch`] and [`VerifiedPackage::verify`], hash the file first.
+//!
+//! **Invariant: an image is named by its package's SHA-256, never by a version.** A
+//! version id re-elected with another package gets another image; what runs is decided
+//! by the hash the registry lists, and a version name never selects an image.
 //!
 //! # Download rules ([`Downloader::fetch`])
 //!
@@ -41,16 +48,22 @@
 //! - A transfer cut off after some bytes arrived is resumed from the same URL, at most
 //!   [`MAX_ATTEMPTS_PER_URL`] requests per URL and call.
 //! - Once a body is complete its SHA-256 is checked; only a match is renamed to
-//!   `<sha256>`. A mismatch deletes the `.part`; if that download had resumed a partial
-//!   file, the URL is tried once more from zero (the bad bytes may have come from another
-//!   mirror), otherwise the next URL is tried.
-//! - Every request waits at most the chunk timeout for its response head and for each
-//!   chunk of the body (not for the whole file); a body larger than the downloader's
-//!   `max_bytes` is refused and its `.part` deleted.
+//!   `<sha256>` (durably). A mismatch deletes the `.part`; if that download had resumed
+//!   a partial file, the URL is tried once more from zero (the bad bytes may have come
+//!   from another mirror), otherwise the next URL is tried.
+//! - Bounds ([`DownloadLimits`]): every request waits at most the chunk timeout for its
+//!   response head and for each chunk of the body; a request whose average rate, after a
+//!   grace period, falls under the minimum is dropped (a mirror sending a byte every 29 s
+//!   never trips a chunk timeout, but it trips this); the whole call, every URL
+//!   included, ends at an overall deadline; a body larger than `max_bytes` is refused
+//!   and its `.part` deleted.
 //! - If every URL fails, [`ReleaseError::AllUrlsFailed`] lists each URL with its reason.
 //! - One fetch at a time per cache directory (the `.part` file is shared).
-//! - The client has no TLS feature: `http://` URLs only (see the workspace's reqwest
-//!   declaration).
+//! - `http://` and `https://` URLs: TLS is rustls on the ring provider, with the
+//!   Mozilla roots compiled in (webpki-roots, so it works without the system's store)
+//!   plus any extra CA certificates given ([`DownloadLimits`] does not cover them:
+//!   [`Downloader::with_extra_roots`]).
+//! - [`prune_downloads`] keeps the newest packages of the cache and the protected ones.
 //!
 //! # Unpack rules ([`unpack`])
 //!
@@ -58,39 +71,50 @@
 //! - Entries must be regular files or directories (no symlinks, hard links, devices,
 //!   FIFOs, sparse files), with relative paths made of normal components only (`./` is
 //!   ignored; `..`, absolute paths and non-UTF-8 names are refused), each file at most
-//!   once. File modes keep only the permission bits `0o755`.
+//!   once. File modes keep only the permission bits `0o755`. [`PACKAGE_HASH_FILE`] is a
+//!   reserved name.
 //! - At most [`MAX_ENTRIES`] entries and [`MAX_UNPACKED_BYTES`] bytes of file contents
 //!   ([`UnpackLimits`]); the manifest at most [`MAX_MANIFEST_BYTES`].
 //! - The manifest's version must be the expected one; every file must have the
 //!   manifest's SHA-256; the manifest's files must all be present, and must include the
 //!   two binaries.
-//! - Everything is written into a temporary directory `images/.tmp-unpack-*` and renamed
-//!   to `images/<version>` only when every check passed, so a crash or a refusal never
-//!   leaves a half image under a version's name. An image already there and intact (its
-//!   own manifest names this version and every file matches its hash) is reused; a
+//! - Everything is written into a temporary directory `images/.tmp-unpack-*`, with
+//!   [`PACKAGE_HASH_FILE`] recording the package's SHA-256, synced, and renamed to
+//!   `images/<sha256>` only when every check passed, so a crash or a refusal never leaves
+//!   a half image under a hash's name. An image already there and intact (it records
+//!   this hash, its manifest names this version and every file matches) is reused; a
 //!   damaged one is replaced.
 //!
 //! # The images directory
 //!
 //! ```text
 //! images/
-//!   current  -> 0.2.0      symlink, replaced atomically by switch_current
-//!   previous -> 0.1.0      symlink, the target `current` had before
-//!   0.1.0/  0.2.0/         one directory per unpacked version
-//!   .tmp-*                 work in progress; removed by prune
+//!   current  -> <sha256 B>     symlink, replaced atomically by switch_current
+//!   previous -> <sha256 A>     symlink, the target `current` had before
+//!   <sha256 A>/ <sha256 B>/    one directory per unpacked package:
+//!       manifest.json          the package's manifest (version, build, file hashes)
+//!       package.sha256         the package's SHA-256 (PACKAGE_HASH_FILE)
+//!       bin/replica bin/orchestrator ...
+//!   .tmp-*                     work in progress; removed by prune
 //! ```
 //!
-//! Versions that cannot name an image directory are refused ([`ReleaseError::UnusableVersion`]):
-//! `current`, `previous`, and anything starting with `.` (which includes `.` and `..`).
-//! The functions on the images directory expect one caller at a time (the orchestrator's
-//! upgrade task).
+//! [`current`] and [`previous`] read an image's identity ([`Image`]: the package hash
+//! and the manifest's version) without hashing its files; [`verify_image`] hashes every
+//! file against the manifest and checks the hash and the version asked for. The
+//! functions on the images directory expect one caller at a time (the orchestrator).
 
 mod download;
 mod images;
 mod package;
 
-pub use download::{Downloader, MAX_ATTEMPTS_PER_URL, PROGRESS_LOG_INTERVAL_BYTES, Progress};
-pub use images::{current, previous, prune, switch_current};
+pub use download::{
+    DownloadLimits, Downloader, MAX_ATTEMPTS_PER_URL, MAX_CACHE_DIR_ENTRIES,
+    PROGRESS_LOG_INTERVAL_BYTES, Progress, prune_downloads,
+};
+pub use images::{
+    Image, PACKAGE_HASH_FILE, current, image_dir, inspect_image, previous, prune, switch_current,
+    verify_image,
+};
 pub use package::{
     Format, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_UNPACKED_BYTES, Manifest,
     ORCHESTRATOR_BINARY, REPLICA_BINARY, UnpackLimits, VerifiedPackage, build_package, unpack,
@@ -192,16 +216,12 @@ pub enum ReleaseError {
     UnlistedFile { package: PathBuf, file: String },
     #[error("package {package}: {reason}")]
     BadInput { package: PathBuf, reason: String },
-    #[error("version {version} cannot name an image directory: {reason}")]
-    UnusableVersion {
-        version: ReplicaVersion,
-        reason: &'static str,
-    },
-    #[error("{images_dir}: version {version} is not unpacked")]
-    NotUnpacked {
-        images_dir: PathBuf,
-        version: ReplicaVersion,
-    },
+    #[error("{images_dir}: no image of package {sha256}")]
+    NotUnpacked { images_dir: PathBuf, sha256: String },
+    #[error("image {image}: {reason}")]
+    ImageMismatch { image: PathBuf, reason: String },
+    #[error("could not read the CA certificates in {path}: {reason}")]
+    ExtraRoots { path: PathBuf, reason: String },
 }
 
 impl ReleaseError {
@@ -216,6 +236,14 @@ impl ReleaseError {
                 | Self::PackageHashMismatch { .. }
                 | Self::NotUnpacked { .. }
         )
+    }
+
+    pub(crate) fn durable(e: durable::Error) -> Self {
+        Self::Io {
+            operation: e.operation,
+            path: e.path,
+            source: e.source,
+        }
     }
 
     pub(crate) fn io(operation: &'static str, path: &Path, source: io::Error) -> Self {
@@ -259,9 +287,12 @@ pub(crate) fn normalize_sha256(given: &str) -> Option<String> {
 
 /// Syncs a directory, so that a rename or a new entry in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), ReleaseError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ReleaseError::io("sync directory", dir, e))
+    durable::sync_dir(dir).map_err(ReleaseError::durable)
+}
+
+/// Renames durably ([`durable::rename`]: the directories are synced).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), ReleaseError> {
+    durable::rename(from, to).map_err(ReleaseError::durable)
 }
 
 /// A name unique within this process for temporary files and directories.

@@ -1,6 +1,7 @@
 //! The package format: building one, and unpacking a verified one into `images/`.
 
 use crate::{ReleaseError, images, sha256_file, sync_dir, unique_suffix};
+use images::PACKAGE_HASH_FILE;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::{
@@ -8,7 +9,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::{self, Read, Seek, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Component, Path, PathBuf},
     rc::Rc,
 };
@@ -21,7 +22,7 @@ pub const REPLICA_BINARY: &str = "bin/replica";
 /// The orchestrator binary, required in every package.
 pub const ORCHESTRATOR_BINARY: &str = "bin/orchestrator";
 /// The files every package must hold (besides the manifest); unpacked with mode 0755.
-const REQUIRED_BINARIES: [&str; 2] = [REPLICA_BINARY, ORCHESTRATOR_BINARY];
+pub(crate) const REQUIRED_BINARIES: [&str; 2] = [REPLICA_BINARY, ORCHESTRATOR_BINARY];
 
 /// The most entries (files and directories) one package may hold.
 pub const MAX_ENTRIES: u64 = 1024;
@@ -181,7 +182,7 @@ impl Default for UnpackLimits {
 
 /// A path inside a package in canonical form (`a/b/c`: UTF-8, normal components only,
 /// `./` dropped), or why it is refused.
-fn canonical_entry_path(path: &Path) -> Result<String, &'static str> {
+pub(crate) fn canonical_entry_path(path: &Path) -> Result<String, &'static str> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
@@ -264,58 +265,45 @@ pub fn build_package(
         files: listed,
     };
 
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir
-        .unwrap_or(Path::new("."))
-        .join(format!(".{file_name}.tmp-{}", unique_suffix()));
-    let result = write_package(&tmp, format, &manifest, &sources).and_then(|sha256| {
-        fs::rename(&tmp, out).map_err(|e| ReleaseError::io("rename into", out, e))?;
-        if let Some(dir) = dir {
-            sync_dir(dir)?;
-        }
-        Ok(sha256)
+    // Durable: written under a temporary name, synced and renamed, so `out` is either
+    // absent or complete.
+    let mut refused = None;
+    let written = durable::write_with(out, FILE_MODE, |file| {
+        write_package(file, format, &manifest, &sources).map_err(|e| {
+            let shown = io::Error::other(e.to_string());
+            refused = Some(e);
+            shown
+        })
     });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    let sha256 = result?;
+    let sha256 = written.map_err(|e| refused.unwrap_or_else(|| ReleaseError::durable(e)))?;
     tracing::info!(package = %out.display(), %version, %sha256, files = files.len(), "built release package");
     Ok(sha256)
 }
 
 fn write_package(
-    tmp: &Path,
+    file: &mut fs::File,
     format: Format,
     manifest: &Manifest,
     sources: &BTreeMap<String, (&Path, u64, u32)>,
 ) -> Result<String, ReleaseError> {
-    let io_err = |e| ReleaseError::io("write", tmp, e);
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(|e| ReleaseError::io("create", tmp, e))?;
+    let out = Path::new("the package");
+    let io_err = |e| ReleaseError::io("write", out, e);
     let writer = HashingWriter::new(file);
     let writer = match format {
         Format::TarGz => {
             let gz = flate2::GzBuilder::new()
                 .mtime(0)
                 .write(writer, flate2::Compression::new(GZIP_LEVEL));
-            let gz = append_entries(tar::Builder::new(gz), manifest, sources, tmp)?;
+            let gz = append_entries(tar::Builder::new(gz), manifest, sources, out)?;
             gz.finish().map_err(io_err)?
         }
         Format::TarZst => {
             let zst = zstd::stream::write::Encoder::new(writer, ZSTD_LEVEL).map_err(io_err)?;
-            let zst = append_entries(tar::Builder::new(zst), manifest, sources, tmp)?;
+            let zst = append_entries(tar::Builder::new(zst), manifest, sources, out)?;
             zst.finish().map_err(io_err)?
         }
     };
-    let (file, sha256) = writer.finish();
-    file.sync_all().map_err(io_err)?;
+    let (_, sha256) = writer.finish();
     Ok(sha256)
 }
 
@@ -452,7 +440,7 @@ impl<R: Read> Read for LimitedReader<R> {
     }
 }
 
-/// Unpacks a verified package into `images_dir/<expected>/` with the default bounds; see
+/// Unpacks a verified package into `images_dir/<sha256>/` with the default bounds; see
 /// [`unpack_with_limits`] and the crate docs for the rules.
 pub fn unpack(
     package: &VerifiedPackage,
@@ -462,26 +450,27 @@ pub fn unpack(
     unpack_with_limits(package, expected, images_dir, &UnpackLimits::DEFAULT)
 }
 
-/// Unpacks a verified package into `images_dir/<expected>/` and returns that directory.
+/// Unpacks a verified package into `images_dir/<sha256>/` (the package's hash) and
+/// returns that directory.
 ///
-/// If the directory exists and is intact (its manifest names `expected` and every file
-/// it lists has its hash) it is returned as it is. Otherwise the package is unpacked into
+/// If the directory exists and is intact ([`crate::verify_image`]: it records this hash,
+/// its manifest names `expected` and every file it lists has its hash) it is returned as
+/// it is. Otherwise the package is unpacked into
 /// a temporary directory in `images_dir`, checked completely (crate docs, "Unpack
 /// rules"), and renamed into place, replacing a damaged image if there was one. On any
-/// refusal the temporary directory is removed and `images_dir/<expected>` is untouched.
+/// refusal the temporary directory is removed and `images_dir/<sha256>` is untouched.
 pub fn unpack_with_limits(
     package: &VerifiedPackage,
     expected: &ReplicaVersion,
     images_dir: &Path,
     limits: &UnpackLimits,
 ) -> Result<PathBuf, ReleaseError> {
-    images::check_usable(expected)?;
     fs::create_dir_all(images_dir).map_err(|e| ReleaseError::io("create", images_dir, e))?;
-    let target = images_dir.join(expected.as_str());
+    let target = images::image_dir(images_dir, package.sha256());
     let existing = fs::symlink_metadata(&target).is_ok();
     if existing {
-        match check_image(&target, expected) {
-            Ok(()) => {
+        match images::verify_image(images_dir, package.sha256(), expected) {
+            Ok(_) => {
                 tracing::info!(image = %target.display(), %expected, "image already unpacked and intact");
                 return Ok(target);
             }
@@ -492,24 +481,23 @@ pub fn unpack_with_limits(
     }
 
     let suffix = unique_suffix();
-    let tmp = images_dir.join(format!(".tmp-unpack-{expected}-{suffix}"));
+    let tmp = images_dir.join(format!(".tmp-unpack-{}-{suffix}", package.sha256()));
     fs::create_dir(&tmp).map_err(|e| ReleaseError::io("create", &tmp, e))?;
-    if let Err(e) = extract_and_check(package.path(), &tmp, expected, limits) {
+    if let Err(e) = extract_and_check(package, &tmp, expected, limits) {
         tracing::warn!(package = %package.path().display(), %expected, error = %e, "package refused");
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
 
-    let aside = images_dir.join(format!(".tmp-damaged-{expected}-{suffix}"));
-    if existing && let Err(e) = fs::rename(&target, &aside) {
+    let aside = images_dir.join(format!(".tmp-damaged-{}-{suffix}", package.sha256()));
+    if existing && let Err(e) = crate::rename(&target, &aside) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(ReleaseError::io("move aside", &target, e));
+        return Err(e);
     }
-    if let Err(e) = fs::rename(&tmp, &target) {
+    if let Err(e) = crate::rename(&tmp, &target) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(ReleaseError::io("rename into", &target, e));
+        return Err(e);
     }
-    sync_dir(images_dir)?;
     if existing {
         images::remove_any(&aside)?;
     }
@@ -517,49 +505,14 @@ pub fn unpack_with_limits(
     Ok(target)
 }
 
-/// Whether `dir` holds an intact image of `expected`; the reason if not.
-fn check_image(dir: &Path, expected: &ReplicaVersion) -> Result<(), String> {
-    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return Err("not a directory".into());
-    }
-    let path = dir.join(MANIFEST_NAME);
-    let mut bytes = Vec::new();
-    fs::File::open(&path)
-        .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let manifest = Manifest::from_json(&bytes).map_err(|e| format!("manifest: {e}"))?;
-    if manifest.version != *expected {
-        return Err(format!("manifest names version {}", manifest.version));
-    }
-    for required in REQUIRED_BINARIES {
-        if !manifest.files.contains_key(required) {
-            return Err(format!("{required} is not in the manifest"));
-        }
-    }
-    for (file, listed) in &manifest.files {
-        let canonical = canonical_entry_path(Path::new(file));
-        if canonical.as_deref() != Ok(file.as_str()) {
-            return Err(format!("manifest lists {file:?}"));
-        }
-        let path = dir.join(file);
-        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-            return Err(format!("{file} is not a regular file"));
-        }
-        let actual = sha256_file(&path).map_err(|e| e.to_string())?;
-        if !listed.eq_ignore_ascii_case(&actual) {
-            return Err(format!("{file} has SHA-256 {actual}, manifest {listed}"));
-        }
-    }
-    Ok(())
-}
-
 /// Reads the package, writes its files under `tmp` and checks them against the manifest.
 fn extract_and_check(
-    package: &Path,
+    verified: &VerifiedPackage,
     tmp: &Path,
     expected: &ReplicaVersion,
     limits: &UnpackLimits,
 ) -> Result<(), ReleaseError> {
+    let package = verified.path();
     let mut file = fs::File::open(package).map_err(|e| ReleaseError::io("open", package, e))?;
     let mut magic = [0u8; ZSTD_MAGIC.len()];
     let got = file
@@ -632,6 +585,12 @@ fn extract_and_check(
         let name = canonical_entry_path(&path).map_err(|r| refuse(&raw_name, r.to_string()))?;
         let header = entry.header();
         match header.entry_type() {
+            _ if name == PACKAGE_HASH_FILE => {
+                return Err(refuse(
+                    &raw_name,
+                    format!("{PACKAGE_HASH_FILE} is a reserved name"),
+                ));
+            }
             tar::EntryType::Directory => {
                 if name == MANIFEST_NAME {
                     return Err(refuse(&raw_name, "the manifest must be a file".into()));
@@ -657,11 +616,11 @@ fn extract_and_check(
                     manifest = Some(read_manifest(&mut entry, size, package, expected)?);
                     continue;
                 }
+                if written.contains_key(&name) || tmp.join(&name).exists() {
+                    return Err(refuse(&raw_name, "the file appears twice".into()));
+                }
                 let hash = write_file(&mut entry, tmp, &name, mode).map_err(|e| match e {
                     WriteError::Archive(e) => archive_err(e),
-                    WriteError::Io(_, _, e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        refuse(&raw_name, "the file appears twice".into())
-                    }
                     WriteError::Io(operation, path, e) => ReleaseError::io(operation, &path, e),
                 })?;
                 written.insert(name, hash);
@@ -731,10 +690,13 @@ fn extract_and_check(
             .map_err(|e| ReleaseError::io("chmod", &path, e))?;
     }
 
-    let manifest_path = tmp.join(MANIFEST_NAME);
-    fs::write(&manifest_path, &manifest_bytes)
-        .and_then(|()| fs::File::open(&manifest_path)?.sync_all())
-        .map_err(|e| ReleaseError::io("write", &manifest_path, e))?;
+    durable::write(&tmp.join(MANIFEST_NAME), &manifest_bytes).map_err(ReleaseError::durable)?;
+    // What the image is named by, recorded inside it: the check before a run reads it.
+    durable::write(
+        &tmp.join(PACKAGE_HASH_FILE),
+        format!("{}\n", verified.sha256()).as_bytes(),
+    )
+    .map_err(ReleaseError::durable)?;
     sync_tree(tmp)
 }
 
@@ -780,7 +742,7 @@ enum WriteError {
     Io(&'static str, PathBuf, io::Error),
 }
 
-/// Writes one file entry to `tmp/name` (which must not exist yet), returning its SHA-256.
+/// Writes one file entry to `tmp/name` durably, returning its SHA-256.
 fn write_file(
     entry: &mut impl Read,
     tmp: &Path,
@@ -795,26 +757,40 @@ fn write_file(
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io("create", &path))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; crate::IO_BUFFER_BYTES];
-    loop {
-        let n = entry.read(&mut buf).map_err(WriteError::Archive)?;
-        if n == 0 {
-            break;
+    // A read error of the archive is told apart from a write error through this slot.
+    let mut archive_error: Option<io::Error> = None;
+    let written = durable::write_with(&path, 0o600, |file| {
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; crate::IO_BUFFER_BYTES];
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let kind = e.kind();
+                    archive_error = Some(e);
+                    return Err(io::Error::new(kind, "reading the package"));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])?;
         }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(io("write", &path))?;
-    }
-    file.sync_all().map_err(io("sync", &path))?;
+        Ok(hex::encode(hasher.finalize()))
+    });
+    let hash = match written {
+        Ok(hash) => hash,
+        Err(e) => {
+            return Err(match archive_error {
+                Some(a) => WriteError::Archive(a),
+                None => WriteError::Io(e.operation, e.path, e.source),
+            });
+        }
+    };
     fs::set_permissions(&path, fs::Permissions::from_mode(mode & UNPACKED_MODE_MASK))
         .map_err(io("chmod", &path))?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hash)
 }
 
 /// Syncs every directory under `root` (files were synced as they were written), bounded

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use release::{Downloader, MAX_ATTEMPTS_PER_URL, Progress, ReleaseError, VerifiedPackage};
+use release::{
+    DownloadLimits, Downloader, MAX_ATTEMPTS_PER_URL, Progress, ReleaseError, VerifiedPackage,
+};
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -73,7 +75,7 @@ async fn install(
 ) -> Result<(), ReleaseError> {
     let package = d.fetch(urls, 0, sha, cache, &mut |_| {}).await?;
     release::unpack(&package, &version(v), images)?;
-    release::switch_current(images, &version(v))
+    release::switch_current(images, package.sha256())
 }
 
 #[tokio::test]
@@ -252,7 +254,7 @@ async fn every_url_bad_is_an_error_naming_each_url_and_changes_nothing() {
         let (path1, _, sha1) = src.build(&f.dir.path().join("out1"), "r.tar.gz", "1.0.0");
         let package1 = VerifiedPackage::verify(&path1, &sha1).unwrap();
         release::unpack(&package1, &version("1.0.0"), &images).unwrap();
-        release::switch_current(&images, &version("1.0.0")).unwrap();
+        release::switch_current(&images, &sha1).unwrap();
         let before = list(&images);
 
         let err = install(&downloader(), &urls, &f.sha, &f.cache, &images, "2.0.0")
@@ -281,7 +283,10 @@ async fn every_url_bad_is_an_error_naming_each_url_and_changes_nothing() {
         );
 
         assert_eq!(list(&images), before);
-        assert_eq!(release::current(&images), Some(version("1.0.0")));
+        assert_eq!(
+            release::current(&images).map(|i| i.version),
+            Some(version("1.0.0"))
+        );
         assert_eq!(list(&f.cache), Vec::<String>::new());
     })
     .await;
@@ -391,6 +396,74 @@ async fn bad_arguments_are_refused_before_any_request() {
         assert!(matches!(err, ReleaseError::BadExpectedHash { .. }), "{err}");
         assert!(!err.is_retryable());
         assert_eq!(server.seen().len(), 0);
+    })
+    .await;
+}
+
+/// A mirror that sends a byte every 200 ms never trips a chunk timeout; the rate floor
+/// drops it once the grace period is over, and the next URL serves the package.
+#[tokio::test]
+async fn a_trickling_mirror_is_dropped_at_the_rate_floor() {
+    guard(async {
+        let f = fixture();
+        let server = TestServer::start(vec![
+            (
+                "/trickle",
+                Route::Trickle {
+                    body: f.body.clone(),
+                    every: Duration::from_millis(200),
+                },
+            ),
+            ("/good", serve(&f.body)),
+        ])
+        .await;
+        let limits = DownloadLimits {
+            max_bytes: MAX_BYTES,
+            chunk_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(60),
+            min_bytes_per_s: 1024,
+            grace: Duration::from_secs(1),
+        };
+        let d = Downloader::with_limits(limits).unwrap();
+        let urls = [server.url("/trickle"), server.url("/good")];
+        fetch(&d, &urls, 0, &f).await.unwrap();
+        // Only the trickle alone: a clear failure, well before the chunk timeout.
+        std::fs::remove_dir_all(&f.cache).unwrap();
+        let started = std::time::Instant::now();
+        let err = fetch(&d, &urls[..1], 0, &f).await.unwrap_err();
+        let reason = &failures(err)[0].reason;
+        assert!(reason.contains("too slow"), "{reason}");
+        assert!(started.elapsed() < limits.chunk_timeout, "{reason}");
+    })
+    .await;
+}
+
+/// The whole fetch, every URL included, ends at the deadline.
+#[tokio::test]
+async fn the_overall_deadline_ends_a_fetch() {
+    guard(async {
+        let f = fixture();
+        let server = TestServer::start(vec![(
+            "/trickle",
+            Route::Trickle {
+                body: f.body.clone(),
+                every: Duration::from_millis(100),
+            },
+        )])
+        .await;
+        let limits = DownloadLimits {
+            max_bytes: MAX_BYTES,
+            chunk_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(2),
+            min_bytes_per_s: 0,
+            grace: Duration::from_secs(30),
+        };
+        let d = Downloader::with_limits(limits).unwrap();
+        let urls = [server.url("/trickle"), server.url("/trickle")];
+        let err = fetch(&d, &urls, 0, &f).await.unwrap_err();
+        let all = failures(err);
+        assert!(all[0].reason.contains("deadline"), "{}", all[0].reason);
+        assert!(all[1].reason.contains("deadline"), "{}", all[1].reason);
     })
     .await;
 }

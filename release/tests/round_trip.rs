@@ -18,12 +18,6 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-fn run(path: &Path) -> String {
-    let out = std::process::Command::new(path).output().unwrap();
-    assert!(out.status.success(), "{} failed", path.display());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn build_fetch_unpack_switch_in_both_formats() {
     guard(async {
@@ -75,9 +69,17 @@ async fn build_fetch_unpack_switch_in_both_formats() {
             assert!(events.windows(2).all(|w| w[0].bytes <= w[1].bytes));
 
             let image = release::unpack(&package, &version(v), &images).unwrap();
-            assert_eq!(image, images.join(v));
-            release::switch_current(&images, &version(v)).unwrap();
-            assert_eq!(release::current(&images), Some(version(v)));
+            assert_eq!(image, images.join(sha));
+            release::switch_current(&images, sha).unwrap();
+            let current = release::current(&images).unwrap();
+            assert_eq!(
+                (current.version, current.package_sha256),
+                (version(v), sha.clone())
+            );
+            assert_eq!(
+                std::fs::read_to_string(image.join(release::PACKAGE_HASH_FILE)).unwrap(),
+                format!("{sha}\n")
+            );
 
             // The files are there, executable where they should be, and run.
             let current = images.join("current");
@@ -102,8 +104,18 @@ async fn build_fetch_unpack_switch_in_both_formats() {
                 assert_eq!(&sha256_hex(&bytes), hash, "{file}");
             }
         }
-        assert_eq!(release::previous(&images), Some(version("1.0.0")));
-        assert_eq!(list(&images), ["1.0.0", "2.0.0", "current", "previous"]);
+        assert_eq!(
+            release::previous(&images).map(|i| i.version),
+            Some(version("1.0.0"))
+        );
+        let mut expected = vec![
+            gz_sha.clone(),
+            zst_sha.clone(),
+            "current".into(),
+            "previous".into(),
+        ];
+        expected.sort();
+        assert_eq!(list(&images), expected);
         assert_eq!(server.seen().len(), 2);
     })
     .await;
@@ -164,6 +176,30 @@ fn build_refuses_bad_inputs() {
     assert_eq!(list(dir.path()), ["src"]);
 }
 
+/// A version id retired and elected again with another package: unpacking the new
+/// package gives the new package's files, never the old image of the same version id.
+#[test]
+fn a_version_elected_again_with_another_package_gets_the_new_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = version("2.0.0");
+    let images = dir.path().join("images");
+    let first = FakeRelease::write(&dir.path().join("a"), "2.0.0");
+    let (path_a, _, sha_a) = first.build(&dir.path().join("out-a"), "p.tar.gz", "2.0.0");
+    let a = VerifiedPackage::verify(&path_a, &sha_a).unwrap();
+    let image_a = release::unpack(&a, &v, &images).unwrap();
+    // Package B: the same version id, other contents.
+    let second = FakeRelease::write(&dir.path().join("b"), "2.0.0");
+    std::fs::write(&second.replica, "#!/bin/sh\necho replica B\n").unwrap();
+    let (path_b, _, sha_b) = second.build(&dir.path().join("out-b"), "p.tar.gz", "2.0.0");
+    assert_ne!(sha_a, sha_b);
+    let b = VerifiedPackage::verify(&path_b, &sha_b).unwrap();
+    let image_b = release::unpack(&b, &v, &images).unwrap();
+    assert_eq!(run(&image_b.join("bin/replica")), "replica B\n");
+    // A is still there, as it was, for a node that goes back.
+    assert_ne!(image_a, image_b);
+    assert_eq!(run(&image_a.join("bin/replica")), "replica 2.0.0\n");
+}
+
 #[test]
 fn unpack_detects_the_format_by_magic_reuses_intact_images_and_repairs_damaged_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,13 +219,35 @@ fn unpack_detects_the_format_by_magic_reuses_intact_images_and_repairs_damaged_o
     assert_eq!(again, image);
     assert_eq!(std::fs::metadata(&again).unwrap().ino(), inode);
 
-    // Damaged: unpacked again, into a new directory under the same name.
+    // Damaged: refused by the check before a run, unpacked again, into a new directory
+    // under the same name.
     std::fs::write(image.join("bin/replica"), b"#!/bin/sh\necho tampered\n").unwrap();
+    let err = release::verify_image(&images, &sha, &v).unwrap_err();
+    assert!(
+        matches!(&err, release::ReleaseError::ImageMismatch { reason, .. } if reason.contains("bin/replica")),
+        "{err}"
+    );
+    // The cheap look does not hash: it still names the image.
+    assert_eq!(release::inspect_image(&images, &sha).unwrap().version, v);
     let repaired = release::unpack(&package, &v, &images).unwrap();
     assert_eq!(repaired, image);
     assert_ne!(std::fs::metadata(&repaired).unwrap().ino(), inode);
     assert_eq!(run(&repaired.join("bin/replica")), "replica 1.0.0\n");
-    assert_eq!(list(&images), ["1.0.0"]);
+    assert_eq!(list(&images), std::slice::from_ref(&sha));
+
+    // The image records its package: one that records another is not this package's.
+    release::verify_image(&images, &sha, &v).unwrap();
+    std::fs::write(
+        image.join(release::PACKAGE_HASH_FILE),
+        format!("{}\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let err = release::verify_image(&images, &sha, &v).unwrap_err();
+    assert!(err.to_string().contains("records package"), "{err}");
+    // And it is the version asked for, or refused.
+    release::unpack(&package, &v, &images).unwrap();
+    let err = release::verify_image(&images, &sha, &version("1.0.1")).unwrap_err();
+    assert!(err.to_string().contains("names version 1.0.0"), "{err}");
 
     // A package whose hash is not the expected one is never a VerifiedPackage.
     let err = VerifiedPackage::verify(&package_path, &"0".repeat(64)).unwrap_err();

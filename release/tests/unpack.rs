@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use release::{ReleaseError, UnpackLimits, VerifiedPackage};
-use std::path::Path;
 use tar::EntryType;
 
 /// Unpacks a hand-made package as version 1.0.0 into a fresh images directory, expects a
@@ -50,7 +49,7 @@ fn a_well_formed_hand_made_package_is_accepted() {
         std::fs::read(image.join("bin/replica")).unwrap(),
         REPLICA_BYTES
     );
-    assert_eq!(list(&images), ["1.0.0"]);
+    assert_eq!(list(&images), [package.sha256().to_string()]);
 }
 
 #[test]
@@ -243,7 +242,7 @@ fn a_refused_package_leaves_an_existing_image_alone() {
         &with(good_entries("1.0.0"), RawEntry::file("../x", b"x")),
     );
     assert!(release::unpack(&bad, &version("1.0.0"), &images).is_err());
-    assert_eq!(list(&images), ["1.0.0"]);
+    assert_eq!(list(&images), [good.sha256().to_string()]);
     assert_eq!(
         std::fs::read(image.join("bin/orchestrator")).unwrap(),
         b"damaged"
@@ -251,9 +250,27 @@ fn a_refused_package_leaves_an_existing_image_alone() {
 }
 
 #[test]
-fn versions_that_cannot_name_an_image_are_refused() {
+fn any_version_id_can_be_unpacked_because_images_are_named_by_hash() {
+    // "current" was refused when images were named by version; a name is only a name now.
     let dir = tempfile::tempdir().unwrap();
     let package = write_raw_package(&dir.path().join("p.tar.gz"), &good_entries("current"));
-    let err = release::unpack(&package, &version("current"), Path::new(dir.path())).unwrap_err();
-    assert!(matches!(err, ReleaseError::UnusableVersion { .. }), "{err}");
+    let images = dir.path().join("images");
+    let image = release::unpack(&package, &version("current"), &images).unwrap();
+    assert_eq!(image, images.join(package.sha256()));
+    release::switch_current(&images, package.sha256()).unwrap();
+    assert_eq!(
+        release::current(&images).map(|i| i.version),
+        Some(version("current"))
+    );
+}
+
+#[test]
+fn the_package_hash_file_is_a_reserved_name() {
+    assert_unsafe(
+        refused(with(
+            good_entries("1.0.0"),
+            RawEntry::file(release::PACKAGE_HASH_FILE, b"0"),
+        )),
+        release::PACKAGE_HASH_FILE,
+    );
 }

@@ -821,7 +821,7 @@ impl Driver {
     }
 
     /// Hands the updates still waiting in the pool to the next release: written
-    /// atomically to the node directory, loaded (and validated again) by the replica that
+    /// durably ([`durable::write`]) to the node directory, loaded (and validated again) by the replica that
     /// starts from the CUP. An accepted update is not dropped by an upgrade.
     fn carry_over(&self) {
         let waiting = self.ingress.select(now_ns(), MAX_INGRESS_BYTES, |_| false);
@@ -829,11 +829,7 @@ impl Driver {
             return;
         }
         let path = self.dir.carryover();
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, encode_payload(&waiting))
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match written {
+        match durable::write(&path, &encode_payload(&waiting)) {
             Ok(()) => tracing::info!(
                 updates = waiting.len(),
                 "updates carried over to the next release"

@@ -5,7 +5,8 @@
 //! DIR/node.toml                 the orchestrator's configuration; the replica reads its
 //!                               `registry_root_key` (the network it serves)
 //! DIR/registry/                 the node-local registry copy (the orchestrator writes it)
-//! DIR/cups/<height>.cup         CUPs this node's replicas made (newest wins)
+//! DIR/cups/<height>.cup         CUPs this node's replicas made (newest wins; the newest
+//!                               KEEP_CUP_FILES are kept)
 //! DIR/replica/state/            the replicated state (RocksDB)
 //! DIR/replica/checkpoints/<h>/  state checkpoints at summary heights (RocksDB hard links)
 //! DIR/replica/pool/             this node's own consensus shares (RocksDB, synced)
@@ -146,25 +147,20 @@ impl NodeDir {
         })
     }
 
-    /// Writes a CUP atomically (temporary file, fsync, rename, fsync of the directory),
-    /// so a reader never sees half of one.
+    /// Writes a CUP durably ([`durable::write`]: a reader never sees half of one, and it
+    /// survives a crash once this returns), then removes the oldest CUP files beyond
+    /// [`KEEP_CUP_FILES`].
     pub fn write_cup(&self, cup: &Cup) -> Result<PathBuf, ReplicaError> {
         let dir = self.cups();
-        let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ReplicaError::Io(format!("{}: {e}", dir.display())))?;
         let h = cup.content().height.get();
-        let path = dir.join(format!("{h:020}.cup"));
-        let tmp = dir.join(format!(".{h:020}.cup.tmp"));
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&cup.encode()).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        let path = dir.join(cup_file_name(h));
+        durable::write(&path, &cup.encode()).map_err(|e| ReplicaError::Io(e.to_string()))?;
+        if let Err(e) = prune_cups(&dir, KEEP_CUP_FILES) {
+            // A full history is a disk-space matter, not a reason to stop making CUPs.
+            tracing::warn!(error = %e, "pruning old CUP files");
         }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
         Ok(path)
     }
 
@@ -190,6 +186,48 @@ impl NodeDir {
     }
 }
 
+/// How many CUP files `cups/` keeps: the newest by height. A start uses the highest one
+/// (and `DIR/cup.cup`, which the orchestrator keeps apart); older ones are history for an
+/// operator, bounded so that a long-lived node's directory does not grow with its age.
+pub const KEEP_CUP_FILES: usize = 8;
+/// The most entries a prune of `cups/` looks at.
+const MAX_CUP_DIR_ENTRIES: usize = 4096;
+
+/// `cups/`'s file name for a CUP at height `h`: zero-padded, so names sort by height.
+fn cup_file_name(h: u64) -> String {
+    format!("{h:020}.cup")
+}
+
+/// Removes the CUP files of `dir` beyond the `keep` highest, and temporary files a killed
+/// writer left. Never the highest: that is the one a start or the orchestrator uses.
+/// Returns the heights removed.
+pub fn prune_cups(dir: &Path, keep: usize) -> Result<Vec<u64>, ReplicaError> {
+    let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", dir.display()));
+    let mut heights: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .map_err(io)?
+        .take(MAX_CUP_DIR_ENTRIES)
+    {
+        let name = entry.map_err(io)?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(h) = name
+            .strip_suffix(".cup")
+            .and_then(|h| h.parse::<u64>().ok())
+            && name == cup_file_name(h)
+        {
+            heights.push(h);
+        }
+    }
+    heights.sort_unstable();
+    let excess = heights.len().saturating_sub(keep.max(1));
+    let removed: Vec<u64> = heights.into_iter().take(excess).collect();
+    for h in &removed {
+        std::fs::remove_file(dir.join(cup_file_name(*h))).map_err(io)?;
+    }
+    durable::remove_stale(dir).map_err(|e| ReplicaError::Io(e.to_string()))?;
+    Ok(removed)
+}
+
 /// Reads and decodes a CUP file.
 pub fn read_cup(path: &Path) -> Result<Cup, ReplicaError> {
     let bytes = std::fs::read(path).map_err(|e| ReplicaError::Cup {
@@ -204,7 +242,63 @@ pub fn read_cup(path: &Path) -> Result<Cup, ReplicaError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use cup::{CupContent, RandomBeacon, RegistryCup, RegistryCupKind};
+    use types::{CryptoHash, RegistryVersion, ReplicaVersion, SubnetId};
+
+    fn cup_at(h: u64) -> Cup {
+        Cup::Registry(RegistryCup {
+            kind: RegistryCupKind::Recovery,
+            content: CupContent {
+                subnet_id: SubnetId([1; 32]),
+                height: Height::new(h),
+                block_hash: CryptoHash([2; 32]),
+                block_time_ns: h,
+                registry_version: RegistryVersion::new(1),
+                replica_version: ReplicaVersion::new("1.0.0").unwrap(),
+                random_beacon: RandomBeacon(vec![3; 32]),
+                state_hash: CryptoHash([4; 32]),
+                oldest_registry_version_in_use: RegistryVersion::new(1),
+                extensions: Default::default(),
+            },
+        })
+    }
+
+    #[test]
+    fn cups_keep_a_bounded_history_and_always_the_highest() {
+        let dir = tempfile::tempdir().unwrap();
+        let nd = NodeDir::new(dir.path());
+        // A writer killed mid-write left this; it goes with the next prune.
+        std::fs::create_dir_all(nd.cups()).unwrap();
+        std::fs::write(nd.cups().join(".x.cup.tmp-1-1"), b"half").unwrap();
+        std::fs::write(nd.cups().join("notes.txt"), b"an operator's").unwrap();
+        let heights: Vec<u64> = (1..=3 * KEEP_CUP_FILES as u64).map(|i| i * 10).collect();
+        for h in &heights {
+            nd.write_cup(&cup_at(*h)).unwrap();
+        }
+        let mut kept: Vec<u64> = nd
+            .local_cups()
+            .iter()
+            .map(|c| c.content().height.get())
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, heights[heights.len() - KEEP_CUP_FILES..]);
+        let mut names: Vec<String> = std::fs::read_dir(nd.cups())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), KEEP_CUP_FILES + 1, "{names:?}");
+        assert!(names.contains(&"notes.txt".to_string()), "{names:?}");
+        // Even a keep of zero never removes the highest.
+        assert_eq!(prune_cups(&nd.cups(), 0).unwrap().len(), KEEP_CUP_FILES - 1);
+        assert_eq!(nd.local_cups().len(), 1);
+        assert_eq!(
+            nd.local_cups()[0].content().height.get(),
+            *heights.last().unwrap()
+        );
+    }
 
     #[test]
     fn the_network_is_the_hash_of_node_toml_s_registry_root_key() {

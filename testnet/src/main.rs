@@ -361,7 +361,7 @@ fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result
         std::fs::write(n.dir.join("node.toml"), toml).map_err(io(&n.dir))?;
         let images = n.dir.join("images");
         release::unpack(&verified, &v1, &images).map_err(|e| e.to_string())?;
-        release::switch_current(&images, &v1).map_err(|e| e.to_string())?;
+        release::switch_current(&images, verified.sha256()).map_err(|e| e.to_string())?;
     }
     let text = serde_json::to_string_pretty(&layout).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;

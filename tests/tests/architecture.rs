@@ -115,3 +115,98 @@ fn no_replica_or_orchestrator_depends_on_the_simulator() {
     // And the check can see the simulator where it is.
     assert!(depends_on(&tree("simulator"), "consensus"));
 }
+
+/// The crates that fetch over https build rustls on ring only, never aws-lc.
+#[test]
+fn https_clients_use_ring_only() {
+    for krate in ["release", "orchestrator", "registry"] {
+        let t = tree(krate);
+        for forbidden in ["aws-lc-rs", "aws-lc-sys"] {
+            assert!(
+                !depends_on(&t, forbidden),
+                "{krate} depends on {forbidden}:\n{t}"
+            );
+        }
+        // And the check can see what is there: TLS, on ring.
+        assert!(
+            depends_on(&t, "rustls") && depends_on(&t, "ring"),
+            "{krate}:\n{t}"
+        );
+    }
+}
+
+/// Files written by the state work (RocksDB directories: checkpoints, restores, state
+/// sync), whose renames of whole RocksDB directories are theirs to route through
+/// `durable::rename`; RocksDB syncs the files inside.
+const PERSIST_EXEMPT: &[&str] = &[
+    "replica/src/state",
+    "replica/src/start.rs",
+    "replica/src/sync",
+];
+
+/// Every persist goes through the one durable-write helper (`durable`: temporary file,
+/// fsync, rename, fsync of the directory): a hand-written `sync_all` or `rename` in a
+/// crate's sources is a persist that may skip a step. A line may opt out with a
+/// `// durable:` comment right above it that says why.
+#[test]
+fn every_persist_goes_through_the_durable_helper() {
+    let root = tests::workspace_root();
+    let mut offenders = Vec::new();
+    let mut scanned = 0;
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                let skip = name.starts_with('.')
+                    || name == "target"
+                    || rel == "durable"
+                    || rel == "tests"
+                    || name == "tests"
+                    || name == "benches";
+                if !skip {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !rel.contains("/src/") || !name.ends_with(".rs") {
+                continue;
+            }
+            if PERSIST_EXEMPT.iter().any(|e| rel.starts_with(e)) {
+                continue;
+            }
+            scanned += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim_start().starts_with("#[cfg(test)]") {
+                    break;
+                }
+                let code = line.split("//").next().unwrap_or("");
+                let persists = code.contains(".sync_all()") || code.contains("fs::rename(");
+                let excused = lines[i.saturating_sub(3)..i]
+                    .iter()
+                    .any(|l| l.contains("// durable:"));
+                if persists && !excused && !code.contains("durable::") {
+                    offenders.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        scanned > 50,
+        "scanned only {scanned} files under {}",
+        root.display()
+    );
+    assert!(
+        offenders.is_empty(),
+        "hand-written persists (use durable::write/write_with/rename):\n{}",
+        offenders.join("\n")
+    );
+}

@@ -22,6 +22,33 @@ use types::ReplicaVersion;
 
 /// A guard against hangs, not a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(180);
+/// How often the slow mirror sends a byte.
+const TRICKLE: Duration = Duration::from_secs(2);
+/// How soon a killed replica must be running again while a download trickles: its
+/// restart backoff is half a second, the loop ticks every 200 ms; a loop held by the
+/// download would not restart it until the download ended (never, at this rate).
+const RESTART_PATIENCE: Duration = Duration::from_secs(20);
+
+/// 200 with the whole length announced, then one byte of `body` every [`TRICKLE`].
+fn trickle(body: Vec<u8>) -> axum::response::Response {
+    let len = body.len();
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let byte = body.get(i).copied();
+        async move {
+            tokio::time::sleep(TRICKLE).await;
+            byte.map(|b| {
+                (
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b])),
+                    i + 1,
+                )
+            })
+        }
+    });
+    axum::response::Response::builder()
+        .header("content-length", len)
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap()
+}
 
 use tests::free_port;
 
@@ -117,6 +144,11 @@ impl OneNode {
 }
 
 async fn one_node() -> OneNode {
+    one_node_with(9).await
+}
+
+/// A one-node subnet whose summary blocks come every `dkg_interval_length + 1` heights.
+async fn one_node_with(dkg_interval_length: u64) -> OneNode {
     let bin = tests::binaries();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
@@ -136,16 +168,31 @@ async fn one_node() -> OneNode {
     }
     let package_port = free_port();
     let serve_dir = packages.clone();
+    let trickle_dir = packages.clone();
     tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/packages/{name}",
-            axum::routing::get(
-                move |axum::extract::Path(name): axum::extract::Path<String>| {
-                    let p = serve_dir.join(name);
-                    async move { std::fs::read(p).map_err(|_| axum::http::StatusCode::NOT_FOUND) }
-                },
-            ),
-        );
+        let app =
+            axum::Router::new()
+                .route(
+                    "/packages/{name}",
+                    axum::routing::get(
+                        move |axum::extract::Path(name): axum::extract::Path<String>| {
+                            let p = serve_dir.join(name);
+                            async move {
+                                std::fs::read(p).map_err(|_| axum::http::StatusCode::NOT_FOUND)
+                            }
+                        },
+                    ),
+                )
+                // A slow mirror: the whole length announced, then a byte every TRICKLE.
+                .route(
+                    "/trickle/{name}",
+                    axum::routing::get(
+                        move |axum::extract::Path(name): axum::extract::Path<String>| {
+                            let p = trickle_dir.join(name);
+                            async move { trickle(std::fs::read(p).unwrap_or_default()) }
+                        },
+                    ),
+                );
         let l = tokio::net::TcpListener::bind(("127.0.0.1", package_port))
             .await
             .unwrap();
@@ -157,7 +204,7 @@ async fn one_node() -> OneNode {
     let params = NetworkParams {
         nodes: 1,
         neurons: 1,
-        dkg_interval_length: 9,
+        dkg_interval_length,
         unit_delay_ms: 200,
         initial_notary_delay_ms: 100,
         base_port: 1,
@@ -215,9 +262,9 @@ async fn one_node() -> OneNode {
     let package =
         release::VerifiedPackage::verify(&packages.join("1.0.0.tar.zst"), &sha[0]).unwrap();
     release::unpack(&package, &v1, &images).unwrap();
-    release::switch_current(&images, &v1).unwrap();
+    release::switch_current(&images, &sha[0]).unwrap();
     let log = std::fs::File::create(node.join("orchestrator.log")).unwrap();
-    let orchestrator = Command::new(images.join("1.0.0/bin/orchestrator"))
+    let orchestrator = Command::new(images.join("current/bin/orchestrator"))
         .args(["--node-dir", node.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(log)
@@ -318,6 +365,36 @@ async fn deploy(n: &OneNode, version: &str, sha256_hex: String, urls: Vec<String
     }
 }
 
+/// Governance: retire `version` (proposal nonce `nonce`).
+async fn retire(n: &OneNode, version: &str, nonce: u64) {
+    let key: crypto::ed25519::Ed25519PublicKey = n.root_key.parse().unwrap();
+    let registry =
+        RegistryClient::new(&format!("http://127.0.0.1:{}", n.reg_port), Some(key)).unwrap();
+    let s = Submission {
+        network: types::NetworkId::from_registry_root_key(key.as_bytes()),
+        neuron_id: 0,
+        nonce,
+        kind: ProposalKind::RetireVersion {
+            versions: vec![ReplicaVersion::new(version).unwrap()],
+        },
+    };
+    registry
+        .submit(&SignedSubmission::sign(s, &n.net.neuron_keys[0]))
+        .await
+        .unwrap();
+}
+
+/// The `build` of the manifest beside the binary the replica process runs (the image it
+/// was started from, whatever the layout of the images directory).
+fn running_replica_build(status: &Value) -> String {
+    let pid = status["replica_pid"].as_u64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let image = exe.parent().unwrap().parent().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest.json")).unwrap()).unwrap();
+    manifest["build"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     let n = one_node().await;
@@ -342,12 +419,17 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     .await;
     assert_eq!(
         std::fs::read_link(images.join("current")).unwrap(),
-        PathBuf::from("2.0.0")
+        PathBuf::from(&n.sha[1])
+    );
+    assert_eq!(
+        s["running_package_sha256"].as_str(),
+        Some(n.sha[1].as_str()),
+        "{s}"
     );
     // Re-executed in place: the process the operator started is still the orchestrator.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("2.0.0/bin/orchestrator"),
+        String::from_utf8_lossy(&cmdline).contains(&format!("{}/bin/orchestrator", n.sha[1])),
         "pid {pid} runs {:?}",
         String::from_utf8_lossy(&cmdline)
     );
@@ -425,9 +507,9 @@ async fn an_upgrade_whose_package_cannot_be_fetched_fails_clearly_and_is_retried
     );
     assert_eq!(
         std::fs::read_link(n.images.join("current")).unwrap(),
-        PathBuf::from("1.0.0")
+        PathBuf::from(&n.sha[0])
     );
-    assert!(!n.images.join("2.0.0").exists());
+    assert!(!n.images.join(&n.sha[1]).exists());
     // Another try later: the failure counter keeps growing.
     let metrics = format!("http://{}/metrics", n.rec.cup_address);
     let failures = || async {
@@ -466,4 +548,126 @@ async fn an_upgrade_whose_package_cannot_be_fetched_fails_clearly_and_is_retried
     .await
     .unwrap();
     assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+}
+
+/// Issue 14: a version id retired and elected again with another package runs the new
+/// package, not the image an earlier election left under the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_elected_again_with_another_package_runs_the_new_package() {
+    let n = one_node().await;
+    let bin = tests::binaries();
+    let files = first_release(&bin);
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    // 2.0.0 as package A (build "test"), then 3.0.0.
+    deploy_2_0_0(&n, n.sha[1].clone(), vec![n.url("2.0.0")]).await;
+    let s = runs(&n, "2.0.0").await;
+    assert_eq!(running_replica_build(&s), "test", "{s}");
+    let v3 = n.packages.join("3.0.0.tar.zst");
+    let sha3 = release::build_package(&v3, &ReplicaVersion::new("3.0.0").unwrap(), "test", &files)
+        .unwrap();
+    deploy(&n, "3.0.0", sha3, vec![n.url("3.0.0")], 2).await;
+    runs(&n, "3.0.0").await;
+    // 2.0.0 retired, elected again as package B, deployed.
+    retire(&n, "2.0.0", 4).await;
+    let b = n.packages.join("2.0.0-b.tar.zst");
+    let sha_b = release::build_package(
+        &b,
+        &ReplicaVersion::new("2.0.0").unwrap(),
+        "package B",
+        &files,
+    )
+    .unwrap();
+    assert_ne!(sha_b, n.sha[1]);
+    deploy(&n, "2.0.0", sha_b.clone(), vec![n.url("2.0.0-b")], 5).await;
+    let s = wait_until(
+        &n.client,
+        &n.orchestrator_status(),
+        "the node to run 2.0.0 again",
+        &n.node,
+        |s| {
+            s["running_version"].as_str() == Some("2.0.0")
+                && s["replica_pid"].as_u64().is_some()
+                && s["cup"]["replica_version"].as_str() == Some("3.0.0")
+        },
+    )
+    .await;
+    // Package B's replica runs, not package A's.
+    assert_eq!(running_replica_build(&s), "package B", "{s}");
+    assert_eq!(
+        s["running_package_sha256"].as_str(),
+        Some(sha_b.as_str()),
+        "{s}"
+    );
+}
+
+/// Issue 14: a mirror that sends a byte every few seconds does not stop the supervisor:
+/// a killed replica is running again promptly while the download goes on, and `/status`
+/// shows the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_mirror_does_not_stop_the_supervisor() {
+    // Summary blocks far apart: the download ahead of the switch has time to trickle.
+    let n = one_node_with(400).await;
+    let trickle_url = format!("http://127.0.0.1:{}/trickle/2.0.0.tar.zst", n.package_port);
+    deploy_2_0_0(&n, n.sha[1].clone(), vec![trickle_url]).await;
+    // The download ahead has started (some bytes in), and the replica runs.
+    let s = wait_until(
+        &n.client,
+        &n.orchestrator_status(),
+        "the download of 2.0.0 ahead of the switch to trickle in",
+        &n.node,
+        |s| {
+            s["upgrade"]["download"]["bytes"].as_u64() >= Some(2)
+                && s["replica_pid"].as_u64().is_some()
+        },
+    )
+    .await;
+    assert_eq!(s["upgrade"]["state"].as_str(), Some("downloading"), "{s}");
+    assert_eq!(
+        s["upgrade"]["download"]["version"].as_str(),
+        Some("2.0.0"),
+        "{s}"
+    );
+    assert_eq!(
+        s["upgrade"]["download"]["sha256"].as_str(),
+        Some(n.sha[1].as_str()),
+        "{s}"
+    );
+    let killed = s["replica_pid"].as_u64().unwrap();
+    let ok = Command::new("kill")
+        .args(["-KILL", &killed.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let started = Instant::now();
+    loop {
+        let s = json(&n.client, n.orchestrator_status()).await;
+        if let Some(s) = &s
+            && s["replica_pid"].as_u64().is_some_and(|p| p != killed)
+        {
+            // Still downloading beside it.
+            assert!(s["upgrade"]["download"]["bytes"].as_u64() >= Some(2), "{s}");
+            break;
+        }
+        assert!(
+            started.elapsed() < RESTART_PATIENCE,
+            "the killed replica was not restarted within {RESTART_PATIENCE:?}: {s:?}\n{}",
+            std::fs::read_to_string(n.node.join("orchestrator.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The restarted replica finalizes.
+    let replica_status = n.replica_status();
+    let before = json(&n.client, replica_status.clone())
+        .await
+        .and_then(|s| s["finalized_height"].as_u64())
+        .unwrap_or(0);
+    wait_until(
+        &n.client,
+        &replica_status,
+        "the restarted replica to finalize",
+        &n.node,
+        |s| s["finalized_height"].as_u64() > Some(before + 2),
+    )
+    .await;
 }

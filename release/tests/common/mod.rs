@@ -200,6 +200,13 @@ pub fn write_raw_package(path: &Path, entries: &[RawEntry]) -> release::Verified
 }
 
 /// Names in a directory (empty if it does not exist), sorted.
+/// Runs a fake release's script and returns what it printed.
+pub fn run(path: &Path) -> String {
+    let out = std::process::Command::new(path).output().unwrap();
+    assert!(out.status.success(), "{} failed", path.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -226,6 +233,9 @@ pub enum Route {
     CutFirst { body: Vec<u8>, ranges: bool },
     /// The head and half the body, then nothing, forever.
     Stall { body: Vec<u8> },
+    /// The head, then one byte of the body every `every`: never silent for long, never
+    /// done.
+    Trickle { body: Vec<u8>, every: Duration },
 }
 
 /// One request as the server saw it.
@@ -395,5 +405,22 @@ async fn handle(
         Some((Route::CutFirst { body, .. }, true)) => half_then(body, false),
         Some((Route::CutFirst { body, ranges }, false)) => serve(body, ranges, &headers),
         Some((Route::Stall { body }, _)) => half_then(body, true),
+        Some((Route::Trickle { body, every }, _)) => trickle(body, every),
     }
+}
+
+fn trickle(body: Vec<u8>, every: Duration) -> Response {
+    let len = body.len();
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let byte = body.get(i).copied();
+        async move {
+            tokio::time::sleep(every).await;
+            byte.map(|b| (Ok::<_, std::io::Error>(Bytes::from(vec![b])), i + 1))
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
