@@ -461,6 +461,9 @@ fn state_open_ms(values: usize, bytes: usize, opens: usize) -> Result<f64, Strin
     Ok(median_ms(samples))
 }
 
+/// The network of the states built here (no registry: any id will do).
+const BENCH_NETWORK: types::NetworkId = types::NetworkId([1; 32]);
+
 fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
     let mut state = ReplicatedState::open(path).map_err(|e| e.to_string())?;
     let user = Ed25519KeyPair::from_seed(&[9; 32]);
@@ -473,6 +476,7 @@ fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
             .map(|i| {
                 SignedIngress::sign(
                     Ingress {
+                        network: BENCH_NETWORK,
                         sender: user.public_key(),
                         nonce: i as u64,
                         expiry_ns: now + 60_000_000_000,
@@ -487,7 +491,7 @@ fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
             .collect();
         height = height.increment();
         let r = state
-            .execute(height, now, &block)
+            .execute(height, now, &BENCH_NETWORK, &block)
             .map_err(|e| e.to_string())?;
         if r.executed.len() != block.len() {
             return Err(format!(

@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::runtime::Runtime;
+use types::NetworkId;
 
 /// How much of each thing the network part measures.
 #[derive(Clone, Debug)]
@@ -135,6 +136,8 @@ struct Testnet {
     registry: String,
     package_base: String,
     subnet: String,
+    /// What updates are signed for: the hash of the registry's root key.
+    network: NetworkId,
 }
 
 impl Drop for Testnet {
@@ -162,6 +165,7 @@ impl Testnet {
                 "0",
             ],
         )?;
+        let network = network_id(dir.path())?;
         let mut net = Self {
             dir,
             replicas: vec![],
@@ -169,6 +173,7 @@ impl Testnet {
             registry: String::new(),
             package_base: String::new(),
             subnet: String::new(),
+            network,
         };
         run("testnet", &["up", "--dir", &d])?;
         let s: Value = serde_json::from_str(&run("testnet", &["status", "--dir", &d, "--json"])?)
@@ -288,9 +293,31 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
     r.json().await.ok()
 }
 
-fn put(user: &Ed25519KeyPair, nonce: u64, key: String, value: Vec<u8>) -> SignedIngress {
+/// The network of the testnet in `dir`: the hash of its registry's root public key.
+fn network_id(dir: &Path) -> Result<NetworkId, String> {
+    use std::io::Read;
+    let path = dir.join("registry").join("registry_public_key.hex");
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(1024).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let key: crypto::ed25519::Ed25519PublicKey = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(NetworkId::from_registry_root_key(key.as_bytes()))
+}
+
+fn put(
+    user: &Ed25519KeyPair,
+    network: NetworkId,
+    nonce: u64,
+    key: String,
+    value: Vec<u8>,
+) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network,
             sender: user.public_key(),
             nonce,
             expiry_ns: replica::now_ns() + 120_000_000_000,
@@ -350,6 +377,7 @@ fn latency(
             tick.tick().await;
             let m = put(
                 &user,
+                net.network,
                 base + n,
                 format!("latency-{base}-{n}"),
                 b"x".to_vec(),
@@ -375,6 +403,8 @@ fn latency(
 /// What [`spawn_senders`] sends.
 #[derive(Clone, Copy, Debug)]
 struct Load {
+    /// The network the updates are signed for.
+    network: NetworkId,
     senders: usize,
     /// Updates per second per sender; `None`: as fast as the replicas accept them.
     rate: Option<u64>,
@@ -394,6 +424,7 @@ fn spawn_senders(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let client = client()?;
     let Load {
+        network,
         senders,
         rate,
         value_bytes,
@@ -420,6 +451,7 @@ fn spawn_senders(
                     n += 1;
                     let m = put(
                         &user,
+                        network,
                         base + n,
                         format!("s{s}-{base}-{n}"),
                         vec![(n % 251) as u8; value_bytes],
@@ -500,6 +532,7 @@ fn throughput(
         rt,
         &net.replicas,
         Load {
+            network: net.network,
             senders,
             rate: None,
             value_bytes: 16,
@@ -650,6 +683,7 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
         &rt,
         &net.replicas,
         Load {
+            network: net.network,
             senders: 1,
             rate: Some(s.background_rate),
             value_bytes: 16,
@@ -694,6 +728,7 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
                 &rt,
                 &net.replicas,
                 Load {
+                    network: net.network,
                     senders: 4,
                     rate: None,
                     value_bytes: FILL_VALUE_BYTES,

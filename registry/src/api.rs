@@ -6,12 +6,25 @@
 //! | `GET /api/v1/registry/version` | | `{"registry_version"}` |
 //! | `GET /api/v1/registry/changes?since=V&max=M` | | binary [`ChangesPage`] (canonical codec) |
 //! | `GET /api/v1/registry/get?key=K[&at=V]` | | [`GetView`] |
-//! | `GET /api/v1/versions`, `/subnets`, `/neurons` | | lists of views |
+//! | `GET /api/v1/versions?after=V&limit=N` | | [`VersionsPage`] (see paging) |
+//! | `GET /api/v1/subnets`, `/neurons` | | lists of views (fixed at genesis) |
 //! | `POST /api/v1/proposals` | [`SignedSubmission`] | `{"proposal_id"}` |
 //! | `POST /api/v1/proposals/{id}/votes` | [`SignedBallot`] | `{"proposal_id","status"}` |
-//! | `GET /api/v1/proposals`, `/api/v1/proposals/{id}` | | [`ProposalView`]s |
-//! | `GET /api/v1/status` | | [`StatusView`] |
+//! | `GET /api/v1/proposals?after=ID&limit=N` | | [`ProposalsPage`] (see paging) |
+//! | `GET /api/v1/proposals/{id}` | | [`ProposalView`] |
+//! | `GET /api/v1/status` | | [`StatusView`] (with `network_id`) |
 //! | `GET /metrics` | | Prometheus text |
+//!
+//! Paging: lists that governance can grow (proposals, elected versions) come in pages,
+//! in ascending order of id or version, of at most `limit` items (capped at
+//! [`MAX_PROPOSALS_PER_PAGE`], [`MAX_VERSIONS_PER_LIST_PAGE`]) and about
+//! [`MAX_LIST_PAGE_BYTES`] of JSON. With `after` or `limit` the answer is
+//! `{"proposals": [...], "next": ID}` (`{"versions": [...], "next": "V"}`); `next` is the
+//! `after` of the following page, null on the last. Without either, the answer is the
+//! first page as a bare list, the form callers older than paging read.
+//!
+//! Submissions and ballots name the network they are for (`network`, the registry's
+//! `network_id` in `/api/v1/status`); one signed for another network is refused with 400.
 //!
 //! Every response carries `x-registry-signature`: the registry key's ed25519 signature,
 //! domain `REGISTRY_RESPONSE`, over `path-and-query || "\n" || body` (see
@@ -24,7 +37,7 @@ use crate::{
     store::VersionDelta,
 };
 use serde::{Deserialize, Serialize};
-use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 pub use crate::governance::{SignedBallot, SignedSubmission};
 
@@ -33,6 +46,16 @@ pub const SIGNATURE_HEADER: &str = "x-registry-signature";
 pub const MAX_VERSIONS_PER_PAGE: usize = 1000;
 /// The largest page of changes, in bytes (a page stops early to stay below).
 pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// The largest response the server sends (its signing layer buffers no more), and so the
+/// most a client reads of one.
+pub const MAX_RESPONSE_BYTES: usize = MAX_PAGE_BYTES + 1024 * 1024;
+/// The most proposals in one page of `GET /api/v1/proposals`.
+pub const MAX_PROPOSALS_PER_PAGE: usize = 100;
+/// The most elected versions in one page of `GET /api/v1/versions`.
+pub const MAX_VERSIONS_PER_LIST_PAGE: usize = 100;
+/// The JSON a list page stops at (always at least one item; one item is at most a
+/// request body, so a page stays under [`MAX_RESPONSE_BYTES`]).
+pub const MAX_LIST_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the response signature covers.
 pub fn response_message(path_and_query: &str, body: &[u8]) -> Vec<u8> {
@@ -178,12 +201,30 @@ impl From<&Proposal> for ProposalView {
     }
 }
 
+/// A page of `GET /api/v1/proposals?after=ID&limit=N`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalsPage {
+    pub proposals: Vec<ProposalView>,
+    /// The `after` of the next page; null on the last.
+    pub next: Option<u64>,
+}
+
+/// A page of `GET /api/v1/versions?after=V&limit=N`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionsPage {
+    pub versions: Vec<ElectedVersionView>,
+    /// The `after` of the next page; null on the last.
+    pub next: Option<ReplicaVersion>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusView {
     pub registry_version: u64,
     pub proposals_open: usize,
     pub proposals_total: usize,
     pub public_key: String,
+    /// The network every submission and ballot must name: the hash of `public_key`.
+    pub network_id: NetworkId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

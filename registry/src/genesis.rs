@@ -16,6 +16,9 @@ use crypto::{
 use serde::{Deserialize, Serialize};
 use types::{CryptoHash, Height, NodeId, ReplicaVersion, SubnetId};
 
+/// The largest genesis file read (a network of thousands of nodes is a few MiB).
+pub const MAX_GENESIS_BYTES: u64 = 16 * 1024 * 1024;
+
 fn default_voting_period_seconds() -> u64 {
     crate::governance::DEFAULT_VOTING_PERIOD_NS / 1_000_000_000
 }
@@ -79,6 +82,20 @@ impl Genesis {
     /// Parses a genesis file, naming the field that is wrong.
     pub fn from_json(text: &str) -> Result<Self, String> {
         serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads and parses a genesis file of at most [`MAX_GENESIS_BYTES`].
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        use std::io::Read;
+        let shown = path.display();
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_GENESIS_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if text.len() as u64 > MAX_GENESIS_BYTES {
+            return Err(format!("{shown}: larger than {MAX_GENESIS_BYTES} bytes"));
+        }
+        Self::from_json(&text).map_err(|e| format!("{shown}: {e}"))
     }
 
     /// The batch that writes these contents into an empty registry.

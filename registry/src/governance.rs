@@ -5,7 +5,14 @@
 //!
 //! - A *neuron* (registry record `neuron_<id>`) has a controller ed25519 key and voting
 //!   power. Submissions and votes are signed by the controller over the canonical encoding
-//!   of what they say (domains `GOVERNANCE_PROPOSAL`, `GOVERNANCE_VOTE`).
+//!   of what they say (domains `GOVERNANCE_PROPOSAL`, `GOVERNANCE_VOTE`), which names the
+//!   network ([`NetworkId`], the hash of the registry's root key): a registry refuses
+//!   what was signed for another network, so a neuron key used on two networks cannot
+//!   have its proposals or votes replayed from one to the other.
+//! - The network and the signature are checked first ([`SignedSubmission::verify`],
+//!   [`SignedBallot::verify`]), with nothing but the neuron's controller key; only a
+//!   [`VerifiedSubmission`] or [`VerifiedBallot`] reaches the registry state, so a badly
+//!   signed request costs one signature check and no more.
 //! - A proposal is validated against the registry when it is submitted (a deploy of an
 //!   unelected version, a retire of a version in use, a bad SHA-256 or URL are refused
 //!   and never become proposals) and again, by the registry's invariants, when it
@@ -25,10 +32,10 @@ use crate::{
     records::{RegistryRecord, ReplicaVersionRecord, keys},
     store::Mutation,
 };
-use crypto::ed25519::{Ed25519KeyPair, Ed25519Signature};
+use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use types::{RegistryVersion, ReplicaVersion, SubnetId, codec, domain};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId, codec, domain};
 
 pub type NeuronId = u64;
 pub type ProposalId = u64;
@@ -37,6 +44,9 @@ pub type ProposalId = u64;
 pub const DEFAULT_VOTING_PERIOD_NS: u64 = 4 * 24 * 3600 * 1_000_000_000;
 /// The most open proposals at once (a bound on state and on work per deadline check).
 pub const MAX_OPEN_PROPOSALS: usize = 1000;
+/// The most proposals [`Governance::process_deadlines`] decides in one call: when many
+/// reach their deadline together, the rest are decided on the next tick.
+pub const MAX_DEADLINE_DECISIONS_PER_CALL: usize = 100;
 
 /// What a proposal asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +90,8 @@ impl ProposalKind {
 /// A proposal as its proposer signs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
+    /// The network the proposal is for; another network's registry refuses it.
+    pub network: NetworkId,
     pub neuron_id: NeuronId,
     /// Distinguishes two otherwise identical submissions; a replay is refused.
     pub nonce: u64,
@@ -101,6 +113,8 @@ pub enum Vote {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ballot {
+    /// The network the vote is for; another network's registry refuses it.
+    pub network: NetworkId,
     pub proposal_id: ProposalId,
     pub neuron_id: NeuronId,
     pub vote: Vote,
@@ -120,12 +134,108 @@ impl SignedSubmission {
             signature,
         }
     }
+
+    /// Refuses a submission signed for another network (no state needed).
+    pub fn check_network(&self, network: &NetworkId) -> Result<(), GovernanceError> {
+        check_network(&self.submission.network, network)
+    }
+
+    /// The network, then the signature against the neuron's `controller` key.
+    pub fn verify(
+        &self,
+        network: &NetworkId,
+        controller: &Ed25519PublicKey,
+    ) -> Result<VerifiedSubmission, GovernanceError> {
+        self.check_network(network)?;
+        let s = &self.submission;
+        controller
+            .verify(
+                domain::GOVERNANCE_PROPOSAL,
+                &codec::encode(s),
+                &self.signature,
+            )
+            .map_err(|_| GovernanceError::BadSignature(s.neuron_id))?;
+        Ok(VerifiedSubmission {
+            submission: s.clone(),
+            controller: *controller,
+        })
+    }
 }
 
 impl SignedBallot {
     pub fn sign(ballot: Ballot, key: &Ed25519KeyPair) -> Self {
         let signature = key.sign(domain::GOVERNANCE_VOTE, &codec::encode(&ballot));
         Self { ballot, signature }
+    }
+
+    /// Refuses a ballot signed for another network (no state needed).
+    pub fn check_network(&self, network: &NetworkId) -> Result<(), GovernanceError> {
+        check_network(&self.ballot.network, network)
+    }
+
+    /// The network, then the signature against the neuron's `controller` key.
+    pub fn verify(
+        &self,
+        network: &NetworkId,
+        controller: &Ed25519PublicKey,
+    ) -> Result<VerifiedBallot, GovernanceError> {
+        self.check_network(network)?;
+        let b = &self.ballot;
+        controller
+            .verify(domain::GOVERNANCE_VOTE, &codec::encode(b), &self.signature)
+            .map_err(|_| GovernanceError::BadSignature(b.neuron_id))?;
+        Ok(VerifiedBallot {
+            ballot: b.clone(),
+            controller: *controller,
+        })
+    }
+}
+
+fn check_network(signed_for: &NetworkId, network: &NetworkId) -> Result<(), GovernanceError> {
+    if signed_for != network {
+        return Err(GovernanceError::WrongNetwork {
+            signed_for: *signed_for,
+            expected: *network,
+        });
+    }
+    Ok(())
+}
+
+/// A submission whose network and signature checked out against `controller`; only
+/// [`SignedSubmission::verify`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedSubmission {
+    submission: Submission,
+    controller: Ed25519PublicKey,
+}
+
+impl VerifiedSubmission {
+    pub fn submission(&self) -> &Submission {
+        &self.submission
+    }
+
+    /// The key the signature verified against.
+    pub fn controller(&self) -> &Ed25519PublicKey {
+        &self.controller
+    }
+}
+
+/// A ballot whose network and signature checked out against `controller`; only
+/// [`SignedBallot::verify`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedBallot {
+    ballot: Ballot,
+    controller: Ed25519PublicKey,
+}
+
+impl VerifiedBallot {
+    pub fn ballot(&self) -> &Ballot {
+        &self.ballot
+    }
+
+    /// The key the signature verified against.
+    pub fn controller(&self) -> &Ed25519PublicKey {
+        &self.controller
     }
 }
 
@@ -229,6 +339,11 @@ impl Proposal {
 /// Why governance refused a submission or a vote. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GovernanceError {
+    #[error("signed for network {signed_for}, but this registry is network {expected}")]
+    WrongNetwork {
+        signed_for: NetworkId,
+        expected: NetworkId,
+    },
     #[error("neuron {0} does not exist")]
     UnknownNeuron(NeuronId),
     #[error("the signature is not by neuron {0}'s controller key")]
@@ -283,30 +398,27 @@ impl Governance {
         }
     }
 
-    /// Validates and records a signed proposal. Returns its id. `check` is the registry's
-    /// full validation of the batch the proposal would execute today (preconditions and
-    /// invariants), so that what could never execute is refused up front.
+    /// Validates and records a verified proposal. Returns its id. `check` is the
+    /// registry's full validation of the batch the proposal would execute today
+    /// (preconditions and invariants), so that what could never execute is refused up
+    /// front.
     pub fn submit(
         &mut self,
         registry: &Snapshot,
         now_ns: u64,
-        signed: &SignedSubmission,
+        verified: &VerifiedSubmission,
         check: &dyn Fn(&[Mutation]) -> Result<(), String>,
     ) -> Result<ProposalId, GovernanceError> {
-        self.process_deadlines(now_ns);
-        let s = &signed.submission;
+        let s = &verified.submission;
         let neuron = registry
             .neurons
             .get(&s.neuron_id)
             .ok_or(GovernanceError::UnknownNeuron(s.neuron_id))?;
-        neuron
-            .controller
-            .verify(
-                domain::GOVERNANCE_PROPOSAL,
-                &codec::encode(s),
-                &signed.signature,
-            )
-            .map_err(|_| GovernanceError::BadSignature(s.neuron_id))?;
+        // The signature was checked against the key the neuron had then; it must still
+        // be the neuron's key.
+        if neuron.controller != verified.controller {
+            return Err(GovernanceError::BadSignature(s.neuron_id));
+        }
         if let Some(p) = self
             .proposals
             .values()
@@ -318,10 +430,11 @@ impl Governance {
                 existing: p.id,
             });
         }
+        // One past its deadline is as good as decided (the next tick decides it).
         let open = self
             .proposals
             .values()
-            .filter(|p| p.status == ProposalStatus::Open)
+            .filter(|p| p.status == ProposalStatus::Open && now_ns < p.deadline_ns)
             .count();
         if open >= MAX_OPEN_PROPOSALS {
             return Err(GovernanceError::TooManyOpen(open));
@@ -365,31 +478,23 @@ impl Governance {
         Ok(id)
     }
 
-    /// Records a signed vote. Returns the proposal's status afterwards.
+    /// Records a verified vote (the caller checked that `verified`'s key is still the
+    /// neuron's controller). Returns the proposal's status afterwards. Needs no registry
+    /// state: the proposal's ballots say who may vote and with what power.
     pub fn vote(
         &mut self,
-        registry: &Snapshot,
         now_ns: u64,
-        signed: &SignedBallot,
+        verified: &VerifiedBallot,
     ) -> Result<ProposalStatus, GovernanceError> {
-        self.process_deadlines(now_ns);
-        let b = &signed.ballot;
-        let neuron = registry
-            .neurons
-            .get(&b.neuron_id)
-            .ok_or(GovernanceError::UnknownNeuron(b.neuron_id))?;
-        neuron
-            .controller
-            .verify(
-                domain::GOVERNANCE_VOTE,
-                &codec::encode(b),
-                &signed.signature,
-            )
-            .map_err(|_| GovernanceError::BadSignature(b.neuron_id))?;
+        let b = &verified.ballot;
         let p = self
             .proposals
             .get_mut(&b.proposal_id)
             .ok_or(GovernanceError::UnknownProposal(b.proposal_id))?;
+        // Voting ends at the deadline, whether or not a tick has decided it yet.
+        if p.status == ProposalStatus::Open && now_ns >= p.deadline_ns {
+            p.decide_at_deadline(now_ns);
+        }
         if p.status != ProposalStatus::Open {
             return Err(GovernanceError::NotOpen {
                 id: p.id,
@@ -414,13 +519,20 @@ impl Governance {
         Ok(p.status)
     }
 
-    /// Decides every open proposal whose deadline has passed.
-    pub fn process_deadlines(&mut self, now_ns: u64) {
+    /// Decides open proposals whose deadline has passed, oldest first, at most `max` of
+    /// them; returns how many it decided.
+    pub fn process_deadlines(&mut self, now_ns: u64, max: usize) -> usize {
+        let mut decided = 0;
         for p in self.proposals.values_mut() {
+            if decided >= max {
+                break;
+            }
             if p.status == ProposalStatus::Open && now_ns >= p.deadline_ns {
                 p.decide_at_deadline(now_ns);
+                decided += 1;
             }
         }
+        decided
     }
 
     /// Adopted proposals waiting for execution, oldest first.

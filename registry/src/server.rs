@@ -5,8 +5,8 @@
 
 use crate::{
     Registry, RegistryError,
-    api::{self, *},
-    governance::{GovernanceError, ProposalStatus},
+    api::*,
+    governance::{GovernanceError, ProposalStatus, VerifiedBallot, VerifiedSubmission},
     records::{CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, keys},
     store::{RegistryStore, RocksStore, StoreError},
 };
@@ -20,14 +20,15 @@ use axum::{
     routing::{get, post},
 };
 use crypto::ed25519::Ed25519KeyPair;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
 use serde::Deserialize;
 use std::{
+    ops::Bound,
     path::{Path as FsPath, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use types::{RegistryVersion, codec, domain};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, codec, domain};
 
 /// Files in a registry directory.
 pub fn key_path(dir: &FsPath) -> PathBuf {
@@ -42,15 +43,16 @@ pub fn store_path(dir: &FsPath) -> PathBuf {
 
 /// The largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// The largest response the signing layer buffers.
-const MAX_RESPONSE_BYTES: usize = api::MAX_PAGE_BYTES + 1024 * 1024;
 
 pub struct ServerState {
     registry: Mutex<Registry<RocksStore>>,
     key: Ed25519KeyPair,
+    /// This registry's network: what every submission and ballot must name.
+    network: NetworkId,
     metrics: Metrics,
     requests: IntCounterVec,
     refusals: IntCounterVec,
+    decodes: IntCounter,
     version_gauge: IntGauge,
     open_gauge: IntGauge,
 }
@@ -111,18 +113,26 @@ impl ServerState {
             ),
             &["kind"],
         )?;
+        let decodes = IntCounter::new(
+            "registry_snapshot_decodes_total",
+            "Decodes of the whole registry (the expensive step of a proposal)",
+        )?;
         let version_gauge = IntGauge::new("registry_version", "The latest registry version")?;
         let open_gauge = IntGauge::new("registry_proposals_open", "Open proposals")?;
         metrics.register(Box::new(requests.clone()))?;
         metrics.register(Box::new(refusals.clone()))?;
+        metrics.register(Box::new(decodes.clone()))?;
         metrics.register(Box::new(version_gauge.clone()))?;
         metrics.register(Box::new(open_gauge.clone()))?;
+        let network = NetworkId::from_registry_root_key(key.public_key().as_bytes());
         Ok(Arc::new(Self {
             registry: Mutex::new(registry),
             key,
+            network,
             metrics,
             requests,
             refusals,
+            decodes,
             version_gauge,
             open_gauge,
         }))
@@ -136,6 +146,31 @@ impl ServerState {
 
     fn count(&self, endpoint: &str) {
         self.requests.with_label_values(&[endpoint]).inc();
+    }
+
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// The cheap checks of a submission (network, neuron, signature) with the lock held
+    /// only for the one record read, so a flood of bad signatures never queues honest
+    /// requests behind signature checks, and never reaches a snapshot decode.
+    fn verify_submission(
+        &self,
+        signed: &SignedSubmission,
+    ) -> Result<VerifiedSubmission, RegistryError> {
+        signed.check_network(&self.network)?;
+        let controller = self
+            .registry()
+            .neuron_controller(signed.submission.neuron_id)?;
+        Ok(signed.verify(&self.network, &controller)?)
+    }
+
+    /// The cheap checks of a ballot, as [`ServerState::verify_submission`].
+    fn verify_ballot(&self, signed: &SignedBallot) -> Result<VerifiedBallot, RegistryError> {
+        signed.check_network(&self.network)?;
+        let controller = self.registry().neuron_controller(signed.ballot.neuron_id)?;
+        Ok(signed.verify(&self.network, &controller)?)
     }
 }
 
@@ -230,8 +265,12 @@ fn registry_error(state: &ServerState, e: RegistryError) -> Response {
     };
     if code == StatusCode::BAD_REQUEST {
         let kind = match &e {
+            RegistryError::Governance(GovernanceError::WrongNetwork { .. }) => "wrong_network",
+            RegistryError::Governance(GovernanceError::UnknownNeuron(_)) => "unknown_neuron",
             RegistryError::Governance(GovernanceError::BadSignature(_)) => "bad_signature",
+            RegistryError::Governance(GovernanceError::Replay { .. }) => "replay",
             RegistryError::Governance(GovernanceError::Invalid(_)) => "invalid_proposal",
+            RegistryError::Governance(GovernanceError::TooManyOpen(_)) => "too_many_open",
             RegistryError::Invariant(_) => "invariant",
             _ => "other",
         };
@@ -371,13 +410,77 @@ fn snapshot_list<T: serde::Serialize>(
     }
 }
 
-async fn versions(State(s): State<Arc<ServerState>>) -> Response {
-    snapshot_list(&s, "versions", |snap| {
+/// `?after=&limit=` of a paged list.
+#[derive(Deserialize)]
+struct PageQuery<C> {
+    after: Option<C>,
+    limit: Option<usize>,
+}
+
+impl<C> PageQuery<C> {
+    /// Whether the caller asked for pages (else it gets the first page as a bare list).
+    fn paged(&self) -> bool {
+        self.after.is_some() || self.limit.is_some()
+    }
+
+    fn limit(&self, max: usize) -> usize {
+        self.limit.unwrap_or(max).clamp(1, max)
+    }
+}
+
+/// Up to `limit` items and about `max_bytes` of JSON (at least one item), and the cursor
+/// of the next page when items are left.
+fn page<T: serde::Serialize, C>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    max_bytes: usize,
+    cursor: impl Fn(&T) -> C,
+) -> (Vec<T>, Option<C>) {
+    let mut items = items.peekable();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(item) = items.peek() {
+        if out.len() >= limit {
+            break;
+        }
+        // The item's JSON and its comma.
+        let size = serde_json::to_vec(item).map_or(0, |b| b.len()) + 1;
+        if !out.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.extend(items.next());
+    }
+    let next = match items.peek() {
+        Some(_) => out.last().map(cursor),
+        None => None,
+    };
+    (out, next)
+}
+
+async fn versions(
+    State(s): State<Arc<ServerState>>,
+    Query(q): Query<PageQuery<ReplicaVersion>>,
+) -> Response {
+    s.count("versions");
+    let snap = match s.registry().snapshot() {
+        Ok(snap) => snap,
+        Err(e) => return registry_error(&s, e),
+    };
+    let start = q.after.clone().map_or(Bound::Unbounded, Bound::Excluded);
+    let (versions, next) = page(
         snap.versions
-            .values()
-            .map(ElectedVersionView::from)
-            .collect()
-    })
+            .range((start, Bound::Unbounded))
+            .map(|(_, v)| ElectedVersionView::from(v)),
+        q.limit(MAX_VERSIONS_PER_LIST_PAGE),
+        MAX_LIST_PAGE_BYTES,
+        |v| v.version.clone(),
+    );
+    if q.paged() {
+        Json(VersionsPage { versions, next }).into_response()
+    } else {
+        Json(versions).into_response()
+    }
 }
 
 async fn subnets(State(s): State<Arc<ServerState>>) -> Response {
@@ -392,17 +495,26 @@ async fn neurons(State(s): State<Arc<ServerState>>) -> Response {
     })
 }
 
-async fn proposals(State(s): State<Arc<ServerState>>) -> Response {
+async fn proposals(State(s): State<Arc<ServerState>>, Query(q): Query<PageQuery<u64>>) -> Response {
     s.count("proposals");
-    let reg = s.registry();
-    Json(
-        reg.governance()
-            .proposals
-            .values()
-            .map(ProposalView::from)
-            .collect::<Vec<_>>(),
-    )
-    .into_response()
+    let start = q.after.map_or(Bound::Unbounded, Bound::Excluded);
+    let (proposals, next) = {
+        let reg = s.registry();
+        page(
+            reg.governance()
+                .proposals
+                .range((start, Bound::Unbounded))
+                .map(|(_, p)| ProposalView::from(p)),
+            q.limit(MAX_PROPOSALS_PER_PAGE),
+            MAX_LIST_PAGE_BYTES,
+            |p| p.proposal_id,
+        )
+    };
+    if q.paged() {
+        Json(ProposalsPage { proposals, next }).into_response()
+    } else {
+        Json(proposals).into_response()
+    }
 }
 
 async fn proposal(State(s): State<Arc<ServerState>>, Path(id): Path<u64>) -> Response {
@@ -422,7 +534,11 @@ async fn submit(
     Json(signed): Json<SignedSubmission>,
 ) -> Response {
     s.count("submit");
-    let result = s.registry().submit(now_ns(), &signed);
+    let verified = match s.verify_submission(&signed) {
+        Ok(v) => v,
+        Err(e) => return registry_error(&s, e),
+    };
+    let result = s.registry().submit(now_ns(), &verified);
     match result {
         Ok(id) => {
             tracing::info!(
@@ -451,7 +567,11 @@ async fn vote(
             ),
         );
     }
-    let result = s.registry().vote(now_ns(), &signed);
+    let verified = match s.verify_ballot(&signed) {
+        Ok(v) => v,
+        Err(e) => return registry_error(&s, e),
+    };
+    let result = s.registry().vote(now_ns(), &verified);
     match result {
         Ok(status) => {
             tracing::info!(
@@ -484,6 +604,7 @@ async fn status(State(s): State<Arc<ServerState>>) -> Response {
         proposals_open: open,
         proposals_total: reg.governance().proposals.len(),
         public_key: s.key.public_key().to_string(),
+        network_id: s.network,
     })
     .into_response()
 }
@@ -492,6 +613,9 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
     {
         let reg = s.registry();
         s.version_gauge.set(reg.latest_version().get() as i64);
+        // The count lives in the registry; the counter catches up with it.
+        s.decodes
+            .inc_by(reg.snapshot_decodes().saturating_sub(s.decodes.get()));
         let open = reg
             .governance()
             .proposals

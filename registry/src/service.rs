@@ -4,22 +4,34 @@
 //! Every change goes through one path: compute the next state in memory, check it, then
 //! commit the registry delta (if any) and the changed governance records in one atomic
 //! store commit. A vote that adopts a proposal is committed first, then the proposal's
-//! execution; if the process dies in between, [`Registry::open`] executes the adopted
-//! proposal on restart, so an acknowledged vote is never lost and a proposal never runs
-//! twice.
+//! execution; if the process dies in between, [`Registry::open`] (or, past its bound,
+//! the next [`Registry::tick`]) executes the adopted proposal on restart, so an
+//! acknowledged vote is never lost and a proposal never runs twice.
 
 use crate::{
     governance::{
-        Governance, GovernanceError, ProposalId, ProposalStatus, SignedBallot, SignedSubmission,
+        Governance, GovernanceError, MAX_DEADLINE_DECISIONS_PER_CALL, NeuronId, ProposalId,
+        ProposalStatus, SignedBallot, SignedSubmission, VerifiedBallot, VerifiedSubmission,
         mutations_for,
     },
     invariants::{InvariantViolation, Snapshot},
+    records::{NeuronRecord, RegistryRecord, keys},
     store::{AuxWrite, Mutation, RegistryStore, StoreError, VersionDelta},
 };
-use types::{RegistryVersion, codec};
+use crypto::ed25519::Ed25519PublicKey;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+use types::{NetworkId, RegistryVersion, codec};
 
 const GOV_META: &str = "gov/meta";
 const GOV_PROPOSAL_PREFIX: &str = "gov/proposal/";
+
+/// The most adopted proposals executed in one call (a tick, a submission, a vote): each
+/// is a whole-registry decode, a validation and a synced commit under the server's lock,
+/// so a pile of them waits for the next ticks rather than stalling every request.
+pub const MAX_EXECUTIONS_PER_CALL: usize = 8;
 
 fn proposal_key(id: ProposalId) -> String {
     format!("{GOV_PROPOSAL_PREFIX}{id:020}")
@@ -36,7 +48,7 @@ pub enum RegistryError {
     Governance(#[from] GovernanceError),
     #[error("the registry is already initialized (at version {0})")]
     AlreadyInitialized(RegistryVersion),
-    #[error("stored governance state is corrupt: {0}")]
+    #[error("stored registry or governance state is corrupt: {0}")]
     Corrupt(String),
 }
 
@@ -51,6 +63,12 @@ struct GovMeta {
 pub struct Registry<S: RegistryStore> {
     store: S,
     governance: Governance,
+    /// Whole-registry decodes so far: the expensive step a request must earn (see
+    /// [`Registry::snapshot_decodes`]).
+    snapshot_decodes: AtomicU64,
+    /// The latest state decoded, with its version: reads between two commits share one
+    /// decode (versions are immutable, so the version names the contents).
+    latest: Mutex<Option<(RegistryVersion, Arc<Snapshot>)>>,
 }
 
 impl<S: RegistryStore> Registry<S> {
@@ -72,7 +90,12 @@ impl<S: RegistryStore> Registry<S> {
                 codec::decode(&bytes, codec::MAX_ENCODED_BYTES).map_err(corrupt)?;
             governance.proposals.insert(p.id, p);
         }
-        let mut registry = Self { store, governance };
+        let mut registry = Self {
+            store,
+            governance,
+            snapshot_decodes: AtomicU64::new(0),
+            latest: Mutex::new(None),
+        };
         registry.execute_pending()?;
         Ok(registry)
     }
@@ -107,9 +130,83 @@ impl<S: RegistryStore> Registry<S> {
         self.store.latest_version()
     }
 
-    /// The latest state, decoded.
-    pub fn snapshot(&self) -> Result<Snapshot, RegistryError> {
-        Ok(Snapshot::decode(&self.store.latest_snapshot()?)?)
+    /// The latest state, decoded once per registry version.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, RegistryError> {
+        let version = self.store.latest_version();
+        // Only `&mut self` methods commit, and they hold this registry exclusively, so
+        // the version cannot move between the check and the decode.
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, snapshot)) = latest.as_ref()
+            && *v == version
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let snapshot = Arc::new(self.decode(&self.store.latest_snapshot()?)?);
+        *latest = Some((version, Arc::clone(&snapshot)));
+        Ok(snapshot)
+    }
+
+    /// How many times the whole registry was decoded (for the latest state or a batch's
+    /// result): the work a request costs beyond a key read. Served as a metric, and what
+    /// tests count to show a refused request did not get this far.
+    pub fn snapshot_decodes(&self) -> u64 {
+        self.snapshot_decodes.load(Ordering::Relaxed)
+    }
+
+    fn decode(
+        &self,
+        state: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<Snapshot, RegistryError> {
+        self.snapshot_decodes.fetch_add(1, Ordering::Relaxed);
+        Ok(Snapshot::decode(state)?)
+    }
+
+    /// A neuron's controller key at the latest version: one record read, no snapshot.
+    pub fn neuron_controller(&self, id: NeuronId) -> Result<Ed25519PublicKey, RegistryError> {
+        let key = keys::neuron(id);
+        let bytes = self
+            .store
+            .get(&key, self.latest_version())?
+            .ok_or(GovernanceError::UnknownNeuron(id))?;
+        let record = NeuronRecord::decode_value(&bytes)
+            .map_err(|e| RegistryError::Corrupt(format!("record {key}: {e}")))?;
+        Ok(record.controller)
+    }
+
+    /// The cheap checks of a submission, in order of cost: the network, the neuron (one
+    /// record read), the signature. The server runs the same steps outside its lock.
+    pub fn verify_submission(
+        &self,
+        network: &NetworkId,
+        signed: &SignedSubmission,
+    ) -> Result<VerifiedSubmission, RegistryError> {
+        signed.check_network(network)?;
+        let controller = self.neuron_controller(signed.submission.neuron_id)?;
+        Ok(signed.verify(network, &controller)?)
+    }
+
+    /// The cheap checks of a ballot, as [`Registry::verify_submission`].
+    pub fn verify_ballot(
+        &self,
+        network: &NetworkId,
+        signed: &SignedBallot,
+    ) -> Result<VerifiedBallot, RegistryError> {
+        signed.check_network(network)?;
+        let controller = self.neuron_controller(signed.ballot.neuron_id)?;
+        Ok(signed.verify(network, &controller)?)
+    }
+
+    /// Refuses a verified request whose key is no longer its neuron's controller (it was
+    /// verified outside the lock, against the key read then).
+    fn check_controller(
+        &self,
+        neuron: NeuronId,
+        verified_with: &Ed25519PublicKey,
+    ) -> Result<(), RegistryError> {
+        if &self.neuron_controller(neuron)? != verified_with {
+            return Err(GovernanceError::BadSignature(neuron).into());
+        }
+        Ok(())
     }
 
     /// The delta a batch would commit, after its preconditions and every invariant on
@@ -123,7 +220,7 @@ impl<S: RegistryStore> Registry<S> {
                 None => state.remove(&c.key),
             };
         }
-        Snapshot::decode(&state)?.check()?;
+        self.decode(&state)?.check()?;
         Ok(delta)
     }
 
@@ -134,33 +231,34 @@ impl<S: RegistryStore> Registry<S> {
         Ok(delta.version)
     }
 
-    /// Records a signed proposal (executing it if the proposer alone has a majority).
+    /// Records a verified proposal (executing it if the proposer alone has a majority).
     pub fn submit(
         &mut self,
         now_ns: u64,
-        signed: &SignedSubmission,
+        verified: &VerifiedSubmission,
     ) -> Result<ProposalId, RegistryError> {
+        self.check_controller(verified.submission().neuron_id, verified.controller())?;
         let snapshot = self.snapshot()?;
         let mut next = self.governance.clone();
         let check = |m: &[Mutation]| self.prepare(m).map(|_| ()).map_err(|e| e.to_string());
-        let id = next.submit(&snapshot, now_ns, signed, &check)?;
+        let id = next.submit(&snapshot, now_ns, verified, &check)?;
         self.commit_governance(next, None)?;
         self.execute_pending()?;
         Ok(id)
     }
 
-    /// Records a signed vote; returns the proposal's status once any execution is done.
+    /// Records a verified vote; returns the proposal's status once any execution is done.
     pub fn vote(
         &mut self,
         now_ns: u64,
-        signed: &SignedBallot,
+        verified: &VerifiedBallot,
     ) -> Result<ProposalStatus, RegistryError> {
-        let snapshot = self.snapshot()?;
+        self.check_controller(verified.ballot().neuron_id, verified.controller())?;
         let mut next = self.governance.clone();
-        next.vote(&snapshot, now_ns, signed)?;
+        next.vote(now_ns, verified)?;
         self.commit_governance(next, None)?;
         self.execute_pending()?;
-        let id = signed.ballot.proposal_id;
+        let id = verified.ballot().proposal_id;
         Ok(self
             .governance
             .proposals
@@ -169,20 +267,23 @@ impl<S: RegistryStore> Registry<S> {
             .unwrap_or(ProposalStatus::Open))
     }
 
-    /// Decides proposals whose deadline passed, and executes the adopted ones.
+    /// Decides proposals whose deadline passed and executes adopted ones, each up to its
+    /// bound ([`MAX_DEADLINE_DECISIONS_PER_CALL`], [`MAX_EXECUTIONS_PER_CALL`]); what is
+    /// left is done by the next ticks.
     pub fn tick(&mut self, now_ns: u64) -> Result<(), RegistryError> {
         let mut next = self.governance.clone();
-        next.process_deadlines(now_ns);
-        if next != self.governance {
+        if next.process_deadlines(now_ns, MAX_DEADLINE_DECISIONS_PER_CALL) > 0 {
             self.commit_governance(next, None)?;
         }
         self.execute_pending()
     }
 
-    /// Executes adopted proposals one by one: each execution (the registry delta and the
-    /// proposal's new status) is one atomic commit.
+    /// Executes adopted proposals one by one, oldest first, at most
+    /// [`MAX_EXECUTIONS_PER_CALL`]: each execution (the registry delta and the proposal's
+    /// new status) is one atomic commit.
     fn execute_pending(&mut self) -> Result<(), RegistryError> {
-        for id in self.governance.pending_execution() {
+        let pending = self.governance.pending_execution();
+        for id in pending.into_iter().take(MAX_EXECUTIONS_PER_CALL) {
             let Some(proposal) = self.governance.proposals.get(&id) else {
                 continue;
             };

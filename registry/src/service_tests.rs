@@ -12,9 +12,11 @@ use crate::{
     store::{MemoryStore, Mutation, RegistryStore, RocksStore},
 };
 use rand::SeedableRng;
-use types::{RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
 
 const HOUR_NS: u64 = 3600 * 1_000_000_000;
+/// The network the fixture's registry serves.
+const NET: NetworkId = NetworkId([7; 32]);
 
 fn v(s: &str) -> ReplicaVersion {
     ReplicaVersion::new(s).expect("valid version")
@@ -78,12 +80,25 @@ impl<S: RegistryStore> Fixture<S> {
     fn propose(&mut self, neuron: usize, kind: ProposalKind) -> Result<ProposalId, RegistryError> {
         self.nonce += 1;
         let s = Submission {
+            network: NET,
             neuron_id: neuron as u64,
             nonce: self.nonce,
             kind,
         };
         let signed = SignedSubmission::sign(s, &self.net.neuron_keys[neuron]);
-        self.reg.submit(self.now_ns, &signed)
+        self.submit_signed(&signed)
+    }
+
+    /// Verifies, then submits, as the server does.
+    fn submit_signed(&mut self, signed: &SignedSubmission) -> Result<ProposalId, RegistryError> {
+        let verified = self.reg.verify_submission(&NET, signed)?;
+        self.reg.submit(self.now_ns, &verified)
+    }
+
+    /// Verifies, then votes, as the server does.
+    fn vote_signed(&mut self, signed: &SignedBallot) -> Result<ProposalStatus, RegistryError> {
+        let verified = self.reg.verify_ballot(&NET, signed)?;
+        self.reg.vote(self.now_ns, &verified)
     }
 
     fn vote(
@@ -93,14 +108,12 @@ impl<S: RegistryStore> Fixture<S> {
         vote: Vote,
     ) -> Result<ProposalStatus, RegistryError> {
         let b = Ballot {
+            network: NET,
             proposal_id: id,
             neuron_id: neuron as u64,
             vote,
         };
-        self.reg.vote(
-            self.now_ns,
-            &SignedBallot::sign(b, &self.net.neuron_keys[neuron]),
-        )
+        self.vote_signed(&SignedBallot::sign(b, &self.net.neuron_keys[neuron]))
     }
 
     fn status(&self, id: ProposalId) -> ProposalStatus {
@@ -311,13 +324,14 @@ fn ballots_snapshot_voting_power_when_the_proposal_is_made() {
     assert_eq!(p.ballots[&1].voting_power, 100);
     assert_eq!(p.tally().total, 300);
     let b = Ballot {
+        network: NET,
         proposal_id: id,
         neuron_id: 9,
         vote: Vote::Yes,
     };
     let signed = SignedBallot::sign(b, &f.net.neuron_keys[2]);
     assert_eq!(
-        f.reg.vote(f.now_ns, &signed),
+        f.vote_signed(&signed),
         Err(RegistryError::Governance(GovernanceError::NoBallot {
             neuron: 9,
             proposal: id
@@ -341,13 +355,14 @@ fn votes_need_the_controllers_signature_and_count_once() {
     let version = f.reg.latest_version();
     // Neuron 1's vote signed with neuron 2's key.
     let b = Ballot {
+        network: NET,
         proposal_id: id,
         neuron_id: 1,
         vote: Vote::Yes,
     };
     let forged = SignedBallot::sign(b, &f.net.neuron_keys[2]);
     assert_eq!(
-        f.reg.vote(f.now_ns, &forged),
+        f.vote_signed(&forged),
         Err(RegistryError::Governance(GovernanceError::BadSignature(1)))
     );
     assert_eq!(f.reg.governance().proposals[&id].ballots[&1].vote, None);
@@ -371,6 +386,7 @@ fn votes_need_the_controllers_signature_and_count_once() {
 fn a_replayed_submission_is_refused() {
     let mut f = Fixture::new(&[100, 100, 100]);
     let s = Submission {
+        network: NET,
         neuron_id: 0,
         nonce: 42,
         kind: ProposalKind::ElectVersion {
@@ -380,9 +396,9 @@ fn a_replayed_submission_is_refused() {
         },
     };
     let signed = SignedSubmission::sign(s, &f.net.neuron_keys[0]);
-    let id = f.reg.submit(f.now_ns, &signed).expect("first");
+    let id = f.submit_signed(&signed).expect("first");
     assert_eq!(
-        f.reg.submit(f.now_ns, &signed),
+        f.submit_signed(&signed),
         Err(RegistryError::Governance(GovernanceError::Replay {
             neuron: 0,
             nonce: 42,
@@ -477,20 +493,17 @@ fn refused_proposals_table() {
         assert_eq!(f.reg.governance().proposals.len(), proposals, "{kind:?}");
     }
     let err = f
-        .reg
-        .submit(
-            f.now_ns,
-            &SignedSubmission::sign(
-                Submission {
-                    neuron_id: 77,
-                    nonce: 1,
-                    kind: ProposalKind::RetireVersion {
-                        versions: vec![v("2.0.0")],
-                    },
+        .submit_signed(&SignedSubmission::sign(
+            Submission {
+                network: NET,
+                neuron_id: 77,
+                nonce: 1,
+                kind: ProposalKind::RetireVersion {
+                    versions: vec![v("2.0.0")],
                 },
-                &f.net.neuron_keys[0],
-            ),
-        )
+            },
+            &f.net.neuron_keys[0],
+        ))
         .expect_err("unknown neuron");
     assert_eq!(
         err,
@@ -650,3 +663,5 @@ fn a_secondary_follows_the_primary_and_refuses_writes() {
         RocksStore::open_secondary(&dir.path().join("absent"), &dir.path().join("f2")).is_err()
     );
 }
+
+mod abuse;

@@ -275,6 +275,18 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
     assert_ne!(code, 0);
     assert!(err.contains("7.7.7, which is not elected"), "{err}");
     assert!(!other.exists(), "a refused init leaves nothing behind");
+    // A genesis file larger than any real one is refused before it is read whole.
+    let huge = dir.path().join("huge.json");
+    let file = std::fs::File::create(&huge).expect("create");
+    file.set_len(registry::genesis::MAX_GENESIS_BYTES + 1)
+        .expect("grow");
+    let (code, _, err) = run(
+        REGISTRY,
+        &["init", "--dir", s(&other), "--genesis", s(&huge)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("larger than"), "{err}");
+    assert!(!other.exists(), "a refused init leaves nothing behind");
     // Serving an uninitialized directory says what to do.
     let (code, _, err) = run(
         REGISTRY,

@@ -36,6 +36,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_proposal_or_vote() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = write_genesis(dir.path());
     let reg_dir = init(dir.path());
+    let network = network_of(&reg_dir);
     let mut server = Server::start(&reg_dir, "127.0.0.1:0");
     let client = RegistryClient::new(&server.url, None).expect("client");
     let acked_count = Arc::new(AtomicUsize::new(0));
@@ -62,6 +63,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_proposal_or_vote() {
             urls: vec![format!("http://127.0.0.1:9/{i}.tar.gz")],
         };
         let submission = Submission {
+            network,
             neuron_id: 0,
             nonce: i,
             kind,
@@ -82,6 +84,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_proposal_or_vote() {
         // Every third proposal gets neuron 1's yes: adopted and executed.
         if i % 3 == 0 {
             let ballot = Ballot {
+                network,
                 proposal_id: id,
                 neuron_id: 1,
                 vote: Vote::Yes,
@@ -142,6 +145,7 @@ async fn replicator_copies_verifies_and_survives_an_unreachable_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = write_genesis(dir.path());
     let reg_dir = init(dir.path());
+    let network = network_of(&reg_dir);
     let server = Server::start(&reg_dir, "127.0.0.1:0");
     let root_key = std::fs::read_to_string(reg_dir.join("registry_public_key.hex")).expect("key");
     let root_key: crypto::ed25519::Ed25519PublicKey = root_key.trim().parse().expect("parses");
@@ -165,6 +169,7 @@ async fn replicator_copies_verifies_and_survives_an_unreachable_server() {
         let id = client
             .submit(&SignedSubmission::sign(
                 Submission {
+                    network,
                     neuron_id: 0,
                     nonce: i as u64,
                     kind,
@@ -176,6 +181,7 @@ async fn replicator_copies_verifies_and_survives_an_unreachable_server() {
         client
             .vote(&SignedBallot::sign(
                 Ballot {
+                    network,
                     proposal_id: id,
                     neuron_id: 1,
                     vote: Vote::Yes,

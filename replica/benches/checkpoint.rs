@@ -13,14 +13,17 @@ use replica::{
     state::ReplicatedState,
 };
 use std::time::Instant;
-use types::Height;
+use types::{Height, NetworkId};
 
 const T: u64 = 1_000_000_000_000;
+/// The network the blocks' updates are for (no registry here: any id will do).
+const NET: NetworkId = NetworkId([1; 32]);
 const VALUE_BYTES: usize = 64 * 1024;
 
 fn put(user: &Ed25519KeyPair, nonce: u64, key: String, value: Vec<u8>) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network: NET,
             sender: user.public_key(),
             nonce,
             expiry_ns: T + 60_000_000_000,
@@ -69,7 +72,7 @@ fn measure(total_bytes: usize) -> (u64, Vec<f64>) {
             })
             .collect();
         h += 1;
-        s.execute(Height::new(h), T, &block).unwrap();
+        s.execute(Height::new(h), T, &NET, &block).unwrap();
     }
     let mut times = Vec::new();
     for round in 0..10 {
@@ -85,7 +88,7 @@ fn measure(total_bytes: usize) -> (u64, Vec<f64>) {
             })
             .collect();
         h += 1;
-        s.execute(Height::new(h), T, &block).unwrap();
+        s.execute(Height::new(h), T, &NET, &block).unwrap();
         let cp = root.path().join(format!("cp-{round}"));
         let start = Instant::now();
         s.checkpoint(&cp).unwrap();

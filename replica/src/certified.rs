@@ -213,6 +213,7 @@ mod tests {
     use crypto::{bls::BlsSecretKey, ed25519::Ed25519KeyPair};
 
     const T: u64 = 1_000_000_000_000;
+    const NET: types::NetworkId = types::NetworkId([5; 32]);
 
     fn subnet_secret() -> BlsSecretKey {
         BlsSecretKey::from_bytes(&[7u8; 32]).expect("a valid scalar")
@@ -231,6 +232,7 @@ mod tests {
         let put = |nonce, key: &str, value: &[u8]| {
             SignedIngress::sign(
                 Ingress {
+                    network: NET,
                     sender: user.public_key(),
                     nonce,
                     expiry_ns: T + 100,
@@ -245,6 +247,7 @@ mod tests {
         s.execute(
             Height::new(1),
             T,
+            &NET,
             &[put(1, "a", b"1"), put(2, "b", &[0xff, 0])],
         )
         .expect("execute");

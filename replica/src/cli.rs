@@ -131,6 +131,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
     let dir = NodeDir::new(&args.node_dir);
     let keys = dir.keys()?;
     let node_id = keys.ed25519.node_id();
+    let network = dir.network_id()?;
     let registry = start::open_registry(&dir)?;
     let given = read_cup(&args.cup)?;
     let cup = start::choose_cup(&dir, given, &registry)?;
@@ -175,6 +176,7 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         dir,
         version,
         node_id,
+        network,
         registry,
         subnet,
         cup,
@@ -212,6 +214,8 @@ fn check(args: &Args) -> Result<String, ReplicaError> {
         .map_err(|e| ReplicaError::Refused(format!("--version: {e}")))?;
     let dir = NodeDir::new(&args.node_dir);
     let node_id = dir.keys()?.ed25519.node_id();
+    // The start needs it: a node directory without it is refused here too.
+    dir.network_id()?;
     let follower = std::env::temp_dir().join(format!("replica-check-{}", std::process::id()));
     let result = start::open_registry_following(&dir, &follower).and_then(|registry| {
         let given = read_cup(&args.cup)?;

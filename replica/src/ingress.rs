@@ -1,15 +1,18 @@
 //! Signed ingress: what users send, how it is checked, and the pool blocks draw from.
 //!
-//! An update is `(sender key, nonce, expiry, operation)` signed by the sender (domain
-//! `INGRESS`). Its id is the hash of that content. It is valid while `expiry` has not
+//! An update is `(network, sender key, nonce, expiry, operation)` signed by the sender
+//! (domain `INGRESS`). Its id is the hash of that content. It is valid only on the network
+//! it names (the [`NetworkId`] of the registry's root key, which a replica reads from its
+//! node directory and serves as `network_id` in its status), while `expiry` has not
 //! passed, and executes at most once: a replay (same id) is refused by the pool and
 //! skipped by execution, which records executed ids in the replicated state until they
-//! expire.
+//! expire. So an update signed for one network (a test network, say) is never valid on
+//! another that knows the same user key.
 
 use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use types::{CryptoHash, codec, domain};
+use types::{CryptoHash, NetworkId, codec, domain};
 
 /// The longest user key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -65,6 +68,8 @@ impl Operation {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ingress {
+    /// The network the update is for; every other network refuses it.
+    pub network: NetworkId,
     pub sender: Ed25519PublicKey,
     pub nonce: u64,
     pub expiry_ns: u64,
@@ -80,6 +85,11 @@ pub struct SignedIngress {
 /// Why an update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngressError {
+    #[error("signed for network {signed_for}, but this is network {expected}")]
+    WrongNetwork {
+        signed_for: NetworkId,
+        expected: NetworkId,
+    },
     #[error("the signature does not match the sender key")]
     BadSignature,
     #[error("expired at {expiry_ns} ns (now {now_ns} ns)")]
@@ -133,9 +143,16 @@ impl SignedIngress {
         codec::encode(self).len()
     }
 
-    /// Checks signature, sizes and expiry against `now_ns` (the block time when executing).
-    pub fn validate(&self, now_ns: u64) -> Result<(), IngressError> {
+    /// Checks the network against `network` (this node's), sizes, expiry against `now_ns`
+    /// (the block time when executing), then the signature.
+    pub fn validate(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
         let i = &self.ingress;
+        if i.network != *network {
+            return Err(IngressError::WrongNetwork {
+                signed_for: i.network,
+                expected: *network,
+            });
+        }
         let key_len = i.operation.key().len();
         if key_len == 0 || key_len > MAX_KEY_BYTES {
             return Err(IngressError::BadKey(key_len));
@@ -170,6 +187,8 @@ impl SignedIngress {
 /// first (so a user's sequential updates execute in order and none starves).
 #[derive(Debug)]
 pub struct IngressPool {
+    /// This node's network: the only one whose updates the pool takes.
+    network: NetworkId,
     max_messages: usize,
     max_bytes: usize,
     bytes: usize,
@@ -183,8 +202,9 @@ pub struct IngressPool {
 }
 
 impl IngressPool {
-    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+    pub fn new(network: NetworkId, max_messages: usize, max_bytes: usize) -> Self {
         Self {
+            network,
             max_messages,
             max_bytes,
             bytes: 0,
@@ -218,7 +238,7 @@ impl IngressPool {
 
     /// Validates and adds an update; returns its id.
     pub fn insert(&mut self, m: SignedIngress, now_ns: u64) -> Result<CryptoHash, IngressError> {
-        m.validate(now_ns)?;
+        m.validate(now_ns, &self.network)?;
         let id = m.id();
         if self.messages.contains_key(&id) {
             return Err(IngressError::Duplicate(id));
@@ -330,11 +350,23 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_000_000_000_000;
+    const NET: NetworkId = NetworkId([5; 32]);
 
     fn msg(seed: u8, nonce: u64, expiry_ns: u64, op: Operation) -> SignedIngress {
+        msg_for(NET, seed, nonce, expiry_ns, op)
+    }
+
+    fn msg_for(
+        network: NetworkId,
+        seed: u8,
+        nonce: u64,
+        expiry_ns: u64,
+        op: Operation,
+    ) -> SignedIngress {
         let key = Ed25519KeyPair::from_seed(&[seed; 32]);
         SignedIngress::sign(
             Ingress {
+                network,
                 sender: key.public_key(),
                 nonce,
                 expiry_ns,
@@ -354,32 +386,57 @@ mod tests {
     #[test]
     fn validation_table() {
         let ok = msg(1, 1, NOW + 1000, put("k", b"v"));
-        assert_eq!(ok.validate(NOW), Ok(()));
+        assert_eq!(ok.validate(NOW, &NET), Ok(()));
         assert!(matches!(
-            msg(1, 1, NOW - 1, put("k", b"v")).validate(NOW),
+            msg(1, 1, NOW - 1, put("k", b"v")).validate(NOW, &NET),
             Err(IngressError::Expired { .. })
         ));
         assert!(matches!(
-            msg(1, 1, NOW + MAX_EXPIRY_AHEAD_NS + 1, put("k", b"v")).validate(NOW),
+            msg(1, 1, NOW + MAX_EXPIRY_AHEAD_NS + 1, put("k", b"v")).validate(NOW, &NET),
             Err(IngressError::ExpiryTooFar { .. })
         ));
         assert_eq!(
-            msg(1, 1, NOW + 1, put("", b"v")).validate(NOW),
+            msg(1, 1, NOW + 1, put("", b"v")).validate(NOW, &NET),
             Err(IngressError::BadKey(0))
         );
         let big = vec![0u8; MAX_VALUE_BYTES + 1];
         assert_eq!(
-            msg(1, 1, NOW + 1, put("k", &big)).validate(NOW),
+            msg(1, 1, NOW + 1, put("k", &big)).validate(NOW, &NET),
             Err(IngressError::ValueTooLarge(big.len()))
         );
         let mut forged = ok.clone();
         forged.ingress.nonce = 2;
-        assert_eq!(forged.validate(NOW), Err(IngressError::BadSignature));
+        assert_eq!(forged.validate(NOW, &NET), Err(IngressError::BadSignature));
+    }
+
+    #[test]
+    fn an_update_signed_for_another_network_is_refused() {
+        let other = NetworkId([6; 32]);
+        let foreign = msg_for(other, 1, 1, NOW + 1000, put("k", b"v"));
+        let refused = Err(IngressError::WrongNetwork {
+            signed_for: other,
+            expected: NET,
+        });
+        assert_eq!(foreign.validate(NOW, &NET), refused);
+        assert_eq!(foreign.validate(NOW, &other), Ok(()));
+        // Relabelled for this network, its signature no longer holds.
+        let mut relabelled = foreign.clone();
+        relabelled.ingress.network = NET;
+        assert_eq!(
+            relabelled.validate(NOW, &NET),
+            Err(IngressError::BadSignature)
+        );
+        let mut pool = IngressPool::new(NET, 10, 1_000_000);
+        assert_eq!(
+            pool.insert(foreign, NOW),
+            refused.map(|()| CryptoHash([0; 32]))
+        );
+        assert!(pool.is_empty());
     }
 
     #[test]
     fn pool_refuses_duplicates_and_respects_its_bounds() {
-        let mut pool = IngressPool::new(2, 1_000_000);
+        let mut pool = IngressPool::new(NET, 2, 1_000_000);
         let a = msg(1, 1, NOW + 1000, put("a", b"1"));
         let id = pool.insert(a.clone(), NOW).expect("insert");
         assert_eq!(pool.insert(a, NOW), Err(IngressError::Duplicate(id)));
@@ -405,7 +462,7 @@ mod tests {
 
     #[test]
     fn the_pool_selects_in_arrival_order() {
-        let mut pool = IngressPool::new(100, 1_000_000);
+        let mut pool = IngressPool::new(NET, 100, 1_000_000);
         let ms: Vec<SignedIngress> = (0..20)
             .map(|n| msg(1, n, NOW + 1000, put("k", &n.to_be_bytes())))
             .collect();
@@ -429,7 +486,7 @@ mod tests {
 
     #[test]
     fn one_sender_holds_at_most_its_share_of_the_pool_and_of_a_block() {
-        let mut pool = IngressPool::new(16, 1_000_000).with_sender_share(4);
+        let mut pool = IngressPool::new(NET, 16, 1_000_000).with_sender_share(4);
         for n in 0..4 {
             pool.insert(msg(1, n, NOW + 1000, put("k", b"v")), NOW)
                 .expect("within the share");
@@ -446,7 +503,7 @@ mod tests {
         pool.insert(msg(1, 4, NOW + 1000, put("k", b"v")), NOW)
             .expect("room again");
         // A block takes at most MAX_BLOCK_BYTES_PER_SENDER of one sender, and others after.
-        let mut big = IngressPool::new(100, 10_000_000);
+        let mut big = IngressPool::new(NET, 100, 10_000_000);
         let value = vec![7u8; MAX_VALUE_BYTES];
         for n in 0..12 {
             big.insert(msg(1, n, NOW + 1000, put("big", &value)), NOW)

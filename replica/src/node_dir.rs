@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! DIR/node.key, bls.key, low_share.key, high_share.key   secrets (0600, hex)
+//! DIR/node.toml                 the orchestrator's configuration; the replica reads its
+//!                               `registry_root_key` (the network it serves)
 //! DIR/registry/                 the node-local registry copy (the orchestrator writes it)
 //! DIR/cups/<height>.cup         CUPs this node's replicas made (newest wins; the newest
 //!                               KEEP_CUP_FILES are kept)
@@ -15,8 +17,14 @@
 use crate::ReplicaError;
 use crypto::{bls::BlsSecretKey, ed25519::Ed25519KeyPair, key_file, threshold::SecretShare};
 use cup::Cup;
-use std::path::{Path, PathBuf};
-use types::Height;
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+};
+use types::{Height, NetworkId};
+
+/// The largest `node.toml` read.
+pub const MAX_NODE_TOML_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct NodeDir {
@@ -78,6 +86,39 @@ impl NodeDir {
     /// Updates a halted release accepted but never put in a block, for the next release.
     pub fn carryover(&self) -> PathBuf {
         self.root.join("replica").join("ingress-carryover.bin")
+    }
+
+    /// The orchestrator's configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("node.toml")
+    }
+
+    /// The network this node serves: the hash of `node.toml`'s `registry_root_key`. Every
+    /// update it accepts or executes must name it.
+    pub fn network_id(&self) -> Result<NetworkId, ReplicaError> {
+        #[derive(serde::Deserialize)]
+        struct RootKey {
+            registry_root_key: String,
+        }
+        let path = self.config();
+        let err = |reason: String| ReplicaError::NodeDir {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_NODE_TOML_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| err(e.to_string()))?;
+        if text.len() as u64 > MAX_NODE_TOML_BYTES {
+            return Err(err(format!("larger than {MAX_NODE_TOML_BYTES} bytes")));
+        }
+        let config: RootKey = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let key: crypto::ed25519::Ed25519PublicKey = config
+            .registry_root_key
+            .trim()
+            .parse()
+            .map_err(|e| err(format!("registry_root_key: {e}")))?;
+        Ok(NetworkId::from_registry_root_key(key.as_bytes()))
     }
 
     /// Reads the node's secrets, with the file named in any error.
@@ -257,5 +298,32 @@ mod tests {
             nd.local_cups()[0].content().height.get(),
             *heights.last().unwrap()
         );
+    }
+
+    #[test]
+    fn the_network_is_the_hash_of_node_toml_s_registry_root_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = NodeDir::new(dir.path());
+        let missing = node.network_id().expect_err("no node.toml");
+        assert!(missing.to_string().contains("node.toml"), "{missing}");
+
+        let key = Ed25519KeyPair::from_seed(&[1; 32]).public_key();
+        // The orchestrator's other settings are there too; the replica ignores them.
+        let text = format!(
+            "registry_urls = [\"http://127.0.0.1:1\"]\nregistry_root_key = \"{key}\"\nlisten = \"127.0.0.1:2\"\n"
+        );
+        std::fs::write(node.config(), text).expect("write");
+        assert_eq!(
+            node.network_id().expect("read"),
+            NetworkId::from_registry_root_key(key.as_bytes())
+        );
+
+        std::fs::write(node.config(), "registry_root_key = \"abcd\"\n").expect("write");
+        let bad = node.network_id().expect_err("not a key");
+        assert!(bad.to_string().contains("registry_root_key"), "{bad}");
+        let huge = "#".repeat(MAX_NODE_TOML_BYTES as usize + 1);
+        std::fs::write(node.config(), huge).expect("write");
+        let too_large = node.network_id().expect_err("too large");
+        assert!(too_large.to_string().contains("larger than"), "{too_large}");
     }
 }

@@ -16,7 +16,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
-use types::{RegistryVersion, ReplicaVersion};
+use types::{NetworkId, RegistryVersion, ReplicaVersion};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
@@ -33,6 +33,27 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
         s["finalized_height"].as_u64() >= Some(2) && s["peers_connected"].as_u64() == Some(3)
     })
     .await;
+
+    // Every node names its network; an update signed for another one is refused.
+    let named = network().to_string();
+    wait_for(
+        &client,
+        &mut net,
+        &all,
+        "the network id in the status",
+        |s| s["network_id"].as_str() == Some(named.as_str()),
+    )
+    .await;
+    let stranger = Ed25519KeyPair::from_seed(&[9; 32]);
+    let r = client
+        .post(format!("{}/api/v1/update", net.url(0)))
+        .body(update_for(NetworkId([1; 32]), &stranger, 1, "elsewhere", "x").encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let reason = r.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(reason.contains("signed for network"), "{reason}");
 
     // 1,000 signed updates over all nodes; every node agrees on every value.
     let written = submit(&client, &net, &all, 0..1000, "a").await;
@@ -182,16 +203,15 @@ fn deploy_2_0_0(net: &Net) {
     ];
     for (nonce, kind) in kinds.into_iter().enumerate() {
         let s = Submission {
+            network: network(),
             neuron_id: 0,
             nonce: nonce as u64,
             kind,
         };
         // One neuron holds all the voting power: its proposal is adopted at once.
-        reg.submit(
-            replica::now_ns(),
-            &SignedSubmission::sign(s, &net.net.neuron_keys[0]),
-        )
-        .unwrap();
+        let signed = SignedSubmission::sign(s, &net.net.neuron_keys[0]);
+        let verified = reg.verify_submission(&network(), &signed).unwrap();
+        reg.submit(replica::now_ns(), &verified).unwrap();
     }
     let deltas = reg
         .store()

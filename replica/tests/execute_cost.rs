@@ -13,13 +13,16 @@ use replica::{
     state::ReplicatedState,
 };
 use std::time::Instant;
-use types::Height;
+use types::{Height, NetworkId};
 
 const T: u64 = 1_000_000_000_000;
+/// The network the blocks' updates are for (no registry here: any id will do).
+const NET: NetworkId = NetworkId([1; 32]);
 
 fn put(user: &Ed25519KeyPair, nonce: u64, key: String) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network: NET,
             sender: user.public_key(),
             nonce,
             expiry_ns: T + 60_000_000_000,
@@ -53,7 +56,7 @@ fn execute_cost_per_block_as_the_state_grows() {
             .collect();
         for b in &blocks {
             h += 1;
-            s.execute(Height::new(h), T, b).unwrap();
+            s.execute(Height::new(h), T, &NET, b).unwrap();
         }
         let mut ms = Vec::new();
         for round in 0..5u64 {
@@ -70,7 +73,7 @@ fn execute_cost_per_block_as_the_state_grows() {
                 .collect();
             h += 1;
             let start = Instant::now();
-            s.execute(Height::new(h), T, &block).unwrap();
+            s.execute(Height::new(h), T, &NET, &block).unwrap();
             ms.push(start.elapsed().as_secs_f64() * 1e3);
         }
         ms.sort_by(|a, b| a.total_cmp(b));

@@ -724,6 +724,7 @@ fn replica_urls(l: &Layout) -> Vec<String> {
 fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
+    let network = story::network_id(dir)?;
     let run = registry::server::now_ns() / 1_000_000;
     let writes = runtime()?.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -736,7 +737,7 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> 
         });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let confirmer = tokio::spawn(story::confirm(urls.clone(), rx));
-        story::send(urls.clone(), rate, run, stop, Some(deadline), tx).await;
+        story::send(urls.clone(), network, rate, run, stop, Some(deadline), tx).await;
         confirmer.await.unwrap_or_default()
     });
     story::write_lines(out, &writes)?;
@@ -855,6 +856,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     event("testnet up: 4 nodes finalizing on 1.0.0".into());
     let l = layout(dir)?;
     let urls = replica_urls(&l);
+    let network = story::network_id(dir)?;
     let registry = format!("http://127.0.0.1:{}", l.registry_port);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -864,7 +866,15 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let run = registry::server::now_ns() / 1_000_000;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = rt.spawn(story::send(urls.clone(), 20, run, stop.clone(), None, tx));
+    let sender = rt.spawn(story::send(
+        urls.clone(),
+        network,
+        20,
+        run,
+        stop.clone(),
+        None,
+        tx,
+    ));
     let confirmer = rt.spawn(story::confirm(urls.clone(), rx));
     event("load: 20 signed writes per second".into());
 
@@ -874,6 +884,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     let append = |nonce| {
         story::sign(
             &user,
+            network,
             nonce,
             Operation::Append {
                 key: "demo".into(),
@@ -887,6 +898,7 @@ fn demo_in(dir: &Path) -> Result<Value, String> {
     }
     let put = story::sign(
         &user,
+        network,
         2,
         Operation::Put {
             key: "demo".into(),

@@ -9,7 +9,7 @@ use crypto::ed25519::Ed25519KeyPair;
 use replica::ingress::{Ingress, Operation, SignedIngress};
 use serde_json::{Value, json};
 use std::{
-    io::Write,
+    io::{Read, Write},
     path::Path,
     sync::{
         Arc,
@@ -18,6 +18,25 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
+use types::NetworkId;
+
+/// The largest registry public key file read (64 hex characters and a newline).
+const MAX_KEY_FILE_BYTES: u64 = 1024;
+
+/// The network a testnet in `dir` serves: the hash of its registry's root public key
+/// (what every node's `node.toml` names), so its writes are signed for it.
+pub fn network_id(dir: &Path) -> Result<NetworkId, String> {
+    let path = dir.join("registry").join("registry_public_key.hex");
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let key: crypto::ed25519::Ed25519PublicKey = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(NetworkId::from_registry_root_key(key.as_bytes()))
+}
 
 /// How long an accepted write may take to show up in a query before it counts as not
 /// acknowledged: past its expiry (two minutes) it can no longer execute.
@@ -35,10 +54,12 @@ pub struct Write1 {
     pub height: u64,
 }
 
-/// Sends signed updates round-robin to `urls` at `rate` per second until `stop` or the
-/// deadline; each accepted one `(key, value)` goes to `accepted` (for [`confirm`]).
+/// Sends updates signed for `network` round-robin to `urls` at `rate` per second until
+/// `stop` or the deadline; each accepted one `(key, value)` goes to `accepted` (for
+/// [`confirm`]).
 pub async fn send(
     urls: Vec<String>,
+    network: NetworkId,
     rate: u64,
     run: u64,
     stop: Arc<AtomicBool>,
@@ -63,6 +84,7 @@ pub async fn send(
         let value = format!("value-{n}");
         let m = sign(
             &user,
+            network,
             n,
             Operation::Put {
                 key: key.clone(),
@@ -78,10 +100,16 @@ pub async fn send(
     count
 }
 
-/// A signed update of `user`, valid for two minutes.
-pub fn sign(user: &Ed25519KeyPair, nonce: u64, operation: Operation) -> SignedIngress {
+/// An update of `user` signed for `network`, valid for two minutes.
+pub fn sign(
+    user: &Ed25519KeyPair,
+    network: NetworkId,
+    nonce: u64,
+    operation: Operation,
+) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network,
             sender: user.public_key(),
             nonce,
             expiry_ns: replica::now_ns() + 120_000_000_000,

@@ -283,8 +283,10 @@ async fn one_node_with(dkg_interval_length: u64) -> OneNode {
     })
     .await;
     let user = Ed25519KeyPair::from_seed(&[4; 32]);
+    let root: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
     let m = SignedIngress::sign(
         Ingress {
+            network: types::NetworkId::from_registry_root_key(root.as_bytes()),
             sender: user.public_key(),
             nonce: 1,
             expiry_ns: replica::now_ns() + 60_000_000_000,
@@ -351,6 +353,7 @@ async fn deploy(n: &OneNode, version: &str, sha256_hex: String, urls: Vec<String
     .enumerate()
     {
         let s = Submission {
+            network: types::NetworkId::from_registry_root_key(key.as_bytes()),
             neuron_id: 0,
             nonce: nonce + i as u64,
             kind,
@@ -368,6 +371,7 @@ async fn retire(n: &OneNode, version: &str, nonce: u64) {
     let registry =
         RegistryClient::new(&format!("http://127.0.0.1:{}", n.reg_port), Some(key)).unwrap();
     let s = Submission {
+        network: types::NetworkId::from_registry_root_key(key.as_bytes()),
         neuron_id: 0,
         nonce,
         kind: ProposalKind::RetireVersion {

@@ -11,7 +11,7 @@ use registry::{
 };
 use serde::Serialize;
 use std::{path::PathBuf, process::ExitCode};
-use types::{RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
 
 #[derive(Parser, Debug)]
 #[command(name = "nns", about = "Propose, vote and read the registry", version)]
@@ -25,9 +25,15 @@ struct Cli {
     /// The neuron to act as (default: the one neuron the key controls).
     #[arg(long, global = true)]
     neuron: Option<u64>,
-    /// The registry's root public key (hex); when given, every response is verified.
-    #[arg(long, global = true)]
+    /// The registry's root public key (hex); when given, every response is verified, and
+    /// proposals and votes are signed for the network it names.
+    #[arg(long, global = true, env = "NNS_REGISTRY_KEY")]
     registry_key: Option<String>,
+    /// The network to sign proposals and votes for (64 hex, the registry's
+    /// `network_id`). Default: from --registry-key, else from the registry's status
+    /// answer (checked against the key it names).
+    #[arg(long, global = true, env = "NNS_NETWORK_ID")]
+    network_id: Option<NetworkId>,
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -207,7 +213,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Err(e) => return Err(e),
             };
             let (key, neuron_id) = neuron(&cli, &client).await?;
+            let network = network(&cli, root_key.as_ref(), &url).await?;
             let submission = Submission {
+                network,
                 neuron_id,
                 nonce: rand::random(),
                 kind,
@@ -222,8 +230,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Vote(ref args) => {
             let (key, neuron_id) = neuron(&cli, &client).await?;
+            let network = network(&cli, root_key.as_ref(), &url).await?;
             let vote = if args.choice.yes { Vote::Yes } else { Vote::No };
             let ballot = Ballot {
+                network,
                 proposal_id: args.proposal,
                 neuron_id,
                 vote,
@@ -353,6 +363,49 @@ impl Proposal {
                 dkg_interval_length: *dkg_interval_length,
             },
         })
+    }
+}
+
+/// The network to sign for: --network-id, else the one --registry-key names, else the
+/// one the registry's status answer names (its signature checked with the key it gives,
+/// so the answer is at least self-consistent; pass --registry-key to pin it).
+async fn network(
+    cli: &Cli,
+    root_key: Option<&Ed25519PublicKey>,
+    url: &str,
+) -> Result<NetworkId, String> {
+    let from_key = root_key.map(|k| NetworkId::from_registry_root_key(k.as_bytes()));
+    match (cli.network_id, from_key) {
+        (Some(given), Some(derived)) if given != derived => Err(format!(
+            "--network-id {given} is not the network of --registry-key (that is {derived})"
+        )),
+        (Some(given), _) => Ok(given),
+        (None, Some(derived)) => Ok(derived),
+        (None, None) => {
+            let status = RegistryClient::new(url, None)
+                .map_err(|e| e.to_string())?
+                .status()
+                .await
+                .map_err(|e| e.to_string())?;
+            let key: Ed25519PublicKey = status
+                .public_key
+                .parse()
+                .map_err(|e| format!("the registry's public key: {e}"))?;
+            // Ask again, verifying the answer with the key it named.
+            let checked = RegistryClient::new(url, Some(key))
+                .map_err(|e| e.to_string())?
+                .status()
+                .await
+                .map_err(|e| e.to_string())?;
+            let network = NetworkId::from_registry_root_key(key.as_bytes());
+            if checked.public_key != status.public_key || checked.network_id != network {
+                return Err(format!(
+                    "the registry's status names network {} but key {}: pass --registry-key",
+                    checked.network_id, checked.public_key
+                ));
+            }
+            Ok(network)
+        }
     }
 }
 

@@ -117,10 +117,7 @@ fn main() -> ExitCode {
 }
 
 fn init(dir: PathBuf, genesis_path: PathBuf) -> Result<(), String> {
-    let text = std::fs::read_to_string(&genesis_path)
-        .map_err(|e| format!("{}: {e}", genesis_path.display()))?;
-    let genesis =
-        Genesis::from_json(&text).map_err(|e| format!("{}: {e}", genesis_path.display()))?;
+    let genesis = Genesis::read(&genesis_path)?;
     if server::store_path(&dir).exists() || server::key_path(&dir).exists() {
         return Err(format!("{} already holds a registry", dir.display()));
     }

@@ -68,6 +68,13 @@ pub fn init(dir: &Path) -> PathBuf {
     reg_dir
 }
 
+/// The network of the registry in `reg_dir`: the hash of its root public key.
+pub fn network_of(reg_dir: &Path) -> types::NetworkId {
+    let text = std::fs::read_to_string(reg_dir.join("registry_public_key.hex")).expect("key");
+    let key: crypto::ed25519::Ed25519PublicKey = text.trim().parse().expect("parses");
+    types::NetworkId::from_registry_root_key(key.as_bytes())
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }

@@ -55,9 +55,13 @@ impl Driver {
             None => {
                 let payload =
                     decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
-                let r = self
-                    .state_mut()?
-                    .execute(d.height, d.block.context.time_ns, &payload)?;
+                let network = self.network;
+                let r = self.state_mut()?.execute(
+                    d.height,
+                    d.block.context.time_ns,
+                    &network,
+                    &payload,
+                )?;
                 self.counters.blocks_executed += 1;
                 self.counters.messages_executed += r.executed.len() as u64;
                 self.requests.executed(d.height, &r.executed);

@@ -39,7 +39,7 @@ use std::{
 };
 use tokio::sync::{mpsc, oneshot};
 use transport::Transport;
-use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{CryptoHash, Height, NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 /// The most user requests waiting for the driver.
 pub const MAX_PENDING_REQUESTS: usize = 4096;
@@ -91,6 +91,8 @@ pub struct StatusView {
     pub replica_version: ReplicaVersion,
     pub subnet_id: SubnetId,
     pub node_id: NodeId,
+    /// The network updates must be signed for (the registry root key's hash).
+    pub network_id: NetworkId,
     pub finalized_height: u64,
     pub certified_height: u64,
     pub executed_height: u64,
@@ -163,6 +165,7 @@ pub struct Driver {
     dir: NodeDir,
     version: ReplicaVersion,
     node_id: NodeId,
+    network: NetworkId,
     registry: RocksStore,
     subnet: SubnetAt,
     /// Derived from `subnet` (share order), for attributing peers' messages.
@@ -212,6 +215,8 @@ pub struct Parts {
     pub dir: NodeDir,
     pub version: ReplicaVersion,
     pub node_id: NodeId,
+    /// The network whose updates this node takes ([`NodeDir::network_id`]).
+    pub network: NetworkId,
     pub registry: RocksStore,
     pub subnet: SubnetAt,
     pub cup: Cup,
@@ -240,6 +245,7 @@ impl Driver {
             replica_version: p.version.clone(),
             subnet_id: c.subnet_id,
             node_id: p.node_id,
+            network_id: p.network,
             finalized_height: c.height.get(),
             certified_height: c.height.get(),
             executed_height: p.state.height().get(),
@@ -278,13 +284,14 @@ impl Driver {
             dir: p.dir,
             version: p.version,
             node_id: p.node_id,
+            network: p.network,
             registry: p.registry,
             subnet: p.subnet,
             index_of,
             core: p.core,
             state: Some(p.state),
             pool: Some(p.pool),
-            ingress: IngressPool::new(MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES)
+            ingress: IngressPool::new(p.network, MAX_INGRESS_MESSAGES, MAX_INGRESS_BYTES)
                 .with_sender_share(crate::ingress::POOL_SHARE_PER_SENDER_DIVISOR),
             undo: BTreeMap::new(),
             certificates,

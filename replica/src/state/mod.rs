@@ -40,7 +40,7 @@ use crate::ingress::{Operation, SignedIngress};
 use rocksdb::{DB, Options, WriteBatch};
 use std::{collections::BTreeMap, path::Path};
 use tree::{TopTree, Witness};
-use types::{CryptoHash, Height};
+use types::{CryptoHash, Height, NetworkId};
 
 const SCHEMA: &[u8] = b"m/schema";
 const HEIGHT: &[u8] = b"m/height";
@@ -244,11 +244,13 @@ impl ReplicatedState {
         Ok(self.db.get(prefixed(b"x/", &id.0))?.is_some())
     }
 
-    /// Executes the block at `height` (the next one) with time `time_ns`.
+    /// Executes the block at `height` (the next one) with time `time_ns` on `network`
+    /// (an update for another network is skipped like any invalid one).
     pub fn execute(
         &mut self,
         height: Height,
         time_ns: u64,
+        network: &NetworkId,
         payload: &[SignedIngress],
     ) -> Result<Executed, StateError> {
         if height != self.height.increment() {
@@ -294,7 +296,7 @@ impl ReplicatedState {
         for m in payload {
             let id = m.id();
             let xk = prefixed(b"x/", &id.0);
-            if m.validate(time_ns).is_err() || w.current(&self.db, &xk)?.is_some() {
+            if m.validate(time_ns, network).is_err() || w.current(&self.db, &xk)?.is_some() {
                 skipped += 1;
                 continue;
             }

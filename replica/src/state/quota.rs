@@ -147,14 +147,16 @@ mod tests {
         state::ReplicatedState,
     };
     use crypto::ed25519::Ed25519KeyPair;
-    use types::Height;
+    use types::{Height, NetworkId};
 
     const T: u64 = 1_000_000_000_000;
+    const NET: NetworkId = NetworkId([5; 32]);
 
     fn from(user: u8, nonce: u64, operation: Operation) -> SignedIngress {
         let key = Ed25519KeyPair::from_seed(&[user; 32]);
         SignedIngress::sign(
             Ingress {
+                network: NET,
                 sender: key.public_key(),
                 nonce,
                 expiry_ns: T + 1_000_000,
@@ -183,7 +185,7 @@ mod tests {
     /// Runs one block; the ids of what executed.
     fn block(s: &mut ReplicatedState, msgs: Vec<SignedIngress>) -> usize {
         let h = s.height().increment();
-        let r = s.execute(h, T + h.get(), &msgs).expect("execute");
+        let r = s.execute(h, T + h.get(), &NET, &msgs).expect("execute");
         assert_eq!(r.state_hash, s.recompute_hash().expect("recompute"));
         r.executed.len()
     }

@@ -7,11 +7,13 @@ use crypto::ed25519::Ed25519KeyPair;
 use types::codec;
 
 const T: u64 = 1_000_000_000_000;
+const NET: NetworkId = NetworkId([5; 32]);
 
 fn msg(nonce: u64, expiry_ns: u64, operation: Operation) -> SignedIngress {
     let key = Ed25519KeyPair::from_seed(&[3; 32]);
     SignedIngress::sign(
         Ingress {
+            network: NET,
             sender: key.public_key(),
             nonce,
             expiry_ns,
@@ -47,7 +49,7 @@ fn executes_puts_and_deletes_and_the_incremental_hash_matches_a_full_recompute()
     let mut hashes = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         let r = s
-            .execute(Height::new(i as u64 + 1), T + i as u64, b)
+            .execute(Height::new(i as u64 + 1), T + i as u64, &NET, b)
             .expect("execute");
         assert_eq!(
             r.state_hash,
@@ -67,14 +69,16 @@ fn executes_puts_and_deletes_and_the_incremental_hash_matches_a_full_recompute()
         hashes.len()
     );
     // Once message 5 expires its replay record is purged, and the hash still matches.
-    let r = s.execute(Height::new(5), T + 10, &[]).expect("execute");
+    let r = s
+        .execute(Height::new(5), T + 10, &NET, &[])
+        .expect("execute");
     assert_eq!(r.state_hash, s.recompute_hash().expect("recompute"));
     // The same blocks on another node give the same hashes.
     let dir2 = tempfile::tempdir().expect("tempdir");
     let mut s2 = ReplicatedState::open(dir2.path()).expect("open");
     for (i, b) in blocks.iter().enumerate() {
         assert_eq!(
-            s2.execute(Height::new(i as u64 + 1), T + i as u64, b)
+            s2.execute(Height::new(i as u64 + 1), T + i as u64, &NET, b)
                 .expect("e")
                 .state_hash,
             hashes[i]
@@ -88,19 +92,21 @@ fn duplicates_execute_once_and_expired_messages_not_at_all() {
     let mut s = ReplicatedState::open(dir.path()).expect("open");
     let m = msg(1, T + 100, put("k", "v"));
     let r = s
-        .execute(Height::new(1), T, &[m.clone(), m.clone()])
+        .execute(Height::new(1), T, &NET, &[m.clone(), m.clone()])
         .expect("execute");
     assert_eq!((r.executed.len(), r.skipped), (1, 1));
     let r = s
-        .execute(Height::new(2), T + 1, std::slice::from_ref(&m))
+        .execute(Height::new(2), T + 1, &NET, std::slice::from_ref(&m))
         .expect("replay");
     assert_eq!((r.executed.len(), r.skipped), (0, 1));
     let late = msg(2, T + 1, put("k", "late"));
-    let r = s.execute(Height::new(3), T + 2, &[late]).expect("expired");
+    let r = s
+        .execute(Height::new(3), T + 2, &NET, &[late])
+        .expect("expired");
     assert_eq!((r.executed.len(), r.skipped), (0, 1));
     assert_eq!(s.get("k").expect("get"), Some(b"v".to_vec()));
     assert!(matches!(
-        s.execute(Height::new(9), T + 3, &[]),
+        s.execute(Height::new(9), T + 3, &NET, &[]),
         Err(StateError::OutOfOrder { .. })
     ));
 }
@@ -110,7 +116,7 @@ fn reopening_keeps_height_and_hash_and_a_checkpoint_reads_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hash = {
         let mut s = ReplicatedState::open(dir.path()).expect("open");
-        s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+        s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
             .expect("execute");
         s.state_hash()
     };
@@ -159,12 +165,13 @@ fn a_fresh_state_hashes_to_the_genesis_constant() {
 fn execute_reports_each_written_keys_previous_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = ReplicatedState::open(dir.path()).expect("open");
-    s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+    s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
         .expect("execute");
     let r = s
         .execute(
             Height::new(2),
             T,
+            &NET,
             &[
                 msg(2, T + 100, put("a", "2")),
                 msg(3, T + 100, put("a", "3")),
@@ -187,11 +194,11 @@ fn restore_replaces_the_state_with_a_checkpoint_and_leaves_the_checkpoint_alone(
     let root = tempfile::tempdir().expect("tempdir");
     let (state_dir, cp) = (root.path().join("state"), root.path().join("cp"));
     let mut s = ReplicatedState::open(&state_dir).expect("open");
-    s.execute(Height::new(1), T, &[msg(1, T + 100, put("a", "1"))])
+    s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
         .expect("execute");
     s.checkpoint(&cp).expect("checkpoint");
     let at_cp = s.state_hash();
-    s.execute(Height::new(2), T, &[msg(2, T + 100, put("a", "2"))])
+    s.execute(Height::new(2), T, &NET, &[msg(2, T + 100, put("a", "2"))])
         .expect("execute");
     drop(s);
     assert_eq!(
@@ -202,13 +209,35 @@ fn restore_replaces_the_state_with_a_checkpoint_and_leaves_the_checkpoint_alone(
     assert_eq!((r.height(), r.state_hash()), (Height::new(1), at_cp));
     assert_eq!(r.get("a").expect("get"), Some(b"1".to_vec()));
     // Writing the restored state does not change the checkpoint.
-    r.execute(Height::new(2), T, &[msg(3, T + 100, put("a", "3"))])
+    r.execute(Height::new(2), T, &NET, &[msg(3, T + 100, put("a", "3"))])
         .expect("execute");
     drop(r);
     assert_eq!(
         ReplicatedState::peek(&cp).expect("peek"),
         (Height::new(1), at_cp)
     );
+}
+
+#[test]
+fn a_block_update_signed_for_another_network_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = ReplicatedState::open(dir.path()).expect("open");
+    let key = Ed25519KeyPair::from_seed(&[3; 32]);
+    let foreign = SignedIngress::sign(
+        Ingress {
+            network: NetworkId([6; 32]),
+            sender: key.public_key(),
+            nonce: 1,
+            expiry_ns: T + 100,
+            operation: put("a", "1"),
+        },
+        &key,
+    );
+    let r = s
+        .execute(Height::new(1), T, &NET, &[foreign])
+        .expect("execute");
+    assert_eq!((r.executed.len(), r.skipped), (0, 1));
+    assert_eq!(s.get("a").expect("get"), None);
 }
 
 #[cfg(not(feature = "next-release"))]
@@ -225,10 +254,10 @@ fn the_first_release_refuses_the_append_method() {
         },
     );
     assert_eq!(
-        m.validate(T),
+        m.validate(T, &NET),
         Err(crate::ingress::IngressError::UnsupportedMethod("append"))
     );
-    let r = s.execute(Height::new(1), T, &[m]).expect("execute");
+    let r = s.execute(Height::new(1), T, &NET, &[m]).expect("execute");
     assert_eq!((r.executed.len(), r.skipped), (0, 1));
     assert_eq!(s.get("a").expect("get"), None);
 }
@@ -287,7 +316,7 @@ fn the_migration_gives_every_value_its_checksum_once_and_keeps_the_height() {
     assert_eq!(s.migrate().expect("again"), 0);
     assert_eq!(s.state_hash(), after);
     // New writes carry the new form, and a damaged checksum is caught.
-    s.execute(Height::new(6), T, &[msg(1, T + 100, put("d", "4"))])
+    s.execute(Height::new(6), T, &NET, &[msg(1, T + 100, put("d", "4"))])
         .expect("execute");
     assert_eq!(
         s.get_stored("d").expect("get"),
@@ -315,6 +344,7 @@ fn append_extends_a_value_and_creates_a_missing_one() {
         .execute(
             Height::new(1),
             T,
+            &NET,
             &[
                 msg(1, T + 100, put("a", "x")),
                 msg(2, T + 100, append("a", "y")),
@@ -402,7 +432,7 @@ proptest::proptest! {
                     msg(nonce, time + expiry, op)
                 })
                 .collect();
-            let r = s.execute(Height::new(i as u64 + 1), time, &payload).expect("execute");
+            let r = s.execute(Height::new(i as u64 + 1), time, &NET, &payload).expect("execute");
             proptest::prop_assert_eq!(r.executed.len(), payload.len());
             proptest::prop_assert_eq!(r.state_hash, s.recompute_hash().expect("recompute"));
             models.push(model.clone());
@@ -445,7 +475,7 @@ fn sync_source(root: &Path, big: usize, more: usize) -> (std::path::PathBuf, Cry
             .map(|(i, k)| msg((h * 100 + i) as u64, T + 1000, put(k, &value)))
             .collect();
         let r = s
-            .execute(Height::new(h as u64 + 1), T, &block)
+            .execute(Height::new(h as u64 + 1), T, &NET, &block)
             .expect("execute");
         assert_eq!(r.executed.len(), block.len());
     }

@@ -23,13 +23,24 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-use types::{RegistryVersion, ReplicaVersion};
+use types::{NetworkId, RegistryVersion, ReplicaVersion};
 
 pub const NODES: usize = 4;
 /// A guard against hangs, not a speed assertion.
 pub const PATIENCE: Duration = Duration::from_secs(180);
 
 pub use tests::free_port;
+
+/// The registry key every node's `node.toml` names (there is no registry server here, but
+/// the replicas read their network from it).
+fn registry_key() -> crypto::ed25519::Ed25519PublicKey {
+    Ed25519KeyPair::from_seed(&[42; 32]).public_key()
+}
+
+/// The network the replicas serve: what [`update`] signs for.
+pub fn network() -> NetworkId {
+    NetworkId::from_registry_root_key(registry_key().as_bytes())
+}
 
 pub struct Net {
     pub dir: tempfile::TempDir,
@@ -157,6 +168,11 @@ pub fn setup_with(redirects: &[Redirect]) -> Net {
         }
         let mutations = genesis.mutations();
         let d = dir.path().join("nodes").join(format!("node-{i}"));
+        std::fs::write(
+            d.join("node.toml"),
+            format!("registry_root_key = \"{}\"\n", registry_key()),
+        )
+        .unwrap();
         let mut reg = Registry::open(RocksStore::open(&d.join("registry")).unwrap()).unwrap();
         reg.init(&mutations, 3600 * 1_000_000_000).unwrap();
         let subnet = net.genesis.subnets[0].subnet_id;
@@ -212,9 +228,21 @@ pub async fn wait_for<F: Fn(&Value) -> bool>(
     }
 }
 
+/// An update signed for the replicas' [`network`].
 pub fn update(user: &Ed25519KeyPair, nonce: u64, key: &str, value: &str) -> SignedIngress {
+    update_for(network(), user, nonce, key, value)
+}
+
+pub fn update_for(
+    network: NetworkId,
+    user: &Ed25519KeyPair,
+    nonce: u64,
+    key: &str,
+    value: &str,
+) -> SignedIngress {
     SignedIngress::sign(
         Ingress {
+            network,
             sender: user.public_key(),
             nonce,
             expiry_ns: replica::now_ns() + 120 * 1_000_000_000,
