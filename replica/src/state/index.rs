@@ -29,19 +29,7 @@ use types::CryptoHash;
 const BUCKET_PREFIX: &[u8] = b"m/tb/";
 const LEAF_PREFIX: &[u8] = b"m/tl/";
 
-/// A non-empty bucket: what `m/tb/<bucket>` stores and a state-sync manifest lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BucketSummary {
-    pub bucket: u16,
-    pub count: u32,
-    pub subroot: CryptoHash,
-}
-
-impl BucketSummary {
-    pub fn hash(&self) -> CryptoHash {
-        tree::bucket_hash(self.count, &self.subroot)
-    }
-}
+pub use state_tree::sync::BucketSummary;
 
 /// A bucket's entries, sorted: `(entry key, value hash)`.
 pub type BucketEntries = Vec<(Vec<u8>, CryptoHash)>;

@@ -24,7 +24,8 @@ pub mod chunks;
 pub mod index;
 pub mod quota;
 pub mod schema;
-pub mod tree;
+/// The state tree is pure, in its own crate, so the simulator runs the same code.
+pub use state_tree::tree;
 
 pub use chunks::{
     Cursor, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, StateChunk, StateImport, StateManifest,
@@ -48,10 +49,7 @@ const ROOT: &[u8] = b"m/root";
 /// The most expired replay records one block purges (the rest go in later blocks).
 pub const MAX_EXPIRED_PER_BLOCK: usize = 10_000;
 
-/// Whether a stored key is a hashed entry (not metadata or the tree's index).
-fn is_hashed(key: &[u8]) -> bool {
-    !key.starts_with(b"m/")
-}
+use state_tree::sync::is_hashed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -255,7 +255,7 @@ fn fixture_state() -> BTreeMap<u16, Vec<(Vec<u8>, CryptoHash)>> {
 
 fn fixture(name: &str, text: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../replica/tests/fixtures")
+        .join("tests/fixtures")
         .join(name);
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, format!("{text}\n")).expect("write fixture");
