@@ -31,9 +31,13 @@ pub enum Byzantine {
     /// a chain of its own under valid maker signatures, aggregates that do not verify,
     /// and a forged CUP far ahead.
     LyingCatchUp,
+    /// Follows the protocol, and answers state-sync requests with lies: manifests that
+    /// lead elsewhere, chunks with a changed, extra, missing or swapped entry, a changed
+    /// sibling, a skipped or repeated run, another height's entries, or nothing at all.
+    LyingStateSync,
 }
 
-pub const BEHAVIORS: [Byzantine; 9] = [
+pub const BEHAVIORS: [Byzantine; 10] = [
     Byzantine::Equivocate,
     Byzantine::BadSignatures,
     Byzantine::Withhold,
@@ -43,6 +47,7 @@ pub const BEHAVIORS: [Byzantine; 9] = [
     Byzantine::BlockTimes,
     Byzantine::Malformed,
     Byzantine::LyingCatchUp,
+    Byzantine::LyingStateSync,
 ];
 
 impl Byzantine {
@@ -58,6 +63,7 @@ impl Byzantine {
             Self::BlockTimes => "block-times",
             Self::Malformed => "malformed",
             Self::LyingCatchUp => "lying-catch-up",
+            Self::LyingStateSync => "lying-state-sync",
         }
     }
 
@@ -81,7 +87,10 @@ impl Sim {
         }
         let mut sends: Vec<(NodeIndex, Envelope)> = Vec::new();
         match behavior {
-            None => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
+            // A lying state-sync peer lies in its state-sync answers (state.rs) only.
+            None | Some(Byzantine::LyingStateSync) => {
+                sends.extend(targets.iter().map(|t| (*t, envelope.clone())))
+            }
             Some(Byzantine::Withhold) => {
                 let is_share_or_block = matches!(
                     envelope.artifact,

@@ -7,6 +7,8 @@ pub(crate) struct Checker {
     pub(crate) finalized: BTreeMap<Height, (CryptoHash, NodeIndex)>,
     pub(crate) certified: BTreeMap<Height, CryptoHash>,
     pub(crate) cups: BTreeMap<Height, CryptoHash>,
+    /// The state hash honest nodes computed at each height.
+    pub(crate) states: BTreeMap<Height, CryptoHash>,
     pub(crate) halts: BTreeMap<NodeIndex, Height>,
     pub(crate) violations: Vec<String>,
 }

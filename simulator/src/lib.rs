@@ -8,8 +8,9 @@
 //! *liveness phase* (no faults; every honest node must reach the target height in time).
 //!
 //! Checkers: no two honest nodes finalize different blocks at one height; each honest
-//! node delivers consecutive heights (its chain is a prefix of the others'); certified
-//! state hashes and CUPs agree; with an upgrade, every honest node halts at the same
+//! node delivers consecutive heights (its chain is a prefix of the others'); honest nodes
+//! compute the same state at each height, and a state synced from peers (some of them
+//! lying) is the one its CUP names; certified state hashes and CUPs agree; with an upgrade, every honest node halts at the same
 //! summary height, and resumes on the new release from that CUP (or a later one); after
 //! the faults end, finality resumes within a bound. The same seed gives the same digest.
 
@@ -21,10 +22,12 @@ mod byzantine;
 mod checker;
 mod clock;
 mod sim_crypto;
+mod state;
 
 pub use byzantine::{BEHAVIORS, Byzantine};
 use checker::Checker;
 use clock::Clock;
+use state::Disk;
 
 pub use sim_crypto::SimStandInCrypto;
 
@@ -76,6 +79,9 @@ pub struct SimConfig {
     pub broken_rule: Option<BrokenRule>,
     /// The Byzantine behaviors to draw from (default: all of them).
     pub behaviors: Vec<Byzantine>,
+    /// A planted bug, to show the state checkers catch it: a syncing node believes its
+    /// first peer's manifest and chunks without checking them.
+    pub trust_state_sync: bool,
 }
 
 impl SimConfig {
@@ -91,6 +97,7 @@ impl SimConfig {
             clock_faults: true,
             broken_rule: None,
             behaviors: BEHAVIORS.to_vec(),
+            trust_state_sync: false,
         }
     }
 
@@ -127,6 +134,9 @@ impl SimConfig {
             Some(BrokenRule::IgnoreBlockTimes) => c.push_str(" --broken-rule ignore-block-times"),
             None => {}
         }
+        if self.trust_state_sync {
+            c.push_str(" --trust-state-sync");
+        }
         if self.behaviors != BEHAVIORS {
             let names: Vec<&str> = self.behaviors.iter().map(|b| b.name()).collect();
             c.push_str(&format!(" --behaviors {}", names.join(",")));
@@ -147,6 +157,9 @@ pub struct SimResult {
     pub upgrade_height: Option<u64>,
     /// Artifacts the honest nodes dropped without verifying (`Stats::redundant_artifacts`).
     pub redundant_artifacts: u64,
+    /// State syncs run, and peers dropped for a lie (or a state they did not have).
+    pub state_syncs: u64,
+    pub sync_peers_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -185,26 +198,6 @@ enum SimEvent {
 }
 
 type Core = Consensus<Box<dyn ConsensusCrypto>>;
-
-#[derive(Default)]
-struct Disk {
-    persisted: Vec<Envelope>,
-    cup: Option<(CupContent, Vec<u8>)>,
-    states: BTreeMap<Height, CryptoHash>,
-}
-
-impl Disk {
-    /// The orchestrator persists a CUP only if it is higher than the one it has.
-    fn keep_higher_cup(&mut self, content: CupContent, signature: Vec<u8>) {
-        if self
-            .cup
-            .as_ref()
-            .is_none_or(|(c, _)| c.height < content.height)
-        {
-            self.cup = Some((content, signature));
-        }
-    }
-}
 
 struct Node {
     core: Option<Core>,
@@ -269,6 +262,7 @@ pub struct Sim {
     /// The time of every block proposal sent, by hash (what a block maker that lies
     /// about time needs to know of the parent).
     block_times: BTreeMap<CryptoHash, u64>,
+    sync: state::SyncStats,
 }
 
 fn hash(parts: &[&[u8]]) -> CryptoHash {
@@ -323,7 +317,8 @@ impl Sim {
             time_ns: 0,
             registry_version: RegistryVersion::new(1),
             random_beacon: hash(&[b"genesis beacon", &seed.to_be_bytes()]).0.to_vec(),
-            state_hash: hash(&[b"empty state"]),
+            state_hash: state_tree::memory::MemoryState::new(Height::ZERO, state::SCHEMA)
+                .state_hash(),
         };
         // Byzantine nodes and their behaviors.
         let mut order: Vec<usize> = (0..n).collect();
@@ -390,6 +385,7 @@ impl Sim {
                 finalized: BTreeMap::new(),
                 certified: BTreeMap::new(),
                 cups: BTreeMap::new(),
+                states: BTreeMap::new(),
                 halts: BTreeMap::new(),
                 violations: Vec::new(),
             },
@@ -402,6 +398,7 @@ impl Sim {
             fault_phase_end,
             genesis,
             block_times: BTreeMap::new(),
+            sync: state::SyncStats::default(),
         };
         sim.draw_clocks();
         if sim.cfg.faults {
@@ -409,6 +406,7 @@ impl Sim {
         }
         for i in 0..n {
             let base = sim.genesis.clone();
+            sim.ensure_state(i as NodeIndex, base.height, base.state_hash);
             sim.start_node(i as NodeIndex, base, sim.version_a.clone());
             let first = sim.rng.random_range(0..ORCHESTRATOR_TICK_NS);
             sim.push(
@@ -556,7 +554,6 @@ impl Sim {
         node.disk
             .persisted
             .retain(|e| e.artifact.height() > base.height);
-        node.disk.states.insert(base.height, base.state_hash);
         let restored: Vec<Envelope> = node.disk.persisted.clone();
         node.version = version.clone();
         node.last_delivered = Some(base.height);
@@ -668,15 +665,21 @@ impl Sim {
                 Action::Deliver(d) => {
                     let node = &mut self.nodes[i as usize];
                     let prev = Height::new(d.height.get() - 1);
-                    let Some(prev_state) = node.disk.states.get(&prev).copied() else {
+                    let Some(prev_state) = node.disk.states.get(&prev).cloned() else {
                         self.checker.violation(format!(
                             "node {i} delivered height {} without the state at {prev}",
                             d.height
                         ));
                         continue;
                     };
-                    let state = hash(&[&prev_state.0, &d.block.payload]);
-                    node.disk.states.insert(d.height, state);
+                    let after = state::execute(&prev_state, d.height, &d.block.payload);
+                    let state = after.state_hash();
+                    if self.is_honest(i as usize) {
+                        self.check_state(i, &after);
+                    }
+                    let every = self.cfg.dkg_interval_length + 1;
+                    let node = &mut self.nodes[i as usize];
+                    node.disk.keep_state(std::rc::Rc::new(after), every);
                     if node
                         .last_delivered
                         .is_some_and(|l| d.height != l.increment())
@@ -839,11 +842,11 @@ impl Sim {
             }
             None => (self.genesis.clone(), self.version_a.clone()),
         };
-        // State sync: the state at the CUP height (all honest nodes agree on it).
-        self.nodes[i as usize]
-            .disk
-            .states
-            .insert(base.height, base.state_hash);
+        // The state at the CUP height: its own, or synced from its peers.
+        if !self.ensure_state(i, base.height, base.state_hash) {
+            self.push(self.now + SEC, SimEvent::Restart { node: i });
+            return;
+        }
         self.nodes[i as usize].registry = self.published.clone();
         self.start_node(i, base, version);
     }
@@ -890,8 +893,13 @@ impl Sim {
                     return;
                 };
                 let version = self.version_for(content.registry_version);
+                let base = Base::from_cup(&content);
+                if !self.ensure_state(node, base.height, base.state_hash) {
+                    self.push(self.now + SEC, SimEvent::Restart { node });
+                    return;
+                }
                 self.nodes[node as usize].registry = self.published.clone();
-                self.start_node(node, Base::from_cup(&content), version);
+                self.start_node(node, base, version);
             }
             SimEvent::OrchestratorTick { node } => {
                 self.push(
@@ -1046,6 +1054,8 @@ impl Sim {
             min_finalized,
             upgrade_height,
             redundant_artifacts,
+            state_syncs: self.sync.syncs,
+            sync_peers_dropped: self.sync.peers_dropped,
         }
     }
 }
@@ -1084,6 +1094,8 @@ pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
             min_finalized: 0,
             upgrade_height: None,
             redundant_artifacts: 0,
+            state_syncs: 0,
+            sync_peers_dropped: 0,
         }
     })
 }

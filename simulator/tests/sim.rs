@@ -198,6 +198,7 @@ fn each_new_attack_alone_leaves_the_subnet_safe_and_live() {
         Byzantine::BlockTimes,
         Byzantine::Malformed,
         Byzantine::LyingCatchUp,
+        Byzantine::LyingStateSync,
     ] {
         let mut cfg = ci_config(7);
         cfg.heights = 30;
@@ -210,4 +211,37 @@ fn each_new_attack_alone_leaves_the_subnet_safe_and_live() {
             cfg.replay_command(3)
         );
     }
+}
+
+/// Lying state-sync peers are dropped at their first bad answer and every syncing node
+/// ends with the state its CUP names; a node that believes its first peer unchecked (the
+/// planted bug) ends with another state, and the state checkers say so.
+#[test]
+fn lying_state_sync_peers_are_dropped_and_believing_them_is_caught() {
+    let mut cfg = ci_config(4);
+    cfg.behaviors = vec![Byzantine::LyingStateSync];
+    let results = run(&cfg, 0, 40, 0);
+    assert_clean(&results, &cfg, 0);
+    let syncs: u64 = results.iter().map(|r| r.state_syncs).sum();
+    let dropped: u64 = results.iter().map(|r| r.sync_peers_dropped).sum();
+    assert!(
+        syncs >= 10 && dropped >= 3,
+        "{syncs} syncs, {dropped} dropped"
+    );
+
+    cfg.trust_state_sync = true;
+    assert!(cfg.replay_command(1).contains("--trust-state-sync"));
+    let caught: Vec<SimResult> = run(&cfg, 0, 40, 0)
+        .into_iter()
+        .filter(|r| {
+            r.safety_violations
+                .iter()
+                .any(|v| v.contains("another state") || v.contains("not the one its CUP names"))
+        })
+        .collect();
+    assert!(
+        caught.len() >= 3,
+        "the planted bug went unnoticed: {} of 40 seeds caught it",
+        caught.len()
+    );
 }

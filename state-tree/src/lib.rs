@@ -5,6 +5,9 @@
 //!   of the tree is in its docs).
 //! - [`sync`]: state sync's manifest and chunks, and the [`sync::Verifier`] a syncing node
 //!   believes a peer through.
+//! - [`memory`]: a whole state in memory, hashed and served as a checkpoint is (the
+//!   simulator's node states).
 
+pub mod memory;
 pub mod sync;
 pub mod tree;

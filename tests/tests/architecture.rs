@@ -38,7 +38,7 @@ fn depends_on(tree: &str, krate: &str) -> bool {
 /// they are driven by their callers (STYLE.md, ARCHITECTURE.md).
 #[test]
 fn protocol_cores_have_no_io_dependencies() {
-    for krate in ["consensus", "cup", "types", "crypto", "simulator"] {
+    for krate in ["consensus", "cup", "types", "crypto", "state-tree", "simulator"] {
         let t = tree(krate);
         assert!(t.lines().count() > 1, "{krate}: empty tree?\n{t}");
         for forbidden in ["tokio", "quinn", "rocksdb", "hyper", "reqwest"] {

@@ -45,12 +45,16 @@ struct Cli {
     /// Run with a deliberately broken rule (to see the checkers catch it).
     #[arg(long, value_parser = ["finalize-after-notarizing-two", "ignore-block-times"])]
     broken_rule: Option<String>,
+    /// A planted bug, to see the state checkers catch it: a syncing node believes its
+    /// first peer's state-sync answers unchecked.
+    #[arg(long)]
+    trust_state_sync: bool,
     /// Every Byzantine node equivocates (the same as `--behaviors equivocate`).
     #[arg(long, conflicts_with = "behaviors")]
     only_equivocators: bool,
     /// The Byzantine behaviours to draw from, comma-separated (default: all of them):
     /// equivocate, bad-signatures, withhold, replay, wrong-version, forge-cup-shares,
-    /// block-times, malformed, lying-catch-up.
+    /// block-times, malformed, lying-catch-up, lying-state-sync.
     #[arg(long, value_delimiter = ',', value_parser = parse_behavior)]
     behaviors: Option<Vec<Byzantine>>,
     /// Worker threads (default: all cores).
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         } else {
             cli.behaviors.clone().unwrap_or_else(|| BEHAVIORS.to_vec())
         },
+        trust_state_sync: cli.trust_state_sync,
     };
     let (a, b) = cli.seeds;
     let threads = cli
@@ -136,6 +141,8 @@ fn main() -> ExitCode {
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|r| r.seed);
     let (mut safety, mut liveness) = (0, 0);
+    let syncs: u64 = results.iter().map(|r| r.state_syncs).sum();
+    let dropped: u64 = results.iter().map(|r| r.sync_peers_dropped).sum();
     for r in &results {
         if cli.json {
             println!(
@@ -144,7 +151,8 @@ fn main() -> ExitCode {
                     "seed": r.seed, "digest": r.digest, "safety_violations": r.safety_violations,
                     "liveness_failures": r.liveness_failures, "messages": r.messages,
                     "virtual_time_ms": r.virtual_time_ms, "min_finalized": r.min_finalized,
-                    "upgrade_height": r.upgrade_height,
+                    "upgrade_height": r.upgrade_height, "state_syncs": r.state_syncs,
+                    "sync_peers_dropped": r.sync_peers_dropped,
                 })
             );
         }
@@ -161,7 +169,10 @@ fn main() -> ExitCode {
         safety += usize::from(!r.safety_violations.is_empty());
         liveness += usize::from(!r.liveness_failures.is_empty());
     }
-    eprintln!("({:.1} s wall)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "({:.1} s wall; {syncs} state syncs, {dropped} state-sync peers dropped)",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "{} seeds, {safety} safety violations, {liveness} liveness failures",
         results.len()
