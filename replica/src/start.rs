@@ -294,7 +294,7 @@ async fn fetch_state_at(
     if cp.exists() {
         std::fs::remove_dir_all(&cp).map_err(io)?;
     }
-    std::fs::rename(&target, &cp).map_err(io)?;
+    durable::rename(&target, &cp).map_err(|e| ReplicaError::Io(e.to_string()))?;
     Ok((ReplicatedState::restore(&cp, &dir.state())?, report))
 }
 

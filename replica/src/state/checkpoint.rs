@@ -54,7 +54,8 @@ impl ReplicatedState {
         if state_dir.exists() {
             std::fs::remove_dir_all(state_dir).map_err(io)?;
         }
-        std::fs::rename(&tmp, state_dir).map_err(io)?;
+        // The swap survives a crash once it returns (the directory is synced too).
+        durable::rename(&tmp, state_dir).map_err(|e| StateError::Corrupt(e.to_string()))?;
         Self::open(state_dir)
     }
 }
