@@ -31,9 +31,12 @@ pub enum Byzantine {
     /// a chain of its own under valid maker signatures, aggregates that do not verify,
     /// and a forged CUP far ahead.
     LyingCatchUp,
+    /// Its orchestrator's CUP endpoint answers with forged, foreign, stale, replayed and
+    /// made-up CUPs (`orchestration.rs`); its consensus traffic is honest.
+    BadCupAnswers,
 }
 
-pub const BEHAVIORS: [Byzantine; 9] = [
+pub const BEHAVIORS: [Byzantine; 10] = [
     Byzantine::Equivocate,
     Byzantine::BadSignatures,
     Byzantine::Withhold,
@@ -43,6 +46,7 @@ pub const BEHAVIORS: [Byzantine; 9] = [
     Byzantine::BlockTimes,
     Byzantine::Malformed,
     Byzantine::LyingCatchUp,
+    Byzantine::BadCupAnswers,
 ];
 
 impl Byzantine {
@@ -58,6 +62,7 @@ impl Byzantine {
             Self::BlockTimes => "block-times",
             Self::Malformed => "malformed",
             Self::LyingCatchUp => "lying-catch-up",
+            Self::BadCupAnswers => "bad-cup-answers",
         }
     }
 
@@ -81,7 +86,9 @@ impl Sim {
         }
         let mut sends: Vec<(NodeIndex, Envelope)> = Vec::new();
         match behavior {
-            None => sends.extend(targets.iter().map(|t| (*t, envelope.clone()))),
+            None | Some(Byzantine::BadCupAnswers) => {
+                sends.extend(targets.iter().map(|t| (*t, envelope.clone())))
+            }
             Some(Byzantine::Withhold) => {
                 let is_share_or_block = matches!(
                     envelope.artifact,

@@ -8,6 +8,9 @@ pub(crate) struct Checker {
     pub(crate) certified: BTreeMap<Height, CryptoHash>,
     pub(crate) cups: BTreeMap<Height, CryptoHash>,
     pub(crate) halts: BTreeMap<NodeIndex, Height>,
+    /// The content hashes of the CUPs honest cores reported (`Action::CupReady`): the
+    /// only signed CUPs an honest node may start from (`orchestration.rs`).
+    pub(crate) honest_cups: BTreeSet<CryptoHash>,
     pub(crate) violations: Vec<String>,
 }
 

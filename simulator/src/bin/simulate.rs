@@ -45,12 +45,15 @@ struct Cli {
     /// Run with a deliberately broken rule (to see the checkers catch it).
     #[arg(long, value_parser = ["finalize-after-notarizing-two", "ignore-block-times"])]
     broken_rule: Option<String>,
+    /// Planted bug: orchestrators take peers' CUPs without checking their signatures.
+    #[arg(long)]
+    trust_peer_cups: bool,
     /// Every Byzantine node equivocates (the same as `--behaviors equivocate`).
     #[arg(long, conflicts_with = "behaviors")]
     only_equivocators: bool,
     /// The Byzantine behaviours to draw from, comma-separated (default: all of them):
     /// equivocate, bad-signatures, withhold, replay, wrong-version, forge-cup-shares,
-    /// block-times, malformed, lying-catch-up.
+    /// block-times, malformed, lying-catch-up, bad-cup-answers.
     #[arg(long, value_delimiter = ',', value_parser = parse_behavior)]
     behaviors: Option<Vec<Byzantine>>,
     /// Worker threads (default: all cores).
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         } else {
             cli.behaviors.clone().unwrap_or_else(|| BEHAVIORS.to_vec())
         },
+        trust_peer_cups: cli.trust_peer_cups,
     };
     let (a, b) = cli.seeds;
     let threads = cli
