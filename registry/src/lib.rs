@@ -39,5 +39,6 @@ pub mod store;
 
 pub use service::{Registry, RegistryError};
 
-#[cfg(all(test, feature = "io"))]
+#[cfg(test)]
+#[cfg(feature = "io")]
 mod service_tests;

@@ -162,8 +162,8 @@ impl Orchestration {
                 let wrap_key = BlsSecretKey::generate(rng);
                 let group = wrap_key.public_key();
                 let stand_in = |t| ThresholdPublicKey {
-                    group_key: group.clone(),
-                    share_keys: vec![group.clone(); n],
+                    group_key: group,
+                    share_keys: vec![group; n],
                     threshold: t as u32,
                 };
                 let node_bls = BlsSecretKey::generate(rng);
@@ -529,7 +529,7 @@ impl Sim {
                         state_hash: hash(&[b"a state nobody computed"]),
                         ..base
                     };
-                    SignedCup::from_parts(other.encode(), s.signature().clone())
+                    SignedCup::from_parts(other.encode(), *s.signature())
                         .ok()
                         .map(Cup::Signed)
                 }

@@ -298,5 +298,6 @@ pub trait RegistryStore: Send + Sync {
     }
 }
 
-#[cfg(all(test, feature = "io"))]
+#[cfg(test)]
+#[cfg(feature = "io")]
 mod tests;
