@@ -42,5 +42,6 @@ mod package;
 
 pub use content::{CupContent, RandomBeacon};
 pub use package::{
-    Cup, CupError, CupParam, MAX_CUP_BYTES, RegistryCup, RegistryCupKind, SignedCup, choose_highest,
+    Cup, CupError, CupParam, MAX_CUP_BYTES, RegistryCup, RegistryCupKind, SignedCup,
+    choose_highest, choose_highest_by,
 };

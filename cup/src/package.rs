@@ -328,6 +328,17 @@ pub fn choose_highest<'a>(
     candidates: impl IntoIterator<Item = &'a Cup>,
     subnet_key: &BlsPublicKey,
 ) -> Option<&'a Cup> {
+    choose_highest_by(candidates, |s| s.verify(subnet_key).is_ok())
+}
+
+/// [`choose_highest`] with the signature check as an argument: `verifies(cup)` says
+/// whether a signed CUP carries its subnet's signature. The production check is
+/// [`SignedCup::verify`] against the subnet key; the simulator passes the check of its
+/// stand-in signatures, so that the choice itself is the same code in both.
+pub fn choose_highest_by<'a>(
+    candidates: impl IntoIterator<Item = &'a Cup>,
+    mut verifies: impl FnMut(&SignedCup) -> bool,
+) -> Option<&'a Cup> {
     let rank = |c: &Cup| {
         let p = c.param();
         (p.height, p.registry_version, matches!(c, Cup::Signed(_)))
@@ -338,7 +349,7 @@ pub fn choose_highest<'a>(
     let mut sorted: Vec<&'a Cup> = candidates.into_iter().collect();
     sorted.sort_by_key(|c| std::cmp::Reverse(rank(c)));
     sorted.into_iter().find(|c| match c {
-        Cup::Signed(s) => s.verify(subnet_key).is_ok(),
+        Cup::Signed(s) => verifies(s),
         Cup::Registry(_) => true,
     })
 }

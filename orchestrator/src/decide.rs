@@ -5,8 +5,10 @@
 //!    version (the subnet listing this node). Neither: [`Decision::Unassigned`].
 //! 2. **Best CUP**: the highest valid one (`cup::choose_highest`) among the local CUP,
 //!    the registry's genesis or recovery CUP for the subnet, and the peers' CUPs; a signed
-//!    CUP counts only if it verifies against the subnet's key, and only CUPs of this
-//!    subnet count.
+//!    CUP counts only if it verifies against the subnet's key (the high-threshold key at
+//!    the latest registry version, checked by a [`CupVerifier`]: BLS in production,
+//!    the simulator's stand-in there), and only CUPs of this subnet count. An unsigned
+//!    CUP counts only if the registry copy builds exactly it.
 //! 3. **Release**: the subnet's replica version at the best CUP's registry version, never
 //!    at the latest (a version applies from the CUP that pinned it), and that version's
 //!    package (SHA-256 and URLs) at the same registry version ([`Release`]). If the local
@@ -23,7 +25,8 @@
 //!    [`Decision::Upgrade`]. A release is identified by its package's SHA-256; the
 //!    version id alone never decides what runs.
 
-use cup::{Cup, choose_highest};
+use crypto::threshold::ThresholdPublicKey;
+use cup::{Cup, SignedCup, choose_highest_by};
 use registry::{
     local::{registry_cup, subnet_at, subnet_of},
     records::{RegistryRecord, ReplicaVersionRecord, keys},
@@ -102,8 +105,35 @@ pub enum Decision {
     Leave { subnet: SubnetId, wipe: bool },
 }
 
+/// Whether a signed CUP carries its subnet's signature, given the subnet's key as the
+/// registry lists it.
+pub trait CupVerifier {
+    fn verifies(&self, cup: &SignedCup, subnet_key: &ThresholdPublicKey) -> bool;
+}
+
+/// The production check: the BLS threshold signature against the subnet's group key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlsCupVerifier;
+
+impl CupVerifier for BlsCupVerifier {
+    fn verifies(&self, cup: &SignedCup, subnet_key: &ThresholdPublicKey) -> bool {
+        cup.verify(&subnet_key.group_key).is_ok()
+    }
+}
+
 /// The decision. `peers` are CUPs other nodes served (unverified; forged ones lose).
 pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> Decision {
+    decide_with(local, peers, registry, &BlsCupVerifier)
+}
+
+/// [`decide`] with the signature check as an argument (the simulator's stand-in
+/// signatures are not BLS); every other rule is the same code.
+pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
+    local: &Local,
+    peers: &[Cup],
+    registry: &S,
+    verifier: &V,
+) -> Decision {
     let latest = registry.latest_version();
     let subnet = match &local.cup {
         Some(c) => c.content().subnet_id,
@@ -117,7 +147,7 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
         Ok(s) => s,
         Err(e) => return wait(format!("subnet {subnet} at registry version {latest}: {e}")),
     };
-    let key = at_latest.record.high_threshold_key.group_key;
+    let key = &at_latest.record.high_threshold_key;
     let from_registry = registry_cup(registry, &subnet, latest).ok();
     let mut candidates: Vec<Cup> = Vec::new();
     candidates.extend(local.cup.iter().cloned());
@@ -132,7 +162,8 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
                 Cup::Registry(r) => from_registry.as_ref() == Some(r),
             }
     });
-    let Some(best) = choose_highest(candidates.iter(), &key).cloned() else {
+    let verifies = |c: &SignedCup| verifier.verifies(c, key);
+    let Some(best) = choose_highest_by(candidates.iter(), verifies).cloned() else {
         return wait(format!("no valid CUP for subnet {subnet}"));
     };
     let pinned = best.content().registry_version;
@@ -141,9 +172,16 @@ pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> D
             "the best CUP pins registry version {pinned}; the local copy has {latest}"
         ));
     }
-    let at_cup = match subnet_at(registry, &subnet, pinned) {
-        Ok(s) => s,
-        Err(e) => return wait(format!("subnet {subnet} at registry version {pinned}: {e}")),
+    // Usually the CUP pins the latest version: decode the record (and its keys) once.
+    let at_cup_owned;
+    let at_cup = if pinned == latest {
+        &at_latest
+    } else {
+        at_cup_owned = match subnet_at(registry, &subnet, pinned) {
+            Ok(s) => s,
+            Err(e) => return wait(format!("subnet {subnet} at registry version {pinned}: {e}")),
+        };
+        &at_cup_owned
     };
     let member_at_cup = at_cup.index_of(&local.node_id).is_some();
     let member_at_latest = at_latest.index_of(&local.node_id).is_some();

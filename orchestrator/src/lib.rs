@@ -1,6 +1,8 @@
 //! The node's supervisor: registry replication, CUP collection, the version decision,
 //! release downloads and the switch to a new version by re-executing itself.
 //!
+//! Without the default feature `io` the crate is [`decide`] alone (the simulator's use).
+//!
 //! - [`config`]: `node.toml`, validated.
 //! - [`decide`]: the decision as a pure function of the local CUP, peers' CUPs and the
 //!   registry copy, with its rules in the module docs.
@@ -12,12 +14,20 @@
 //! - [`server`]: `GET /status`, `GET /metrics`, `POST /_/catch_up_package` (the CUP
 //!   exchange's rules are in its docs), with [`ratelimit`]'s budgets.
 
+#[cfg(feature = "io")]
 pub mod config;
 pub mod decide;
+#[cfg(feature = "io")]
 pub mod fetch;
+#[cfg(feature = "io")]
 pub mod node;
+#[cfg(feature = "io")]
 pub mod peers;
+#[cfg(feature = "io")]
 pub mod process;
+#[cfg(feature = "io")]
 pub mod ratelimit;
+#[cfg(feature = "io")]
 pub mod server;
+#[cfg(feature = "io")]
 pub mod switch;

@@ -13,23 +13,32 @@
 //! - [`logging`] and [`shutdown`]: what every node-side binary shares (the log setup, and
 //!   waiting for SIGTERM or Ctrl-C).
 //!
+//! Without the default feature `io` (RocksDB, HTTP, the replicator, the binaries) the crate
+//! is its pure core: the simulator builds on that.
+//!
 //! Binaries: `registry` (init, serve) and `nns` (governance from the command line).
 
 pub mod api;
+#[cfg(feature = "io")]
 pub mod client;
 pub mod genesis;
 pub mod governance;
 pub mod invariants;
 pub mod local;
+#[cfg(feature = "io")]
 pub mod logging;
 pub mod records;
+#[cfg(feature = "io")]
 pub mod replicator;
+#[cfg(feature = "io")]
 pub mod server;
 pub mod service;
+#[cfg(feature = "io")]
 pub mod shutdown;
 pub mod store;
 
 pub use service::{Registry, RegistryError};
 
 #[cfg(test)]
+#[cfg(feature = "io")]
 mod service_tests;

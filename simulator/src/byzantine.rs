@@ -35,9 +35,12 @@ pub enum Byzantine {
     /// lead elsewhere, chunks with a changed, extra, missing or swapped entry, a changed
     /// sibling, a skipped or repeated run, another height's entries, or nothing at all.
     LyingStateSync,
+    /// Its orchestrator's CUP endpoint answers with forged, foreign, stale, replayed and
+    /// made-up CUPs (`orchestration.rs`); its consensus traffic is honest.
+    BadCupAnswers,
 }
 
-pub const BEHAVIORS: [Byzantine; 10] = [
+pub const BEHAVIORS: [Byzantine; 11] = [
     Byzantine::Equivocate,
     Byzantine::BadSignatures,
     Byzantine::Withhold,
@@ -48,6 +51,7 @@ pub const BEHAVIORS: [Byzantine; 10] = [
     Byzantine::Malformed,
     Byzantine::LyingCatchUp,
     Byzantine::LyingStateSync,
+    Byzantine::BadCupAnswers,
 ];
 
 impl Byzantine {
@@ -64,6 +68,7 @@ impl Byzantine {
             Self::Malformed => "malformed",
             Self::LyingCatchUp => "lying-catch-up",
             Self::LyingStateSync => "lying-state-sync",
+            Self::BadCupAnswers => "bad-cup-answers",
         }
     }
 
@@ -87,8 +92,9 @@ impl Sim {
         }
         let mut sends: Vec<(NodeIndex, Envelope)> = Vec::new();
         match behavior {
-            // A lying state-sync peer lies in its state-sync answers (state.rs) only.
-            None | Some(Byzantine::LyingStateSync) => {
+            // Lying state-sync peers and bad CUP endpoints lie in their answers
+            // (state.rs, orchestration.rs) only.
+            None | Some(Byzantine::LyingStateSync) | Some(Byzantine::BadCupAnswers) => {
                 sends.extend(targets.iter().map(|t| (*t, envelope.clone())))
             }
             Some(Byzantine::Withhold) => {

@@ -10,6 +10,10 @@ pub(crate) struct Checker {
     /// The state hash honest nodes computed at each height.
     pub(crate) states: BTreeMap<Height, CryptoHash>,
     pub(crate) halts: BTreeMap<NodeIndex, Height>,
+    /// The content hashes of the CUPs cores reported (`Action::CupReady`: assembled from
+    /// a high-threshold quorum's verified shares): the only signed CUPs an honest node
+    /// may start from (`orchestration.rs`).
+    pub(crate) quorum_cups: BTreeSet<CryptoHash>,
     pub(crate) violations: Vec<String>,
 }
 

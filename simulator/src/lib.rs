@@ -21,6 +21,7 @@
 mod byzantine;
 mod checker;
 mod clock;
+mod orchestration;
 mod sim_crypto;
 mod state;
 
@@ -82,6 +83,9 @@ pub struct SimConfig {
     /// A planted bug, to show the state checkers catch it: a syncing node believes its
     /// first peer's manifest and chunks without checking them.
     pub trust_state_sync: bool,
+    /// A planted bug: orchestrators take any signed CUP without checking its signature
+    /// (to see the start-CUP checker catch it).
+    pub trust_peer_cups: bool,
 }
 
 impl SimConfig {
@@ -98,6 +102,7 @@ impl SimConfig {
             broken_rule: None,
             behaviors: BEHAVIORS.to_vec(),
             trust_state_sync: false,
+            trust_peer_cups: false,
         }
     }
 
@@ -136,6 +141,9 @@ impl SimConfig {
         }
         if self.trust_state_sync {
             c.push_str(" --trust-state-sync");
+        }
+        if self.trust_peer_cups {
+            c.push_str(" --trust-peer-cups");
         }
         if self.behaviors != BEHAVIORS {
             let names: Vec<&str> = self.behaviors.iter().map(|b| b.name()).collect();
@@ -259,6 +267,8 @@ pub struct Sim {
     partition: Option<Vec<bool>>,
     fault_phase_end: u64,
     genesis: Base,
+    /// Registry copies and the orchestrators' decision (orchestration.rs).
+    orch: orchestration::Orchestration,
     /// The time of every block proposal sent, by hash (what a block maker that lies
     /// about time needs to know of the parent).
     block_times: BTreeMap<CryptoHash, u64>,
@@ -311,15 +321,8 @@ impl Sim {
         };
         let published = vec![(RegistryVersion::new(1), info_a)];
         let subnet = SubnetId(hash(&[b"subnet", &seed.to_be_bytes()]).0);
-        let genesis = Base {
-            height: Height::ZERO,
-            block_hash: hash(&[b"genesis block", &seed.to_be_bytes()]),
-            time_ns: 0,
-            registry_version: RegistryVersion::new(1),
-            random_beacon: hash(&[b"genesis beacon", &seed.to_be_bytes()]).0.to_vec(),
-            state_hash: state_tree::memory::MemoryState::new(Height::ZERO, state::SCHEMA)
-                .state_hash(),
-        };
+        let orch = orchestration::Orchestration::new(&cfg, &keys, subnet, &version_a, &mut rng);
+        let genesis = orch.genesis_base();
         // Byzantine nodes and their behaviors.
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
@@ -387,6 +390,7 @@ impl Sim {
                 cups: BTreeMap::new(),
                 states: BTreeMap::new(),
                 halts: BTreeMap::new(),
+                quorum_cups: BTreeSet::new(),
                 violations: Vec::new(),
             },
             digest: Sha256::new(),
@@ -397,6 +401,7 @@ impl Sim {
             partition: None,
             fault_phase_end,
             genesis,
+            orch,
             block_times: BTreeMap::new(),
             sync: state::SyncStats::default(),
         };
@@ -737,6 +742,7 @@ impl Sim {
                     }
                 }
                 Action::CupReady { content, signature } => {
+                    self.record_cup_ready(i, &content, &signature);
                     let h = CryptoHash::sha256(&content.encode());
                     match self.checker.cups.get(&content.height) {
                         Some(x) if *x != h => self
@@ -794,6 +800,7 @@ impl Sim {
             is_halted: false,
         };
         self.published.push((version, info.clone()));
+        self.orch.publish_release(&self.subnet, &self.version_b);
         for node in 0..self.cfg.nodes as NodeIndex {
             // Each node sees the new version as stable after its own delay.
             let delay = self.rng.random_range(0..500 * MS);
@@ -808,39 +815,11 @@ impl Sim {
         }
     }
 
-    /// The orchestrator's choice on (re)start: the highest CUP among its own and its
-    /// peers' (fetched over the CUP endpoint), and the version the registry assigns there.
-    fn best_cup(&self, i: NodeIndex) -> Option<(CupContent, Vec<u8>)> {
-        let mut best: Option<&(CupContent, Vec<u8>)> = self.nodes[i as usize].disk.cup.as_ref();
-        for (j, node) in self.nodes.iter().enumerate() {
-            if j == i as usize || node.byzantine.is_some() || node.core.is_none() {
-                continue;
-            }
-            if let Some(c) = &node.disk.cup
-                && best.is_none_or(|b| c.0.height > b.0.height)
-            {
-                best = Some(c);
-            }
-        }
-        best.cloned()
-    }
-
-    fn version_for(&self, rv: RegistryVersion) -> ReplicaVersion {
-        self.published
-            .iter()
-            .rev()
-            .find(|(v, _)| *v <= rv)
-            .map(|(_, info)| info.replica_version.clone())
-            .unwrap_or_else(|| self.version_a.clone())
-    }
-
+    /// (Re)starts node `i` where its orchestrator decides (`orchestration.rs`); if it
+    /// cannot decide yet, the orchestrator's next tick tries again.
     fn restart_from_best(&mut self, i: NodeIndex) {
-        let (base, version) = match self.best_cup(i) {
-            Some((content, _)) => {
-                let version = self.version_for(content.registry_version);
-                (Base::from_cup(&content), version)
-            }
-            None => (self.genesis.clone(), self.version_a.clone()),
+        let Some((base, version)) = self.orchestrator_choice(i) else {
+            return;
         };
         // The state at the CUP height: its own, or synced from its peers.
         if !self.ensure_state(i, base.height, base.state_hash) {
@@ -874,6 +853,7 @@ impl Sim {
                 version,
                 info,
             } => {
+                self.orch.replicate(node, version);
                 self.nodes[node as usize]
                     .registry
                     .push((version, info.clone()));
@@ -888,40 +868,14 @@ impl Sim {
                 self.log(&[b"crash", &node.to_be_bytes()]);
             }
             SimEvent::Restart { node } => self.restart_from_best(node),
-            SimEvent::Switch { node } => {
-                let Some((content, _)) = self.nodes[node as usize].disk.cup.clone() else {
-                    return;
-                };
-                let version = self.version_for(content.registry_version);
-                let base = Base::from_cup(&content);
-                if !self.ensure_state(node, base.height, base.state_hash) {
-                    self.push(self.now + SEC, SimEvent::Restart { node });
-                    return;
-                }
-                self.nodes[node as usize].registry = self.published.clone();
-                self.start_node(node, base, version);
-            }
+            // The orchestrator sees the replica halted at a CUP naming another release.
+            SimEvent::Switch { node } => self.restart_from_best(node),
             SimEvent::OrchestratorTick { node } => {
                 self.push(
                     self.now + ORCHESTRATOR_TICK_NS,
                     SimEvent::OrchestratorTick { node },
                 );
-                let Some(core) = self.nodes[node as usize].core.as_ref() else {
-                    return;
-                };
-                let finalized = core.finalized_height();
-                let running = self.nodes[node as usize].version.clone();
-                // A peer's CUP above what this node finalized, or one that names another
-                // release: restart the replica from it (as the orchestrator does).
-                if let Some((content, _)) = self.best_cup(node)
-                    && (content.height > finalized
-                        || (self.version_for(content.registry_version) != running
-                            && content.height >= finalized))
-                    && !(core.is_halted()
-                        && self.nodes[node as usize].halted_at == Some(content.height))
-                {
-                    self.restart_from_best(node);
-                }
+                self.orchestrator_tick(node);
             }
             SimEvent::Partition { side } => self.partition = Some(side),
             SimEvent::Heal => self.partition = None,

@@ -245,3 +245,51 @@ fn lying_state_sync_peers_are_dropped_and_believing_them_is_caught() {
         caught.len()
     );
 }
+
+/// Byzantine CUP endpoints (forged, foreign, other-subnet, stale, replayed, far-future,
+/// made-up registry CUPs) leave every honest orchestrator on CUPs an honest quorum made,
+/// through the real `decide`, with real BLS in some seeds.
+#[test]
+fn lying_cup_endpoints_leave_the_subnet_safe_and_live() {
+    for nodes in [4, 7] {
+        let mut cfg = ci_config(nodes);
+        cfg.heights = 30;
+        cfg.behaviors = vec![Byzantine::BadCupAnswers];
+        assert_clean(&run(&cfg, 0, 16, 8), &cfg, 8);
+    }
+}
+
+/// With the orchestrators' CUP signature check off (the planted bug), the lying
+/// endpoints get honest nodes to start from forged CUPs, and the start-CUP checker says
+/// so; with the check on, the same seeds are clean.
+#[test]
+fn the_checkers_catch_orchestrators_that_trust_peer_cups() {
+    let mut cfg = ci_config(4);
+    cfg.heights = 30;
+    cfg.behaviors = vec![Byzantine::BadCupAnswers];
+    cfg.trust_peer_cups = true;
+    assert!(cfg.replay_command(1).contains("--trust-peer-cups"));
+    let results = run(&cfg, 0, 8, 4);
+    let caught: Vec<u64> = results
+        .iter()
+        .filter(|r| {
+            r.safety_violations
+                .iter()
+                .any(|v| v.contains("that no honest quorum produced"))
+        })
+        .map(|r| r.seed)
+        .collect();
+    assert!(
+        caught.len() >= 4,
+        "the planted bug went unnoticed: {} of 8 seeds caught it",
+        caught.len()
+    );
+    cfg.trust_peer_cups = false;
+    for seed in caught {
+        let r = run_seed(&cfg, seed);
+        assert!(
+            r.safety_violations.is_empty() && r.liveness_failures.is_empty(),
+            "{r:?}"
+        );
+    }
+}

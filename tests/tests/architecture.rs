@@ -6,6 +6,15 @@ use std::process::Command;
 
 /// `cargo tree` of one crate's normal dependencies, one crate per line.
 fn tree(krate: &str) -> String {
+    tree_with(krate, &[])
+}
+
+/// The same, built without the crate's default features (its pure core).
+fn tree_without_default_features(krate: &str) -> String {
+    tree_with(krate, &["--no-default-features"])
+}
+
+fn tree_with(krate: &str, extra: &[&str]) -> String {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(cargo)
         .args([
@@ -19,6 +28,7 @@ fn tree(krate: &str) -> String {
             "-p",
             krate,
         ])
+        .args(extra)
         .current_dir(tests::workspace_root())
         .output()
         .expect("run cargo tree");
@@ -38,15 +48,29 @@ fn depends_on(tree: &str, krate: &str) -> bool {
 /// they are driven by their callers (STYLE.md, ARCHITECTURE.md).
 #[test]
 fn protocol_cores_have_no_io_dependencies() {
-    for krate in ["consensus", "cup", "types", "crypto", "state-tree", "simulator"] {
-        let t = tree(krate);
-        assert!(t.lines().count() > 1, "{krate}: empty tree?\n{t}");
-        for forbidden in ["tokio", "quinn", "rocksdb", "hyper", "reqwest"] {
-            assert!(
-                !depends_on(&t, forbidden),
-                "{krate} depends on {forbidden}:\n{t}"
-            );
-        }
+    for krate in [
+        "consensus",
+        "cup",
+        "types",
+        "crypto",
+        "state-tree",
+        "simulator",
+    ] {
+        check_no_io(krate, &tree(krate));
+    }
+    // The registry's and the orchestrator's pure cores (what the simulator builds on).
+    for krate in ["registry", "orchestrator"] {
+        check_no_io(krate, &tree_without_default_features(krate));
+    }
+}
+
+fn check_no_io(krate: &str, t: &str) {
+    assert!(t.lines().count() > 1, "{krate}: empty tree?\n{t}");
+    for forbidden in ["tokio", "quinn", "rocksdb", "hyper", "reqwest"] {
+        assert!(
+            !depends_on(t, forbidden),
+            "{krate} depends on {forbidden}:\n{t}"
+        );
     }
 }
 
@@ -54,6 +78,9 @@ fn protocol_cores_have_no_io_dependencies() {
 #[test]
 fn the_io_check_detects_tokio_where_it_is() {
     assert!(depends_on(&tree("replica"), "tokio"));
+    // And the default features of the registry and orchestrator do the I/O.
+    assert!(depends_on(&tree("registry"), "rocksdb"));
+    assert!(depends_on(&tree("orchestrator"), "tokio"));
 }
 
 /// The transport builds without RocksDB and knows nothing of the registry or the replica

@@ -26,9 +26,11 @@
 //!    nothing it wrote.
 
 mod memory;
+#[cfg(feature = "io")]
 mod rocks;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "io")]
 pub use rocks::RocksStore;
 
 use serde::{Deserialize, Serialize};
@@ -297,4 +299,5 @@ pub trait RegistryStore: Send + Sync {
 }
 
 #[cfg(test)]
+#[cfg(feature = "io")]
 mod tests;

@@ -49,12 +49,15 @@ struct Cli {
     /// first peer's state-sync answers unchecked.
     #[arg(long)]
     trust_state_sync: bool,
+    /// Planted bug: orchestrators take peers' CUPs without checking their signatures.
+    #[arg(long)]
+    trust_peer_cups: bool,
     /// Every Byzantine node equivocates (the same as `--behaviors equivocate`).
     #[arg(long, conflicts_with = "behaviors")]
     only_equivocators: bool,
     /// The Byzantine behaviours to draw from, comma-separated (default: all of them):
     /// equivocate, bad-signatures, withhold, replay, wrong-version, forge-cup-shares,
-    /// block-times, malformed, lying-catch-up, lying-state-sync.
+    /// block-times, malformed, lying-catch-up, lying-state-sync, bad-cup-answers.
     #[arg(long, value_delimiter = ',', value_parser = parse_behavior)]
     behaviors: Option<Vec<Byzantine>>,
     /// Worker threads (default: all cores).
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             cli.behaviors.clone().unwrap_or_else(|| BEHAVIORS.to_vec())
         },
         trust_state_sync: cli.trust_state_sync,
+        trust_peer_cups: cli.trust_peer_cups,
     };
     let (a, b) = cli.seeds;
     let threads = cli
