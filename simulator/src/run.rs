@@ -1,0 +1,181 @@
+//! Running a seed to its end, and the checks on the whole run (liveness, the upgrade).
+
+use super::*;
+
+impl Sim {
+    fn honest_done(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .all(|n| {
+                n.core.as_ref().is_some_and(|c| {
+                    c.finalized_height().get() >= self.cfg.heights
+                        && (self.cfg.upgrade_at.is_none() || n.version == self.version_b)
+                })
+            })
+    }
+
+    /// Runs to completion and checks.
+    pub fn run(mut self) -> SimResult {
+        let deadline = self.fault_phase_end + 60 * SEC + self.cfg.heights * 2 * SEC;
+        let mut liveness = Vec::new();
+        let mut steps: u64 = 0;
+        let mut stopped_by_violation = false;
+        while let Some(((t, _), e)) = self.queue.pop_first() {
+            if t > deadline {
+                break;
+            }
+            self.now = t;
+            if t >= self.fault_phase_end {
+                self.loss = 0.0;
+                self.duplicate = 0.0;
+            }
+            self.handle(e);
+            steps += 1;
+            if steps.is_multiple_of(64) && self.now >= self.fault_phase_end && self.honest_done() {
+                break;
+            }
+            // A safety violation is the answer; running on only costs time.
+            if !self.checker.violations.is_empty() {
+                stopped_by_violation = true;
+                break;
+            }
+            if steps > 50_000_000 {
+                liveness.push("the event budget ran out".to_string());
+                break;
+            }
+        }
+        if !self.honest_done() {
+            for (i, n) in self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.byzantine.is_none())
+            {
+                let f = n.core.as_ref().map(|c| c.finalized_height().get());
+                let detail = n
+                    .core
+                    .as_ref()
+                    .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
+                    .unwrap_or_default();
+                liveness.push(format!(
+                    "node {i} ({}) reached finalized height {f:?} [{detail}], not {} by {} ms (faults ended at {} ms)",
+                    n.version,
+                    self.cfg.heights,
+                    deadline / MS,
+                    self.fault_phase_end / MS
+                ));
+            }
+        }
+        // The upgrade: one halting height; everyone on B from that CUP or a later one.
+        let mut upgrade_height = None;
+        if self.cfg.upgrade_at.is_some() {
+            let heights: BTreeSet<Height> = self.checker.halts.values().copied().collect();
+            if heights.len() > 1 {
+                self.checker.violation(format!(
+                    "honest nodes halted at different heights: {heights:?}"
+                ));
+            }
+            upgrade_height = heights.iter().next().map(|h| h.get());
+            if let Some(s) = heights.iter().next() {
+                for (i, n) in self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.byzantine.is_none())
+                {
+                    let on_b = n.starts.iter().filter(|(v, _)| *v == self.version_b);
+                    for (_, base) in on_b {
+                        if base < s {
+                            let msg = format!(
+                                "node {i} started release B below the upgrade CUP ({base} < {s})"
+                            );
+                            self.checker.violations.push(msg);
+                        }
+                    }
+                }
+            } else if !self.upgrade_published {
+                liveness.push("the upgrade was never deployed".into());
+            } else {
+                liveness.push("no honest node halted for the upgrade".into());
+            }
+        }
+        let min_finalized = self
+            .nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .filter_map(|n| n.core.as_ref().map(|c| c.finalized_height().get()))
+            .min()
+            .unwrap_or(0);
+        let redundant_artifacts = self
+            .nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .filter_map(|n| n.core.as_ref().map(|c| c.stats().redundant_artifacts))
+            .sum();
+        let digest = hex::encode(self.digest.finalize());
+        SimResult {
+            seed: self.seed,
+            digest,
+            safety_violations: self.checker.violations,
+            // A run cut short by a violation says nothing about liveness.
+            liveness_failures: if stopped_by_violation {
+                Vec::new()
+            } else {
+                liveness
+            },
+            messages: self.messages,
+            virtual_time_ms: self.now / MS,
+            min_finalized,
+            upgrade_height,
+            redundant_artifacts,
+            state_syncs: self.sync.syncs,
+            sync_peers_dropped: self.sync.peers_dropped,
+        }
+    }
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sim(seed {}, {} nodes, t={} ms)",
+            self.seed,
+            self.nodes.len(),
+            self.now / MS
+        )
+    }
+}
+
+/// Runs one seed. A panic anywhere in the run (a core that overflows on an attacker's
+/// value, say) is reported as a safety violation of that seed, not a crash of the batch.
+pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Sim::new(cfg.clone(), seed).run()
+    }));
+    run.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        SimResult {
+            seed,
+            digest: String::new(),
+            safety_violations: vec![format!("the run panicked: {why}")],
+            liveness_failures: Vec::new(),
+            messages: 0,
+            virtual_time_ms: 0,
+            min_finalized: 0,
+            upgrade_height: None,
+            redundant_artifacts: 0,
+            state_syncs: 0,
+            sync_peers_dropped: 0,
+        }
+    })
+}
+
+/// `max_faulty` re-exported for the binary's argument checks.
+pub fn tolerated(n: usize) -> usize {
+    max_faulty(n)
+}
