@@ -77,26 +77,26 @@ fn ci_config(nodes: usize) -> SimConfig {
     cfg
 }
 
-// 150 + 100 + 50 = 300 seeds, each with f Byzantine nodes, network faults, a partition
+// 100 + 40 + 16 seeds (the soak, scripts/soak.sh, runs 12,000), each with f Byzantine nodes, network faults, a partition
 // or a crash in some, and an upgrade from release A to release B.
 
 #[test]
 fn ci_seeds_4_nodes_1_byzantine_with_upgrade() {
     let cfg = ci_config(4);
     // Seeds 0, 50 and 100 run with the real BLS and ed25519 code.
-    assert_clean(&run(&cfg, 0, 150, 50), &cfg, 50);
+    assert_clean(&run(&cfg, 0, 100, 50), &cfg, 50);
 }
 
 #[test]
 fn ci_seeds_7_nodes_2_byzantine_with_upgrade() {
     let cfg = ci_config(7);
-    assert_clean(&run(&cfg, 0, 100, 0), &cfg, 0);
+    assert_clean(&run(&cfg, 0, 40, 0), &cfg, 0);
 }
 
 #[test]
 fn ci_seeds_13_nodes_4_byzantine_with_upgrade() {
     let cfg = ci_config(13);
-    assert_clean(&run(&cfg, 0, 50, 0), &cfg, 0);
+    assert_clean(&run(&cfg, 0, 16, 0), &cfg, 0);
 }
 
 /// Shares and aggregates a node already holds (duplicates, resends, every node's
@@ -203,7 +203,7 @@ fn each_new_attack_alone_leaves_the_subnet_safe_and_live() {
         let mut cfg = ci_config(7);
         cfg.heights = 30;
         cfg.behaviors = vec![b];
-        assert_clean(&run(&cfg, 0, 12, 6), &cfg, 6);
+        assert_clean(&run(&cfg, 0, 8, 8), &cfg, 8);
         assert!(
             cfg.replay_command(3)
                 .contains(&format!("--behaviors {}", b.name())),
@@ -220,7 +220,7 @@ fn each_new_attack_alone_leaves_the_subnet_safe_and_live() {
 fn lying_state_sync_peers_are_dropped_and_believing_them_is_caught() {
     let mut cfg = ci_config(4);
     cfg.behaviors = vec![Byzantine::LyingStateSync];
-    let results = run(&cfg, 0, 40, 0);
+    let results = run(&cfg, 0, 30, 0);
     assert_clean(&results, &cfg, 0);
     let syncs: u64 = results.iter().map(|r| r.state_syncs).sum();
     let dropped: u64 = results.iter().map(|r| r.sync_peers_dropped).sum();
@@ -231,7 +231,7 @@ fn lying_state_sync_peers_are_dropped_and_believing_them_is_caught() {
 
     cfg.trust_state_sync = true;
     assert!(cfg.replay_command(1).contains("--trust-state-sync"));
-    let caught: Vec<SimResult> = run(&cfg, 0, 40, 0)
+    let caught: Vec<SimResult> = run(&cfg, 0, 30, 0)
         .into_iter()
         .filter(|r| {
             r.safety_violations
@@ -241,7 +241,7 @@ fn lying_state_sync_peers_are_dropped_and_believing_them_is_caught() {
         .collect();
     assert!(
         caught.len() >= 3,
-        "the planted bug went unnoticed: {} of 40 seeds caught it",
+        "the planted bug went unnoticed: {} of 30 seeds caught it",
         caught.len()
     );
 }
@@ -255,7 +255,7 @@ fn lying_cup_endpoints_leave_the_subnet_safe_and_live() {
         let mut cfg = ci_config(nodes);
         cfg.heights = 30;
         cfg.behaviors = vec![Byzantine::BadCupAnswers];
-        assert_clean(&run(&cfg, 0, 16, 8), &cfg, 8);
+        assert_clean(&run(&cfg, 0, 12, 12), &cfg, 12);
     }
 }
 
