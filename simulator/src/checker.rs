@@ -10,6 +10,8 @@ pub(crate) struct Checker {
     /// The state hash honest nodes computed at each height.
     pub(crate) states: BTreeMap<Height, CryptoHash>,
     pub(crate) halts: BTreeMap<NodeIndex, Height>,
+    /// The heights any core halted at for the upgrade.
+    pub(crate) any_halts: BTreeSet<Height>,
     /// The content hashes of the CUPs cores reported (`Action::CupReady`: assembled from
     /// a high-threshold quorum's verified shares): the only signed CUPs an honest node
     /// may start from (`orchestration.rs`).

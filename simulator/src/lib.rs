@@ -285,6 +285,7 @@ impl Sim {
                 cups: BTreeMap::new(),
                 states: BTreeMap::new(),
                 halts: BTreeMap::new(),
+                any_halts: BTreeSet::new(),
                 quorum_cups: BTreeSet::new(),
                 violations: Vec::new(),
             },
@@ -656,6 +657,9 @@ impl Sim {
                     if self.is_honest(i as usize) {
                         self.checker.halts.insert(i, cup_height);
                     }
+                    // Any core's halt is the protocol's (behaviours only rewrite what a
+                    // node sends), and honest nodes may switch on a peer's CUP first.
+                    self.checker.any_halts.insert(cup_height);
                     self.log(&[b"halted", &i.to_be_bytes(), &cup_height.get().to_be_bytes()]);
                     // The orchestrator notices the CUP and switches the release.
                     let delay = self.rng.random_range(100 * MS..1000 * MS);

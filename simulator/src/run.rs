@@ -70,12 +70,21 @@ impl Sim {
         // The upgrade: one halting height; everyone on B from that CUP or a later one.
         let mut upgrade_height = None;
         if self.cfg.upgrade_at.is_some() {
-            let heights: BTreeSet<Height> = self.checker.halts.values().copied().collect();
-            if heights.len() > 1 {
+            let honest: BTreeSet<Height> = self.checker.halts.values().copied().collect();
+            if honest.len() > 1 || self.checker.any_halts.len() > 1 {
+                let all = &self.checker.any_halts;
                 self.checker.violation(format!(
-                    "honest nodes halted at different heights: {heights:?}"
+                    "nodes halted at different heights: honest {honest:?}, all {all:?}"
                 ));
             }
+            // An honest node's orchestrator may switch to B on a peer's CUP before its
+            // own core halts (the real `decide`; soak seeds 2568 and 6647 at n = 4): the
+            // upgrade's height is then the one the other cores halted at.
+            let heights = if honest.is_empty() {
+                self.checker.any_halts.clone()
+            } else {
+                honest
+            };
             upgrade_height = heights.iter().next().map(|h| h.get());
             if let Some(s) = heights.iter().next() {
                 for (i, n) in self
@@ -97,7 +106,7 @@ impl Sim {
             } else if !self.upgrade_published {
                 liveness.push("the upgrade was never deployed".into());
             } else {
-                liveness.push("no honest node halted for the upgrade".into());
+                liveness.push("no node halted for the upgrade".into());
             }
         }
         let min_finalized = self

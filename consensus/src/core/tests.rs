@@ -420,3 +420,53 @@ fn an_action_queue_that_is_never_polled_stops_the_core_instead_of_dropping_an_ac
         });
     }
 }
+
+/// A node that saw a maker sign two blocks at one height notarizes neither; a maker of
+/// the next rank that saw only one of them would wait for it for ever. So the node
+/// passes on the evidence, both blocks, when it re-sends.
+#[test]
+fn a_node_that_sees_an_equivocation_passes_on_both_blocks() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    let maker = net.rank(0);
+    let target = (maker + 1) % 4;
+    let first = net.proposals_of(maker)[0].clone();
+    let mut other = first.clone();
+    other.context.time_ns += 1;
+    let signature = net.cores[maker]
+        .crypto()
+        .sign_block(&signed_bytes(&version(), &other.hash()));
+    let now = net.clocks[target];
+    net.cores[target].on_event(
+        now,
+        Event::Message {
+            from: maker as NodeIndex,
+            envelope: Envelope {
+                version: version(),
+                artifact: Artifact::Proposal(BlockProposal {
+                    block: other.clone(),
+                    signature,
+                }),
+            },
+        },
+    );
+    while net.cores[target].poll_action().is_some() {}
+    let mut later = net.clocks[target];
+    later.mono_ns += 2 * SEC;
+    later.wall_ns += 2 * SEC;
+    net.cores[target].on_event(later, Event::Timer);
+    let mut resent = Vec::new();
+    while let Some(a) = net.cores[target].poll_action() {
+        if let Action::Broadcast(Envelope {
+            artifact: Artifact::Proposal(p),
+            ..
+        }) = a
+        {
+            resent.push(p.block.hash());
+        }
+    }
+    assert!(
+        resent.contains(&first.hash()) && resent.contains(&other.hash()),
+        "{resent:?}"
+    );
+}
