@@ -165,7 +165,7 @@ impl Testnet {
                 "0",
             ],
         )?;
-        let network = network_id(dir.path())?;
+        let network = registry::server::network_id(&dir.path().join("registry"))?;
         let mut net = Self {
             dir,
             replicas: vec![],
@@ -291,21 +291,6 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
         .await
         .ok()?;
     r.json().await.ok()
-}
-
-/// The network of the testnet in `dir`: the hash of its registry's root public key.
-fn network_id(dir: &Path) -> Result<NetworkId, String> {
-    use std::io::Read;
-    let path = dir.join("registry").join("registry_public_key.hex");
-    let mut text = String::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(1024).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let key: crypto::ed25519::Ed25519PublicKey = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(NetworkId::from_registry_root_key(key.as_bytes()))
 }
 
 fn put(

@@ -37,6 +37,25 @@ pub fn key_path(dir: &FsPath) -> PathBuf {
 pub fn public_key_path(dir: &FsPath) -> PathBuf {
     dir.join("registry_public_key.hex")
 }
+
+/// The largest registry public key file read (64 hex characters and a newline).
+const MAX_PUBLIC_KEY_FILE_BYTES: u64 = 1024;
+
+/// The network the registry in `dir` serves: the hash of its root public key (what every
+/// node's `node.toml` names and every signed update, submission and ballot carries).
+pub fn network_id(dir: &FsPath) -> Result<NetworkId, String> {
+    use std::io::Read;
+    let path = public_key_path(dir);
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_PUBLIC_KEY_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let key: crypto::ed25519::Ed25519PublicKey = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(NetworkId::from_registry_root_key(key.as_bytes()))
+}
 pub fn store_path(dir: &FsPath) -> PathBuf {
     dir.join("store")
 }

@@ -9,7 +9,7 @@ use crypto::ed25519::Ed25519KeyPair;
 use replica::ingress::{Ingress, Operation, SignedIngress};
 use serde_json::{Value, json};
 use std::{
-    io::{Read, Write},
+    io::Write,
     path::Path,
     sync::{
         Arc,
@@ -20,22 +20,10 @@ use std::{
 use tokio::sync::mpsc;
 use types::NetworkId;
 
-/// The largest registry public key file read (64 hex characters and a newline).
-const MAX_KEY_FILE_BYTES: u64 = 1024;
-
-/// The network a testnet in `dir` serves: the hash of its registry's root public key
-/// (what every node's `node.toml` names), so its writes are signed for it.
+/// The network a testnet in `dir` serves: its registry's (what every node's `node.toml`
+/// names), so its writes are signed for it.
 pub fn network_id(dir: &Path) -> Result<NetworkId, String> {
-    let path = dir.join("registry").join("registry_public_key.hex");
-    let mut text = String::new();
-    std::fs::File::open(&path)
-        .and_then(|f| f.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let key: crypto::ed25519::Ed25519PublicKey = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(NetworkId::from_registry_root_key(key.as_bytes()))
+    registry::server::network_id(&dir.join("registry"))
 }
 
 /// How long an accepted write may take to show up in a query before it counts as not
