@@ -63,9 +63,11 @@
 //!     skew bound counts against `f` for liveness (it notarizes nothing from the present);
 //!     safety never depends on clocks.
 //! 12. **Recovery.** Every `resend_interval` without progress a node re-sends its latest
-//!     artifacts; a node that sees artifacts far ahead asks for the missing heights, and
-//!     is answered with blocks, notarizations and finalizations, or with a CUP if the
-//!     height was purged, from which it resumes ([`Action::CatchUp`]).
+//!     artifacts, and both blocks of every maker it caught equivocating (the evidence a
+//!     next-rank maker that saw only one of them needs to take its turn); a node that
+//!     sees artifacts far ahead asks for the missing heights, and is answered with
+//!     blocks, notarizations and finalizations, or with a CUP if the height was purged,
+//!     from which it resumes ([`Action::CatchUp`]).
 
 mod catch_up;
 mod certification;
