@@ -1,0 +1,284 @@
+//! `testnet demo`: the whole upgrade story in one command, with its timeline.
+
+use super::*;
+
+pub(crate) fn demo(as_json: bool) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
+    let nodes = 4;
+    prep(&dir, nodes, 9, 3, free_base(nodes)?)?;
+    let result = demo_in(&dir);
+    let _ = down(&dir);
+    match result {
+        Ok(summary) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            // The final line, for scripts.
+            if as_json {
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("testnet demo: kept {} for inspection", dir.display());
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
+    let t0 = Instant::now();
+    let mut timeline: Vec<(u128, String)> = Vec::new();
+    let mut event = |what: String| {
+        let ms = t0.elapsed().as_millis();
+        println!("[{:>7} ms] {what}", ms);
+        timeline.push((ms, what));
+    };
+    up(dir)?;
+    event("testnet up: 4 nodes finalizing on 1.0.0".into());
+    let l = layout(dir)?;
+    let urls = replica_urls(&l);
+    let network = story::network_id(dir)?;
+    let registry = format!("http://127.0.0.1:{}", l.registry_port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = registry::server::now_ns() / 1_000_000;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sender = rt.spawn(story::send(
+        urls.clone(),
+        network,
+        20,
+        run,
+        stop.clone(),
+        None,
+        tx,
+    ));
+    let confirmer = rt.spawn(story::confirm(urls.clone(), rx));
+    event("load: 20 signed writes per second".into());
+
+    // The new method, before: the first release refuses it; a put it accepts.
+    let client = client()?;
+    let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[200; 32]);
+    let append = |nonce| {
+        story::sign(
+            &user,
+            network,
+            nonce,
+            Operation::Append {
+                key: "demo".into(),
+                value: b", appended by 2.0.0".to_vec(),
+            },
+        )
+    };
+    match rt.block_on(story::submit(&client, &urls[0], &append(1))) {
+        Err(e) => event(format!("1.0.0 refuses the append method ({e})")),
+        Ok(()) => return Err("1.0.0 accepted an append".into()),
+    }
+    let put = story::sign(
+        &user,
+        network,
+        2,
+        Operation::Put {
+            key: "demo".into(),
+            value: b"written by 1.0.0".to_vec(),
+        },
+    );
+    rt.block_on(story::submit(&client, &urls[0], &put))?;
+
+    let pkg = dir.join("packages").join("2.0.0.tar.zst");
+    let sha = package("2.0.0", &pkg, true, false)?;
+    event(format!(
+        "packaged 2.0.0, the next release: state schema 2 (values get checksums), the append method, artifacts on icup-consensus/2 (sha256 {})",
+        &sha[..16]
+    ));
+    let key = |i: usize| dir.join("neurons").join(format!("neuron-{i}.key"));
+    let url = format!("http://127.0.0.1:{}/packages/2.0.0.tar.zst", l.package_port);
+    let id = |out: String| out.trim_start_matches("proposal ").to_string();
+    let p = id(nns(
+        &registry,
+        &key(0),
+        &[
+            "propose",
+            "elect-version",
+            "--version",
+            "2.0.0",
+            "--sha256",
+            &sha,
+            "--url",
+            &url,
+        ],
+    )?);
+    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    event(format!("proposal {p} (elect 2.0.0) adopted"));
+    let subnets: Value = rt.block_on(async {
+        get(&client, &format!("{registry}/api/v1/subnets"))
+            .await
+            .ok_or_else(|| "reading subnets".to_string())
+    })?;
+    let subnet = subnets[0]["subnet_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let p = id(nns(
+        &registry,
+        &key(0),
+        &[
+            "propose",
+            "deploy-version",
+            "--subnet",
+            &subnet,
+            "--version",
+            "2.0.0",
+        ],
+    )?);
+    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
+    let deployed_at = Instant::now();
+
+    // Watch: halting, the CUP, each node's switch and migration, the first block on 2.0.0.
+    let mut halting_at: Option<Instant> = None;
+    let mut switched = vec![false; l.nodes.len()];
+    let mut migrated = vec![false; l.nodes.len()];
+    let mut all_running_at: Option<Instant> = None;
+    let start = Instant::now();
+    let resumed_at = loop {
+        let mut all_resumed = true;
+        for (i, n) in l.nodes.iter().enumerate() {
+            let r = rt.block_on(get(
+                &client,
+                &format!("http://{}/api/v1/status", n.http_address),
+            ));
+            let o = rt.block_on(get(
+                &client,
+                &format!("http://{}/status", n.orchestrator_address),
+            ));
+            let on_b = r.as_ref().is_some_and(|r| r["replica_version"] == "2.0.0");
+            if halting_at.is_none()
+                && r.as_ref()
+                    .is_some_and(|r| r["halting"] == true || r["halted"] == true)
+            {
+                halting_at = Some(Instant::now());
+                event(format!(
+                    "node {i}: halting (updates now get \"subnet is upgrading\")"
+                ));
+            }
+            if !switched[i] && o.as_ref().is_some_and(|o| o["running_version"] == "2.0.0") {
+                switched[i] = true;
+                // The orchestrator's own CUP; right after a re-exec it may not be read yet.
+                let cup = o
+                    .as_ref()
+                    .and_then(|o| o["cup"]["height"].as_u64())
+                    .map(|h| format!(" from the CUP at height {h}"))
+                    .unwrap_or_default();
+                event(format!("node {i}: orchestrator re-executed as 2.0.0{cup}"));
+                if all_running_at.is_none() && switched.iter().all(|s| *s) {
+                    all_running_at = Some(Instant::now());
+                }
+            }
+            if on_b && !migrated[i] && r.as_ref().is_some_and(|r| r["state_schema"] == 2) {
+                migrated[i] = true;
+                event(format!(
+                    "node {i}: replica 2.0.0 up, state migrated to schema 2"
+                ));
+            }
+            let resumed = on_b
+                && r.as_ref().is_some_and(|r| {
+                    r["finalized_height"].as_u64() > r["cup_height"].as_u64().map(|c| c + 1)
+                });
+            all_resumed &= resumed;
+        }
+        if all_resumed {
+            let now = Instant::now();
+            event("every node finalizes on 2.0.0".into());
+            break now;
+        }
+        if start.elapsed() > story::UPGRADE_PATIENCE {
+            return Err(format!(
+                "the upgrade did not complete within {} s",
+                story::UPGRADE_PATIENCE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let downtime_ms = halting_at
+        .map(|h| resumed_at.duration_since(h).as_millis())
+        .unwrap_or(0);
+    // The new method, after: 2.0.0 appends to the value 1.0.0 wrote.
+    rt.block_on(story::submit(&client, &urls[1], &append(3)))?;
+    let want = "written by 1.0.0, appended by 2.0.0";
+    let start = Instant::now();
+    loop {
+        let answers: Vec<Option<Value>> = urls
+            .iter()
+            .map(|u| rt.block_on(story::query(&client, u, "demo")))
+            .collect();
+        if answers
+            .iter()
+            .all(|a| a.as_ref().is_some_and(|a| a["value"] == want))
+        {
+            event(format!(
+                "2.0.0 executes the append method: \"{want}\" on every node"
+            ));
+            break;
+        }
+        if start.elapsed() > story::CONFIRM_PATIENCE {
+            return Err(format!(
+                "the append did not show up on every node: {answers:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
+    let acknowledged = rt.block_on(confirmer).map_err(|e| e.to_string())?;
+    let checked = rt.block_on(story::verify(
+        &urls,
+        &acknowledged,
+        &query::subnet_key(dir)?,
+    ));
+    let lost = checked.lost;
+    event(format!(
+        "{} writes accepted, {} acknowledged, {} lost, {} without their checksum (checked on every node; state schemas {:?})",
+        accepted,
+        acknowledged.len(),
+        lost.len(),
+        checked.unmigrated.len(),
+        checked.schemas
+    ));
+    println!(
+        "downtime: {downtime_ms} ms (from the first halting node to every node finalizing on 2.0.0)"
+    );
+    let summary = json!({
+        "downtime_ms": downtime_ms,
+        // From the deploy proposal's adoption to every node running the new release.
+        "deploy_to_all_running_ms": all_running_at
+            .map(|t| t.duration_since(deployed_at).as_millis()),
+        "writes_acknowledged": acknowledged.len(),
+        "writes_lost": lost.len(),
+        "writes_unmigrated": checked.unmigrated.len(),
+        "writes_unverified": checked.unverified.len(),
+        "state_schemas": checked.schemas,
+        "from_version": "1.0.0",
+        "to_version": "2.0.0",
+        "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
+    });
+    if !lost.is_empty() {
+        return Err(format!("acknowledged writes lost: {}", lost.join(", ")));
+    }
+    if !checked.unverified.is_empty() {
+        return Err(format!(
+            "acknowledged writes whose witness or certificate does not verify: {}",
+            checked.unverified.join(", ")
+        ));
+    }
+    if !checked.unmigrated.is_empty() {
+        return Err(format!(
+            "acknowledged writes not in schema 2's form: {}",
+            checked.unmigrated.join(", ")
+        ));
+    }
+    Ok(summary)
+}

@@ -1,0 +1,321 @@
+//! The testnet's processes: its layout on disk, starting, watching and stopping the
+//! registry, the package server and each node's orchestrator (and its replica).
+
+use super::*;
+
+pub(crate) fn layout(dir: &Path) -> Result<Layout, String> {
+    let path = dir.join("testnet.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run testnet prep first)", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The pid recorded for `name`, if that process still runs.
+pub(crate) fn running(dir: &Path, name: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("pids").join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// The process exists and is not a zombie (a killed process whose parent has gone, say
+/// `testnet up`, may stay a zombie where nothing reaps orphans).
+pub(crate) fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+}
+
+/// Starts `cmd` in its own process group, logging to `DIR/logs/<name>.log`.
+pub(crate) fn spawn(dir: &Path, name: &str, cmd: &mut Command) -> Result<(), String> {
+    if let Some(pid) = running(dir, name) {
+        println!("{name} already runs (pid {pid})");
+        return Ok(());
+    }
+    let logs = dir.join("logs");
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&logs).map_err(io(&logs))?;
+    std::fs::create_dir_all(&pids).map_err(io(&pids))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))
+        .map_err(io(&logs))?;
+    let err = log.try_clone().map_err(io(&logs))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    std::fs::write(pids.join(format!("{name}.pid")), child.id().to_string()).map_err(io(&pids))?;
+    Ok(())
+}
+
+pub(crate) fn up(dir: &Path) -> Result<(), String> {
+    let l = layout(dir)?;
+    spawn(
+        dir,
+        "registry",
+        Command::new(bin("registry")?)
+            .args(["serve", "--dir"])
+            .arg(dir.join("registry"))
+            .args(["--listen", &format!("127.0.0.1:{}", l.registry_port)]),
+    )?;
+    spawn(
+        dir,
+        "packages",
+        Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .args(["serve-packages", "--dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{}", l.package_port)]),
+    )?;
+    for (i, n) in l.nodes.iter().enumerate() {
+        start_orchestrator(dir, i, n)?;
+    }
+    let rt = runtime()?;
+    let start = Instant::now();
+    rt.block_on(async {
+        let client = client()?;
+        loop {
+            let mut all = true;
+            for n in &l.nodes {
+                let h = get(&client, &format!("http://{}/api/v1/status", n.http_address))
+                    .await
+                    .and_then(|s| s["finalized_height"].as_u64())
+                    .unwrap_or(0);
+                all &= h >= 1;
+            }
+            if all {
+                return Ok(());
+            }
+            if start.elapsed() > UP_PATIENCE {
+                return Err(format!(
+                    "the subnet did not finalize a block within {} s; see {}",
+                    UP_PATIENCE.as_secs(),
+                    dir.join("logs").display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })?;
+    println!(
+        "testnet up: {} nodes finalizing; registry http://127.0.0.1:{}",
+        l.nodes.len(),
+        l.registry_port
+    );
+    Ok(())
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
+    let l = layout(dir)?;
+    let registry_url = format!("http://127.0.0.1:{}", l.registry_port);
+    let report = runtime()?.block_on(async {
+        let client = client()?;
+        let reg = get(&client, &format!("{registry_url}/api/v1/status")).await;
+        let subnets = get(&client, &format!("{registry_url}/api/v1/subnets")).await;
+        let mut nodes = Vec::new();
+        for n in &l.nodes {
+            let o = get(&client, &format!("http://{}/status", n.orchestrator_address)).await;
+            let r = get(&client, &format!("http://{}/api/v1/status", n.http_address)).await;
+            let field = |v: &Option<Value>, k: &str| v.as_ref().map(|v| v[k].clone()).unwrap_or(Value::Null);
+            nodes.push(json!({
+                "node_id": n.node_id,
+                "alive": o.is_some(),
+                "orchestrator_url": format!("http://{}", n.orchestrator_address),
+                "replica_url": format!("http://{}", n.http_address),
+                "running_version": field(&o, "running_version"),
+                "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
+                "upgrade_error": o.as_ref().map(|o| o["upgrade"]["last_error"].clone()).unwrap_or(Value::Null),
+                "state_schema": field(&r, "state_schema"),
+                "finalized_height": field(&r, "finalized_height"),
+                "certified_height": field(&r, "certified_height"),
+                "cup_height": field(&r, "cup_height"),
+                "state_hash": field(&r, "state_hash"),
+            }));
+        }
+        Ok::<_, String>(json!({
+            "registry_url": registry_url,
+            "package_url_base": format!("http://127.0.0.1:{}/packages", l.package_port),
+            "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
+            "subnets": subnets.unwrap_or(Value::Null),
+            "nodes": nodes,
+        }))
+    })?;
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "registry {} at version {}",
+            report["registry_url"], report["registry_version"]
+        );
+        for (i, n) in report["nodes"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "node {i}: alive {} version {} upgrade {} finalized {} certified {} cup {} schema {}",
+                n["alive"],
+                n["running_version"],
+                n["upgrade_state"],
+                n["finalized_height"],
+                n["certified_height"],
+                n["cup_height"],
+                n["state_schema"]
+            );
+            if let Some(e) = n["upgrade_error"].as_str() {
+                println!("        last upgrade error: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn down(dir: &Path) -> Result<(), String> {
+    let l = layout(dir)?;
+    let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
+    names.push("packages".into());
+    names.push("registry".into());
+    for name in names {
+        stop(dir, &name);
+    }
+    // Replicas run in their own process groups (the orchestrator's supervisor): stop
+    // any the orchestrators left behind, by the pid in their status files.
+    for n in &l.nodes {
+        stop_leftover_replica(&n.dir);
+    }
+    println!("testnet down");
+    Ok(())
+}
+
+/// Stops the process group recorded for `name`: SIGTERM, SIGKILL after the grace period.
+pub(crate) fn stop(dir: &Path, name: &str) {
+    let Some(pid) = running(dir, name) else {
+        return;
+    };
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < STOP_GRACE {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = std::fs::remove_file(dir.join("pids").join(format!("{name}.pid")));
+}
+
+pub(crate) fn node_of(l: &Layout, node: usize) -> Result<&NodeLayout, String> {
+    l.nodes.get(node).ok_or_else(|| {
+        format!(
+            "--node {node}: the testnet has nodes 0 to {}",
+            l.nodes.len() - 1
+        )
+    })
+}
+
+pub(crate) fn stop_node(dir: &Path, node: usize) -> Result<(), String> {
+    let l = layout(dir)?;
+    let n = node_of(&l, node)?;
+    stop(dir, &format!("node-{node}"));
+    stop_leftover_replica(&n.dir);
+    println!("node {node} stopped");
+    Ok(())
+}
+
+/// The operator's one step on a node: start the installed release's orchestrator; it
+/// takes it from there.
+pub(crate) fn start_orchestrator(dir: &Path, i: usize, n: &NodeLayout) -> Result<(), String> {
+    let orchestrator = n.dir.join("images/current/bin/orchestrator");
+    spawn(
+        dir,
+        &format!("node-{i}"),
+        Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
+    )
+}
+
+pub(crate) fn start_node(
+    dir: &Path,
+    node: usize,
+    clock_offset: Option<&str>,
+) -> Result<(), String> {
+    let l = layout(dir)?;
+    let n = node_of(&l, node)?;
+    match clock_offset {
+        None => start_orchestrator(dir, node, n)?,
+        Some(offset) => {
+            let valid = offset.len() >= 3
+                && offset.starts_with(['+', '-'])
+                && offset[1..offset.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && offset.ends_with(['s', 'm', 'h', 'd']);
+            if !valid {
+                return Err(format!(
+                    "--clock-offset {offset:?}: expected a sign, a number and a unit (s, m, h, d), e.g. +1d"
+                ));
+            }
+            let lib = faketime_library().ok_or(
+                "--clock-offset needs libfaketime (the faketime package; scripts/install-deps.sh installs it)",
+            )?;
+            spawn(
+                dir,
+                &format!("node-{node}"),
+                Command::new(n.dir.join("images/current/bin/orchestrator"))
+                    .arg("--node-dir")
+                    .arg(&n.dir)
+                    .env("LD_PRELOAD", lib)
+                    .env("FAKETIME", offset)
+                    // Only the wall clock: the monotonic one keeps running as it does.
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            )?;
+        }
+    }
+    println!("node {node} started");
+    Ok(())
+}
+
+/// Where Debian's faketime package puts its library.
+pub(crate) fn faketime_library() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists())
+}
+
+/// A replica whose orchestrator died without stopping it: find it by its node directory.
+pub(crate) fn stop_leftover_replica(node_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needle = node_dir.display().to_string();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmdline);
+        if cmd.contains("bin/replica") && cmd.contains(&needle) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
