@@ -7,7 +7,9 @@
 //! `netio::read_body` within [`MANIFEST_LIMITS`] or [`CHUNK_LIMITS`] (size, deadline,
 //! minimum rate) before it is decoded; a peer whose manifest or chunk does not verify,
 //! or that is slow, too large or unreachable, is dropped at that request, and the next
-//! peer continues from the same cursor, keeping every chunk already verified.
+//! peer continues from the same cursor, keeping every chunk already verified. A write
+//! that fails here (a full disk) is this node's fault, not the peer's: the sync stops
+//! with a storage error and no peer is blamed, so the caller can wait and retry.
 
 use crate::{
     ReplicaError,
@@ -82,9 +84,14 @@ pub async fn fetch_state(
                 done.finish()?;
                 return Ok(report);
             }
-            Err(e) => {
+            Err(Failure::Peer(e)) => {
                 tracing::warn!(%peer, %height, error = %e, "state sync: dropped this peer");
                 report.dropped.push(format!("{peer}: {e}"));
+            }
+            Err(Failure::Local(e)) => {
+                drop(import);
+                let _ = std::fs::remove_dir_all(target);
+                return Err(ReplicaError::State(e));
             }
         }
     }
@@ -109,6 +116,29 @@ async fn get(client: &reqwest::Client, url: &str, limits: &Limits) -> Result<Vec
         .map_err(|e| format!("{url}: {e}"))
 }
 
+/// Why a sync from one peer stopped.
+enum Failure {
+    /// The peer: unreachable, slow, too large, or data that does not verify.
+    Peer(String),
+    /// This node's storage refused a write.
+    Local(StateError),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Peer(e)
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Storage(_) => Failure::Local(e),
+            other => Failure::Peer(other.to_string()),
+        }
+    }
+}
+
 async fn sync_from(
     client: &reqwest::Client,
     peer: &str,
@@ -117,19 +147,17 @@ async fn sync_from(
     target: &Path,
     import: &mut Option<StateImport>,
     report: &mut SyncReport,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let base = format!("http://{peer}/_/state/{}", height.get());
     let manifest =
         chunks::decode_manifest(&get(client, &format!("{base}/manifest"), &MANIFEST_LIMITS).await?)
             .map_err(|e| e.to_string())?;
     let i = match import {
         Some(i) => {
-            i.accept_manifest(&manifest).map_err(|e| e.to_string())?;
+            i.accept_manifest(&manifest)?;
             i
         }
-        None => import.insert(
-            StateImport::create(target, height, expected, &manifest).map_err(|e| e.to_string())?,
-        ),
+        None => import.insert(StateImport::create(target, height, expected, &manifest)?),
     };
     // Every chunk that verifies advances by at least one entry.
     let max_requests = manifest.entries() + 1;
@@ -138,17 +166,18 @@ async fn sync_from(
             return Ok(());
         };
         let url = format!("{base}/chunk?bucket={}&slot={}", at.bucket, at.slot);
-        let checked = get(client, &url, &CHUNK_LIMITS)
+        let chunk = get(client, &url, &CHUNK_LIMITS)
             .await
             .and_then(|b| chunks::decode_chunk(&b).map_err(|e| e.to_string()))
-            .and_then(|c| i.add(&c).map_err(|e: StateError| e.to_string()));
-        match checked {
+            .map_err(|e| format!("the chunk at {at}: {e}"))?;
+        match i.add(&chunk).map_err(Failure::from) {
             Ok(_) => report.chunks += 1,
-            Err(e) => return Err(format!("the chunk at {at}: {e}")),
+            Err(Failure::Peer(e)) => return Err(format!("the chunk at {at}: {e}").into()),
+            Err(local) => return Err(local),
         }
     }
     match i.cursor() {
         None => Ok(()),
-        Some(at) => Err(format!("still at {at} after {max_requests} chunk requests")),
+        Some(at) => Err(format!("still at {at} after {max_requests} chunk requests").into()),
     }
 }

@@ -24,6 +24,9 @@ use tests::testnet::{Net, base_port, nodes};
 /// A tmpfs mounted over a directory (its contents copied in), unmounted when dropped.
 struct Tmpfs {
     at: PathBuf,
+    /// Stops the filler of [`Tmpfs::keep_full`]: once unmounted, its path is on the real
+    /// disk, which a test that fails half-way must not fill.
+    stop: Arc<AtomicBool>,
 }
 
 impl Tmpfs {
@@ -49,6 +52,7 @@ impl Tmpfs {
         assert!(ok);
         Self {
             at: dir.to_path_buf(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -56,7 +60,7 @@ impl Tmpfs {
     /// space appears (a disk that stays full, not one that fills once).
     fn keep_full(&self) -> (PathBuf, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
         let filler = self.at.join("filler");
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = self.stop.clone();
         let (f, s) = (filler.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -75,6 +79,9 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The filler's last `dd` (at most one) ends before the disk goes.
+        std::thread::sleep(Duration::from_millis(300));
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
     }
 }
@@ -112,7 +119,15 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
     net.run(&["up", "--dir", &d]);
     let s = net.status();
     let url3 = nodes(&s)[3]["replica_url"].as_str().unwrap().to_string();
+    let orch3 = nodes(&s)[3]["orchestrator_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let status3 = || net.get(format!("{url3}/api/v1/status")).unwrap_or_default();
+    let replica_pid3 = || {
+        net.get(format!("{orch3}/status"))
+            .and_then(|s| s["replica_pid"].as_u64())
+    };
 
     // Node 3's replica keeps its state, checkpoints and shares on a 64 MiB tmpfs.
     net.run(&["stop-node", "--dir", &d, "--node", "3"]);
@@ -133,6 +148,7 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
 
     // The disk fills and stays full: node 3 stops at a write that finds no space (a
     // checkpoint every ten heights, the log), says why, and the others go on.
+    let pid = replica_pid3().expect("node 3's replica runs");
     let (filler, space_returns, filling) = disk.keep_full();
     let stalled = net.wait("node 3 to report its storage error", |_| {
         status3()["storage_error"].is_string()
@@ -154,14 +170,18 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
     let s = net.wait("the others to go on", |s| others(s) > before + 30);
     // Node 3 stays behind while its disk is full: a retry that finds a little space
     // (a half-written checkpoint removed, say) executes a block or two, then stops again.
-    let mine = status3()["executed_height"].as_u64().unwrap();
+    let mine = status3()["executed_height"]
+        .as_u64()
+        .expect("node 3's replica answers while its disk is full");
     assert!(
         mine + 20 < others(&s),
         "node 3 kept up with a full disk: {mine} against {}",
         others(&s)
     );
-    // Its replica did not crash (no restart loop): still the same process, still answering.
+    // Its replica did not crash (no restart loop): still the same process, still answering
+    // (a peer's CUP far ahead waits for space too: catching up writes a whole state).
     assert!(status3()["replica_version"].is_string());
+    assert_eq!(replica_pid3(), Some(pid), "node 3's replica was restarted");
 
     // Space returns: node 3 resumes and catches up with the others.
     space_returns.store(true, Ordering::Relaxed);
@@ -184,6 +204,7 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    assert_eq!(replica_pid3(), Some(pid), "node 3's replica was restarted");
     std::thread::sleep(Duration::from_secs(3));
     let _ = Command::new("kill")
         .args(["-INT", &load.id().to_string()])

@@ -34,6 +34,7 @@ impl Driver {
     /// is one batch: it happened or it did not), pausing the node until a retry succeeds.
     pub(super) fn execute_queued(&mut self) -> Result<(), ReplicaError> {
         while self.storage_error.is_none()
+            && self.pending_catch_up.is_none()
             && let Some(mut q) = self.queued.pop_front()
         {
             match self.execute_one(&mut q) {
@@ -130,7 +131,11 @@ impl Driver {
         let attempt = (|| -> Result<(), ReplicaError> {
             // One open handle at a time: each goes before it is opened again.
             self.state = None;
-            self.state = Some(ReplicatedState::open(&self.dir.state())?);
+            // A pending catch-up replaces the state (which a failed one may have left
+            // half-restored): the catch-up opens it.
+            if self.pending_catch_up.is_none() {
+                self.state = Some(ReplicatedState::open(&self.dir.state())?);
+            }
             self.pool = None;
             let mut pool = PoolStore::open(&self.dir.pool())?;
             if let Some(e) = &self.unpersisted {
@@ -145,6 +150,9 @@ impl Driver {
                 self.storage_error = None;
                 if let Some(e) = self.unpersisted.take() {
                     self.transport.broadcast(crate::wire::encode(&e));
+                }
+                if self.pending_catch_up.is_some() {
+                    return;
                 }
                 match self.execute_queued() {
                     Ok(()) => {}
@@ -287,6 +295,8 @@ impl Driver {
         tracing::info!(height = %h, "catching up to a peer's CUP");
         // Close the current state first: its directory is about to be replaced.
         self.state = None;
+        // Blocks the old core delivered are below the CUP or delivered again by the new one.
+        self.queued.clear();
         let (state, synced) =
             start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
         self.counters.catch_ups += 1;

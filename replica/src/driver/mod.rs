@@ -201,6 +201,8 @@ pub struct Driver {
     /// once storage is back.
     unpersisted: Option<Envelope>,
     last_storage_retry: Option<std::time::Instant>,
+    /// A peer's CUP to catch up to once storage allows: a catch-up writes a whole state.
+    pending_catch_up: Option<(cup::CupContent, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -309,6 +311,7 @@ impl Driver {
             storage_error: None,
             unpersisted: None,
             last_storage_retry: None,
+            pending_catch_up: None,
         };
         (d, shared)
     }
@@ -352,7 +355,18 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
             }
             if let Some(target) = self.perform()? {
-                self.catch_up(target).await?;
+                self.pending_catch_up = Some(target);
+            }
+            if self.storage_error.is_none()
+                && let Some(target) = self.pending_catch_up.take()
+            {
+                match self.catch_up(target.clone()).await {
+                    Err(e) if storage_unavailable(&e) => {
+                        self.pending_catch_up = Some(target);
+                        self.stall(&e);
+                    }
+                    other => other?,
+                }
             }
             self.publish();
         }
