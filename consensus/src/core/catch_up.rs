@@ -53,21 +53,23 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     signature: b.clone(),
                 }));
             }
-            let chosen = p
-                .finalization
-                .as_ref()
-                .map(|f| f.hash)
-                .or_else(|| self.notarized_block(p).map(|(h, _)| h));
-            if let Some(hash) = chosen {
+            // At a finalized height, the block on the finalized chain (which need not be
+            // the lowest-ranked notarized one there, nor carry a finalization of its
+            // own); above, every notarized block, as any may become the chain's.
+            let chosen: Vec<CryptoHash> = match self.finalized_chain.get(hh) {
+                Some(hash) => vec![*hash],
+                None => p.notarized_hashes().copied().collect(),
+            };
+            for hash in chosen {
                 if let Some(b) = p.blocks.get(&hash) {
                     out.push(Artifact::Proposal(b.proposal.clone()));
                 }
                 if let Some(n) = p.notarizations.get(&hash) {
                     out.push(Artifact::Notarization(n.clone()));
                 }
-                if let Some(f) = &p.finalization {
-                    out.push(Artifact::Finalization(f.clone()));
-                }
+            }
+            if let Some(f) = &p.finalization {
+                out.push(Artifact::Finalization(f.clone()));
             }
             if let Some(c) = &p.certification {
                 out.push(Artifact::Certification(c.clone()));

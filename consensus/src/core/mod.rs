@@ -66,8 +66,11 @@
 //!     artifacts, and both blocks of every maker it caught equivocating (the evidence a
 //!     next-rank maker that saw only one of them needs to take its turn); a node that
 //!     sees artifacts far ahead asks for the missing heights, and is answered with
-//!     blocks, notarizations and finalizations, or with a CUP if the height was purged,
-//!     from which it resumes ([`Action::CatchUp`]).
+//!     the finalized chain's blocks up to the answerer's finalized height and every
+//!     notarized block above it, with their notarizations and finalizations, or with a
+//!     CUP if the height was purged, from which it resumes ([`Action::CatchUp`]). A
+//!     block whose own notarization or finalization a node holds needs only its parent
+//!     block, not the parent's notarization (n - f nodes checked that).
 
 mod catch_up;
 mod certification;
