@@ -727,6 +727,7 @@ impl Orchestrator {
                 height: c.content().height.get(),
                 registry_version: c.content().registry_version.get(),
                 replica_version: c.content().replica_version.clone(),
+                state_hash: c.content().state_hash,
             });
             // The replica's last exit is news too: a version that does not come up shows here.
             let last_error = self

@@ -81,6 +81,9 @@ pub struct CupView {
     pub height: u64,
     pub registry_version: u64,
     pub replica_version: ReplicaVersion,
+    /// The state hash at `height` (hex): with `height`, what `nns propose recover-subnet`
+    /// needs to bring a stuck subnet back from this CUP.
+    pub state_hash: types::CryptoHash,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -23,19 +23,23 @@
 //!   deadline (created + voting period), adopted iff yes > no and yes >= 3% of total, else
 //!   rejected.
 //! - An adopted proposal executes its registry batch; the result is recorded: *executed*
-//!   at a registry version, or *failed* with the reason.
+//!   at a registry version, or *failed* with the reason. A batch is a function of the
+//!   proposal, the registry, and one time: the submission's when validating, the
+//!   adoption's when executing (a recovery CUP's time).
 //!
 //! Status: open -> adopted -> executed | failed; open -> rejected.
 
 use crate::{
     invariants::{Snapshot, check_version},
-    records::{RegistryRecord, ReplicaVersionRecord, keys},
+    records::{CupContentsKind, CupContentsRecord, RegistryRecord, ReplicaVersionRecord, keys},
     store::Mutation,
 };
 use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId, codec, domain};
+use types::{
+    CryptoHash, Height, NetworkId, RegistryVersion, ReplicaVersion, SubnetId, codec, domain,
+};
 
 pub type NeuronId = u64;
 pub type ProposalId = u64;
@@ -74,6 +78,16 @@ pub enum ProposalKind {
         initial_notary_delay_ms: Option<u64>,
         dkg_interval_length: Option<u64>,
     },
+    /// Bring a stuck subnet back: it runs `version` from a recovery CUP at `height` whose
+    /// state is the one with `state_hash` (an operator reads both from any node's
+    /// `/status`). Every orchestrator of the subnet prefers that CUP to any signed one at
+    /// or below `height`.
+    RecoverSubnet {
+        subnet: SubnetId,
+        version: ReplicaVersion,
+        height: Height,
+        state_hash: CryptoHash,
+    },
 }
 
 impl ProposalKind {
@@ -83,6 +97,7 @@ impl ProposalKind {
             Self::RetireVersion { .. } => "retire_version",
             Self::DeployVersion { .. } => "deploy_version",
             Self::UpdateSubnetConfig { .. } => "update_subnet_config",
+            Self::RecoverSubnet { .. } => "recover_subnet",
         }
     }
 }
@@ -440,7 +455,8 @@ impl Governance {
             return Err(GovernanceError::TooManyOpen(open));
         }
         // Validation is the same computation as execution, on today's registry.
-        let mutations = mutations_for(&s.kind, registry).map_err(GovernanceError::Invalid)?;
+        let mutations =
+            mutations_for(&s.kind, registry, now_ns).map_err(GovernanceError::Invalid)?;
         check(&mutations).map_err(GovernanceError::Invalid)?;
         let id = self.next_proposal_id;
         let mut ballots: BTreeMap<NeuronId, BallotBox> = registry
@@ -561,9 +577,14 @@ impl Governance {
     }
 }
 
-/// The registry batch a proposal executes, computed on `registry` (the latest state).
-/// Fails with the reason when the proposal makes no sense there.
-pub fn mutations_for(kind: &ProposalKind, registry: &Snapshot) -> Result<Vec<Mutation>, String> {
+/// The registry batch a proposal executes, computed on `registry` (the latest state) at
+/// time `at_ns` (Unix ns; the time of a recovery CUP). Fails with the reason when the
+/// proposal makes no sense there.
+pub fn mutations_for(
+    kind: &ProposalKind,
+    registry: &Snapshot,
+    at_ns: u64,
+) -> Result<Vec<Mutation>, String> {
     match kind {
         ProposalKind::ElectVersion {
             version,
@@ -661,5 +682,73 @@ pub fn mutations_for(kind: &ProposalKind, registry: &Snapshot) -> Result<Vec<Mut
                 value: record.encode_value(),
             }])
         }
+        ProposalKind::RecoverSubnet {
+            subnet,
+            version,
+            height,
+            state_hash,
+        } => recover_subnet(registry, subnet, version, *height, *state_hash, at_ns),
     }
+}
+
+/// The subnet's record names `version` and its CUP contents become a recovery at
+/// `height`, in one batch (one registry version: the CUP built from it names both).
+fn recover_subnet(
+    registry: &Snapshot,
+    subnet: &SubnetId,
+    version: &ReplicaVersion,
+    height: Height,
+    state_hash: CryptoHash,
+    at_ns: u64,
+) -> Result<Vec<Mutation>, String> {
+    let mut record = registry
+        .subnets
+        .get(subnet)
+        .cloned()
+        .ok_or(format!("subnet {subnet} does not exist"))?;
+    if !registry.versions.contains_key(version) {
+        return Err(format!("version {version} is not elected: elect it first"));
+    }
+    if height == Height::ZERO {
+        return Err("a recovery CUP is above genesis: height must be at least 1".into());
+    }
+    // The registry knows the subnet's genesis or last recovery; signed CUPs above it are
+    // known to the subnet's nodes (their `/status`), which the proposer reads.
+    if let Some(c) = registry.cup_contents.get(subnet)
+        && height < c.height
+    {
+        return Err(format!(
+            "height {height} is below the subnet's {} CUP at {}: a recovery cannot go back past it",
+            match c.kind {
+                CupContentsKind::Genesis => "genesis",
+                CupContentsKind::Recovery => "last recovery",
+            },
+            c.height
+        ));
+    }
+    record.replica_version = version.clone();
+    let contents = CupContentsRecord {
+        kind: CupContentsKind::Recovery,
+        height,
+        time_ns: at_ns,
+        state_hash,
+        extensions: Default::default(),
+    };
+    Ok(vec![
+        Mutation::Update {
+            key: keys::subnet_record(subnet),
+            value: record.encode_value(),
+        },
+        if registry.cup_contents.contains_key(subnet) {
+            Mutation::Update {
+                key: keys::cup_contents(subnet),
+                value: contents.encode_value(),
+            }
+        } else {
+            Mutation::Insert {
+                key: keys::cup_contents(subnet),
+                value: contents.encode_value(),
+            }
+        },
+    ])
 }

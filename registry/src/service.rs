@@ -288,7 +288,9 @@ impl<S: RegistryStore> Registry<S> {
                 continue;
             };
             let snapshot = self.snapshot()?;
-            let outcome = mutations_for(&proposal.kind, &snapshot)
+            // The adoption's time: execution is a function of the proposal and the registry.
+            let at_ns = proposal.decided_ns.unwrap_or(proposal.created_ns);
+            let outcome = mutations_for(&proposal.kind, &snapshot, at_ns)
                 .and_then(|m| self.prepare(&m).map_err(|e| e.to_string()));
             let mut next = self.governance.clone();
             match outcome {

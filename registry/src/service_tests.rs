@@ -12,7 +12,7 @@ use crate::{
     store::{MemoryStore, Mutation, RegistryStore, RocksStore},
 };
 use rand::SeedableRng;
-use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{CryptoHash, Height, NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
 
 const HOUR_NS: u64 = 3600 * 1_000_000_000;
 /// The network the fixture's registry serves.
@@ -418,11 +418,20 @@ fn refused_proposals_table() {
         sha256_hex,
         urls: urls.iter().map(|s| s.to_string()).collect(),
     };
+    let recover = |subnet, version: &str, height: u64| ProposalKind::RecoverSubnet {
+        subnet,
+        version: v(version),
+        height: Height::new(height),
+        state_hash: CryptoHash([5; 32]),
+    };
     let table: Vec<(ProposalKind, &str)> = vec![
         (
             Fixture::<MemoryStore>::deploy("9.9.9", subnet),
             "version 9.9.9 is not elected",
         ),
+        (recover(subnet, "9.9.9", 10), "version 9.9.9 is not elected"),
+        (recover(SubnetId([9; 32]), "2.0.0", 10), "does not exist"),
+        (recover(subnet, "2.0.0", 0), "height must be at least 1"),
         (
             ProposalKind::RetireVersion {
                 versions: vec![v("1.0.0")],
@@ -665,3 +674,46 @@ fn a_secondary_follows_the_primary_and_refuses_writes() {
 }
 
 mod abuse;
+
+/// A recovery is one registry version naming both the release and the recovery CUP:
+/// the registry CUP built from it is a recovery at the height, with the state hash, the
+/// adoption's time and the new release. A second recovery may not go below the first.
+#[test]
+fn recover_subnet_writes_a_recovery_cup_and_the_release_at_one_version() {
+    use crate::local::registry_cup;
+    use cup::RegistryCupKind;
+    let mut f = Fixture::new(&[100, 100, 100]);
+    f.elect("2.0.0");
+    let subnet = f.subnet();
+    let recover = |height: u64, hash: u8| ProposalKind::RecoverSubnet {
+        subnet,
+        version: v("2.0.0"),
+        height: Height::new(height),
+        state_hash: CryptoHash([hash; 32]),
+    };
+    let id = f.propose(0, recover(30, 5)).expect("valid");
+    f.now_ns += 60 * 1_000_000_000;
+    assert_eq!(f.vote(1, id, Vote::Yes), Ok(ProposalStatus::Executed));
+    let at = f.reg.latest_version();
+    let cup = registry_cup(f.reg.store(), &subnet, at).expect("a registry CUP");
+    assert_eq!(cup.kind, RegistryCupKind::Recovery);
+    assert_eq!(cup.content.height, Height::new(30));
+    assert_eq!(cup.content.state_hash, CryptoHash([5; 32]));
+    assert_eq!(cup.content.replica_version, v("2.0.0"));
+    assert_eq!(cup.content.registry_version, at);
+    assert_eq!(cup.content.block_time_ns, f.now_ns, "the adoption's time");
+    assert_eq!(f.subnet_record().replica_version, v("2.0.0"));
+
+    // Not below the last recovery; at its height again (another attempt), yes.
+    let before = f.reg.latest_version();
+    let e = f.propose(0, recover(29, 6)).unwrap_err().to_string();
+    assert!(
+        e.contains("below the subnet's last recovery CUP at 30"),
+        "{e}"
+    );
+    assert_eq!(f.reg.latest_version(), before);
+    let again = f.propose(0, recover(30, 6)).expect("valid");
+    assert_eq!(f.vote(1, again, Vote::Yes), Ok(ProposalStatus::Executed));
+    let cup = registry_cup(f.reg.store(), &subnet, f.reg.latest_version()).expect("CUP");
+    assert_eq!(cup.content.state_hash, CryptoHash([6; 32]));
+}

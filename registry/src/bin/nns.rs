@@ -110,6 +110,19 @@ enum Proposal {
         #[arg(long)]
         dkg_interval_length: Option<u64>,
     },
+    /// Bring a stuck subnet back on an elected release, from a recovery CUP at a height
+    /// whose state hash any of its nodes reports (orchestrator `/status`, `cup`).
+    RecoverSubnet {
+        #[arg(long)]
+        subnet: SubnetId,
+        #[arg(long)]
+        version: ReplicaVersion,
+        #[arg(long)]
+        height: u64,
+        /// The state hash at that height (64 hex characters).
+        #[arg(long)]
+        state_hash: types::CryptoHash,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -361,6 +374,17 @@ impl Proposal {
                 unit_delay_ms: *unit_delay_ms,
                 initial_notary_delay_ms: *initial_notary_delay_ms,
                 dkg_interval_length: *dkg_interval_length,
+            },
+            Self::RecoverSubnet {
+                subnet,
+                version,
+                height,
+                state_hash,
+            } => ProposalKind::RecoverSubnet {
+                subnet: *subnet,
+                version: version.clone(),
+                height: types::Height::new(*height),
+                state_hash: *state_hash,
             },
         })
     }
