@@ -80,6 +80,46 @@ pub fn describe() -> Description {
 /// The exit code of a refused `--check`.
 pub const EXIT_REFUSED: i32 = 2;
 
+/// A release built broken on purpose, for drills (`testnet package --broken MODE`):
+/// its package carries this file, naming the fault, beside `bin/replica`. A release
+/// built without `--broken` has none, and the file is part of the package's hash.
+pub const DRILL_FILE: &str = "etc/drill";
+
+/// The drill faults a release can be built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Drill {
+    /// `replica --check` refuses every start (the rehearsal fails).
+    FailsCheck,
+    /// `replica --check` passes, the start exits at once, before touching any state.
+    CrashAtStart,
+}
+
+impl Drill {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FailsCheck => "fails-check",
+            Self::CrashAtStart => "crash-at-start",
+        }
+    }
+}
+
+/// The drill this binary's image was built with, if any (`../etc/drill` from the
+/// executable; at most a few bytes are read).
+fn drill() -> Option<Drill> {
+    use std::io::Read;
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join(DRILL_FILE);
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    [Drill::FailsCheck, Drill::CrashAtStart]
+        .into_iter()
+        .find(|d| d.name() == text.trim())
+}
+
 pub fn main() {
     // `--describe` needs nothing else.
     if std::env::args().nth(1).as_deref() == Some("--describe") {
@@ -94,6 +134,17 @@ pub fn main() {
     }
     let args = Args::parse();
     registry::logging::init(args.log_json);
+    match (drill(), args.check) {
+        (Some(Drill::FailsCheck), true) => {
+            eprintln!("replica: refused: drill: this release was built to fail its rehearsal");
+            std::process::exit(EXIT_REFUSED);
+        }
+        (Some(Drill::CrashAtStart), false) => {
+            eprintln!("replica: error: drill: this release was built to crash at start");
+            std::process::exit(1);
+        }
+        _ => {}
+    }
     if args.check {
         match check(&args) {
             Ok(plan) => println!("{plan}"),

@@ -90,6 +90,11 @@ enum Cmd {
         /// method, another artifact encoding) instead of the first.
         #[arg(long)]
         next_release: bool,
+        /// Build it broken on purpose, for drills (never the default): its replica
+        /// refuses every rehearsal (`fails-check`) or passes it and exits at start
+        /// (`crash-at-start`).
+        #[arg(long, value_enum)]
+        broken: Option<replica::cli::Drill>,
         #[arg(long)]
         json: bool,
     },
@@ -208,8 +213,9 @@ fn main() -> ExitCode {
             version,
             out,
             next_release,
+            broken,
             json,
-        } => package(&version, &out, next_release, json).map(|_| ()),
+        } => package(&version, &out, next_release, broken, json).map(|_| ()),
         Cmd::Verify { dir, writes, json } => verify(&dir, &writes, json),
         Cmd::Query {
             dir,
@@ -267,15 +273,32 @@ fn bin(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn package(version: &str, out: &Path, next: bool, as_json: bool) -> Result<String, String> {
+fn package(
+    version: &str,
+    out: &Path,
+    next: bool,
+    broken: Option<replica::cli::Drill>,
+    as_json: bool,
+) -> Result<String, String> {
     let v = ReplicaVersion::new(version).map_err(|e| format!("--version: {e}"))?;
     let replica = bin(if next { "replica-next" } else { "replica" })?;
     let orchestrator = bin("orchestrator")?;
-    let files = [
-        ("bin/replica", replica.as_path()),
-        ("bin/orchestrator", orchestrator.as_path()),
+    let mut files = vec![
+        ("bin/replica", replica.clone()),
+        ("bin/orchestrator", orchestrator),
     ];
-    let sha = release::build_package(out, &v, "testnet", &files).map_err(|e| e.to_string())?;
+    // The drill's fault travels in the package (and so in its hash), never in a flag.
+    let drill = out.with_extension("drill");
+    if let Some(d) = broken {
+        std::fs::write(&drill, d.name()).map_err(io(&drill))?;
+        files.push((replica::cli::DRILL_FILE, drill.clone()));
+    }
+    let listed: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let built = release::build_package(out, &v, "testnet", &listed).map_err(|e| e.to_string());
+    if broken.is_some() {
+        let _ = std::fs::remove_file(&drill);
+    }
+    let sha = built?;
     if as_json {
         println!(
             "{}",
@@ -300,7 +323,7 @@ fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result
     let packages = dir.join("packages");
     std::fs::create_dir_all(&packages).map_err(io(&packages))?;
     let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
-    let sha = package(FIRST_VERSION, &first, false, false)?;
+    let sha = package(FIRST_VERSION, &first, false, None, false)?;
     let package_port = base + 1;
     let params = NetworkParams {
         nodes,
