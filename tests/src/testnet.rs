@@ -127,6 +127,40 @@ impl Net {
         as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
     }
 
+    /// `testnet prep` of `nodes` nodes (DKG interval 9, free ports), then `up`.
+    pub fn prep_up(&self, nodes: usize) {
+        let (n, base) = (nodes.to_string(), base_port().to_string());
+        let d = self.d.as_str();
+        self.run(&[
+            "prep",
+            "--dir",
+            d,
+            "--nodes",
+            &n,
+            "--dkg-interval",
+            "9",
+            "--base-port",
+            &base,
+        ]);
+        self.run(&["up", "--dir", d]);
+    }
+
+    /// Elects `version` with the package `sha256` at `urls` (through [`Self::govern`]).
+    pub fn elect(&self, registry: &str, version: &str, sha256: &str, urls: &[&str]) {
+        let mut args = vec![
+            "propose",
+            "elect-version",
+            "--version",
+            version,
+            "--sha256",
+            sha256,
+        ];
+        for u in urls {
+            args.extend(["--url", u]);
+        }
+        self.govern(registry, &args);
+    }
+
     pub fn deploy(&self, registry: &str, subnet: &str, version: &str) {
         let args = ["propose", "deploy-version", "--subnet", subnet];
         self.govern(registry, &[&args[..], &["--version", version]].concat());

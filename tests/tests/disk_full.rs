@@ -19,7 +19,7 @@ use std::{
     },
     time::Duration,
 };
-use tests::testnet::{Net, base_port, nodes};
+use tests::testnet::{Net, nodes};
 
 /// A tmpfs mounted over a directory (its contents copied in), unmounted when dropped.
 struct Tmpfs {
@@ -104,19 +104,7 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
     let dir = tmp.path().join("net");
     let net = Net::new(&bin, &dir);
     let d = net.d.clone();
-    let base = base_port().to_string();
-    net.run(&[
-        "prep",
-        "--dir",
-        &d,
-        "--nodes",
-        "4",
-        "--dkg-interval",
-        "9",
-        "--base-port",
-        &base,
-    ]);
-    net.run(&["up", "--dir", &d]);
+    net.prep_up(4);
     let s = net.status();
     let url3 = nodes(&s)[3]["replica_url"].as_str().unwrap().to_string();
     let orch3 = nodes(&s)[3]["orchestrator_url"]

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 use std::{path::Path, process::Command, time::Instant};
-use tests::testnet::{Net, base_port, nodes};
+use tests::testnet::{Net, nodes};
 
 /// Runs `testnet load` for a few seconds; the writes it saw acknowledged (certified).
 fn load(net: &Net, out: &Path) -> usize {
@@ -31,19 +31,7 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
-    let base = base_port().to_string();
-    net.run(&[
-        "prep",
-        "--dir",
-        &d,
-        "--nodes",
-        "4",
-        "--dkg-interval",
-        "9",
-        "--base-port",
-        &base,
-    ]);
-    net.run(&["up", "--dir", &d]);
+    net.prep_up(4);
     let s = net.status();
     let registry = s["registry_url"].as_str().unwrap().to_string();
     let base_url = s["package_url_base"].as_str().unwrap().to_string();
@@ -76,19 +64,11 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
         "crash-at-start",
     ]);
     let sha = out.lines().last().unwrap().trim().to_string();
-    let url = format!("{base_url}/2.0.0.tar.zst");
-    net.govern(
+    net.elect(
         &registry,
-        &[
-            "propose",
-            "elect-version",
-            "--version",
-            "2.0.0",
-            "--sha256",
-            &sha,
-            "--url",
-            &url,
-        ],
+        "2.0.0",
+        &sha,
+        &[&format!("{base_url}/2.0.0.tar.zst")],
     );
     net.deploy(&registry, &subnet, "2.0.0");
 
@@ -117,19 +97,7 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
     let good = dir.join("packages/3.0.0.tar.zst");
     let good_sha = net.package("3.0.0", &good, true);
     let good_url = format!("{base_url}/3.0.0.tar.zst");
-    net.govern(
-        &registry,
-        &[
-            "propose",
-            "elect-version",
-            "--version",
-            "3.0.0",
-            "--sha256",
-            &good_sha,
-            "--url",
-            &good_url,
-        ],
-    );
+    net.elect(&registry, "3.0.0", &good_sha, &[&good_url]);
     let h = height.to_string();
     net.govern(
         &registry,
