@@ -628,14 +628,7 @@ pub fn mutations_for(
             Ok(out)
         }
         ProposalKind::DeployVersion { subnet, version } => {
-            let mut record = registry
-                .subnets
-                .get(subnet)
-                .cloned()
-                .ok_or(format!("subnet {subnet} does not exist"))?;
-            if !registry.versions.contains_key(version) {
-                return Err(format!("version {version} is not elected: elect it first"));
-            }
+            let mut record = subnet_for(registry, subnet, version)?;
             if &record.replica_version == version {
                 return Err(format!("subnet {subnet} already runs version {version}"));
             }
@@ -691,6 +684,23 @@ pub fn mutations_for(
     }
 }
 
+/// The record of `subnet`, which is to run `version`: both must exist (elected).
+fn subnet_for(
+    registry: &Snapshot,
+    subnet: &SubnetId,
+    version: &ReplicaVersion,
+) -> Result<crate::records::SubnetRecord, String> {
+    let record = registry
+        .subnets
+        .get(subnet)
+        .cloned()
+        .ok_or(format!("subnet {subnet} does not exist"))?;
+    if !registry.versions.contains_key(version) {
+        return Err(format!("version {version} is not elected: elect it first"));
+    }
+    Ok(record)
+}
+
 /// The subnet's record names `version` and its CUP contents become a recovery at
 /// `height`, in one batch (one registry version: the CUP built from it names both).
 fn recover_subnet(
@@ -701,14 +711,7 @@ fn recover_subnet(
     state_hash: CryptoHash,
     at_ns: u64,
 ) -> Result<Vec<Mutation>, String> {
-    let mut record = registry
-        .subnets
-        .get(subnet)
-        .cloned()
-        .ok_or(format!("subnet {subnet} does not exist"))?;
-    if !registry.versions.contains_key(version) {
-        return Err(format!("version {version} is not elected: elect it first"));
-    }
+    let mut record = subnet_for(registry, subnet, version)?;
     if height == Height::ZERO {
         return Err("a recovery CUP is above genesis: height must be at least 1".into());
     }

@@ -162,6 +162,15 @@ impl Net {
         panic!("the network never went quiet");
     }
 
+    /// Hands core `to` an artifact from `from` at `now`.
+    fn deliver(&mut self, to: usize, from: NodeIndex, now: Now, artifact: Artifact) {
+        let envelope = Envelope {
+            version: version(),
+            artifact,
+        };
+        self.cores[to].on_event(now, Event::Message { from, envelope });
+    }
+
     /// Moves every clock on by `ns` and fires each core's timer.
     fn advance(&mut self, ns: u64) {
         for i in 0..self.cores.len() {
@@ -379,16 +388,7 @@ fn requests_for_heights_at_the_end_of_the_range_are_answered_without_overflow() 
         Height::ZERO,
     ] {
         let now = net.clocks[0];
-        net.cores[0].on_event(
-            now,
-            Event::Message {
-                from: 1,
-                envelope: Envelope {
-                    version: version(),
-                    artifact: Artifact::Request { height },
-                },
-            },
-        );
+        net.deliver(0, 1, now, Artifact::Request { height });
         net.clocks[0].mono_ns += SEC;
     }
     net.settle();
@@ -517,16 +517,7 @@ fn a_catch_up_answer_carries_the_finalized_chain_not_the_lowest_ranked_block() {
 
     let mut now = net.clocks[0];
     now.mono_ns += 10 * SEC;
-    net.cores[0].on_event(
-        now,
-        Event::Message {
-            from: 1,
-            envelope: Envelope {
-                version: version(),
-                artifact: Artifact::Request { height: h1 },
-            },
-        },
-    );
+    net.deliver(0, 1, now, Artifact::Request { height: h1 });
     let mut sent = Vec::new();
     while let Some(a) = net.cores[0].poll_action() {
         if let Action::SendTo(1, e) = a
@@ -588,16 +579,7 @@ fn a_finalized_block_is_taken_without_its_parents_notarization() {
     give.push(Artifact::Finalization(finalization));
     for artifact in give {
         let now = net.clocks[3];
-        net.cores[3].on_event(
-            now,
-            Event::Message {
-                from: 0,
-                envelope: Envelope {
-                    version: version(),
-                    artifact,
-                },
-            },
-        );
+        net.deliver(3, 0, now, artifact);
     }
     assert_eq!(net.cores[3].finalized_height(), h2);
 }
