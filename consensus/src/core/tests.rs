@@ -356,16 +356,8 @@ fn a_block_at_the_largest_time_is_refused_without_overflowing_anything() {
         .crypto()
         .sign_block(&signed_bytes(&version(), &block.hash()));
     let now = net.clocks[target];
-    net.cores[target].on_event(
-        now,
-        Event::Message {
-            from: maker as NodeIndex,
-            envelope: Envelope {
-                version: version(),
-                artifact: Artifact::Proposal(BlockProposal { block, signature }),
-            },
-        },
-    );
+    let proposal = Artifact::Proposal(BlockProposal { block, signature });
+    net.deliver(target, maker as NodeIndex, now, proposal);
     assert_eq!(
         net.cores[target].stats().last_not_yet,
         Some("block time ahead of this node's clock")
@@ -443,19 +435,11 @@ fn a_node_that_sees_an_equivocation_passes_on_both_blocks() {
         .crypto()
         .sign_block(&signed_bytes(&version(), &other.hash()));
     let now = net.clocks[target];
-    net.cores[target].on_event(
-        now,
-        Event::Message {
-            from: maker as NodeIndex,
-            envelope: Envelope {
-                version: version(),
-                artifact: Artifact::Proposal(BlockProposal {
-                    block: other.clone(),
-                    signature,
-                }),
-            },
-        },
-    );
+    let proposal = Artifact::Proposal(BlockProposal {
+        block: other.clone(),
+        signature,
+    });
+    net.deliver(target, maker as NodeIndex, now, proposal);
     while net.cores[target].poll_action().is_some() {}
     let mut later = net.clocks[target];
     later.mono_ns += 2 * SEC;
