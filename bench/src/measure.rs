@@ -410,6 +410,7 @@ fn cup_verify_ms(n: usize) -> Result<f64, String> {
         random_beacon: RandomBeacon(vec![0xab; 96]),
         state_hash: CryptoHash::of(domain::STATE_HASH, b"bench state"),
         oldest_registry_version_in_use: RegistryVersion::new(5),
+        next_replica_version: None,
         extensions: BTreeMap::new(),
     };
     let shares: Vec<_> = d.shares[..3]

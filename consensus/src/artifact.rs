@@ -33,6 +33,41 @@ pub struct Block {
     /// halting.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// Summary blocks only: the nodes ready for the replica version the block pins, when
+    /// that is not the running one (at most one word per node, by signer). With `n - f`
+    /// of them the summary halts this release; with fewer the subnet runs on.
+    pub ready: Vec<Readiness>,
+}
+
+/// The longest reason a readiness word carries.
+pub const MAX_READINESS_REASON_BYTES: usize = 256;
+
+/// A node's word on a release the registry deploys to its subnet: its orchestrator
+/// fetched, verified and rehearsed it (`ready`), or could not, and why. Gossiped so that
+/// every node can show every other's; only `ready` words go into summary blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub signer: NodeIndex,
+    /// The signer's finalized height when it spoke: a later word replaces an earlier one.
+    pub height: Height,
+    pub version: ReplicaVersion,
+    pub ready: bool,
+    pub reason: String,
+    /// The signer's ed25519 signature over `(protocol version, the fields above)`.
+    pub signature: Vec<u8>,
+}
+
+impl Readiness {
+    /// What the signature covers (before the protocol version is bound).
+    pub fn signed_part(&self) -> (NodeIndex, Height, &ReplicaVersion, bool, &str) {
+        (
+            self.signer,
+            self.height,
+            &self.version,
+            self.ready,
+            &self.reason,
+        )
+    }
 }
 
 impl Block {
@@ -108,6 +143,8 @@ pub enum Artifact {
     Request {
         height: Height,
     },
+    /// A node's readiness for a deployed release (not pooled by height).
+    Readiness(Readiness),
 }
 
 impl Artifact {
@@ -119,6 +156,7 @@ impl Artifact {
             Self::BeaconShare(s) | Self::CertificationShare(s) | Self::CupShare(s) => s.height,
             Self::Beacon(t) | Self::Certification(t) | Self::Cup(t) => t.height,
             Self::Request { height } => *height,
+            Self::Readiness(r) => r.height,
         }
     }
 
@@ -136,6 +174,7 @@ impl Artifact {
             Self::CupShare(_) => "cup_share",
             Self::Cup(_) => "cup",
             Self::Request { .. } => "request",
+            Self::Readiness(_) => "readiness",
         }
     }
 }

@@ -21,9 +21,22 @@ pub enum Threshold {
 /// Signing with this node's keys and verifying anyone's. Signatures are bytes, so the
 /// protocol does not depend on the scheme.
 pub trait ConsensusCrypto {
+    /// This node's own signature (ed25519): block proposals, readiness.
+    fn sign_node(&self, domain: Domain, message: &[u8]) -> Vec<u8>;
+    fn verify_node(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
     /// The block maker's signature.
-    fn sign_block(&self, message: &[u8]) -> Vec<u8>;
-    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool;
+    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
+        self.sign_node(types::domain::BLOCK_PROPOSAL, message)
+    }
+    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_node(signer, types::domain::BLOCK_PROPOSAL, message, signature)
+    }
 
     /// Multi-signature shares (notarization, finalization).
     fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8>;
@@ -100,21 +113,25 @@ impl RealCrypto {
     }
 }
 
-const BLOCK: Domain = types::domain::BLOCK_PROPOSAL;
-
 impl ConsensusCrypto for RealCrypto {
-    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
-        self.secrets.ed25519.sign(BLOCK, message).0.to_vec()
+    fn sign_node(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
+        self.secrets.ed25519.sign(domain, message).0.to_vec()
     }
 
-    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
+    fn verify_node(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
         let (Some(pk), Ok(sig)) = (
             self.keys.ed25519.get(signer as usize),
             Ed25519Signature::from_bytes(signature),
         ) else {
             return false;
         };
-        pk.verify(BLOCK, message, &sig).is_ok()
+        pk.verify(domain, message, &sig).is_ok()
     }
 
     fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
@@ -232,11 +249,17 @@ impl ConsensusCrypto for RealCrypto {
 }
 
 impl<T: ConsensusCrypto + ?Sized> ConsensusCrypto for Box<T> {
-    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
-        (**self).sign_block(message)
+    fn sign_node(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
+        (**self).sign_node(domain, message)
     }
-    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
-        (**self).verify_block(signer, message, signature)
+    fn verify_node(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_node(signer, domain, message, signature)
     }
     fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
         (**self).sign_multi(domain, message)

@@ -44,6 +44,11 @@ types::extensible_record! {
         8 required state_hash: CryptoHash,
         /// The oldest registry version the subnet may still need (for node removal).
         9 required oldest_registry_version_in_use: RegistryVersion,
+        /// The replica version that runs from this CUP on. Absent (CUPs of releases
+        /// before readiness gating, and registry CUPs): the subnet's version at
+        /// `registry_version`. A subnet that pinned a new version without a quorum of
+        /// nodes ready for it keeps running the old one, and says so here.
+        10 optional next_replica_version: Option<ReplicaVersion>,
     }
 }
 
@@ -83,6 +88,12 @@ impl CupContent {
             )));
         }
         Ok(content)
+    }
+
+    /// The replica version that runs from this CUP, given the one the subnet record
+    /// names at the CUP's registry version.
+    pub fn version_to_run<'a>(&'a self, registry_says: &'a ReplicaVersion) -> &'a ReplicaVersion {
+        self.next_replica_version.as_ref().unwrap_or(registry_says)
     }
 
     pub fn param(&self) -> crate::CupParam {

@@ -45,8 +45,9 @@ fn signed_fixture() -> Vec<u8> {
     })
 }
 
-/// A field the "newer release" adds: tag 10, a u64.
-const NEWER_FIELD_TAG: u16 = 10;
+/// A field the "newer release" adds: tag 11, a u64. (It was 10 until readiness gating
+/// gave tag 10 to `next_replica_version`: this test caught the collision.)
+const NEWER_FIELD_TAG: u16 = 11;
 
 /// The CUP content type of a hypothetical next release, with one more (optional) field.
 struct NewerCupContent {
@@ -380,4 +381,22 @@ fn cli_inspect_reports_fields_validity_and_corruption() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.cup"), "{err}");
+}
+
+#[test]
+fn the_release_to_run_is_named_by_new_cups_and_by_the_registry_for_old_ones() {
+    // The committed CUP predates the field: it names none, and the registry decides.
+    let Cup::Signed(old) = Cup::decode(&signed_fixture()).expect("decodes") else {
+        panic!("not signed")
+    };
+    let registry_says = types::ReplicaVersion::new("2.0.0").unwrap();
+    assert_eq!(old.content().next_replica_version, None);
+    assert_eq!(old.content().version_to_run(&registry_says), &registry_says);
+    // A subnet that ran on without a ready quorum names the old release.
+    let mut content = old.content().clone();
+    let running = types::ReplicaVersion::new("1.0.0").unwrap();
+    content.next_replica_version = Some(running.clone());
+    let decoded = CupContent::decode(&content.encode()).expect("round trip");
+    assert_eq!(decoded, content);
+    assert_eq!(decoded.version_to_run(&registry_says), &running);
 }

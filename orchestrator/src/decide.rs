@@ -9,8 +9,10 @@
 //!    the latest registry version, checked by a [`CupVerifier`]: BLS in production,
 //!    the simulator's stand-in there), and only CUPs of this subnet count. An unsigned
 //!    CUP counts only if the registry copy builds exactly it.
-//! 3. **Release**: the subnet's replica version at the best CUP's registry version, never
-//!    at the latest (a version applies from the CUP that pinned it), and that version's
+//! 3. **Release**: the replica version the best CUP says runs from it (a subnet whose
+//!    nodes were not ready for a newly pinned version runs on, and its CUP says so), else
+//!    the subnet's replica version at the CUP's registry version, never at the latest (a
+//!    version applies from the CUP that pinned it), and that version's
 //!    package (SHA-256 and URLs) at the same registry version ([`Release`]). If the local
 //!    copy does not have that registry version yet, or lists no package for the version:
 //!    [`Decision::Wait`].
@@ -197,7 +199,10 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
             "not yet a member of subnet {subnet} at the CUP's registry version {pinned}"
         ));
     }
-    let release = match release_at(registry, &at_cup.record.replica_version, pinned) {
+    let to_run = best
+        .content()
+        .version_to_run(&at_cup.record.replica_version);
+    let release = match release_at(registry, to_run, pinned) {
         Ok(r) => r,
         Err(reason) => return wait(reason),
     };

@@ -9,6 +9,8 @@
 //! - [`node`]: the loop around it ([`node::Orchestrator`]): replicate, collect, decide, act.
 //! - [`peers`]: asking peers for CUPs beside the loop, each answer bounded and verified.
 //! - [`fetch`]: downloading and unpacking a release beside the loop.
+//! - [`preflight`]: the deployed release rehearsed beside the loop before any halt, and
+//!   this node's readiness for it, which the replica gossips.
 //! - [`switch`]: the new release's rehearsal and the re-execution into it.
 //! - [`process`]: the replica process (process group, SIGTERM then SIGKILL, backoff).
 //! - [`server`]: `GET /status`, `GET /metrics`, `POST /_/catch_up_package` (the CUP
@@ -23,6 +25,8 @@ pub mod fetch;
 pub mod node;
 #[cfg(feature = "io")]
 pub mod peers;
+#[cfg(feature = "io")]
+pub mod preflight;
 #[cfg(feature = "io")]
 pub mod process;
 #[cfg(feature = "io")]

@@ -23,9 +23,10 @@ use crate::{
     decide::{Decision, Local, Release, decide},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     peers::{self, Backoff, Peer, Round},
+    preflight,
     process::{Launch, Supervisor},
     ratelimit::RateLimiter,
-    server::{CupRequest, CupView, Nonce, Shared, StatusView, UpgradeView},
+    server::{CupRequest, CupView, Nonce, PreflightView, Shared, StatusView, UpgradeView},
     switch::{self, VERIFIED_IMAGE_ENV},
 };
 use cup::Cup;
@@ -94,6 +95,12 @@ pub struct Orchestrator {
     download_backoff: BTreeMap<String, (Duration, Instant)>,
     /// Per package: a refused rehearsal, and when to rehearse again.
     refused: BTreeMap<String, Instant>,
+    /// The preflight of the deployed release running beside the loop.
+    preflight_job: Option<preflight::Job>,
+    /// The latest finished preflight, and when it finished.
+    preflight_done: Option<(PreflightView, Instant)>,
+    /// The latest failed download: its package and why.
+    download_error: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -158,6 +165,7 @@ impl Orchestrator {
                     last_error: None,
                     target_package_sha256: None,
                     download: None,
+                    preflight: None,
                 },
                 decision: "starting".into(),
             }),
@@ -196,6 +204,9 @@ impl Orchestrator {
                 peer_cups: Vec::new(),
                 download_backoff: BTreeMap::new(),
                 refused: BTreeMap::new(),
+                preflight_job: None,
+                preflight_done: None,
+                download_error: None,
                 best_seen: None,
             },
             shared,
@@ -290,6 +301,7 @@ impl Orchestrator {
         // First of all, whatever else is slow: a replica that exited comes back.
         self.keep_replica_alive();
         self.take_job_result().await;
+        self.take_preflight_result().await;
         self.take_round_result().await;
         self.replicate().await;
         let local_cup = self.local_cup();
@@ -470,6 +482,7 @@ impl Orchestrator {
             }
             Err(e) => {
                 let sha = release.package_sha256.clone();
+                self.download_error = Some((sha.clone(), e.to_string()));
                 let wait = self
                     .download_backoff
                     .get(&sha)
@@ -605,13 +618,13 @@ impl Orchestrator {
                 }
                 match &prefetch {
                     Some(next) => {
-                        self.ensure_fetching(next);
-                        self.upgrade_state = self.download_state(next);
                         self.upgrade_target = Some(next.clone());
+                        self.prepare(next);
                     }
                     None => {
                         self.upgrade_state = "idle";
                         self.upgrade_target = None;
+                        preflight::clear_readiness(&self.node_dir);
                     }
                 }
                 let image = release::image_dir(&self.images, &release.package_sha256);
@@ -646,6 +659,97 @@ impl Orchestrator {
                 self.switch(release).await
             }
         }
+    }
+
+    /// Gets the release the registry deploys ready before any halt: fetched, verified,
+    /// then rehearsed beside the loop; and tells the replica this node's verdict, which
+    /// it gossips as its readiness.
+    fn prepare(&mut self, next: &Release) {
+        self.ensure_fetching(next);
+        let sha = &next.package_sha256;
+        let (state, ready, reason) = if !self.ready(next) {
+            let state = self.download_state(next);
+            let reason = match &self.download_error {
+                Some((failed, e)) if failed == sha && state == "failed" => {
+                    format!("cannot download {}: {e}", next.version)
+                }
+                _ => format!("downloading {}", next.version),
+            };
+            (state, false, reason)
+        } else {
+            let verdict = self
+                .preflight_done
+                .as_ref()
+                .filter(|(v, _)| &v.package_sha256 == sha);
+            match verdict {
+                Some((v, _)) if v.ok => ("ready", true, "preflight passed".to_string()),
+                Some((v, at)) => {
+                    let reason = v.reason.clone().unwrap_or_default();
+                    if at.elapsed() >= preflight::PREFLIGHT_RETRY {
+                        self.start_preflight(next);
+                    }
+                    ("failed", false, format!("preflight failed: {reason}"))
+                }
+                None => {
+                    self.start_preflight(next);
+                    ("preflight", false, "preflight running".to_string())
+                }
+            }
+        };
+        self.upgrade_state = state;
+        if let Err(e) = preflight::write_readiness(&self.node_dir, &next.version, ready, &reason) {
+            self.fail(e);
+        }
+    }
+
+    /// Starts rehearsing `release` (verified and unpacked) beside the loop, unless it is.
+    fn start_preflight(&mut self, release: &Release) {
+        if self
+            .preflight_job
+            .as_ref()
+            .is_some_and(|j| &j.release == release)
+        {
+            return;
+        }
+        let image = match release::inspect_image(&self.images, &release.package_sha256) {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail(format!("preflight of {}: {e}", release.version));
+                return;
+            }
+        };
+        tracing::info!(version = %release.version, "preflight: rehearsing the deployed release beside the loop");
+        self.preflight_job = Some(preflight::Job::spawn(
+            release.clone(),
+            self.node_dir.clone(),
+            cup_path(&self.node_dir),
+            image,
+        ));
+    }
+
+    async fn take_preflight_result(&mut self) {
+        let Some(job) = self.preflight_job.as_mut() else {
+            return;
+        };
+        let Some(verdict) = job.take_if_done().await else {
+            return;
+        };
+        self.preflight_job = None;
+        if verdict.ok {
+            tracing::info!(version = %verdict.version, migration_ms = ?verdict.migration_ms, "preflight passed: this node is ready");
+            self.last_error = None;
+        } else {
+            let reason = verdict.reason.clone().unwrap_or_default();
+            tracing::error!(to = %verdict.version, %reason, "refused the upgrade in preflight: this node is not ready for it; the subnet runs on");
+            if let Ok(mut c) = self.shared.counters.lock() {
+                c.preflight_failures += 1;
+            }
+            self.fail(format!(
+                "refused {} in preflight: {reason}",
+                verdict.version
+            ));
+        }
+        self.preflight_done = Some((verdict, Instant::now()));
     }
 
     /// Rehearses `release` (verified and unpacked) and switches to it: stops the replica,
@@ -743,6 +847,15 @@ impl Orchestrator {
                     .as_ref()
                     .map(|r| r.package_sha256.clone()),
                 download: self.job.as_ref().map(Job::view),
+                preflight: self
+                    .preflight_done
+                    .as_ref()
+                    .filter(|(v, _)| {
+                        self.upgrade_target
+                            .as_ref()
+                            .is_some_and(|t| t.package_sha256 == v.package_sha256)
+                    })
+                    .map(|(v, _)| v.clone()),
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())
@@ -753,7 +866,7 @@ impl Orchestrator {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -88,7 +88,9 @@ pub struct CupView {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct UpgradeView {
-    /// `idle`, `downloading`, `ready`, `switching` or `failed`.
+    /// `idle`, `downloading`, `preflight` (rehearsing the deployed release), `ready`
+    /// (fetched, verified and rehearsed: this node's readiness is gossiped), `switching`
+    /// or `failed` (`last_error` and `preflight.reason` say why).
     pub state: &'static str,
     pub target_version: Option<ReplicaVersion>,
     pub last_error: Option<String>,
@@ -96,6 +98,29 @@ pub struct UpgradeView {
     pub target_package_sha256: Option<String>,
     /// The download running beside the loop, if one does.
     pub download: Option<DownloadView>,
+    /// The latest preflight of the target release, once one finished.
+    pub preflight: Option<PreflightView>,
+}
+
+/// A finished preflight: the deployed release's `replica --check` against this node's
+/// CUP, with its migration rehearsed on a hard-link copy of a checkpoint
+/// (`/status`'s `upgrade.preflight`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PreflightView {
+    pub version: ReplicaVersion,
+    pub package_sha256: String,
+    pub ok: bool,
+    /// Why it failed (the release's own words).
+    pub reason: Option<String>,
+    /// The migration on the copy (none when this node has no checkpoint yet).
+    pub migration_ms: Option<u64>,
+    pub schema_from: Option<u32>,
+    pub schema_to: Option<u32>,
+    pub values_migrated: Option<u64>,
+    pub checkpoint_height: Option<u64>,
+    /// The whole rehearsal, the process included.
+    pub elapsed_ms: u64,
+    pub finished_unix_ms: u64,
 }
 
 /// A package download in progress (`/status`'s `upgrade.download`).
@@ -133,6 +158,8 @@ pub struct Counters {
     pub replica_restarts: u64,
     pub bytes_downloaded: u64,
     pub download_failures: u64,
+    /// Preflights of a deployed release that failed (this node was not ready).
+    pub preflight_failures: u64,
     pub registry_poll_failures: u64,
     pub last_switch_unix_ms: u64,
     /// Peer answers refused at a limit (too large, too slow) or for a bad signature.
@@ -444,6 +471,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "counter",
         "Release package downloads that failed.",
         c.download_failures,
+    );
+    metric(
+        "preflight_failures_total",
+        "counter",
+        "Preflights of a deployed release that failed.",
+        c.preflight_failures,
     );
     metric(
         "registry_poll_failures_total",

@@ -11,8 +11,13 @@ pub const REHEARSAL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const VERIFIED_IMAGE_ENV: &str = "ICUP_VERIFIED_IMAGE";
 
 /// Runs the image's replica with `--check` against the persisted best CUP `cup`: every
-/// check a start makes, and whether it can read the state, with nothing written.
-pub async fn rehearse(node_dir: &Path, cup: &Path, image: &release::Image) -> Result<(), String> {
+/// check a start makes, whether it can read the state, and its migration rehearsed on a
+/// copy of a checkpoint, with nothing of the node's written. Returns the plan (JSON).
+pub async fn rehearse(
+    node_dir: &Path,
+    cup: &Path,
+    image: &release::Image,
+) -> Result<String, String> {
     let binary = image.replica_binary();
     let run = tokio::process::Command::new(&binary)
         .arg("--node-dir")
@@ -36,9 +41,9 @@ pub async fn rehearse(node_dir: &Path, cup: &Path, image: &release::Image) -> Re
         })?
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     if out.status.success() {
-        let plan = String::from_utf8_lossy(&out.stdout);
-        tracing::info!(to = %image.version, plan = %plan.trim(), "rehearsal passed");
-        return Ok(());
+        let plan = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        tracing::info!(to = %image.version, %plan, "rehearsal passed");
+        return Ok(plan);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let reason = stderr

@@ -127,6 +127,17 @@ impl Fx {
 
     /// A CUP at `height` pinning `pinned`, signed by `signers` of network `net`.
     fn signed_cup(&self, net: &GeneratedNetwork, height: u64, pinned: RegistryVersion) -> Cup {
+        self.signed_cup_naming(net, height, pinned, None)
+    }
+
+    /// The same, naming the release that runs from it.
+    fn signed_cup_naming(
+        &self,
+        net: &GeneratedNetwork,
+        height: u64,
+        pinned: RegistryVersion,
+        next: Option<&str>,
+    ) -> Cup {
         let content = CupContent {
             subnet_id: self.subnet(),
             height: Height::new(height),
@@ -137,6 +148,7 @@ impl Fx {
             random_beacon: RandomBeacon(vec![1; 32]),
             state_hash: CryptoHash([2; 32]),
             oldest_registry_version_in_use: pinned,
+            next_replica_version: next.map(v),
             extensions: Default::default(),
         };
         let shares: Vec<SignatureShare> = net
@@ -261,6 +273,21 @@ fn a_cup_pinning_the_new_version_upgrades() {
     let d = decide(&fx.local(0, "2.0.0", Some(cup)), &[], &fx.store);
     assert!(
         matches!(&d, Decision::Run { release, prefetch: None, .. } if release.version.as_str() == "2.0.0"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_cup_that_names_the_running_release_keeps_it_although_the_registry_pins_another() {
+    // The summary pinned 2.0.0 without a quorum of nodes ready for it: the subnet ran on
+    // 1.0.0 and its CUP says so. Nobody switches; 2.0.0 is still fetched ahead.
+    let mut fx = Fx::new();
+    let at = fx.deploy("2.0.0");
+    let cup = fx.signed_cup_naming(&fx.net, 30, at, Some("1.0.0"));
+    let d = decide(&fx.local(0, "1.0.0", Some(cup)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Run { release, prefetch: Some(next), .. }
+            if release.version.as_str() == "1.0.0" && next.version.as_str() == "2.0.0"),
         "{d:?}"
     );
 }

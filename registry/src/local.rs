@@ -142,6 +142,7 @@ pub fn registry_cup<S: RegistryStore>(
             random_beacon: RandomBeacon(beacon.0.to_vec()),
             state_hash: contents.state_hash,
             oldest_registry_version_in_use: written_at,
+            next_replica_version: None,
             extensions: Default::default(),
         },
     })

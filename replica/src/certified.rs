@@ -416,6 +416,7 @@ mod tests {
             random_beacon: cup::RandomBeacon(vec![2; 96]),
             state_hash: cert.state_hash,
             oldest_registry_version_in_use: types::RegistryVersion::new(1),
+            next_replica_version: None,
             extensions: Default::default(),
         };
         let sig = subnet_secret().sign(domain::CUP_CONTENT, &content.encode());

@@ -36,8 +36,11 @@ struct Args {
     #[arg(long)]
     log_json: bool,
     /// Rehearse the start: run every check, find the state this release would start from
-    /// and whether it can read it, print the plan as JSON, and write nothing. Exits 2 when
-    /// a start would be refused.
+    /// and whether it can read it, migrate a hard-link copy of this node's checkpoint to
+    /// this release's schema (timed, checked, then thrown away), print the plan as JSON,
+    /// and write nothing else. Also before the halt, when the registry deploys this
+    /// version and the CUP still runs the old one (a preflight). Exits 2 when a start
+    /// would be refused.
     #[arg(long)]
     check: bool,
 }
@@ -271,14 +274,35 @@ fn check(args: &Args) -> Result<String, ReplicaError> {
     let result = start::open_registry_following(&dir, &follower).and_then(|registry| {
         let given = read_cup(&args.cup)?;
         let cup = start::choose_cup(&dir, given, &registry)?;
-        start::check(&cup, &version, &node_id, &registry)?;
         let c = cup.content();
+        // Before the halt (a preflight) the CUP still runs the old release, and the
+        // registry's latest version deploys this one; at the switch the CUP runs it.
+        let at_cup = registry::local::subnet_at(&registry, &c.subnet_id, c.registry_version)
+            .map_err(|e| ReplicaError::Registry(e.to_string()))?;
+        let runs = c.version_to_run(&at_cup.record.replica_version).clone();
+        let stage = if runs == version {
+            "switch"
+        } else {
+            let latest = registry::local::subnet_at(&registry, &c.subnet_id, registry::store::RegistryStore::latest_version(&registry))
+                .map_err(|e| ReplicaError::Registry(e.to_string()))?;
+            if latest.record.replica_version != version {
+                return Err(ReplicaError::Refused(format!(
+                    "this is replica version {version}: subnet {} runs {runs} from its CUP and the registry deploys {}",
+                    c.subnet_id, latest.record.replica_version
+                )));
+            }
+            "preflight"
+        };
+        start::check(&cup, &runs, &node_id, &registry)?;
         let plan = start::plan_state_at(&dir, c.height, c.state_hash)?;
+        let migration = crate::preflight::rehearse(&dir, c.height)?;
         Ok(serde_json::json!({
             "release": crate::RELEASE,
             "replica_version": version.as_str(),
+            "stage": stage,
             "cup_height": c.height.get(),
             "state": plan,
+            "migration": migration,
         })
         .to_string())
     });

@@ -10,6 +10,7 @@
 //! - [`certified`]: query answers and `verify_read`, which checks an answer's witness and
 //!   certificate with the subnet's public key alone.
 //! - [`pool_store`]: this node's own shares, persisted before they are sent.
+//! - [`preflight`]: the rehearsal of a migration on a hard-link copy of a checkpoint.
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
 //! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod ingress;
 pub mod node_dir;
 pub mod pool_store;
+pub mod preflight;
 pub mod requests;
 pub mod start;
 pub mod state;

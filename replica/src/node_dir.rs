@@ -21,7 +21,7 @@ use std::{
     io::Read,
     path::{Path, PathBuf},
 };
-use types::{Height, NetworkId};
+use types::{Height, NetworkId, ReplicaVersion};
 
 /// The largest `node.toml` read.
 pub const MAX_NODE_TOML_BYTES: u64 = 64 * 1024;
@@ -55,6 +55,21 @@ impl NodeKeys {
     }
 }
 
+/// Where the orchestrator writes its preflight verdict, in the node directory.
+pub const READINESS_FILE: &str = "upgrade-readiness.json";
+/// The most bytes of it read.
+pub const MAX_READINESS_FILE_BYTES: u64 = 4096;
+
+/// `upgrade-readiness.json`: whether this node's orchestrator fetched, verified and
+/// rehearsed the release the registry deploys to the subnet, or why not.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ReadinessFile {
+    pub version: ReplicaVersion,
+    pub ready: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
 impl NodeDir {
     pub fn new(root: &Path) -> Self {
         Self {
@@ -86,6 +101,25 @@ impl NodeDir {
     /// Updates a halted release accepted but never put in a block, for the next release.
     pub fn carryover(&self) -> PathBuf {
         self.root.join("replica").join("ingress-carryover.bin")
+    }
+
+    /// The orchestrator's preflight verdict on the release deployed to the subnet
+    /// ([`ReadinessFile`]), which the replica signs and gossips as its readiness.
+    pub fn readiness_file(&self) -> PathBuf {
+        self.root.join(READINESS_FILE)
+    }
+
+    /// The orchestrator's current verdict, if it wrote one that parses (at most
+    /// [`MAX_READINESS_FILE_BYTES`] are read).
+    pub fn readiness(&self) -> Option<ReadinessFile> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(self.readiness_file())
+            .ok()?
+            .take(MAX_READINESS_FILE_BYTES)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// The orchestrator's configuration file.
@@ -260,6 +294,7 @@ mod tests {
                 random_beacon: RandomBeacon(vec![3; 32]),
                 state_hash: CryptoHash([4; 32]),
                 oldest_registry_version_in_use: RegistryVersion::new(1),
+                next_replica_version: None,
                 extensions: Default::default(),
             },
         })

@@ -121,10 +121,11 @@ pub fn check(
             }
         }
     }
-    if &subnet.record.replica_version != version {
+    let to_run = c.version_to_run(&subnet.record.replica_version);
+    if to_run != version {
         return Err(ReplicaError::Refused(format!(
-            "this is replica version {version}, but at registry version {rv} subnet {} runs {}",
-            c.subnet_id, subnet.record.replica_version
+            "this is replica version {version}, but subnet {} runs {to_run} from the CUP at height {} (registry version {rv})",
+            c.subnet_id, c.height
         )));
     }
     let me = subnet.index_of(node).ok_or_else(|| {

@@ -204,6 +204,7 @@ impl Sim {
                         random_beacon: cup::RandomBeacon(vec![7; 32]),
                         state_hash: hash(&[b"forged state"]),
                         oldest_registry_version_in_use: RegistryVersion::new(1),
+                        next_replica_version: None,
                         extensions: Default::default(),
                     };
                     let value = content.encode();
@@ -453,6 +454,7 @@ fn corrupt_signature(a: &mut Artifact) {
         Artifact::Beacon(t) | Artifact::Certification(t) | Artifact::Cup(t) => {
             Some(&mut t.signature)
         }
+        Artifact::Readiness(r) => Some(&mut r.signature),
         Artifact::Request { .. } => None,
     };
     if let Some(sig) = sig

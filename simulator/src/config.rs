@@ -11,6 +11,10 @@ pub struct SimConfig {
     pub heights: u64,
     /// When the highest finalized height reaches this, governance deploys release B.
     pub upgrade_at: Option<u64>,
+    /// Honest nodes whose orchestrators cannot get release B ready (a failed preflight):
+    /// they gossip "not ready". With more than `f` of them the subnet must never halt
+    /// for B and must keep finalizing on A.
+    pub unready: usize,
     /// Seeds that are multiples of this run with the real BLS and ed25519 code (0: none).
     pub real_crypto_every: u64,
     pub dkg_interval_length: u64,
@@ -37,6 +41,7 @@ impl SimConfig {
             faulty,
             heights,
             upgrade_at: None,
+            unready: 0,
             real_crypto_every: 0,
             dkg_interval_length: 9,
             faults: true,
@@ -67,6 +72,9 @@ impl SimConfig {
         );
         if let Some(k) = self.upgrade_at {
             c.push_str(&format!(" --upgrade-at {k}"));
+        }
+        if self.unready > 0 {
+            c.push_str(&format!(" --unready {}", self.unready));
         }
         if !self.faults {
             c.push_str(" --no-faults");
@@ -105,6 +113,9 @@ pub struct SimResult {
     pub virtual_time_ms: u64,
     pub min_finalized: u64,
     pub upgrade_height: Option<u64>,
+    /// Whether the upgrade had to happen (`Some(true)`), had to not happen (too few
+    /// nodes ready: `Some(false)`), or either was right (`None`, also with no upgrade).
+    pub upgrade_expected: Option<bool>,
     /// Artifacts the honest nodes dropped without verifying (`Stats::redundant_artifacts`).
     pub redundant_artifacts: u64,
     /// State syncs run, and peers dropped for a lie (or a state they did not have).

@@ -482,6 +482,7 @@ impl Sim {
     /// it finalized, or one that names another release (as the orchestrator does); start
     /// it if an earlier decision had to wait.
     pub(crate) fn orchestrator_tick(&mut self, node: NodeIndex) {
+        self.offer_readiness(node);
         if self.orch.pending_start[node as usize] {
             self.restart_from_best(node);
             return;
@@ -502,6 +503,38 @@ impl Sim {
             self.check_start_cup(node, &cup);
             self.orch.chosen[node as usize] = Some((Base::from_cup(cup.content()), version));
             self.restart_from_best(node);
+        }
+    }
+
+    /// The orchestrator's preflight verdict on release B, once its registry copy deploys
+    /// it: ready, except on the configured unready nodes (the last honest ones). The
+    /// core signs and gossips a word only when it changes.
+    fn offer_readiness(&mut self, node: NodeIndex) {
+        let i = node as usize;
+        if !self.upgrade_published
+            || self.orch.copies[i].latest_version() < RegistryVersion::new(2)
+            || self.nodes[i].version == self.version_b
+        {
+            return;
+        }
+        let honest: Vec<usize> = (0..self.cfg.nodes).filter(|j| self.is_honest(*j)).collect();
+        let unready = honest.iter().rev().take(self.cfg.unready).any(|j| *j == i);
+        let now = self.clock_of(node);
+        let version = self.version_b.clone();
+        if let Some(c) = self.nodes[i].core.as_mut() {
+            c.on_event(
+                now,
+                Event::Readiness {
+                    version,
+                    ready: !unready,
+                    reason: if unready {
+                        "preflight failed (simulated)".into()
+                    } else {
+                        String::new()
+                    },
+                },
+            );
+            self.after_event(node);
         }
     }
 

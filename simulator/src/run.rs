@@ -3,6 +3,21 @@
 use super::*;
 
 impl Sim {
+    /// Whether release B must be adopted: yes with `n - f` honest nodes ready for it, no
+    /// when even the Byzantine ones cannot make up a quorum, else either is right.
+    pub(crate) fn upgrade_expected(&self) -> Option<bool> {
+        self.cfg.upgrade_at?;
+        let quorum = self.cfg.nodes - tolerated(self.cfg.nodes);
+        let honest_ready = (self.cfg.nodes - self.cfg.faulty).saturating_sub(self.cfg.unready);
+        if honest_ready >= quorum {
+            Some(true)
+        } else if honest_ready + self.cfg.faulty < quorum {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     fn honest_done(&self) -> bool {
         self.nodes
             .iter()
@@ -10,7 +25,7 @@ impl Sim {
             .all(|n| {
                 n.core.as_ref().is_some_and(|c| {
                     c.finalized_height().get() >= self.cfg.heights
-                        && (self.cfg.upgrade_at.is_none() || n.version == self.version_b)
+                        && (self.upgrade_expected() != Some(true) || n.version == self.version_b)
                 })
             })
     }
@@ -69,7 +84,23 @@ impl Sim {
         }
         // The upgrade: one halting height; everyone on B from that CUP or a later one.
         let mut upgrade_height = None;
-        if self.cfg.upgrade_at.is_some() {
+        let expected = self.upgrade_expected();
+        if expected == Some(false) {
+            // Too few nodes ready: no node may halt for B, and none may run it.
+            if !self.checker.any_halts.is_empty() {
+                let halts = &self.checker.any_halts;
+                self.checker.violation(format!(
+                    "the subnet halted for a release too few nodes were ready for: {halts:?}"
+                ));
+            }
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.byzantine.is_none() && n.starts.iter().any(|(v, _)| *v == self.version_b) {
+                    let msg = format!("node {i} started release B, which no quorum was ready for");
+                    self.checker.violations.push(msg);
+                }
+            }
+        }
+        if expected == Some(true) {
             let honest: BTreeSet<Height> = self.checker.halts.values().copied().collect();
             if honest.len() > 1 || self.checker.any_halts.len() > 1 {
                 let all = &self.checker.any_halts;
@@ -137,6 +168,7 @@ impl Sim {
             virtual_time_ms: self.now / MS,
             min_finalized,
             upgrade_height,
+            upgrade_expected: expected,
             redundant_artifacts,
             state_syncs: self.sync.syncs,
             sync_peers_dropped: self.sync.peers_dropped,
@@ -177,6 +209,7 @@ pub fn run_seed(cfg: &SimConfig, seed: u64) -> SimResult {
             virtual_time_ms: 0,
             min_finalized: 0,
             upgrade_height: None,
+            upgrade_expected: None,
             redundant_artifacts: 0,
             state_syncs: 0,
             sync_peers_dropped: 0,

@@ -61,13 +61,17 @@ impl SimStandInCrypto {
 }
 
 impl ConsensusCrypto for SimStandInCrypto {
-    fn sign_block(&self, message: &[u8]) -> Vec<u8> {
-        self.sig(b"block", self.me, types::domain::BLOCK_PROPOSAL, message)
-            .to_vec()
+    fn sign_node(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
+        self.sig(b"node", self.me, domain, message).to_vec()
     }
-    fn verify_block(&self, signer: NodeIndex, message: &[u8], signature: &[u8]) -> bool {
-        (signer as usize) < self.n
-            && signature == self.sig(b"block", signer, types::domain::BLOCK_PROPOSAL, message)
+    fn verify_node(
+        &self,
+        signer: NodeIndex,
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (signer as usize) < self.n && signature == self.sig(b"node", signer, domain, message)
     }
     fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
         self.sig(b"multi", self.me, domain, message).to_vec()

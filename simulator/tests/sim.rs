@@ -71,6 +71,31 @@ fn assert_clean(results: &[SimResult], cfg: &SimConfig, real_every: u64) {
     }
 }
 
+#[test]
+fn ci_seeds_4_nodes_a_release_too_few_are_ready_for_never_halts_the_subnet() {
+    // f = 1 Byzantine and 2 honest nodes whose preflight fails: at most 2 of the 3
+    // ready words a halt needs.
+    let mut cfg = ci_config(4);
+    cfg.unready = 2;
+    let results = run(&cfg, 0, 30, 0);
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| !r.safety_violations.is_empty() || !r.liveness_failures.is_empty())
+        .map(|r| {
+            format!(
+                "seed {}: {:?} {:?}",
+                r.seed, r.safety_violations, r.liveness_failures
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    for r in &results {
+        assert_eq!(r.upgrade_expected, Some(false));
+        assert_eq!(r.upgrade_height, None, "seed {}", r.seed);
+        assert!(r.min_finalized >= cfg.heights, "seed {}: {r:?}", r.seed);
+    }
+}
+
 fn ci_config(nodes: usize) -> SimConfig {
     let mut cfg = SimConfig::new(nodes, simulator::tolerated(nodes), 40);
     cfg.upgrade_at = Some(12);

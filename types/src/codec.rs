@@ -252,8 +252,9 @@ impl<'a> Fields<'a> {
 pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Declares a struct stored as an extensible record: each field has a fixed tag and is
-/// either `required` (absent is an error) or `defaulted` (absent reads as
-/// `Default::default()`: every field added after a record's first release). Unknown
+/// `required` (absent is an error), `defaulted` (absent reads as `Default::default()`:
+/// every field added after a record's first release), or `optional` (an `Option<T>`
+/// written only when `Some`, so records that never set it keep their old bytes). Unknown
 /// fields are kept in `extensions` and written back, so
 /// `encode_record(decode_record(b)) == b` for every `b` that decodes.
 ///
@@ -295,7 +296,7 @@ macro_rules! extensible_record {
             /// The canonical extensible-record encoding.
             pub fn encode_record(&self) -> ::std::vec::Vec<u8> {
                 let mut fields = self.extensions.clone();
-                $( fields.insert($tag, $crate::codec::encode(&self.$field)); )*
+                $( $crate::__record_write!($mode, fields, $tag, &self.$field); )*
                 $crate::codec::FieldsWriter::from_map(&fields)
             }
 
@@ -319,6 +320,22 @@ macro_rules! __record_field {
     };
     (defaulted, $f:ident, $tag:expr, $name:expr) => {
         $f.optional($tag, $name)?.unwrap_or_default()
+    };
+    (optional, $f:ident, $tag:expr, $name:expr) => {
+        $f.optional($tag, $name)?
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __record_write {
+    (optional, $fields:ident, $tag:expr, $value:expr) => {
+        if let Some(v) = $value {
+            $fields.insert($tag, $crate::codec::encode(v));
+        }
+    };
+    ($mode:ident, $fields:ident, $tag:expr, $value:expr) => {
+        $fields.insert($tag, $crate::codec::encode($value));
     };
 }
 
@@ -493,6 +510,36 @@ mod tests {
                 name: "name"
             })
         );
+    }
+
+    crate::extensible_record! {
+        /// `OldRecord` with an `optional` field: unset, it writes the old bytes.
+        struct WithOptional {
+            1 required name: String,
+            2 defaulted count: u32,
+            3 optional label: Option<String>,
+        }
+    }
+
+    #[test]
+    fn an_unset_optional_field_keeps_the_old_bytes() {
+        let old = OldRecord {
+            name: "n".into(),
+            count: 2,
+            extensions: Default::default(),
+        };
+        let bytes = old.encode_record();
+        let read = WithOptional::decode_record(&bytes).expect("decodes");
+        assert_eq!(read.label, None);
+        assert_eq!(read.encode_record(), bytes, "re-encoded unchanged");
+        let set = WithOptional {
+            label: Some("l".into()),
+            ..read
+        };
+        let bytes = set.encode_record();
+        assert_eq!(WithOptional::decode_record(&bytes), Ok(set));
+        let old = OldRecord::decode_record(&bytes).expect("old decodes new");
+        assert_eq!(old.extensions.keys().copied().collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub const STATE_VALUE_CHECKSUM: Domain = Domain("ic-state-value-checksum");
 // Signatures.
 /// A block maker's ed25519 signature on its block proposal.
 pub const BLOCK_PROPOSAL: Domain = Domain("ic-block-proposal");
+/// A node's ed25519 signature on its readiness for a new release.
+pub const UPGRADE_READINESS: Domain = Domain("ic-upgrade-readiness");
 /// BLS multi-signature share on a block (notarization).
 pub const NOTARIZATION: Domain = Domain("ic-notarization");
 /// BLS multi-signature share on a block (finalization).
@@ -96,6 +98,7 @@ pub const ALL: &[Domain] = &[
     CUP_FILE_CHECKSUM,
     STATE_VALUE_CHECKSUM,
     BLOCK_PROPOSAL,
+    UPGRADE_READINESS,
     NOTARIZATION,
     FINALIZATION,
     RANDOM_BEACON,

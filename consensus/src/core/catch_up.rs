@@ -102,6 +102,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
     /// Re-sends this node's latest artifacts after a quiet period (lost messages,
     /// partitions), bounded to a handful per height.
     pub(super) fn resend(&mut self) {
+        self.rebroadcast_readiness();
         let me = self.cfg.me;
         let round = self.round();
         let mut out: Vec<Artifact> = Vec::new();

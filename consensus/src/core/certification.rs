@@ -116,7 +116,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
     pub(super) fn cup_content(&self, s: Height) -> Option<CupContent> {
         let pool = self.pool.get(&s)?;
         let block_hash = *self.finalized_chain.get(&s)?;
-        let block = &pool.blocks.get(&block_hash)?.proposal.block;
+        let valid = pool.blocks.get(&block_hash)?;
+        let block = &valid.proposal.block;
         let state_hash = *self.state_hashes.get(&s)?;
         let cert = pool.certification.as_ref()?;
         if cert.value != state_hash.0 {
@@ -133,7 +134,19 @@ impl<C: ConsensusCrypto> Consensus<C> {
             random_beacon: RandomBeacon(pool.beacon.clone()?),
             state_hash,
             oldest_registry_version_in_use: block.context.registry_version,
+            next_replica_version: Some(self.version_after(valid.pin)?),
             extensions: Default::default(),
+        })
+    }
+
+    /// The release that runs after a summary that set `pin`: the pinned version if it
+    /// stops this one, else this one.
+    fn version_after(&self, pin: Pin) -> Option<ReplicaVersion> {
+        let info = self.registry.get(&pin.rv)?;
+        Some(if pin.ready && info.replica_version != self.cfg.version {
+            info.replica_version.clone()
+        } else {
+            self.cfg.version.clone()
         })
     }
 

@@ -75,12 +75,13 @@
 mod catch_up;
 mod certification;
 mod pool;
+mod readiness;
 mod rounds;
 #[cfg(test)]
 mod tests;
 mod validation;
 
-use pool::{HeightPool, SignedBy, ValidBlock};
+use pool::{HeightPool, Pin, SignedBy, ValidBlock};
 
 use crate::{
     artifact::*,
@@ -212,6 +213,9 @@ pub struct Base {
     pub registry_version: RegistryVersion,
     pub random_beacon: Vec<u8>,
     pub state_hash: CryptoHash,
+    /// The release that runs from this CUP, if the CUP names it
+    /// ([`CupContent::next_replica_version`]).
+    pub next_version: Option<ReplicaVersion>,
 }
 
 impl Base {
@@ -223,6 +227,7 @@ impl Base {
             registry_version: c.registry_version,
             random_beacon: c.random_beacon.0.clone(),
             state_hash: c.state_hash,
+            next_version: c.next_replica_version.clone(),
         }
     }
 }
@@ -233,6 +238,14 @@ pub enum Event {
     Message { from: NodeIndex, envelope: Envelope },
     /// A deadline from `poll_timeout` was reached.
     Timer,
+    /// This node's orchestrator's word on the release the registry deploys: fetched,
+    /// verified and rehearsed (`ready`), or not, and why. Repeating the same word is a
+    /// no-op; a new one replaces it and is gossiped.
+    Readiness {
+        version: ReplicaVersion,
+        ready: bool,
+        reason: String,
+    },
     /// A registry version that has been locally available long enough (stable).
     Registry {
         version: RegistryVersion,
@@ -353,6 +366,8 @@ pub struct Consensus<C: ConsensusCrypto> {
     /// quarter of the resend interval, so it cannot multiply our outgoing traffic.
     last_answer_ns: Vec<Option<u64>>,
     request_rotation: NodeIndex,
+    /// Each node's latest readiness word (this node's own included).
+    readiness: BTreeMap<NodeIndex, Readiness>,
     stats: Stats,
 }
 
@@ -407,6 +422,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             last_request_ns: 0,
             last_answer_ns,
             request_rotation: 0,
+            readiness: BTreeMap::new(),
             stats: Stats::default(),
             base,
         };
@@ -414,7 +430,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         // A base that is itself the halting point of this release (an old release
         // restarted from its own upgrade CUP) stays halted.
         if let Some(info) = c.registry.get(&c.base.registry_version)
-            && status(&c.cfg.version, info, true) != Status::Running
+            && status(&c.cfg.version, info, c.base_pin().ready, true) != Status::Running
             && c.base.height > Height::ZERO
         {
             c.halted = true;
@@ -567,6 +583,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     self.last_progress_ns = self.now_ns;
                 }
             }
+            Event::Readiness {
+                version,
+                ready,
+                reason,
+            } => self.own_readiness(version, ready, reason),
             Event::Registry { version, info } => {
                 self.registry.insert(version, info);
                 self.pending_dirty = true;

@@ -3,13 +3,21 @@
 
 use super::*;
 
+/// What the latest summary at or below a block decided for the interval it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Pin {
+    /// The registry version that summary pinned.
+    pub(super) rv: RegistryVersion,
+    /// Its height.
+    pub(super) height: Height,
+    /// Whether it carried a quorum's readiness for the pinned replica version.
+    pub(super) ready: bool,
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct ValidBlock {
     pub(super) proposal: BlockProposal,
-    /// The registry version pinned by the latest summary at or below this block.
-    pub(super) summary_rv: RegistryVersion,
-    /// The height of that summary.
-    pub(super) summary_height: Height,
+    pub(super) pin: Pin,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -116,10 +124,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
     }
 
     /// The parent candidate at `h - 1`: the base, or the lowest-ranked notarized block.
-    pub(super) fn parent_of_round(
-        &self,
-        h: Height,
-    ) -> Option<(CryptoHash, BlockContext, RegistryVersion, Height)> {
+    pub(super) fn parent_of_round(&self, h: Height) -> Option<(CryptoHash, BlockContext, Pin)> {
         let prev = Height::new(h.get() - 1);
         if prev == self.base.height {
             let ctx = BlockContext {
@@ -127,28 +132,42 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 registry_version: self.base.registry_version,
                 certified_height: self.base.height,
             };
-            return Some((
-                self.base.block_hash,
-                ctx,
-                self.base.registry_version,
-                self.base.height,
-            ));
+            return Some((self.base.block_hash, ctx, self.base_pin()));
         }
         let p = self.pool.get(&prev)?;
         let (hash, b) = self.notarized_block(p)?;
-        Some((
-            hash,
-            b.proposal.block.context.clone(),
-            b.summary_rv,
-            b.summary_height,
-        ))
+        Some((hash, b.proposal.block.context.clone(), b.pin))
     }
 
-    /// The status of this release for a chain whose latest summary pinned `rv` at `s`.
-    pub(super) fn chain_status(&self, rv: RegistryVersion, s: Height) -> Option<Status> {
-        let info = self.registry.get(&rv)?;
-        let cup_made = self.halted && self.halt_at == Some(s);
-        Some(status(&self.cfg.version, info, cup_made))
+    /// The base as a pin: its CUP names the release that runs from it, so it counts as
+    /// ready when that is not this one (a CUP from before readiness gating names none,
+    /// and the old rule, "the pinned version runs", holds).
+    pub(super) fn base_pin(&self) -> Pin {
+        Pin {
+            rv: self.base.registry_version,
+            height: self.base.height,
+            ready: self
+                .base
+                .next_version
+                .as_ref()
+                .is_none_or(|v| *v != self.cfg.version),
+        }
+    }
+
+    /// The pin a summary block sets.
+    pub(super) fn summary_pin(&self, b: &Block) -> Pin {
+        Pin {
+            rv: b.context.registry_version,
+            height: b.height,
+            ready: b.ready.len() >= self.cfg.quorum(),
+        }
+    }
+
+    /// The status of this release for a chain whose latest summary set `pin`.
+    pub(super) fn chain_status(&self, pin: Pin) -> Option<Status> {
+        let info = self.registry.get(&pin.rv)?;
+        let cup_made = self.halted && self.halt_at == Some(pin.height);
+        Some(status(&self.cfg.version, info, pin.ready, cup_made))
     }
 
     pub(super) fn within_bounds(&self, h: Height, summary_height: Height, st: Status) -> bool {

@@ -100,10 +100,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
         {
             return;
         }
-        let Some((parent, pctx, prv, ps)) = self.parent_of_round(h) else {
+        let Some((parent, pctx, ppin)) = self.parent_of_round(h) else {
             return;
         };
-        let Some(st) = self.chain_status(prv, ps) else {
+        let Some(st) = self.chain_status(ppin) else {
             return;
         };
         let pool = self.pool.entry(h).or_default();
@@ -117,7 +117,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let is_summary = self.cfg.is_summary_height(h);
         let carries_payload = !is_summary && st == Status::Running;
         if st == Status::Halted
-            || !self.within_bounds(h, ps, st)
+            || !self.within_bounds(h, ppin.height, st)
             || (is_summary && st != Status::Running)
             || (carries_payload && self.payload_stale)
         {
@@ -129,6 +129,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
             .next_back()
             .copied()
             .unwrap_or(pctx.registry_version);
+        let registry_version = stable.max(pctx.registry_version);
+        let ready = if is_summary {
+            self.ready_words(registry_version)
+        } else {
+            Vec::new()
+        };
         let block = Block {
             parent,
             height: h,
@@ -136,7 +142,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             maker: self.cfg.me,
             context: BlockContext {
                 time_ns: self.wall_ns.max(pctx.time_ns.saturating_add(1)),
-                registry_version: stable.max(pctx.registry_version),
+                registry_version,
                 certified_height: self
                     .certified
                     .max(pctx.certified_height)
@@ -148,6 +154,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             } else {
                 Vec::new()
             },
+            ready,
         };
         let signature = self.crypto.sign_block(&self.msg(&block.hash()));
         let proposal = BlockProposal { block, signature };
@@ -168,14 +175,14 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return;
         };
         // The lowest-rank eligible block not yet shared.
-        let mut candidates: Vec<(u32, CryptoHash, Height, RegistryVersion)> = pool
+        let mut candidates: Vec<(u32, CryptoHash, Pin)> = pool
             .blocks
             .iter()
             .filter(|(_, b)| !pool.equivocators.contains(&b.proposal.block.maker))
-            .map(|(hash, b)| (b.proposal.block.rank, *hash, b.summary_height, b.summary_rv))
+            .map(|(hash, b)| (b.proposal.block.rank, *hash, b.pin))
             .collect();
         candidates.sort();
-        let Some(&(rank, hash, s, rv)) = candidates.first() else {
+        let Some(&(rank, hash, pin)) = candidates.first() else {
             return;
         };
         // Never share a block of higher rank than one already shared at this height,
@@ -195,16 +202,17 @@ impl<C: ConsensusCrypto> Consensus<C> {
         {
             return;
         }
-        let parent_s = if s == h {
-            self.parent_of_round(h).map(|p| (p.2, p.3))
+        // A summary block is judged by the chain it extends.
+        let ppin = if pin.height == h {
+            self.parent_of_round(h).map(|p| p.2)
         } else {
-            Some((rv, s))
+            Some(pin)
         };
-        let Some((prv, ps)) = parent_s else { return };
-        let Some(st) = self.chain_status(prv, ps) else {
+        let Some(ppin) = ppin else { return };
+        let Some(st) = self.chain_status(ppin) else {
             return;
         };
-        if st == Status::Halted || !self.within_bounds(h, ps, st) {
+        if st == Status::Halted || !self.within_bounds(h, ppin.height, st) {
             return;
         }
         let signature = self
@@ -416,11 +424,16 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 if self.halt_at.is_some_and(|s| h > s) {
                     continue;
                 }
-                if block.is_summary
-                    && let Some(info) = self.registry.get(&block.context.registry_version)
-                    && status(&self.cfg.version, info, false) != Status::Running
-                {
-                    self.halt_at = Some(h);
+                if block.is_summary {
+                    let pin = self.summary_pin(&block);
+                    if self
+                        .chain_status(pin)
+                        .is_some_and(|st| st != Status::Running)
+                    {
+                        self.halt_at = Some(h);
+                    }
+                    // Once an interval, so that nodes that restarted hear it again.
+                    self.rebroadcast_readiness();
                 }
                 self.delivered = h;
                 self.emit(Action::Deliver(Delivery {

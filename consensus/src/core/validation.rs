@@ -21,6 +21,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.receive_cup(cup.clone());
             return;
         }
+        if let Artifact::Readiness(r) = artifact {
+            self.receive_readiness(r);
+            return;
+        }
         if h <= self.base.height {
             return;
         }
@@ -122,7 +126,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
             Artifact::Certification(_) => pool.certification.is_some(),
             Artifact::CupShare(s) => holds(pool.cup_shares.get(&s.value), &s.signer),
             // A block's check is its hash, which validation computes anyway.
-            Artifact::Proposal(_) | Artifact::Cup(_) | Artifact::Request { .. } => false,
+            Artifact::Proposal(_)
+            | Artifact::Cup(_)
+            | Artifact::Request { .. }
+            | Artifact::Readiness(_) => false,
         }
     }
 
@@ -263,7 +270,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     Validity::Invalid("bad CUP share")
                 }
             }
-            Artifact::Cup(_) | Artifact::Request { .. } => Validity::Invalid("not pooled"),
+            Artifact::Cup(_) | Artifact::Request { .. } | Artifact::Readiness(_) => {
+                Validity::Invalid("not pooled")
+            }
         }
     }
 
@@ -301,7 +310,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
         // The parent must be the base or a notarized block we hold.
         let prev = Height::new(h.get() - 1);
-        let (parent_ctx, parent_rv, parent_s) = if prev == self.base.height {
+        let (parent_ctx, parent_pin) = if prev == self.base.height {
             if b.parent != self.base.block_hash {
                 return Validity::Invalid("does not extend the base");
             }
@@ -312,8 +321,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     registry_version: self.base.registry_version,
                     certified_height: Height::ZERO,
                 },
-                self.base.registry_version,
-                self.base.height,
+                self.base_pin(),
             )
         } else {
             let Some(pp) = self.pool.get(&prev) else {
@@ -333,11 +341,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             if !vouched && !pp.is_notarized(&b.parent) {
                 return Validity::NotYet("parent notarization");
             }
-            (
-                parent.proposal.block.context.clone(),
-                parent.summary_rv,
-                parent.summary_height,
-            )
+            (parent.proposal.block.context.clone(), parent.pin)
         };
         let c = &b.context;
         if c.time_ns <= parent_ctx.time_ns
@@ -350,9 +354,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if !self.registry.contains_key(&c.registry_version) {
             return Validity::NotYet("registry version");
         }
-        let Some(st) = self.chain_status(parent_rv, parent_s) else {
+        let Some(st) = self.chain_status(parent_pin) else {
             return Validity::NotYet("chain status");
         };
+        if let Err(why) = self.check_ready_words(b) {
+            return Validity::Invalid(why);
+        }
         if (b.is_summary || st != Status::Running) && !b.payload.is_empty() {
             return Validity::Invalid("payload where the block must be empty");
         }
@@ -368,17 +375,17 @@ impl<C: ConsensusCrypto> Consensus<C> {
         match a {
             Artifact::Proposal(p) => {
                 let hash = p.block.hash();
-                let (rv, s) = if p.block.is_summary {
-                    (p.block.context.registry_version, h)
+                let pin = if p.block.is_summary {
+                    self.summary_pin(&p.block)
                 } else if h.get() - 1 == self.base.height.get() {
-                    (self.base.registry_version, self.base.height)
+                    self.base_pin()
                 } else {
                     let prev = self
                         .pool
                         .get(&Height::new(h.get() - 1))
                         .and_then(|pp| pp.blocks.get(&p.block.parent));
                     match prev {
-                        Some(v) => (v.summary_rv, v.summary_height),
+                        Some(v) => v.pin,
                         None => return,
                     }
                 };
@@ -397,14 +404,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 }
                 let payload = (!p.block.payload.is_empty() && h > self.delivered)
                     .then(|| p.block.payload.clone());
-                pool.blocks.insert(
-                    hash,
-                    ValidBlock {
-                        proposal: p,
-                        summary_rv: rv,
-                        summary_height: s,
-                    },
-                );
+                pool.blocks.insert(hash, ValidBlock { proposal: p, pin });
                 if let Some(payload) = payload {
                     self.emit(Action::BlockPayload { height: h, payload });
                     self.payload_stale = true;
@@ -480,7 +480,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     self.try_make_cup(h, s.value);
                 }
             }
-            Artifact::Cup(_) | Artifact::Request { .. } => {}
+            Artifact::Cup(_) | Artifact::Request { .. } | Artifact::Readiness(_) => {}
         }
     }
 

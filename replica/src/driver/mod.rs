@@ -112,6 +112,20 @@ pub struct StatusView {
     /// Set while this node cannot write its state or its shares (a full disk, say): it
     /// executes and signs nothing, answers queries, and resumes when a write succeeds.
     pub storage_error: Option<String>,
+    /// Each node's latest word on the release deployed to the subnet: ready (fetched,
+    /// verified, rehearsed) or why not. `n - f` ready words let a summary halt for it.
+    pub readiness: Vec<ReadinessView>,
+}
+
+/// One node's readiness word, as `/status` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReadinessView {
+    pub node_id: NodeId,
+    pub version: ReplicaVersion,
+    pub ready: bool,
+    pub reason: String,
+    /// The node's finalized height when it said so.
+    pub height: u64,
 }
 
 /// A finalized block with updates in it, and when this node executed it.
@@ -262,6 +276,7 @@ impl Driver {
             first_payload: None,
             last_payload: None,
             storage_error: None,
+            readiness: Vec::new(),
         };
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
@@ -410,6 +425,18 @@ impl Driver {
             }
             self.registry_seen = latest;
         }
+        // The orchestrator's preflight verdict, as this node's readiness (the core
+        // signs and gossips a word only when it changes).
+        if let Some(r) = self.dir.readiness() {
+            self.core.on_event(
+                crate::clocks(),
+                Event::Readiness {
+                    version: r.version,
+                    ready: r.ready,
+                    reason: r.reason,
+                },
+            );
+        }
         if self.payload_dirty {
             self.offer_payload();
         }
@@ -549,6 +576,19 @@ impl Driver {
             s.first_payload = self.first_payload;
             s.last_payload = self.last_payload;
             s.storage_error = self.storage_error.clone();
+            s.readiness = self
+                .core
+                .readiness()
+                .filter_map(|r| {
+                    Some(ReadinessView {
+                        node_id: self.subnet.members.get(r.signer as usize)?.node_id,
+                        version: r.version.clone(),
+                        ready: r.ready,
+                        reason: r.reason.clone(),
+                        height: r.height.get(),
+                    })
+                })
+                .collect();
         }
         if let Ok(mut c) = self.shared.counters.lock() {
             *c = self.counters.clone();

@@ -47,10 +47,7 @@ impl ReplicatedState {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io)?;
         }
-        {
-            let src = DB::open_for_read_only(&Options::default(), checkpoint_dir, false)?;
-            rocksdb::checkpoint::Checkpoint::new(&src)?.create_checkpoint(&tmp)?;
-        }
+        link_copy(checkpoint_dir, &tmp)?;
         if state_dir.exists() {
             std::fs::remove_dir_all(state_dir).map_err(io)?;
         }
@@ -58,4 +55,18 @@ impl ReplicatedState {
         durable::rename(&tmp, state_dir).map_err(|e| StateError::Corrupt(e.to_string()))?;
         Self::open(state_dir)
     }
+
+    /// A copy of the checkpoint (or state) in `src` at `dst` (hard links, so it costs
+    /// what checkpointing does), opened for writing; `src` is never written. A
+    /// rehearsal migrates such a copy and throws it away.
+    pub fn copy(src: &Path, dst: &Path) -> Result<Self, StateError> {
+        link_copy(src, dst)?;
+        Self::open(dst)
+    }
+}
+
+fn link_copy(src: &Path, dst: &Path) -> Result<(), StateError> {
+    let db = DB::open_for_read_only(&Options::default(), src, false)?;
+    rocksdb::checkpoint::Checkpoint::new(&db)?.create_checkpoint(dst)?;
+    Ok(())
 }

@@ -30,6 +30,9 @@ struct Cli {
     /// Deploy release B when the subnet reaches this height.
     #[arg(long)]
     upgrade_at: Option<u64>,
+    /// Honest nodes whose preflight of release B fails (never ready for it).
+    #[arg(long, default_value_t = 0)]
+    unready: usize,
     /// Use the real BLS and ed25519 code in every K-th seed (0: never; 1: always).
     #[arg(long, default_value_t = 10)]
     real_crypto_every: u64,
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         faulty: cli.faulty,
         heights: cli.heights,
         upgrade_at: cli.upgrade_at,
+        unready: cli.unready,
         real_crypto_every: cli.real_crypto_every,
         dkg_interval_length: cli.dkg_interval,
         faults: !cli.no_faults,

@@ -16,6 +16,8 @@ use ::crypto::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod readiness;
+
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 /// A Unix time in 2026: wall clocks read something like this.
@@ -50,6 +52,7 @@ fn genesis() -> Base {
         registry_version: RegistryVersion::new(1),
         random_beacon: vec![2; 32],
         state_hash: CryptoHash([3; 32]),
+        next_version: None,
     }
 }
 
