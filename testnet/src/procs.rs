@@ -148,6 +148,8 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
                 "running_version": field(&o, "running_version"),
                 "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
                 "upgrade_error": o.as_ref().map(|o| o["upgrade"]["last_error"].clone()).unwrap_or(Value::Null),
+                "upgrade_preflight": o.as_ref().map(|o| o["upgrade"]["preflight"].clone()).unwrap_or(Value::Null),
+                "readiness": field(&r, "readiness"),
                 "state_schema": field(&r, "state_schema"),
                 "finalized_height": field(&r, "finalized_height"),
                 "certified_height": field(&r, "certified_height"),
@@ -183,6 +185,15 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
             );
             if let Some(e) = n["upgrade_error"].as_str() {
                 println!("        last upgrade error: {e}");
+            }
+            if i == 0 {
+                // Every replica holds every node's word; one node's view is enough.
+                for w in n["readiness"].as_array().into_iter().flatten() {
+                    println!(
+                        "        readiness of {} for {}: {} {}",
+                        w["node_id"], w["version"], w["ready"], w["reason"]
+                    );
+                }
             }
         }
     }

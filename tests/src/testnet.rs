@@ -166,6 +166,29 @@ impl Net {
         self.govern(registry, &[&args[..], &["--version", version]].concat());
     }
 
+    /// Runs `testnet load` at 20 writes/s for `secs` seconds; the writes it saw
+    /// acknowledged (certified), which it wrote to `out`.
+    pub fn load(&self, out: &Path, secs: u64) -> usize {
+        let secs = secs.to_string();
+        let ok = std::process::Command::new(&self.testnet)
+            .args([
+                "load",
+                "--dir",
+                &self.d,
+                "--rate",
+                "20",
+                "--duration",
+                &secs,
+            ])
+            .arg("--out")
+            .arg(out)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "testnet load failed");
+        std::fs::read_to_string(out).unwrap().lines().count()
+    }
+
     pub fn package(&self, version: &str, out: &Path, next: bool) -> String {
         let o = out.to_str().unwrap();
         let mut args = vec!["package", "--version", version, "--out", o];

@@ -9,21 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::{path::Path, process::Command, time::Instant};
+use std::time::Instant;
 use tests::testnet::{Net, nodes};
-
-/// Runs `testnet load` for a few seconds; the writes it saw acknowledged (certified).
-fn load(net: &Net, out: &Path) -> usize {
-    let ok = Command::new(&net.testnet)
-        .args(["load", "--dir", &net.d, "--rate", "20", "--duration", "8"])
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "testnet load failed");
-    std::fs::read_to_string(out).unwrap().lines().count()
-}
 
 #[test]
 fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_it_back() {
@@ -47,7 +34,7 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
 
     // Writes acknowledged before the upgrade.
     let before = tmp.path().join("before.jsonl");
-    let acked = load(&net, &before);
+    let acked = net.load(&before, 8);
     assert!(acked > 0, "no write acknowledged before the upgrade");
 
     // 2.0.0 passes every rehearsal and exits at start.
@@ -131,7 +118,7 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
     // Writes are acknowledged again; all of them, and all from before, on every node.
     let after = tmp.path().join("after.jsonl");
     assert!(
-        load(&net, &after) > 0,
+        net.load(&after, 8) > 0,
         "no write acknowledged after the recovery"
     );
     for writes in [&before, &after] {

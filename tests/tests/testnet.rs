@@ -219,7 +219,8 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     );
     net.deploy(&registry, &subnet, "2.0.0");
 
-    // No good URL: the running nodes halt at the CUP, stay on 1.0.0 and report why.
+    // No good URL: no node is ready for 2.0.0, so the subnet does not halt; every
+    // running node stays on 1.0.0 and reports why.
     let failed = net.wait("every running node reports the failed download", |s| {
         nodes(s)[0..3].iter().all(|n| {
             n["running_version"] == "1.0.0"
@@ -229,15 +230,18 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
                     .is_some_and(|e| e.contains("1.0.0.tar.zst") && e.contains("2.0.0.tar.zst"))
         })
     });
-    // The download ahead of the CUP fails (and says so) before the subnet halts; the
-    // halt comes at the CUP all the same.
+    // Readiness gates the halt: the subnet runs on past the next summaries (DKG
+    // interval 9) without halting.
+    let height = |s: &Value| s["finalized_height"].as_u64().unwrap();
+    let first = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
     let start = Instant::now();
     loop {
-        let halted = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
-        if halted["halting"] == true || halted["halted"] == true {
+        let now = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
+        assert_eq!(now["halting"], false, "{now} {failed}");
+        if height(&now) > height(&first) + 20 {
             break;
         }
-        assert!(start.elapsed() < PATIENCE, "{halted} {failed}");
+        assert!(start.elapsed() < PATIENCE, "{now} {failed}");
         std::thread::sleep(Duration::from_millis(300));
     }
     // Still on 1.0.0 and still reporting why.
@@ -250,7 +254,8 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         },
     );
 
-    // During the halt: SIGKILL node 1's orchestrator and node 2's replica. Node 1's
+    // While the subnet waits for its nodes to be ready: SIGKILL node 1's orchestrator
+    // and node 2's replica. Node 1's
     // orchestrator is started again (as its service manager would); it must stop the
     // replica its predecessor left running rather than start a second one.
     let orchestrator_1 = pid_in(&dir.join("pids/node-1.pid"));
@@ -327,9 +332,9 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         "the sampler saw both schemas"
     );
 
-    // A downgrade to the first release's code as 3.0.0: its rehearsal finds state schema
-    // 2, which it cannot read, so every node refuses (status and log) and keeps 2.0.0
-    // running on its state as it was.
+    // A downgrade to the first release's code as 3.0.0: its preflight finds state
+    // schema 2, which it cannot read, so every node refuses (status and log), no node is
+    // ready, and the subnet runs on 2.0.0 without halting.
     let sha3 = net.package("3.0.0", &dir.join("packages/3.0.0.tar.zst"), false);
     assert_eq!(sha3.len(), 64);
     let url3 = format!("{base_url}/3.0.0.tar.zst");
@@ -354,6 +359,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
                 && n["upgrade_error"]
                     .as_str()
                     .is_some_and(|e| e.contains("refused 3.0.0") && e.contains("schema 2"))
+                && n["upgrade_preflight"]["ok"] == false
         })
     });
     let replica_status = |i: usize| {
@@ -371,13 +377,19 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         let now = replica_status(i);
         assert_eq!(now["replica_version"], "2.0.0", "{now}");
         assert_eq!(now["state_schema"], 2, "{now}");
-        assert_eq!(now["halted"], true, "{now}");
-        assert_eq!(now["executed_height"], now["cup_height"], "{now}");
-        assert_eq!(now["state_hash"], before[i]["state_hash"], "{now}");
+        assert_eq!(now["halting"], false, "{now}");
+        assert!(
+            height(&now) > height(&before[i]),
+            "node {i} stopped: {now} {}",
+            before[i]
+        );
         let o = net.get(format!("{}/status", orchestrators[i])).unwrap();
         assert_eq!(o["upgrade"]["target_version"], "3.0.0", "{o}");
         let log = std::fs::read_to_string(dir.join(format!("logs/node-{i}.log"))).unwrap();
-        assert!(log.contains("refused the upgrade"), "node {i}'s log");
+        assert!(
+            log.contains("refused the upgrade in preflight"),
+            "node {i}'s log"
+        );
     }
     let again: Value = serde_json::from_str(&run(
         &net.testnet,

@@ -23,8 +23,32 @@ impl<C: ConsensusCrypto> Consensus<C> {
         {
             return;
         }
+        let word = self.sign_word(version, ready, reason);
+        self.readiness.insert(me, word.clone());
+        self.broadcast(Artifact::Readiness(word));
+    }
+
+    /// Gossips this node's word again (once an interval and on re-sending), signed
+    /// anew at the current finalized height: peers keep the word of the highest height,
+    /// and a restarted node's first words carry the lower height of its CUP, so without
+    /// this its peers would keep its word from before the restart (found by the
+    /// end-to-end upgrade test: three nodes ready, each seeing the others not ready).
+    pub(super) fn rebroadcast_readiness(&mut self) {
+        let Some(word) = self.readiness.get(&self.cfg.me) else {
+            return;
+        };
+        let word = if word.height < self.finalized {
+            self.sign_word(word.version.clone(), word.ready, word.reason.clone())
+        } else {
+            word.clone()
+        };
+        self.readiness.insert(self.cfg.me, word.clone());
+        self.broadcast(Artifact::Readiness(word));
+    }
+
+    fn sign_word(&self, version: ReplicaVersion, ready: bool, reason: String) -> Readiness {
         let mut word = Readiness {
-            signer: me,
+            signer: self.cfg.me,
             height: self.finalized,
             version,
             ready,
@@ -34,15 +58,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         word.signature = self
             .crypto
             .sign_node(domain::UPGRADE_READINESS, &self.msg(&word.signed_part()));
-        self.readiness.insert(me, word.clone());
-        self.broadcast(Artifact::Readiness(word));
-    }
-
-    /// Gossips this node's word again (once an interval and on re-sending).
-    pub(super) fn rebroadcast_readiness(&mut self) {
-        if let Some(word) = self.readiness.get(&self.cfg.me).cloned() {
-            self.broadcast(Artifact::Readiness(word));
-        }
+        word
     }
 
     /// A peer's word: kept if it is valid and newer than the one held for its signer.
@@ -50,10 +66,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if r.signer == self.cfg.me {
             return;
         }
+        // The highest height wins; at one height, a changed word too (a node whose
+        // verdict changed before its finalized height moved).
         if self
             .readiness
             .get(&r.signer)
-            .is_some_and(|held| held.height >= r.height)
+            .is_some_and(|held| held.height > r.height || *held == r)
         {
             self.stats.redundant_artifacts += 1;
             return;

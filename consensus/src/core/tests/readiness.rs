@@ -99,6 +99,44 @@ fn a_new_version_halts_the_subnet_only_once_a_quorum_is_ready() {
 }
 
 #[test]
+fn a_restarted_nodes_word_replaces_the_one_it_gave_before_at_a_higher_height() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.settle();
+    deploy(&mut net);
+    say_ready(&mut net, &[0, 1]);
+    // Node 0, before a restart, had said "not ready" at height 40 (its peers hold that
+    // word); restarted from an older CUP, it now says "ready" at a lower height.
+    let mut old = net.cores[0]
+        .readiness()
+        .find(|r| r.signer == 0)
+        .unwrap()
+        .clone();
+    old.height = Height::new(40);
+    old.ready = false;
+    old.signature = net.cores[0].crypto().sign_node(
+        domain::UPGRADE_READINESS,
+        &signed_bytes(&version(), &old.signed_part()),
+    );
+    for i in 1..4 {
+        let now = net.clocks[i];
+        net.deliver(i, 0, now, Artifact::Readiness(old.clone()));
+        let held = net.cores[i].readiness().find(|r| r.signer == 0).unwrap();
+        assert!(!held.ready, "node {i} holds the higher word for now");
+    }
+    // Past height 40, its next re-sending signs its word anew at its height: peers take
+    // it. (Two ready nodes: the subnet runs on meanwhile.)
+    run_to(&mut net, 55);
+    for i in 1..4 {
+        let held = net.cores[i].readiness().find(|r| r.signer == 0).unwrap();
+        assert!(
+            held.ready && held.height > Height::new(40),
+            "node {i}: {held:?}"
+        );
+    }
+    assert!(net.cores.iter().all(|c| !c.is_halting()));
+}
+
+#[test]
 fn a_ready_word_that_is_forged_or_outside_a_summary_invalidates_the_block() {
     let mut net = Net::new(4, &[WALL; 4]);
     net.settle();

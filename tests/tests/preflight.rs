@@ -1,0 +1,169 @@
+//! A release that no node can get ready never halts the subnet. On a 4-node testnet:
+//! first a release whose only URL serves nothing, then one whose rehearsal fails
+//! (`testnet package --broken fails-check`). Each time every orchestrator says why it is
+//! not ready (`/status` `upgrade`), every replica shows every node's word, the subnet
+//! runs on through several summaries, and writes are acknowledged at the offered rate.
+//! Then a good release: all four nodes are ready, the subnet halts for it and switches,
+//! and every write acknowledged along the way reads back on every node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use tests::testnet::{Net, nodes};
+
+/// Seconds of load in each phase, at 20 writes/s.
+const LOAD_SECS: u64 = 8;
+
+#[test]
+fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Net::new(&tests::binaries(), &dir);
+    let d = net.d.clone();
+    net.prep_up(4);
+    let s = net.status();
+    let registry = s["registry_url"].as_str().unwrap().to_string();
+    let base_url = s["package_url_base"].as_str().unwrap().to_string();
+    let subnet = s["subnets"][0]["subnet_id"].as_str().unwrap().to_string();
+    let url_of = |key: &str| -> Vec<String> {
+        nodes(&s)
+            .iter()
+            .map(|n| n[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (orchestrators, replicas) = (url_of("orchestrator_url"), url_of("replica_url"));
+    let orchestrator = |i: usize| {
+        net.get(format!("{}/status", orchestrators[i]))
+            .unwrap_or_default()
+    };
+    let replica = |i: usize| {
+        net.get(format!("{}/api/v1/status", replicas[i]))
+            .unwrap_or_default()
+    };
+    let mut all_writes = Vec::new();
+    // Runs load for a phase; checks the subnet took it at the offered rate, never
+    // halting, and ran past at least one more summary (DKG interval 9).
+    let runs_on = |phase: &str, all_writes: &mut Vec<std::path::PathBuf>| {
+        let from = replica(0)["finalized_height"].as_u64().unwrap();
+        let out = tmp.path().join(format!("{phase}.jsonl"));
+        let acked = net.load(&out, LOAD_SECS);
+        all_writes.push(out);
+        let offered = 20 * LOAD_SECS as usize;
+        eprintln!("{phase}: {acked} of {offered} writes acknowledged");
+        assert!(
+            acked * 4 >= offered * 3,
+            "{phase}: {acked} of {offered} writes acknowledged"
+        );
+        for i in 0..4 {
+            let r = replica(i);
+            assert_eq!(r["halting"], false, "{phase}: node {i} {r}");
+            assert_eq!(r["replica_version"], "1.0.0", "{phase}: node {i} {r}");
+            let f = r["finalized_height"].as_u64().unwrap();
+            assert!(f > from + 10, "{phase}: node {i} went {from} -> {f}");
+        }
+    };
+
+    // 2.0.0: elected with a URL that serves nothing.
+    let unserved = tmp.path().join("2.0.0.tar.zst");
+    let sha2 = net.package("2.0.0", &unserved, true);
+    net.elect(
+        &registry,
+        "2.0.0",
+        &sha2,
+        &[&format!("{base_url}/nothing-here.tar.zst")],
+    );
+    net.deploy(&registry, &subnet, "2.0.0");
+    net.wait("every node cannot download 2.0.0", |_| {
+        (0..4).all(|i| {
+            let o = orchestrator(i);
+            o["upgrade"]["state"] == "failed"
+                && o["upgrade"]["target_version"] == "2.0.0"
+                && o["upgrade"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("nothing-here.tar.zst"))
+        })
+    });
+    runs_on("unserved", &mut all_writes);
+    // Every replica holds every node's word: not ready, and why.
+    let words = replica(0)["readiness"].clone();
+    let words = words.as_array().unwrap();
+    assert_eq!(words.len(), 4, "{words:?}");
+    for w in words {
+        assert_eq!(w["version"], "2.0.0", "{w}");
+        assert_eq!(w["ready"], false, "{w}");
+        assert!(w["reason"].as_str().unwrap().contains("download"), "{w}");
+    }
+
+    // 3.0.0: served, verified, and refused by its own rehearsal.
+    let broken = dir.join("packages/3.0.0.tar.zst");
+    let o = broken.to_str().unwrap();
+    let out = net.run(&[
+        "package",
+        "--version",
+        "3.0.0",
+        "--out",
+        o,
+        "--next-release",
+        "--broken",
+        "fails-check",
+    ]);
+    let sha3 = out.lines().last().unwrap().trim().to_string();
+    net.elect(
+        &registry,
+        "3.0.0",
+        &sha3,
+        &[&format!("{base_url}/3.0.0.tar.zst")],
+    );
+    net.deploy(&registry, &subnet, "3.0.0");
+    let refused = |o: &Value| {
+        o["upgrade"]["state"] == "failed"
+            && o["upgrade"]["target_version"] == "3.0.0"
+            && o["upgrade"]["preflight"]["ok"] == false
+            && o["upgrade"]["preflight"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("drill"))
+    };
+    net.wait("every node refuses 3.0.0 in preflight", |_| {
+        (0..4).all(|i| refused(&orchestrator(i)))
+    });
+    runs_on("fails-check", &mut all_writes);
+    for i in 0..4 {
+        let o = orchestrator(i);
+        assert!(refused(&o), "node {i}: {o}");
+        let log = std::fs::read_to_string(dir.join(format!("logs/node-{i}.log"))).unwrap();
+        assert!(
+            log.contains("refused the upgrade in preflight"),
+            "node {i}'s log"
+        );
+    }
+
+    // 4.0.0: a good next release. Every node passes preflight (a real migration of a
+    // checkpoint copy, schema 1 to 2), the subnet halts for it and switches.
+    let good = dir.join("packages/4.0.0.tar.zst");
+    let sha4 = net.package("4.0.0", &good, true);
+    net.elect(
+        &registry,
+        "4.0.0",
+        &sha4,
+        &[&format!("{base_url}/4.0.0.tar.zst")],
+    );
+    net.deploy(&registry, &subnet, "4.0.0");
+    net.wait("every node on 4.0.0", |s| {
+        nodes(s).iter().all(|n| n["running_version"] == "4.0.0")
+    });
+    let o = orchestrator(0);
+    let p = &o["upgrade"]["preflight"];
+    eprintln!("4.0.0 preflight on node 0: {p}");
+    let after = tmp.path().join("after.jsonl");
+    assert!(net.load(&after, LOAD_SECS) > 0, "no write after the switch");
+    all_writes.push(after);
+    for w in &all_writes {
+        let w = w.to_str().unwrap();
+        let report: Value =
+            serde_json::from_str(&net.run(&["verify", "--dir", &d, "--writes", w, "--json"]))
+                .unwrap();
+        assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+        assert_eq!(report["state_schemas"], serde_json::json!([2, 2, 2, 2]));
+    }
+    net.run(&["down", "--dir", &d]);
+}
