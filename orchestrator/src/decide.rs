@@ -22,7 +22,11 @@
 //!    version keeps running: the subnet needs it until a CUP passes its removal.
 //! 5. **Download ahead**: when the latest registry version assigns the subnet another
 //!    release than the one to run, fetch it now, so the switch does not wait for it.
-//! 6. The release to run is not the orchestrator's own (another version, or the same
+//! 6. **Recalled**: a release governance recalled (at the latest registry version: a
+//!    recall applies at once, not from a CUP) is never run, whichever CUP names it
+//!    ([`Decision::Hold`]: the replica stops and the node waits for a recovery CUP or a
+//!    new deployment), and never downloaded ahead.
+//! 7. The release to run is not the orchestrator's own (another version, or the same
 //!    version id with another package, as when a retired id is elected again):
 //!    [`Decision::Upgrade`]. A release is identified by its package's SHA-256; the
 //!    version id alone never decides what runs.
@@ -55,6 +59,8 @@ pub struct Release {
     /// The package's SHA-256, lowercase hex: the image's name.
     pub package_sha256: String,
     pub urls: Vec<String>,
+    /// Recalled by governance: never downloaded or run.
+    pub recalled: bool,
 }
 
 impl Release {
@@ -80,6 +86,7 @@ pub fn release_at<S: RegistryStore>(
         version: r.version,
         package_sha256: r.release_package_sha256_hex.to_ascii_lowercase(),
         urls: r.release_package_urls,
+        recalled: r.recalled,
     })
 }
 
@@ -103,6 +110,9 @@ pub enum Decision {
         cup: Box<Cup>,
         release: Release,
     },
+    /// The release to run was recalled: stop the replica, run and fetch nothing, and
+    /// wait for a recovery CUP or another deployment.
+    Hold { subnet: SubnetId, reason: String },
     /// Removed from the subnet: stop the replica; wipe its state if `wipe`.
     Leave { subnet: SubnetId, wipe: bool },
 }
@@ -206,6 +216,17 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
         Ok(r) => r,
         Err(reason) => return wait(reason),
     };
+    // A recall applies from the moment the registry copy has it, not from a CUP.
+    let recalled = release.recalled
+        || release_at(registry, &release.version, latest)
+            .is_ok_and(|r| r.recalled && r.package_sha256 == release.package_sha256);
+    if recalled {
+        let reason = format!(
+            "version {} is recalled by governance: waiting for a recovery CUP or another deployment to subnet {subnet}",
+            release.version
+        );
+        return Decision::Hold { subnet, reason };
+    }
     if !release.is_running(local) {
         return Decision::Upgrade {
             subnet,
@@ -216,7 +237,7 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
     // Ahead of time, and only a release the registry lists (none: nothing to fetch yet).
     let prefetch = release_at(registry, &at_latest.record.replica_version, latest)
         .ok()
-        .filter(|next| next != &release);
+        .filter(|next| next != &release && !next.recalled);
     Decision::Run {
         subnet,
         cup: Box::new(best),

@@ -582,6 +582,18 @@ impl Orchestrator {
                 tracing::debug!(%reason, "waiting");
                 None
             }
+            Decision::Hold { reason, .. } => {
+                if self.launch.is_some() || self.upgrade_state != "recalled" {
+                    tracing::error!(%reason, "holding: the release to run was recalled; its replica stops");
+                }
+                self.launch = None;
+                self.supervisor.stop().await;
+                self.upgrade_state = "recalled";
+                self.upgrade_target = None;
+                self.last_error = Some(reason);
+                preflight::clear_readiness(&self.node_dir);
+                None
+            }
             Decision::Leave { subnet, wipe } => {
                 tracing::info!(%subnet, wipe, "left the subnet: stopping the replica");
                 self.launch = None;

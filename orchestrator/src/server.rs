@@ -90,7 +90,8 @@ pub struct CupView {
 pub struct UpgradeView {
     /// `idle`, `downloading`, `preflight` (rehearsing the deployed release), `ready`
     /// (fetched, verified and rehearsed: this node's readiness is gossiped), `switching`
-    /// or `failed` (`last_error` and `preflight.reason` say why).
+    /// `failed` (`last_error` and `preflight.reason` say why), or `recalled` (the release
+    /// the CUP names was recalled: nothing runs until a recovery or a new deployment).
     pub state: &'static str,
     pub target_version: Option<ReplicaVersion>,
     pub last_error: Option<String>,

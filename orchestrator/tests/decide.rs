@@ -116,6 +116,7 @@ impl Fx {
             version: v(version),
             release_package_sha256_hex: sha256.to_string(),
             release_package_urls: vec!["http://127.0.0.1:9/2.tar.gz".into()],
+            recalled: false,
             extensions: Default::default(),
         };
         self.apply(vec![Mutation::Insert {
@@ -288,6 +289,59 @@ fn a_cup_that_names_the_running_release_keeps_it_although_the_registry_pins_anot
     assert!(
         matches!(&d, Decision::Run { release, prefetch: Some(next), .. }
             if release.version.as_str() == "1.0.0" && next.version.as_str() == "2.0.0"),
+        "{d:?}"
+    );
+}
+
+/// Governance recalls `version` (as `recall_version` writes it).
+fn recall(fx: &mut Fx, version: &str) -> RegistryVersion {
+    let key = keys::replica_version(&v(version));
+    let latest = fx.store.latest_version();
+    let bytes = fx.store.get(&key, latest).unwrap().unwrap();
+    let mut record = ReplicaVersionRecord::decode_value(&bytes).unwrap();
+    record.recalled = true;
+    fx.apply(vec![Mutation::Update {
+        key,
+        value: record.encode_value(),
+    }])
+}
+
+#[test]
+fn a_recalled_release_is_never_run_whichever_cup_names_it_until_a_recovery() {
+    let mut fx = Fx::new();
+    let at = fx.deploy("2.0.0");
+    let cup = fx.signed_cup(&fx.net, 30, at);
+    // Without the recall, this CUP upgrades a 1.0.0 node and keeps a 2.0.0 node running.
+    let d = decide(&fx.local(0, "1.0.0", Some(cup.clone())), &[], &fx.store);
+    assert!(matches!(d, Decision::Upgrade { .. }), "{d:?}");
+    recall(&mut fx, "2.0.0");
+    for running in ["1.0.0", "2.0.0"] {
+        let d = decide(&fx.local(0, running, Some(cup.clone())), &[], &fx.store);
+        assert!(
+            matches!(&d, Decision::Hold { reason, .. } if reason.contains("2.0.0 is recalled")),
+            "{running}: {d:?}"
+        );
+    }
+    // Nor is it downloaded ahead by a node whose CUP still runs 1.0.0.
+    let older = fx.signed_cup(&fx.net, 20, rv(1));
+    let d = decide(&fx.local(0, "1.0.0", Some(older)), &[], &fx.store);
+    assert!(matches!(&d, Decision::Run { prefetch: None, .. }), "{d:?}");
+    // A recovery onto 3.0.0 at the stalled height: the held node follows it.
+    fx.deploy("3.0.0");
+    let recovery = CupContentsRecord {
+        kind: CupContentsKind::Recovery,
+        height: Height::new(30),
+        time_ns: 5_000,
+        state_hash: CryptoHash([2; 32]),
+        extensions: Default::default(),
+    };
+    fx.apply(vec![Mutation::Update {
+        key: keys::cup_contents(&fx.subnet()),
+        value: recovery.encode_value(),
+    }]);
+    let d = decide(&fx.local(0, "2.0.0", Some(cup)), &[], &fx.store);
+    assert!(
+        matches!(&d, Decision::Upgrade { release, .. } if release.version.as_str() == "3.0.0"),
         "{d:?}"
     );
 }

@@ -95,6 +95,9 @@ pub struct ElectedVersionView {
     pub version: ReplicaVersion,
     pub sha256: String,
     pub urls: Vec<String>,
+    /// Recalled by governance (`recall_version`): never run again.
+    #[serde(default)]
+    pub recalled: bool,
 }
 
 impl From<&ReplicaVersionRecord> for ElectedVersionView {
@@ -103,6 +106,7 @@ impl From<&ReplicaVersionRecord> for ElectedVersionView {
             version: r.version.clone(),
             sha256: r.release_package_sha256_hex.clone(),
             urls: r.release_package_urls.clone(),
+            recalled: r.recalled,
         }
     }
 }

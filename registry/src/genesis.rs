@@ -116,6 +116,7 @@ impl Genesis {
                 version: v.version.clone(),
                 release_package_sha256_hex: v.sha256.clone(),
                 release_package_urls: v.urls.clone(),
+                recalled: false,
                 extensions: Default::default(),
             };
             insert(keys::replica_version(&v.version), r.encode_value());

@@ -27,6 +27,9 @@
 //!   proposal, the registry, and one time: the submission's when validating, the
 //!   adoption's when executing (a recovery CUP's time).
 //!
+//! - A recalled version (`recall_version`) stays elected, marked `recalled`; it cannot be
+//!   deployed or recovered onto, and orchestrators never run it (`orchestrator::decide`).
+//!
 //! Status: open -> adopted -> executed | failed; open -> rejected.
 
 use crate::{
@@ -78,6 +81,10 @@ pub enum ProposalKind {
         initial_notary_delay_ms: Option<u64>,
         dkg_interval_length: Option<u64>,
     },
+    /// Recall an elected release: no orchestrator downloads, rehearses or starts it again
+    /// (a node whose CUP names it waits for a recovery), and it can no longer be
+    /// deployed or recovered onto.
+    RecallVersion { version: ReplicaVersion },
     /// Bring a stuck subnet back: it runs `version` from a recovery CUP at `height` whose
     /// state is the one with `state_hash` (an operator reads both from any node's
     /// `/status`). Every orchestrator of the subnet prefers that CUP to any signed one at
@@ -98,6 +105,7 @@ impl ProposalKind {
             Self::DeployVersion { .. } => "deploy_version",
             Self::UpdateSubnetConfig { .. } => "update_subnet_config",
             Self::RecoverSubnet { .. } => "recover_subnet",
+            Self::RecallVersion { .. } => "recall_version",
         }
     }
 }
@@ -598,6 +606,7 @@ pub fn mutations_for(
                 version: version.clone(),
                 release_package_sha256_hex: sha256_hex.clone(),
                 release_package_urls: urls.clone(),
+                recalled: false,
                 extensions: Default::default(),
             };
             check_version(&record).map_err(|e| e.to_string())?;
@@ -681,6 +690,21 @@ pub fn mutations_for(
             height,
             state_hash,
         } => recover_subnet(registry, subnet, version, *height, *state_hash, at_ns),
+        ProposalKind::RecallVersion { version } => {
+            let mut record = registry
+                .versions
+                .get(version)
+                .cloned()
+                .ok_or(format!("version {version} is not elected"))?;
+            if record.recalled {
+                return Err(format!("version {version} is already recalled"));
+            }
+            record.recalled = true;
+            Ok(vec![Mutation::Update {
+                key: keys::replica_version(version),
+                value: record.encode_value(),
+            }])
+        }
     }
 }
 
@@ -695,10 +719,13 @@ fn subnet_for(
         .get(subnet)
         .cloned()
         .ok_or(format!("subnet {subnet} does not exist"))?;
-    if !registry.versions.contains_key(version) {
-        return Err(format!("version {version} is not elected: elect it first"));
+    match registry.versions.get(version) {
+        None => Err(format!("version {version} is not elected: elect it first")),
+        Some(v) if v.recalled => Err(format!(
+            "version {version} is recalled: elect a release under another version id"
+        )),
+        Some(_) => Ok(record),
     }
-    Ok(record)
 }
 
 /// The subnet's record names `version` and its CUP contents become a recovery at

@@ -98,6 +98,9 @@ types::extensible_record! {
         2 required release_package_sha256_hex: String,
         /// Where to download the package (http or https), tried in turn.
         3 required release_package_urls: Vec<String>,
+        /// Recalled by governance: no orchestrator downloads, rehearses or starts it
+        /// again, and no subnet can be deployed to or recovered onto it.
+        4 defaulted recalled: bool,
     }
 }
 

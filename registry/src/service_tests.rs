@@ -717,3 +717,46 @@ fn recover_subnet_writes_a_recovery_cup_and_the_release_at_one_version() {
     let cup = registry_cup(f.reg.store(), &subnet, f.reg.latest_version()).expect("CUP");
     assert_eq!(cup.content.state_hash, CryptoHash([6; 32]));
 }
+
+/// A recalled version stays listed, marked, and nothing can put a subnet on it again.
+#[test]
+fn a_recalled_version_cannot_be_deployed_or_recovered_onto() {
+    let mut f = Fixture::new(&[100, 100, 100]);
+    f.elect("2.0.0");
+    let subnet = f.subnet();
+    let recall = |version: &str| ProposalKind::RecallVersion {
+        version: v(version),
+    };
+    let id = f.propose(0, recall("2.0.0")).expect("valid");
+    assert_eq!(f.vote(1, id, Vote::Yes), Ok(ProposalStatus::Executed));
+    let snap = f.reg.snapshot().expect("snapshot");
+    assert!(snap.versions[&v("2.0.0")].recalled);
+    assert!(!snap.versions[&v("1.0.0")].recalled);
+    let before = f.reg.latest_version();
+    let refused = [
+        (recall("2.0.0"), "version 2.0.0 is already recalled"),
+        (recall("9.9.9"), "version 9.9.9 is not elected"),
+        (
+            Fixture::<MemoryStore>::deploy("2.0.0", subnet),
+            "version 2.0.0 is recalled",
+        ),
+        (
+            ProposalKind::RecoverSubnet {
+                subnet,
+                version: v("2.0.0"),
+                height: Height::new(10),
+                state_hash: CryptoHash([5; 32]),
+            },
+            "version 2.0.0 is recalled",
+        ),
+    ];
+    for (kind, why) in refused {
+        let e = f.propose(0, kind).unwrap_err().to_string();
+        assert!(e.contains(why), "{e} (expected: {why})");
+    }
+    assert_eq!(
+        f.reg.latest_version(),
+        before,
+        "nothing refused changed the registry"
+    );
+}

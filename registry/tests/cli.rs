@@ -105,6 +105,47 @@ fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
         (Some(200), Some(0), Some(300))
     );
     assert!(p["failure_reason"].is_null());
+
+    // Recall 2.0.0: `versions` shows it recalled (JSON and text).
+    let (code, out, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "recall-version",
+            "--version",
+            "2.0.0",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "proposal 3"), "{err}");
+    let (code, _, err) = nns(
+        url,
+        &["--neuron-key", s(&k1), "vote", "--proposal", "3", "--yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = nns(url, &["versions", "--json"]);
+    let versions: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let recalled = |v: &str| {
+        versions
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|x| x["version"] == v)
+            .map(|x| x["recalled"].clone())
+    };
+    assert_eq!(
+        recalled("2.0.0"),
+        Some(serde_json::json!(true)),
+        "{versions}"
+    );
+    assert_eq!(
+        recalled("1.0.0"),
+        Some(serde_json::json!(false)),
+        "{versions}"
+    );
+    let (_, out, _) = nns(url, &["versions"]);
+    assert!(out.contains("2.0.0 (recalled)"), "{out}");
 }
 
 #[test]

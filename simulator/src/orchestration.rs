@@ -149,6 +149,7 @@ fn version_record(version: &ReplicaVersion) -> Mutation {
             version: version.clone(),
             release_package_sha256_hex: package_sha256(version),
             release_package_urls: vec![format!("https://releases.sim/{version}.tar.zst")],
+            recalled: false,
             extensions: Default::default(),
         }
         .encode_value(),
@@ -421,7 +422,7 @@ impl Sim {
             Decision::Run { cup, release, .. } | Decision::Upgrade { cup, release, .. } => {
                 Some((*cup, release.version))
             }
-            Decision::Wait { .. } => None,
+            Decision::Wait { .. } | Decision::Hold { .. } => None,
             other => {
                 if self.is_honest(i as usize) {
                     self.checker

@@ -110,6 +110,11 @@ enum Proposal {
         #[arg(long)]
         dkg_interval_length: Option<u64>,
     },
+    /// Recall an elected release: no node downloads or starts it again.
+    RecallVersion {
+        #[arg(long)]
+        version: ReplicaVersion,
+    },
     /// Bring a stuck subnet back on an elected release, from a recovery CUP at a height
     /// whose state hash any of its nodes reports (orchestrator `/status`, `cup`).
     RecoverSubnet {
@@ -277,8 +282,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 vs.iter()
                     .map(|v| {
                         format!(
-                            "{} sha256 {} urls {}",
+                            "{}{} sha256 {} urls {}",
                             v.version,
+                            if v.recalled { " (recalled)" } else { "" },
                             v.sha256,
                             v.urls.join(" ")
                         )
@@ -374,6 +380,9 @@ impl Proposal {
                 unit_delay_ms: *unit_delay_ms,
                 initial_notary_delay_ms: *initial_notary_delay_ms,
                 dkg_interval_length: *dkg_interval_length,
+            },
+            Self::RecallVersion { version } => ProposalKind::RecallVersion {
+                version: version.clone(),
             },
             Self::RecoverSubnet {
                 subnet,
