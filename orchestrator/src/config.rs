@@ -8,6 +8,7 @@
 //! poll_interval_ms = 1000
 //! replica_stop_grace_ms = 5000
 //! tls_extra_ca_file = "mirror-ca.pem"          # optional: more CAs for https package URLs
+//! webhooks = ["http://127.0.0.1:9000/events"]  # optional: a JSON event at every upgrade step
 //! ```
 //!
 //! `https://` URLs use rustls (ring) with the Mozilla roots compiled in, so they work
@@ -35,7 +36,14 @@ pub struct NodeConfig {
     /// More CA certificates (PEM) trusted for `https://` package URLs.
     #[serde(default)]
     pub tls_extra_ca_file: Option<PathBuf>,
+    /// URLs (http or https) that get a JSON event at every step of an upgrade
+    /// (`crate::notify`).
+    #[serde(default)]
+    pub webhooks: Vec<String>,
 }
+
+/// The most webhook URLs.
+pub const MAX_WEBHOOKS: usize = 8;
 
 fn default_images_dir() -> PathBuf {
     PathBuf::from("images")
@@ -94,6 +102,15 @@ impl NodeConfig {
         if self.replica_stop_grace_ms > 600_000 {
             return Err("replica_stop_grace_ms must be at most 600000".into());
         }
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            return Err(format!("webhooks: at most {MAX_WEBHOOKS} URLs"));
+        }
+        for u in &self.webhooks {
+            let parsed = url::Url::parse(u).map_err(|e| format!("webhook URL {u:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("webhook URL {u:?} must be http or https"));
+            }
+        }
         if self.images_dir.as_os_str().is_empty() {
             return Err("images_dir must not be empty".into());
         }
@@ -146,6 +163,10 @@ mod tests {
                 "poll_interval_ms",
             ),
             (text("[\"http://x\"]", KEY, "surprise = 1"), "unknown field"),
+            (
+                text("[\"http://x\"]", KEY, "webhooks = [\"ftp://x\"]"),
+                "webhook URL",
+            ),
             ("listen = \"nope\"".to_string(), "listen"),
         ];
         for (t, want) in cases {

@@ -9,6 +9,7 @@
 //! - [`node`]: the loop around it ([`node::Orchestrator`]): replicate, collect, decide, act.
 //! - [`peers`]: asking peers for CUPs beside the loop, each answer bounded and verified.
 //! - [`fetch`]: downloading and unpacking a release beside the loop.
+//! - [`notify`]: a JSON event per upgrade step to `node.toml`'s webhooks, never blocking.
 //! - [`preflight`]: the deployed release rehearsed beside the loop before any halt, and
 //!   this node's readiness for it, which the replica gossips.
 //! - [`switch`]: the new release's rehearsal and the re-execution into it.
@@ -23,6 +24,8 @@ pub mod decide;
 pub mod fetch;
 #[cfg(feature = "io")]
 pub mod node;
+#[cfg(feature = "io")]
+pub mod notify;
 #[cfg(feature = "io")]
 pub mod peers;
 #[cfg(feature = "io")]

@@ -22,6 +22,7 @@ use crate::{
     config::NodeConfig,
     decide::{Decision, Local, Release, decide},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
+    notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
     preflight,
     process::{Launch, Supervisor},
@@ -101,6 +102,14 @@ pub struct Orchestrator {
     preflight_done: Option<(PreflightView, Instant)>,
     /// The latest failed download: its package and why.
     download_error: Option<(String, String)>,
+    notifier: Notifier,
+    /// Steps already posted, by step and what they are about (each is posted once).
+    notified: BTreeSet<(&'static str, String)>,
+    /// This process was re-executed into by the previous release's orchestrator.
+    just_switched: bool,
+    /// After a switch, until a CUP above it: the CUP height switched at, and the
+    /// replica restarts then (more restarts before a newer CUP: unhealthy).
+    watching_health: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -178,6 +187,7 @@ impl Orchestrator {
             started: std::time::Instant::now(),
         });
         let grace = Duration::from_millis(cfg.replica_stop_grace_ms);
+        let notifier = Notifier::start(&cfg.webhooks)?;
         Ok((
             Self {
                 node_dir: node_dir.to_path_buf(),
@@ -207,6 +217,10 @@ impl Orchestrator {
                 preflight_job: None,
                 preflight_done: None,
                 download_error: None,
+                notifier,
+                notified: BTreeSet::new(),
+                just_switched: false,
+                watching_health: None,
                 best_seen: None,
             },
             shared,
@@ -225,6 +239,8 @@ impl Orchestrator {
                 _ = &mut stop => break,
             }
             if let Some((binary, sha256)) = self.tick().await {
+                // The queued steps would die with this process.
+                self.notifier.flush(Duration::from_secs(2)).await;
                 // Re-execute into the new release's orchestrator. Only returns on error.
                 let err = switch::exec_into(&binary, &self.node_dir, &sha256);
                 self.fail(format!("cannot execute {}: {err}", binary.display()));
@@ -268,6 +284,7 @@ impl Orchestrator {
                     inherited = inherited.is_some(),
                     "the running image is intact"
                 );
+                self.just_switched = inherited.as_deref() == Some(sha.as_str());
                 self.verified.insert(sha);
             }
             Err(e) => {
@@ -276,6 +293,31 @@ impl Orchestrator {
                 self.fail(format!("the running image failed its check: {e}"));
             }
         }
+    }
+
+    /// Posts an upgrade step to the webhooks, once per step and `key`.
+    fn step(
+        &mut self,
+        step: &'static str,
+        version: &types::ReplicaVersion,
+        key: &str,
+        detail: String,
+    ) {
+        if self.notified.len() > 1024 {
+            self.notified.clear();
+        }
+        if !self.notified.insert((step, key.to_string())) {
+            return;
+        }
+        let subnet = self.best_seen.as_ref().map(|c| c.content().subnet_id);
+        self.notifier.notify(notify::Event {
+            node: self.node_id,
+            subnet,
+            version: Some(version.clone()),
+            step,
+            time_unix_ms: unix_ms(),
+            detail,
+        });
     }
 
     fn fail(&mut self, e: String) {
@@ -476,6 +518,13 @@ impl Orchestrator {
         match result {
             Ok(()) => {
                 tracing::info!(version = %release.version, package = %release.package_sha256, "release unpacked and verified");
+                let detail = format!("{bytes} bytes, verified and unpacked");
+                self.step(
+                    "downloaded",
+                    &release.version,
+                    &release.package_sha256,
+                    detail,
+                );
                 self.download_backoff.remove(&release.package_sha256);
                 self.verified.insert(release.package_sha256.clone());
                 self.prune(&release);
@@ -483,6 +532,7 @@ impl Orchestrator {
             Err(e) => {
                 let sha = release.package_sha256.clone();
                 self.download_error = Some((sha.clone(), e.to_string()));
+                self.step("download_failed", &release.version, &sha, e.to_string());
                 let wait = self
                     .download_backoff
                     .get(&sha)
@@ -583,6 +633,8 @@ impl Orchestrator {
                 None
             }
             Decision::Hold { reason, .. } => {
+                let running = self.image.version.clone();
+                self.step("recalled", &running, "hold", reason.clone());
                 if self.launch.is_some() || self.upgrade_state != "recalled" {
                     tracing::error!(%reason, "holding: the release to run was recalled; its replica stops");
                 }
@@ -639,6 +691,7 @@ impl Orchestrator {
                         preflight::clear_readiness(&self.node_dir);
                     }
                 }
+                self.watch(&cup, &release);
                 let image = release::image_dir(&self.images, &release.package_sha256);
                 self.launch = Some(Launch {
                     binary: image.join(release::REPLICA_BINARY),
@@ -655,6 +708,14 @@ impl Orchestrator {
                     self.fail(e);
                     return None;
                 }
+                let h = cup.content().height;
+                let detail = format!("the CUP at height {h} names it ({})", cup.kind_name());
+                self.step(
+                    "cup_signed",
+                    &release.version,
+                    &release.package_sha256,
+                    detail,
+                );
                 // The old replica cannot start from the halting CUP: no restarts now.
                 self.launch = None;
                 self.upgrade_target = Some(release.clone());
@@ -677,6 +738,8 @@ impl Orchestrator {
     /// then rehearsed beside the loop; and tells the replica this node's verdict, which
     /// it gossips as its readiness.
     fn prepare(&mut self, next: &Release) {
+        let detail = format!("the registry deploys package {}", next.package_sha256);
+        self.step("deployed_seen", &next.version, &next.package_sha256, detail);
         self.ensure_fetching(next);
         let sha = &next.package_sha256;
         let (state, ready, reason) = if !self.ready(next) {
@@ -747,6 +810,23 @@ impl Orchestrator {
             return;
         };
         self.preflight_job = None;
+        let (step, detail) = if verdict.ok {
+            let ms = verdict
+                .migration_ms
+                .map(|m| format!(", migration {m} ms"))
+                .unwrap_or_default();
+            (
+                "preflight_passed",
+                format!("rehearsed in {} ms{ms}", verdict.elapsed_ms),
+            )
+        } else {
+            (
+                "preflight_failed",
+                verdict.reason.clone().unwrap_or_default(),
+            )
+        };
+        let key = format!("{} {}", verdict.package_sha256, verdict.finished_unix_ms);
+        self.step(step, &verdict.version.clone(), &key, detail);
         if verdict.ok {
             tracing::info!(version = %verdict.version, migration_ms = ?verdict.migration_ms, "preflight passed: this node is ready");
             self.last_error = None;
@@ -762,6 +842,42 @@ impl Orchestrator {
             ));
         }
         self.preflight_done = Some((verdict, Instant::now()));
+    }
+
+    /// The steps after a switch or a recovery: `switched` once this release runs,
+    /// `healthy` once the subnet made a CUP above the one it switched at, `unhealthy`
+    /// if its replica exited before that; `recovered` when a recovery CUP is run from.
+    fn watch(&mut self, cup: &Cup, release: &Release) {
+        let h = cup.content().height.get();
+        let sha = release.package_sha256.clone();
+        if let Cup::Registry(r) = cup
+            && r.kind == cup::RegistryCupKind::Recovery
+        {
+            let detail = format!("running from the recovery CUP at height {h}");
+            self.step("recovered", &release.version, &format!("{sha} {h}"), detail);
+        }
+        if self.just_switched {
+            self.just_switched = false;
+            let detail = format!("running from the CUP at height {h}");
+            self.step("switched", &release.version, &sha, detail);
+            self.watching_health = Some((h, self.supervisor.restarts));
+        }
+        let Some((at, restarts)) = self.watching_health else {
+            return;
+        };
+        if h > at {
+            self.watching_health = None;
+            let detail = format!("the subnet made the CUP at height {h} on this release");
+            self.step("healthy", &release.version, &sha, detail);
+        } else if self.supervisor.restarts > restarts {
+            let exit = self.supervisor.last_exit.clone().unwrap_or_default();
+            self.step(
+                "unhealthy",
+                &release.version,
+                &sha,
+                format!("the replica exited: {exit}"),
+            );
+        }
     }
 
     /// Rehearses `release` (verified and unpacked) and switches to it: stops the replica,
@@ -833,6 +949,9 @@ impl Orchestrator {
     }
 
     fn publish(&self) {
+        if let Ok(mut c) = self.shared.counters.lock() {
+            c.webhook_events_dropped = self.notifier.dropped();
+        }
         let best = self.best_seen.clone();
         if let Ok(mut s) = self.shared.status.lock() {
             s.subnet_id = best.as_ref().map(|c| c.content().subnet_id);

@@ -161,6 +161,8 @@ pub struct Counters {
     pub download_failures: u64,
     /// Preflights of a deployed release that failed (this node was not ready).
     pub preflight_failures: u64,
+    /// Upgrade-step events dropped because a webhook's queue was full.
+    pub webhook_events_dropped: u64,
     pub registry_poll_failures: u64,
     pub last_switch_unix_ms: u64,
     /// Peer answers refused at a limit (too large, too slow) or for a bad signature.
@@ -478,6 +480,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "counter",
         "Preflights of a deployed release that failed.",
         c.preflight_failures,
+    );
+    metric(
+        "webhook_events_dropped_total",
+        "counter",
+        "Upgrade-step events dropped because a webhook's queue was full.",
+        c.webhook_events_dropped,
     );
     metric(
         "registry_poll_failures_total",

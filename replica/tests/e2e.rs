@@ -260,6 +260,27 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
     check_agreement(&client, &mut net, &before).await;
 
     deploy_2_0_0(&net);
+    // No node is ready for 2.0.0 yet (no orchestrator here wrote its verdict): the
+    // summaries pin it and the subnet runs on, past two of them (DKG interval 9).
+    let pinned = status(&client, &net.url(0)).await.unwrap()["finalized_height"]
+        .as_u64()
+        .unwrap();
+    wait_for(&client, &mut net, &all, "two more summaries", |s| {
+        s["finalized_height"].as_u64() > Some(pinned + 20)
+    })
+    .await;
+    for i in 0..NODES {
+        let s = status(&client, &net.url(i)).await.unwrap();
+        assert_eq!(
+            s["halting"], false,
+            "node {i} halts with no node ready: {s}"
+        );
+    }
+    // Each node's orchestrator would now say: ready (its preflight passed).
+    for i in 0..NODES {
+        let verdict = r#"{"version":"2.0.0","ready":true,"reason":"preflight passed"}"#;
+        std::fs::write(net.node_dir(i).join("upgrade-readiness.json"), verdict).unwrap();
+    }
     wait_for(
         &client,
         &mut net,
@@ -298,6 +319,8 @@ async fn replicas_halt_at_a_cup_for_an_upgrade_and_the_next_version_resumes_from
     }
     let halting = Cup::decode(&bytes).unwrap();
     assert_eq!(halting.content().replica_version.as_str(), "1.0.0");
+    let next = halting.content().next_replica_version.as_ref();
+    assert_eq!(next.map(|v| v.as_str()), Some("2.0.0"));
     for i in 0..NODES {
         net.kill(i);
     }

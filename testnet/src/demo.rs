@@ -2,11 +2,21 @@
 
 use super::*;
 
-pub(crate) fn demo(as_json: bool) -> Result<(), String> {
+/// What `testnet demo` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    Upgrade,
+    Recovery,
+}
+
+pub(crate) fn demo(as_json: bool, scenario: Scenario) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
     let nodes = 4;
-    prep(&dir, nodes, 9, 3, free_base(nodes)?)?;
-    let result = demo_in(&dir);
+    prep(&dir, nodes, 9, 3, free_base(nodes)?, &[])?;
+    let result = match scenario {
+        Scenario::Upgrade => demo_in(&dir),
+        Scenario::Recovery => scenario::recovery_in(&dir),
+    };
     let _ = down(&dir);
     match result {
         Ok(summary) => {
@@ -93,24 +103,18 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         "packaged 2.0.0, the next release: state schema 2 (values get checksums), the append method, artifacts on icup-consensus/2 (sha256 {})",
         &sha[..16]
     ));
-    let key = |i: usize| dir.join("neurons").join(format!("neuron-{i}.key"));
     let url = format!("http://127.0.0.1:{}/packages/2.0.0.tar.zst", l.package_port);
-    let id = |out: String| out.trim_start_matches("proposal ").to_string();
-    let p = id(nns(
-        &registry,
-        &key(0),
-        &[
-            "propose",
-            "elect-version",
-            "--version",
-            "2.0.0",
-            "--sha256",
-            &sha,
-            "--url",
-            &url,
-        ],
-    )?);
-    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    let elect = [
+        "propose",
+        "elect-version",
+        "--version",
+        "2.0.0",
+        "--sha256",
+        &sha,
+        "--url",
+        &url,
+    ];
+    let p = scenario::govern(dir, &registry, &elect)?;
     event(format!("proposal {p} (elect 2.0.0) adopted"));
     let subnets: Value = rt.block_on(async {
         get(&client, &format!("{registry}/api/v1/subnets"))
@@ -121,24 +125,21 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let p = id(nns(
-        &registry,
-        &key(0),
-        &[
-            "propose",
-            "deploy-version",
-            "--subnet",
-            &subnet,
-            "--version",
-            "2.0.0",
-        ],
-    )?);
-    nns(&registry, &key(1), &["vote", "--proposal", &p, "--yes"])?;
+    let deploy = [
+        "propose",
+        "deploy-version",
+        "--subnet",
+        &subnet,
+        "--version",
+        "2.0.0",
+    ];
+    let p = scenario::govern(dir, &registry, &deploy)?;
     event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
     let deployed_at = Instant::now();
 
     // Watch: halting, the CUP, each node's switch and migration, the first block on 2.0.0.
     let mut halting_at: Option<Instant> = None;
+    let mut ready = vec![false; l.nodes.len()];
     let mut switched = vec![false; l.nodes.len()];
     let mut migrated = vec![false; l.nodes.len()];
     let mut all_running_at: Option<Instant> = None;
@@ -155,13 +156,23 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
                 &format!("http://{}/status", n.orchestrator_address),
             ));
             let on_b = r.as_ref().is_some_and(|r| r["replica_version"] == "2.0.0");
+            let preflight = o.as_ref().map(|o| o["upgrade"]["preflight"].clone());
+            if !ready[i]
+                && let Some(p) = preflight.filter(|p| p["ok"] == true)
+            {
+                ready[i] = true;
+                event(format!(
+                    "node {i}: ready for 2.0.0 (preflight passed: migration of a checkpoint copy, schema {} to {}, {} ms)",
+                    p["schema_from"], p["schema_to"], p["migration_ms"]
+                ));
+            }
             if halting_at.is_none()
                 && r.as_ref()
                     .is_some_and(|r| r["halting"] == true || r["halted"] == true)
             {
                 halting_at = Some(Instant::now());
                 event(format!(
-                    "node {i}: halting (updates now get \"subnet is upgrading\")"
+                    "node {i}: halting, a summary carried n - f ready words (updates now get \"subnet is upgrading\")"
                 ));
             }
             if !switched[i] && o.as_ref().is_some_and(|o| o["running_version"] == "2.0.0") {

@@ -14,6 +14,7 @@
 mod demo;
 mod procs;
 mod query;
+mod scenario;
 mod story;
 
 use demo::*;
@@ -67,6 +68,10 @@ enum Cmd {
         /// 0: a range where nothing listens now.
         #[arg(long, default_value_t = 31000)]
         base_port: u16,
+        /// A URL every node's orchestrator posts a JSON event to at each upgrade step
+        /// (node.toml `webhooks`); repeat for more.
+        #[arg(long = "webhook")]
+        webhooks: Vec<String>,
     },
     /// Start the registry, the package server and the orchestrators in the background.
     Up {
@@ -142,6 +147,11 @@ enum Cmd {
     Demo {
         #[arg(long)]
         json: bool,
+        /// `upgrade` (the default): the next release under load. `recovery`: a release
+        /// that fails preflight never halts the subnet, one that crashes at start strands
+        /// it, and `recover-subnet` brings it back.
+        #[arg(long, value_enum, default_value_t = Scenario::Upgrade)]
+        scenario: Scenario,
     },
     /// Stop node I's orchestrator and replica, keeping its directory.
     StopNode {
@@ -203,10 +213,14 @@ fn main() -> ExitCode {
             dkg_interval,
             neurons,
             base_port,
-        } => match base_port {
-            0 => free_base(nodes).and_then(|base| prep(&dir, nodes, dkg_interval, neurons, base)),
-            base => prep(&dir, nodes, dkg_interval, neurons, base),
-        },
+            webhooks,
+        } => {
+            let base = match base_port {
+                0 => free_base(nodes),
+                base => Ok(base),
+            };
+            base.and_then(|base| prep(&dir, nodes, dkg_interval, neurons, base, &webhooks))
+        }
         Cmd::Up { dir } => up(&dir),
         Cmd::Status { dir, json } => status(&dir, json),
         Cmd::Package {
@@ -231,7 +245,7 @@ fn main() -> ExitCode {
             duration,
             out,
         } => load(&dir, rate, duration, &out),
-        Cmd::Demo { json } => demo(json),
+        Cmd::Demo { json, scenario } => demo(json, scenario),
         Cmd::StopNode { dir, node } => stop_node(&dir, node),
         Cmd::StartNode {
             dir,
@@ -310,7 +324,14 @@ fn package(
     Ok(sha)
 }
 
-fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result<(), String> {
+fn prep(
+    dir: &Path,
+    nodes: usize,
+    dkg: u64,
+    neurons: usize,
+    base: u16,
+    webhooks: &[String],
+) -> Result<(), String> {
     if dir.join("testnet.json").exists() {
         return Err(format!("{} already holds a testnet", dir.display()));
     }
@@ -380,11 +401,13 @@ fn prep(dir: &Path, nodes: usize, dkg: u64, neurons: usize, base: u16) -> Result
     let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
     let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
     for n in &layout.nodes {
+        let hooks: Vec<String> = webhooks.iter().map(|u| format!("{u:?}")).collect();
         let toml = format!(
-            "registry_urls = [\"http://127.0.0.1:{}\"]\nregistry_root_key = \"{}\"\nlisten = \"{}\"\npoll_interval_ms = 300\n",
+            "registry_urls = [\"http://127.0.0.1:{}\"]\nregistry_root_key = \"{}\"\nlisten = \"{}\"\npoll_interval_ms = 300\nwebhooks = [{}]\n",
             layout.registry_port,
             root_key.trim(),
-            n.orchestrator_address
+            n.orchestrator_address,
+            hooks.join(", ")
         );
         std::fs::write(n.dir.join("node.toml"), toml).map_err(io(&n.dir))?;
         let images = n.dir.join("images");

@@ -4,12 +4,67 @@
 //! not ready (`/status` `upgrade`), every replica shows every node's word, the subnet
 //! runs on through several summaries, and writes are acknowledged at the offered rate.
 //! Then a good release: all four nodes are ready, the subnet halts for it and switches,
-//! and every write acknowledged along the way reads back on every node.
+//! every write acknowledged along the way reads back on every node, and a webhook
+//! receiver got every step of that upgrade, in order, from every node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use tests::testnet::{Net, nodes};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tests::testnet::{Net, base_port, nodes};
+
+type Events = Arc<Mutex<Vec<Value>>>;
+
+/// A webhook receiver on a free port: its URL, and the events it got.
+fn receiver() -> (String, Events) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", l.local_addr().unwrap());
+    let got: Events = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            if let Some(event) = read_post(s) {
+                g.lock().unwrap().push(event);
+            }
+        }
+    });
+    (url, got)
+}
+
+/// One request's JSON body (Content-Length bounded at 64 KiB), answered with 200.
+fn read_post(mut s: TcpStream) -> Option<Value> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let body = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 65536 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break buf[end + 4..end + 4 + len].to_vec();
+            }
+        }
+    };
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    serde_json::from_slice(&body).ok()
+}
 
 /// Seconds of load in each phase, at 20 writes/s.
 const LOAD_SECS: u64 = 8;
@@ -20,7 +75,11 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
-    net.prep_up(4);
+    let (hook, events) = receiver();
+    let base = base_port().to_string();
+    let prep = ["prep", "--dir", &d, "--nodes", "4", "--dkg-interval", "9"];
+    net.run(&[&prep[..], &["--base-port", &base, "--webhook", &hook]].concat());
+    net.run(&["up", "--dir", &d]);
     let s = net.status();
     let registry = s["registry_url"].as_str().unwrap().to_string();
     let base_url = s["package_url_base"].as_str().unwrap().to_string();
@@ -164,6 +223,48 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
                 .unwrap();
         assert_eq!(report["lost"], serde_json::json!([]), "{report}");
         assert_eq!(report["state_schemas"], serde_json::json!([2, 2, 2, 2]));
+    }
+    // Every node posted every step of the 4.0.0 upgrade, in order (the old
+    // orchestrator's steps, then the new one's).
+    let steps = [
+        "deployed_seen",
+        "downloaded",
+        "preflight_passed",
+        "cup_signed",
+        "switched",
+        "healthy",
+    ];
+    let ids: Vec<String> = nodes(&s)
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect();
+    let of = |id: &str| -> Vec<String> {
+        let all = events.lock().unwrap();
+        all.iter()
+            .filter(|e| e["node"] == id && e["version"] == "4.0.0")
+            .map(|e| e["step"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let start = Instant::now();
+    while !ids.iter().all(|id| of(id) == steps) {
+        let seen: Vec<Vec<String>> = ids.iter().map(|id| of(id)).collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "webhook steps per node: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The refused releases were reported too.
+    let all = events.lock().unwrap().clone();
+    for (version, step) in [("2.0.0", "download_failed"), ("3.0.0", "preflight_failed")] {
+        for id in &ids {
+            assert!(
+                all.iter().any(|e| e["node"] == id.as_str()
+                    && e["version"] == version
+                    && e["step"] == step),
+                "node {id}: no {step} for {version}"
+            );
+        }
     }
     net.run(&["down", "--dir", &d]);
 }
