@@ -27,7 +27,9 @@ use crate::{
     preflight,
     process::{Launch, Supervisor},
     ratelimit::RateLimiter,
-    server::{CupRequest, CupView, Nonce, PreflightView, Shared, StatusView, UpgradeView},
+    server::{
+        CupRequest, CupView, HealthView, Nonce, PreflightView, Shared, StatusView, UpgradeView,
+    },
     switch::{self, VERIFIED_IMAGE_ENV},
 };
 use cup::Cup;
@@ -110,6 +112,8 @@ pub struct Orchestrator {
     /// After a switch, until a CUP above it: the CUP height switched at, and the
     /// replica restarts then (more restarts before a newer CUP: unhealthy).
     watching_health: Option<(u64, u64)>,
+    /// `/status`'s `upgrade.health`, once this process switched.
+    health: Option<HealthView>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -175,6 +179,7 @@ impl Orchestrator {
                     target_package_sha256: None,
                     download: None,
                     preflight: None,
+                    health: None,
                 },
                 decision: "starting".into(),
             }),
@@ -221,6 +226,7 @@ impl Orchestrator {
                 notified: BTreeSet::new(),
                 just_switched: false,
                 watching_health: None,
+                health: None,
                 best_seen: None,
             },
             shared,
@@ -861,22 +867,44 @@ impl Orchestrator {
             let detail = format!("running from the CUP at height {h}");
             self.step("switched", &release.version, &sha, detail);
             self.watching_health = Some((h, self.supervisor.restarts));
+            self.health = Some(HealthView {
+                state: "watching",
+                reason: None,
+                switched_at_cup_height: h,
+                replica_restarts: 0,
+                last_exit: None,
+            });
         }
         let Some((at, restarts)) = self.watching_health else {
             return;
         };
+        let since = self.supervisor.restarts.saturating_sub(restarts);
+        let last_exit = self.supervisor.last_exit.clone();
         if h > at {
             self.watching_health = None;
             let detail = format!("the subnet made the CUP at height {h} on this release");
+            self.set_health("healthy", Some(detail.clone()), since, last_exit);
             self.step("healthy", &release.version, &sha, detail);
-        } else if self.supervisor.restarts > restarts {
-            let exit = self.supervisor.last_exit.clone().unwrap_or_default();
-            self.step(
-                "unhealthy",
-                &release.version,
-                &sha,
-                format!("the replica exited: {exit}"),
-            );
+        } else if since > 0 {
+            let exit = last_exit.clone().unwrap_or_default();
+            let reason = format!("the replica exited: {exit}");
+            self.set_health("unhealthy", Some(reason.clone()), since, last_exit);
+            self.step("unhealthy", &release.version, &sha, reason);
+        }
+    }
+
+    fn set_health(
+        &mut self,
+        state: &'static str,
+        reason: Option<String>,
+        restarts: u64,
+        last_exit: Option<String>,
+    ) {
+        if let Some(h) = self.health.as_mut() {
+            h.state = state;
+            h.reason = reason;
+            h.replica_restarts = restarts;
+            h.last_exit = last_exit;
         }
     }
 
@@ -987,6 +1015,7 @@ impl Orchestrator {
                             .is_some_and(|t| t.package_sha256 == v.package_sha256)
                     })
                     .map(|(v, _)| v.clone()),
+                health: self.health.clone(),
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())

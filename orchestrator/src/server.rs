@@ -101,6 +101,22 @@ pub struct UpgradeView {
     pub download: Option<DownloadView>,
     /// The latest preflight of the target release, once one finished.
     pub preflight: Option<PreflightView>,
+    /// After this node switched releases: whether the new one works (null before any
+    /// switch by this process).
+    pub health: Option<HealthView>,
+}
+
+/// `/status`'s `upgrade.health`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HealthView {
+    /// `watching` (switched, no newer CUP yet), `healthy` (the subnet made a CUP above
+    /// the one switched at, on this release) or `unhealthy` (the replica exited first).
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub switched_at_cup_height: u64,
+    /// Replica restarts since the switch, and the latest exit (a crash loop shows here).
+    pub replica_restarts: u64,
+    pub last_exit: Option<String>,
 }
 
 /// A finished preflight: the deployed release's `replica --check` against this node's

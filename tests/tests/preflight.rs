@@ -254,6 +254,11 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // And `/status` says the same.
+    for i in 0..4 {
+        let o = orchestrator(i);
+        assert_eq!(o["upgrade"]["health"]["state"], "healthy", "node {i}: {o}");
+    }
     // The refused releases were reported too.
     let all = events.lock().unwrap().clone();
     for (version, step) in [("2.0.0", "download_failed"), ("3.0.0", "preflight_failed")] {

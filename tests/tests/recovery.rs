@@ -66,6 +66,8 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
             && o["upgrade"]["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("exit status: 1"))
+            && o["upgrade"]["health"]["state"] == "unhealthy"
+            && o["upgrade"]["health"]["replica_restarts"].as_u64() > Some(0)
     };
     net.wait("every node stranded on 2.0.0", |_| (0..4).all(stranded));
     let cups: Vec<Value> = (0..4).map(|i| orchestrator(i)["cup"].clone()).collect();
