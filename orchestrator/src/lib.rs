@@ -1,12 +1,16 @@
 //! The node's supervisor: registry replication, CUP collection, the version decision,
 //! release downloads and the switch to a new version by re-executing itself.
 //!
-//! Without the default feature `io` the crate is [`decide`] alone (the simulator's use).
+//! Without the default feature `io` the crate is [`decide`] and [`upgrade`] alone (the
+//! simulator's use).
 //!
 //! - [`config`]: `node.toml`, validated.
 //! - [`decide`]: the decision as a pure function of the local CUP, peers' CUPs and the
 //!   registry copy, with its rules in the module docs.
-//! - [`node`]: the loop around it ([`node::Orchestrator`]): replicate, collect, decide, act.
+//! - [`upgrade`]: the upgrade as a typed state machine, pure like `decide`: (time,
+//!   decision, what the effects reported) to a phase and the effects to carry out.
+//! - [`node`]: the loop around them ([`node::Orchestrator`]): replicate, collect, decide,
+//!   step the machine, carry its effects out.
 //! - [`peers`]: asking peers for CUPs beside the loop, each answer bounded and verified.
 //! - [`fetch`]: downloading and unpacking a release beside the loop.
 //! - [`notify`]: a JSON event per upgrade step to `node.toml`'s webhooks, never blocking.
@@ -20,6 +24,7 @@
 #[cfg(feature = "io")]
 pub mod config;
 pub mod decide;
+// Pure like `decide`: the simulator drives the same transitions.
 #[cfg(feature = "io")]
 pub mod fetch;
 #[cfg(feature = "io")]
@@ -38,3 +43,4 @@ pub mod ratelimit;
 pub mod server;
 #[cfg(feature = "io")]
 pub mod switch;
+pub mod upgrade;

@@ -20,7 +20,7 @@
 
 use crate::{
     config::NodeConfig,
-    decide::{Decision, Local, Release, decide},
+    decide::{Local, Release, decide},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
@@ -31,7 +31,10 @@ use crate::{
         CupRequest, CupView, HealthView, Nonce, PreflightView, Shared, StatusView, UpgradeView,
     },
     switch::{self, VERIFIED_IMAGE_ENV},
+    upgrade::Upgrade,
 };
+
+mod act;
 use cup::Cup;
 use registry::{
     client::RegistryClient,
@@ -86,8 +89,10 @@ pub struct Orchestrator {
     /// Package hashes whose images this process checked file by file (or unpacked).
     verified: BTreeSet<String>,
     shared: Arc<Shared>,
-    upgrade_state: &'static str,
-    upgrade_target: Option<Release>,
+    /// The upgrade's typed state; its effects are carried out by [`Self::apply`].
+    upgrade: Upgrade,
+    /// The machine's clock: milliseconds since this process started.
+    started: Instant,
     last_error: Option<String>,
     image_check_ms: u64,
     /// Peers' CUPs from the latest finished round.
@@ -96,24 +101,15 @@ pub struct Orchestrator {
     best_seen: Option<Cup>,
     /// Per package: the current wait after a failed download, and until when.
     download_backoff: BTreeMap<String, (Duration, Instant)>,
-    /// Per package: a refused rehearsal, and when to rehearse again.
-    refused: BTreeMap<String, Instant>,
+    /// Per package: a refused rehearsal, and when to rehearse again (the machine's clock).
+    refused: BTreeMap<String, u64>,
     /// The preflight of the deployed release running beside the loop.
     preflight_job: Option<preflight::Job>,
-    /// The latest finished preflight, and when it finished.
-    preflight_done: Option<(PreflightView, Instant)>,
+    /// The latest finished preflight, and when it finished (the machine's clock).
+    preflight_done: Option<(PreflightView, u64)>,
     /// The latest failed download: its package and why.
     download_error: Option<(String, String)>,
     notifier: Notifier,
-    /// Steps already posted, by step and what they are about (each is posted once).
-    notified: BTreeSet<(&'static str, String)>,
-    /// This process was re-executed into by the previous release's orchestrator.
-    just_switched: bool,
-    /// After a switch, until a CUP above it: the CUP height switched at, and the
-    /// replica restarts then (more restarts before a newer CUP: unhealthy).
-    watching_health: Option<(u64, u64)>,
-    /// `/status`'s `upgrade.health`, once this process switched.
-    health: Option<HealthView>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -212,8 +208,8 @@ impl Orchestrator {
                 job: None,
                 verified: BTreeSet::new(),
                 shared: shared.clone(),
-                upgrade_state: "idle",
-                upgrade_target: None,
+                upgrade: Upgrade::new(false),
+                started: Instant::now(),
                 last_error: None,
                 image_check_ms: 0,
                 peer_cups: Vec::new(),
@@ -223,10 +219,6 @@ impl Orchestrator {
                 preflight_done: None,
                 download_error: None,
                 notifier,
-                notified: BTreeSet::new(),
-                just_switched: false,
-                watching_health: None,
-                health: None,
                 best_seen: None,
             },
             shared,
@@ -249,8 +241,9 @@ impl Orchestrator {
                 self.notifier.flush(Duration::from_secs(2)).await;
                 // Re-execute into the new release's orchestrator. Only returns on error.
                 let err = switch::exec_into(&binary, &self.node_dir, &sha256);
-                self.fail(format!("cannot execute {}: {err}", binary.display()));
-                self.upgrade_state = "failed";
+                let reason = format!("cannot execute {}: {err}", binary.display());
+                self.upgrade.failed(reason.clone());
+                self.fail(reason);
             }
             self.publish();
         }
@@ -290,7 +283,7 @@ impl Orchestrator {
                     inherited = inherited.is_some(),
                     "the running image is intact"
                 );
-                self.just_switched = inherited.as_deref() == Some(sha.as_str());
+                self.upgrade = Upgrade::new(inherited.as_deref() == Some(sha.as_str()));
                 self.verified.insert(sha);
             }
             Err(e) => {
@@ -301,25 +294,13 @@ impl Orchestrator {
         }
     }
 
-    /// Posts an upgrade step to the webhooks, once per step and `key`.
-    fn step(
-        &mut self,
-        step: &'static str,
-        version: &types::ReplicaVersion,
-        key: &str,
-        detail: String,
-    ) {
-        if self.notified.len() > 1024 {
-            self.notified.clear();
-        }
-        if !self.notified.insert((step, key.to_string())) {
-            return;
-        }
+    /// Posts an upgrade step to the webhooks (the machine posts each step once).
+    fn post(&self, step: &'static str, version: types::ReplicaVersion, detail: String) {
         let subnet = self.best_seen.as_ref().map(|c| c.content().subnet_id);
         self.notifier.notify(notify::Event {
             node: self.node_id,
             subnet,
-            version: Some(version.clone()),
+            version: Some(version),
             step,
             time_unix_ms: unix_ms(),
             detail,
@@ -521,16 +502,13 @@ impl Orchestrator {
                 c.download_failures += 1;
             }
         }
+        let fx = self
+            .upgrade
+            .downloaded(&release, &result.clone().map(|()| bytes));
+        self.apply(fx).await;
         match result {
             Ok(()) => {
                 tracing::info!(version = %release.version, package = %release.package_sha256, "release unpacked and verified");
-                let detail = format!("{bytes} bytes, verified and unpacked");
-                self.step(
-                    "downloaded",
-                    &release.version,
-                    &release.package_sha256,
-                    detail,
-                );
                 self.download_backoff.remove(&release.package_sha256);
                 self.verified.insert(release.package_sha256.clone());
                 self.prune(&release);
@@ -538,7 +516,6 @@ impl Orchestrator {
             Err(e) => {
                 let sha = release.package_sha256.clone();
                 self.download_error = Some((sha.clone(), e.to_string()));
-                self.step("download_failed", &release.version, &sha, e.to_string());
                 let wait = self
                     .download_backoff
                     .get(&sha)
@@ -547,7 +524,6 @@ impl Orchestrator {
                     .min(DOWNLOAD_BACKOFF_MAX);
                 self.download_backoff
                     .insert(sha, (wait, Instant::now() + wait));
-                self.upgrade_state = "failed";
                 self.fail(format!("downloading {}: {e}", release.version));
             }
         }
@@ -609,359 +585,6 @@ impl Orchestrator {
         ));
     }
 
-    /// The download state of `release` for `/status`.
-    fn download_state(&self, release: &Release) -> &'static str {
-        if self.ready(release) {
-            "ready"
-        } else if self
-            .download_backoff
-            .get(&release.package_sha256)
-            .is_some_and(|(_, until)| Instant::now() < *until)
-        {
-            "failed"
-        } else {
-            "downloading"
-        }
-    }
-
-    async fn act(&mut self, decision: Decision) -> Option<(PathBuf, String)> {
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.decision = format!("{decision:?}").chars().take(200).collect();
-        }
-        match decision {
-            Decision::Unassigned => {
-                self.launch = None;
-                self.supervisor.stop().await;
-                None
-            }
-            Decision::Wait { reason } => {
-                tracing::debug!(%reason, "waiting");
-                None
-            }
-            Decision::Hold { reason, .. } => {
-                let running = self.image.version.clone();
-                self.step("recalled", &running, "hold", reason.clone());
-                if self.launch.is_some() || self.upgrade_state != "recalled" {
-                    tracing::error!(%reason, "holding: the release to run was recalled; its replica stops");
-                }
-                self.launch = None;
-                self.supervisor.stop().await;
-                self.upgrade_state = "recalled";
-                self.upgrade_target = None;
-                self.last_error = Some(reason);
-                preflight::clear_readiness(&self.node_dir);
-                None
-            }
-            Decision::Leave { subnet, wipe } => {
-                tracing::info!(%subnet, wipe, "left the subnet: stopping the replica");
-                self.launch = None;
-                self.supervisor.stop().await;
-                if wipe {
-                    for d in ["replica", "cups"] {
-                        let _ = std::fs::remove_dir_all(self.node_dir.join(d));
-                    }
-                    let _ = std::fs::remove_file(cup_path(&self.node_dir));
-                    if let Ok(mut b) = self.shared.best_cup.lock() {
-                        *b = None;
-                    }
-                }
-                None
-            }
-            Decision::Run {
-                cup,
-                release,
-                prefetch,
-                ..
-            } => {
-                if let Err(e) = self.persist_best(&cup) {
-                    self.fail(e);
-                    return None;
-                }
-                if !self.ready(&release) {
-                    // The running image failed its check: fetch and unpack it again; no
-                    // replica starts from it meanwhile.
-                    self.launch = None;
-                    self.upgrade_target = Some(release.clone());
-                    self.ensure_fetching(&release);
-                    self.upgrade_state = self.download_state(&release);
-                    return None;
-                }
-                match &prefetch {
-                    Some(next) => {
-                        self.upgrade_target = Some(next.clone());
-                        self.prepare(next);
-                    }
-                    None => {
-                        self.upgrade_state = "idle";
-                        self.upgrade_target = None;
-                        preflight::clear_readiness(&self.node_dir);
-                    }
-                }
-                self.watch(&cup, &release);
-                let image = release::image_dir(&self.images, &release.package_sha256);
-                self.launch = Some(Launch {
-                    binary: image.join(release::REPLICA_BINARY),
-                    node_dir: self.node_dir.clone(),
-                    version: release.version.clone(),
-                    cup: cup_path(&self.node_dir),
-                    cup_height: cup.content().height,
-                });
-                self.keep_replica_alive();
-                None
-            }
-            Decision::Upgrade { cup, release, .. } => {
-                if let Err(e) = self.persist_best(&cup) {
-                    self.fail(e);
-                    return None;
-                }
-                let h = cup.content().height;
-                let detail = format!("the CUP at height {h} names it ({})", cup.kind_name());
-                self.step(
-                    "cup_signed",
-                    &release.version,
-                    &release.package_sha256,
-                    detail,
-                );
-                // The old replica cannot start from the halting CUP: no restarts now.
-                self.launch = None;
-                self.upgrade_target = Some(release.clone());
-                let sha = release.package_sha256.clone();
-                if self.refused.get(&sha).is_some_and(|t| Instant::now() < *t) {
-                    // A refused rehearsal is retried later; state and error stay.
-                    return None;
-                }
-                if !self.ready(&release) {
-                    self.ensure_fetching(&release);
-                    self.upgrade_state = self.download_state(&release);
-                    return None;
-                }
-                self.switch(release).await
-            }
-        }
-    }
-
-    /// Gets the release the registry deploys ready before any halt: fetched, verified,
-    /// then rehearsed beside the loop; and tells the replica this node's verdict, which
-    /// it gossips as its readiness.
-    fn prepare(&mut self, next: &Release) {
-        let detail = format!("the registry deploys package {}", next.package_sha256);
-        self.step("deployed_seen", &next.version, &next.package_sha256, detail);
-        self.ensure_fetching(next);
-        let sha = &next.package_sha256;
-        let (state, ready, reason) = if !self.ready(next) {
-            let state = self.download_state(next);
-            let reason = match &self.download_error {
-                Some((failed, e)) if failed == sha && state == "failed" => {
-                    format!("cannot download {}: {e}", next.version)
-                }
-                _ => format!("downloading {}", next.version),
-            };
-            (state, false, reason)
-        } else {
-            let verdict = self
-                .preflight_done
-                .as_ref()
-                .filter(|(v, _)| &v.package_sha256 == sha);
-            match verdict {
-                Some((v, _)) if v.ok => ("ready", true, "preflight passed".to_string()),
-                Some((v, at)) => {
-                    let reason = v.reason.clone().unwrap_or_default();
-                    if at.elapsed() >= preflight::PREFLIGHT_RETRY {
-                        self.start_preflight(next);
-                    }
-                    ("failed", false, format!("preflight failed: {reason}"))
-                }
-                None => {
-                    self.start_preflight(next);
-                    ("preflight", false, "preflight running".to_string())
-                }
-            }
-        };
-        self.upgrade_state = state;
-        if let Err(e) = preflight::write_readiness(&self.node_dir, &next.version, ready, &reason) {
-            self.fail(e);
-        }
-    }
-
-    /// Starts rehearsing `release` (verified and unpacked) beside the loop, unless it is.
-    fn start_preflight(&mut self, release: &Release) {
-        if self
-            .preflight_job
-            .as_ref()
-            .is_some_and(|j| &j.release == release)
-        {
-            return;
-        }
-        let image = match release::inspect_image(&self.images, &release.package_sha256) {
-            Ok(i) => i,
-            Err(e) => {
-                self.fail(format!("preflight of {}: {e}", release.version));
-                return;
-            }
-        };
-        tracing::info!(version = %release.version, "preflight: rehearsing the deployed release beside the loop");
-        self.preflight_job = Some(preflight::Job::spawn(
-            release.clone(),
-            self.node_dir.clone(),
-            cup_path(&self.node_dir),
-            image,
-        ));
-    }
-
-    async fn take_preflight_result(&mut self) {
-        let Some(job) = self.preflight_job.as_mut() else {
-            return;
-        };
-        let Some(verdict) = job.take_if_done().await else {
-            return;
-        };
-        self.preflight_job = None;
-        let (step, detail) = if verdict.ok {
-            let ms = verdict
-                .migration_ms
-                .map(|m| format!(", migration {m} ms"))
-                .unwrap_or_default();
-            (
-                "preflight_passed",
-                format!("rehearsed in {} ms{ms}", verdict.elapsed_ms),
-            )
-        } else {
-            (
-                "preflight_failed",
-                verdict.reason.clone().unwrap_or_default(),
-            )
-        };
-        let key = format!("{} {}", verdict.package_sha256, verdict.finished_unix_ms);
-        self.step(step, &verdict.version.clone(), &key, detail);
-        if verdict.ok {
-            tracing::info!(version = %verdict.version, migration_ms = ?verdict.migration_ms, "preflight passed: this node is ready");
-            self.last_error = None;
-        } else {
-            let reason = verdict.reason.clone().unwrap_or_default();
-            tracing::error!(to = %verdict.version, %reason, "refused the upgrade in preflight: this node is not ready for it; the subnet runs on");
-            if let Ok(mut c) = self.shared.counters.lock() {
-                c.preflight_failures += 1;
-            }
-            self.fail(format!(
-                "refused {} in preflight: {reason}",
-                verdict.version
-            ));
-        }
-        self.preflight_done = Some((verdict, Instant::now()));
-    }
-
-    /// The steps after a switch or a recovery: `switched` once this release runs,
-    /// `healthy` once the subnet made a CUP above the one it switched at, `unhealthy`
-    /// if its replica exited before that; `recovered` when a recovery CUP is run from.
-    fn watch(&mut self, cup: &Cup, release: &Release) {
-        let h = cup.content().height.get();
-        let sha = release.package_sha256.clone();
-        if let Cup::Registry(r) = cup
-            && r.kind == cup::RegistryCupKind::Recovery
-        {
-            let detail = format!("running from the recovery CUP at height {h}");
-            self.step("recovered", &release.version, &format!("{sha} {h}"), detail);
-        }
-        if self.just_switched {
-            self.just_switched = false;
-            let detail = format!("running from the CUP at height {h}");
-            self.step("switched", &release.version, &sha, detail);
-            self.watching_health = Some((h, self.supervisor.restarts));
-            self.health = Some(HealthView {
-                state: "watching",
-                reason: None,
-                switched_at_cup_height: h,
-                replica_restarts: 0,
-                last_exit: None,
-            });
-        }
-        let Some((at, restarts)) = self.watching_health else {
-            return;
-        };
-        let since = self.supervisor.restarts.saturating_sub(restarts);
-        let last_exit = self.supervisor.last_exit.clone();
-        if h > at {
-            self.watching_health = None;
-            let detail = format!("the subnet made the CUP at height {h} on this release");
-            self.set_health("healthy", Some(detail.clone()), since, last_exit);
-            self.step("healthy", &release.version, &sha, detail);
-        } else if since > 0 {
-            let exit = last_exit.clone().unwrap_or_default();
-            let reason = format!("the replica exited: {exit}");
-            self.set_health("unhealthy", Some(reason.clone()), since, last_exit);
-            self.step("unhealthy", &release.version, &sha, reason);
-        }
-    }
-
-    fn set_health(
-        &mut self,
-        state: &'static str,
-        reason: Option<String>,
-        restarts: u64,
-        last_exit: Option<String>,
-    ) {
-        if let Some(h) = self.health.as_mut() {
-            h.state = state;
-            h.reason = reason;
-            h.replica_restarts = restarts;
-            h.last_exit = last_exit;
-        }
-    }
-
-    /// Rehearses `release` (verified and unpacked) and switches to it: stops the replica,
-    /// points `images/current` at it, and returns its orchestrator to re-execute into.
-    async fn switch(&mut self, release: Release) -> Option<(PathBuf, String)> {
-        let sha = release.package_sha256.clone();
-        let image = match release::inspect_image(&self.images, &sha) {
-            Ok(i) if i.version == release.version && self.verified.contains(&sha) => i,
-            Ok(i) => {
-                self.upgrade_state = "failed";
-                self.fail(format!(
-                    "refused to run image {}: it is version {} and was {}verified by this orchestrator, the registry lists {} for {}",
-                    i.dir.display(),
-                    i.version,
-                    if self.verified.contains(&sha) { "" } else { "not " },
-                    sha,
-                    release.version
-                ));
-                return None;
-            }
-            Err(e) => {
-                self.upgrade_state = "failed";
-                self.fail(format!("refused to run {}: {e}", release.version));
-                return None;
-            }
-        };
-        // The rehearsal: the new release checks it can start from this node's CUP and
-        // state, writing nothing, while the running replica stays up.
-        if let Err(e) = switch::rehearse(&self.node_dir, &cup_path(&self.node_dir), &image).await {
-            self.upgrade_state = "failed";
-            tracing::error!(
-                from = %self.image.version,
-                to = %release.version,
-                reason = %e,
-                "refused the upgrade: the new release cannot start from this node's state; the running replica and the state stay as they are"
-            );
-            self.fail(format!("refused {}: {e}", release.version));
-            self.refused.insert(sha, Instant::now() + REHEARSAL_RETRY);
-            return None;
-        }
-        self.refused.remove(&sha);
-        self.upgrade_state = "switching";
-        self.publish();
-        tracing::info!(from = %self.image.version, to = %release.version, package = %sha, "switching releases");
-        self.supervisor.stop().await;
-        if let Err(e) = release::switch_current(&self.images, &sha) {
-            self.upgrade_state = "failed";
-            self.fail(format!("switching to {}: {e}", release.version));
-            return None;
-        }
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.last_switch_unix_ms = unix_ms();
-        }
-        Some((image.orchestrator_binary(), sha))
-    }
-
     /// Keeps `cup` as the best CUP if it differs from the persisted one (durably).
     fn persist_best(&mut self, cup: &Cup) -> Result<(), String> {
         let path = cup_path(&self.node_dir);
@@ -996,26 +619,27 @@ impl Orchestrator {
             let last_error = self
                 .last_error
                 .clone()
+                .or_else(|| self.upgrade.phase().reason().map(str::to_string))
                 .or_else(|| self.supervisor.last_exit.clone());
+            let target = self.upgrade.target();
             s.upgrade = UpgradeView {
-                state: self.upgrade_state,
-                target_version: self.upgrade_target.as_ref().map(|r| r.version.clone()),
+                state: self.upgrade.phase().name(),
+                target_version: target.map(|r| r.version.clone()),
                 last_error,
-                target_package_sha256: self
-                    .upgrade_target
-                    .as_ref()
-                    .map(|r| r.package_sha256.clone()),
+                target_package_sha256: target.map(|r| r.package_sha256.clone()),
                 download: self.job.as_ref().map(Job::view),
                 preflight: self
                     .preflight_done
                     .as_ref()
-                    .filter(|(v, _)| {
-                        self.upgrade_target
-                            .as_ref()
-                            .is_some_and(|t| t.package_sha256 == v.package_sha256)
-                    })
+                    .filter(|(v, _)| target.is_some_and(|t| t.package_sha256 == v.package_sha256))
                     .map(|(v, _)| v.clone()),
-                health: self.health.clone(),
+                health: self.upgrade.health().map(|h| HealthView {
+                    state: h.state.name(),
+                    reason: h.reason.clone(),
+                    switched_at_cup_height: h.switched_at_cup_height,
+                    replica_restarts: h.replica_restarts,
+                    last_exit: h.last_exit.clone(),
+                }),
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())

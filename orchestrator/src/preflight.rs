@@ -13,9 +13,6 @@ use std::{
 
 /// Where the verdict is written for the replica (`replica::node_dir::READINESS_FILE`).
 pub const READINESS_FILE: &str = "upgrade-readiness.json";
-/// A failed preflight is run again after this long (a checkpoint or the registry may
-/// have changed; a mirror may have been fixed).
-pub const PREFLIGHT_RETRY: Duration = Duration::from_secs(20);
 
 /// One preflight running beside the loop.
 #[derive(Debug)]
