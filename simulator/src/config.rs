@@ -15,6 +15,9 @@ pub struct SimConfig {
     /// they gossip "not ready". With more than `f` of them the subnet must never halt
     /// for B and must keep finalizing on A.
     pub unready: usize,
+    /// Governance strands the subnet on release B (a recall, or a release that crashes
+    /// at start) as soon as it halts for it, then adopts a recovery onto release A.
+    pub strand: Option<Strand>,
     /// Seeds that are multiples of this run with the real BLS and ed25519 code (0: none).
     pub real_crypto_every: u64,
     pub dkg_interval_length: u64,
@@ -42,6 +45,7 @@ impl SimConfig {
             heights,
             upgrade_at: None,
             unready: 0,
+            strand: None,
             real_crypto_every: 0,
             dkg_interval_length: 9,
             faults: true,
@@ -75,6 +79,9 @@ impl SimConfig {
         }
         if self.unready > 0 {
             c.push_str(&format!(" --unready {}", self.unready));
+        }
+        if let Some(s) = self.strand {
+            c.push_str(&format!(" --strand {}", s.name()));
         }
         if !self.faults {
             c.push_str(" --no-faults");

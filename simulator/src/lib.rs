@@ -22,6 +22,7 @@ mod byzantine;
 mod checker;
 mod clock;
 mod config;
+mod machines;
 mod orchestration;
 mod run;
 mod sim_crypto;
@@ -31,6 +32,7 @@ pub use byzantine::{BEHAVIORS, Byzantine};
 use checker::Checker;
 use clock::Clock;
 pub use config::{SimConfig, SimResult};
+pub use machines::Strand;
 pub use run::{run_seed, tolerated};
 use state::Disk;
 
@@ -97,6 +99,10 @@ enum SimEvent {
     /// The orchestrator's periodic look at its peers' CUPs.
     OrchestratorTick {
         node: NodeIndex,
+    },
+    /// Governance adopts a recovery of the subnet stranded at `height`.
+    Recover {
+        height: Height,
     },
 }
 
@@ -168,6 +174,9 @@ pub struct Sim {
     /// about time needs to know of the parent).
     block_times: BTreeMap<CryptoHash, u64>,
     sync: state::SyncStats,
+    /// Each node's orchestrator upgrade machine (machines.rs).
+    machines: Vec<machines::Machine>,
+    strand: machines::StrandState,
 }
 
 fn hash(parts: &[&[u8]]) -> CryptoHash {
@@ -218,6 +227,7 @@ impl Sim {
         let subnet = SubnetId(hash(&[b"subnet", &seed.to_be_bytes()]).0);
         let orch = orchestration::Orchestration::new(&cfg, &keys, subnet, &version_a, &mut rng);
         let genesis = orch.genesis_base();
+        let package_a = orchestration::package_sha256(&version_a);
         // Byzantine nodes and their behaviors.
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
@@ -300,6 +310,10 @@ impl Sim {
             orch,
             block_times: BTreeMap::new(),
             sync: state::SyncStats::default(),
+            machines: (0..n)
+                .map(|_| machines::Machine::new(package_a.clone()))
+                .collect(),
+            strand: Default::default(),
         };
         sim.draw_clocks();
         if sim.cfg.faults {
@@ -450,6 +464,7 @@ impl Sim {
             max_block_time_skew_ns: BLOCK_TIME_SKEW_NS,
             broken_rule: self.cfg.broken_rule,
         };
+        self.check_not_recalled(i, &version);
         let crypto = self.crypto_for(i);
         let node = &mut self.nodes[i as usize];
         node.disk
@@ -661,6 +676,7 @@ impl Sim {
                     // node sends), and honest nodes may switch on a peer's CUP first.
                     self.checker.any_halts.insert(cup_height);
                     self.log(&[b"halted", &i.to_be_bytes(), &cup_height.get().to_be_bytes()]);
+                    self.maybe_strand(cup_height);
                     // The orchestrator notices the CUP and switches the release.
                     let delay = self.rng.random_range(100 * MS..1000 * MS);
                     self.push(self.now + delay, SimEvent::Switch { node: i });
@@ -692,26 +708,8 @@ impl Sim {
             return;
         }
         self.upgrade_published = true;
-        let version = RegistryVersion::new(2);
-        let info = SubnetInfo {
-            replica_version: self.version_b.clone(),
-            halt_at_cup_height: false,
-            is_halted: false,
-        };
-        self.published.push((version, info.clone()));
-        self.orch.publish_release(&self.subnet, &self.version_b);
-        for node in 0..self.cfg.nodes as NodeIndex {
-            // Each node sees the new version as stable after its own delay.
-            let delay = self.rng.random_range(0..500 * MS);
-            self.push(
-                self.now + delay,
-                SimEvent::Registry {
-                    node,
-                    version,
-                    info: info.clone(),
-                },
-            );
-        }
+        let version = self.orch.publish_release(&self.subnet, &self.version_b);
+        self.publish_registry(version, self.version_b.clone());
     }
 
     /// (Re)starts node `i` where its orchestrator decides (`orchestration.rs`); if it
@@ -720,6 +718,9 @@ impl Sim {
         let Some((base, version)) = self.orchestrator_choice(i) else {
             return;
         };
+        if self.crashes_at_start(i, &version) {
+            return;
+        }
         // The state at the CUP height: its own, or synced from its peers.
         if !self.ensure_state(i, base.height, base.state_hash) {
             self.push(self.now + SEC, SimEvent::Restart { node: i });
@@ -776,6 +777,7 @@ impl Sim {
                 );
                 self.orchestrator_tick(node);
             }
+            SimEvent::Recover { height } => self.recover(height),
             SimEvent::Partition { side } => self.partition = Some(side),
             SimEvent::Heal => self.partition = None,
         }

@@ -138,7 +138,7 @@ pub(crate) struct Orchestration {
     memo: Vec<Option<(CryptoHash, Decision)>>,
 }
 
-fn package_sha256(version: &ReplicaVersion) -> String {
+pub(crate) fn package_sha256(version: &ReplicaVersion) -> String {
     hex::encode(Sha256::digest(format!("package of {version}").as_bytes()))
 }
 
@@ -286,7 +286,69 @@ impl Orchestration {
     }
 
     /// Governance deploys `version` to `subnet`: one new registry version.
-    pub(crate) fn publish_release(&mut self, subnet: &SubnetId, version: &ReplicaVersion) {
+    pub(crate) fn publish_release(
+        &mut self,
+        subnet: &SubnetId,
+        version: &ReplicaVersion,
+    ) -> RegistryVersion {
+        let record = self.subnet_record(subnet, version);
+        self.apply(vec![record, version_record(version)])
+    }
+
+    /// Governance recalls `version`: one new registry version.
+    pub(crate) fn recall_release(&mut self, version: &ReplicaVersion) -> RegistryVersion {
+        let Mutation::Insert { key, value } = version_record(version) else {
+            unreachable!("version_record inserts");
+        };
+        let mut record = ReplicaVersionRecord::decode_value(&value).expect("the record decodes");
+        record.recalled = true;
+        let value = record.encode_value();
+        self.apply(vec![Mutation::Update { key, value }])
+    }
+
+    /// Governance adopts `recover-subnet`: `subnet` back on `version`, and a recovery
+    /// CUP at the height of `stalled` with its state hash.
+    pub(crate) fn recover(
+        &mut self,
+        subnet: &SubnetId,
+        version: &ReplicaVersion,
+        stalled: &CupContent,
+    ) -> RegistryVersion {
+        let contents = CupContentsRecord {
+            kind: CupContentsKind::Recovery,
+            height: stalled.height,
+            time_ns: stalled.block_time_ns,
+            state_hash: stalled.state_hash,
+            extensions: Default::default(),
+        };
+        let record = self.subnet_record(subnet, version);
+        self.apply(vec![
+            record,
+            Mutation::Update {
+                key: keys::cup_contents(subnet),
+                value: contents.encode_value(),
+            },
+        ])
+    }
+
+    /// The CUP the published registry builds for `subnet` now.
+    pub(crate) fn published_registry_cup(&self, subnet: &SubnetId) -> RegistryCup {
+        registry_cup(&self.published, subnet, self.published.latest_version())
+            .expect("the registry has CUP contents")
+    }
+
+    /// Whether node `i`'s registry copy recalls `version` at its latest version.
+    pub(crate) fn recalled_in_copy(&self, i: NodeIndex, version: &ReplicaVersion) -> bool {
+        let copy = &self.copies[i as usize];
+        copy.get(&keys::replica_version(version), copy.latest_version())
+            .ok()
+            .flatten()
+            .and_then(|b| ReplicaVersionRecord::decode_value(&b).ok())
+            .is_some_and(|r| r.recalled)
+    }
+
+    /// An update of `subnet`'s record to run `version`.
+    fn subnet_record(&self, subnet: &SubnetId, version: &ReplicaVersion) -> Mutation {
         let latest = self.published.latest_version();
         let bytes = self
             .published
@@ -296,15 +358,17 @@ impl Orchestration {
             .expect("the subnet is in the registry");
         let mut record = SubnetRecord::decode_value(&bytes).expect("the record decodes");
         record.replica_version = version.clone();
+        Mutation::Update {
+            key: keys::subnet_record(subnet),
+            value: record.encode_value(),
+        }
+    }
+
+    fn apply(&mut self, mutations: Vec<Mutation>) -> RegistryVersion {
         self.published
-            .apply(&[
-                Mutation::Update {
-                    key: keys::subnet_record(subnet),
-                    value: record.encode_value(),
-                },
-                version_record(version),
-            ])
-            .expect("the upgrade is a valid registry change");
+            .apply(&mutations)
+            .expect("governance's change is a valid registry change");
+        self.published.latest_version()
     }
 
     /// Node `i`'s copy catches up with the published registry to `version`.
@@ -418,19 +482,13 @@ impl Sim {
                 d
             }
         };
-        match decision {
-            Decision::Run { cup, release, .. } | Decision::Upgrade { cup, release, .. } => {
-                Some((*cup, release.version))
-            }
-            Decision::Wait { .. } | Decision::Hold { .. } => None,
-            other => {
-                if self.is_honest(i as usize) {
-                    self.checker
-                        .violation(format!("node {i}'s orchestrator decided {other:?}"));
-                }
-                None
-            }
+        if matches!(decision, Decision::Unassigned | Decision::Leave { .. })
+            && self.is_honest(i as usize)
+        {
+            self.checker
+                .violation(format!("node {i}'s orchestrator decided {decision:?}"));
         }
+        self.step_machine(i, &decision)
     }
 
     /// The (base, release) node `i` starts from now: a tick's choice, or a new decision.
@@ -456,7 +514,7 @@ impl Sim {
     }
 
     /// The rule: an honest node starts only from a CUP a core assembled from a quorum's
-    /// shares, or from the registry's genesis CUP.
+    /// shares, or from the registry's genesis CUP or the recovery CUP governance adopted.
     fn check_start_cup(&mut self, i: NodeIndex, cup: &Cup) {
         if !self.is_honest(i as usize) {
             return;
@@ -466,7 +524,9 @@ impl Sim {
                 .checker
                 .quorum_cups
                 .contains(&CryptoHash::sha256(s.content_bytes())),
-            Cup::Registry(r) => *r == self.orch.genesis_cup,
+            Cup::Registry(r) => {
+                *r == self.orch.genesis_cup || self.strand.recovery.as_ref() == Some(r)
+            }
         };
         if !known {
             let c = cup.content();
@@ -483,7 +543,6 @@ impl Sim {
     /// it finalized, or one that names another release (as the orchestrator does); start
     /// it if an earlier decision had to wait.
     pub(crate) fn orchestrator_tick(&mut self, node: NodeIndex) {
-        self.offer_readiness(node);
         if self.orch.pending_start[node as usize] {
             self.restart_from_best(node);
             return;
@@ -507,36 +566,9 @@ impl Sim {
         }
     }
 
-    /// The orchestrator's preflight verdict on release B, once its registry copy deploys
-    /// it: ready, except on the configured unready nodes (the last honest ones). The
-    /// core signs and gossips a word only when it changes.
-    fn offer_readiness(&mut self, node: NodeIndex) {
-        let i = node as usize;
-        if !self.upgrade_published
-            || self.orch.copies[i].latest_version() < RegistryVersion::new(2)
-            || self.nodes[i].version == self.version_b
-        {
-            return;
-        }
-        let honest: Vec<usize> = (0..self.cfg.nodes).filter(|j| self.is_honest(*j)).collect();
-        let unready = honest.iter().rev().take(self.cfg.unready).any(|j| *j == i);
-        let now = self.clock_of(node);
-        let version = self.version_b.clone();
-        if let Some(c) = self.nodes[i].core.as_mut() {
-            c.on_event(
-                now,
-                Event::Readiness {
-                    version,
-                    ready: !unready,
-                    reason: if unready {
-                        "preflight failed (simulated)".into()
-                    } else {
-                        String::new()
-                    },
-                },
-            );
-            self.after_event(node);
-        }
+    /// Node `i`'s orchestrator must start its replica as soon as it can decide.
+    pub(crate) fn orch_pending_start(&mut self, i: NodeIndex) {
+        self.orch.pending_start[i as usize] = true;
     }
 
     /// A liar's answer, drawn from the seed: the truth, its CUP under a foreign signature,

@@ -18,16 +18,32 @@ impl Sim {
         }
     }
 
+    /// The release every honest node must end on: A again after a stranding and its
+    /// recovery, B after an upgrade that had to happen.
+    fn final_version(&self) -> Option<&ReplicaVersion> {
+        if self.cfg.strand.is_some() {
+            return Some(&self.version_a);
+        }
+        (self.upgrade_expected() == Some(true)).then_some(&self.version_b)
+    }
+
     fn honest_done(&self) -> bool {
-        self.nodes
-            .iter()
-            .filter(|n| n.byzantine.is_none())
-            .all(|n| {
-                n.core.as_ref().is_some_and(|c| {
-                    c.finalized_height().get() >= self.cfg.heights
-                        && (self.upgrade_expected() != Some(true) || n.version == self.version_b)
+        let recovered = self.cfg.strand.is_none() || self.strand.recovery.is_some();
+        recovered
+            && self
+                .nodes
+                .iter()
+                .filter(|n| n.byzantine.is_none())
+                .all(|n| {
+                    n.core.as_ref().is_some_and(|c| {
+                        c.finalized_height().get() >= self.cfg.heights
+                            && self.final_version().is_none_or(|v| n.version == *v)
+                            && self
+                                .strand
+                                .halted_at
+                                .is_none_or(|h| c.finalized_height() > h)
+                    })
                 })
-            })
     }
 
     /// Runs to completion and checks.
@@ -138,6 +154,35 @@ impl Sim {
                 liveness.push("the upgrade was never deployed".into());
             } else {
                 liveness.push("no node halted for the upgrade".into());
+            }
+        }
+        if self.cfg.strand.is_some() && !stopped_by_violation {
+            match (self.strand.halted_at, &self.strand.recovery) {
+                (None, _) => liveness.push("the subnet never halted for release B".into()),
+                (Some(h), None) => {
+                    liveness.push(format!("the subnet stranded at {h} was never recovered"))
+                }
+                (Some(h), Some(_)) => {
+                    for (i, n) in self
+                        .nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| n.byzantine.is_none())
+                    {
+                        let f = n.core.as_ref().map(|c| c.finalized_height());
+                        if f.is_none_or(|f| f <= h) {
+                            let detail = n
+                                .core
+                                .as_ref()
+                                .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
+                                .unwrap_or_default();
+                            liveness.push(format!(
+                                "node {i} ({}) did not resume past the recovery CUP at {h}: finalized {f:?} [{detail}]",
+                                n.version
+                            ));
+                        }
+                    }
+                }
             }
         }
         let min_finalized = self

@@ -2,7 +2,7 @@
 // Test code: a failed expectation is a test failure with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use simulator::{BrokenRule, Byzantine, SimConfig, SimResult, run_seed};
+use simulator::{BrokenRule, Byzantine, SimConfig, SimResult, Strand, run_seed};
 use std::sync::Mutex;
 
 /// Runs seeds `a..b` on two threads; every `real_every`-th seed uses the real BLS code.
@@ -93,6 +93,41 @@ fn ci_seeds_4_nodes_a_release_too_few_are_ready_for_never_halts_the_subnet() {
         assert_eq!(r.upgrade_expected, Some(false));
         assert_eq!(r.upgrade_height, None, "seed {}", r.seed);
         assert!(r.min_finalized >= cfg.heights, "seed {}: {r:?}", r.seed);
+    }
+}
+
+#[test]
+fn ci_seeds_4_nodes_a_recalled_or_crashing_release_strands_the_subnet_and_a_recovery_brings_it_back()
+ {
+    // Governance recalls B as soon as the subnet halts for it (or B exits at every
+    // start), then adopts a recovery onto A at the stalled CUP: no honest node starts B
+    // once its copy holds the recall, and every honest node resumes past the recovery.
+    // Seed 0 runs with the real BLS and ed25519 code.
+    for strand in [Strand::Recall, Strand::CrashAtStart] {
+        let mut cfg = ci_config(4);
+        cfg.strand = Some(strand);
+        let results = run(&cfg, 0, 12, 12);
+        let bad: Vec<String> = results
+            .iter()
+            .filter(|r| !r.safety_violations.is_empty() || !r.liveness_failures.is_empty())
+            .map(|r| {
+                format!(
+                    "{} seed {}: {:?} {:?}",
+                    strand.name(),
+                    r.seed,
+                    r.safety_violations,
+                    r.liveness_failures
+                )
+            })
+            .collect();
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+        for r in &results {
+            assert!(
+                r.upgrade_height.is_some(),
+                "seed {}: never halted for B",
+                r.seed
+            );
+        }
     }
 }
 

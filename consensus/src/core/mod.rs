@@ -317,6 +317,8 @@ pub struct Stats {
     /// Artifacts dropped unverified because inserting them would change nothing (a
     /// share already held, a share for an already aggregated block, a second aggregate).
     pub redundant_artifacts: u64,
+    /// Persisted artifacts not restored at a start: made on a chain the base replaced.
+    pub restored_from_another_chain: u64,
     /// Why the most recent artifact was rejected.
     pub last_invalid: Option<&'static str>,
     /// Why the most recent artifact had to wait.
@@ -436,8 +438,19 @@ impl<C: ConsensusCrypto> Consensus<C> {
             c.halted = true;
             c.halt_at = Some(c.base.height);
         }
-        for envelope in restored {
-            if envelope.version == c.cfg.version {
+        let restored: Vec<Envelope> = restored
+            .into_iter()
+            .filter(|e| e.version == c.cfg.version)
+            .collect();
+        // Shares persisted on another chain, before a recovery CUP at or below their
+        // height replaced it, are not this chain's: holding its old beacon share at the
+        // next height, the node would never sign the one the new chain needs, and with
+        // every node so the beacon would never form (found by the simulator's
+        // `--strand recall`: a recovery onto the release that persisted them).
+        if c.made_on_another_chain(&restored) {
+            c.stats.restored_from_another_chain += restored.len() as u64;
+        } else {
+            for envelope in restored {
                 #[cfg(debug_assertions)]
                 c.persisted_own.insert(own_identity(&envelope.artifact));
                 c.restore(envelope.artifact);

@@ -485,6 +485,19 @@ impl<C: ConsensusCrypto> Consensus<C> {
     }
 
     /// Re-inserts a share this node persisted before a restart.
+    /// Whether persisted artifacts were made on another chain than the one from the base:
+    /// an own beacon share or block at the next height that does not build on the base.
+    pub(super) fn made_on_another_chain(&self, restored: &[Envelope]) -> bool {
+        let next = self.base.height.increment();
+        restored.iter().any(|e| match &e.artifact {
+            Artifact::BeaconShare(s) => s.height == next && s.value != self.base.random_beacon,
+            Artifact::Proposal(p) => {
+                p.block.height == next && p.block.parent != self.base.block_hash
+            }
+            _ => false,
+        })
+    }
+
     pub(super) fn restore(&mut self, a: Artifact) {
         let h = a.height();
         if h <= self.base.height {

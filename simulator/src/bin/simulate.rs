@@ -5,7 +5,9 @@
 //! liveness failures`; exits non-zero when S or L is not zero.
 
 use clap::Parser;
-use simulator::{BEHAVIORS, BrokenRule, Byzantine, SimConfig, SimResult, run_seed, tolerated};
+use simulator::{
+    BEHAVIORS, BrokenRule, Byzantine, SimConfig, SimResult, Strand, run_seed, tolerated,
+};
 use std::{process::ExitCode, sync::Mutex, time::Instant};
 
 #[derive(Parser, Debug)]
@@ -33,6 +35,11 @@ struct Cli {
     /// Honest nodes whose preflight of release B fails (never ready for it).
     #[arg(long, default_value_t = 0)]
     unready: usize,
+    /// Strand the subnet on release B once it halts for it, then recover it onto
+    /// release A by a governance proposal: `recall` (B is recalled) or `crash-at-start`
+    /// (B exits at every start). Needs --upgrade-at.
+    #[arg(long, value_parser = parse_strand, requires = "upgrade_at")]
+    strand: Option<Strand>,
     /// Use the real BLS and ed25519 code in every K-th seed (0: never; 1: always).
     #[arg(long, default_value_t = 10)]
     real_crypto_every: u64,
@@ -78,6 +85,10 @@ fn parse_behavior(s: &str) -> Result<Byzantine, String> {
     })
 }
 
+fn parse_strand(s: &str) -> Result<Strand, String> {
+    Strand::parse(s).ok_or_else(|| format!("unknown scenario {s:?}; one of recall, crash-at-start"))
+}
+
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..100")?;
     let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a number"))?;
@@ -105,6 +116,7 @@ fn main() -> ExitCode {
         heights: cli.heights,
         upgrade_at: cli.upgrade_at,
         unready: cli.unready,
+        strand: cli.strand,
         real_crypto_every: cli.real_crypto_every,
         dkg_interval_length: cli.dkg_interval,
         faults: !cli.no_faults,

@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 mod readiness;
+mod restart;
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
