@@ -55,6 +55,14 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, CompatError> {
     Ok(bytes)
 }
 
+/// A CUP file as the replica reads one ([`read_cup`]: bounded, decoded, not verified).
+fn cup_file(path: &Path) -> Result<Cup, CompatError> {
+    read_cup(path).map_err(|e| match e {
+        crate::ReplicaError::Cup { reason, .. } => decode_err(path, reason),
+        other => decode_err(path, other),
+    })
+}
+
 fn decode_err(what: &Path, e: impl std::fmt::Display) -> CompatError {
     CompatError::Decode {
         what: what.display().to_string(),
@@ -75,7 +83,7 @@ pub fn read(dir: &Path) -> Result<Fixtures, CompatError> {
         .map_err(|e| decode_err(&key_path, e))?;
 
     let signed_path = path(files::SIGNED_CUP);
-    let signed_cup = match read_cup(&signed_path).map_err(|e| decode_err(&signed_path, e))? {
+    let signed_cup = match cup_file(&signed_path)? {
         Cup::Signed(s) => s,
         Cup::Registry(_) => return Err(decode_err(&signed_path, "not a signed CUP")),
     };
@@ -83,7 +91,7 @@ pub fn read(dir: &Path) -> Result<Fixtures, CompatError> {
         .verify(&subnet_key)
         .map_err(|e| decode_err(&signed_path, e))?;
     let genesis_path = path(files::GENESIS_CUP);
-    let genesis_cup = match read_cup(&genesis_path).map_err(|e| decode_err(&genesis_path, e))? {
+    let genesis_cup = match cup_file(&genesis_path)? {
         Cup::Registry(r) => r,
         Cup::Signed(_) => return Err(decode_err(&genesis_path, "not a registry CUP")),
     };

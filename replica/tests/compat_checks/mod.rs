@@ -18,7 +18,10 @@ pub fn set(release: u32) -> PathBuf {
     let here = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    here.join("../replica/tests/fixtures")
+    // `replica/` or `replica-next/`: the sets live under `replica/`.
+    here.parent()
+        .unwrap_or(&here)
+        .join("replica/tests/fixtures")
         .join(format!("release-{release}"))
 }
 
@@ -26,7 +29,7 @@ pub fn read(release: u32) -> Fixtures {
     let dir = set(release);
     compat::read(&dir).unwrap_or_else(|e| {
         panic!(
-            "this release ({}) cannot read release {release}'s fixtures in {}: {e}",
+            "release {} cannot read release {release}'s fixtures in {}: {e}",
             compat::RELEASE_NUMBER,
             dir.display()
         )
