@@ -1,6 +1,7 @@
 //! The `replica` command: `replica --node-dir DIR --version V --cup FILE` runs one node of
 //! one subnet at one version; `--check` rehearses that start without writing anything;
-//! `--describe` prints what this release is.
+//! `--describe` prints what this release is; `--write-fixtures DIR` (not in `--help`)
+//! writes its golden fixtures ([`crate::compat`]).
 
 use crate::{
     ReplicaError,
@@ -128,6 +129,27 @@ pub fn main() {
     if std::env::args().nth(1).as_deref() == Some("--describe") {
         match serde_json::to_string(&describe()) {
             Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("replica: error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    // `--write-fixtures DIR` (hidden, for `scripts/write-fixtures.sh`): this release's
+    // golden fixtures (`crate::compat`).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--write-fixtures") {
+        let Some(dir) = argv.get(2).filter(|_| argv.len() == 3) else {
+            eprintln!("replica: usage: replica --write-fixtures DIR");
+            std::process::exit(1);
+        };
+        match crate::compat::write_fixtures(std::path::Path::new(dir)) {
+            Ok(files) => println!(
+                "release {}: {} fixtures in {dir}",
+                crate::compat::RELEASE_NUMBER,
+                files.len()
+            ),
             Err(e) => {
                 eprintln!("replica: error: {e}");
                 std::process::exit(1);

@@ -345,6 +345,69 @@ pub fn decode_payload(
     codec::decode(bytes, max_bytes)
 }
 
+/// Why a carry-over file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CarryoverError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge { path: String, limit: usize },
+    #[error("{path}: {source}")]
+    Codec {
+        path: String,
+        source: codec::CodecError,
+    },
+}
+
+/// The carry-over file's contents: the updates a halted release still held, encoded as a
+/// block payload. The next release reads it ([`read_carryover`]), so its encoding crosses
+/// an upgrade (golden fixtures in `replica/tests/fixtures/`).
+pub fn encode_carryover(waiting: &[SignedIngress]) -> Vec<u8> {
+    encode_payload(waiting)
+}
+
+/// Reads a carry-over file, at most `max_bytes` of it (more is refused before anything
+/// is decoded). `Ok(None)`: there is none.
+pub fn read_carryover(
+    path: &std::path::Path,
+    max_bytes: usize,
+) -> Result<Option<Vec<SignedIngress>>, CarryoverError> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CarryoverError::Io {
+                path: shown(),
+                source,
+            });
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(max_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| CarryoverError::Io {
+            path: shown(),
+            source,
+        })?;
+    if bytes.len() > max_bytes {
+        return Err(CarryoverError::TooLarge {
+            path: shown(),
+            limit: max_bytes,
+        });
+    }
+    decode_payload(&bytes, max_bytes)
+        .map(Some)
+        .map_err(|source| CarryoverError::Codec {
+            path: shown(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,5 +596,24 @@ mod tests {
         assert_eq!(decode_payload(&bytes, 1 << 20), Ok(ms));
         assert_eq!(decode_payload(&[], 1 << 20), Ok(vec![]));
         assert!(decode_payload(&bytes[..bytes.len() - 1], 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_carryover_file_reads_back_and_too_large_or_garbage_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("carryover.bin");
+        assert!(matches!(read_carryover(&path, 1 << 20), Ok(None)));
+        let ms = vec![msg(1, 1, NOW + 1, put("a", b"1"))];
+        std::fs::write(&path, encode_carryover(&ms)).expect("write");
+        assert_eq!(read_carryover(&path, 1 << 20).expect("read"), Some(ms));
+        assert!(matches!(
+            read_carryover(&path, 8),
+            Err(CarryoverError::TooLarge { limit: 8, .. })
+        ));
+        std::fs::write(&path, b"garbage").expect("write");
+        assert!(matches!(
+            read_carryover(&path, 1 << 20),
+            Err(CarryoverError::Codec { .. })
+        ));
     }
 }

@@ -19,6 +19,8 @@
 //! - [`sync`]: fetching a checkpoint from peers, its manifest verified against a CUP
 //!   and each chunk against the manifest.
 //! - [`wire`]: this release's encoding of consensus artifacts and its QUIC protocol name.
+//! - [`compat`]: this release's golden fixtures of every format that crosses an upgrade,
+//!   and how it reads them.
 //! - [`cli`]: the `replica` command.
 //!
 //! The `next-release` feature builds the next release from the same sources (the
@@ -27,6 +29,7 @@
 
 pub mod certified;
 pub mod cli;
+pub mod compat;
 pub mod driver;
 pub mod http;
 pub mod ingress;

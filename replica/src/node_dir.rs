@@ -262,12 +262,19 @@ pub fn prune_cups(dir: &Path, keep: usize) -> Result<Vec<u64>, ReplicaError> {
     Ok(removed)
 }
 
-/// Reads and decodes a CUP file.
+/// Reads and decodes a CUP file: at most [`cup::MAX_CUP_BYTES`] are read (a longer file is refused
+/// by the decoder before anything else).
 pub fn read_cup(path: &Path) -> Result<Cup, ReplicaError> {
-    let bytes = std::fs::read(path).map_err(|e| ReplicaError::Cup {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(cup::MAX_CUP_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| ReplicaError::Cup {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     Cup::decode(&bytes).map_err(|e| ReplicaError::Cup {
         path: path.display().to_string(),
         reason: e.to_string(),

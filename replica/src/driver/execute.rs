@@ -186,7 +186,7 @@ impl Driver {
             return;
         }
         let path = self.dir.carryover();
-        match durable::write(&path, &encode_payload(&waiting)) {
+        match durable::write(&path, &encode_carryover(&waiting)) {
             Ok(()) => tracing::info!(
                 updates = waiting.len(),
                 "updates carried over to the next release"
@@ -196,15 +196,21 @@ impl Driver {
     }
 
     /// Loads updates a previous release carried over (each validated again), then
-    /// removes the file.
+    /// removes the file. A file this release cannot read (too large, or in an encoding
+    /// it does not know) is reported, not silently dropped.
     pub fn take_carryover(&mut self) {
         let path = self.dir.carryover();
-        let Ok(bytes) = std::fs::read(&path) else {
-            return;
+        let carried = match read_carryover(&path, MAX_INGRESS_BYTES) {
+            Ok(None) => return,
+            Ok(Some(carried)) => carried,
+            Err(e) => {
+                tracing::error!(error = %e, "critical_error_carryover: the carried-over updates do not read; they are dropped");
+                Vec::new()
+            }
         };
         let now = now_ns();
         let mut loaded = 0;
-        for m in decode_payload(&bytes, MAX_INGRESS_BYTES).unwrap_or_default() {
+        for m in carried {
             if self.ingress.insert(m, now).is_ok() {
                 loaded += 1;
             }

@@ -14,7 +14,10 @@ use queries::cup_certificates;
 
 use crate::{
     ReplicaError,
-    ingress::{IngressError, IngressPool, SignedIngress, decode_payload, encode_payload},
+    ingress::{
+        IngressError, IngressPool, SignedIngress, decode_payload, encode_carryover, encode_payload,
+        read_carryover,
+    },
     node_dir::NodeDir,
     now_ns,
     pool_store::PoolStore,
