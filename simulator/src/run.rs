@@ -84,11 +84,7 @@ impl Sim {
                 .filter(|(_, n)| n.byzantine.is_none())
             {
                 let f = n.core.as_ref().map(|c| c.finalized_height().get());
-                let detail = n
-                    .core
-                    .as_ref()
-                    .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
-                    .unwrap_or_default();
+                let detail = core_detail(n);
                 liveness.push(format!(
                     "node {i} ({}) reached finalized height {f:?} [{detail}], not {} by {} ms (faults ended at {} ms)",
                     n.version,
@@ -171,11 +167,7 @@ impl Sim {
                     {
                         let f = n.core.as_ref().map(|c| c.finalized_height());
                         if f.is_none_or(|f| f <= h) {
-                            let detail = n
-                                .core
-                                .as_ref()
-                                .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
-                                .unwrap_or_default();
+                            let detail = core_detail(n);
                             liveness.push(format!(
                                 "node {i} ({}) did not resume past the recovery CUP at {h}: finalized {f:?} [{detail}]",
                                 n.version
@@ -231,6 +223,14 @@ impl std::fmt::Debug for Sim {
             self.now / MS
         )
     }
+}
+
+/// A node's core as a liveness failure describes it.
+fn core_detail(n: &Node) -> String {
+    n.core
+        .as_ref()
+        .map(|c| format!("{c:?} {:?} {}", c.stats(), c.debug_round()))
+        .unwrap_or_default()
 }
 
 /// Runs one seed. A panic anywhere in the run (a core that overflows on an attacker's
