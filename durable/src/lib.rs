@@ -16,12 +16,15 @@
 //! - On any error the temporary file is removed and the target is untouched.
 //! - [`remove_stale`] clears temporary files a crashed writer left in a directory.
 //!
+//! And the one way it reads such a file back: [`read_bounded`], never more than the
+//! caller's limit (a file grown by a bug or an attacker is refused, not held).
+//!
 //! std only: `crypto` (which must stay free of I/O frameworks) uses it for key files.
 
 use std::{
     fmt,
     fs::{self, File, OpenOptions},
-    io::{self, Write},
+    io::{self, Read, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
@@ -74,6 +77,23 @@ fn err<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Reads `path` whole if it holds at most `limit` bytes. A longer file is refused
+/// (`ErrorKind::FileTooLarge`) having held no more than `limit + 1` of its bytes.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(err("read", path))?;
+    if bytes.len() as u64 > limit {
+        let too_large = io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {limit} bytes"),
+        );
+        return Err(err("read", path)(too_large));
+    }
+    Ok(bytes)
 }
 
 /// Replaces `path` with `bytes`, durably and atomically (module docs).
@@ -208,6 +228,22 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_bounded_read_takes_a_file_up_to_its_limit_and_refuses_a_longer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"abcd").unwrap();
+        assert_eq!(read_bounded(&path, 4).unwrap(), b"abcd");
+        let e = read_bounded(&path, 3).unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            e.to_string(),
+            format!("read {}: larger than 3 bytes", path.display())
+        );
+        let missing = read_bounded(&dir.path().join("none"), 3).unwrap_err();
+        assert_eq!(missing.source.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 /// The node directory's configuration file.
 pub const FILE_NAME: &str = "node.toml";
+/// The most of `node.toml` read: a few hundred bytes in practice.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,10 +70,13 @@ impl NodeConfig {
     pub fn load(node_dir: &std::path::Path) -> Result<Self, ConfigError> {
         let path = node_dir.join(FILE_NAME);
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Unreadable {
+        let unreadable = |reason: String| ConfigError::Unreadable {
             path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let bytes = durable::read_bounded(&path, MAX_CONFIG_BYTES)
+            .map_err(|e| unreadable(e.source.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| unreadable(e.to_string()))?;
         Self::parse(&text).map_err(|rule| ConfigError::Invalid { path: shown, rule })
     }
 

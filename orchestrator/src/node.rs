@@ -659,9 +659,6 @@ pub(crate) fn unix_ms() -> u64 {
 
 fn read_cup(path: &Path) -> Option<Cup> {
     // A CUP file is at most a CUP's size; anything larger is not one.
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.len() > cup::MAX_CUP_BYTES as u64 + 4096 {
-        return None;
-    }
-    std::fs::read(path).ok().and_then(|b| Cup::decode(&b).ok())
+    let bytes = durable::read_bounded(path, cup::MAX_CUP_BYTES as u64).ok()?;
+    Cup::decode(&bytes).ok()
 }

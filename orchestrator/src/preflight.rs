@@ -13,6 +13,9 @@ use std::{
 
 /// Where the verdict is written for the replica (`replica::node_dir::READINESS_FILE`).
 pub const READINESS_FILE: &str = "upgrade-readiness.json";
+/// The most of it read back (the replica reads at most as much:
+/// `replica::node_dir::MAX_READINESS_FILE_BYTES`).
+pub const MAX_READINESS_FILE_BYTES: u64 = 4096;
 
 /// One preflight running beside the loop.
 #[derive(Debug)]
@@ -86,7 +89,8 @@ pub fn write_readiness(
     let body = serde_json::json!({"version": version, "ready": ready, "reason": reason})
         .to_string()
         .into_bytes();
-    if std::fs::read(&path).is_ok_and(|old| old == body) {
+    // The file is this node's own, small; a larger one is written over.
+    if durable::read_bounded(&path, MAX_READINESS_FILE_BYTES).is_ok_and(|old| old == body) {
         return Ok(());
     }
     durable::write(&path, &body).map_err(|e| format!("{}: {e}", path.display()))

@@ -7,7 +7,6 @@ use crate::{
 };
 use std::{
     fs, io,
-    io::Read,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -74,14 +73,7 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), ReleaseError> {
 
 /// Reads a small file whole, refusing one larger than `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("{} is larger than {limit} bytes", path.display()));
-    }
-    Ok(bytes)
+    durable::read_bounded(path, limit).map_err(|e| format!("{}: {}", path.display(), e.source))
 }
 
 /// The identity of the image in `dir` without hashing its files: the hash it records

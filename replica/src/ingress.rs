@@ -375,31 +375,24 @@ pub fn read_carryover(
     path: &std::path::Path,
     max_bytes: usize,
 ) -> Result<Option<Vec<SignedIngress>>, CarryoverError> {
-    use std::io::Read;
+    use std::io::ErrorKind;
     let shown = || path.display().to_string();
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+    let bytes = match durable::read_bounded(path, max_bytes as u64) {
+        Ok(b) => b,
+        Err(e) if e.source.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.source.kind() == ErrorKind::FileTooLarge => {
+            return Err(CarryoverError::TooLarge {
+                path: shown(),
+                limit: max_bytes,
+            });
+        }
+        Err(e) => {
             return Err(CarryoverError::Io {
                 path: shown(),
-                source,
+                source: e.source,
             });
         }
     };
-    let mut bytes = Vec::new();
-    file.take(max_bytes as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| CarryoverError::Io {
-            path: shown(),
-            source,
-        })?;
-    if bytes.len() > max_bytes {
-        return Err(CarryoverError::TooLarge {
-            path: shown(),
-            limit: max_bytes,
-        });
-    }
     decode_payload(&bytes, max_bytes)
         .map(Some)
         .map_err(|source| CarryoverError::Codec {

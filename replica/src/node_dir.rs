@@ -112,13 +112,7 @@ impl NodeDir {
     /// The orchestrator's current verdict, if it wrote one that parses (at most
     /// [`MAX_READINESS_FILE_BYTES`] are read).
     pub fn readiness(&self) -> Option<ReadinessFile> {
-        use std::io::Read;
-        let mut bytes = Vec::new();
-        std::fs::File::open(self.readiness_file())
-            .ok()?
-            .take(MAX_READINESS_FILE_BYTES)
-            .read_to_end(&mut bytes)
-            .ok()?;
+        let bytes = durable::read_bounded(&self.readiness_file(), MAX_READINESS_FILE_BYTES).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -208,7 +202,7 @@ impl NodeDir {
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "cup")
-                && let Ok(bytes) = std::fs::read(&p)
+                && let Ok(bytes) = durable::read_bounded(&p, cup::MAX_CUP_BYTES as u64)
             {
                 match Cup::decode(&bytes) {
                     Ok(c) => out.push(c),
@@ -262,18 +256,13 @@ pub fn prune_cups(dir: &Path, keep: usize) -> Result<Vec<u64>, ReplicaError> {
     Ok(removed)
 }
 
-/// Reads and decodes a CUP file: at most [`cup::MAX_CUP_BYTES`] are read (a longer file is refused
-/// by the decoder before anything else).
+/// Reads and decodes a CUP file: at most [`cup::MAX_CUP_BYTES`] are read (a longer file is
+/// refused before it is held).
 pub fn read_cup(path: &Path) -> Result<Cup, ReplicaError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            f.take(cup::MAX_CUP_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|e| ReplicaError::Cup {
+    let bytes =
+        durable::read_bounded(path, cup::MAX_CUP_BYTES as u64).map_err(|e| ReplicaError::Cup {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: e.source.to_string(),
         })?;
     Cup::decode(&bytes).map_err(|e| ReplicaError::Cup {
         path: path.display().to_string(),

@@ -15,7 +15,7 @@ use registry::{
     invariants::Snapshot,
     store::{MemoryStore, RegistryStore},
 };
-use std::{collections::BTreeMap, io::Read, path::Path};
+use std::{collections::BTreeMap, path::Path};
 use types::{NetworkId, codec};
 
 /// A fixture set as this release reads it. Envelopes in the wire encoding are kept with
@@ -45,14 +45,7 @@ pub struct Fixtures {
 
 /// Reads at most `limit` bytes of `path`; a longer file is refused before it is held.
 pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, CompatError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
-        .map_err(|e| file_err(path, e))?;
-    if bytes.len() > limit {
-        return Err(file_err(path, format!("larger than {limit} bytes")));
-    }
-    Ok(bytes)
+    durable::read_bounded(path, limit as u64).map_err(|e| file_err(path, e.source))
 }
 
 /// A CUP file as the replica reads one ([`read_cup`]: bounded, decoded, not verified).
