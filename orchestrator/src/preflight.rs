@@ -16,6 +16,26 @@ pub const READINESS_FILE: &str = "upgrade-readiness.json";
 /// The most of it read back (the replica reads at most as much:
 /// `replica::node_dir::MAX_READINESS_FILE_BYTES`).
 pub const MAX_READINESS_FILE_BYTES: u64 = 4096;
+/// Where the replica reports its own part in the subnet (`replica::node_dir::PROGRESS_FILE`),
+/// and the most of it read.
+pub const PROGRESS_FILE: &str = "replica-progress.json";
+pub const MAX_PROGRESS_FILE_BYTES: u64 = 4096;
+
+/// The highest finalized height whose notarization or finalization carries this node's
+/// share, as the replica of `version` last reported it (none from another release's).
+pub fn own_share_height(node_dir: &Path, version: &types::ReplicaVersion) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Progress {
+        version: types::ReplicaVersion,
+        own_share_height: Option<u64>,
+    }
+    let bytes =
+        durable::read_bounded(&node_dir.join(PROGRESS_FILE), MAX_PROGRESS_FILE_BYTES).ok()?;
+    let p: Progress = serde_json::from_slice(&bytes).ok()?;
+    (&p.version == version)
+        .then_some(p.own_share_height)
+        .flatten()
+}
 
 /// One preflight running beside the loop.
 #[derive(Debug)]

@@ -179,6 +179,9 @@ pub struct Counters {
     pub preflight_failures: u64,
     /// Upgrade-step events dropped because a webhook's queue was full.
     pub webhook_events_dropped: u64,
+    /// Switches whose new release this node found unhealthy (a crash loop, no CUP above
+    /// the switch, or none of its own shares in the chain within the deadline).
+    pub upgrades_unhealthy: u64,
     pub registry_poll_failures: u64,
     pub last_switch_unix_ms: u64,
     /// Peer answers refused at a limit (too large, too slow) or for a bad signature.
@@ -504,6 +507,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         c.webhook_events_dropped,
     );
     metric(
+        "upgrades_unhealthy_total",
+        "counter",
+        "Switches whose new release was found unhealthy: a crash loop, no CUP above the switch, or no own shares in the chain.",
+        c.upgrades_unhealthy,
+    );
+    metric(
         "registry_poll_failures_total",
         "counter",
         "Registry polls that failed.",
@@ -541,6 +550,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "# HELP orchestrator_upgrade_state The upgrade state.\n# TYPE orchestrator_upgrade_state gauge\norchestrator_upgrade_state{{state=\"{}\"}} 1\n",
         st.upgrade.state
     ));
+    if let Some(h) = &st.upgrade.health {
+        out.push_str(&format!(
+            "# HELP orchestrator_upgrade_health The health of the release this process switched to.\n# TYPE orchestrator_upgrade_health gauge\norchestrator_upgrade_health{{state=\"{}\"}} 1\n",
+            h.state
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

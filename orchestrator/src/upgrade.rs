@@ -26,7 +26,8 @@ use types::{Height, ReplicaVersion};
 /// checkpoint, the registry or a mirror may have changed).
 pub const PREFLIGHT_RETRY_MS: u64 = 20_000;
 /// After a switch, the subnet must make a CUP above the one switched at, on the new
-/// release, within this long; otherwise the release is unhealthy here.
+/// release, and this node's own shares must be in its finalized chain above it, within
+/// this long; otherwise the release is unhealthy here.
 pub const HEALTH_DEADLINE_MS: u64 = 300_000;
 /// The most (step, subject) pairs remembered to post each step once.
 const MAX_NOTIFIED: usize = 1024;
@@ -112,6 +113,17 @@ pub struct Verdict {
     pub finished_ms: u64,
 }
 
+/// What the replica has shown of itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaSeen {
+    /// Restarts after an exit so far, and the latest exit.
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    /// The highest finalized height whose notarization or finalization carries this
+    /// node's share, as the running release's replica last reported it.
+    pub own_share_height: Option<u64>,
+}
+
 /// What the effects have reported: the node's jobs, verified images and supervisor in
 /// production; fakes in unit tests and the simulator.
 pub trait Observe {
@@ -123,8 +135,9 @@ pub trait Observe {
     fn preflight(&self, release: &Release) -> Option<Verdict>;
     /// Until when (the caller's clock) a refused rehearsal of `release` waits.
     fn refused_until(&self, release: &Release) -> Option<u64>;
-    /// The replica's restarts so far, and its latest exit.
-    fn replica(&self) -> (u64, Option<String>);
+    /// The replica's restarts, latest exit and own shares (read only while the health
+    /// of a switch is watched).
+    fn replica(&self) -> ReplicaSeen;
 }
 
 /// What to do, in order. Each is idempotent: a tick that sees the same inputs asks for
@@ -396,8 +409,9 @@ impl Upgrade {
     }
 
     /// The steps after a switch or a recovery: `switched` once this release runs,
-    /// `healthy` once the subnet made a CUP above the one switched at, `unhealthy` if
-    /// the replica exited first or no such CUP came within [`HEALTH_DEADLINE_MS`];
+    /// `healthy` once the subnet made a CUP above the one switched at and this node's
+    /// own shares are in its finalized chain above it, `unhealthy` if the replica exited
+    /// first or that did not happen within [`HEALTH_DEADLINE_MS`];
     /// `recovered` when a recovery CUP is run from.
     fn watch(
         &mut self,
@@ -416,7 +430,14 @@ impl Upgrade {
             let detail = format!("running from the recovery CUP at height {h}");
             self.notify(fx, "recovered", version, &format!("{sha} {h}"), detail);
         }
-        let (restarts, last_exit) = seen.replica();
+        if !self.just_switched && self.watching.is_none() {
+            return;
+        }
+        let ReplicaSeen {
+            restarts,
+            last_exit,
+            own_share_height,
+        } = seen.replica();
         if std::mem::take(&mut self.just_switched) {
             let detail = format!("running from the CUP at height {h}");
             self.notify(fx, "switched", version, &sha, detail);
@@ -433,19 +454,27 @@ impl Upgrade {
             return;
         };
         let restarted = restarts.saturating_sub(restarts_then);
-        let verdict = if h > at {
+        let takes_part = own_share_height.is_some_and(|o| o > at);
+        let verdict = if h > at && takes_part {
             self.watching = None;
-            let detail = format!("the subnet made the CUP at height {h} on this release");
+            let own = own_share_height.unwrap_or_default();
+            let detail = format!(
+                "the subnet made the CUP at height {h} on this release; this node's shares are in its chain up to height {own}"
+            );
             Some((HealthState::Healthy, "healthy", detail))
         } else if restarted > 0 {
             let exit = last_exit.clone().unwrap_or_default();
             let reason = format!("the replica exited: {exit}");
             Some((HealthState::Unhealthy, "unhealthy", reason))
         } else if now_ms.saturating_sub(since_ms) >= HEALTH_DEADLINE_MS {
-            let reason = format!(
-                "no CUP above height {at} within {} s of the switch",
-                HEALTH_DEADLINE_MS / 1000
-            );
+            let secs = HEALTH_DEADLINE_MS / 1000;
+            let reason = if h > at {
+                format!(
+                    "this node's shares are in no finalized block above height {at} within {secs} s of the switch: it follows the subnet but takes no part"
+                )
+            } else {
+                format!("no CUP above height {at} within {secs} s of the switch")
+            };
             Some((HealthState::Unhealthy, "unhealthy", reason))
         } else {
             None

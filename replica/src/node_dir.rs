@@ -60,6 +60,20 @@ pub const READINESS_FILE: &str = "upgrade-readiness.json";
 /// The most bytes of it read.
 pub const MAX_READINESS_FILE_BYTES: u64 = 4096;
 
+/// Where the replica reports its own part in the subnet to the orchestrator (its health
+/// check after a switch), in the node directory.
+pub const PROGRESS_FILE: &str = "replica-progress.json";
+/// The most bytes of it read (the orchestrator's limit too).
+pub const MAX_PROGRESS_FILE_BYTES: u64 = 4096;
+
+/// `replica-progress.json`: the release running and the highest finalized height whose
+/// notarization or finalization carries this node's share.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ProgressFile {
+    pub version: ReplicaVersion,
+    pub own_share_height: Option<u64>,
+}
+
 /// `upgrade-readiness.json`: whether this node's orchestrator fetched, verified and
 /// rehearsed the release the registry deploys to the subnet, or why not.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -101,6 +115,18 @@ impl NodeDir {
     /// Updates a halted release accepted but never put in a block, for the next release.
     pub fn carryover(&self) -> PathBuf {
         self.root.join("replica").join("ingress-carryover.bin")
+    }
+
+    /// This replica's report to the orchestrator ([`ProgressFile`]).
+    pub fn progress_file(&self) -> PathBuf {
+        self.root.join(PROGRESS_FILE)
+    }
+
+    /// Writes the report (atomically: the orchestrator never reads half of it).
+    pub fn write_progress(&self, p: &ProgressFile) -> Result<(), ReplicaError> {
+        let path = self.progress_file();
+        let body = serde_json::to_vec(p).map_err(|e| ReplicaError::Io(e.to_string()))?;
+        durable::write(&path, &body).map_err(|e| ReplicaError::Io(e.to_string()))
     }
 
     /// The orchestrator's preflight verdict on the release deployed to the subnet

@@ -16,12 +16,13 @@
 use super::*;
 use ::orchestrator::{
     decide::{Decision, Release},
-    upgrade::{Effect, Observe, Upgrade, Verdict},
+    upgrade::{Effect, Observe, ReplicaSeen, Upgrade, Verdict},
 };
 use cup::Cup;
 
-/// How long after the subnet halted for B governance adopts the recovery.
-const RECOVERY_DELAY_NS: u64 = 5 * SEC;
+/// How long after the subnet halted for B governance adopts the recovery: long enough
+/// for the orchestrators to see a crash loop (a few of their 3-second ticks).
+const RECOVERY_DELAY_NS: u64 = 15 * SEC;
 
 /// How governance strands the subnet on release B before recovering it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub(crate) struct Seen {
     preflight: BTreeMap<String, Verdict>,
     restarts: u64,
     last_exit: Option<String>,
+    /// What the running core reports of its own shares in the finalized chain.
+    own_share_height: Option<u64>,
 }
 
 impl Observe for Seen {
@@ -69,8 +72,12 @@ impl Observe for Seen {
     fn refused_until(&self, _: &Release) -> Option<u64> {
         None
     }
-    fn replica(&self) -> (u64, Option<String>) {
-        (self.restarts, self.last_exit.clone())
+    fn replica(&self) -> ReplicaSeen {
+        ReplicaSeen {
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            own_share_height: self.own_share_height,
+        }
     }
 }
 
@@ -99,6 +106,10 @@ pub(crate) struct StrandState {
     pub(crate) halted_at: Option<Height>,
     /// The recovery CUP, once adopted.
     pub(crate) recovery: Option<cup::RegistryCup>,
+    /// How often each node's replica of B exited at a start, and the nodes whose
+    /// orchestrator judged B unhealthy.
+    pub(crate) crashed: BTreeMap<NodeIndex, u32>,
+    pub(crate) judged_unhealthy: BTreeSet<NodeIndex>,
 }
 
 impl Sim {
@@ -112,6 +123,11 @@ impl Sim {
         let n = i as usize;
         let now_ms = self.clock_of(i).mono_ns / MS;
         let running = self.nodes[n].version.clone();
+        self.machines[n].seen.own_share_height = self.nodes[n]
+            .core
+            .as_ref()
+            .and_then(|c| c.own_share_height())
+            .map(|h| h.get());
         // A fetch or a preflight reports at once here: step again with what it said.
         for _ in 0..3 {
             let m = &mut self.machines[n];
@@ -167,7 +183,10 @@ impl Sim {
                                 .violation(format!("node {i}'s orchestrator wiped its state"));
                         }
                     }
-                    Effect::Notify { step, .. } => {
+                    Effect::Notify { step, version, .. } => {
+                        if step == "unhealthy" && version == self.version_b {
+                            self.strand.judged_unhealthy.insert(i);
+                        }
                         self.log(&[b"step", &i.to_be_bytes(), step.as_bytes()]);
                     }
                     Effect::Persist(_) | Effect::NoRestarts | Effect::ClearReadiness => {}
@@ -219,6 +238,7 @@ impl Sim {
         let seen = &mut self.machines[i as usize].seen;
         seen.restarts += 1;
         seen.last_exit = Some("exit status: 1 (crashed at start, simulated)".into());
+        *self.strand.crashed.entry(i).or_default() += 1;
         self.orch_pending_start(i);
         self.log(&[b"crashed at start", &i.to_be_bytes()]);
         true

@@ -152,6 +152,26 @@ impl Sim {
                 liveness.push("no node halted for the upgrade".into());
             }
         }
+        // Health after a switch: an honest node whose release B crashed at every start
+        // says so (`upgrade.health` unhealthy) once its orchestrator watched it exit
+        // after the first start (the first exit is the baseline it watches from).
+        let missed: Vec<&NodeIndex> = self
+            .strand
+            .crashed
+            .iter()
+            .filter(|(i, n)| {
+                **n >= 3
+                    && self.is_honest(**i as usize)
+                    && !self.strand.judged_unhealthy.contains(i)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if !missed.is_empty() {
+            let msg = format!(
+                "nodes {missed:?} crashed at every start of release B and never judged it unhealthy"
+            );
+            self.checker.violations.push(msg);
+        }
         if self.cfg.strand.is_some() && !stopped_by_violation {
             match (self.strand.halted_at, &self.strand.recovery) {
                 (None, _) => liveness.push("the subnet never halted for release B".into()),

@@ -370,6 +370,9 @@ pub struct Consensus<C: ConsensusCrypto> {
     request_rotation: NodeIndex,
     /// Each node's latest readiness word (this node's own included).
     readiness: BTreeMap<NodeIndex, Readiness>,
+    /// The highest finalized height whose notarization or finalization carries this
+    /// node's own share (since this core started).
+    own_share_height: Option<Height>,
     stats: Stats,
 }
 
@@ -425,6 +428,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             last_answer_ns,
             request_rotation: 0,
             readiness: BTreeMap::new(),
+            own_share_height: None,
             stats: Stats::default(),
             base,
         };
@@ -474,6 +478,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
 
     pub fn base(&self) -> &Base {
         &self.base
+    }
+
+    /// The highest finalized height whose notarization or finalization carries this
+    /// node's own share, since this core started: that this node takes part, not only
+    /// follows (the orchestrator's health check after a switch).
+    pub fn own_share_height(&self) -> Option<Height> {
+        self.own_share_height
     }
 
     pub fn is_halted(&self) -> bool {

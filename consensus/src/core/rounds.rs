@@ -417,7 +417,21 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 return;
             }
             chain.reverse();
+            let me = self.cfg.me;
+            let top_signed = self
+                .pool
+                .get(&top)
+                .and_then(|p| p.finalization.as_ref())
+                .is_some_and(|f| f.signers.contains(&me));
             for (h, hash, block) in chain {
+                let notarized_by_me = self
+                    .pool
+                    .get(&h)
+                    .and_then(|p| p.notarizations.get(&hash))
+                    .is_some_and(|n| n.signers.contains(&me));
+                if notarized_by_me || (h == top && top_signed) {
+                    self.own_share_height = Some(h);
+                }
                 self.finalized = h;
                 self.finalized_hash = hash;
                 self.finalized_chain.insert(h, hash);

@@ -8,7 +8,7 @@ use crate::{
     preflight,
     process::Launch,
     switch,
-    upgrade::{Effect, Observe, Phase, Verdict},
+    upgrade::{Effect, Observe, Phase, ReplicaSeen, Verdict},
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,6 +18,8 @@ use std::{
 
 /// What the node's effects have reported, as the machine reads it.
 struct Observed<'a> {
+    node_dir: &'a Path,
+    running: &'a types::ReplicaVersion,
     images: &'a Path,
     verified: &'a BTreeSet<String>,
     download_backoff: &'a BTreeMap<String, (std::time::Duration, Instant)>,
@@ -63,8 +65,12 @@ impl Observe for Observed<'_> {
         self.refused.get(&release.package_sha256).copied()
     }
 
-    fn replica(&self) -> (u64, Option<String>) {
-        (self.restarts, self.last_exit.clone())
+    fn replica(&self) -> ReplicaSeen {
+        ReplicaSeen {
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            own_share_height: preflight::own_share_height(self.node_dir, self.running),
+        }
     }
 }
 
@@ -88,6 +94,8 @@ impl Orchestrator {
         let was_recalled = matches!(self.upgrade.phase(), Phase::Recalled { .. });
         let now = self.now_ms();
         let seen = Observed {
+            node_dir: &self.node_dir,
+            running: &self.image.version,
             images: &self.images,
             verified: &self.verified,
             download_backoff: &self.download_backoff,
@@ -170,7 +178,14 @@ impl Orchestrator {
                     step,
                     version,
                     detail,
-                } => self.post(step, version, detail),
+                } => {
+                    if step == "unhealthy"
+                        && let Ok(mut c) = self.shared.counters.lock()
+                    {
+                        c.upgrades_unhealthy += 1;
+                    }
+                    self.post(step, version, detail);
+                }
             }
         }
         None

@@ -64,6 +64,7 @@ struct Seen {
     refused_until: BTreeMap<String, u64>,
     restarts: u64,
     last_exit: Option<String>,
+    own_share_height: Option<u64>,
 }
 
 impl Seen {
@@ -86,8 +87,12 @@ impl Observe for Seen {
     fn refused_until(&self, r: &Release) -> Option<u64> {
         self.refused_until.get(&r.package_sha256).copied()
     }
-    fn replica(&self) -> (u64, Option<String>) {
-        (self.restarts, self.last_exit.clone())
+    fn replica(&self) -> ReplicaSeen {
+        ReplicaSeen {
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            own_share_height: self.own_share_height,
+        }
     }
 }
 
@@ -260,12 +265,19 @@ fn a_recall_stops_the_replica_once_and_a_recovery_cup_runs_again() {
 #[test]
 fn after_a_switch_health_is_healthy_on_a_newer_cup_unhealthy_on_exits_or_the_deadline() {
     let two = v("2.0.0");
-    let seen = Seen::default().with_image("2.0.0");
+    let mut seen = Seen::default().with_image("2.0.0");
     let mut m = Upgrade::new(true);
     let fx = m.step(0, &two, &run(20, "2.0.0", None), &seen);
     assert_eq!(steps(&fx), ["switched"]);
     assert_eq!(m.health().map(|h| &h.state), Some(&HealthState::Watching));
+    // A newer CUP, but this node's shares are in no finalized block above the switch
+    // yet (the replica still reports the old release's last one): still watching.
+    seen.own_share_height = Some(20);
     let fx = m.step(1, &two, &run(30, "2.0.0", None), &seen);
+    assert!(steps(&fx).is_empty(), "{fx:?}");
+    assert_eq!(m.health().map(|h| &h.state), Some(&HealthState::Watching));
+    seen.own_share_height = Some(27);
+    let fx = m.step(2, &two, &run(30, "2.0.0", None), &seen);
     assert_eq!(steps(&fx), ["healthy"]);
     assert_eq!(m.health().map(|h| &h.state), Some(&HealthState::Healthy));
 
@@ -282,11 +294,17 @@ fn after_a_switch_health_is_healthy_on_a_newer_cup_unhealthy_on_exits_or_the_dea
     assert_eq!(h.last_exit.as_deref(), Some("exit status: 1"));
 
     // A replica that runs but whose subnet makes no CUP: unhealthy at the deadline.
+    let quiet = Seen::default().with_image("2.0.0");
     let mut m = Upgrade::new(true);
-    m.step(0, &two, &run(20, "2.0.0", None), &seen);
-    m.step(HEALTH_DEADLINE_MS - 1, &two, &run(20, "2.0.0", None), &seen);
+    m.step(0, &two, &run(20, "2.0.0", None), &quiet);
+    m.step(
+        HEALTH_DEADLINE_MS - 1,
+        &two,
+        &run(20, "2.0.0", None),
+        &quiet,
+    );
     assert_eq!(m.health().map(|h| &h.state), Some(&HealthState::Watching));
-    let fx = m.step(HEALTH_DEADLINE_MS, &two, &run(20, "2.0.0", None), &seen);
+    let fx = m.step(HEALTH_DEADLINE_MS, &two, &run(20, "2.0.0", None), &quiet);
     assert_eq!(steps(&fx), ["unhealthy"]);
     assert!(
         m.health()
@@ -296,6 +314,14 @@ fn after_a_switch_health_is_healthy_on_a_newer_cup_unhealthy_on_exits_or_the_dea
             .unwrap()
             .contains("no CUP above height 20")
     );
+
+    // The subnet goes on without this node: it follows, but its shares are in nothing.
+    let mut m = Upgrade::new(true);
+    m.step(0, &two, &run(20, "2.0.0", None), &quiet);
+    let fx = m.step(HEALTH_DEADLINE_MS, &two, &run(30, "2.0.0", None), &quiet);
+    assert_eq!(steps(&fx), ["unhealthy"]);
+    let reason = m.health().unwrap().reason.clone().unwrap();
+    assert!(reason.contains("takes no part"), "{reason}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::{
         IngressError, IngressPool, SignedIngress, decode_payload, encode_carryover, encode_payload,
         read_carryover,
     },
-    node_dir::NodeDir,
+    node_dir::{NodeDir, ProgressFile},
     now_ns,
     pool_store::PoolStore,
     requests::{RequestStatus, Tracker},
@@ -115,6 +115,10 @@ pub struct StatusView {
     /// Set while this node cannot write its state or its shares (a full disk, say): it
     /// executes and signs nothing, answers queries, and resumes when a write succeeds.
     pub storage_error: Option<String>,
+    /// The highest finalized height whose notarization or finalization carries this
+    /// node's share, since this process started (null before one): whether it takes
+    /// part in the subnet or only follows it.
+    pub own_share_height: Option<u64>,
     /// Each node's latest word on the release deployed to the subnet: ready (fetched,
     /// verified, rehearsed) or why not. `n - f` ready words let a summary halt for it.
     pub readiness: Vec<ReadinessView>,
@@ -220,7 +224,15 @@ pub struct Driver {
     last_storage_retry: Option<std::time::Instant>,
     /// A peer's CUP to catch up to once storage allows: a catch-up writes a whole state.
     pending_catch_up: Option<(cup::CupContent, Vec<u8>)>,
+    /// When this replica last exchanged files with its orchestrator (the readiness verdict
+    /// in, its progress out), and the progress it last wrote.
+    last_exchange: Option<std::time::Instant>,
+    progress_written: Option<ProgressFile>,
 }
+
+/// How often the replica reads its orchestrator's readiness verdict and reports its
+/// progress: both change on the scale of seconds, the driver ticks every 100 ms.
+const EXCHANGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,6 +291,7 @@ impl Driver {
             first_payload: None,
             last_payload: None,
             storage_error: None,
+            own_share_height: None,
             readiness: Vec::new(),
         };
         let shared = Arc::new(Shared {
@@ -330,6 +343,8 @@ impl Driver {
             unpersisted: None,
             last_storage_retry: None,
             pending_catch_up: None,
+            last_exchange: None,
+            progress_written: None,
         };
         (d, shared)
     }
@@ -428,8 +443,22 @@ impl Driver {
             }
             self.registry_seen = latest;
         }
-        // The orchestrator's preflight verdict, as this node's readiness (the core
-        // signs and gossips a word only when it changes).
+        if self
+            .last_exchange
+            .is_none_or(|t| t.elapsed() >= EXCHANGE_INTERVAL)
+        {
+            self.last_exchange = Some(std::time::Instant::now());
+            self.exchange_with_orchestrator();
+        }
+        if self.payload_dirty {
+            self.offer_payload();
+        }
+    }
+
+    /// Takes the orchestrator's preflight verdict as this node's readiness (the core signs
+    /// and gossips a word only when it changes), and reports this node's own part in
+    /// the subnet when it changed.
+    fn exchange_with_orchestrator(&mut self) {
         if let Some(r) = self.dir.readiness() {
             self.core.on_event(
                 crate::clocks(),
@@ -440,8 +469,15 @@ impl Driver {
                 },
             );
         }
-        if self.payload_dirty {
-            self.offer_payload();
+        let progress = ProgressFile {
+            version: self.core.config().version.clone(),
+            own_share_height: self.core.own_share_height().map(|h| h.get()),
+        };
+        if self.progress_written.as_ref() != Some(&progress) {
+            match self.dir.write_progress(&progress) {
+                Ok(()) => self.progress_written = Some(progress),
+                Err(e) => tracing::warn!(error = %e, "reporting progress to the orchestrator"),
+            }
         }
     }
 
@@ -574,6 +610,7 @@ impl Driver {
             s.peers_connected = peers;
             s.halting = self.core.is_halting();
             s.halted = self.core.is_halted();
+            s.own_share_height = self.core.own_share_height().map(|h| h.get());
             s.registry_version = self.registry_seen;
             s.ingress_pool = self.ingress.len();
             s.first_payload = self.first_payload;

@@ -16,6 +16,7 @@ use ::crypto::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod participation;
 mod readiness;
 mod restart;
 
