@@ -1,6 +1,7 @@
 //! A release that passes its rehearsal and crashes at start strands the subnet: every
 //! node halts at the upgrade's CUP, switches, and its new replica exits at once, again
-//! and again. Governance brings the subnet back: `nns propose recover-subnet` with the
+//! and again. Governance recalls it: no node starts it again, although the stalled CUP
+//! names it. Governance brings the subnet back: `nns propose recover-subnet` with the
 //! stalled CUP's height and state hash (read from a node's `/status`) and a good
 //! release. Every orchestrator prefers the recovery CUP, switches to the good release,
 //! and the subnet takes writes again; every write acknowledged before the halt and after
@@ -82,6 +83,32 @@ fn a_release_that_crashes_at_start_strands_the_subnet_and_recover_subnet_brings_
             "{cups:?}"
         );
     }
+    // Recall: the stalled CUP names 2.0.0, and each orchestrator would restart it again
+    // and again; once governance recalls it, every node stops its replica and waits,
+    // saying why, and starts it no more.
+    net.govern(
+        &registry,
+        &["propose", "recall-version", "--version", "2.0.0"],
+    );
+    let holding = |i: usize| {
+        let o = orchestrator(i);
+        o["upgrade"]["state"] == "recalled"
+            && o["replica_pid"].is_null()
+            && o["upgrade"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("recalled"))
+    };
+    net.wait("every node holding instead of restarting 2.0.0", |_| {
+        (0..4).all(holding)
+    });
+    // Several of the supervisor's restart backoffs later, still nothing runs.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for i in 0..4 {
+        assert!(holding(i), "node {i}: {}", orchestrator(i));
+    }
+    let versions = tests::testnet::run(&net.nns, &["--registry", &registry, "versions"]);
+    assert!(versions.contains("2.0.0 (recalled)"), "{versions}");
+
     // Recovery: a good release (3.0.0), and a recovery CUP at the stalled height.
     let good = dir.join("packages/3.0.0.tar.zst");
     let good_sha = net.package("3.0.0", &good, true);
