@@ -216,10 +216,13 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
         Ok(r) => r,
         Err(reason) => return wait(reason),
     };
-    // A recall applies from the moment the registry copy has it, not from a CUP.
+    // A recall applies from the moment the registry copy has it, not from a CUP (read
+    // at the latest version only when the CUP pins an older one: usually it is the same
+    // record).
     let recalled = release.recalled
-        || release_at(registry, &release.version, latest)
-            .is_ok_and(|r| r.recalled && r.package_sha256 == release.package_sha256);
+        || (pinned != latest
+            && release_at(registry, &release.version, latest)
+                .is_ok_and(|r| r.recalled && r.package_sha256 == release.package_sha256));
     if recalled {
         let reason = format!(
             "version {} is recalled by governance: waiting for a recovery CUP or another deployment to subnet {subnet}",
