@@ -38,9 +38,12 @@ pub enum Byzantine {
     /// Its orchestrator's CUP endpoint answers with forged, foreign, stale, replayed and
     /// made-up CUPs (`orchestration.rs`); its consensus traffic is honest.
     BadCupAnswers,
+    /// Says it is ready for the deployed release although its preflight failed, and at
+    /// the switch runs nothing (`machines.rs`); its consensus traffic is honest.
+    LyingReadiness,
 }
 
-pub const BEHAVIORS: [Byzantine; 11] = [
+pub const BEHAVIORS: [Byzantine; 12] = [
     Byzantine::Equivocate,
     Byzantine::BadSignatures,
     Byzantine::Withhold,
@@ -52,6 +55,7 @@ pub const BEHAVIORS: [Byzantine; 11] = [
     Byzantine::LyingCatchUp,
     Byzantine::LyingStateSync,
     Byzantine::BadCupAnswers,
+    Byzantine::LyingReadiness,
 ];
 
 impl Byzantine {
@@ -69,6 +73,7 @@ impl Byzantine {
             Self::LyingCatchUp => "lying-catch-up",
             Self::LyingStateSync => "lying-state-sync",
             Self::BadCupAnswers => "bad-cup-answers",
+            Self::LyingReadiness => "lying-readiness",
         }
     }
 
@@ -94,7 +99,10 @@ impl Sim {
         match behavior {
             // Lying state-sync peers and bad CUP endpoints lie in their answers
             // (state.rs, orchestration.rs) only.
-            None | Some(Byzantine::LyingStateSync) | Some(Byzantine::BadCupAnswers) => {
+            None
+            | Some(Byzantine::LyingStateSync)
+            | Some(Byzantine::BadCupAnswers)
+            | Some(Byzantine::LyingReadiness) => {
                 sends.extend(targets.iter().map(|t| (*t, envelope.clone())))
             }
             Some(Byzantine::Withhold) => {

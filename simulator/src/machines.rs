@@ -148,6 +148,8 @@ impl Sim {
                         ready,
                         reason,
                     } => {
+                        let lying = self.nodes[n].byzantine == Some(Byzantine::LyingReadiness);
+                        let ready = ready || lying;
                         let now = self.clock_of(i);
                         if let Some(c) = self.nodes[n].core.as_mut() {
                             let word = Event::Readiness {
@@ -161,6 +163,20 @@ impl Sim {
                     }
                     Effect::Run { release, .. } => start = Some(release.version),
                     Effect::Switch(release) => {
+                        // The rehearsal at the switch refuses what the preflight refused
+                        // (production: `switch::rehearse`); a liar runs nothing either.
+                        let refused = self.machines[n]
+                            .seen
+                            .preflight
+                            .get(&release.package_sha256)
+                            .is_some_and(|v| !v.ok);
+                        if refused {
+                            let reason =
+                                format!("refused {}: its rehearsal fails here", release.version);
+                            self.machines[n].upgrade.failed(reason);
+                            self.log(&[b"refused", &i.to_be_bytes()]);
+                            continue;
+                        }
                         self.log(&[
                             b"switch",
                             &i.to_be_bytes(),
@@ -211,7 +227,8 @@ impl Sim {
             .iter()
             .rev()
             .take(self.cfg.unready)
-            .any(|j| *j == i as usize);
+            .any(|j| *j == i as usize)
+            || self.nodes[i as usize].byzantine == Some(Byzantine::LyingReadiness);
         let verdict = Verdict {
             ok: !unready,
             reason: unready.then(|| "preflight failed (simulated)".to_string()),

@@ -108,6 +108,26 @@ fn ci_seeds_4_nodes_a_recalled_or_crashing_release_strands_the_subnet_and_a_reco
     }
 }
 
+#[test]
+fn f_nodes_lying_about_readiness_can_strand_the_subnet_and_a_recovery_brings_it_back() {
+    // n = 4: one liar says it is ready for B and runs nothing at the switch, and one
+    // honest node's preflight fails. Two honest words and the lie make the n - f the gate
+    // needs, so the subnet halts for B, which the two honest nodes able to run it cannot
+    // carry on alone: stranded (THREATS.md). Governance recalls B and recovers onto A.
+    let mut cfg = ci_config(4);
+    cfg.behaviors = vec![Byzantine::LyingReadiness];
+    cfg.unready = 1;
+    cfg.strand = Some(Strand::Recall);
+    // With a strand configured, a seed whose subnet never halted for B, or was never
+    // recovered, is a liveness failure (run.rs); B need not be the final release, so
+    // `assert_clean`'s upgrade height does not apply.
+    let results = run(&cfg, 0, 12, 12);
+    assert_no_failures(&results, &cfg, 12);
+    for r in &results {
+        assert!(r.min_finalized >= cfg.heights, "seed {}: {r:?}", r.seed);
+    }
+}
+
 fn ci_config(nodes: usize) -> SimConfig {
     let mut cfg = SimConfig::new(nodes, simulator::tolerated(nodes), 40);
     cfg.upgrade_at = Some(12);
