@@ -67,7 +67,8 @@ struct Cli {
     only_equivocators: bool,
     /// The Byzantine behaviours to draw from, comma-separated (default: all of them):
     /// equivocate, bad-signatures, withhold, replay, wrong-version, forge-cup-shares,
-    /// block-times, malformed, lying-catch-up, lying-state-sync, bad-cup-answers.
+    /// block-times, malformed, lying-catch-up, lying-state-sync, bad-cup-answers,
+    /// lying-readiness.
     #[arg(long, value_delimiter = ',', value_parser = parse_behavior)]
     behaviors: Option<Vec<Byzantine>>,
     /// Worker threads (default: all cores).
