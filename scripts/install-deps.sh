@@ -25,6 +25,10 @@ if command -v dpkg >/dev/null 2>&1; then
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   # libfaketime: the end-to-end test of a node whose clock is a day ahead.
   have_pkg faketime || missing+=(faketime)
+  # Nodes as hosts (testnet --hosts netns): namespaces and veths (iproute2), offloads
+  # off on the veths so the link emulator can copy frames (ethtool).
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then

@@ -15,7 +15,7 @@
 //! without the system's certificate store; `tls_extra_ca_file` (PEM, relative to the
 //! node directory) adds roots for package mirrors, say one inside the operator's network.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf};
 
 /// The node directory's configuration file.
@@ -23,7 +23,7 @@ pub const FILE_NAME: &str = "node.toml";
 /// The most of `node.toml` read: a few hundred bytes in practice.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub registry_urls: Vec<String>,
@@ -66,6 +66,31 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// A configuration with the defaults for everything not given.
+    pub fn new(
+        registry_urls: Vec<String>,
+        registry_root_key: String,
+        listen: SocketAddr,
+        poll_interval_ms: u64,
+        webhooks: Vec<String>,
+    ) -> Self {
+        Self {
+            registry_urls,
+            registry_root_key,
+            listen,
+            images_dir: default_images_dir(),
+            poll_interval_ms,
+            replica_stop_grace_ms: default_grace_ms(),
+            tls_extra_ca_file: None,
+            webhooks,
+        }
+    }
+
+    /// `node.toml`'s text: what `load` reads back (a test checks).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("node.toml: {e}"))
+    }
+
     /// Reads and validates `DIR/node.toml`.
     pub fn load(node_dir: &std::path::Path) -> Result<Self, ConfigError> {
         let path = node_dir.join(FILE_NAME);
@@ -154,6 +179,24 @@ mod tests {
         assert_eq!(c.poll_interval_ms, 1000);
         assert_eq!(c.images_dir, PathBuf::from("images"));
         assert!(c.root_key().is_some());
+    }
+
+    #[test]
+    fn a_written_config_reads_back() {
+        let c = NodeConfig::new(
+            vec!["http://10.213.0.2:4100".into()],
+            KEY.into(),
+            "10.213.0.10:4112".parse().unwrap(),
+            300,
+            vec!["http://127.0.0.1:9/hook".into()],
+        );
+        let back = NodeConfig::parse(&c.to_toml().unwrap()).expect("reads back");
+        assert_eq!(back.registry_urls, c.registry_urls);
+        assert_eq!(back.listen, c.listen);
+        assert_eq!(back.poll_interval_ms, 300);
+        assert_eq!(back.webhooks, c.webhooks);
+        assert_eq!(back.images_dir, PathBuf::from("images"));
+        assert_eq!(back.tls_extra_ca_file, None);
     }
 
     #[test]

@@ -17,3 +17,23 @@ pub async fn requested() {
         _ = terminated => {}
     }
 }
+
+/// Resolves once the process that started this one has exited (the kernel re-parents
+/// an orphan to init or a subreaper, so the parent pid changes), checked once a second.
+/// A replica watches its orchestrator this way: nothing outlives its owner, even after
+/// a `kill -9` that gave the orchestrator no chance to stop it. Never resolves for a
+/// process started by init itself (a service manager's direct child has nothing to
+/// outlive).
+pub async fn parent_exited() {
+    let parent = std::os::unix::process::parent_id();
+    if parent == 1 {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}

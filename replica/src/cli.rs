@@ -275,7 +275,12 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
     });
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
-        registry::shutdown::requested().await;
+        tokio::select! {
+            _ = registry::shutdown::requested() => {}
+            _ = registry::shutdown::parent_exited() => {
+                tracing::warn!("the process that started this replica exited: stopping");
+            }
+        }
         let _ = stop_tx.send(());
     });
     let r = driver.run(inbox, req_rx, stop_rx).await;

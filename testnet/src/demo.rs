@@ -9,10 +9,27 @@ pub(crate) enum Scenario {
     Recovery,
 }
 
-pub(crate) fn demo(as_json: bool, scenario: Scenario) -> Result<(), String> {
+pub(crate) fn demo(
+    as_json: bool,
+    scenario: Scenario,
+    hosts: Hosts,
+    shape: hosts::Shape,
+) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
     let nodes = 4;
-    prep(&dir, nodes, 9, 3, free_base(nodes)?, &[])?;
+    let args = PrepArgs {
+        nodes,
+        dkg_interval: 9,
+        neurons: 3,
+        base_port: Some(match hosts {
+            Hosts::Loopback => free_base(nodes)?,
+            Hosts::Netns => hosts::HOST_BASE_PORT,
+        }),
+        webhooks: Vec::new(),
+        hosts,
+        shape,
+    };
+    prep(&dir, &args)?;
     let result = match scenario {
         Scenario::Upgrade => demo_in(&dir),
         Scenario::Recovery => scenario::recovery_in(&dir),
@@ -47,7 +64,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
-    let registry = format!("http://127.0.0.1:{}", l.registry_port);
+    let registry = l.registry_url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,7 +120,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         "packaged 2.0.0, the next release: state schema 2 (values get checksums), the append method, artifacts on icup-consensus/2 (sha256 {})",
         &sha[..16]
     ));
-    let url = format!("http://127.0.0.1:{}/packages/2.0.0.tar.zst", l.package_port);
+    let url = format!("{}/2.0.0.tar.zst", l.package_url_base());
     let elect = [
         "propose",
         "elect-version",

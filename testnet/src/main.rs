@@ -12,10 +12,12 @@
 //! directory of the `testnet` binary itself: they are built together.
 
 mod demo;
+mod hosts;
 mod procs;
 mod query;
 mod scenario;
 mod story;
+mod wire;
 
 use demo::*;
 use procs::*;
@@ -58,20 +60,8 @@ enum Cmd {
     Prep {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        nodes: usize,
-        #[arg(long, default_value_t = 20)]
-        dkg_interval: u64,
-        #[arg(long, default_value_t = 3)]
-        neurons: usize,
-        /// Registry on P, packages on P+1, node i on P+10+4i (consensus, HTTP, orchestrator).
-        /// 0: a range where nothing listens now.
-        #[arg(long, default_value_t = 31000)]
-        base_port: u16,
-        /// A URL every node's orchestrator posts a JSON event to at each upgrade step
-        /// (node.toml `webhooks`); repeat for more.
-        #[arg(long = "webhook")]
-        webhooks: Vec<String>,
+        #[command(flatten)]
+        args: PrepArgs,
     },
     /// Start the registry, the package server and the orchestrators in the background.
     Up {
@@ -152,6 +142,12 @@ enum Cmd {
         /// it, and `recover-subnet` brings it back.
         #[arg(long, value_enum, default_value_t = Scenario::Upgrade)]
         scenario: Scenario,
+        /// Where the nodes run: `loopback` (one host) or `netns` (a network namespace
+        /// each, over the link emulator; needs root).
+        #[arg(long, value_enum, default_value_t = Hosts::Loopback)]
+        hosts: Hosts,
+        #[command(flatten)]
+        shape: hosts::Shape,
     },
     /// Stop node I's orchestrator and replica, keeping its directory.
     StopNode {
@@ -172,8 +168,38 @@ enum Cmd {
         #[arg(long, allow_hyphen_values = true)]
         clock_offset: Option<String>,
     },
-    /// Stop everything `up` started.
+    /// Stop everything `up` started; with `--hosts netns`, also remove every namespace and
+    /// interface it made (also after a crash of `testnet` itself).
     Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// (`--hosts netns`) Cut the links between groups of nodes: `--groups 0,1/2,3`. Nodes
+    /// in no group keep reaching everyone; the registry and package host are never cut.
+    Partition {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        groups: String,
+    },
+    /// (`--hosts netns`) Restore every link a partition cut.
+    Heal {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// (`--hosts netns`) Change the links' latency, jitter, loss and rate on a running
+    /// network: every host's, or with `--node I` node I's only.
+    Shape {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: Option<usize>,
+        #[command(flatten)]
+        shape: hosts::Shape,
+    },
+    /// (Internal) the link emulator between a netns testnet's hosts.
+    #[command(hide = true)]
+    ServeLinks {
         #[arg(long)]
         dir: PathBuf,
     },
@@ -187,12 +213,73 @@ enum Cmd {
     },
 }
 
+/// What `testnet prep` (and `demo`) take.
+#[derive(Clone, Debug, clap::Args)]
+struct PrepArgs {
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    #[arg(long, default_value_t = 20)]
+    dkg_interval: u64,
+    #[arg(long, default_value_t = 3)]
+    neurons: usize,
+    /// Loopback: registry on P (default 31000), packages on P+1, node i on P+10+4i
+    /// (consensus, HTTP, orchestrator); 0: a range where nothing listens now. Netns: the
+    /// same ports on every
+    /// host (default 4100).
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// A URL every node's orchestrator posts a JSON event to at each upgrade step
+    /// (node.toml `webhooks`); repeat for more.
+    #[arg(long = "webhook")]
+    webhooks: Vec<String>,
+    /// Where the nodes run: `loopback` (every process on this host's 127.0.0.1) or
+    /// `netns` (each node, and the registry with the package server, in a network
+    /// namespace of its own with its own address in 10.213.0.0/16, linked through the
+    /// testnet's link emulator, which applies the shape below; needs root).
+    #[arg(long, value_enum, default_value_t = Hosts::Loopback)]
+    hosts: Hosts,
+    #[command(flatten)]
+    shape: hosts::Shape,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Hosts {
+    Loopback,
+    Netns,
+}
+
 /// `DIR/testnet.json`: what `prep` decided, for the other commands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Layout {
     registry_port: u16,
     package_port: u16,
     nodes: Vec<NodeLayout>,
+    /// The registry's and the package server's host.
+    #[serde(default = "loopback_host")]
+    infra_host: String,
+    /// Set for `--hosts netns`.
+    #[serde(default)]
+    netns: Option<hosts::Netns>,
+}
+
+fn loopback_host() -> String {
+    "127.0.0.1".into()
+}
+
+impl Layout {
+    fn registry_url(&self) -> String {
+        format!("http://{}:{}", self.infra_host, self.registry_port)
+    }
+    fn package_url_base(&self) -> String {
+        format!("http://{}:{}/packages", self.infra_host, self.package_port)
+    }
+    /// `program` run on `host` (in its namespace with `--hosts netns`).
+    fn command(&self, host: hosts::Host, program: &Path) -> Command {
+        match &self.netns {
+            Some(n) => n.command(host, program),
+            None => Command::new(program),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -207,19 +294,17 @@ struct NodeLayout {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Prep {
-            dir,
-            nodes,
-            dkg_interval,
-            neurons,
-            base_port,
-            webhooks,
-        } => {
-            let base = match base_port {
-                0 => free_base(nodes),
-                base => Ok(base),
+        Cmd::Prep { dir, mut args } => {
+            let base = match (args.base_port, args.hosts) {
+                (Some(0), Hosts::Loopback) => free_base(args.nodes),
+                (None, Hosts::Loopback) => Ok(31000),
+                (None | Some(0), Hosts::Netns) => Ok(hosts::HOST_BASE_PORT),
+                (Some(base), _) => Ok(base),
             };
-            base.and_then(|base| prep(&dir, nodes, dkg_interval, neurons, base, &webhooks))
+            base.and_then(|base| {
+                args.base_port = Some(base);
+                prep(&dir, &args)
+            })
         }
         Cmd::Up { dir } => up(&dir),
         Cmd::Status { dir, json } => status(&dir, json),
@@ -245,7 +330,16 @@ fn main() -> ExitCode {
             duration,
             out,
         } => load(&dir, rate, duration, &out),
-        Cmd::Demo { json, scenario } => demo(json, scenario),
+        Cmd::Demo {
+            json,
+            scenario,
+            hosts,
+            shape,
+        } => demo(json, scenario, hosts, shape),
+        Cmd::Partition { dir, groups } => procs::partition(&dir, Some(&groups)),
+        Cmd::Heal { dir } => procs::partition(&dir, None),
+        Cmd::Shape { dir, node, shape } => procs::reshape(&dir, node, shape),
+        Cmd::ServeLinks { dir } => wire::serve(&dir),
         Cmd::StopNode { dir, node } => stop_node(&dir, node),
         Cmd::StartNode {
             dir,
@@ -324,14 +418,8 @@ fn package(
     Ok(sha)
 }
 
-fn prep(
-    dir: &Path,
-    nodes: usize,
-    dkg: u64,
-    neurons: usize,
-    base: u16,
-    webhooks: &[String],
-) -> Result<(), String> {
+fn prep(dir: &Path, args: &PrepArgs) -> Result<(), String> {
+    let (nodes, base) = (args.nodes, args.base_port.unwrap_or(31000));
     if dir.join("testnet.json").exists() {
         return Err(format!("{} already holds a testnet", dir.display()));
     }
@@ -341,37 +429,62 @@ fn prep(
     if u32::from(base) + 10 + 4 * nodes as u32 > 65535 {
         return Err("--base-port leaves no room for every node's ports".into());
     }
+    if args.hosts == Hosts::Loopback && args.shape != hosts::Shape::default() {
+        return Err(
+            "--latency-ms, --jitter-ms, --loss-pct and --rate-mbit need --hosts netns".into(),
+        );
+    }
+    args.shape.validate()?;
     let packages = dir.join("packages");
     std::fs::create_dir_all(&packages).map_err(io(&packages))?;
+    // With --hosts netns, an index of the address range is reserved now: the addresses
+    // go into the registry's records and every node.toml.
+    let netns = match args.hosts {
+        Hosts::Loopback => None,
+        Hosts::Netns => Some(hosts::Netns::claim(dir, nodes)?),
+    };
+    let infra_host = match &netns {
+        Some(n) => n.address(hosts::Host::Infra).to_string(),
+        None => loopback_host(),
+    };
     let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
     let sha = package(FIRST_VERSION, &first, false, None, false)?;
-    let package_port = base + 1;
+    let mut layout = Layout {
+        registry_port: base,
+        package_port: base + 1,
+        nodes: Vec::new(),
+        infra_host,
+        netns,
+    };
     let params = NetworkParams {
         nodes,
-        neurons,
-        dkg_interval_length: dkg,
+        neurons: args.neurons,
+        dkg_interval_length: args.dkg_interval,
         unit_delay_ms: 200,
         initial_notary_delay_ms: 100,
         base_port: base,
         replica_version: ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?,
         package_sha256: sha.clone(),
         package_urls: vec![format!(
-            "http://127.0.0.1:{package_port}/packages/{FIRST_VERSION}.tar.zst"
+            "{}/{FIRST_VERSION}.tar.zst",
+            layout.package_url_base()
         )],
         genesis_time_ns: registry::server::now_ns(),
     };
     let mut net = generate_network(&params, &mut rand_chacha::ChaCha20Rng::from_os_rng())
         .map_err(|e| e.to_string())?;
-    let mut layout = Layout {
-        registry_port: base,
-        package_port,
-        nodes: Vec::new(),
-    };
     for (i, n) in net.nodes.iter_mut().enumerate() {
-        let p = base as usize + 10 + 4 * i;
-        n.record.consensus_address = format!("127.0.0.1:{p}");
-        n.record.http_address = format!("127.0.0.1:{}", p + 1);
-        n.record.cup_address = format!("127.0.0.1:{}", p + 2);
+        // Separate hosts use the same ports, each on its own address.
+        let (host, p) = match &layout.netns {
+            Some(ns) => (
+                ns.address(hosts::Host::Node(i)).to_string(),
+                base as usize + 10,
+            ),
+            None => (loopback_host(), base as usize + 10 + 4 * i),
+        };
+        n.record.consensus_address = format!("{host}:{p}");
+        n.record.http_address = format!("{host}:{}", p + 1);
+        n.record.cup_address = format!("{host}:{}", p + 2);
         net.genesis.nodes[i] = n.record.clone();
         layout.nodes.push(NodeLayout {
             node_id: n.record.node_id.to_string(),
@@ -401,18 +514,30 @@ fn prep(
     let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
     let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
     for n in &layout.nodes {
-        let hooks: Vec<String> = webhooks.iter().map(|u| format!("{u:?}")).collect();
-        let toml = format!(
-            "registry_urls = [\"http://127.0.0.1:{}\"]\nregistry_root_key = \"{}\"\nlisten = \"{}\"\npoll_interval_ms = 300\nwebhooks = [{}]\n",
-            layout.registry_port,
-            root_key.trim(),
-            n.orchestrator_address,
-            hooks.join(", ")
+        let config = orchestrator::config::NodeConfig::new(
+            vec![layout.registry_url()],
+            root_key.trim().to_string(),
+            n.orchestrator_address
+                .parse()
+                .map_err(|e| format!("{}: {e}", n.orchestrator_address))?,
+            300,
+            args.webhooks.clone(),
         );
-        std::fs::write(n.dir.join("node.toml"), toml).map_err(io(&n.dir))?;
+        config
+            .validate()
+            .map_err(|e| format!("node.toml for {}: {e}", n.dir.display()))?;
+        let path = n.dir.join(orchestrator::config::FILE_NAME);
+        std::fs::write(&path, config.to_toml()?).map_err(io(&path))?;
         let images = n.dir.join("images");
         release::unpack(&verified, &v1, &images).map_err(|e| e.to_string())?;
         release::switch_current(&images, verified.sha256()).map_err(|e| e.to_string())?;
+    }
+    if layout.netns.is_some() {
+        let links = hosts::Links {
+            shape: args.shape,
+            ..Default::default()
+        };
+        links.store(dir)?;
     }
     let text = serde_json::to_string_pretty(&layout).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
@@ -558,4 +683,17 @@ fn nns(registry: &str, key: &Path, args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (unique names and groups, valid defaults) run on
+    /// every subcommand, not only on the ones a test happens to call.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -57,21 +57,33 @@ pub(crate) fn spawn(dir: &Path, name: &str, cmd: &mut Command) -> Result<(), Str
 
 pub(crate) fn up(dir: &Path) -> Result<(), String> {
     let l = layout(dir)?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    if let Some(net) = &l.netns {
+        // The hosts and their wire first (what a crashed run left is made again).
+        if running(dir, "links").is_none() {
+            net.create()?;
+        }
+        spawn(
+            dir,
+            "links",
+            Command::new(&me).args(["serve-links", "--dir"]).arg(dir),
+        )?;
+    }
     spawn(
         dir,
         "registry",
-        Command::new(bin("registry")?)
+        l.command(hosts::Host::Infra, &bin("registry")?)
             .args(["serve", "--dir"])
             .arg(dir.join("registry"))
-            .args(["--listen", &format!("127.0.0.1:{}", l.registry_port)]),
+            .args(["--listen", &format!("{}:{}", l.infra_host, l.registry_port)]),
     )?;
     spawn(
         dir,
         "packages",
-        Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        l.command(hosts::Host::Infra, &me)
             .args(["serve-packages", "--dir"])
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{}", l.package_port)]),
+            .args(["--listen", &format!("{}:{}", l.infra_host, l.package_port)]),
     )?;
     for (i, n) in l.nodes.iter().enumerate() {
         start_orchestrator(dir, i, n)?;
@@ -103,9 +115,9 @@ pub(crate) fn up(dir: &Path) -> Result<(), String> {
         }
     })?;
     println!(
-        "testnet up: {} nodes finalizing; registry http://127.0.0.1:{}",
+        "testnet up: {} nodes finalizing; registry {}",
         l.nodes.len(),
-        l.registry_port
+        l.registry_url()
     );
     Ok(())
 }
@@ -130,7 +142,7 @@ pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
 
 pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
     let l = layout(dir)?;
-    let registry_url = format!("http://127.0.0.1:{}", l.registry_port);
+    let registry_url = l.registry_url();
     let report = runtime()?.block_on(async {
         let client = client()?;
         let reg = get(&client, &format!("{registry_url}/api/v1/status")).await;
@@ -159,7 +171,9 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
         }
         Ok::<_, String>(json!({
             "registry_url": registry_url,
-            "package_url_base": format!("http://127.0.0.1:{}/packages", l.package_port),
+            "package_url_base": l.package_url_base(),
+            "hosts": if l.netns.is_some() { "netns" } else { "loopback" },
+            "links": hosts::Links::load(dir).ok(),
             "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
             "subnets": subnets.unwrap_or(Value::Null),
             "nodes": nodes,
@@ -205,6 +219,7 @@ pub(crate) fn down(dir: &Path) -> Result<(), String> {
     let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
     names.push("packages".into());
     names.push("registry".into());
+    names.push("links".into());
     for name in names {
         stop(dir, &name);
     }
@@ -212,6 +227,9 @@ pub(crate) fn down(dir: &Path) -> Result<(), String> {
     // any the orchestrators left behind, by the pid in their status files.
     for n in &l.nodes {
         stop_leftover_replica(&n.dir);
+    }
+    if let Some(net) = &l.netns {
+        net.destroy()?;
     }
     println!("testnet down");
     Ok(())
@@ -253,12 +271,67 @@ pub(crate) fn stop_node(dir: &Path, node: usize) -> Result<(), String> {
 /// The operator's one step on a node: start the installed release's orchestrator; it
 /// takes it from there.
 pub(crate) fn start_orchestrator(dir: &Path, i: usize, n: &NodeLayout) -> Result<(), String> {
-    let orchestrator = n.dir.join("images/current/bin/orchestrator");
+    let l = layout(dir)?;
     spawn(
         dir,
         &format!("node-{i}"),
-        Command::new(orchestrator).arg("--node-dir").arg(&n.dir),
+        &mut orchestrator_command(&l, i, n),
     )
+}
+
+/// Node I's one process: its installed release's orchestrator, on its host.
+fn orchestrator_command(l: &Layout, i: usize, n: &NodeLayout) -> Command {
+    let mut c = l.command(
+        hosts::Host::Node(i),
+        &n.dir.join("images/current/bin/orchestrator"),
+    );
+    c.arg("--node-dir").arg(&n.dir);
+    c
+}
+
+/// `partition --groups G` (or `heal` with none): the emulator follows links.json.
+pub(crate) fn partition(dir: &Path, groups: Option<&str>) -> Result<(), String> {
+    let l = layout(dir)?;
+    if l.netns.is_none() {
+        return Err("partitions need a testnet prepared with --hosts netns".into());
+    }
+    let mut links = hosts::Links::load(dir)?;
+    links.partition = match groups {
+        Some(g) => hosts::parse_groups(g, l.nodes.len())?,
+        None => Vec::new(),
+    };
+    links.store(dir)?;
+    match groups {
+        Some(g) => println!("partitioned: {g}"),
+        None => println!("healed"),
+    }
+    Ok(())
+}
+
+/// `shape`: every host's links, or node I's.
+pub(crate) fn reshape(dir: &Path, node: Option<usize>, shape: hosts::Shape) -> Result<(), String> {
+    let l = layout(dir)?;
+    if l.netns.is_none() {
+        return Err("shaping links needs a testnet prepared with --hosts netns".into());
+    }
+    shape.validate()?;
+    let mut links = hosts::Links::load(dir)?;
+    match node {
+        Some(i) => {
+            node_of(&l, i)?;
+            links.node_shapes.insert(i, shape);
+        }
+        None => {
+            links.shape = shape;
+            links.node_shapes.clear();
+        }
+    }
+    links.store(dir)?;
+    println!(
+        "links: {}",
+        serde_json::to_string(&links).map_err(|e| e.to_string())?
+    );
+    Ok(())
 }
 
 pub(crate) fn start_node(
@@ -288,9 +361,7 @@ pub(crate) fn start_node(
             spawn(
                 dir,
                 &format!("node-{node}"),
-                Command::new(n.dir.join("images/current/bin/orchestrator"))
-                    .arg("--node-dir")
-                    .arg(&n.dir)
+                orchestrator_command(&l, node, n)
                     .env("LD_PRELOAD", lib)
                     .env("FAKETIME", offset)
                     // Only the wall clock: the monotonic one keeps running as it does.

@@ -37,7 +37,7 @@ fn release(
         drill,
         false,
     )?;
-    let url = format!("http://127.0.0.1:{}/packages/{file}", l.package_port);
+    let url = format!("{}/{file}", l.package_url_base());
     let elect = [
         "propose",
         "elect-version",
@@ -112,7 +112,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
-    let registry = format!("http://127.0.0.1:{}", l.registry_port);
+    let registry = l.registry_url();
     // The load runs beside this thread's polling: a runtime with workers of its own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -69,3 +69,12 @@ pub fn binaries() -> PathBuf {
         .and_then(|p| p.parent()?.parent().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."))
 }
+
+/// Whether process `pid` exists and has not exited (a zombie, exited and not yet reaped
+/// by whoever inherited it, counts as exited).
+pub fn process_runs(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit_once(") ")
+            .is_some_and(|(_, r)| !r.starts_with('Z'))
+    })
+}

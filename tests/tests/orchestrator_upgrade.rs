@@ -671,3 +671,29 @@ async fn a_trickling_mirror_does_not_stop_the_supervisor() {
     )
     .await;
 }
+
+/// Issue 16: nothing outlives its owner. An orchestrator killed with SIGKILL cannot stop
+/// its replica; the replica notices it was orphaned and stops by itself (it was left
+/// running, parent 1, after every run of the test command before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stops_when_its_orchestrator_is_killed() {
+    let mut n = one_node().await;
+    let s = runs(&n, "1.0.0").await;
+    let replica = s["replica_pid"].as_u64().unwrap() as i32;
+    let orchestrator = n._procs.0.pop().unwrap();
+    drop(Procs(vec![orchestrator]));
+    let started = Instant::now();
+    while tests::process_runs(replica) {
+        assert!(
+            started.elapsed() < RESTART_PATIENCE,
+            "the replica (pid {replica}) still runs {RESTART_PATIENCE:?} after its orchestrator was killed\n{}",
+            std::fs::read_to_string(n.node.join("replica.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(n.node.join("replica.log")).unwrap_or_default();
+    assert!(
+        log.contains("the process that started this replica exited"),
+        "{log}"
+    );
+}

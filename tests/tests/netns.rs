@@ -1,0 +1,275 @@
+//! Nodes as hosts (issue 16): a 4-node subnet whose nodes, registry and package server
+//! each run in a network namespace of their own, over the link emulator at 25 ms ± 5 ms
+//! one way with 1% loss. The next release is deployed under load, one node is cut off
+//! while the subnet halts for it and healed after the others switched; every
+//! acknowledged write must be on every node, and `testnet down` must leave nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+use tests::testnet::{Net, PATIENCE, nodes, run};
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The names a netns testnet of index `k` makes: namespaces and interfaces.
+fn leftovers(k: u64) -> Vec<String> {
+    let prefix = format!("icup{k}");
+    let mut left: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .chain(std::fs::read_dir("/sys/class/net").into_iter().flatten())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|r| r.starts_with(['-', 'o', 'i', 'n']))
+        })
+        .collect();
+    if Path::new(&format!("/run/icup-testnet/{k}")).exists() {
+        left.push(format!("/run/icup-testnet/{k}"));
+    }
+    left
+}
+
+#[test]
+fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_write() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let bin = tests::binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let net = Net::new(&bin, &dir);
+    let d = net.d.clone();
+    net.run(&[
+        "prep",
+        "--dir",
+        &d,
+        "--nodes",
+        "4",
+        "--dkg-interval",
+        "9",
+        "--hosts",
+        "netns",
+        "--latency-ms",
+        "25",
+        "--jitter-ms",
+        "5",
+        "--loss-pct",
+        "1",
+    ]);
+    let layout: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    let k = layout["netns"]["index"].as_u64().unwrap();
+    net.run(&["up", "--dir", &d]);
+    let s = net.status();
+    assert_eq!(s["hosts"], "netns", "{s}");
+    let registry = s["registry_url"].as_str().unwrap().to_string();
+    assert_eq!(registry, format!("http://10.213.{k}.2:4100"), "{s}");
+    for (i, n) in nodes(&s).iter().enumerate() {
+        assert_eq!(n["alive"], true, "{s}");
+        assert_eq!(n["running_version"], "1.0.0", "{s}");
+        let host = format!("http://10.213.{k}.{}:", 10 + i);
+        assert!(n["replica_url"].as_str().unwrap().starts_with(&host), "{s}");
+    }
+    // Each node's node.toml names the registry on its own host, as on a separate machine.
+    let toml = std::fs::read_to_string(dir.join("nodes/node-0/node.toml")).unwrap();
+    assert!(
+        toml.contains(&format!("http://10.213.{k}.2:4100")),
+        "{toml}"
+    );
+    assert!(!toml.contains("127.0.0.1"), "{toml}");
+
+    // The links are shaped: an answer from a node crosses its outgoing link (25 ± 5 ms).
+    let url = format!(
+        "{}/api/v1/status",
+        nodes(&s)[0]["replica_url"].as_str().unwrap()
+    );
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        net.get(url.clone()).unwrap();
+        fastest = fastest.min(t.elapsed());
+    }
+    assert!(
+        fastest >= Duration::from_millis(20),
+        "a status request took {fastest:?}: the links are not shaped"
+    );
+
+    // The next release under load.
+    let writes = tmp.path().join("writes.jsonl");
+    let mut load: Child = Command::new(&net.testnet)
+        .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
+        .arg("--out")
+        .arg(&writes)
+        .spawn()
+        .unwrap();
+    let base_url = s["package_url_base"].as_str().unwrap().to_string();
+    let subnet = s["subnets"][0]["subnet_id"].as_str().unwrap().to_string();
+    let staged = dir.join("packages/2.0.0.tar.zst");
+    let sha = net.package("2.0.0", &staged, true);
+    net.elect(
+        &registry,
+        "2.0.0",
+        &sha,
+        &[&format!("{base_url}/2.0.0.tar.zst")],
+    );
+    net.deploy(&registry, &subnet, "2.0.0");
+
+    // Node 3 is cut off as soon as node 0's replica halts for the upgrade.
+    let start = Instant::now();
+    let halted_at = loop {
+        if let Some(st) = net.get(url.clone())
+            && (st["halting"] == true || st["replica_version"] == "2.0.0")
+        {
+            break st;
+        }
+        assert!(start.elapsed() < PATIENCE, "node 0 never halted for 2.0.0");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    net.run(&["partition", "--dir", &d, "--groups", "0,1,2/3"]);
+    assert_eq!(
+        halted_at["halting"], true,
+        "node 0 switched before the halt was seen: {halted_at}"
+    );
+    let on =
+        |n: &Value, v: &str| n["running_version"] == v && n["finalized_height"].as_u64().is_some();
+    let switched = net.wait("nodes 0 to 2 on 2.0.0 without node 3", |s| {
+        nodes(s)[0..3].iter().all(|n| on(n, "2.0.0"))
+    });
+    let cup = nodes(&switched)[0]["cup_height"].as_u64().unwrap();
+    // Three of four make progress past the CUP while node 3 is cut off.
+    net.wait("nodes 0 to 2 finalize past the CUP", |s| {
+        nodes(s)[0..3]
+            .iter()
+            .all(|n| n["finalized_height"].as_u64() > Some(cup + 3))
+    });
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("links-stats.json")).unwrap())
+            .unwrap();
+    assert!(stats["cut"].as_u64() > Some(0), "{stats}");
+    assert!(stats["lost"].as_u64() > Some(0), "{stats}");
+    net.run(&["heal", "--dir", &d]);
+    net.wait("node 3 on 2.0.0 and caught up", |s| {
+        let top = nodes(s)[0]["finalized_height"].as_u64().unwrap_or(0);
+        on(&nodes(s)[3], "2.0.0")
+            && nodes(s)[3]["finalized_height"].as_u64() > Some(cup)
+            && top > cup
+    });
+
+    // The load ends; every acknowledged write is on every node.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &load.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(load.wait().unwrap().success(), "testnet load failed");
+    let heights: Vec<u64> = std::fs::read_to_string(&writes)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["height"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        heights.iter().any(|h| *h <= cup) && heights.iter().any(|h| *h > cup),
+        "the load must span the upgrade (CUP at {cup}): {heights:?}"
+    );
+    let w = writes.to_str().unwrap();
+    let report: Value = serde_json::from_str(&run(
+        &net.testnet,
+        &["verify", "--dir", &d, "--writes", w, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(report["writes"].as_u64(), Some(heights.len() as u64));
+    assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+
+    // Down after a crash: the link emulator is killed first; `down` still removes every
+    // namespace, interface and claim this testnet made.
+    let links: i32 = std::fs::read_to_string(dir.join("pids/links.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &links.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        !leftovers(k).is_empty(),
+        "the testnet made nothing to remove"
+    );
+    net.run(&["down", "--dir", &d]);
+    assert_eq!(leftovers(k), Vec::<String>::new());
+}
+
+#[test]
+fn partitions_and_shapes_need_a_netns_testnet_and_valid_arguments() {
+    let bin = tests::binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let testnet = bin.join("testnet");
+    let d = tmp.path().join("net");
+    let ds = d.to_str().unwrap();
+    let fails = |args: &[&str], why: &str| {
+        let out = Command::new(&testnet).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
+    };
+    // Shaping a loopback testnet is refused before anything is written.
+    fails(
+        &["prep", "--dir", ds, "--latency-ms", "5"],
+        "need --hosts netns",
+    );
+    assert!(!d.join("testnet.json").exists());
+    fails(
+        &[
+            "prep",
+            "--dir",
+            ds,
+            "--hosts",
+            "netns",
+            "--latency-ms",
+            "5",
+            "--jitter-ms",
+            "9",
+        ],
+        "--jitter-ms must be at most --latency-ms",
+    );
+    assert!(!d.join("testnet.json").exists());
+    let base = tests::testnet::base_port().to_string();
+    run(
+        &testnet,
+        &["prep", "--dir", ds, "--nodes", "1", "--base-port", &base],
+    );
+    fails(
+        &["partition", "--dir", ds, "--groups", "0/1"],
+        "--hosts netns",
+    );
+    fails(&["heal", "--dir", ds], "--hosts netns");
+    fails(
+        &["shape", "--dir", ds, "--latency-ms", "5"],
+        "--hosts netns",
+    );
+}
