@@ -34,7 +34,9 @@ pub(crate) fn demo(
         Scenario::Upgrade => demo_in(&dir),
         Scenario::Recovery => scenario::recovery_in(&dir),
     };
-    let _ = down(&dir);
+    if let Err(e) = down(&dir) {
+        eprintln!("testnet demo: down: {e}");
+    }
     match result {
         Ok(summary) => {
             let _ = std::fs::remove_dir_all(&dir);

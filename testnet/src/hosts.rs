@@ -154,6 +154,33 @@ impl Netns {
         ))
     }
 
+    /// Takes this testnet's index again at `up` (`down` gave it back), unless another
+    /// testnet holds it now.
+    pub fn reclaim(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(CLAIMS).map_err(io(Path::new(CLAIMS)))?;
+        let me = std::fs::canonicalize(dir).map_err(io(dir))?;
+        let claim = Path::new(CLAIMS).join(self.index.to_string());
+        match std::fs::read_to_string(&claim) {
+            Ok(holder) if Path::new(holder.trim()) == me => Ok(()),
+            Ok(holder) => Err(format!(
+                "testnet index {} (10.213.{}.0/24) is held by {} now: bring that one down, or prep this one again",
+                self.index,
+                self.index,
+                holder.trim()
+            )),
+            Err(_) => {
+                use std::io::Write;
+                // create_new: of two `up`s racing for a free index, one gets it.
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&claim)
+                    .map_err(io(&claim))?;
+                writeln!(f, "{}", me.display()).map_err(io(&claim))
+            }
+        }
+    }
+
     fn in_use(&self) -> bool {
         self.hosts().iter().any(|h| {
             self.namespace(*h)
@@ -219,6 +246,7 @@ impl Netns {
     /// Removes every namespace and interface this testnet made, killing what still
     /// runs inside its namespaces; quiet about what is already gone.
     pub fn remove_links(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
         for host in self.hosts() {
             if let Some(ns) = self.namespace(host)
                 && Path::new("/run/netns").join(&ns).exists()
@@ -230,14 +258,24 @@ impl Netns {
                         }
                     }
                 }
-                run("ip", &["netns", "del", &ns])?;
+                if let Err(e) = run("ip", &["netns", "del", &ns]) {
+                    errors.push(e);
+                }
             }
+            // Deleting a namespace deletes its veth pair, a moment later.
             let end = self.wire_end(host);
-            if Path::new("/sys/class/net").join(&end).exists() {
-                run("ip", &["link", "del", &end])?;
+            if Path::new("/sys/class/net").join(&end).exists()
+                && let Err(e) = run("ip", &["link", "del", &end])
+                && !e.contains("Cannot find device")
+            {
+                errors.push(e);
             }
         }
-        Ok(())
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Removes everything and gives the index back.

@@ -61,6 +61,7 @@ pub(crate) fn up(dir: &Path) -> Result<(), String> {
     if let Some(net) = &l.netns {
         // The hosts and their wire first (what a crashed run left is made again).
         if running(dir, "links").is_none() {
+            net.reclaim(dir)?;
             net.create()?;
         }
         spawn(
