@@ -29,6 +29,8 @@ if command -v dpkg >/dev/null 2>&1; then
   # off on the veths so the link emulator can copy frames (ethtool).
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
+  # The deployment test checks the systemd unit with systemd-analyze.
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then

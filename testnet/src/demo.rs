@@ -117,7 +117,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     rt.block_on(story::submit(&client, &urls[0], &put))?;
 
     let pkg = dir.join("packages").join("2.0.0.tar.zst");
-    let sha = package("2.0.0", &pkg, true, None, false)?;
+    let sha = package("2.0.0", &pkg, true, None)?;
     event(format!(
         "packaged 2.0.0, the next release: state schema 2 (values get checksums), the append method, artifacts on icup-consensus/2 (sha256 {})",
         &sha[..16]

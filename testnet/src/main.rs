@@ -44,6 +44,9 @@ use types::ReplicaVersion;
 const FIRST_VERSION: &str = "1.0.0";
 /// How long `up` waits for the first finalized blocks.
 const UP_PATIENCE: Duration = Duration::from_secs(180);
+/// `testnet status`'s exit code when a node it expects does not answer (the report is
+/// printed all the same); 1 is any other failure, 2 a bad argument (clap's).
+const EXIT_NODES_DOWN: u8 = 3;
 /// How long `down` lets a process exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -62,13 +65,20 @@ enum Cmd {
         dir: PathBuf,
         #[command(flatten)]
         args: PrepArgs,
+        /// One JSON object: `{"dir","nodes","hosts","registry_url","package_url_base","netns_index"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Start the registry, the package server and the orchestrators in the background.
     Up {
         #[arg(long)]
         dir: PathBuf,
+        /// One JSON object: `{"nodes","registry_url"}`.
+        #[arg(long)]
+        json: bool,
     },
-    /// Every node's state.
+    /// Every node's state. Exits 3 (after the report) if a node's orchestrator or
+    /// replica does not answer, 1 on any other failure.
     Status {
         #[arg(long)]
         dir: PathBuf,
@@ -131,6 +141,9 @@ enum Cmd {
         duration: u64,
         #[arg(long)]
         out: PathBuf,
+        /// One JSON object at the end: `{"writes_acknowledged","out"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// The whole story in a temporary directory: prep, up, load, package the next
     /// release, elect and deploy it with nns, watch the upgrade, check every write, down.
@@ -173,6 +186,9 @@ enum Cmd {
     Down {
         #[arg(long)]
         dir: PathBuf,
+        /// One JSON object: `{"stopped","namespaces_removed"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// (`--hosts netns`) Cut the links between groups of nodes: `--groups 0,1/2,3`. Nodes
     /// in no group keep reaching everyone; the registry and package host are never cut.
@@ -294,7 +310,11 @@ struct NodeLayout {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Prep { dir, mut args } => {
+        Cmd::Prep {
+            dir,
+            mut args,
+            json,
+        } => {
             let base = match (args.base_port, args.hosts) {
                 (Some(0), Hosts::Loopback) => free_base(args.nodes),
                 (None, Hosts::Loopback) => Ok(31000),
@@ -305,16 +325,28 @@ fn main() -> ExitCode {
                 args.base_port = Some(base);
                 prep(&dir, &args)
             })
+            .map(|summary| report(json, &summary))
         }
-        Cmd::Up { dir } => up(&dir),
-        Cmd::Status { dir, json } => status(&dir, json),
+        Cmd::Up { dir, json } => up(&dir).map(|summary| report(json, &summary)),
+        Cmd::Status { dir, json } => match status(&dir, json) {
+            Ok(down) if !down.is_empty() => {
+                eprintln!("testnet: nodes down (orchestrator or replica not answering): {down:?}");
+                return ExitCode::from(EXIT_NODES_DOWN);
+            }
+            r => r.map(|_| ()),
+        },
         Cmd::Package {
             version,
             out,
             next_release,
             broken,
             json,
-        } => package(&version, &out, next_release, broken, json).map(|_| ()),
+        } => package(&version, &out, next_release, broken).map(|sha| {
+            report(
+                json,
+                &json!({"summary": sha, "version": version, "sha256": sha, "path": out.display().to_string()}),
+            )
+        }),
         Cmd::Verify { dir, writes, json } => verify(&dir, &writes, json),
         Cmd::Query {
             dir,
@@ -323,13 +355,14 @@ fn main() -> ExitCode {
             verify,
             json,
         } => query::run(&dir, &key, node, verify, json),
-        Cmd::Down { dir } => down(&dir),
+        Cmd::Down { dir, json } => down(&dir).map(|summary| report(json, &summary)),
         Cmd::Load {
             dir,
             rate,
             duration,
             out,
-        } => load(&dir, rate, duration, &out),
+            json,
+        } => load(&dir, rate, duration, &out).map(|summary| report(json, &summary)),
         Cmd::Demo {
             json,
             scenario,
@@ -354,6 +387,19 @@ fn main() -> ExitCode {
             eprintln!("testnet: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command's outcome: its JSON object with `--json`, else its `"summary"` line.
+fn report(json: bool, summary: &Value) {
+    if json {
+        let mut v = summary.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("summary");
+        }
+        println!("{v}");
+    } else if let Some(line) = summary["summary"].as_str() {
+        println!("{line}");
     }
 }
 
@@ -386,7 +432,6 @@ fn package(
     out: &Path,
     next: bool,
     broken: Option<replica::cli::Drill>,
-    as_json: bool,
 ) -> Result<String, String> {
     let v = ReplicaVersion::new(version).map_err(|e| format!("--version: {e}"))?;
     let replica = bin(if next { "replica-next" } else { "replica" })?;
@@ -406,19 +451,10 @@ fn package(
     if broken.is_some() {
         let _ = std::fs::remove_file(&drill);
     }
-    let sha = built?;
-    if as_json {
-        println!(
-            "{}",
-            json!({"version": version, "sha256": sha, "path": out.display().to_string()})
-        );
-    } else {
-        println!("{sha}");
-    }
-    Ok(sha)
+    built
 }
 
-fn prep(dir: &Path, args: &PrepArgs) -> Result<(), String> {
+fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     let (nodes, base) = (args.nodes, args.base_port.unwrap_or(31000));
     if dir.join("testnet.json").exists() {
         return Err(format!("{} already holds a testnet", dir.display()));
@@ -448,7 +484,7 @@ fn prep(dir: &Path, args: &PrepArgs) -> Result<(), String> {
         None => loopback_host(),
     };
     let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
-    let sha = package(FIRST_VERSION, &first, false, None, false)?;
+    let sha = package(FIRST_VERSION, &first, false, None)?;
     let mut layout = Layout {
         registry_port: base,
         package_port: base + 1,
@@ -541,13 +577,20 @@ fn prep(dir: &Path, args: &PrepArgs) -> Result<(), String> {
     }
     let text = serde_json::to_string_pretty(&layout).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
-    println!(
-        "prepared {} nodes in {}; start them with: testnet up --dir {}",
-        layout.nodes.len(),
-        dir.display(),
-        dir.display()
-    );
-    Ok(())
+    Ok(json!({
+        "summary": format!(
+            "prepared {} nodes in {}; start them with: testnet up --dir {}",
+            layout.nodes.len(),
+            dir.display(),
+            dir.display()
+        ),
+        "dir": dir.display().to_string(),
+        "nodes": layout.nodes.len(),
+        "hosts": if layout.netns.is_some() { "netns" } else { "loopback" },
+        "registry_url": layout.registry_url(),
+        "package_url_base": layout.package_url_base(),
+        "netns_index": layout.netns.as_ref().map(|n| n.index),
+    }))
 }
 
 fn serve_packages(dir: &Path, listen: &str) -> Result<(), String> {
@@ -584,7 +627,7 @@ fn replica_urls(l: &Layout) -> Vec<String> {
         .collect()
 }
 
-fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> {
+fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
@@ -604,8 +647,11 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<(), String> 
         confirmer.await.unwrap_or_default()
     });
     story::write_lines(out, &writes)?;
-    println!("{} writes acknowledged", writes.len());
-    Ok(())
+    Ok(json!({
+        "summary": format!("{} writes acknowledged", writes.len()),
+        "writes_acknowledged": writes.len(),
+        "out": out.display().to_string(),
+    }))
 }
 
 fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {

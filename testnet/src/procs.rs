@@ -55,7 +55,7 @@ pub(crate) fn spawn(dir: &Path, name: &str, cmd: &mut Command) -> Result<(), Str
     Ok(())
 }
 
-pub(crate) fn up(dir: &Path) -> Result<(), String> {
+pub(crate) fn up(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     if let Some(net) = &l.netns {
@@ -115,12 +115,15 @@ pub(crate) fn up(dir: &Path) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     })?;
-    println!(
-        "testnet up: {} nodes finalizing; registry {}",
-        l.nodes.len(),
-        l.registry_url()
-    );
-    Ok(())
+    Ok(json!({
+        "summary": format!(
+            "testnet up: {} nodes finalizing; registry {}",
+            l.nodes.len(),
+            l.registry_url()
+        ),
+        "nodes": l.nodes.len(),
+        "registry_url": l.registry_url(),
+    }))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -141,7 +144,9 @@ pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }
 
-pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
+/// Prints every node's state; returns the nodes that are down (an orchestrator or a
+/// replica that does not answer), for the exit code.
+pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
     let l = layout(dir)?;
     let registry_url = l.registry_url();
     let report = runtime()?.block_on(async {
@@ -212,17 +217,25 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    let down = report["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, n)| n["alive"] != true || n["finalized_height"].is_null())
+        .map(|(i, _)| i)
+        .collect();
+    Ok(down)
 }
 
-pub(crate) fn down(dir: &Path) -> Result<(), String> {
+pub(crate) fn down(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
     names.push("packages".into());
     names.push("registry".into());
     names.push("links".into());
-    for name in names {
-        stop(dir, &name);
+    for name in &names {
+        stop(dir, name);
     }
     // Replicas run in their own process groups (the orchestrator's supervisor): stop
     // any the orchestrators left behind, by the pid in their status files.
@@ -232,8 +245,11 @@ pub(crate) fn down(dir: &Path) -> Result<(), String> {
     if let Some(net) = &l.netns {
         net.destroy()?;
     }
-    println!("testnet down");
-    Ok(())
+    Ok(json!({
+        "summary": "testnet down",
+        "stopped": names,
+        "namespaces_removed": l.netns.is_some(),
+    }))
 }
 
 /// Stops the process group recorded for `name`: SIGTERM, SIGKILL after the grace period.

@@ -30,13 +30,7 @@ fn release(
 ) -> Result<(), String> {
     let l = layout(dir)?;
     let file = format!("{version}.tar.zst");
-    let sha = package(
-        version,
-        &dir.join("packages").join(&file),
-        true,
-        drill,
-        false,
-    )?;
+    let sha = package(version, &dir.join("packages").join(&file), true, drill)?;
     let url = format!("{}/{file}", l.package_url_base());
     let elect = [
         "propose",

@@ -83,8 +83,28 @@ impl Net {
         run(&self.testnet, args)
     }
 
+    /// `testnet status --json`: its report, also when it exits 3 because a node is down.
     pub fn status(&self) -> Value {
-        serde_json::from_str(&run(&self.testnet, &["status", "--dir", &self.d, "--json"])).unwrap()
+        let out = Command::new(&self.testnet)
+            .args(["status", "--dir", &self.d, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || out.status.code() == Some(3),
+            "testnet status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    /// `testnet status`'s exit code.
+    pub fn status_code(&self) -> Option<i32> {
+        Command::new(&self.testnet)
+            .args(["status", "--dir", &self.d])
+            .output()
+            .unwrap()
+            .status
+            .code()
     }
 
     pub fn get(&self, url: String) -> Option<Value> {

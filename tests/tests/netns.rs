@@ -52,8 +52,9 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
     let dir = tmp.path().join("net");
     let net = Net::new(&bin, &dir);
     let d = net.d.clone();
-    net.run(&[
+    let prepared: Value = serde_json::from_str(&net.run(&[
         "prep",
+        "--json",
         "--dir",
         &d,
         "--nodes",
@@ -68,11 +69,12 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
         "5",
         "--loss-pct",
         "1",
-    ]);
-    let layout: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
-    let k = layout["netns"]["index"].as_u64().unwrap();
-    net.run(&["up", "--dir", &d]);
+    ]))
+    .unwrap();
+    assert_eq!(prepared["hosts"], "netns", "{prepared}");
+    let k = prepared["netns_index"].as_u64().unwrap();
+    let up: Value = serde_json::from_str(&net.run(&["up", "--json", "--dir", &d])).unwrap();
+    assert_eq!(up["nodes"], 4, "{up}");
     let s = net.status();
     assert_eq!(s["hosts"], "netns", "{s}");
     let registry = s["registry_url"].as_str().unwrap().to_string();
@@ -218,7 +220,8 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
         !leftovers(k).is_empty(),
         "the testnet made nothing to remove"
     );
-    net.run(&["down", "--dir", &d]);
+    let down: Value = serde_json::from_str(&net.run(&["down", "--json", "--dir", &d])).unwrap();
+    assert_eq!(down["namespaces_removed"], true, "{down}");
     assert_eq!(leftovers(k), Vec::<String>::new());
 }
 

@@ -191,8 +191,15 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_hashes(urls.clone(), stop_sampling.clone());
 
-    // Node 3 is down through the whole upgrade (three of four still make a quorum).
+    // Node 3 is down through the whole upgrade (three of four still make a quorum);
+    // `testnet status` says so in its exit code (3), as it said all were up (0).
+    assert_eq!(net.status_code(), Some(0));
     run(&net.testnet, &["stop-node", "--dir", &d, "--node", "3"]);
+    assert_eq!(
+        net.status_code(),
+        Some(3),
+        "testnet status with node 3 down"
+    );
 
     // Governance elects the next release with two URLs: the first serves the wrong bytes
     // (the 1.0.0 package), the second nothing yet.
