@@ -1,0 +1,87 @@
+//! The HTTP side: the page and the latest overview, serialized once per refresh.
+
+use crate::overview::Overview;
+use axum::{
+    Router,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use std::sync::{Arc, RwLock};
+
+/// The page: one file, its CSS and script inline, nothing loaded from elsewhere.
+pub const PAGE: &str = include_str!("page.html");
+
+/// The page may run its own inline script and style, and fetch from this server only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+     form-action 'none'";
+
+/// The latest overview as JSON bytes.
+#[derive(Debug, Default)]
+pub struct Published {
+    json: RwLock<Arc<Vec<u8>>>,
+}
+
+impl Published {
+    pub fn publish(&self, o: &Overview) {
+        let bytes = match serde_json::to_vec(o) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "critical_error: the overview does not serialize");
+                return;
+            }
+        };
+        if let Ok(mut g) = self.json.write() {
+            *g = Arc::new(bytes);
+        }
+    }
+
+    fn latest(&self) -> Option<Arc<Vec<u8>>> {
+        self.json
+            .read()
+            .ok()
+            .map(|g| g.clone())
+            .filter(|b| !b.is_empty())
+    }
+}
+
+pub fn router(published: Arc<Published>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/v1/overview", get(overview))
+        .with_state(published)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn overview(State(p): State<Arc<Published>>) -> Response {
+    match p.latest() {
+        Some(bytes) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            bytes.as_ref().clone(),
+        )
+            .into_response(),
+        None => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"the first refresh has not finished"}"#,
+        )
+            .into_response(),
+    }
+}
