@@ -64,7 +64,8 @@ enum Cmd {
         dkg_interval: u64,
         #[arg(long, default_value_t = 3)]
         neurons: usize,
-        /// Registry on P, packages on P+1, node i on P+10+4i (consensus, HTTP, orchestrator).
+        /// Registry on P, packages on P+1, the dashboard on P+2, node i on P+10+4i
+        /// (consensus, HTTP, orchestrator).
         /// 0: a range where nothing listens now.
         #[arg(long, default_value_t = 31000)]
         base_port: u16,

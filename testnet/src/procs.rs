@@ -73,6 +73,21 @@ pub(crate) fn up(dir: &Path) -> Result<(), String> {
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{}", l.package_port)]),
     )?;
+    // The dashboard reads the network from outside, as anyone could, checking the
+    // registry's answers against its key.
+    let key_file = dir.join("registry").join("registry_public_key.hex");
+    let key = std::fs::read_to_string(&key_file).map_err(io(&key_file))?;
+    spawn(
+        dir,
+        "dashboard",
+        Command::new(bin("dashboard")?)
+            .args([
+                "--registry",
+                &format!("http://127.0.0.1:{}", l.registry_port),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{}", dashboard_port(&l))])
+            .args(["--registry-key", key.trim()]),
+    )?;
     for (i, n) in l.nodes.iter().enumerate() {
         start_orchestrator(dir, i, n)?;
     }
@@ -103,11 +118,17 @@ pub(crate) fn up(dir: &Path) -> Result<(), String> {
         }
     })?;
     println!(
-        "testnet up: {} nodes finalizing; registry http://127.0.0.1:{}",
+        "testnet up: {} nodes finalizing; registry http://127.0.0.1:{}; dashboard http://127.0.0.1:{}",
         l.nodes.len(),
-        l.registry_port
+        l.registry_port,
+        dashboard_port(&l)
     );
     Ok(())
+}
+
+/// The dashboard listens beside the registry (P) and the package server (P+1).
+pub(crate) fn dashboard_port(l: &Layout) -> u16 {
+    l.registry_port + 2
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -160,6 +181,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
         Ok::<_, String>(json!({
             "registry_url": registry_url,
             "package_url_base": format!("http://127.0.0.1:{}/packages", l.package_port),
+            "dashboard_url": format!("http://127.0.0.1:{}", dashboard_port(&l)),
             "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
             "subnets": subnets.unwrap_or(Value::Null),
             "nodes": nodes,
@@ -203,6 +225,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<(), String> {
 pub(crate) fn down(dir: &Path) -> Result<(), String> {
     let l = layout(dir)?;
     let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
+    names.push("dashboard".into());
     names.push("packages".into());
     names.push("registry".into());
     for name in names {
