@@ -126,7 +126,9 @@ pub struct NodeRow {
     pub upgrade_state: Option<String>,
     pub target_version: Option<ReplicaVersion>,
     pub last_error: Option<String>,
+    /// After a switch: `watching`, `healthy` or `unhealthy`, and why.
     pub health: Option<String>,
+    pub health_reason: Option<String>,
     pub finalized_height: Option<u64>,
     pub certified_height: Option<u64>,
     pub cup_height: Option<u64>,
@@ -471,10 +473,10 @@ impl Watcher {
             last_error: o.and_then(|o| o.upgrade.last_error.clone()),
             health: o
                 .and_then(|o| o.upgrade.health.as_ref())
-                .map(|h| match &h.reason {
-                    Some(why) => format!("{}: {why}", h.state),
-                    None => h.state.clone(),
-                }),
+                .map(|h| h.state.clone()),
+            health_reason: o
+                .and_then(|o| o.upgrade.health.as_ref())
+                .and_then(|h| h.reason.clone()),
             finalized_height: r.map(|r| r.finalized_height),
             certified_height: r.map(|r| r.certified_height),
             cup_height: r

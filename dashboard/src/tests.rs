@@ -329,6 +329,7 @@ fn a_rollout_is_followed_from_the_deployment_to_every_node_healthy() {
             ..switched
         }),
     );
+    assert_eq!(row(&o, 1).health.as_deref(), Some("healthy"));
     let r = &o.rollouts[0];
     assert_eq!(r.completed_unix_ms, Some(7_000));
     let times = |i: usize| -> Vec<(Option<u64>, bool)> {
