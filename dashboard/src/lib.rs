@@ -14,8 +14,10 @@
 //! |---|---|
 //! | `GET /` | the page |
 //! | `GET /api/v1/overview` | [`overview::Overview`] as JSON |
+//! | `GET /metrics` | the refreshes' counts and durations ([`metrics`]) |
 
 pub mod answers;
+pub mod metrics;
 pub mod overview;
 pub mod rollout;
 pub mod server;
@@ -58,8 +60,10 @@ pub async fn run<S: sources::Sources>(
         if let Err(e) = &registry {
             tracing::debug!(error = %e, "registry read failed");
         }
+        out.metrics.count_answers(&answers);
         let overview = watcher.observe(now_unix_ms(), registry, answers);
         out.publish(&overview);
+        out.metrics.record(&overview, started.elapsed());
         // The first read named the nodes: poll them now rather than a second later.
         if watcher.known_nodes() != known {
             continue;

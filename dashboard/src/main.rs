@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| format!("listening on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let published = Arc::new(Published::default());
+        let published = Arc::new(Published::new().map_err(|e| e.to_string())?);
         let watcher = Watcher::new(&registry_url, verified);
         tokio::spawn(run(sources, watcher, interval, published.clone()));
         println!("listening on http://{addr}");

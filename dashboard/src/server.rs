@@ -1,6 +1,6 @@
 //! The HTTP side: the page and the latest overview, serialized once per refresh.
 
-use crate::overview::Overview;
+use crate::{metrics::Metrics, overview::Overview};
 use axum::{
     Router,
     extract::State,
@@ -18,13 +18,21 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
      form-action 'none'";
 
-/// The latest overview as JSON bytes.
-#[derive(Debug, Default)]
+/// The latest overview as JSON bytes, and the refreshes' metrics.
+#[derive(Debug)]
 pub struct Published {
     json: RwLock<Arc<Vec<u8>>>,
+    pub metrics: Metrics,
 }
 
 impl Published {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            json: RwLock::default(),
+            metrics: Metrics::new()?,
+        })
+    }
+
     pub fn publish(&self, o: &Overview) {
         let bytes = match serde_json::to_vec(o) {
             Ok(b) => b,
@@ -51,6 +59,7 @@ pub fn router(published: Arc<Published>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/v1/overview", get(overview))
+        .route("/metrics", get(metrics))
         .with_state(published)
 }
 
@@ -65,6 +74,13 @@ async fn page() -> Response {
         PAGE,
     )
         .into_response()
+}
+
+async fn metrics(State(p): State<Arc<Published>>) -> Response {
+    match p.metrics.text() {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn overview(State(p): State<Arc<Published>>) -> Response {
