@@ -56,6 +56,11 @@ fi
 # the tests). It drives Debian's Chromium and downloads no browser of its own.
 PLAYWRIGHT_CORE_VERSION=1.65.1
 browser_dir="${ICUP_BROWSER_DIR:-$HOME/.cache/icup/browser}"
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "error: playwright-core $PLAYWRIGHT_CORE_VERSION needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
 installed=$(node -p "require('$browser_dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
 if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
   if ! command -v npm >/dev/null 2>&1; then

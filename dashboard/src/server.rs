@@ -101,3 +101,34 @@ async fn overview(State(p): State<Arc<Published>>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PAGE;
+
+    #[test]
+    fn the_page_parses_no_data_as_html_and_loads_nothing_from_elsewhere() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!PAGE.contains(sink), "the page uses {sink}");
+        }
+        for external in ["http://", "https://", "src=", "<link", "@import", "url("] {
+            assert!(!PAGE.contains(external), "the page refers to {external}");
+        }
+        // The cells a browser test reads are there.
+        for hook in [
+            "\"data-field\"",
+            "\"data-node\"",
+            "\"data-step\"",
+            "/api/v1/overview",
+        ] {
+            assert!(PAGE.contains(hook), "the page lacks {hook}");
+        }
+    }
+}
