@@ -1,6 +1,9 @@
 //! The dashboard's own `/metrics` (Prometheus text, base units): how its refreshes go.
 
-use crate::{answers::NodeAnswers, overview::Overview};
+use crate::{
+    answers::NodeAnswers,
+    overview::{Overview, Reachability},
+};
 use prometheus::{
     Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -16,9 +19,6 @@ pub struct Metrics {
     registry_reachable: IntGauge,
     nodes: IntGaugeVec,
 }
-
-/// Every value `NodeRow::reachability` takes.
-const REACHABILITY: [&str; 4] = ["up", "partial", "unreachable", "unknown"];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -85,9 +85,9 @@ impl Metrics {
             self.registry_failures.inc();
         }
         self.registry_reachable.set(i64::from(o.registry.reachable));
-        for r in REACHABILITY {
+        for r in Reachability::ALL {
             let count = o.nodes.iter().filter(|n| n.reachability == r).count();
-            self.nodes.with_label_values(&[r]).set(count as i64);
+            self.nodes.with_label_values(&[r.name()]).set(count as i64);
         }
         self.refresh_seconds.set(took.as_secs_f64());
     }

@@ -77,8 +77,7 @@ pub struct VersionRow {
     pub version: ReplicaVersion,
     pub sha256: String,
     pub urls: Vec<String>,
-    /// `recalled`, `deployed` (some subnet's release) or `elected`.
-    pub status: &'static str,
+    pub status: VersionStatus,
     pub deployed_to: Vec<SubnetId>,
     /// Nodes that last said they run it.
     pub running_on: usize,
@@ -90,7 +89,7 @@ pub struct ProposalRow {
     pub kind: String,
     /// What it does, in a few words.
     pub summary: String,
-    pub status: &'static str,
+    pub status: ProposalStatus,
     /// Voting power for and against, of `total`.
     pub yes: u64,
     pub no: u64,
@@ -98,6 +97,50 @@ pub struct ProposalRow {
     pub created_unix_ms: u64,
     pub deadline_unix_ms: u64,
     pub failure_reason: Option<String>,
+}
+
+/// Whether a node's two endpoints answered the latest refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    /// Both answered.
+    Up,
+    /// One of them answered.
+    Partial,
+    /// Neither answered.
+    Unreachable,
+    /// Not polled yet.
+    Unknown,
+}
+
+impl Reachability {
+    pub const ALL: [Reachability; 4] = [
+        Reachability::Up,
+        Reachability::Partial,
+        Reachability::Unreachable,
+        Reachability::Unknown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reachability::Up => "up",
+            Reachability::Partial => "partial",
+            Reachability::Unreachable => "unreachable",
+            Reachability::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where an elected version stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Governance recalled it: never run again.
+    Recalled,
+    /// Some subnet's release.
+    Deployed,
+    /// Elected, deployed nowhere.
+    Elected,
 }
 
 /// One endpoint of a node, as the latest refresh found it.
@@ -114,9 +157,7 @@ pub struct EndpointRow {
 pub struct NodeRow {
     pub node_id: NodeId,
     pub subnet_id: Option<SubnetId>,
-    /// `up` (both endpoints answer), `partial`, `unreachable` (neither), `unknown` (not
-    /// polled yet).
-    pub reachability: &'static str,
+    pub reachability: Reachability,
     /// Since when neither endpoint has answered.
     pub unreachable_since_unix_ms: Option<u64>,
     pub replica: EndpointRow,
@@ -370,11 +411,11 @@ impl Watcher {
                     sha256: v.sha256.clone(),
                     urls: v.urls.clone(),
                     status: if v.recalled {
-                        "recalled"
+                        VersionStatus::Recalled
                     } else if deployed_to.is_empty() {
-                        "elected"
+                        VersionStatus::Elected
                     } else {
-                        "deployed"
+                        VersionStatus::Deployed
                     },
                     deployed_to,
                     running_on: nodes
@@ -392,7 +433,7 @@ impl Watcher {
                 proposal_id: p.proposal_id,
                 kind: p.kind.clone(),
                 summary: summary(&p.payload),
-                status: p.status.name(),
+                status: p.status,
                 yes: p.yes,
                 no: p.no,
                 total: p.total,
@@ -404,7 +445,7 @@ impl Watcher {
         // Open ones first, then newest first.
         proposals.sort_by_key(|p| {
             (
-                p.status != ProposalStatus::Open.name(),
+                p.status != ProposalStatus::Open,
                 std::cmp::Reverse(p.proposal_id),
             )
         });
@@ -443,11 +484,13 @@ impl Watcher {
             .orchestrator
             .row(format!("http://{}/status", a.cup_address));
         let (reachability, unreachable_since) = match (replica.ok, orchestrator.ok) {
-            (true, true) => ("up", None),
-            (true, false) | (false, true) => ("partial", None),
-            (false, false) if !m.replica.polled() && !m.orchestrator.polled() => ("unknown", None),
+            (true, true) => (Reachability::Up, None),
+            (true, false) | (false, true) => (Reachability::Partial, None),
+            (false, false) if !m.replica.polled() && !m.orchestrator.polled() => {
+                (Reachability::Unknown, None)
+            }
             (false, false) => (
-                "unreachable",
+                Reachability::Unreachable,
                 replica
                     .failing_since_unix_ms
                     .max(orchestrator.failing_since_unix_ms),

@@ -6,7 +6,7 @@
 
 use crate::{
     answers::*,
-    overview::{Overview, Watcher},
+    overview::{Overview, Reachability, VersionStatus, Watcher},
     rollout::{Origin, Step},
     sources::{self, Deadlines, Sources},
 };
@@ -161,6 +161,14 @@ fn all(n: &Node) -> Vec<NodeAnswers> {
     (1..=4).map(|i| answers(i, n)).collect()
 }
 
+/// The first proposal's status as the page reads it.
+fn json_status(o: &Overview) -> String {
+    serde_json::to_value(o).unwrap()["proposals"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn row(o: &Overview, i: u8) -> &crate::overview::NodeRow {
     o.nodes.iter().find(|n| n.node_id == node(i)).unwrap()
 }
@@ -174,12 +182,16 @@ fn the_overview_shows_the_registry_and_every_node() {
     assert_eq!(w.known_nodes().len(), 4);
     assert!(o.registry.reachable && o.registry.verified);
     assert_eq!(o.nodes.len(), 4);
-    assert!(o.nodes.iter().all(|n| n.reachability == "unknown"));
+    assert!(
+        o.nodes
+            .iter()
+            .all(|n| n.reachability == Reachability::Unknown)
+    );
 
     let o = w.observe(2_000, Ok(registry_read("1.0.0", 5)), all(&IDLE_V1));
     assert_eq!(o.refresh, 2);
     for n in &o.nodes {
-        assert_eq!(n.reachability, "up");
+        assert_eq!(n.reachability, Reachability::Up);
         assert_eq!(n.running_version, Some(v("1.0.0")));
         assert_eq!(n.finalized_height, Some(40));
         let i = n.node_id.0[0] - 1;
@@ -195,11 +207,12 @@ fn the_overview_shows_the_registry_and_every_node() {
         .iter()
         .map(|r| (r.version.to_string(), (r.status, r.running_on)))
         .collect();
-    assert_eq!(status["1.0.0"], ("deployed", 4));
-    assert_eq!(status["2.0.0"], ("elected", 0));
+    assert_eq!(status["1.0.0"], (VersionStatus::Deployed, 4));
+    assert_eq!(status["2.0.0"], (VersionStatus::Elected, 0));
     // Open proposals first.
     assert_eq!(o.proposals[0].proposal_id, 2);
-    assert_eq!(o.proposals[0].status, "open");
+    assert_eq!(o.proposals[0].status, ProposalStatus::Open);
+    assert_eq!(json_status(&o), "open");
     assert!(
         o.proposals[0]
             .summary
@@ -211,6 +224,8 @@ fn the_overview_shows_the_registry_and_every_node() {
     let json = serde_json::to_value(&o).unwrap();
     assert_eq!(json["nodes"][0]["running_version"], "1.0.0");
     assert_eq!(json["nodes"][0]["replica"]["ok"], true);
+    assert_eq!(json["nodes"][0]["reachability"], "up");
+    assert_eq!(json["versions"][0]["status"], "deployed");
 }
 
 #[test]
@@ -222,7 +237,7 @@ fn an_unreachable_node_says_since_when_and_keeps_its_last_answer() {
     a[2] = down(3);
     let o = w.observe(3_000, Ok(registry_read("1.0.0", 5)), a.clone());
     let r = row(&o, 3);
-    assert_eq!(r.reachability, "unreachable");
+    assert_eq!(r.reachability, Reachability::Unreachable);
     assert_eq!(r.unreachable_since_unix_ms, Some(3_000));
     assert!(!r.replica.ok && !r.orchestrator.ok);
     assert_eq!(r.replica.last_answer_unix_ms, Some(2_000));
@@ -236,7 +251,7 @@ fn an_unreachable_node_says_since_when_and_keeps_its_last_answer() {
     // The last values stay, for the page to show as stale.
     assert_eq!(r.running_version, Some(v("1.0.0")));
     // The others are unaffected.
-    assert_eq!(row(&o, 1).reachability, "up");
+    assert_eq!(row(&o, 1).reachability, Reachability::Up);
 
     // Still down a second later: the streak keeps its start.
     let o = w.observe(4_000, Ok(registry_read("1.0.0", 5)), a);
@@ -246,13 +261,13 @@ fn an_unreachable_node_says_since_when_and_keeps_its_last_answer() {
     let mut a = all(&IDLE_V1);
     a[2].replica = Err("no answer within 2000 ms".into());
     let o = w.observe(5_000, Ok(registry_read("1.0.0", 5)), a);
-    assert_eq!(row(&o, 3).reachability, "partial");
+    assert_eq!(row(&o, 3).reachability, Reachability::Partial);
     assert_eq!(row(&o, 3).unreachable_since_unix_ms, None);
     assert_eq!(row(&o, 3).replica.failing_since_unix_ms, Some(3_000));
 
     // Back: up again, nothing failing.
     let o = w.observe(6_000, Ok(registry_read("1.0.0", 5)), all(&IDLE_V1));
-    assert_eq!(row(&o, 3).reachability, "up");
+    assert_eq!(row(&o, 3).reachability, Reachability::Up);
     assert_eq!(row(&o, 3).replica.failing_since_unix_ms, None);
 }
 
@@ -270,7 +285,7 @@ fn an_unreachable_registry_keeps_its_last_read_and_the_nodes_are_still_polled() 
         4,
         "the nodes it named are still polled"
     );
-    assert!(o.nodes.iter().all(|n| n.reachability == "up"));
+    assert!(o.nodes.iter().all(|n| n.reachability == Reachability::Up));
 
     // Never reached: nothing to show but the error.
     let mut w = Watcher::new("http://registry", false);
@@ -446,5 +461,5 @@ async fn a_silent_node_costs_one_deadline_and_holds_up_no_one() {
     let mut w = Watcher::new("http://registry", false);
     w.observe(0, registry, vec![]);
     let o = w.observe(1_000, Ok(registry_read("1.0.0", 5)), answers);
-    assert_eq!(row(&o, 2).reachability, "partial");
+    assert_eq!(row(&o, 2).reachability, Reachability::Partial);
 }
