@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian or Ubuntu machine lacks to build and test this workspace:
-# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), and libfaketime
-# (the test of a node whose clock is a day ahead). Idempotent and
+# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), libfaketime
+# (the test of a node whose clock is a day ahead), and Chromium, node, npm and a pinned
+# playwright-core (the dashboard's browser test). Idempotent and
 # quick when everything is present. Rust itself must already be installed (rustup).
 set -euo pipefail
 
@@ -31,6 +32,10 @@ if command -v dpkg >/dev/null 2>&1; then
   command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
   # The deployment test checks the systemd unit with systemd-analyze.
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The dashboard's browser test: Debian's Chromium, driven by playwright-core under node.
+  have_pkg chromium || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
@@ -51,4 +56,24 @@ if ((${#missing[@]})); then
   fi
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# playwright-core, pinned, beside the build cache (scripts/env.sh names the directory for
+# the tests). It drives Debian's Chromium and downloads no browser of its own.
+PLAYWRIGHT_CORE_VERSION=1.65.1
+browser_dir="${ICUP_BROWSER_DIR:-$HOME/.cache/icup/browser}"
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "error: playwright-core $PLAYWRIGHT_CORE_VERSION needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+installed=$(node -p "require('$browser_dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: npm not found: install node and npm (the dashboard's browser test needs them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing playwright-core@$PLAYWRIGHT_CORE_VERSION into $browser_dir" >&2
+  mkdir -p "$browser_dir"
+  npm install --prefix "$browser_dir" --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_CORE_VERSION"
 fi

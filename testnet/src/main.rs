@@ -238,7 +238,8 @@ struct PrepArgs {
     dkg_interval: u64,
     #[arg(long, default_value_t = 3)]
     neurons: usize,
-    /// Loopback: registry on P (default 31000), packages on P+1, node i on P+10+4i
+    /// Loopback: registry on P (default 31000), packages on P+1, the dashboard on P+2,
+    /// node i on P+10+4i
     /// (consensus, HTTP, orchestrator); 0: a range where nothing listens now. Netns: the
     /// same ports on every
     /// host (default 4100).
@@ -285,6 +286,14 @@ fn loopback_host() -> String {
 impl Layout {
     fn registry_url(&self) -> String {
         format!("http://{}:{}", self.infra_host, self.registry_port)
+    }
+    /// Where the dashboard listens: this machine (the operator's host).
+    fn dashboard_url(&self) -> String {
+        let host = match &self.netns {
+            Some(n) => n.address(hosts::Host::Operator).to_string(),
+            None => loopback_host(),
+        };
+        format!("http://{host}:{}", self.registry_port + 2)
     }
     fn package_url_base(&self) -> String {
         format!("http://{}:{}/packages", self.infra_host, self.package_port)

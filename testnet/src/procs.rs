@@ -86,6 +86,18 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
             .arg(dir)
             .args(["--listen", &format!("{}:{}", l.infra_host, l.package_port)]),
     )?;
+    // The dashboard reads the network from outside, as anyone could, checking the
+    // registry's answers against its key.
+    let key_file = dir.join("registry").join("registry_public_key.hex");
+    let key = std::fs::read_to_string(&key_file).map_err(io(&key_file))?;
+    spawn(
+        dir,
+        "dashboard",
+        Command::new(bin("dashboard")?)
+            .args(["--registry", &l.registry_url()])
+            .args(["--listen", l.dashboard_url().trim_start_matches("http://")])
+            .args(["--registry-key", key.trim()]),
+    )?;
     for (i, n) in l.nodes.iter().enumerate() {
         start_orchestrator(dir, i, n)?;
     }
@@ -117,12 +129,14 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
     })?;
     Ok(json!({
         "summary": format!(
-            "testnet up: {} nodes finalizing; registry {}",
+            "testnet up: {} nodes finalizing; registry {}; dashboard {}",
             l.nodes.len(),
-            l.registry_url()
+            l.registry_url(),
+            l.dashboard_url()
         ),
         "nodes": l.nodes.len(),
         "registry_url": l.registry_url(),
+        "dashboard_url": l.dashboard_url(),
     }))
 }
 
@@ -180,6 +194,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
             "package_url_base": l.package_url_base(),
             "hosts": if l.netns.is_some() { "netns" } else { "loopback" },
             "links": hosts::Links::load(dir).ok(),
+            "dashboard_url": l.dashboard_url(),
             "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
             "subnets": subnets.unwrap_or(Value::Null),
             "nodes": nodes,
@@ -231,6 +246,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
 pub(crate) fn down(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
+    names.push("dashboard".into());
     names.push("packages".into());
     names.push("registry".into());
     names.push("links".into());
