@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian or Ubuntu machine lacks to build and test this workspace:
-# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), and libfaketime
-# (the test of a node whose clock is a day ahead). Idempotent and
+# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), libfaketime
+# (the test of a node whose clock is a day ahead), and promtool from the prometheus
+# package (the test that checks every process's /metrics). Idempotent and
 # quick when everything is present. Rust itself must already be installed (rustup).
 set -euo pipefail
 
@@ -25,6 +26,9 @@ if command -v dpkg >/dev/null 2>&1; then
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   # libfaketime: the end-to-end test of a node whose clock is a day ahead.
   have_pkg faketime || missing+=(faketime)
+  # promtool (Debian's prometheus package): `promtool check metrics` on every process's
+  # /metrics (tests/tests/orchestrator_upgrade.rs).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then

@@ -10,8 +10,9 @@
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
-//! - [`logging`] and [`shutdown`]: what every node-side binary shares (the log setup, and
-//!   waiting for SIGTERM or Ctrl-C).
+//! - [`logging`], [`metrics`] and [`shutdown`]: what every node-side binary shares (the
+//!   log setup, `/metrics` on one Prometheus registry per process, and waiting for
+//!   SIGTERM or Ctrl-C).
 //!
 //! Without the default feature `io` (RocksDB, HTTP, the replicator, the binaries) the crate
 //! is its pure core: the simulator builds on that.
@@ -27,6 +28,8 @@ pub mod invariants;
 pub mod local;
 #[cfg(feature = "io")]
 pub mod logging;
+#[cfg(feature = "io")]
+pub mod metrics;
 pub mod records;
 #[cfg(feature = "io")]
 pub mod replicator;

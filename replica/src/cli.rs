@@ -260,6 +260,8 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         state,
         pool,
         transport: transport.clone(),
+        metrics: crate::metrics::Metrics::new()
+            .map_err(|e| ReplicaError::Io(format!("metrics: {e}")))?,
     });
     driver.take_carryover();
     let (req_tx, req_rx) = mpsc::channel(MAX_PENDING_REQUESTS);
