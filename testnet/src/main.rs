@@ -46,7 +46,11 @@ const UP_PATIENCE: Duration = Duration::from_secs(180);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
-#[command(name = "testnet", about = "A local multi-node testnet on loopback.")]
+#[command(
+    name = "testnet",
+    about = "A local multi-node testnet on loopback.",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
