@@ -7,7 +7,8 @@
 //! - [`governance`]: proposals, votes and adoption, a pure state machine.
 //! - [`service`]: [`Registry`], the three together with atomic persistence.
 //! - [`genesis`]: the genesis file and a generator of whole networks.
-//! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
+//! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
+//!   exit codes of the command-line tools.
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
 //! - [`logging`], [`metrics`] and [`shutdown`]: what every node-side binary shares (the
@@ -22,6 +23,8 @@
 pub mod api;
 #[cfg(feature = "io")]
 pub mod client;
+#[cfg(feature = "io")]
+pub mod exit;
 pub mod genesis;
 pub mod governance;
 pub mod invariants;
