@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian or Ubuntu machine lacks to build and test this workspace:
 # a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), libfaketime
-# (the test of a node whose clock is a day ahead), and Chromium, node, npm and a pinned
-# playwright-core (the dashboard's browser test). Idempotent and
+# (the test of a node whose clock is a day ahead), iproute2 and ethtool (nodes as hosts),
+# systemd-analyze (the unit's check), promtool from the prometheus package (every
+# process's /metrics), and Chromium, node, npm and a pinned playwright-core (the
+# dashboard's browser test). Idempotent and
 # quick when everything is present. Rust itself must already be installed (rustup).
 set -euo pipefail
 
@@ -36,6 +38,9 @@ if command -v dpkg >/dev/null 2>&1; then
   have_pkg chromium || missing+=(chromium)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # promtool (Debian's prometheus package): `promtool check metrics` on every process's
+  # /metrics (tests/tests/orchestrator_upgrade.rs).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 else
   # Not Debian: check for what bindgen needs and say what to install.
   if ! ls /usr/lib*/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then

@@ -21,7 +21,8 @@ use std::{path::PathBuf, process::ExitCode};
 #[derive(Parser, Debug)]
 #[command(
     name = "bench",
-    about = "Measures the headline figures and the physical limits beside them, in one run."
+    about = "Measures the headline figures and the physical limits beside them, in one run.",
+    version
 )]
 struct Args {
     /// Toy sizes: checks that every measurement runs (seconds, not minutes).

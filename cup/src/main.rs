@@ -1,14 +1,27 @@
 //! `cup inspect FILE [--subnet-key HEX] [--json]`: prints a CUP's fields and whether its
-//! signature is valid. Exit codes: 0 valid (or not checked), 1 invalid signature,
-//! 2 unreadable or corrupt file, or bad arguments.
+//! signature is valid. Exit codes (as `nns`'s, which has a third, 3, for an unreachable
+//! server): 0 valid (or not checked), 1 refused: an invalid signature, 2 a bad argument:
+//! an unreadable or corrupt file, a malformed key, a usage error.
 
 use clap::{Parser, Subcommand};
 use crypto::bls::BlsPublicKey;
 use cup::{Cup, CupContent};
 use std::{path::PathBuf, process::ExitCode};
 
+/// `cup inspect`'s exit codes, for `--help`.
+const EXIT_CODES: &str = "Exit codes of `cup inspect`: 0 the CUP is valid (or its signature \
+     was not checked: no --subnet-key, or a registry CUP, which carries none); 1 refused: its \
+     signature does not verify under --subnet-key; 2 a bad argument: an unreadable or \
+     corrupt CUP file, a malformed --subnet-key, or a usage error. It reads a file and asks \
+     no server, so it never exits 3 (the other tools' code for an unreachable server).";
+
 #[derive(Parser, Debug)]
-#[command(name = "cup", about = "Catch-up package tools", version)]
+#[command(
+    name = "cup",
+    about = "Catch-up package tools",
+    version,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,6 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print a CUP file's fields and check its signature.
+    #[command(after_help = EXIT_CODES)]
     Inspect {
         /// The CUP file.
         file: PathBuf,

@@ -19,7 +19,8 @@
 //! - [`switch`]: the new release's rehearsal and the re-execution into it.
 //! - [`process`]: the replica process (process group, SIGTERM then SIGKILL, backoff).
 //! - [`server`]: `GET /status`, `GET /metrics`, `POST /_/catch_up_package` (the CUP
-//!   exchange's rules are in its docs), with [`ratelimit`]'s budgets.
+//!   exchange's rules are in its docs), with [`ratelimit`]'s budgets; [`metrics`]: what
+//!   `/metrics` reports, on one Prometheus registry.
 
 #[cfg(feature = "io")]
 pub mod config;
@@ -27,6 +28,8 @@ pub mod decide;
 // Pure like `decide`: the simulator drives the same transitions.
 #[cfg(feature = "io")]
 pub mod fetch;
+#[cfg(feature = "io")]
+pub mod metrics;
 #[cfg(feature = "io")]
 pub mod node;
 #[cfg(feature = "io")]

@@ -1,6 +1,6 @@
 //! `orchestrator --node-dir DIR`: the only process an operator starts on a node.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use orchestrator::{config::NodeConfig, node::Orchestrator};
 use std::path::PathBuf;
 
@@ -10,7 +10,11 @@ use std::path::PathBuf;
     about = "Runs the right replica version for this node, and upgrades it.",
     long_about = "Replicates the registry into the node directory, collects CUPs, decides \
                   which version to run from which CUP, downloads and verifies release \
-                  packages, and re-executes itself into a new version's orchestrator."
+                  packages, and re-executes itself into a new version's orchestrator.",
+    after_help = "--version prints this program's version and, when it runs from an \
+                  unpacked release image, the replica version of that image.\n\
+                  Exit codes: 0 stopped on SIGTERM or Ctrl-C, 1 could not start (a bad \
+                  node directory or node.toml, a port in use), 2 a bad argument."
 )]
 struct Args {
     /// The node directory: keys, node.toml, the registry copy, images, state.
@@ -21,8 +25,32 @@ struct Args {
     log_json: bool,
 }
 
+/// `orchestrator --version`: the crate version and, when this binary runs from an
+/// unpacked release image (`images/<sha256>/bin/orchestrator`), the replica version and
+/// build its manifest names.
+fn program_version() -> String {
+    let mut out = env!("CARGO_PKG_VERSION").to_string();
+    let image = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?.parent()?;
+        let sha = dir.file_name()?.to_str()?;
+        release::inspect_image(dir.parent()?, sha).ok()
+    });
+    if let Some(i) = image {
+        out.push_str(&format!(
+            " (image of replica version {}, build {:?})",
+            i.version, i.build
+        ));
+    }
+    out
+}
+
 fn main() {
-    let args = Args::parse();
+    let version: &'static str = Box::leak(program_version().into_boxed_str());
+    let args = Args::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit());
     registry::logging::init(args.log_json);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -179,7 +179,7 @@ impl Orchestrator {
                 },
                 decision: "starting".into(),
             }),
-            counters: Mutex::new(Default::default()),
+            metrics: crate::metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?,
             best_cup: Mutex::new(read_cup(&cup_path(node_dir))),
             node_key: key,
             network,
@@ -354,9 +354,7 @@ impl Orchestrator {
                 }
             }
         }
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.registry_poll_failures += 1;
-        }
+        self.shared.metrics.registry_poll_failures.inc();
     }
 
     /// The best CUP this node has: the persisted one or the newest its replica made.
@@ -461,11 +459,7 @@ impl Orchestrator {
                 }
             }
         }
-        if refused > 0
-            && let Ok(mut c) = self.shared.counters.lock()
-        {
-            c.peer_answers_refused += refused;
-        }
+        self.shared.metrics.peer_answers_refused.inc_by(refused);
         self.peer_cups = cups;
     }
 
@@ -478,11 +472,8 @@ impl Orchestrator {
         if let Err(e) = self.supervisor.ensure(&launch) {
             self.fail(e);
         }
-        if self.supervisor.restarts > before
-            && let Ok(mut c) = self.shared.counters.lock()
-        {
-            c.replica_restarts = self.supervisor.restarts;
-        }
+        let restarts = &self.shared.metrics.replica_restarts;
+        restarts.inc_by(self.supervisor.restarts.saturating_sub(before));
     }
 
     /// Takes a finished download's result: a verified image, or a failure to retry later.
@@ -496,11 +487,9 @@ impl Orchestrator {
         let bytes = job.bytes();
         let release = job.release.clone();
         self.job = None;
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.bytes_downloaded += bytes;
-            if result.is_err() {
-                c.download_failures += 1;
-            }
+        self.shared.metrics.downloaded_bytes.inc_by(bytes);
+        if result.is_err() {
+            self.shared.metrics.download_failures.inc();
         }
         let fx = self
             .upgrade
@@ -600,9 +589,10 @@ impl Orchestrator {
     }
 
     fn publish(&self) {
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.webhook_events_dropped = self.notifier.dropped();
-        }
+        registry::metrics::catch_up(
+            &self.shared.metrics.webhook_events_dropped,
+            self.notifier.dropped(),
+        );
         let best = self.best_seen.clone();
         if let Ok(mut s) = self.shared.status.lock() {
             s.subnet_id = best.as_ref().map(|c| c.content().subnet_id);

@@ -170,31 +170,11 @@ pub struct StatusView {
     pub decision: String,
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub replica_restarts: u64,
-    pub bytes_downloaded: u64,
-    pub download_failures: u64,
-    /// Preflights of a deployed release that failed (this node was not ready).
-    pub preflight_failures: u64,
-    /// Upgrade-step events dropped because a webhook's queue was full.
-    pub webhook_events_dropped: u64,
-    /// Switches whose new release this node found unhealthy (a crash loop, no CUP above
-    /// the switch, or none of its own shares in the chain within the deadline).
-    pub upgrades_unhealthy: u64,
-    pub registry_poll_failures: u64,
-    pub last_switch_unix_ms: u64,
-    /// Peer answers refused at a limit (too large, too slow) or for a bad signature.
-    pub peer_answers_refused: u64,
-    /// CUP requests refused for their requester's budget.
-    pub cup_requests_rate_limited: u64,
-}
-
 /// What the loop publishes for the endpoint.
 #[derive(Debug)]
 pub struct Shared {
     pub status: Mutex<StatusView>,
-    pub counters: Mutex<Counters>,
+    pub metrics: crate::metrics::Metrics,
     pub best_cup: Mutex<Option<Cup>>,
     /// Signs answers.
     pub node_key: Ed25519KeyPair,
@@ -407,9 +387,7 @@ async fn catch_up_package(State(s): State<Arc<Shared>>, body: Bytes) -> Response
         .map(|mut l| l.allow(requester, now_ms))
         .unwrap_or(false);
     if !allowed {
-        if let Ok(mut c) = s.counters.lock() {
-            c.cup_requests_rate_limited += 1;
-        }
+        s.metrics.cup_requests_rate_limited.inc();
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "over this requester's budget of CUP requests",
@@ -455,108 +433,11 @@ async fn catch_up_package(State(s): State<Arc<Shared>>, body: Bytes) -> Response
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let (Ok(st), Ok(c)) = (s.status.lock(), s.counters.lock()) else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP orchestrator_{name} {help}\n# TYPE orchestrator_{name} {kind}\norchestrator_{name} {v}\n"
-        ));
-    };
-    metric(
-        "registry_version",
-        "gauge",
-        "Latest local registry version.",
-        st.registry_version.get(),
-    );
-    metric(
-        "cup_height",
-        "gauge",
-        "Height of the best CUP.",
-        st.cup.as_ref().map(|c| c.height).unwrap_or(0),
-    );
-    metric(
-        "replica_restarts_total",
-        "counter",
-        "Replica restarts after an exit.",
-        c.replica_restarts,
-    );
-    metric(
-        "bytes_downloaded_total",
-        "counter",
-        "Release package bytes downloaded.",
-        c.bytes_downloaded,
-    );
-    metric(
-        "download_failures_total",
-        "counter",
-        "Release package downloads that failed.",
-        c.download_failures,
-    );
-    metric(
-        "preflight_failures_total",
-        "counter",
-        "Preflights of a deployed release that failed.",
-        c.preflight_failures,
-    );
-    metric(
-        "webhook_events_dropped_total",
-        "counter",
-        "Upgrade-step events dropped because a webhook's queue was full.",
-        c.webhook_events_dropped,
-    );
-    metric(
-        "upgrades_unhealthy_total",
-        "counter",
-        "Switches whose new release was found unhealthy: a crash loop, no CUP above the switch, or no own shares in the chain.",
-        c.upgrades_unhealthy,
-    );
-    metric(
-        "registry_poll_failures_total",
-        "counter",
-        "Registry polls that failed.",
-        c.registry_poll_failures,
-    );
-    metric(
-        "peer_answers_refused_total",
-        "counter",
-        "Peer CUP answers refused at a limit or for a bad signature.",
-        c.peer_answers_refused,
-    );
-    metric(
-        "cup_requests_rate_limited_total",
-        "counter",
-        "CUP requests refused for their requester's budget.",
-        c.cup_requests_rate_limited,
-    );
-    metric(
-        "image_check_ms",
-        "gauge",
-        "How long checking the running image took at start.",
-        st.image_check_ms,
-    );
-    metric(
-        "last_switch_unix_ms",
-        "gauge",
-        "When this node last switched versions.",
-        c.last_switch_unix_ms,
-    );
-    out.push_str(&format!(
-        "# HELP orchestrator_running_version The running version.\n# TYPE orchestrator_running_version gauge\norchestrator_running_version{{version=\"{}\"}} 1\n",
-        st.running_version
-    ));
-    out.push_str(&format!(
-        "# HELP orchestrator_upgrade_state The upgrade state.\n# TYPE orchestrator_upgrade_state gauge\norchestrator_upgrade_state{{state=\"{}\"}} 1\n",
-        st.upgrade.state
-    ));
-    if let Some(h) = &st.upgrade.health {
-        out.push_str(&format!(
-            "# HELP orchestrator_upgrade_health The health of the release this process switched to.\n# TYPE orchestrator_upgrade_health gauge\norchestrator_upgrade_health{{state=\"{}\"}} 1\n",
-            h.state
-        ));
+    match s.status.lock() {
+        Ok(st) => s.metrics.observe(&st),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    s.metrics.render()
 }
 
 #[cfg(test)]

@@ -52,6 +52,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every [`Phase::name`].
+    pub const NAMES: [&'static str; 7] = [
+        "idle",
+        "downloading",
+        "preflight",
+        "ready",
+        "switching",
+        "failed",
+        "recalled",
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Idle => "idle",
@@ -84,6 +95,9 @@ pub enum HealthState {
 }
 
 impl HealthState {
+    /// Every [`HealthState::name`].
+    pub const NAMES: [&'static str; 3] = ["watching", "healthy", "unhealthy"];
+
     pub fn name(&self) -> &'static str {
         match self {
             HealthState::Watching => "watching",

@@ -7,11 +7,13 @@
 //! - [`governance`]: proposals, votes and adoption, a pure state machine.
 //! - [`service`]: [`Registry`], the three together with atomic persistence.
 //! - [`genesis`]: the genesis file and a generator of whole networks.
-//! - [`api`], [`server`], [`client`]: the HTTP API with signed responses.
+//! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
+//!   exit codes of the command-line tools.
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
-//! - [`logging`] and [`shutdown`]: what every node-side binary shares (the log setup, and
-//!   waiting for SIGTERM or Ctrl-C).
+//! - [`logging`], [`metrics`] and [`shutdown`]: what every node-side binary shares (the
+//!   log setup, `/metrics` on one Prometheus registry per process, and waiting for
+//!   SIGTERM or Ctrl-C).
 //!
 //! Without the default feature `io` (RocksDB, HTTP, the replicator, the binaries) the crate
 //! is its pure core: the simulator builds on that.
@@ -21,12 +23,16 @@
 pub mod api;
 #[cfg(feature = "io")]
 pub mod client;
+#[cfg(feature = "io")]
+pub mod exit;
 pub mod genesis;
 pub mod governance;
 pub mod invariants;
 pub mod local;
 #[cfg(feature = "io")]
 pub mod logging;
+#[cfg(feature = "io")]
+pub mod metrics;
 pub mod records;
 #[cfg(feature = "io")]
 pub mod replicator;

@@ -3,6 +3,7 @@
 //! One `Registry<RocksStore>` behind a mutex: requests are short, and every write is one
 //! synced RocksDB commit, so an acknowledged proposal or vote survives a kill -9.
 
+use crate::metrics::{self as m, Builder};
 use crate::{
     Registry, RegistryError,
     api::*,
@@ -20,7 +21,7 @@ use axum::{
     routing::{get, post},
 };
 use crypto::ed25519::Ed25519KeyPair;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry as Metrics, TextEncoder};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry as Metrics};
 use serde::Deserialize;
 use std::{
     ops::Bound,
@@ -63,6 +64,12 @@ pub fn store_path(dir: &FsPath) -> PathBuf {
 /// The largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
+/// Bounds of `registry_http_request_duration_seconds`'s buckets: half a millisecond (a
+/// read) to 5 s (a proposal that decodes a large registry).
+const REQUEST_SECONDS_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 pub struct ServerState {
     registry: Mutex<Registry<RocksStore>>,
     key: Ed25519KeyPair,
@@ -74,6 +81,7 @@ pub struct ServerState {
     decodes: IntCounter,
     version_gauge: IntGauge,
     open_gauge: IntGauge,
+    request_seconds: Histogram,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -121,28 +129,28 @@ impl ServerState {
         }
         let registry = Registry::open(store).map_err(registry_err)?;
         let metrics = Metrics::new();
-        let requests = IntCounterVec::new(
-            Opts::new("registry_http_requests_total", "HTTP requests by endpoint"),
+        let b = Builder::new(&metrics);
+        let requests = b.counter_vec(
+            "registry_http_requests_total",
+            "HTTP requests by endpoint",
             &["endpoint"],
         )?;
-        let refusals = IntCounterVec::new(
-            Opts::new(
-                "registry_refusals_total",
-                "Refused proposals and votes by kind",
-            ),
+        let refusals = b.counter_vec(
+            "registry_refusals_total",
+            "Refused proposals and votes by kind",
             &["kind"],
         )?;
-        let decodes = IntCounter::new(
+        let decodes = b.counter(
             "registry_snapshot_decodes_total",
             "Decodes of the whole registry (the expensive step of a proposal)",
         )?;
-        let version_gauge = IntGauge::new("registry_version", "The latest registry version")?;
-        let open_gauge = IntGauge::new("registry_proposals_open", "Open proposals")?;
-        metrics.register(Box::new(requests.clone()))?;
-        metrics.register(Box::new(refusals.clone()))?;
-        metrics.register(Box::new(decodes.clone()))?;
-        metrics.register(Box::new(version_gauge.clone()))?;
-        metrics.register(Box::new(open_gauge.clone()))?;
+        let version_gauge = b.gauge("registry_version", "The latest registry version")?;
+        let open_gauge = b.gauge("registry_proposals_open", "Open proposals")?;
+        let request_seconds = b.seconds_histogram(
+            "registry_http_request_duration_seconds",
+            "Time to answer an HTTP request, its signature included",
+            &REQUEST_SECONDS_BUCKETS,
+        )?;
         let network = NetworkId::from_registry_root_key(key.public_key().as_bytes());
         Ok(Arc::new(Self {
             registry: Mutex::new(registry),
@@ -154,6 +162,7 @@ impl ServerState {
             decodes,
             version_gauge,
             open_gauge,
+            request_seconds,
         }))
     }
 
@@ -243,6 +252,7 @@ async fn sign_responses(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let timer = state.request_seconds.start_timer();
     let (mut parts, body) = next.run(req).await.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await {
         Ok(b) => b,
@@ -260,6 +270,7 @@ async fn sign_responses(
     if let Ok(v) = HeaderValue::from_str(&sig.to_string()) {
         parts.headers.insert(SIGNATURE_HEADER, v);
     }
+    timer.observe_duration();
     Response::from_parts(parts, Body::from(bytes))
 }
 
@@ -633,8 +644,7 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
         let reg = s.registry();
         s.version_gauge.set(reg.latest_version().get() as i64);
         // The count lives in the registry; the counter catches up with it.
-        s.decodes
-            .inc_by(reg.snapshot_decodes().saturating_sub(s.decodes.get()));
+        m::catch_up(&s.decodes, reg.snapshot_decodes());
         let open = reg
             .governance()
             .proposals
@@ -643,8 +653,5 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
             .count();
         s.open_gauge.set(open as i64);
     }
-    match TextEncoder::new().encode_to_string(&s.metrics.gather()) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    m::render(&s.metrics)
 }

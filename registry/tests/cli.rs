@@ -224,7 +224,7 @@ fn refused_proposals_and_forged_votes_change_nothing() {
         let mut all = vec!["--neuron-key", s(&k0)];
         all.extend_from_slice(&args);
         let (code, out, err) = nns(url, &all);
-        assert_ne!(code, 0, "{args:?} was accepted: {out}");
+        assert_eq!(code, 1, "{args:?} was not refused: {out}{err}");
         assert!(
             err.starts_with("error: ") && err.contains(message),
             "{args:?}: {err}"
@@ -247,7 +247,7 @@ fn refused_proposals_and_forged_votes_change_nothing() {
             "--yes",
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("not by neuron 1's controller key"), "{err}");
     let (_, out, _) = nns(url, &["proposal", "1", "--json"]);
     let p: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -270,10 +270,10 @@ fn refused_proposals_and_forged_votes_change_nothing() {
             "2",
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("--subnet"), "{err}");
     let (code, _, err) = nns(url, &["vote", "--proposal", "1", "--yes"]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("--neuron-key"), "{err}");
 }
 
@@ -292,7 +292,7 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
             s(&dir.path().join("genesis.json")),
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("already holds a registry"), "{err}");
     // A genesis whose subnet runs an unelected version.
     let text = std::fs::read_to_string(dir.path().join("genesis.json")).expect("read");
@@ -313,7 +313,7 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
             s(&dir.path().join("bad.json")),
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("7.7.7, which is not elected"), "{err}");
     assert!(!other.exists(), "a refused init leaves nothing behind");
     // A genesis file larger than any real one is refused before it is read whole.
@@ -325,7 +325,7 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
         REGISTRY,
         &["init", "--dir", s(&other), "--genesis", s(&huge)],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("larger than"), "{err}");
     assert!(!other.exists(), "a refused init leaves nothing behind");
     // Serving an uninitialized directory says what to do.
@@ -333,7 +333,7 @@ fn init_refuses_a_bad_genesis_and_a_second_init() {
         REGISTRY,
         &["serve", "--dir", s(&other), "--listen", "127.0.0.1:0"],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("registry.key"), "{err}");
 }
 
@@ -380,7 +380,7 @@ fn generate_genesis_writes_a_network_that_init_accepts() {
         REGISTRY,
         &["generate-genesis", "--dir", s(&net), "--seed", "3"],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("already holds"), "{err}");
     let (code, _, err) = run(
         REGISTRY,
@@ -392,6 +392,67 @@ fn generate_genesis_writes_a_network_that_init_accepts() {
             "0",
         ],
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("--nodes"), "{err}");
+}
+
+#[test]
+fn nns_exit_codes_tell_a_refusal_from_a_bad_argument_from_an_unreachable_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_genesis(dir.path());
+    let server = Server::start(&init(dir.path()), "127.0.0.1:0");
+    let url = server.url.as_str();
+    let k0 = neuron_key(dir.path(), 0);
+    // 1: the registry says no (a vote on, or a read of, a proposal that does not exist).
+    let (code, _, err) = nns(
+        url,
+        &["--neuron-key", s(&k0), "vote", "--proposal", "99", "--yes"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: ") && err.contains("99"), "{err}");
+    let (code, _, err) = nns(url, &["proposal", "99"]);
+    assert_eq!(code, 1, "{err}");
+    // 2: a bad argument, before anything is asked: a usage error (clap's), a URL that is
+    // not one, a key file that is not there.
+    for args in [
+        vec!["--registry", url, "vote", "--proposal", "one", "--yes"],
+        vec!["--registry", "not a url", "proposals"],
+        vec![
+            "--registry",
+            url,
+            "--neuron-key",
+            "/nonexistent/key",
+            "vote",
+            "--proposal",
+            "1",
+            "--yes",
+        ],
+    ] {
+        let (code, _, err) = run(NNS, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    // 3: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["proposals"],
+        vec!["--neuron-key", s(&k0), "vote", "--proposal", "1", "--yes"],
+    ] {
+        let (code, _, err) = nns(&nowhere, &args);
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(err.contains("unreachable"), "{err}");
+    }
+    // Each code is in --help.
+    let (code, out, _) = nns(url, &["--help"]);
+    assert_eq!(code, 0);
+    for line in [
+        "1 refused",
+        "2 a bad argument",
+        "3 the registry is unreachable",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
 }

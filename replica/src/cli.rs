@@ -10,7 +10,7 @@ use crate::{
     pool_store::PoolStore,
     start,
 };
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::{net::SocketAddr, path::PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use types::ReplicaVersion;
@@ -21,9 +21,22 @@ use types::ReplicaVersion;
     about = "Runs one node of a subnet at one version, from a CUP.",
     long_about = "Reads the node's keys and the node-local registry copy from the node \
                   directory, starts from the given CUP (or a higher one this node made), \
-                  and serves the HTTP API on the node's registered address."
+                  and serves the HTTP API on the node's registered address.",
+    // `--version V` selects the replica version to run; the program's own version is
+    // `--program-version`.
+    disable_version_flag = true,
+    after_help = "--version V is the replica version to run (a registry version id, as \
+                  the orchestrator passes it), not a request to print this program's \
+                  version: that is --program-version (or -V).\n\
+                  Other entry points: --describe prints this release as JSON.\n\
+                  Exit codes: 0 ran and stopped cleanly (or --check passed), 1 an error, \
+                  2 a start refused by --check or a bad argument."
 )]
 struct Args {
+    /// Print this program's version (crate version, release build, state schema, wire
+    /// protocol, and the replica version of the release image it runs from, if any).
+    #[arg(short = 'V', long = "program-version", action = clap::ArgAction::Version)]
+    program_version: Option<bool>,
     /// The node directory (keys, registry copy, state).
     #[arg(long)]
     node_dir: PathBuf,
@@ -124,6 +137,42 @@ fn drill() -> Option<Drill> {
         .find(|d| d.name() == text.trim())
 }
 
+/// `replica --program-version`: this program's crate and version, what release it was
+/// built as (its state schema and wire protocol), and, when it runs from an unpacked
+/// release image, the replica version that image's manifest names.
+pub fn program_version() -> String {
+    let mut out = format!(
+        "{} (release {}, state schema {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::RELEASE,
+        crate::state::SCHEMA_VERSION,
+        crate::WIRE_PROTOCOL
+    );
+    if let Some(v) = image_version() {
+        out.push_str(&format!(", image of replica version {v}"));
+    }
+    out
+}
+
+/// The largest image manifest read (it lists every file's hash: a few KiB).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The `version` of `../manifest.json` from the executable's directory: the replica
+/// version of the release image this binary was unpacked into (`images/<sha>/bin/`).
+fn image_version() -> Option<String> {
+    use std::io::Read;
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("manifest.json");
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_end(&mut text)
+        .ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    Some(manifest.get("version")?.as_str()?.to_string())
+}
+
 pub fn main() {
     // `--describe` needs nothing else.
     if std::env::args().nth(1).as_deref() == Some("--describe") {
@@ -157,7 +206,12 @@ pub fn main() {
         }
         return;
     }
-    let args = Args::parse();
+    let version: &'static str = Box::leak(program_version().into_boxed_str());
+    let args = Args::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit());
     registry::logging::init(args.log_json);
     match (drill(), args.check) {
         (Some(Drill::FailsCheck), true) => {
@@ -260,6 +314,8 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         state,
         pool,
         transport: transport.clone(),
+        metrics: crate::metrics::Metrics::new()
+            .map_err(|e| ReplicaError::Io(format!("metrics: {e}")))?,
     });
     driver.take_carryover();
     let (req_tx, req_rx) = mpsc::channel(MAX_PENDING_REQUESTS);

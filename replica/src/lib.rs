@@ -13,7 +13,8 @@
 //! - [`preflight`]: the rehearsal of a migration on a hard-link copy of a checkpoint.
 //! - [`start`]: from a CUP to a running core: checks, state restore, keys.
 //! - [`driver`]: the one place where the consensus core's actions become effects.
-//! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers.
+//! - [`http`]: the public API (`/api/v1/*`, `/metrics`) and state sync for peers;
+//!   [`metrics`]: what `/metrics` reports, on one Prometheus registry.
 //! - [`requests`]: what became of an update (executed, certified), for
 //!   `/api/v1/request_status`.
 //! - [`sync`]: fetching a checkpoint from peers, its manifest verified against a CUP
@@ -33,6 +34,7 @@ pub mod compat;
 pub mod driver;
 pub mod http;
 pub mod ingress;
+pub mod metrics;
 pub mod node_dir;
 pub mod pool_store;
 pub mod preflight;

@@ -51,7 +51,11 @@ const EXIT_NODES_DOWN: u8 = 3;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
-#[command(name = "testnet", about = "A local multi-node testnet on loopback.")]
+#[command(
+    name = "testnet",
+    about = "A local multi-node testnet on loopback.",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -78,3 +78,59 @@ pub fn process_runs(pid: i32) -> bool {
             .is_some_and(|(_, r)| !r.starts_with('Z'))
     })
 }
+
+/// Runs `promtool check metrics` (Debian's `prometheus` package, which
+/// `scripts/install-deps.sh` installs) on a `/metrics` answer: `Ok`, or promtool's
+/// complaint. A machine without promtool fails the check rather than skip it.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool: {e} (scripts/install-deps.sh installs it)"))?;
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(text.as_bytes()))
+        .unwrap_or(Ok(()));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match (out.status.success(), written) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(e)) => Err(format!("writing to promtool: {e}")),
+        (false, _) => Err(format!("promtool check metrics ({}): {said}", out.status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn promtool_accepts_conventional_metrics_and_rejects_a_planted_bad_name() {
+        let good = "# HELP x_last_switch_timestamp_seconds When.\n\
+                    # TYPE x_last_switch_timestamp_seconds gauge\n\
+                    x_last_switch_timestamp_seconds 1.7e9\n\
+                    # HELP x_restarts_total Restarts.\n\
+                    # TYPE x_restarts_total counter\n\
+                    x_restarts_total 2\n";
+        assert_eq!(super::promtool_check(good), Ok(()));
+        // What the orchestrator served before its metrics moved to the prometheus crate.
+        let bad = "# HELP orchestrator_last_switch_unix_ms When.\n\
+                   # TYPE orchestrator_last_switch_unix_ms gauge\n\
+                   orchestrator_last_switch_unix_ms 0\n";
+        let e = super::promtool_check(bad).expect_err("an abbreviated unit");
+        assert!(e.contains("abbreviated units"), "{e}");
+        // A counter without `_total`.
+        let bad = "# HELP x_restarts Restarts.\n# TYPE x_restarts counter\nx_restarts 2\n";
+        assert!(super::promtool_check(bad).is_err());
+    }
+}

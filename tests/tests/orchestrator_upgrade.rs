@@ -474,6 +474,42 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     .await
     .unwrap();
     assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+    promtool_accepts_every_process(&n).await;
+}
+
+/// Every process kind's `/metrics` (registry, orchestrator, replica), after governance,
+/// two switches and executed updates, passes `promtool check metrics`, and holds the
+/// series of each kind of metric (counters, labelled gauges, histograms).
+async fn promtool_accepts_every_process(n: &OneNode) {
+    let processes = [
+        (
+            format!("http://127.0.0.1:{}/metrics", n.reg_port),
+            "registry_http_request_duration_seconds_count",
+        ),
+        (
+            format!("http://{}/metrics", n.rec.cup_address),
+            "orchestrator_upgrade_health{state=\"watching\"}",
+        ),
+        (
+            format!("http://{}/metrics", n.rec.http_address),
+            "replica_block_execution_duration_seconds_count",
+        ),
+    ];
+    for (url, expected) in processes {
+        let text = n
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(expected), "{url} has no {expected}:\n{text}");
+        if let Err(e) = tests::promtool_check(&text) {
+            panic!("{url}: {e}\n{text}");
+        }
+    }
 }
 
 /// Every URL of the new release is bad: the node stays on its version, says why in

@@ -179,10 +179,8 @@ impl Orchestrator {
                     version,
                     detail,
                 } => {
-                    if step == "unhealthy"
-                        && let Ok(mut c) = self.shared.counters.lock()
-                    {
-                        c.upgrades_unhealthy += 1;
+                    if step == "unhealthy" {
+                        self.shared.metrics.upgrades_unhealthy.inc();
                     }
                     self.post(step, version, detail);
                 }
@@ -234,6 +232,10 @@ impl Orchestrator {
         } else {
             verdict.reason.clone().unwrap_or_default()
         };
+        self.shared
+            .metrics
+            .preflight_seconds
+            .observe(verdict.elapsed_ms as f64 / 1000.0);
         let now = self.now_ms();
         let seen = Verdict {
             ok: verdict.ok,
@@ -248,9 +250,7 @@ impl Orchestrator {
         } else {
             let reason = verdict.reason.clone().unwrap_or_default();
             tracing::error!(to = %verdict.version, %reason, "refused the upgrade in preflight: this node is not ready for it; the subnet runs on");
-            if let Ok(mut c) = self.shared.counters.lock() {
-                c.preflight_failures += 1;
-            }
+            self.shared.metrics.preflight_failures.inc();
             self.fail(format!(
                 "refused {} in preflight: {reason}",
                 verdict.version
@@ -303,9 +303,10 @@ impl Orchestrator {
             self.refuse(format!("switching to {}: {e}", release.version));
             return None;
         }
-        if let Ok(mut c) = self.shared.counters.lock() {
-            c.last_switch_unix_ms = unix_ms();
-        }
+        self.shared
+            .metrics
+            .last_switch_timestamp_seconds
+            .set(unix_ms() as f64 / 1000.0);
         Some((image.orchestrator_binary(), sha))
     }
 

@@ -1,12 +1,14 @@
 //! `nns`: governance from the command line (see INTERFACES.md). Every command has
 //! `--help`; every read has `--json`; a failure exits non-zero with a one-line reason on
-//! stderr, and a refused proposal or vote changes nothing.
+//! stderr, and a refused proposal or vote changes nothing. The exit code says which
+//! failure it was ([`registry::exit`]).
 
 use clap::{Args, Parser, Subcommand};
 use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey};
 use registry::{
     api::{ProposalView, SubnetView},
     client::RegistryClient,
+    exit::Failure,
     governance::{Ballot, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote},
 };
 use serde::Serialize;
@@ -14,7 +16,12 @@ use std::{path::PathBuf, process::ExitCode};
 use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
 
 #[derive(Parser, Debug)]
-#[command(name = "nns", about = "Propose, vote and read the registry", version)]
+#[command(
+    name = "nns",
+    about = "Propose, vote and read the registry",
+    version,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// The registry server, e.g. http://127.0.0.1:8080
     #[arg(long, global = true, env = "NNS_REGISTRY")]
@@ -40,6 +47,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The exit codes ([`registry::exit`]), for `--help`; README's `nns` section says the same.
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 refused (the registry or a check said no: \
+     a proposal or vote refused, a proposal that does not exist, an answer whose signature \
+     does not verify); 2 a bad argument (a usage error, a malformed --registry URL or key, \
+     an unreadable --neuron-key); 3 the registry is unreachable (no connection, or no \
+     answer in time).";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -156,15 +170,12 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(1);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(f) => f.report(),
     }
 }
 
@@ -172,11 +183,11 @@ fn print<T: Serialize>(
     json: bool,
     value: &T,
     text: impl FnOnce(&T) -> String,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if json {
         println!(
             "{}",
-            serde_json::to_string(value).map_err(|e| e.to_string())?
+            serde_json::to_string(value).map_err(|e| Failure::Refused(e.to_string()))?
         );
     } else {
         println!("{}", text(value));
@@ -209,27 +220,23 @@ fn subnet_line(s: &SubnetView) -> String {
     )
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let url = cli
-        .registry
-        .clone()
-        .ok_or("--registry URL is required (or set NNS_REGISTRY)")?;
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let url = cli.registry.clone().ok_or(Failure::BadArgument(
+        "--registry URL is required (or set NNS_REGISTRY)".into(),
+    ))?;
     let root_key = cli
         .registry_key
         .as_deref()
         .map(|k| {
             k.parse::<Ed25519PublicKey>()
-                .map_err(|e| format!("--registry-key: {e}"))
+                .map_err(|e| Failure::BadArgument(format!("--registry-key: {e}")))
         })
         .transpose()?;
-    let client = RegistryClient::new(&url, root_key).map_err(|e| e.to_string())?;
+    let client = RegistryClient::new(&url, root_key)?;
     let json = cli.json;
     match cli.command {
         Command::Propose { ref proposal } => {
-            let kind = match proposal.clone_kind() {
-                Ok(k) => k,
-                Err(e) => return Err(e),
-            };
+            let kind = proposal.kind();
             let (key, neuron_id) = neuron(&cli, &client).await?;
             let network = network(&cli, root_key.as_ref(), &url).await?;
             let submission = Submission {
@@ -240,8 +247,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let id = client
                 .submit(&SignedSubmission::sign(submission, &key))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             print(json, &serde_json::json!({ "proposal_id": id }), |_| {
                 format!("proposal {id}")
             })
@@ -256,28 +262,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 neuron_id,
                 vote,
             };
-            client
-                .vote(&SignedBallot::sign(ballot, &key))
-                .await
-                .map_err(|e| e.to_string())?;
-            let p = client
-                .proposal(args.proposal)
-                .await
-                .map_err(|e| e.to_string())?;
+            client.vote(&SignedBallot::sign(ballot, &key)).await?;
+            let p = client.proposal(args.proposal).await?;
             print(json, &p, proposal_line)
         }
         Command::Proposals => {
-            let ps = client.proposals().await.map_err(|e| e.to_string())?;
+            let ps = client.proposals().await?;
             print(json, &ps, |ps| {
                 ps.iter().map(proposal_line).collect::<Vec<_>>().join("\n")
             })
         }
         Command::Proposal { id } => {
-            let p = client.proposal(id).await.map_err(|e| e.to_string())?;
+            let p = client.proposal(id).await?;
             print(json, &p, proposal_line)
         }
         Command::Versions => {
-            let vs = client.versions().await.map_err(|e| e.to_string())?;
+            let vs = client.versions().await?;
             print(json, &vs, |vs| {
                 vs.iter()
                     .map(|v| {
@@ -294,13 +294,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
         }
         Command::Subnets => {
-            let ss = client.subnets().await.map_err(|e| e.to_string())?;
+            let ss = client.subnets().await?;
             print(json, &ss, |ss| {
                 ss.iter().map(subnet_line).collect::<Vec<_>>().join("\n")
             })
         }
         Command::Neurons => {
-            let ns = client.neurons().await.map_err(|e| e.to_string())?;
+            let ns = client.neurons().await?;
             print(json, &ns, |ns| {
                 ns.iter()
                     .map(|n| {
@@ -314,7 +314,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
         }
         Command::RegistryVersion => {
-            let v = client.registry_version().await.map_err(|e| e.to_string())?;
+            let v = client.registry_version().await?;
             print(
                 json,
                 &serde_json::json!({ "registry_version": v.get() }),
@@ -322,12 +322,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
         }
         Command::Get { ref key, at } => {
-            let g = client
-                .get(key, at.map(RegistryVersion::new))
-                .await
-                .map_err(|e| e.to_string())?;
+            let g = client.get(key, at.map(RegistryVersion::new)).await?;
             if g.value_hex.is_none() && !json {
-                return Err(format!("{key} is not present at registry version {}", g.at));
+                return Err(Failure::Refused(format!(
+                    "{key} is not present at registry version {}",
+                    g.at
+                )));
             }
             print(json, &g, |g| {
                 let value = g
@@ -348,8 +348,8 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 impl Proposal {
-    fn clone_kind(&self) -> Result<ProposalKind, String> {
-        Ok(match self {
+    fn kind(&self) -> ProposalKind {
+        match self {
             Self::ElectVersion {
                 version,
                 sha256,
@@ -395,7 +395,7 @@ impl Proposal {
                 height: types::Height::new(*height),
                 state_hash: *state_hash,
             },
-        })
+        }
     }
 }
 
@@ -406,36 +406,28 @@ async fn network(
     cli: &Cli,
     root_key: Option<&Ed25519PublicKey>,
     url: &str,
-) -> Result<NetworkId, String> {
+) -> Result<NetworkId, Failure> {
     let from_key = root_key.map(|k| NetworkId::from_registry_root_key(k.as_bytes()));
     match (cli.network_id, from_key) {
-        (Some(given), Some(derived)) if given != derived => Err(format!(
+        (Some(given), Some(derived)) if given != derived => Err(Failure::BadArgument(format!(
             "--network-id {given} is not the network of --registry-key (that is {derived})"
-        )),
+        ))),
         (Some(given), _) => Ok(given),
         (None, Some(derived)) => Ok(derived),
         (None, None) => {
-            let status = RegistryClient::new(url, None)
-                .map_err(|e| e.to_string())?
-                .status()
-                .await
-                .map_err(|e| e.to_string())?;
+            let status = RegistryClient::new(url, None)?.status().await?;
             let key: Ed25519PublicKey = status
                 .public_key
                 .parse()
-                .map_err(|e| format!("the registry's public key: {e}"))?;
+                .map_err(|e| Failure::Refused(format!("the registry's public key: {e}")))?;
             // Ask again, verifying the answer with the key it named.
-            let checked = RegistryClient::new(url, Some(key))
-                .map_err(|e| e.to_string())?
-                .status()
-                .await
-                .map_err(|e| e.to_string())?;
+            let checked = RegistryClient::new(url, Some(key))?.status().await?;
             let network = NetworkId::from_registry_root_key(key.as_bytes());
             if checked.public_key != status.public_key || checked.network_id != network {
-                return Err(format!(
+                return Err(Failure::Refused(format!(
                     "the registry's status names network {} but key {}: pass --registry-key",
                     checked.network_id, checked.public_key
-                ));
+                )));
             }
             Ok(network)
         }
@@ -443,17 +435,17 @@ async fn network(
 }
 
 /// The neuron key and the id of the neuron it controls.
-async fn neuron(cli: &Cli, client: &RegistryClient) -> Result<(Ed25519KeyPair, u64), String> {
-    let path = cli
-        .neuron_key
-        .as_ref()
-        .ok_or("--neuron-key FILE is required to propose or vote")?;
-    let key = Ed25519KeyPair::read_from_file(path).map_err(|e| e.to_string())?;
+async fn neuron(cli: &Cli, client: &RegistryClient) -> Result<(Ed25519KeyPair, u64), Failure> {
+    let path = cli.neuron_key.as_ref().ok_or(Failure::BadArgument(
+        "--neuron-key FILE is required to propose or vote".into(),
+    ))?;
+    let key = Ed25519KeyPair::read_from_file(path)
+        .map_err(|e| Failure::BadArgument(format!("--neuron-key: {e}")))?;
     if let Some(id) = cli.neuron {
         return Ok((key, id));
     }
     let controller = key.public_key().to_string();
-    let neurons = client.neurons().await.map_err(|e| e.to_string())?;
+    let neurons = client.neurons().await?;
     let mine: Vec<u64> = neurons
         .iter()
         .filter(|n| n.controller == controller)
@@ -461,13 +453,13 @@ async fn neuron(cli: &Cli, client: &RegistryClient) -> Result<(Ed25519KeyPair, u
         .collect();
     match mine.as_slice() {
         [id] => Ok((key, *id)),
-        [] => Err(format!(
+        [] => Err(Failure::Refused(format!(
             "no neuron is controlled by the key in {}",
             path.display()
-        )),
-        ids => Err(format!(
+        ))),
+        ids => Err(Failure::BadArgument(format!(
             "the key in {} controls neurons {ids:?}: choose one with --neuron",
             path.display()
-        )),
+        ))),
     }
 }

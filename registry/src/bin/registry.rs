@@ -1,9 +1,11 @@
 //! `registry init --dir DIR --genesis FILE` and `registry serve --dir DIR --listen ADDR`.
+//! Exit codes: [`registry::exit`].
 
 use clap::{Parser, Subcommand};
 use crypto::ed25519::Ed25519KeyPair;
 use registry::{
     Registry,
+    exit::Failure,
     genesis::{Genesis, NetworkParams, generate_network},
     server::{self, ServerState},
     store::RocksStore,
@@ -15,7 +17,12 @@ use types::ReplicaVersion;
 #[command(
     name = "registry",
     about = "The registry server and its set-up",
-    version
+    version,
+    after_help = "Exit codes: 0 done (serve: stopped on SIGTERM or Ctrl-C); 1 refused or \
+                  failed (an invalid genesis, a directory that already holds a registry, \
+                  an uninitialized one to serve, an address in use); 2 a bad argument (a \
+                  usage error, an unreadable or malformed --genesis file, --nodes or \
+                  --neurons out of range)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -109,36 +116,41 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(f) => f.report(),
     }
 }
 
-fn init(dir: PathBuf, genesis_path: PathBuf) -> Result<(), String> {
-    let genesis = Genesis::read(&genesis_path)?;
+/// Any other failure of these commands is a refusal (exit 1).
+fn refused(e: impl std::fmt::Display) -> Failure {
+    Failure::Refused(e.to_string())
+}
+
+fn init(dir: PathBuf, genesis_path: PathBuf) -> Result<(), Failure> {
+    let genesis = Genesis::read(&genesis_path).map_err(Failure::BadArgument)?;
     if server::store_path(&dir).exists() || server::key_path(&dir).exists() {
-        return Err(format!("{} already holds a registry", dir.display()));
+        return Err(refused(format!(
+            "{} already holds a registry",
+            dir.display()
+        )));
     }
     // Check the genesis in memory first: a bad genesis leaves nothing on disk.
-    let mut dry = Registry::open(registry::store::MemoryStore::new()).map_err(|e| e.to_string())?;
+    let mut dry = Registry::open(registry::store::MemoryStore::new()).map_err(refused)?;
     let voting_period_ns = genesis.voting_period_seconds.saturating_mul(1_000_000_000);
     dry.init(&genesis.mutations(), voting_period_ns)
-        .map_err(|e| format!("invalid genesis: {e}"))?;
+        .map_err(|e| refused(format!("invalid genesis: {e}")))?;
 
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| refused(format!("{}: {e}", dir.display())))?;
     let key = Ed25519KeyPair::generate(&mut rand::rng());
-    let store = RocksStore::open(&server::store_path(&dir)).map_err(|e| e.to_string())?;
-    let mut reg = Registry::open(store).map_err(|e| e.to_string())?;
+    let store = RocksStore::open(&server::store_path(&dir)).map_err(refused)?;
+    let mut reg = Registry::open(store).map_err(refused)?;
     let version = reg
         .init(&genesis.mutations(), voting_period_ns)
-        .map_err(|e| e.to_string())?;
+        .map_err(refused)?;
     key.write_to_file(&server::key_path(&dir))
-        .map_err(|e| e.to_string())?;
+        .map_err(refused)?;
     let pk_path = server::public_key_path(&dir);
     std::fs::write(&pk_path, format!("{}\n", key.public_key()))
-        .map_err(|e| format!("{}: {e}", pk_path.display()))?;
+        .map_err(|e| refused(format!("{}: {e}", pk_path.display())))?;
     println!(
         "registry initialized in {} at version {version}; root public key {} (in {})",
         dir.display(),
@@ -152,30 +164,33 @@ fn generate(
     dir: &std::path::Path,
     params: &NetworkParams,
     seed: Option<u64>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     use rand::SeedableRng;
     if params.nodes == 0 || params.nodes > 40 {
-        return Err(format!(
+        return Err(Failure::BadArgument(format!(
             "--nodes must be between 1 and 40, not {}",
             params.nodes
-        ));
+        )));
     }
     if params.neurons == 0 {
-        return Err("--neurons must be at least 1".into());
+        return Err(Failure::BadArgument("--neurons must be at least 1".into()));
     }
     if dir.join("genesis.json").exists() {
-        return Err(format!("{} already holds a genesis.json", dir.display()));
+        return Err(refused(format!(
+            "{} already holds a genesis.json",
+            dir.display()
+        )));
     }
     let mut rng = match seed {
         Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
         None => rand_chacha::ChaCha20Rng::from_rng(&mut rand::rng()),
     };
-    let net = generate_network(params, &mut rng).map_err(|e| e.to_string())?;
+    let net = generate_network(params, &mut rng).map_err(refused)?;
     // Validate before writing anything.
-    let mut dry = Registry::open(registry::store::MemoryStore::new()).map_err(|e| e.to_string())?;
+    let mut dry = Registry::open(registry::store::MemoryStore::new()).map_err(refused)?;
     dry.init(&net.genesis.mutations(), 1)
-        .map_err(|e| format!("generated genesis is invalid: {e}"))?;
-    net.write(dir)?;
+        .map_err(|e| refused(format!("generated genesis is invalid: {e}")))?;
+    net.write(dir).map_err(refused)?;
     println!(
         "wrote {} (subnet {} with {} nodes, {} neurons)",
         dir.join("genesis.json").display(),
@@ -186,19 +201,17 @@ fn generate(
     Ok(())
 }
 
-fn serve(dir: PathBuf, listen: String) -> Result<(), String> {
-    let state = ServerState::open(&dir).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+fn serve(dir: PathBuf, listen: String) -> Result<(), Failure> {
+    let state = ServerState::open(&dir).map_err(refused)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(refused)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| refused(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr().map_err(refused)?;
         // The first line on stdout is the address, for scripts that asked for port 0.
         println!("listening on http://{addr}");
         tracing::info!(%addr, dir = %dir.display(), "registry serving");
-        server::serve(listener, state)
-            .await
-            .map_err(|e| e.to_string())
+        server::serve(listener, state).await.map_err(refused)
     })
 }

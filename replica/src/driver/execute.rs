@@ -57,14 +57,20 @@ impl Driver {
                 let payload =
                     decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
                 let network = self.network;
+                let started = std::time::Instant::now();
                 let r = self.state_mut()?.execute(
                     d.height,
                     d.block.context.time_ns,
                     &network,
                     &payload,
                 )?;
-                self.counters.blocks_executed += 1;
-                self.counters.messages_executed += r.executed.len() as u64;
+                self.metrics
+                    .block_execution_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.blocks_executed.inc();
+                self.metrics
+                    .messages_executed
+                    .inc_by(r.executed.len() as u64);
                 self.requests.executed(d.height, &r.executed);
                 if !payload.is_empty() {
                     let b = PayloadBlock {
@@ -83,7 +89,7 @@ impl Driver {
                 // that must not be proposed again either.
                 let carried: Vec<CryptoHash> = payload.iter().map(SignedIngress::id).collect();
                 self.ingress.purge(&carried, now_ns());
-                self.counters.messages_skipped += r.skipped as u64;
+                self.metrics.messages_skipped.inc_by(r.skipped as u64);
                 self.payload_dirty = true;
                 q.executed = Some(r.state_hash);
                 r.state_hash
@@ -111,7 +117,7 @@ impl Driver {
                 executed = ?self.state.as_ref().map(|s| s.height()),
                 "critical_error: storage is unavailable; execution and signing stop until a write succeeds again (nothing acknowledged is lost)"
             );
-            self.counters.storage_stalls += 1;
+            self.metrics.storage_stalls.inc();
         }
         self.storage_error = Some(e.to_string());
         self.last_storage_retry = Some(std::time::Instant::now());
@@ -234,7 +240,7 @@ impl Driver {
         std::fs::create_dir_all(self.dir.checkpoints())
             .map_err(|e| ReplicaError::Io(format!("{}: {e}", self.dir.checkpoints().display())))?;
         self.state_mut()?.checkpoint(&dir)?;
-        self.counters.checkpoints += 1;
+        self.metrics.checkpoints.inc();
         Ok(())
     }
 
@@ -254,7 +260,7 @@ impl Driver {
         let path = self.dir.write_cup(&Cup::Signed(cup))?;
         tracing::info!(height = %h, path = %path.display(), "CUP made");
         self.cup_height = h;
-        self.counters.cups_made += 1;
+        self.metrics.cups_made.inc();
         self.pool_mut()?.purge_through(h)?;
         self.prune_checkpoints(h);
         Ok(())
@@ -305,11 +311,13 @@ impl Driver {
         self.queued.clear();
         let (state, synced) =
             start::state_at(&self.dir, &subnet, &self.node_id, h, content.state_hash).await?;
-        self.counters.catch_ups += 1;
+        self.metrics.catch_ups.inc();
         if let Some(r) = synced {
-            self.counters.state_syncs += 1;
-            self.counters.state_sync_chunks += r.chunks;
-            self.counters.state_sync_peers_dropped += r.dropped.len() as u64;
+            self.metrics.state_syncs.inc();
+            self.metrics.state_sync_chunks.inc_by(r.chunks);
+            self.metrics
+                .state_sync_peers_dropped
+                .inc_by(r.dropped.len() as u64);
         }
         self.dir.write_cup(&cup)?;
         self.pool_mut()?.purge_through(h)?;

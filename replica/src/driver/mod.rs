@@ -18,6 +18,7 @@ use crate::{
         IngressError, IngressPool, SignedIngress, decode_payload, encode_carryover, encode_payload,
         read_carryover,
     },
+    metrics::Metrics,
     node_dir::{NodeDir, ProgressFile},
     now_ns,
     pool_store::PoolStore,
@@ -144,34 +145,12 @@ pub struct PayloadBlock {
     pub executed_at_ms: u64,
 }
 
-/// Counters behind `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub updates_accepted: u64,
-    pub updates_refused: u64,
-    pub blocks_executed: u64,
-    pub messages_executed: u64,
-    /// Updates in executed blocks that did not execute (duplicates, expired).
-    pub messages_skipped: u64,
-    pub checkpoints: u64,
-    pub cups_made: u64,
-    pub undecodable_messages: u64,
-    pub state_syncs: u64,
-    /// State-sync peers dropped (a manifest or chunk that did not verify, or a read
-    /// past its limits).
-    pub state_sync_peers_dropped: u64,
-    /// State-sync chunks that verified and were written.
-    pub state_sync_chunks: u64,
-    pub catch_ups: u64,
-    /// Times storage became unavailable (execution stopped until a write succeeded).
-    pub storage_stalls: u64,
-}
-
 /// What the HTTP side reads.
 #[derive(Debug)]
 pub struct Shared {
     pub status: Mutex<StatusView>,
-    pub counters: Mutex<Counters>,
+    /// Behind `/metrics`; the driver counts into the same metrics.
+    pub metrics: Metrics,
     pub transport: Transport,
     pub dir: NodeDir,
     /// The other members' HTTP APIs, which a user's update is relayed to.
@@ -207,7 +186,7 @@ pub struct Driver {
     registry_seen: RegistryVersion,
     transport: Transport,
     shared: Arc<Shared>,
-    counters: Counters,
+    metrics: Metrics,
     requests: Tracker,
     /// Ids of the updates in valid blocks above the delivered height, per height.
     in_blocks: BTreeMap<Height, BTreeSet<CryptoHash>>,
@@ -255,6 +234,7 @@ pub struct Parts {
     pub state: ReplicatedState,
     pub pool: PoolStore,
     pub transport: Transport,
+    pub metrics: Metrics,
 }
 
 fn index_of(subnet: &SubnetAt) -> BTreeMap<NodeId, NodeIndex> {
@@ -296,7 +276,7 @@ impl Driver {
         };
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
-            counters: Mutex::new(Counters::default()),
+            metrics: p.metrics.clone(),
             transport: p.transport.clone(),
             dir: p.dir.clone(),
             peer_urls: p
@@ -333,7 +313,7 @@ impl Driver {
             registry_seen,
             transport: p.transport,
             shared: shared.clone(),
-            counters: Counters::default(),
+            metrics: p.metrics,
             requests: Tracker::new(c.height),
             in_blocks: BTreeMap::new(),
             first_payload: None,
@@ -421,7 +401,7 @@ impl Driver {
                     envelope,
                 },
             ),
-            Err(_) => self.counters.undecodable_messages += 1,
+            Err(_) => self.metrics.undecodable_messages.inc(),
         }
     }
 
@@ -590,7 +570,7 @@ impl Driver {
         Ok(catch_up)
     }
 
-    /// Publishes the status and counters for the HTTP side.
+    /// Publishes the status for the HTTP side.
     fn publish(&self) {
         let peers = self.transport.connected_peers().len();
         if let Ok(mut s) = self.shared.status.lock() {
@@ -629,9 +609,6 @@ impl Driver {
                     })
                 })
                 .collect();
-        }
-        if let Ok(mut c) = self.shared.counters.lock() {
-            *c = self.counters.clone();
         }
     }
 }

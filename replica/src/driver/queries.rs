@@ -81,10 +81,10 @@ impl Driver {
                 };
                 match &result {
                     Ok(_) => {
-                        self.counters.updates_accepted += 1;
+                        self.metrics.updates_accepted.inc();
                         self.payload_dirty = true;
                     }
-                    Err(_) => self.counters.updates_refused += 1,
+                    Err(_) => self.metrics.updates_refused.inc(),
                 }
                 let _ = reply.send(result);
             }
