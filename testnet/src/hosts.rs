@@ -366,10 +366,9 @@ impl Links {
     }
     pub fn store(&self, dir: &Path) -> Result<(), String> {
         let path = dir.join(LINKS_FILE);
-        let tmp = dir.join(format!("{LINKS_FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text + "\n").map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        // Whole or not at all: the emulator may read it at any moment.
+        durable::write(&path, (text + "\n").as_bytes()).map_err(|e| e.to_string())
     }
     pub fn shape_of(&self, host: Host) -> Shape {
         match host {

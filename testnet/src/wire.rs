@@ -268,9 +268,8 @@ impl Wire {
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
                 let text = serde_json::to_string(&self.stats).unwrap_or_default();
-                let tmp = dir.join("links-stats.json.tmp");
-                if std::fs::write(&tmp, text).is_ok() {
-                    let _ = std::fs::rename(&tmp, dir.join("links-stats.json"));
+                if let Err(e) = durable::write(&dir.join("links-stats.json"), text.as_bytes()) {
+                    eprintln!("links: counters: {e}");
                 }
             }
         }
