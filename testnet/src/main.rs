@@ -11,6 +11,7 @@
 //! The binaries (`registry`, `replica`, `replica-next`, `orchestrator`) are taken from the
 //! directory of the `testnet` binary itself: they are built together.
 
+mod chaos;
 mod demo;
 mod hosts;
 mod procs;
@@ -217,6 +218,21 @@ enum Cmd {
         #[command(flatten)]
         shape: hosts::Shape,
     },
+    /// N upgrades in a row on a 4-node `--hosts netns` testnet under load (needs root),
+    /// each with faults drawn from SEED at random instants (SIGKILL of an orchestrator
+    /// or a replica, a partition, a clock step, loss and latency bursts; one faulty node
+    /// at most); checks every node on each new release past its CUP, one state hash per
+    /// CUP height, and every acknowledged write on every node. A failure names the seed,
+    /// the upgrade and its faults. `--json`: a final object with `seed`, `upgrades`,
+    /// `writes_acknowledged`, `writes_lost` and each upgrade's `runs`.
+    Chaos {
+        #[arg(long)]
+        upgrades: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// (Internal) the link emulator between a netns testnet's hosts.
     #[command(hide = true)]
     ServeLinks {
@@ -386,6 +402,11 @@ fn main() -> ExitCode {
         Cmd::Heal { dir } => procs::partition(&dir, None),
         Cmd::Shape { dir, node, shape } => procs::reshape(&dir, node, shape),
         Cmd::ServeLinks { dir } => wire::serve(&dir),
+        Cmd::Chaos {
+            upgrades,
+            seed,
+            json,
+        } => chaos::chaos(upgrades, seed, json),
         Cmd::StopNode { dir, node } => stop_node(&dir, node),
         Cmd::StartNode {
             dir,

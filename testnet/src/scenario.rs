@@ -20,7 +20,7 @@ pub(crate) fn govern(dir: &Path, registry: &str, args: &[&str]) -> Result<String
 
 /// Packages the next release as `version` (broken as `drill` says), elects it at the
 /// package server and deploys it to `subnet`.
-fn release(
+pub(crate) fn release(
     dir: &Path,
     registry: &str,
     subnet: &str,
@@ -55,7 +55,10 @@ fn release(
 }
 
 /// Every node's orchestrator `/status` (null where one does not answer).
-fn orchestrators(rt: &tokio::runtime::Runtime, dir: &Path) -> Result<Vec<Value>, String> {
+pub(crate) fn orchestrators(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+) -> Result<Vec<Value>, String> {
     let l = layout(dir)?;
     let client = client()?;
     Ok(l.nodes
@@ -71,7 +74,7 @@ fn orchestrators(rt: &tokio::runtime::Runtime, dir: &Path) -> Result<Vec<Value>,
 }
 
 /// Waits until `done` holds for every node's orchestrator status.
-fn wait_all(
+pub(crate) fn wait_all(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
     what: &str,

@@ -276,3 +276,34 @@ fn partitions_and_shapes_need_a_netns_testnet_and_valid_arguments() {
         "--hosts netns",
     );
 }
+
+/// The toy size of `scripts/chaos.sh` (issue 16): one upgrade under load with seed 8's
+/// faults (a burst of 10% loss on every link, and node 0's orchestrator killed with
+/// SIGKILL and started again 4 s later).
+#[test]
+fn a_chaos_run_of_one_upgrade_loses_no_write() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let bin = tests::binaries();
+    let out = Command::new(bin.join("testnet"))
+        .args(["chaos", "--upgrades", "1", "--seed", "8", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["upgrades"], 1, "{summary}");
+    assert_eq!(summary["writes_lost"], 0, "{summary}");
+    assert!(
+        summary["writes_acknowledged"].as_u64() > Some(0),
+        "{summary}"
+    );
+    let faults = summary["runs"][0]["faults"].to_string();
+    assert!(faults.contains("KillOrchestrator"), "{faults}");
+}
