@@ -150,7 +150,6 @@ pub(crate) fn chaos(upgrades: u32, seed: u64, as_json: bool) -> Result<(), Strin
     if upgrades == 0 {
         return Err("--upgrades must be at least 1".into());
     }
-    let dir = std::env::temp_dir().join(format!("testnet-chaos-{}", std::process::id()));
     let shape = hosts::Shape {
         latency_ms: 10,
         jitter_ms: 2,
@@ -166,24 +165,10 @@ pub(crate) fn chaos(upgrades: u32, seed: u64, as_json: bool) -> Result<(), Strin
         hosts: Hosts::Netns,
         shape,
     };
-    prep(&dir, &args)?;
-    let result = run(&dir, upgrades, seed, shape);
-    if let Err(e) = down(&dir) {
-        eprintln!("testnet chaos: down: {e}");
-    }
-    match result {
-        Ok(summary) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            if as_json {
-                println!("{summary}");
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("testnet chaos: kept {} for inspection", dir.display());
-            Err(format!("seed {seed}: {e}"))
-        }
-    }
+    in_temp_testnet("chaos", &args, as_json, |dir| {
+        run(dir, upgrades, seed, shape)
+    })
+    .map_err(|e| format!("seed {seed}: {e}"))
 }
 
 fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value, String> {
@@ -192,11 +177,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
     let registry = l.registry_url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = story::workers()?;
     let client = client()?;
     let subnets = rt
         .block_on(get(&client, &format!("{registry}/api/v1/subnets")))
@@ -205,19 +186,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
         .as_str()
         .ok_or("no subnet")?
         .to_string();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let started = registry::server::now_ns() / 1_000_000;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = rt.spawn(story::send(
-        urls.clone(),
-        network,
-        20,
-        started,
-        stop.clone(),
-        None,
-        tx,
-    ));
-    let confirmer = rt.spawn(story::confirm(urls.clone(), rx));
+    let load = story::Load::start(&rt, &urls, network, 20);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let mut report = Vec::new();
     for k in 0..upgrades {
@@ -293,9 +262,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
         report.push(json!({"version": version, "cup_height": cup, "ms": ms, "faults": faults}));
     }
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    rt.block_on(sender).map_err(|e| e.to_string())?;
-    let acknowledged = rt.block_on(confirmer).map_err(|e| e.to_string())?;
+    let (_, acknowledged) = load.finish(&rt)?;
     let checked = rt.block_on(story::verify(
         &urls,
         &acknowledged,

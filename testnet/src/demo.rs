@@ -15,7 +15,6 @@ pub(crate) fn demo(
     hosts: Hosts,
     shape: hosts::Shape,
 ) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("testnet-demo-{}", std::process::id()));
     let nodes = 4;
     let args = PrepArgs {
         nodes,
@@ -29,25 +28,37 @@ pub(crate) fn demo(
         hosts,
         shape,
     };
-    prep(&dir, &args)?;
-    let result = match scenario {
-        Scenario::Upgrade => demo_in(&dir),
-        Scenario::Recovery => scenario::recovery_in(&dir),
-    };
+    in_temp_testnet("demo", &args, as_json, |dir| match scenario {
+        Scenario::Upgrade => demo_in(dir),
+        Scenario::Recovery => scenario::recovery_in(dir),
+    })
+}
+
+/// Runs `story` on a new testnet in a temporary directory (`testnet-NAME-<pid>`): prep,
+/// the story, down. The directory is removed after a success and kept, and named, after
+/// a failure. With `as_json` the story's summary is the last line printed.
+pub(crate) fn in_temp_testnet(
+    name: &str,
+    args: &PrepArgs,
+    as_json: bool,
+    story: impl FnOnce(&Path) -> Result<Value, String>,
+) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("testnet-{name}-{}", std::process::id()));
+    prep(&dir, args)?;
+    let result = story(&dir);
     if let Err(e) = down(&dir) {
-        eprintln!("testnet demo: down: {e}");
+        eprintln!("testnet {name}: down: {e}");
     }
     match result {
         Ok(summary) => {
             let _ = std::fs::remove_dir_all(&dir);
-            // The final line, for scripts.
             if as_json {
                 println!("{summary}");
             }
             Ok(())
         }
         Err(e) => {
-            eprintln!("testnet demo: kept {} for inspection", dir.display());
+            eprintln!("testnet {name}: kept {} for inspection", dir.display());
             Err(e)
         }
     }
@@ -67,24 +78,8 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
     let registry = l.registry_url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = registry::server::now_ns() / 1_000_000;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = rt.spawn(story::send(
-        urls.clone(),
-        network,
-        20,
-        run,
-        stop.clone(),
-        None,
-        tx,
-    ));
-    let confirmer = rt.spawn(story::confirm(urls.clone(), rx));
+    let rt = story::workers()?;
+    let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
 
     // The new method, before: the first release refuses it; a put it accepts.
@@ -261,9 +256,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
-    let acknowledged = rt.block_on(confirmer).map_err(|e| e.to_string())?;
+    let (accepted, acknowledged) = load.finish(&rt)?;
     let checked = rt.block_on(story::verify(
         &urls,
         &acknowledged,

@@ -7,7 +7,6 @@
 
 use super::*;
 use replica::cli::Drill;
-use story::Write1;
 
 /// Proposes as neuron 0 and adopts with neuron 1's vote (two of three); the proposal id.
 pub(crate) fn govern(dir: &Path, registry: &str, args: &[&str]) -> Result<String, String> {
@@ -111,11 +110,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     let network = story::network_id(dir)?;
     let registry = l.registry_url();
     // The load runs beside this thread's polling: a runtime with workers of its own.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = story::workers()?;
     let client = client()?;
     let subnets = rt
         .block_on(get(&client, &format!("{registry}/api/v1/subnets")))
@@ -124,19 +119,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = registry::server::now_ns() / 1_000_000;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = rt.spawn(story::send(
-        urls.clone(),
-        network,
-        20,
-        run,
-        stop.clone(),
-        None,
-        tx,
-    ));
-    let confirmer = rt.spawn(story::confirm(urls.clone(), rx));
+    let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
     let finalized = |i: usize| {
         rt.block_on(get(&client, &format!("{}/api/v1/status", urls[i])))
@@ -245,9 +228,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     ));
 
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let accepted = rt.block_on(sender).map_err(|e| e.to_string())?;
-    let acknowledged: Vec<Write1> = rt.block_on(confirmer).map_err(|e| e.to_string())?;
+    let (accepted, acknowledged) = load.finish(&rt)?;
     let checked = rt.block_on(story::verify(
         &urls,
         &acknowledged,

@@ -26,6 +26,60 @@ pub fn network_id(dir: &Path) -> Result<NetworkId, String> {
     registry::server::network_id(&dir.join("registry"))
 }
 
+/// A runtime with two workers of its own: a load runs there while the caller's thread
+/// polls and drives the network.
+pub fn workers() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Signed writes at a rate, confirmed beside the sending (`send`, `confirm`).
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sender: tokio::task::JoinHandle<u64>,
+    confirmer: tokio::task::JoinHandle<Vec<Write1>>,
+}
+
+impl Load {
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        urls: &[String],
+        network: NetworkId,
+        rate: u64,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let run = registry::server::now_ns() / 1_000_000;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = rt.spawn(send(
+            urls.to_vec(),
+            network,
+            rate,
+            run,
+            stop.clone(),
+            None,
+            tx,
+        ));
+        let confirmer = rt.spawn(confirm(urls.to_vec(), rx));
+        Load {
+            stop,
+            sender,
+            confirmer,
+        }
+    }
+
+    /// Stops sending; the number of writes accepted, and those acknowledged.
+    pub fn finish(self, rt: &tokio::runtime::Runtime) -> Result<(u64, Vec<Write1>), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let accepted = rt.block_on(self.sender).map_err(|e| e.to_string())?;
+        let acknowledged = rt.block_on(self.confirmer).map_err(|e| e.to_string())?;
+        Ok((accepted, acknowledged))
+    }
+}
+
 /// How long an accepted write may take to show up in a query before it counts as not
 /// acknowledged: past its expiry (two minutes) it can no longer execute.
 pub const CONFIRM_PATIENCE: Duration = Duration::from_secs(130);

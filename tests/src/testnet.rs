@@ -224,6 +224,55 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Ends a `testnet load` child with SIGINT (it writes `writes` as it ends), checks
+    /// that its acknowledged writes span the CUP at `cup`, and runs `testnet verify` on
+    /// them: its report, in which no write may be lost.
+    pub fn end_load_and_verify(
+        &self,
+        mut load: std::process::Child,
+        writes: &Path,
+        cup: u64,
+    ) -> Value {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &load.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(load.wait().unwrap().success(), "testnet load failed");
+        let heights: Vec<u64> = std::fs::read_to_string(writes)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["height"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            heights.iter().any(|h| *h <= cup) && heights.iter().any(|h| *h > cup),
+            "the load must span the upgrade (CUP at {cup}): {heights:?}"
+        );
+        let w = writes.to_str().unwrap();
+        let report: Value =
+            serde_json::from_str(&self.run(&["verify", "--dir", &self.d, "--writes", w, "--json"]))
+                .unwrap();
+        assert_eq!(report["writes"].as_u64(), Some(heights.len() as u64));
+        assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+        report
+    }
+}
+
+/// Whether this process runs as root (network namespaces and mounts need it; CI has it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 pub fn nodes(s: &Value) -> &Vec<Value> {
     s["nodes"].as_array().unwrap()
 }

@@ -86,16 +86,9 @@ impl Drop for Tmpfs {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 #[test]
 fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
-    if !is_root() {
+    if !tests::testnet::is_root() {
         eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
         return;
     }

@@ -12,14 +12,7 @@ use std::{
     process::{Child, Command},
     time::{Duration, Instant},
 };
-use tests::testnet::{Net, PATIENCE, nodes, run};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use tests::testnet::{Net, PATIENCE, is_root, nodes, run};
 
 /// The names a netns testnet of index `k` makes: namespaces and interfaces.
 fn leftovers(k: u64) -> Vec<String> {
@@ -111,7 +104,7 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
 
     // The next release under load.
     let writes = tmp.path().join("writes.jsonl");
-    let mut load: Child = Command::new(&net.testnet)
+    let load: Child = Command::new(&net.testnet)
         .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
         .arg("--out")
         .arg(&writes)
@@ -172,35 +165,7 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
 
     // The load ends; every acknowledged write is on every node.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &load.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(load.wait().unwrap().success(), "testnet load failed");
-    let heights: Vec<u64> = std::fs::read_to_string(&writes)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["height"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        heights.iter().any(|h| *h <= cup) && heights.iter().any(|h| *h > cup),
-        "the load must span the upgrade (CUP at {cup}): {heights:?}"
-    );
-    let w = writes.to_str().unwrap();
-    let report: Value = serde_json::from_str(&run(
-        &net.testnet,
-        &["verify", "--dir", &d, "--writes", w, "--json"],
-    ))
-    .unwrap();
-    assert_eq!(report["writes"].as_u64(), Some(heights.len() as u64));
-    assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+    net.end_load_and_verify(load, &writes, cup);
 
     // Down after a crash: the link emulator is killed first; `down` still removes every
     // namespace, interface and claim this testnet made.

@@ -182,7 +182,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
 
     // Continuous load for the whole upgrade, and a watch on every node's state hashes.
     let writes = tmp.path().join("writes.jsonl");
-    let mut load: Child = Command::new(&net.testnet)
+    let load: Child = Command::new(&net.testnet)
         .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
         .arg("--out")
         .arg(&writes)
@@ -299,29 +299,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
 
     // The load ends; every acknowledged write is on every node, in schema 2's form.
     std::thread::sleep(Duration::from_secs(2));
-    signal(load.id(), "-INT");
-    assert!(load.wait().unwrap().success(), "testnet load failed");
-    let lines = std::fs::read_to_string(&writes).unwrap();
-    let heights: Vec<u64> = lines
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["height"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        heights.iter().any(|h| *h <= cup) && heights.iter().any(|h| *h > cup),
-        "the load must span the upgrade (CUP at {cup}): {heights:?}"
-    );
-    let w = writes.to_str().unwrap();
-    let report: Value = serde_json::from_str(&run(
-        &net.testnet,
-        &["verify", "--dir", &d, "--writes", w, "--json"],
-    ))
-    .unwrap();
-    assert_eq!(report["writes"].as_u64(), Some(heights.len() as u64));
-    assert_eq!(report["lost"], serde_json::json!([]), "{report}");
+    let report = net.end_load_and_verify(load, &writes, cup);
     assert_eq!(report["unmigrated"], serde_json::json!([]), "{report}");
     assert_eq!(report["state_schemas"], serde_json::json!([2, 2, 2, 2]));
 
@@ -398,6 +376,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
             "node {i}'s log"
         );
     }
+    let w = writes.to_str().unwrap();
     let again: Value = serde_json::from_str(&run(
         &net.testnet,
         &["verify", "--dir", &d, "--writes", w, "--json"],
