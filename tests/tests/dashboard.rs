@@ -137,4 +137,19 @@ fn the_page_follows_an_upgrade_and_a_node_going_down_without_a_reload() {
         shot.trim_start_matches("screenshot ")
     );
     assert!(screenshot.exists());
+    // The dashboard's own /metrics follow Prometheus's conventions like every process's.
+    let metrics = net
+        .rt
+        .block_on(async {
+            net.http
+                .get(format!("{dashboard}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    if let Err(e) = tests::promtool_check(&metrics) {
+        panic!("{dashboard}/metrics: {e}\n{metrics}");
+    }
 }
