@@ -30,6 +30,7 @@
 
 pub mod certified;
 pub mod cli;
+pub mod client;
 pub mod compat;
 pub mod driver;
 pub mod http;

@@ -223,9 +223,8 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
             let heights: Vec<u64> = urls
                 .iter()
                 .map(|u| {
-                    rt.block_on(get(&client, &format!("{u}/api/v1/status")))
-                        .and_then(|s| s["finalized_height"].as_u64())
-                        .unwrap_or(0)
+                    rt.block_on(replica_status(&client, u))
+                        .map_or(0, |s| s.finalized_height)
                 })
                 .collect();
             if heights.iter().all(|h| *h > cup + 2) {

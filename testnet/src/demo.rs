@@ -161,15 +161,17 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     let resumed_at = loop {
         let mut all_resumed = true;
         for (i, n) in l.nodes.iter().enumerate() {
-            let r = rt.block_on(get(
+            let r = rt.block_on(replica_status(
                 &client,
-                &format!("http://{}/api/v1/status", n.http_address),
+                &format!("http://{}", n.http_address),
             ));
             let o = rt.block_on(get(
                 &client,
                 &format!("http://{}/status", n.orchestrator_address),
             ));
-            let on_b = r.as_ref().is_some_and(|r| r["replica_version"] == "2.0.0");
+            let on_b = r
+                .as_ref()
+                .is_some_and(|r| r.replica_version.as_str() == "2.0.0");
             let preflight = o.as_ref().map(|o| o["upgrade"]["preflight"].clone());
             if !ready[i]
                 && let Some(p) = preflight.filter(|p| p["ok"] == true)
@@ -180,10 +182,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
                     p["schema_from"], p["schema_to"], p["migration_ms"]
                 ));
             }
-            if halting_at.is_none()
-                && r.as_ref()
-                    .is_some_and(|r| r["halting"] == true || r["halted"] == true)
-            {
+            if halting_at.is_none() && r.as_ref().is_some_and(|r| r.halting || r.halted) {
                 halting_at = Some(Instant::now());
                 event(format!(
                     "node {i}: halting, a summary carried n - f ready words (updates now get \"subnet is upgrading\")"
@@ -202,16 +201,15 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
                     all_running_at = Some(Instant::now());
                 }
             }
-            if on_b && !migrated[i] && r.as_ref().is_some_and(|r| r["state_schema"] == 2) {
+            if on_b && !migrated[i] && r.as_ref().is_some_and(|r| r.state_schema == 2) {
                 migrated[i] = true;
                 event(format!(
                     "node {i}: replica 2.0.0 up, state migrated to schema 2"
                 ));
             }
             let resumed = on_b
-                && r.as_ref().is_some_and(|r| {
-                    r["finalized_height"].as_u64() > r["cup_height"].as_u64().map(|c| c + 1)
-                });
+                && r.as_ref()
+                    .is_some_and(|r| r.finalized_height > r.cup_height + 1);
             all_resumed &= resumed;
         }
         if all_resumed {

@@ -108,10 +108,9 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
         loop {
             let mut all = true;
             for n in &l.nodes {
-                let h = get(&client, &format!("http://{}/api/v1/status", n.http_address))
+                let h = replica_status(&client, &format!("http://{}", n.http_address))
                     .await
-                    .and_then(|s| s["finalized_height"].as_u64())
-                    .unwrap_or(0);
+                    .map_or(0, |s| s.finalized_height);
                 all &= h >= 1;
             }
             if all {
@@ -154,6 +153,18 @@ pub(crate) fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A replica's status through the typed client (`url`: `http://ADDR`); `None` when it
+/// does not answer as a replica would.
+pub(crate) async fn replica_status(
+    client: &reqwest::Client,
+    url: &str,
+) -> Option<replica::driver::StatusView> {
+    replica::client::ReplicaClient::new(client.clone(), url, Duration::from_secs(3))
+        .status()
+        .await
+        .ok()
+}
+
 pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }
@@ -170,8 +181,9 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
         let mut nodes = Vec::new();
         for n in &l.nodes {
             let o = get(&client, &format!("http://{}/status", n.orchestrator_address)).await;
-            let r = get(&client, &format!("http://{}/api/v1/status", n.http_address)).await;
+            let r = replica_status(&client, &format!("http://{}", n.http_address)).await;
             let field = |v: &Option<Value>, k: &str| v.as_ref().map(|v| v[k].clone()).unwrap_or(Value::Null);
+            let of = |f: &dyn Fn(&replica::driver::StatusView) -> Value| r.as_ref().map_or(Value::Null, f);
             nodes.push(json!({
                 "node_id": n.node_id,
                 "alive": o.is_some(),
@@ -181,12 +193,12 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
                 "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
                 "upgrade_error": o.as_ref().map(|o| o["upgrade"]["last_error"].clone()).unwrap_or(Value::Null),
                 "upgrade_preflight": o.as_ref().map(|o| o["upgrade"]["preflight"].clone()).unwrap_or(Value::Null),
-                "readiness": field(&r, "readiness"),
-                "state_schema": field(&r, "state_schema"),
-                "finalized_height": field(&r, "finalized_height"),
-                "certified_height": field(&r, "certified_height"),
-                "cup_height": field(&r, "cup_height"),
-                "state_hash": field(&r, "state_hash"),
+                "readiness": of(&|s| json!(s.readiness)),
+                "state_schema": of(&|s| json!(s.state_schema)),
+                "finalized_height": of(&|s| json!(s.finalized_height)),
+                "certified_height": of(&|s| json!(s.certified_height)),
+                "cup_height": of(&|s| json!(s.cup_height)),
+                "state_hash": of(&|s| json!(s.state_hash)),
             }));
         }
         Ok::<_, String>(json!({

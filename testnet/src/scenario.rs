@@ -122,9 +122,8 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
     let finalized = |i: usize| {
-        rt.block_on(get(&client, &format!("{}/api/v1/status", urls[i])))
-            .and_then(|s| s["finalized_height"].as_u64())
-            .unwrap_or(0)
+        rt.block_on(replica_status(&client, &urls[i]))
+            .map_or(0, |s| s.finalized_height)
     };
 
     // 1. A release whose rehearsal fails: no node is ready, the subnet runs on.

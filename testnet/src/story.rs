@@ -281,9 +281,9 @@ pub async fn verify(
         return out;
     };
     for u in urls {
-        let schema = crate::get(&client, &format!("{u}/api/v1/status"))
+        let schema = crate::replica_status(&client, u)
             .await
-            .and_then(|s| s["state_schema"].as_u64());
+            .map(|s| u64::from(s.state_schema));
         out.schemas.push(schema);
         for w in writes {
             let a = match crate::query::fetch(&client, u, &w.key).await {

@@ -35,7 +35,7 @@ use registry::{
     local::SubnetAt,
     store::{RegistryStore, RocksStore},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
@@ -89,8 +89,8 @@ pub enum UpdateRefused {
 
 pub use crate::certified::{Certificate, QueryAnswer};
 
-/// `GET /api/v1/status`.
-#[derive(Clone, Debug, Serialize)]
+/// `GET /api/v1/status` (`crate::client::ReplicaClient::status` reads it back).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusView {
     pub replica_version: ReplicaVersion,
     pub subnet_id: SubnetId,
@@ -126,7 +126,7 @@ pub struct StatusView {
 }
 
 /// One node's readiness word, as `/status` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReadinessView {
     pub node_id: NodeId,
     pub version: ReplicaVersion,
@@ -137,7 +137,7 @@ pub struct ReadinessView {
 }
 
 /// A finalized block with updates in it, and when this node executed it.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PayloadBlock {
     pub height: u64,
     pub messages: usize,
