@@ -14,6 +14,7 @@
 mod chaos;
 mod demo;
 mod hosts;
+mod prep;
 mod procs;
 mod query;
 mod scenario;
@@ -21,6 +22,7 @@ mod story;
 mod wire;
 
 use demo::*;
+use prep::*;
 use procs::*;
 
 use clap::{Parser, Subcommand};
@@ -461,172 +463,6 @@ fn bin(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn package(
-    version: &str,
-    out: &Path,
-    next: bool,
-    broken: Option<replica::cli::Drill>,
-) -> Result<String, String> {
-    let v = ReplicaVersion::new(version).map_err(|e| format!("--version: {e}"))?;
-    let replica = bin(if next { "replica-next" } else { "replica" })?;
-    let orchestrator = bin("orchestrator")?;
-    let mut files = vec![
-        ("bin/replica", replica.clone()),
-        ("bin/orchestrator", orchestrator),
-    ];
-    // The drill's fault travels in the package (and so in its hash), never in a flag.
-    let drill = out.with_extension("drill");
-    if let Some(d) = broken {
-        std::fs::write(&drill, d.name()).map_err(io(&drill))?;
-        files.push((replica::cli::DRILL_FILE, drill.clone()));
-    }
-    let listed: Vec<(&str, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
-    let built = release::build_package(out, &v, "testnet", &listed).map_err(|e| e.to_string());
-    if broken.is_some() {
-        let _ = std::fs::remove_file(&drill);
-    }
-    built
-}
-
-fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
-    let (nodes, base) = (args.nodes, args.base_port.unwrap_or(31000));
-    if dir.join("testnet.json").exists() {
-        return Err(format!("{} already holds a testnet", dir.display()));
-    }
-    if !(1..=40).contains(&nodes) {
-        return Err("--nodes must be between 1 and 40".into());
-    }
-    if u32::from(base) + 10 + 4 * nodes as u32 > 65535 {
-        return Err("--base-port leaves no room for every node's ports".into());
-    }
-    if args.hosts == Hosts::Loopback && args.shape != hosts::Shape::default() {
-        return Err(
-            "--latency-ms, --jitter-ms, --loss-pct and --rate-mbit need --hosts netns".into(),
-        );
-    }
-    args.shape.validate()?;
-    let packages = dir.join("packages");
-    std::fs::create_dir_all(&packages).map_err(io(&packages))?;
-    // With --hosts netns, an index of the address range is reserved now: the addresses
-    // go into the registry's records and every node.toml.
-    let netns = match args.hosts {
-        Hosts::Loopback => None,
-        Hosts::Netns => Some(hosts::Netns::claim(dir, nodes)?),
-    };
-    let infra_host = match &netns {
-        Some(n) => n.address(hosts::Host::Infra).to_string(),
-        None => loopback_host(),
-    };
-    let first = packages.join(format!("{FIRST_VERSION}.tar.zst"));
-    let sha = package(FIRST_VERSION, &first, false, None)?;
-    let mut layout = Layout {
-        registry_port: base,
-        package_port: base + 1,
-        nodes: Vec::new(),
-        infra_host,
-        netns,
-    };
-    let params = NetworkParams {
-        nodes,
-        neurons: args.neurons,
-        dkg_interval_length: args.dkg_interval,
-        unit_delay_ms: 200,
-        initial_notary_delay_ms: 100,
-        base_port: base,
-        replica_version: ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?,
-        package_sha256: sha.clone(),
-        package_urls: vec![format!(
-            "{}/{FIRST_VERSION}.tar.zst",
-            layout.package_url_base()
-        )],
-        genesis_time_ns: registry::server::now_ns(),
-    };
-    let mut net = generate_network(&params, &mut rand_chacha::ChaCha20Rng::from_os_rng())
-        .map_err(|e| e.to_string())?;
-    for (i, n) in net.nodes.iter_mut().enumerate() {
-        // Separate hosts use the same ports, each on its own address.
-        let (host, p) = match &layout.netns {
-            Some(ns) => (
-                ns.address(hosts::Host::Node(i)).to_string(),
-                base as usize + 10,
-            ),
-            None => (loopback_host(), base as usize + 10 + 4 * i),
-        };
-        n.record.consensus_address = format!("{host}:{p}");
-        n.record.http_address = format!("{host}:{}", p + 1);
-        n.record.cup_address = format!("{host}:{}", p + 2);
-        net.genesis.nodes[i] = n.record.clone();
-        layout.nodes.push(NodeLayout {
-            node_id: n.record.node_id.to_string(),
-            dir: dir.join("nodes").join(format!("node-{i}")),
-            consensus_address: n.record.consensus_address.clone(),
-            http_address: n.record.http_address.clone(),
-            orchestrator_address: n.record.cup_address.clone(),
-        });
-    }
-    net.write(dir)?;
-    let registry_dir = dir.join("registry");
-    let out = Command::new(bin("registry")?)
-        .args(["init", "--dir"])
-        .arg(&registry_dir)
-        .arg("--genesis")
-        .arg(dir.join("genesis.json"))
-        .output()
-        .map_err(|e| format!("registry init: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "registry init: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let root_key = std::fs::read_to_string(registry_dir.join("registry_public_key.hex"))
-        .map_err(io(&registry_dir))?;
-    let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
-    let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
-    for n in &layout.nodes {
-        let config = orchestrator::config::NodeConfig::new(
-            vec![layout.registry_url()],
-            root_key.trim().to_string(),
-            n.orchestrator_address
-                .parse()
-                .map_err(|e| format!("{}: {e}", n.orchestrator_address))?,
-            300,
-            args.webhooks.clone(),
-        );
-        config
-            .validate()
-            .map_err(|e| format!("node.toml for {}: {e}", n.dir.display()))?;
-        let path = n.dir.join(orchestrator::config::FILE_NAME);
-        std::fs::write(&path, config.to_toml()?).map_err(io(&path))?;
-        let images = n.dir.join("images");
-        release::unpack(&verified, &v1, &images).map_err(|e| e.to_string())?;
-        release::switch_current(&images, verified.sha256()).map_err(|e| e.to_string())?;
-    }
-    if layout.netns.is_some() {
-        let links = hosts::Links {
-            shape: args.shape,
-            ..Default::default()
-        };
-        links.store(dir)?;
-    }
-    let text = serde_json::to_string_pretty(&layout).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
-    Ok(json!({
-        "summary": format!(
-            "prepared {} nodes in {}; start them with: testnet up --dir {}",
-            layout.nodes.len(),
-            dir.display(),
-            dir.display()
-        ),
-        "dir": dir.display().to_string(),
-        "nodes": layout.nodes.len(),
-        "hosts": if layout.netns.is_some() { "netns" } else { "loopback" },
-        "registry_url": layout.registry_url(),
-        "package_url_base": layout.package_url_base(),
-        "netns_index": layout.netns.as_ref().map(|n| n.index),
-    }))
-}
-
 fn serve_packages(dir: &Path, listen: &str) -> Result<(), String> {
     let root = dir.join("packages");
     runtime()?.block_on(async move {
@@ -730,23 +566,6 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A base port with room for `nodes` above it, where nothing listens now.
-fn free_base(nodes: usize) -> Result<u16, String> {
-    let span = 10 + 4 * nodes as u16;
-    for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
-        if base < 65535 - span
-            && (base..base + span).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return Ok(base);
-        }
-    }
-    Err("no free range of loopback ports".into())
 }
 
 fn nns(registry: &str, key: &Path, args: &[&str]) -> Result<String, String> {
