@@ -179,13 +179,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
     let registry = l.registry_url();
     let rt = story::workers()?;
     let client = client()?;
-    let subnets = rt
-        .block_on(get(&client, &format!("{registry}/api/v1/subnets")))
-        .ok_or("reading subnets")?;
-    let subnet = subnets[0]["subnet_id"]
-        .as_str()
-        .ok_or("no subnet")?
-        .to_string();
+    let subnet = rt.block_on(first_subnet(&client, &registry))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let mut report = Vec::new();

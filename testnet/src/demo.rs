@@ -130,15 +130,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     ];
     let p = scenario::govern(dir, &registry, &elect)?;
     event(format!("proposal {p} (elect 2.0.0) adopted"));
-    let subnets: Value = rt.block_on(async {
-        get(&client, &format!("{registry}/api/v1/subnets"))
-            .await
-            .ok_or_else(|| "reading subnets".to_string())
-    })?;
-    let subnet = subnets[0]["subnet_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let subnet = rt.block_on(first_subnet(&client, &registry))?;
     let deploy = [
         "propose",
         "deploy-version",

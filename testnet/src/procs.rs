@@ -165,6 +165,20 @@ pub(crate) async fn replica_status(
         .ok()
 }
 
+/// The id of the registry's first subnet (the testnet's only one).
+pub(crate) async fn first_subnet(
+    client: &reqwest::Client,
+    registry: &str,
+) -> Result<String, String> {
+    let subnets = get(client, &format!("{registry}/api/v1/subnets"))
+        .await
+        .ok_or("reading subnets")?;
+    subnets[0]["subnet_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no subnet in the registry's answer: {subnets}"))
+}
+
 pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }

@@ -112,13 +112,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     // The load runs beside this thread's polling: a runtime with workers of its own.
     let rt = story::workers()?;
     let client = client()?;
-    let subnets = rt
-        .block_on(get(&client, &format!("{registry}/api/v1/subnets")))
-        .ok_or("reading subnets")?;
-    let subnet = subnets[0]["subnet_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let subnet = rt.block_on(first_subnet(&client, &registry))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
     let finalized = |i: usize| {

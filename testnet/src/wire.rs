@@ -65,7 +65,8 @@ struct Stats {
 
 struct Wire {
     hosts: Vec<Host>,
-    links: RwLock<Links>,
+    /// Swapped whole on a change; a reader takes the `Arc`, not a copy, per frame.
+    links: RwLock<Arc<Links>>,
     macs: Mutex<HashMap<[u8; 6], usize>>,
     queue: Mutex<(BinaryHeap<Reverse<Due>>, u64)>,
     wake: Condvar,
@@ -105,7 +106,7 @@ pub fn serve(dir: &Path) -> Result<(), String> {
         }
     }
     let wire = Arc::new(Wire {
-        links: RwLock::new(Links::load(dir)?),
+        links: RwLock::new(Arc::new(Links::load(dir)?)),
         macs: Mutex::new(HashMap::new()),
         queue: Mutex::new((BinaryHeap::new(), 0)),
         wake: Condvar::new(),
@@ -260,7 +261,7 @@ impl Wire {
                             "links: now {}",
                             serde_json::to_string(&l).unwrap_or_default()
                         );
-                        *self.links.write().unwrap_or_else(|p| p.into_inner()) = l;
+                        *self.links.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(l);
                     }
                     Err(e) => eprintln!("links: keeping the old links: {e}"),
                 }
