@@ -225,6 +225,25 @@ impl Net {
 }
 
 impl Net {
+    /// Starts `testnet load` at 20 writes/s in the background (until SIGINT, at most
+    /// 15 minutes), writing its acknowledged writes to `writes` as it ends.
+    pub fn spawn_load(&self, writes: &Path) -> std::process::Child {
+        Command::new(&self.testnet)
+            .args([
+                "load",
+                "--dir",
+                &self.d,
+                "--rate",
+                "20",
+                "--duration",
+                "900",
+            ])
+            .arg("--out")
+            .arg(writes)
+            .spawn()
+            .unwrap()
+    }
+
     /// Ends a `testnet load` child with SIGINT (it writes `writes` as it ends), checks
     /// that its acknowledged writes span the CUP at `cup`, and runs `testnet verify` on
     /// them: its report, in which no write may be lost.

@@ -113,12 +113,7 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
 
     // The next release under load.
     let writes = tmp.path().join("writes.jsonl");
-    let load: Child = Command::new(&net.testnet)
-        .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
-        .arg("--out")
-        .arg(&writes)
-        .spawn()
-        .unwrap();
+    let load: Child = net.spawn_load(&writes);
     let base_url = s["package_url_base"].as_str().unwrap().to_string();
     let subnet = s["subnets"][0]["subnet_id"].as_str().unwrap().to_string();
     let staged = dir.join("packages/2.0.0.tar.zst");

@@ -182,12 +182,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
 
     // Continuous load for the whole upgrade, and a watch on every node's state hashes.
     let writes = tmp.path().join("writes.jsonl");
-    let load: Child = Command::new(&net.testnet)
-        .args(["load", "--dir", &d, "--rate", "20", "--duration", "900"])
-        .arg("--out")
-        .arg(&writes)
-        .spawn()
-        .unwrap();
+    let load: Child = net.spawn_load(&writes);
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_hashes(urls.clone(), stop_sampling.clone());
 
