@@ -64,12 +64,13 @@ if ((${#missing[@]})); then
 fi
 
 # playwright-core, pinned, beside the build cache (scripts/env.sh names the directory for
-# the tests). It drives Debian's Chromium and downloads no browser of its own.
-PLAYWRIGHT_CORE_VERSION=1.65.1
+# the tests). It drives Debian's Chromium and downloads no browser of its own. 1.61 is the
+# newest release that runs on Node.js 18, which is what Debian 12's nodejs package brings.
+PLAYWRIGHT_CORE_VERSION=1.61.0
 browser_dir="${ICUP_BROWSER_DIR:-$HOME/.cache/icup/browser}"
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "error: playwright-core $PLAYWRIGHT_CORE_VERSION needs Node.js 20 or newer (found $(node --version 2>/dev/null || echo none))" >&2
+if [ "$node_major" -lt 18 ]; then
+  echo "error: playwright-core $PLAYWRIGHT_CORE_VERSION needs Node.js 18 or newer (found $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
 installed=$(node -p "require('$browser_dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
