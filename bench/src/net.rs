@@ -16,7 +16,11 @@
 
 use crate::measure::Row;
 use crypto::ed25519::Ed25519KeyPair;
-use replica::ingress::{Ingress, Operation, SignedIngress};
+use replica::{
+    client::ReplicaClient,
+    ingress::{Ingress, Operation, SignedIngress},
+    requests::RequestState,
+};
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
@@ -312,20 +316,15 @@ fn put(
     )
 }
 
+/// The typed client of the replica at `url`; a call that is not waiting gives up after
+/// five seconds.
+fn replica(client: &reqwest::Client, url: &str) -> ReplicaClient {
+    ReplicaClient::new(client.clone(), url, Duration::from_secs(5))
+}
+
 /// Submits; the message id if the replica accepted it.
 async fn submit(client: &reqwest::Client, url: &str, m: &SignedIngress) -> Option<String> {
-    let r = client
-        .post(format!("{url}/api/v1/update"))
-        .timeout(Duration::from_secs(5))
-        .body(m.encode())
-        .send()
-        .await
-        .ok()?;
-    if r.status() != reqwest::StatusCode::ACCEPTED {
-        return None;
-    }
-    let v: Value = r.json().await.ok()?;
-    v["message_id"].as_str().map(str::to_string)
+    replica(client, url).update(m).await.ok()
 }
 
 /// One update from submission to certification, as a user sees it.
@@ -333,15 +332,11 @@ async fn one_finality(client: reqwest::Client, url: String, m: SignedIngress) ->
     let start = Instant::now();
     let id = submit(&client, &url, &m).await?;
     // The replica answers when the update is certified (or after a minute).
-    let s: Value = client
-        .get(format!("{url}/api/v1/request_status?id={id}&wait_ms=60000"))
-        .send()
-        .await
-        .ok()?
-        .json()
+    let s = replica(&client, &url)
+        .request_status(&id, Duration::from_secs(60))
         .await
         .ok()?;
-    (s["status"] == "certified").then(|| start.elapsed().as_secs_f64() * 1e3)
+    (s.status == RequestState::Certified).then(|| start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Finality latencies at `rate` updates per second for `seconds`; failures counted.
@@ -480,8 +475,9 @@ fn pools(rt: &Runtime, client: &reqwest::Client, net: &Testnet) -> Vec<Option<u6
     net.replicas
         .iter()
         .map(|u| {
-            rt.block_on(get_json(client, &format!("{u}/api/v1/status")))
-                .and_then(|s| s["ingress_pool"].as_u64())
+            rt.block_on(replica(client, u).status())
+                .ok()
+                .map(|s| s.ingress_pool as u64)
         })
         .collect()
 }
@@ -565,31 +561,28 @@ fn upgrade(
     loop {
         let mut running = 0;
         for i in 0..n {
-            let r = rt.block_on(get_json(
-                &client,
-                &format!("{}/api/v1/status", net.replicas[i]),
-            ));
+            let r = rt
+                .block_on(replica(&client, &net.replicas[i]).status())
+                .ok();
             let o = rt.block_on(get_json(
                 &client,
                 &format!("{}/status", net.orchestrators[i]),
             ));
             let now = Instant::now();
             if let Some(r) = &r {
-                let at = |f: &str| r[f]["executed_at_ms"].as_u64();
-                if r["replica_version"] == from {
-                    if let Some(ms) = at("last_payload") {
-                        old_last[i] = Some(ms);
+                let version = r.replica_version.as_str();
+                if version == from {
+                    if let Some(p) = &r.last_payload {
+                        old_last[i] = Some(p.executed_at_ms);
                     }
-                    if r["halted"] == true && halted_at.is_none() {
+                    if r.halted && halted_at.is_none() {
                         halted_at = Some(now);
                     }
-                } else if r["replica_version"] == to {
+                } else if version == to {
                     if new_first[i].is_none() {
-                        new_first[i] = at("first_payload");
+                        new_first[i] = r.first_payload.as_ref().map(|p| p.executed_at_ms);
                     }
-                    if resumed_at.is_none()
-                        && r["finalized_height"].as_u64() > r["cup_height"].as_u64()
-                    {
+                    if resumed_at.is_none() && r.finalized_height > r.cup_height {
                         resumed_at = Some(now);
                     }
                 }

@@ -9,7 +9,7 @@
 //! Local knowledge, not replicated state: a node that joined by state sync, or restarted
 //! into a new release, does not know the updates it did not execute itself.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use tokio::sync::oneshot;
 use types::{CryptoHash, Height};
@@ -21,14 +21,24 @@ pub const MAX_WAITING: usize = 10_000;
 /// The longest `wait_ms` a request may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
+/// What became of an update, as one node knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// This node does not know it.
+    Unknown,
+    /// In this node's pool.
+    Received,
+    /// In a finalized block this node executed; its state not yet certified.
+    Executed,
+    Certified,
+}
+
 /// The answer to `GET /api/v1/request_status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestStatus {
     pub message_id: String,
-    /// `unknown` (this node does not know it), `received` (in this node's pool),
-    /// `executed` (in a finalized block this node executed; its state not yet
-    /// certified) or `certified`.
-    pub status: &'static str,
+    pub status: RequestState,
     /// The height that executed it (`executed` and `certified`).
     pub height: Option<u64>,
 }
@@ -92,10 +102,10 @@ impl Tracker {
     pub fn status(&self, id: &CryptoHash, in_pool: bool) -> RequestStatus {
         let height = self.executed.get(id).copied();
         let status = match height {
-            Some(h) if h <= self.certified => "certified",
-            Some(_) => "executed",
-            None if in_pool => "received",
-            None => "unknown",
+            Some(h) if h <= self.certified => RequestState::Certified,
+            Some(_) => RequestState::Executed,
+            None if in_pool => RequestState::Received,
+            None => RequestState::Unknown,
         };
         RequestStatus {
             message_id: id.to_string(),
@@ -107,7 +117,7 @@ impl Tracker {
     /// Answers now if `id` is certified (or too many wait); otherwise when it is.
     pub fn wait(&mut self, id: CryptoHash, in_pool: bool, reply: oneshot::Sender<RequestStatus>) {
         let now = self.status(&id, in_pool);
-        if now.status == "certified" || self.waiting_count >= MAX_WAITING {
+        if now.status == RequestState::Certified || self.waiting_count >= MAX_WAITING {
             let _ = reply.send(now);
             return;
         }
@@ -133,16 +143,16 @@ mod tests {
     #[test]
     fn an_update_goes_from_unknown_to_received_to_executed_to_certified() {
         let mut t = Tracker::new(Height::new(3));
-        assert_eq!(t.status(&id(1), false).status, "unknown");
-        assert_eq!(t.status(&id(1), true).status, "received");
+        assert_eq!(t.status(&id(1), false).status, RequestState::Unknown);
+        assert_eq!(t.status(&id(1), true).status, RequestState::Received);
         t.executed(Height::new(5), &[id(1)]);
         let s = t.status(&id(1), false);
-        assert_eq!((s.status, s.height), ("executed", Some(5)));
+        assert_eq!((s.status, s.height), (RequestState::Executed, Some(5)));
         t.certified(Height::new(4));
-        assert_eq!(t.status(&id(1), false).status, "executed");
+        assert_eq!(t.status(&id(1), false).status, RequestState::Executed);
         t.certified(Height::new(5));
         let s = t.status(&id(1), false);
-        assert_eq!((s.status, s.height), ("certified", Some(5)));
+        assert_eq!((s.status, s.height), (RequestState::Certified, Some(5)));
         assert_eq!(s.message_id, id(1).to_string());
     }
 
@@ -159,11 +169,14 @@ mod tests {
         );
         t.certified(Height::new(2));
         let got = rx.try_recv().expect("answered");
-        assert_eq!((got.status, got.height), ("certified", Some(2)));
+        assert_eq!((got.status, got.height), (RequestState::Certified, Some(2)));
         // A certified update is answered at once.
         let (tx, mut rx) = oneshot::channel();
         t.wait(id(1), false, tx);
-        assert_eq!(rx.try_recv().expect("at once").status, "certified");
+        assert_eq!(
+            rx.try_recv().expect("at once").status,
+            RequestState::Certified
+        );
     }
 
     #[test]
@@ -177,7 +190,10 @@ mod tests {
         // Full: the next one is answered at once with what is known.
         let (tx, mut rx) = oneshot::channel();
         t.wait(id(u64::MAX), true, tx);
-        assert_eq!(rx.try_recv().expect("at once").status, "received");
+        assert_eq!(
+            rx.try_recv().expect("at once").status,
+            RequestState::Received
+        );
         // A certification sweeps the abandoned ones, and waiting works again.
         t.certified(Height::new(1));
         let (tx, mut rx) = oneshot::channel();
@@ -187,7 +203,10 @@ mod tests {
         let ids: Vec<_> = (0..MAX_TRACKED as u64 + 10).map(id).collect();
         t.executed(Height::new(2), &ids);
         assert_eq!(t.remembered(), MAX_TRACKED);
-        assert_eq!(t.status(&ids[0], false).status, "unknown");
-        assert_eq!(t.status(ids.last().expect("ids"), false).status, "executed");
+        assert_eq!(t.status(&ids[0], false).status, RequestState::Unknown);
+        assert_eq!(
+            t.status(ids.last().expect("ids"), false).status,
+            RequestState::Executed
+        );
     }
 }

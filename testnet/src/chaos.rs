@@ -179,7 +179,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
     let registry = l.registry_url();
     let rt = story::workers()?;
     let client = client()?;
-    let subnet = rt.block_on(first_subnet(&client, &registry))?;
+    let subnet = rt.block_on(first_subnet(&registry))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let mut report = Vec::new();

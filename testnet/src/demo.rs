@@ -130,7 +130,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     ];
     let p = scenario::govern(dir, &registry, &elect)?;
     event(format!("proposal {p} (elect 2.0.0) adopted"));
-    let subnet = rt.block_on(first_subnet(&client, &registry))?;
+    let subnet = rt.block_on(first_subnet(&registry))?;
     let deploy = [
         "propose",
         "deploy-version",
@@ -225,13 +225,17 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     let want = "written by 1.0.0, appended by 2.0.0";
     let start = Instant::now();
     loop {
-        let answers: Vec<Option<Value>> = urls
+        let answers: Vec<Option<Option<String>>> = urls
             .iter()
-            .map(|u| rt.block_on(story::query(&client, u, "demo")))
+            .map(|u| {
+                rt.block_on(replica(&client, u).query("demo"))
+                    .ok()
+                    .map(|a| a.value)
+            })
             .collect();
         if answers
             .iter()
-            .all(|a| a.as_ref().is_some_and(|a| a["value"] == want))
+            .all(|a| a.as_ref().is_some_and(|v| v.as_deref() == Some(want)))
         {
             event(format!(
                 "2.0.0 executes the append method: \"{want}\" on every node"

@@ -153,30 +153,39 @@ pub(crate) fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A replica's status through the typed client (`url`: `http://ADDR`); `None` when it
-/// does not answer as a replica would.
+/// How long one call to a replica's API may take: a query answer carries up to 64 KiB.
+pub(crate) const REPLICA_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The typed client of the replica at `url` (`http://ADDR`).
+pub(crate) fn replica(client: &reqwest::Client, url: &str) -> replica::client::ReplicaClient {
+    replica::client::ReplicaClient::new(client.clone(), url, REPLICA_DEADLINE)
+}
+
+/// A replica's status (`url`: `http://ADDR`); `None` when it does not answer as a
+/// replica would.
 pub(crate) async fn replica_status(
     client: &reqwest::Client,
     url: &str,
 ) -> Option<replica::driver::StatusView> {
-    replica::client::ReplicaClient::new(client.clone(), url, Duration::from_secs(3))
-        .status()
-        .await
-        .ok()
+    replica(client, url).status().await.ok()
 }
 
 /// The id of the registry's first subnet (the testnet's only one).
-pub(crate) async fn first_subnet(
-    client: &reqwest::Client,
-    registry: &str,
-) -> Result<String, String> {
-    let subnets = get(client, &format!("{registry}/api/v1/subnets"))
+pub(crate) async fn first_subnet(registry: &str) -> Result<String, String> {
+    let subnets = registry_client(registry)?
+        .subnets()
         .await
-        .ok_or("reading subnets")?;
-    subnets[0]["subnet_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("no subnet in the registry's answer: {subnets}"))
+        .map_err(|e| format!("reading subnets: {e}"))?;
+    subnets
+        .first()
+        .map(|s| s.subnet_id.to_string())
+        .ok_or_else(|| format!("{registry} lists no subnet"))
+}
+
+/// The typed client of the testnet's registry. It reads without checking the
+/// registry's signatures: the operator runs both ends.
+pub(crate) fn registry_client(registry: &str) -> Result<registry::client::RegistryClient, String> {
+    registry::client::RegistryClient::new(registry, None).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
@@ -190,8 +199,9 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
     let registry_url = l.registry_url();
     let report = runtime()?.block_on(async {
         let client = client()?;
-        let reg = get(&client, &format!("{registry_url}/api/v1/status")).await;
-        let subnets = get(&client, &format!("{registry_url}/api/v1/subnets")).await;
+        let registry = registry_client(&registry_url)?;
+        let reg = registry.status().await.ok();
+        let subnets = registry.subnets().await.ok();
         let mut nodes = Vec::new();
         for n in &l.nodes {
             let o = get(&client, &format!("http://{}/status", n.orchestrator_address)).await;
@@ -221,8 +231,8 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
             "hosts": if l.netns.is_some() { "netns" } else { "loopback" },
             "links": hosts::Links::load(dir).ok(),
             "dashboard_url": l.dashboard_url(),
-            "registry_version": reg.as_ref().map(|r| r["registry_version"].clone()).unwrap_or(Value::Null),
-            "subnets": subnets.unwrap_or(Value::Null),
+            "registry_version": reg.map(|r| r.registry_version),
+            "subnets": subnets,
             "nodes": nodes,
         }))
     })?;

@@ -4,14 +4,9 @@
 //! (from `DIR/genesis.json`), with `replica::certified::verify_read`.
 
 use crypto::bls::BlsPublicKey;
-use replica::certified::{QueryAnswer, verify_read};
+use replica::certified::verify_read;
 use serde_json::json;
-use std::{path::Path, time::Duration};
-
-/// The largest query answer read: a 64 KiB value in hex, its witness and certificate.
-pub const MAX_ANSWER_BYTES: usize = 512 * 1024;
-/// How long a query answer may take.
-pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+use std::path::Path;
 
 /// The subnet's high-threshold public key, from the testnet's genesis file: what
 /// certifications and CUPs are signed with.
@@ -26,29 +21,6 @@ pub fn subnet_key(dir: &Path) -> Result<BlsPublicKey, String> {
         .ok_or_else(|| format!("{}: no subnet", path.display()))
 }
 
-/// `GET {url}/api/v1/query?key=K`, read within [`MAX_ANSWER_BYTES`] and
-/// [`ANSWER_DEADLINE`], as a typed answer.
-pub async fn fetch(client: &reqwest::Client, url: &str, key: &str) -> Result<QueryAnswer, String> {
-    let u = reqwest::Url::parse_with_params(&format!("{url}/api/v1/query"), [("key", key)])
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = client
-        .get(u)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
-    }
-    let body = netio::read_body(
-        resp,
-        &netio::Limits::small(MAX_ANSWER_BYTES, ANSWER_DEADLINE),
-    )
-    .await
-    .map_err(|e| format!("{url}: {e}"))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| format!("{url}: the answer is not a query answer: {e}"))
-}
-
 /// `testnet query --dir D --key K [--node I] [--verify] [--json]`.
 pub fn run(dir: &Path, key: &str, node: usize, verify: bool, as_json: bool) -> Result<(), String> {
     let l = crate::layout(dir)?;
@@ -59,7 +31,9 @@ pub fn run(dir: &Path, key: &str, node: usize, verify: bool, as_json: bool) -> R
     let url = format!("http://{}", n.http_address);
     let subnet = if verify { Some(subnet_key(dir)?) } else { None };
     let client = crate::client()?;
-    let answer = crate::runtime()?.block_on(fetch(&client, &url, key))?;
+    let answer = crate::runtime()?
+        .block_on(crate::replica(&client, &url).query(key))
+        .map_err(|e| e.to_string())?;
     if let Some(k) = &subnet {
         verify_read(&answer, k).map_err(|e| {
             format!(

@@ -112,7 +112,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     // The load runs beside this thread's polling: a runtime with workers of its own.
     let rt = story::workers()?;
     let client = client()?;
-    let subnet = rt.block_on(first_subnet(&client, &registry))?;
+    let subnet = rt.block_on(first_subnet(&registry))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
     let finalized = |i: usize| {

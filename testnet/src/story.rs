@@ -163,25 +163,11 @@ pub fn sign(
 
 /// Submits an update; the replica's reason when it refuses.
 pub async fn submit(client: &reqwest::Client, url: &str, m: &SignedIngress) -> Result<(), String> {
-    let r = client
-        .post(format!("{url}/api/v1/update"))
-        .body(m.encode())
-        .send()
+    crate::replica(client, url)
+        .update(m)
         .await
-        .map_err(|e| e.to_string())?;
-    if r.status() == reqwest::StatusCode::ACCEPTED {
-        return Ok(());
-    }
-    let code = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    Err(format!(
-        "HTTP {code}: {}",
-        body["error"].as_str().unwrap_or("no reason given")
-    ))
-}
-
-pub async fn query(client: &reqwest::Client, url: &str, key: &str) -> Option<Value> {
-    crate::get(client, &format!("{url}/api/v1/query?key={key}")).await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The accepted writes that became readable, each with the certified height it was first
@@ -228,16 +214,14 @@ pub async fn confirm(
                 continue;
             }
             turn = turn.wrapping_add(1);
-            match query(&client, &urls[turn % urls.len()], &key).await {
+            let url = &urls[turn % urls.len()];
+            match crate::replica(&client, url).query(&key).await {
                 // Certified: an answer without a certificate is the executed state only.
-                Some(a)
-                    if a["value"].as_str() == Some(value.as_str())
-                        && a["certificate"].is_object() =>
-                {
+                Ok(a) if a.value.as_deref() == Some(value.as_str()) && a.certificate.is_some() => {
                     out.push(Write1 {
                         key,
                         value,
-                        height: a["certified_height"].as_u64().unwrap_or(0),
+                        height: a.certified_height,
                     });
                     last_progress = Instant::now();
                 }
@@ -286,7 +270,7 @@ pub async fn verify(
             .map(|s| u64::from(s.state_schema));
         out.schemas.push(schema);
         for w in writes {
-            let a = match crate::query::fetch(&client, u, &w.key).await {
+            let a = match crate::replica(&client, u).query(&w.key).await {
                 Ok(a) if a.value.as_deref() == Some(w.value.as_str()) => a,
                 _ => {
                     out.lost.push(format!("{} at {u}", w.key));

@@ -4,6 +4,7 @@
 // Test machinery: a failed step is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use replica::{certified::QueryAnswer, client::ReplicaClient, driver::StatusView};
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
@@ -109,6 +110,17 @@ impl Net {
 
     pub fn get(&self, url: String) -> Option<Value> {
         self.rt.block_on(get_json(&self.http, &url))
+    }
+
+    /// The status of the replica at `url` (`http://ADDR`), through its typed client;
+    /// `None` when it does not answer as a replica would.
+    pub fn replica_status(&self, url: &str) -> Option<StatusView> {
+        self.rt.block_on(replica_status(&self.http, url))
+    }
+
+    /// The replica at `url`'s answer for `key`.
+    pub fn query(&self, url: &str, key: &str) -> Option<QueryAnswer> {
+        self.rt.block_on(replica(&self.http, url).query(key)).ok()
     }
 
     /// Waits until `done` holds for the testnet status; returns that status.
@@ -294,6 +306,15 @@ pub fn is_root() -> bool {
 
 pub fn nodes(s: &Value) -> &Vec<Value> {
     s["nodes"].as_array().unwrap()
+}
+
+/// The typed client of the replica at `url`.
+pub fn replica(http: &reqwest::Client, url: &str) -> ReplicaClient {
+    ReplicaClient::new(http.clone(), url, Duration::from_secs(3))
+}
+
+pub async fn replica_status(http: &reqwest::Client, url: &str) -> Option<StatusView> {
+    replica(http, url).status().await.ok()
 }
 
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {

@@ -47,12 +47,9 @@ fn a_node_a_day_ahead_neither_stops_the_subnet_nor_expires_updates() {
     let s = net.status();
     let fast_url = nodes(&s)[3]["replica_url"].as_str().unwrap().to_string();
     // The fast node runs and follows the chain.
-    let fast_status = || {
-        net.get(format!("{fast_url}/api/v1/status"))
-            .unwrap_or_default()
-    };
+    let fast_status = || net.replica_status(&fast_url);
     net.wait("the fast node to finalize", |_| {
-        fast_status()["finalized_height"].as_u64() > Some(5)
+        fast_status().is_some_and(|s| s.finalized_height > 5)
     });
 
     // Offered: 40 writes a second for 40 s, spread over all four nodes. The fast node
@@ -94,7 +91,9 @@ fn a_node_a_day_ahead_neither_stops_the_subnet_nor_expires_updates() {
     assert_eq!(v["writes"], acknowledged, "{report}");
     assert_eq!(v["lost"].as_array().map(Vec::len), Some(0), "{report}");
     // And it really is a day ahead: it stamps what it executes with its own clock.
-    let stamped = fast_status()["last_payload"]["executed_at_ms"].as_u64();
+    let stamped = fast_status()
+        .and_then(|s| s.last_payload)
+        .map(|p| p.executed_at_ms);
     assert!(
         stamped.is_some_and(|t| t > now_ms() + DAY_MS - 3_600_000),
         "the fast node's clock is not a day ahead: {stamped:?} at {}",

@@ -11,7 +11,10 @@ use registry::{
     genesis::{NetworkParams, generate_network},
     governance::{ProposalKind, SignedSubmission, Submission},
 };
-use replica::ingress::{Ingress, Operation, SignedIngress};
+use replica::{
+    client::ReplicaClient,
+    ingress::{Ingress, Operation, SignedIngress},
+};
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
@@ -62,10 +65,20 @@ impl Drop for Procs {
     }
 }
 
+/// The typed client of the node's replica.
+fn replica_client(client: &reqwest::Client, rec: &registry::genesis::GenesisNode) -> ReplicaClient {
+    ReplicaClient::new(
+        client.clone(),
+        &format!("http://{}", rec.http_address),
+        PATIENCE,
+    )
+}
+
 async fn json(client: &reqwest::Client, url: String) -> Option<Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }
 
+/// Waits until the JSON at `url` (the orchestrator's status) satisfies `ok`.
 async fn wait_until<F: Fn(&Value) -> bool>(
     client: &reqwest::Client,
     url: &str,
@@ -73,9 +86,19 @@ async fn wait_until<F: Fn(&Value) -> bool>(
     logs: &Path,
     ok: F,
 ) -> Value {
+    wait_for(what, logs, || json(client, url.to_string()), ok).await
+}
+
+/// Waits until what `fetch` reads satisfies `ok`; on timeout, fails with the node's logs.
+async fn wait_for<T, Fut: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    logs: &Path,
+    fetch: impl Fn() -> Fut,
+    ok: impl Fn(&T) -> bool,
+) -> T {
     let start = Instant::now();
     loop {
-        if let Some(v) = json(client, url.to_string()).await
+        if let Some(v) = fetch().await
             && ok(&v)
         {
             return v;
@@ -135,8 +158,8 @@ impl OneNode {
             self.package_port
         )
     }
-    fn replica_status(&self) -> String {
-        format!("http://{}/api/v1/status", self.rec.http_address)
+    fn replica(&self) -> ReplicaClient {
+        replica_client(&self.client, &self.rec)
     }
     fn orchestrator_status(&self) -> String {
         format!("http://{}/status", self.rec.cup_address)
@@ -277,10 +300,13 @@ async fn one_node_with(dkg_interval_length: u64) -> OneNode {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let replica_status = format!("http://{}/api/v1/status", rec.http_address);
-    wait_until(&client, &replica_status, "1.0.0 to finalize", &node, |s| {
-        s["finalized_height"].as_u64() >= Some(3)
-    })
+    let replica = replica_client(&client, &rec);
+    wait_for(
+        "1.0.0 to finalize",
+        &node,
+        || async { replica.status().await.ok() },
+        |s| s.finalized_height >= 3,
+    )
     .await;
     let user = Ed25519KeyPair::from_seed(&[4; 32]);
     let root: crypto::ed25519::Ed25519PublicKey = root_key.parse().unwrap();
@@ -297,17 +323,13 @@ async fn one_node_with(dkg_interval_length: u64) -> OneNode {
         },
         &user,
     );
-    let r = client
-        .post(format!("http://{}/api/v1/update", rec.http_address))
-        .body(m.encode())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let query = format!("http://{}/api/v1/query?key=before", rec.http_address);
-    wait_until(&client, &query, "the write to execute", &node, |q| {
-        q["value"].as_str() == Some("the upgrade")
-    })
+    replica.update(&m).await.unwrap();
+    wait_for(
+        "the write to execute",
+        &node,
+        || async { replica.query("before").await.ok() },
+        |q| q.value.as_deref() == Some("the upgrade"),
+    )
     .await;
     OneNode {
         _dir: dir,
@@ -399,22 +421,17 @@ fn running_replica_build(status: &Value) -> String {
 async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     let n = one_node().await;
     deploy_2_0_0(&n, n.sha[1].clone(), vec![n.url("2.0.0")]).await;
-    let (client, node, images, pid, rec) =
-        (n.client.clone(), n.node.clone(), &n.images, n.pid, &n.rec);
-    let replica_status = n.replica_status();
+    let (node, images, pid) = (n.node.clone(), &n.images, n.pid);
+    let replica = n.replica();
     // The orchestrator re-executes itself (same pid) as 2.0.0 and runs replica 2.0.0.
     let s = runs(&n, "2.0.0").await;
     assert_eq!(s["cup"]["replica_version"].as_str(), Some("1.0.0"), "{s}");
     let cup_height = s["cup"]["height"].as_u64().unwrap();
-    wait_until(
-        &client,
-        &replica_status,
+    wait_for(
         "2.0.0 to finalize past the CUP",
         &node,
-        |s| {
-            s["replica_version"].as_str() == Some("2.0.0")
-                && s["finalized_height"].as_u64() > Some(cup_height + 1)
-        },
+        || async { replica.status().await.ok() },
+        |s| s.replica_version.as_str() == "2.0.0" && s.finalized_height > cup_height + 1,
     )
     .await;
     assert_eq!(
@@ -434,13 +451,8 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
         String::from_utf8_lossy(&cmdline)
     );
     // The state came across: the value written on 1.0.0 is there on 2.0.0.
-    let q = json(
-        &client,
-        format!("http://{}/api/v1/query?key=before", rec.http_address),
-    )
-    .await
-    .unwrap();
-    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+    let q = replica.query("before").await.unwrap();
+    assert_eq!(q.value.as_deref(), Some("the upgrade"), "{q:?}");
 
     // A downgrade to the first release's code under a new id, 3.0.0, where the schema
     // allows it (2.0.0 kept schema 1): the rehearsal passes, the node switches, and the
@@ -453,27 +465,21 @@ async fn an_orchestrator_re_executes_itself_into_the_version_its_cup_names() {
     deploy(&n, "3.0.0", sha3, vec![n.url("3.0.0")], 2).await;
     let s = runs(&n, "3.0.0").await;
     let cup_height = s["cup"]["height"].as_u64().unwrap();
-    wait_until(
-        &client,
-        &replica_status,
+    wait_for(
         "3.0.0 to finalize past its CUP",
         &node,
+        || async { replica.status().await.ok() },
         |s| {
-            s["replica_version"].as_str() == Some("3.0.0")
-                && s["state_schema"].as_u64() == Some(1)
-                && s["finalized_height"].as_u64() > Some(cup_height + 1)
+            s.replica_version.as_str() == "3.0.0"
+                && s.state_schema == 1
+                && s.finalized_height > cup_height + 1
         },
     )
     .await;
     let log = std::fs::read_to_string(node.join("orchestrator.log")).unwrap();
     assert!(log.contains("rehearsal passed"), "{log}");
-    let q = json(
-        &client,
-        format!("http://{}/api/v1/query?key=before", rec.http_address),
-    )
-    .await
-    .unwrap();
-    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+    let q = replica.query("before").await.unwrap();
+    assert_eq!(q.value.as_deref(), Some("the upgrade"), "{q:?}");
     promtool_accepts_every_process(&n).await;
 }
 
@@ -577,13 +583,8 @@ async fn an_upgrade_whose_package_cannot_be_fetched_fails_clearly_and_is_retried
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The halted replica still answers queries.
-    let q = json(
-        &n.client,
-        format!("http://{}/api/v1/query?key=before", n.rec.http_address),
-    )
-    .await
-    .unwrap();
-    assert_eq!(q["value"].as_str(), Some("the upgrade"), "{q}");
+    let q = n.replica().query("before").await.unwrap();
+    assert_eq!(q.value.as_deref(), Some("the upgrade"), "{q:?}");
 }
 
 /// Issue 14: a version id retired and elected again with another package runs the new
@@ -693,17 +694,13 @@ async fn a_trickling_mirror_does_not_stop_the_supervisor() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The restarted replica finalizes.
-    let replica_status = n.replica_status();
-    let before = json(&n.client, replica_status.clone())
-        .await
-        .and_then(|s| s["finalized_height"].as_u64())
-        .unwrap_or(0);
-    wait_until(
-        &n.client,
-        &replica_status,
+    let replica = n.replica();
+    let before = replica.status().await.map_or(0, |s| s.finalized_height);
+    wait_for(
         "the restarted replica to finalize",
         &n.node,
-        |s| s["finalized_height"].as_u64() > Some(before + 2),
+        || async { replica.status().await.ok() },
+        |s| s.finalized_height > before + 2,
     )
     .await;
 }

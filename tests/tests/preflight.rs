@@ -96,14 +96,14 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
             .unwrap_or_default()
     };
     let replica = |i: usize| {
-        net.get(format!("{}/api/v1/status", replicas[i]))
-            .unwrap_or_default()
+        net.replica_status(&replicas[i])
+            .unwrap_or_else(|| panic!("node {i}'s replica does not answer"))
     };
     let mut all_writes = Vec::new();
     // Runs load for a phase; checks the subnet took it at the offered rate, never
     // halting, and ran past at least one more summary (DKG interval 9).
     let runs_on = |phase: &str, all_writes: &mut Vec<std::path::PathBuf>| {
-        let from = replica(0)["finalized_height"].as_u64().unwrap();
+        let from = replica(0).finalized_height;
         let out = tmp.path().join(format!("{phase}.jsonl"));
         let acked = net.load(&out, LOAD_SECS);
         all_writes.push(out);
@@ -115,9 +115,13 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
         );
         for i in 0..4 {
             let r = replica(i);
-            assert_eq!(r["halting"], false, "{phase}: node {i} {r}");
-            assert_eq!(r["replica_version"], "1.0.0", "{phase}: node {i} {r}");
-            let f = r["finalized_height"].as_u64().unwrap();
+            assert!(!r.halting, "{phase}: node {i} {r:?}");
+            assert_eq!(
+                r.replica_version.as_str(),
+                "1.0.0",
+                "{phase}: node {i} {r:?}"
+            );
+            let f = r.finalized_height;
             assert!(f > from + 10, "{phase}: node {i} went {from} -> {f}");
         }
     };
@@ -144,13 +148,12 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
     });
     runs_on("unserved", &mut all_writes);
     // Every replica holds every node's word: not ready, and why.
-    let words = replica(0)["readiness"].clone();
-    let words = words.as_array().unwrap();
+    let words = replica(0).readiness;
     assert_eq!(words.len(), 4, "{words:?}");
-    for w in words {
-        assert_eq!(w["version"], "2.0.0", "{w}");
-        assert_eq!(w["ready"], false, "{w}");
-        assert!(w["reason"].as_str().unwrap().contains("download"), "{w}");
+    for w in &words {
+        assert_eq!(w.version.as_str(), "2.0.0", "{w:?}");
+        assert!(!w.ready, "{w:?}");
+        assert!(w.reason.contains("download"), "{w:?}");
     }
 
     // 3.0.0: served, verified, and refused by its own rehearsal.

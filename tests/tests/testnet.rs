@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tests::testnet::{Net, PATIENCE, base_port, get_json, nodes, run};
+use tests::testnet::{Net, PATIENCE, base_port, nodes, replica_status, run};
 
 use serde_json::Value;
 use std::{
@@ -107,17 +107,10 @@ fn sample_hashes(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinH
         let mut seen = Seen::new();
         while !stop.load(Ordering::Relaxed) {
             for u in &urls {
-                let s = rt.block_on(get_json(&http, &format!("{u}/api/v1/status")));
-                if let Some(s) = s
-                    && let (Some(schema), Some(h), Some(hash)) = (
-                        s["state_schema"].as_u64(),
-                        s["executed_height"].as_u64(),
-                        s["state_hash"].as_str(),
-                    )
-                {
-                    seen.entry((schema, h))
+                if let Some(s) = rt.block_on(replica_status(&http, u)) {
+                    seen.entry((u64::from(s.state_schema), s.executed_height))
                         .or_default()
-                        .insert(u.clone(), hash.to_string());
+                        .insert(u.clone(), s.state_hash.to_string());
                 }
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -234,16 +227,15 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     });
     // Readiness gates the halt: the subnet runs on past the next summaries (DKG
     // interval 9) without halting.
-    let height = |s: &Value| s["finalized_height"].as_u64().unwrap();
-    let first = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
+    let first = net.replica_status(&urls[0]).unwrap();
     let start = Instant::now();
     loop {
-        let now = net.get(format!("{}/api/v1/status", urls[0])).unwrap();
-        assert_eq!(now["halting"], false, "{now} {failed}");
-        if height(&now) > height(&first) + 20 {
+        let now = net.replica_status(&urls[0]).unwrap();
+        assert!(!now.halting, "{now:?} {failed}");
+        if now.finalized_height > first.finalized_height + 20 {
             break;
         }
-        assert!(start.elapsed() < PATIENCE, "{now} {failed}");
+        assert!(start.elapsed() < PATIENCE, "{now:?} {failed}");
         std::thread::sleep(Duration::from_millis(300));
     }
     // Still on 1.0.0 and still reporting why.
@@ -343,24 +335,23 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         })
     });
     let replica_status = |i: usize| {
-        net.get(format!("{}/api/v1/status", urls[i]))
-            .unwrap_or_else(|| {
-                let log = dir.join(format!("nodes/node-{i}/replica.log"));
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                panic!("node {i}'s replica does not answer; {refused}\n{tail:#?}")
-            })
+        net.replica_status(&urls[i]).unwrap_or_else(|| {
+            let log = dir.join(format!("nodes/node-{i}/replica.log"));
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!("node {i}'s replica does not answer; {refused}\n{tail:#?}")
+        })
     };
-    let before: Vec<Value> = (0..urls.len()).map(replica_status).collect();
+    let before: Vec<_> = (0..urls.len()).map(replica_status).collect();
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..urls.len() {
         let now = replica_status(i);
-        assert_eq!(now["replica_version"], "2.0.0", "{now}");
-        assert_eq!(now["state_schema"], 2, "{now}");
-        assert_eq!(now["halting"], false, "{now}");
+        assert_eq!(now.replica_version.as_str(), "2.0.0", "{now:?}");
+        assert_eq!(now.state_schema, 2, "{now:?}");
+        assert!(!now.halting, "{now:?}");
         assert!(
-            height(&now) > height(&before[i]),
-            "node {i} stopped: {now} {}",
+            now.finalized_height > before[i].finalized_height,
+            "node {i} stopped: {now:?} {:?}",
             before[i]
         );
         let o = net.get(format!("{}/status", orchestrators[i])).unwrap();
@@ -511,9 +502,8 @@ fn an_endless_cup_answer_leaves_the_others_memory_bounded_while_writes_go_on() {
 
     let replica = nodes(&s)[0]["replica_url"].as_str().unwrap().to_string();
     let height = || {
-        net.get(format!("{replica}/api/v1/status"))
-            .and_then(|r| r["certified_height"].as_u64())
-            .unwrap_or(0)
+        net.replica_status(&replica)
+            .map_or(0, |r| r.certified_height)
     };
     let start = Instant::now();
     let window_from = height();
