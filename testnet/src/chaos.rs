@@ -306,17 +306,17 @@ fn apply(
             }
             Ok(())
         }
-        Step::StopNode(i) => stop_node(dir, i),
-        Step::StartNode(i, offset) => start_node(dir, i, offset.as_deref()),
+        Step::StopNode(i) => stop_node(dir, i).map(drop),
+        Step::StartNode(i, offset) => start_node(dir, i, offset.as_deref()).map(drop),
         Step::Partition(i) => {
             let others: Vec<String> = (0..l.nodes.len())
                 .filter(|j| *j != i)
                 .map(|j| j.to_string())
                 .collect();
-            partition(dir, Some(&format!("{}/{i}", others.join(","))))
+            partition(dir, Some(&format!("{}/{i}", others.join(",")))).map(drop)
         }
-        Step::Heal => partition(dir, None),
-        Step::Shape(s) => reshape(dir, None, s),
+        Step::Heal => partition(dir, None).map(drop),
+        Step::Shape(s) => reshape(dir, None, s).map(drop),
     }
 }
 

@@ -175,6 +175,9 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         node: usize,
+        /// One JSON object: `{"node","stopped"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Start node I's orchestrator again (from its installed release).
     StartNode {
@@ -187,6 +190,9 @@ enum Cmd {
         /// testing what a node with a wrong clock does to the subnet.
         #[arg(long, allow_hyphen_values = true)]
         clock_offset: Option<String>,
+        /// One JSON object: `{"node","started","clock_offset"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop everything `up` started; with `--hosts netns`, also remove every namespace and
     /// interface it made (also after a crash of `testnet` itself).
@@ -204,11 +210,17 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         groups: String,
+        /// One JSON object: `{"partition"}` (the groups, as node indexes).
+        #[arg(long)]
+        json: bool,
     },
     /// (`--hosts netns`) Restore every link a partition cut.
     Heal {
         #[arg(long)]
         dir: PathBuf,
+        /// One JSON object: `{"partition": []}`.
+        #[arg(long)]
+        json: bool,
     },
     /// (`--hosts netns`) Change the links' latency, jitter, loss and rate on a running
     /// network: every host's, or with `--node I` node I's only.
@@ -219,6 +231,9 @@ enum Cmd {
         node: Option<usize>,
         #[command(flatten)]
         shape: hosts::Shape,
+        /// One JSON object: `{"links"}` (every host's shape, the partition).
+        #[arg(long)]
+        json: bool,
     },
     /// N upgrades in a row on a 4-node `--hosts netns` testnet under load (needs root),
     /// each with faults drawn from SEED at random instants (SIGKILL of an orchestrator
@@ -400,21 +415,31 @@ fn main() -> ExitCode {
             hosts,
             shape,
         } => demo(json, scenario, hosts, shape),
-        Cmd::Partition { dir, groups } => procs::partition(&dir, Some(&groups)),
-        Cmd::Heal { dir } => procs::partition(&dir, None),
-        Cmd::Shape { dir, node, shape } => procs::reshape(&dir, node, shape),
+        Cmd::Partition { dir, groups, json } => {
+            procs::partition(&dir, Some(&groups)).map(|summary| report(json, &summary))
+        }
+        Cmd::Heal { dir, json } => procs::partition(&dir, None).map(|s| report(json, &s)),
+        Cmd::Shape {
+            dir,
+            node,
+            shape,
+            json,
+        } => procs::reshape(&dir, node, shape).map(|summary| report(json, &summary)),
         Cmd::ServeLinks { dir } => wire::serve(&dir),
         Cmd::Chaos {
             upgrades,
             seed,
             json,
         } => chaos::chaos(upgrades, seed, json),
-        Cmd::StopNode { dir, node } => stop_node(&dir, node),
+        Cmd::StopNode { dir, node, json } => {
+            stop_node(&dir, node).map(|summary| report(json, &summary))
+        }
         Cmd::StartNode {
             dir,
             node,
             clock_offset,
-        } => start_node(&dir, node, clock_offset.as_deref()),
+            json,
+        } => start_node(&dir, node, clock_offset.as_deref()).map(|s| report(json, &s)),
         Cmd::ServePackages { dir, listen } => serve_packages(&dir, &listen),
     };
     match result {

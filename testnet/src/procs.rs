@@ -328,13 +328,12 @@ pub(crate) fn node_of(l: &Layout, node: usize) -> Result<&NodeLayout, String> {
     })
 }
 
-pub(crate) fn stop_node(dir: &Path, node: usize) -> Result<(), String> {
+pub(crate) fn stop_node(dir: &Path, node: usize) -> Result<Value, String> {
     let l = layout(dir)?;
     let n = node_of(&l, node)?;
     stop(dir, &format!("node-{node}"));
     stop_leftover_replica(&n.dir);
-    println!("node {node} stopped");
-    Ok(())
+    Ok(json!({"node": node, "stopped": true, "summary": format!("node {node} stopped")}))
 }
 
 /// The operator's one step on a node: start the installed release's orchestrator; it
@@ -359,7 +358,7 @@ fn orchestrator_command(l: &Layout, i: usize, n: &NodeLayout) -> Command {
 }
 
 /// `partition --groups G` (or `heal` with none): the emulator follows links.json.
-pub(crate) fn partition(dir: &Path, groups: Option<&str>) -> Result<(), String> {
+pub(crate) fn partition(dir: &Path, groups: Option<&str>) -> Result<Value, String> {
     let l = layout(dir)?;
     if l.netns.is_none() {
         return Err("partitions need a testnet prepared with --hosts netns".into());
@@ -370,15 +369,21 @@ pub(crate) fn partition(dir: &Path, groups: Option<&str>) -> Result<(), String> 
         None => Vec::new(),
     };
     links.store(dir)?;
-    match groups {
-        Some(g) => println!("partitioned: {g}"),
-        None => println!("healed"),
-    }
-    Ok(())
+    Ok(json!({
+        "partition": links.partition,
+        "summary": match groups {
+            Some(g) => format!("partitioned: {g}"),
+            None => "healed".to_string(),
+        },
+    }))
 }
 
 /// `shape`: every host's links, or node I's.
-pub(crate) fn reshape(dir: &Path, node: Option<usize>, shape: hosts::Shape) -> Result<(), String> {
+pub(crate) fn reshape(
+    dir: &Path,
+    node: Option<usize>,
+    shape: hosts::Shape,
+) -> Result<Value, String> {
     let l = layout(dir)?;
     if l.netns.is_none() {
         return Err("shaping links needs a testnet prepared with --hosts netns".into());
@@ -396,18 +401,18 @@ pub(crate) fn reshape(dir: &Path, node: Option<usize>, shape: hosts::Shape) -> R
         }
     }
     links.store(dir)?;
-    println!(
+    let summary = format!(
         "links: {}",
         serde_json::to_string(&links).map_err(|e| e.to_string())?
     );
-    Ok(())
+    Ok(json!({"links": links, "summary": summary}))
 }
 
 pub(crate) fn start_node(
     dir: &Path,
     node: usize,
     clock_offset: Option<&str>,
-) -> Result<(), String> {
+) -> Result<Value, String> {
     let l = layout(dir)?;
     let n = node_of(&l, node)?;
     match clock_offset {
@@ -438,8 +443,12 @@ pub(crate) fn start_node(
             )?;
         }
     }
-    println!("node {node} started");
-    Ok(())
+    Ok(json!({
+        "node": node,
+        "started": true,
+        "clock_offset": clock_offset,
+        "summary": format!("node {node} started"),
+    }))
 }
 
 /// Where Debian's faketime package puts its library.

@@ -111,9 +111,15 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
     };
 
     // Node 3's replica keeps its state, checkpoints and shares on a 64 MiB tmpfs.
-    net.run(&["stop-node", "--dir", &d, "--node", "3"]);
+    let stopped: Value =
+        serde_json::from_str(&net.run(&["stop-node", "--dir", &d, "--node", "3", "--json"]))
+            .unwrap();
+    assert_eq!(stopped["stopped"], true, "{stopped}");
     let disk = Tmpfs::over(&dir.join("nodes/node-3/replica"), 64);
-    net.run(&["start-node", "--dir", &d, "--node", "3"]);
+    let started: Value =
+        serde_json::from_str(&net.run(&["start-node", "--dir", &d, "--node", "3", "--json"]))
+            .unwrap();
+    assert_eq!(started["node"], 3, "{started}");
     net.wait("node 3 back", |_| {
         status3().is_some_and(|s| s.finalized_height > 3)
     });

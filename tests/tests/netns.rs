@@ -129,7 +129,20 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
         assert!(start.elapsed() < PATIENCE, "node 0 never halted for 2.0.0");
         std::thread::sleep(Duration::from_millis(50));
     };
-    net.run(&["partition", "--dir", &d, "--groups", "0,1,2/3"]);
+    let cut: Value = serde_json::from_str(&net.run(&[
+        "partition",
+        "--dir",
+        &d,
+        "--groups",
+        "0,1,2/3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        cut["partition"],
+        serde_json::json!([[0, 1, 2], [3]]),
+        "{cut}"
+    );
     assert!(
         halted_at.halting,
         "node 0 switched before the halt was seen: {halted_at:?}"
@@ -151,7 +164,8 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
             .unwrap();
     assert!(stats["cut"].as_u64() > Some(0), "{stats}");
     assert!(stats["lost"].as_u64() > Some(0), "{stats}");
-    net.run(&["heal", "--dir", &d]);
+    let healed: Value = serde_json::from_str(&net.run(&["heal", "--dir", &d, "--json"])).unwrap();
+    assert_eq!(healed["partition"], serde_json::json!([]), "{healed}");
     net.wait("node 3 on 2.0.0 and caught up", |s| {
         let top = nodes(s)[0]["finalized_height"].as_u64().unwrap_or(0);
         on(&nodes(s)[3], "2.0.0")
