@@ -100,6 +100,18 @@ pub fn verify_read(
     answer: &QueryAnswer,
     subnet_key: &BlsPublicKey,
 ) -> Result<Option<Vec<u8>>, VerifyError> {
+    let (value, cert) = verify_witness(answer)?;
+    verify_certificate(cert, subnet_key)?;
+    Ok(value)
+}
+
+/// Half of [`verify_read`]: the value, its checksum and its witness lead to the state
+/// hash the answer's certificate names. The certificate's signature is not checked: a
+/// reader checking many answers under one certificate checks it once with
+/// [`verify_certificate`].
+pub fn verify_witness(
+    answer: &QueryAnswer,
+) -> Result<(Option<Vec<u8>>, &Certificate), VerifyError> {
     let cert = answer
         .certificate
         .as_ref()
@@ -148,8 +160,7 @@ pub fn verify_read(
             certified: cert.state_hash,
         });
     }
-    verify_certificate(cert, subnet_key)?;
-    Ok(value)
+    Ok((value, cert))
 }
 
 /// Checks a certificate's signature with the subnet's high-threshold public key.

@@ -9,6 +9,7 @@ use crypto::ed25519::Ed25519KeyPair;
 use replica::ingress::{Ingress, Operation, SignedIngress};
 use serde_json::{Value, json};
 use std::{
+    collections::HashSet,
     io::Write,
     path::Path,
     sync::{
@@ -248,9 +249,15 @@ pub struct Verified {
     pub schemas: Vec<Option<u64>>,
 }
 
+/// Queries in flight per node while checking writes: enough to hide a link's round trip,
+/// few enough not to queue behind a replica's request channel.
+const VERIFY_IN_FLIGHT: usize = 16;
+
 /// Checks every acknowledged write on every node in `urls`: its value, its witness and
 /// certificate under `subnet_key` (`replica::certified::verify_read`), and on a node
-/// whose state is in schema 2 or later, the checksum stored with it.
+/// whose state is in schema 2 or later, the checksum stored with it. The nodes are asked
+/// at once, each with [`VERIFY_IN_FLIGHT`] queries in flight; a certificate is checked
+/// once per node however many answers carry it (one per certified height).
 pub async fn verify(
     urls: &[String],
     writes: &[Write1],
@@ -264,27 +271,71 @@ pub async fn verify(
         out.lost.push("no HTTP client".into());
         return out;
     };
-    for u in urls {
-        let schema = crate::replica_status(&client, u)
-            .await
-            .map(|s| u64::from(s.state_schema));
-        out.schemas.push(schema);
-        for w in writes {
-            let a = match crate::replica(&client, u).query(&w.key).await {
-                Ok(a) if a.value.as_deref() == Some(w.value.as_str()) => a,
-                _ => {
-                    out.lost.push(format!("{} at {u}", w.key));
-                    continue;
-                }
-            };
-            if let Err(e) = replica::certified::verify_read(&a, subnet_key) {
-                out.unverified.push(format!("{} at {u}: {e}", w.key));
+    let nodes = futures_util::future::join_all(
+        urls.iter()
+            .map(|u| verify_node(&client, u, writes, subnet_key)),
+    )
+    .await;
+    for n in nodes {
+        out.schemas.extend(n.schemas);
+        out.lost.extend(n.lost);
+        out.unverified.extend(n.unverified);
+        out.unmigrated.extend(n.unmigrated);
+    }
+    out
+}
+
+/// [`verify`] on one node.
+async fn verify_node(
+    client: &reqwest::Client,
+    u: &str,
+    writes: &[Write1],
+    subnet_key: &crypto::bls::BlsPublicKey,
+) -> Verified {
+    use futures_util::StreamExt;
+    let replica = crate::replica(client, u);
+    let schema = replica
+        .status()
+        .await
+        .ok()
+        .map(|s| u64::from(s.state_schema));
+    let mut out = Verified {
+        schemas: vec![schema],
+        ..Verified::default()
+    };
+    // Certificates whose signature verified, whole (a signature reused with other
+    // contents is a different entry).
+    let mut good_certificates: HashSet<String> = HashSet::new();
+    let mut answers = futures_util::stream::iter(writes)
+        .map(|w| {
+            let replica = &replica;
+            async move { (w, replica.query(&w.key).await) }
+        })
+        .buffered(VERIFY_IN_FLIGHT);
+    while let Some((w, answer)) = answers.next().await {
+        let a = match answer {
+            Ok(a) if a.value.as_deref() == Some(w.value.as_str()) => a,
+            _ => {
+                out.lost.push(format!("{} at {u}", w.key));
+                continue;
             }
-            if schema.is_some_and(|s| s >= 2) {
-                let want = hex::encode(replica::state::value_checksum(w.value.as_bytes()));
-                if a.checksum.as_deref() != Some(want.as_str()) {
-                    out.unmigrated.push(format!("{} at {u}", w.key));
-                }
+        };
+        let checked = replica::certified::verify_witness(&a).and_then(|(_, cert)| {
+            let whole = serde_json::to_string(cert).unwrap_or_default();
+            if good_certificates.contains(&whole) {
+                return Ok(());
+            }
+            replica::certified::verify_certificate(cert, subnet_key)?;
+            good_certificates.insert(whole);
+            Ok(())
+        });
+        if let Err(e) = checked {
+            out.unverified.push(format!("{} at {u}: {e}", w.key));
+        }
+        if schema.is_some_and(|s| s >= 2) {
+            let want = hex::encode(replica::state::value_checksum(w.value.as_bytes()));
+            if a.checksum.as_deref() != Some(want.as_str()) {
+                out.unmigrated.push(format!("{} at {u}", w.key));
             }
         }
     }
