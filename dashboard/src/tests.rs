@@ -463,3 +463,75 @@ async fn a_silent_node_costs_one_deadline_and_holds_up_no_one() {
     let o = w.observe(1_000, Ok(registry_read("1.0.0", 5)), answers);
     assert_eq!(row(&o, 2).reachability, Reachability::Partial);
 }
+
+/// A registry impostor: answers `/api/v1/status` with a well-formed status signed by
+/// `key` (not the network's), and nothing else.
+async fn forger(key: crypto::ed25519::Ed25519KeyPair) -> String {
+    use axum::{http::HeaderValue, response::IntoResponse, routing::get};
+    let body = serde_json::to_vec(&registry::api::StatusView {
+        registry_version: 99,
+        proposals_open: 0,
+        proposals_total: 0,
+        public_key: key.public_key().to_string(),
+        network_id: types::NetworkId::from_registry_root_key(key.public_key().as_bytes()),
+    })
+    .unwrap();
+    let sig = key.sign(
+        types::domain::REGISTRY_RESPONSE,
+        &registry::api::response_message("/api/v1/status", &body),
+    );
+    let app = axum::Router::new().route(
+        "/api/v1/status",
+        get(move || {
+            let (body, sig) = (body.clone(), sig.to_string());
+            async move {
+                let mut r = body.into_response();
+                r.headers_mut().insert(
+                    registry::api::SIGNATURE_HEADER,
+                    HeaderValue::from_str(&sig).unwrap(),
+                );
+                r
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// THREATS.md, "a forged registry answer to the dashboard": with the network's key the
+/// dashboard refuses an answer someone else signed, shows why, and keeps what it last
+/// read from the real registry.
+#[tokio::test]
+async fn a_forged_registry_answer_is_refused_and_the_last_good_read_is_kept() {
+    use crypto::ed25519::Ed25519KeyPair;
+    let network = Ed25519KeyPair::from_seed(&[1; 32]);
+    let impostor = Ed25519KeyPair::from_seed(&[2; 32]);
+    let url = forger(Ed25519KeyPair::from_seed(&[2; 32])).await;
+    let read = |key: &Ed25519KeyPair| {
+        let client = registry::client::RegistryClient::new(&url, Some(key.public_key())).unwrap();
+        let sources = sources::HttpSources::new(client).unwrap();
+        async move { sources.registry().await }
+    };
+    let refused = read(&network).await.unwrap_err();
+    assert!(
+        refused.contains("/api/v1/status is not signed by the registry's key"),
+        "{refused}"
+    );
+    // Trusting the impostor's key, the status passes (the answer is well formed; only its
+    // signer is wrong) and the read stops at the next path, which it does not serve.
+    let past = read(&impostor).await.unwrap_err();
+    assert!(past.contains("/api/v1/subnets"), "{past}");
+
+    let mut w = Watcher::new(&url, true);
+    w.observe(1_000, Ok(registry_read("1.0.0", 5)), all(&IDLE_V1));
+    let o = w.observe(2_000, Err(refused.clone()), all(&IDLE_V1));
+    assert_eq!(o.registry.error.as_deref(), Some(refused.as_str()));
+    assert_eq!(
+        o.registry.registry_version,
+        Some(5),
+        "the forged 99 never shows"
+    );
+    assert_eq!(o.subnets.len(), 1);
+}

@@ -94,7 +94,7 @@ impl Metrics {
             )?,
             last_switch_timestamp_seconds: b.float_gauge(
                 "orchestrator_last_switch_timestamp_seconds",
-                "When this process last switched releases (Unix time; 0 before any switch).",
+                "When this node last switched releases (Unix time; 0 before any switch). Read from the image links at start, so a re-executed orchestrator keeps it.",
             )?,
             running_version: b.gauge_vec(
                 "orchestrator_running_version",

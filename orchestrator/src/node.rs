@@ -187,6 +187,14 @@ impl Orchestrator {
             limiter: Mutex::new(RateLimiter::default()),
             started: std::time::Instant::now(),
         });
+        if let Some(at) =
+            release::last_switch(&images).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            shared
+                .metrics
+                .last_switch_timestamp_seconds
+                .set(at.as_secs_f64());
+        }
         let grace = Duration::from_millis(cfg.replica_stop_grace_ms);
         let notifier = Notifier::start(&cfg.webhooks)?;
         Ok((

@@ -191,6 +191,16 @@ pub fn previous(images_dir: &Path) -> Option<Image> {
     link_target(images_dir, PREVIOUS)
 }
 
+/// When the node last switched images: the time `current` was last pointed somewhere,
+/// once a switch made `previous` (`None` on a node that never switched). Read from the
+/// links themselves so it survives the orchestrator re-executing into the new release.
+pub fn last_switch(images_dir: &Path) -> Option<SystemTime> {
+    std::fs::symlink_metadata(images_dir.join(PREVIOUS)).ok()?;
+    std::fs::symlink_metadata(images_dir.join(CURRENT))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
 /// Points `name` at `target` (a relative symlink) atomically: a new symlink under a
 /// temporary name, renamed over the old one.
 fn replace_link(images_dir: &Path, name: &str, target: &str) -> Result<(), ReleaseError> {

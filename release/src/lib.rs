@@ -112,8 +112,8 @@ pub use download::{
     PROGRESS_LOG_INTERVAL_BYTES, Progress, prune_downloads,
 };
 pub use images::{
-    Image, PACKAGE_HASH_FILE, current, image_dir, inspect_image, previous, prune, switch_current,
-    verify_image,
+    Image, PACKAGE_HASH_FILE, current, image_dir, inspect_image, last_switch, previous, prune,
+    switch_current, verify_image,
 };
 pub use package::{
     Format, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_UNPACKED_BYTES, Manifest,

@@ -52,15 +52,22 @@ fn switch_current_moves_current_and_previous() {
     assert_eq!(current(images), Some(one.clone()));
     assert_eq!(release::current(images).unwrap().version, version("1"));
     assert_eq!(previous(images), None);
+    assert_eq!(
+        release::last_switch(images),
+        None,
+        "installed, never switched"
+    );
     // `current` is a relative symlink, so the directory can move.
     assert_eq!(
         std::fs::read_link(images.join("current")).unwrap(),
         Path::new(&one)
     );
 
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
     release::switch_current(images, &two).unwrap();
     assert_eq!(current(images), Some(two.clone()));
     assert_eq!(previous(images), Some(one.clone()));
+    assert!(release::last_switch(images).is_some_and(|t| t >= before));
     assert_eq!(run(&images.join("current/bin/replica")), "replica 2 a\n");
 
     // Switching to the current image keeps `previous`.

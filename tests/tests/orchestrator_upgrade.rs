@@ -512,6 +512,17 @@ async fn promtool_accepts_every_process(n: &OneNode) {
             .await
             .unwrap();
         assert!(text.contains(expected), "{url} has no {expected}:\n{text}");
+        if expected.starts_with("orchestrator_") {
+            // Switched twice, re-executed each time: the switch's time survives.
+            let at = text
+                .lines()
+                .find_map(|l| l.strip_prefix("orchestrator_last_switch_timestamp_seconds "))
+                .and_then(|v| v.parse::<f64>().ok());
+            assert!(
+                at.is_some_and(|t| t > 1e9),
+                "{url}: the switch's time was lost: {at:?}"
+            );
+        }
         if let Err(e) = tests::promtool_check(&text) {
             panic!("{url}: {e}\n{text}");
         }
