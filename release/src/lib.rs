@@ -106,6 +106,7 @@
 mod download;
 mod images;
 mod package;
+mod unpack;
 
 pub use download::{
     DownloadLimits, Downloader, MAX_ATTEMPTS_PER_URL, MAX_CACHE_DIR_ENTRIES,
@@ -117,9 +118,9 @@ pub use images::{
 };
 pub use package::{
     Format, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, MAX_UNPACKED_BYTES, Manifest,
-    ORCHESTRATOR_BINARY, REPLICA_BINARY, UnpackLimits, VerifiedPackage, build_package, unpack,
-    unpack_with_limits,
+    ORCHESTRATOR_BINARY, REPLICA_BINARY, UnpackLimits, VerifiedPackage, build_package,
 };
+pub use unpack::{unpack, unpack_with_limits};
 
 use std::{
     fmt,
