@@ -14,6 +14,8 @@
 //! - State handover: the first node reporting `halted` to the first node finalizing past
 //!   the CUP on the new release (nothing else running, so only the state's size varies).
 
+mod testnet;
+
 use crate::measure::Row;
 use crypto::ed25519::Ed25519KeyPair;
 use replica::{
@@ -31,6 +33,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use testnet::{Testnet, client, get_json};
 use tokio::runtime::Runtime;
 use types::NetworkId;
 
@@ -101,200 +104,8 @@ pub struct NetFigures {
     pub handovers: Vec<(u64, UpgradeTimes)>,
 }
 
-/// The directory with this build's binaries (the bench's own).
-fn bin_dir() -> Result<PathBuf, String> {
-    std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| "the bench binary has no directory".into())
-}
-
-fn run(bin: &str, args: &[&str]) -> Result<String, String> {
-    let path = bin_dir()?.join(bin);
-    let out = Command::new(&path).args(args).output().map_err(|e| {
-        format!(
-            "{} (build every binary first: scripts/bench.sh does): {e}",
-            path.display()
-        )
-    })?;
-    if !out.status.success() {
-        return Err(format!(
-            "{bin} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 pub fn progress(what: &str) {
     eprintln!("bench: {what}");
-}
-
-/// A running testnet; `testnet down` when dropped.
-struct Testnet {
-    dir: tempfile::TempDir,
-    replicas: Vec<String>,
-    orchestrators: Vec<String>,
-    registry: String,
-    package_base: String,
-    subnet: String,
-    /// What updates are signed for: the hash of the registry's root key.
-    network: NetworkId,
-}
-
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        let _ = run("testnet", &["down", "--dir", &self.d()]);
-    }
-}
-
-impl Testnet {
-    fn start(nodes: usize) -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("bench-testnet-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let d = dir.path().display().to_string();
-        run(
-            "testnet",
-            &[
-                "prep",
-                "--dir",
-                &d,
-                "--nodes",
-                &nodes.to_string(),
-                "--base-port",
-                "0",
-            ],
-        )?;
-        let network = registry::server::network_id(&dir.path().join("registry"))?;
-        let mut net = Self {
-            dir,
-            replicas: vec![],
-            orchestrators: vec![],
-            registry: String::new(),
-            package_base: String::new(),
-            subnet: String::new(),
-            network,
-        };
-        run("testnet", &["up", "--dir", &d])?;
-        let s: Value = serde_json::from_str(&run("testnet", &["status", "--dir", &d, "--json"])?)
-            .map_err(|e| format!("testnet status: {e}"))?;
-        let strings = |field: &str| -> Vec<String> {
-            s["nodes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|n| n[field].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        net.replicas = strings("replica_url");
-        net.orchestrators = strings("orchestrator_url");
-        net.registry = s["registry_url"].as_str().unwrap_or_default().to_string();
-        net.package_base = s["package_url_base"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        net.subnet = s["subnets"][0]["subnet_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if net.replicas.len() != nodes || net.orchestrators.len() != nodes || net.subnet.is_empty()
-        {
-            return Err(format!(
-                "testnet status did not describe {nodes} nodes: {s}"
-            ));
-        }
-        Ok(net)
-    }
-
-    fn d(&self) -> String {
-        self.dir.path().display().to_string()
-    }
-
-    /// A proposal by neuron 0, adopted with neuron 1's vote (of 3 neurons).
-    fn govern(&self, proposal: &[&str]) -> Result<(), String> {
-        let key = |i: usize| {
-            self.dir
-                .path()
-                .join("neurons")
-                .join(format!("neuron-{i}.key"))
-                .display()
-                .to_string()
-        };
-        let mut args = vec!["--registry", &self.registry];
-        let k0 = key(0);
-        let k1 = key(1);
-        let mut propose = args.clone();
-        propose.extend(["--neuron-key", &k0, "propose"]);
-        propose.extend(proposal);
-        let id = run("nns", &propose)?;
-        let id = id.trim_start_matches("proposal ").to_string();
-        args.extend(["--neuron-key", &k1, "vote", "--proposal", &id, "--yes"]);
-        let status = run("nns", &args)?;
-        if !status.contains("adopted") && !status.contains("executed") {
-            return Err(format!("proposal {id} was not adopted: {status}"));
-        }
-        Ok(())
-    }
-
-    /// Packages the next release as `version`, elects it and deploys it; returns when the
-    /// deploy proposal was adopted.
-    fn deploy(&self, version: &str) -> Result<Instant, String> {
-        let file = format!("{version}.tar.zst");
-        let out = self.dir.path().join("packages").join(&file);
-        let sha = run(
-            "testnet",
-            &[
-                "package",
-                "--version",
-                version,
-                "--out",
-                &out.display().to_string(),
-                "--next-release",
-            ],
-        )?;
-        let sha = sha.lines().last().unwrap_or_default().to_string();
-        let url = format!("{}/{file}", self.package_base);
-        self.govern(&[
-            "elect-version",
-            "--version",
-            version,
-            "--sha256",
-            &sha,
-            "--url",
-            &url,
-        ])?;
-        self.govern(&[
-            "deploy-version",
-            "--subnet",
-            &self.subnet,
-            "--version",
-            version,
-        ])?;
-        Ok(Instant::now())
-    }
-}
-
-fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(70))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    let r = client
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    r.json().await.ok()
 }
 
 fn put(
