@@ -83,20 +83,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
 
     pub(super) fn last_cup_envelope(&self) -> Option<Envelope> {
         let s = self.last_cup;
-        let p = self.pool.get(&s)?;
-        let q = self.cfg.quorum();
-        let (value, shares) = p.cup_shares.iter().find(|(_, x)| x.len() >= q)?;
-        let shares: Vec<(NodeIndex, &[u8])> = shares
-            .iter()
-            .take(q)
-            .map(|(i, x)| (*i, x.as_slice()))
-            .collect();
-        let signature = self.crypto.combine_threshold(Threshold::High, &shares)?;
-        Some(self.envelope(Artifact::Cup(ThresholdSigned {
-            height: s,
-            value: value.clone(),
-            signature,
-        })))
+        let cup = self.pool.get(&s)?.cup.clone()?;
+        Some(self.envelope(Artifact::Cup(cup)))
     }
 
     /// Re-sends this node's latest artifacts after a quiet period (lost messages,

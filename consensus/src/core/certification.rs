@@ -40,33 +40,34 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if pool.certification.is_some() {
             return;
         }
-        let ready = pool
+        let ready: Vec<(Vec<u8>, Shares)> = pool
             .cert_shares
             .iter()
-            .find(|(_, s)| s.len() >= q)
-            .map(|(v, s)| {
-                (
-                    v.clone(),
-                    s.iter()
-                        .take(q)
-                        .map(|(i, sig)| (*i, sig.clone()))
-                        .collect::<Vec<_>>(),
-                )
-            });
-        let Some((value, shares)) = ready else { return };
-        let refs: Vec<(NodeIndex, &[u8])> =
-            shares.iter().map(|(i, s)| (*i, s.as_slice())).collect();
-        let Some(signature) = self.crypto.combine_threshold(Threshold::High, &refs) else {
-            self.stats.critical_errors += 1;
-            return;
-        };
-        let c = ThresholdSigned {
-            height: h,
-            value,
-            signature,
-        };
-        self.broadcast(Artifact::Certification(c.clone()));
-        self.accept_certification(c);
+            .filter(|(_, s)| s.len() >= q)
+            .map(|(v, s)| (v.clone(), s.clone()))
+            .collect();
+        for (value, shares) in ready {
+            let m = signed_bytes(&self.cfg.version, &(h, &value));
+            let scheme = Scheme::Threshold(Threshold::High, domain::STATE_CERTIFICATION);
+            let (combined, bad) = self.combine_checked(scheme, &m, &shares, q);
+            if let Some(held) = self
+                .pool
+                .get_mut(&h)
+                .and_then(|p| p.cert_shares.get_mut(&value))
+            {
+                held.retain(|i, _| !bad.contains(i));
+            }
+            if let Some(c) = combined {
+                let c = ThresholdSigned {
+                    height: h,
+                    value,
+                    signature: c.signature,
+                };
+                self.broadcast(Artifact::Certification(c.clone()));
+                self.accept_certification(c);
+                return;
+            }
+        }
     }
 
     pub(super) fn accept_certification(&mut self, c: ThresholdSigned) {
@@ -195,24 +196,19 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if shares.len() < q {
             return;
         }
-        let shares: Vec<(NodeIndex, Vec<u8>)> = shares
-            .iter()
-            .take(q)
-            .map(|(i, x)| (*i, x.clone()))
-            .collect();
-        let refs: Vec<(NodeIndex, &[u8])> =
-            shares.iter().map(|(i, x)| (*i, x.as_slice())).collect();
-        let Some(signature) = self.crypto.combine_threshold(Threshold::High, &refs) else {
-            self.stats.critical_errors += 1;
+        let shares = shares.clone();
+        let scheme = Scheme::Threshold(Threshold::High, domain::CUP_CONTENT);
+        let (combined, bad) = self.combine_checked(scheme, &value, &shares, q);
+        if let Some(held) = self
+            .pool
+            .get_mut(&s)
+            .and_then(|p| p.cup_shares.get_mut(&value))
+        {
+            held.retain(|i, _| !bad.contains(i));
+        }
+        let Some(Combined { signature, .. }) = combined else {
             return;
         };
-        if !self
-            .crypto
-            .verify_threshold(Threshold::High, domain::CUP_CONTENT, &value, &signature)
-        {
-            self.stats.critical_errors += 1;
-            return;
-        }
         self.broadcast(Artifact::Cup(ThresholdSigned {
             height: s,
             value: value.clone(),
@@ -231,6 +227,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
             return;
         }
         self.last_cup = s;
+        self.pool.entry(s).or_default().cup = Some(ThresholdSigned {
+            height: s,
+            value: value.clone(),
+            signature: signature.clone(),
+        });
         self.emit(Action::CupReady {
             content: content.clone(),
             signature: signature.clone(),

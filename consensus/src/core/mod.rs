@@ -74,6 +74,7 @@
 
 mod catch_up;
 mod certification;
+mod combine;
 mod pool;
 mod readiness;
 mod rounds;
@@ -81,7 +82,8 @@ mod rounds;
 mod tests;
 mod validation;
 
-use pool::{HeightPool, Pin, SignedBy, ValidBlock};
+use combine::{Combined, Scheme};
+use pool::{HeightPool, Pin, Shares, ValidBlock};
 
 use crate::{
     artifact::*,
@@ -319,6 +321,9 @@ pub struct Stats {
     pub redundant_artifacts: u64,
     /// Persisted artifacts not restored at a start: made on a chain the base replaced.
     pub restored_from_another_chain: u64,
+    /// Combinations of unchecked shares that did not verify, so that every share held
+    /// was checked on its own (`combine`): a member sent a bad share in its own name.
+    pub share_fallbacks: u64,
     /// Why the most recent artifact was rejected.
     pub last_invalid: Option<&'static str>,
     /// Why the most recent artifact had to wait.

@@ -20,18 +20,24 @@ pub(super) struct ValidBlock {
     pub(super) pin: Pin,
 }
 
+/// Shares on one value, by signer (unchecked ones included: `combine`).
+pub(super) type Shares = BTreeMap<NodeIndex, Vec<u8>>;
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct HeightPool {
     pub(super) blocks: BTreeMap<CryptoHash, ValidBlock>,
-    pub(super) notar_shares: BTreeMap<CryptoHash, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) notar_shares: BTreeMap<CryptoHash, Shares>,
     pub(super) notarizations: BTreeMap<CryptoHash, Aggregate>,
-    pub(super) final_shares: BTreeMap<CryptoHash, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) final_shares: BTreeMap<CryptoHash, Shares>,
     pub(super) finalization: Option<Aggregate>,
-    pub(super) beacon_shares: BTreeMap<NodeIndex, Vec<u8>>,
+    pub(super) beacon_shares: Shares,
     pub(super) beacon: Option<Vec<u8>>,
-    pub(super) cert_shares: BTreeMap<Vec<u8>, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) cert_shares: BTreeMap<Vec<u8>, Shares>,
     pub(super) certification: Option<ThresholdSigned>,
-    pub(super) cup_shares: BTreeMap<Vec<u8>, BTreeMap<NodeIndex, Vec<u8>>>,
+    pub(super) cup_shares: BTreeMap<Vec<u8>, Shares>,
+    /// The CUP made or adopted at this height (sent to peers that ask; its shares may
+    /// include unchecked ones that arrived after it).
+    pub(super) cup: Option<ThresholdSigned>,
     /// Makers seen signing two blocks at this height.
     pub(super) equivocators: BTreeSet<NodeIndex>,
     pub(super) makers: BTreeMap<NodeIndex, CryptoHash>,
@@ -61,9 +67,6 @@ impl HeightPool {
             .chain(self.finalization.as_ref().map(|f| &f.hash))
     }
 }
-
-/// Shares by signer.
-pub(super) type SignedBy = Vec<(NodeIndex, Vec<u8>)>;
 
 impl<C: ConsensusCrypto> Consensus<C> {
     pub(super) fn round(&self) -> Height {

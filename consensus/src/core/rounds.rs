@@ -36,37 +36,23 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let t = self.cfg.f() + 1;
         let pool = self.pool.entry(h).or_default();
         if pool.beacon_shares.len() >= t {
-            let shares: Vec<(NodeIndex, Vec<u8>)> = pool
-                .beacon_shares
-                .iter()
-                .map(|(i, s)| (*i, s.clone()))
-                .collect();
-            let refs: Vec<(NodeIndex, &[u8])> =
-                shares.iter().map(|(i, s)| (*i, s.as_slice())).collect();
+            let shares = pool.beacon_shares.clone();
             let m = signed_bytes(&self.cfg.version, &(h, &prev_beacon));
-            match self.crypto.combine_threshold(Threshold::Low, &refs) {
-                Some(sig)
-                    if self.crypto.verify_threshold(
-                        Threshold::Low,
-                        domain::RANDOM_BEACON,
-                        &m,
-                        &sig,
-                    ) =>
-                {
-                    let pool = self.pool.entry(h).or_default();
-                    pool.beacon = Some(sig.clone());
-                    pool.round_start_ns.get_or_insert(self.now_ns);
-                    self.progress();
-                    self.broadcast(Artifact::Beacon(ThresholdSigned {
-                        height: h,
-                        value: prev_beacon,
-                        signature: sig,
-                    }));
-                }
-                _ => {
-                    // Shares were verified one by one; a failed combination is a bug.
-                    self.stats.critical_errors += 1;
-                }
+            let scheme = Scheme::Threshold(Threshold::Low, domain::RANDOM_BEACON);
+            let (combined, bad) = self.combine_checked(scheme, &m, &shares, t);
+            let pool = self.pool.entry(h).or_default();
+            for i in bad {
+                pool.beacon_shares.remove(&i);
+            }
+            if let Some(c) = combined {
+                pool.beacon = Some(c.signature.clone());
+                pool.round_start_ns.get_or_insert(self.now_ns);
+                self.progress();
+                self.broadcast(Artifact::Beacon(ThresholdSigned {
+                    height: h,
+                    value: prev_beacon,
+                    signature: c.signature,
+                }));
             }
         }
     }
@@ -238,7 +224,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let Some(pool) = self.pool.get(&h) else {
             return;
         };
-        let ready: Vec<(CryptoHash, SignedBy)> = pool
+        let ready: Vec<(CryptoHash, Shares)> = pool
             .notar_shares
             .iter()
             .filter(|(hash, s)| {
@@ -246,24 +232,25 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     && pool.blocks.contains_key(*hash)
                     && !pool.notarizations.contains_key(*hash)
             })
-            .map(|(hash, s)| {
-                (
-                    *hash,
-                    s.iter().take(q).map(|(i, sig)| (*i, sig.clone())).collect(),
-                )
-            })
+            .map(|(hash, s)| (*hash, s.clone()))
             .collect();
         for (hash, shares) in ready {
-            let refs: Vec<&[u8]> = shares.iter().map(|(_, s)| s.as_slice()).collect();
-            let Some(signature) = self.crypto.aggregate_multi(&refs) else {
-                self.stats.critical_errors += 1;
-                continue;
-            };
+            let m = self.msg(&(h, hash));
+            let (combined, bad) =
+                self.combine_checked(Scheme::Multi(domain::NOTARIZATION), &m, &shares, q);
+            if let Some(held) = self
+                .pool
+                .get_mut(&h)
+                .and_then(|p| p.notar_shares.get_mut(&hash))
+            {
+                held.retain(|i, _| !bad.contains(i));
+            }
+            let Some(c) = combined else { continue };
             let g = Aggregate {
                 height: h,
                 hash,
-                signers: shares.iter().map(|(i, _)| *i).collect(),
-                signature,
+                signers: c.signers,
+                signature: c.signature,
             };
             self.broadcast(Artifact::Notarization(g.clone()));
             self.insert(Artifact::Notarization(g));
@@ -324,30 +311,33 @@ impl<C: ConsensusCrypto> Consensus<C> {
             if pool.finalization.is_some() {
                 continue;
             }
-            let ready = pool
+            let ready: Vec<(CryptoHash, Shares)> = pool
                 .final_shares
                 .iter()
-                .find(|(_, s)| s.len() >= q)
-                .map(|(hash, s)| {
-                    (
-                        *hash,
-                        s.iter()
-                            .take(q)
-                            .map(|(i, sig)| (*i, sig.clone()))
-                            .collect::<Vec<_>>(),
-                    )
-                });
-            if let Some((hash, shares)) = ready {
-                let refs: Vec<&[u8]> = shares.iter().map(|(_, s)| s.as_slice()).collect();
-                if let Some(signature) = self.crypto.aggregate_multi(&refs) {
+                .filter(|(_, s)| s.len() >= q)
+                .map(|(hash, s)| (*hash, s.clone()))
+                .collect();
+            for (hash, shares) in ready {
+                let m = self.msg(&(h, hash));
+                let (combined, bad) =
+                    self.combine_checked(Scheme::Multi(domain::FINALIZATION), &m, &shares, q);
+                if let Some(held) = self
+                    .pool
+                    .get_mut(&h)
+                    .and_then(|p| p.final_shares.get_mut(&hash))
+                {
+                    held.retain(|i, _| !bad.contains(i));
+                }
+                if let Some(c) = combined {
                     let g = Aggregate {
                         height: h,
                         hash,
-                        signers: shares.iter().map(|(i, _)| *i).collect(),
-                        signature,
+                        signers: c.signers,
+                        signature: c.signature,
                     };
                     self.broadcast(Artifact::Finalization(g.clone()));
                     self.insert(Artifact::Finalization(g));
+                    break;
                 }
             }
         }

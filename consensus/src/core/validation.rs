@@ -40,7 +40,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.stats.redundant_artifacts += 1;
             return;
         }
-        match self.validate(&artifact) {
+        match self.validate(from, &artifact) {
             Validity::Valid => self.insert(artifact),
             Validity::Invalid(why) => {
                 self.stats.invalid_artifacts += 1;
@@ -73,7 +73,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 if a.height() <= self.base.height || self.redundant(&a) {
                     continue;
                 }
-                match self.validate(&a) {
+                match self.validate(from, &a) {
                     Validity::Valid => {
                         self.insert(a);
                         progressed = true;
@@ -133,8 +133,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
     }
 
-    pub(super) fn validate(&self, a: &Artifact) -> Validity {
+    /// `from`: the authenticated member that sent `a`. A share from its own signer is
+    /// pooled unchecked and checked in its combination (`combine`); a share relayed by
+    /// anyone else is checked here, so no one can take an honest signer's place.
+    pub(super) fn validate(&self, from: NodeIndex, a: &Artifact) -> Validity {
         let n = self.cfg.n as NodeIndex;
+        let checked_later = |signer: NodeIndex| signer == from;
         match a {
             Artifact::Proposal(p) => self.validate_block(p),
             Artifact::BeaconShare(s) => {
@@ -148,13 +152,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     return Validity::Invalid("beacon share on the wrong previous beacon");
                 }
                 let m = self.msg(&(s.height, &s.value));
-                if self.crypto.verify_threshold_share(
-                    Threshold::Low,
-                    s.signer,
-                    domain::RANDOM_BEACON,
-                    &m,
-                    &s.signature,
-                ) {
+                let scheme = Scheme::Threshold(Threshold::Low, domain::RANDOM_BEACON);
+                if checked_later(s.signer) || self.verify_share(scheme, s.signer, &m, &s.signature)
+                {
                     Validity::Valid
                 } else {
                     Validity::Invalid("bad beacon share signature")
@@ -189,9 +189,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     return Validity::Invalid("signer out of range");
                 }
                 let m = self.msg(&(s.height, s.hash));
-                if self
-                    .crypto
-                    .verify_multi_share(s.signer, d, &m, &s.signature)
+                if checked_later(s.signer)
+                    || self.verify_share(Scheme::Multi(d), s.signer, &m, &s.signature)
                 {
                     Validity::Valid
                 } else {
@@ -223,13 +222,9 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     return Validity::Invalid("signer out of range");
                 }
                 let m = self.msg(&(s.height, &s.value));
-                if self.crypto.verify_threshold_share(
-                    Threshold::High,
-                    s.signer,
-                    domain::STATE_CERTIFICATION,
-                    &m,
-                    &s.signature,
-                ) {
+                let scheme = Scheme::Threshold(Threshold::High, domain::STATE_CERTIFICATION);
+                if checked_later(s.signer) || self.verify_share(scheme, s.signer, &m, &s.signature)
+                {
                     Validity::Valid
                 } else {
                     Validity::Invalid("bad certification share")
@@ -258,13 +253,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 if content.height != s.height || content.subnet_id != self.cfg.subnet_id {
                     return Validity::Invalid("CUP share for another height or subnet");
                 }
-                if self.crypto.verify_threshold_share(
-                    Threshold::High,
-                    s.signer,
-                    domain::CUP_CONTENT,
-                    &s.value,
-                    &s.signature,
-                ) {
+                let scheme = Scheme::Threshold(Threshold::High, domain::CUP_CONTENT);
+                if checked_later(s.signer)
+                    || self.verify_share(scheme, s.signer, &s.value, &s.signature)
+                {
                     Validity::Valid
                 } else {
                     Validity::Invalid("bad CUP share")

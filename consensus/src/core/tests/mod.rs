@@ -19,6 +19,7 @@ use rand_chacha::ChaCha20Rng;
 mod participation;
 mod readiness;
 mod restart;
+mod shares;
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
@@ -77,6 +78,9 @@ struct Net {
     log: Vec<Vec<Action>>,
     /// Nodes cut off from the network: nothing reaches them, nothing of theirs arrives.
     cut: Vec<bool>,
+    /// Nodes whose shares go out with another node's signature (a Byzantine member
+    /// signing in its own name, badly).
+    bad_shares: Vec<bool>,
 }
 
 impl Net {
@@ -126,6 +130,7 @@ impl Net {
             clocks,
             log: vec![Vec::new(); n],
             cut: vec![false; n],
+            bad_shares: vec![false; n],
         }
     }
 
@@ -145,9 +150,12 @@ impl Net {
                         Action::SendTo(t, e) => vec![(t as usize, e)],
                         _ => Vec::new(),
                     };
-                    for (j, envelope) in sends {
+                    for (j, mut envelope) in sends {
                         if self.cut[i] || self.cut[j] {
                             continue;
+                        }
+                        if self.bad_shares[i] {
+                            shares::spoil(&mut envelope.artifact);
                         }
                         let now = self.clocks[j];
                         self.cores[j].on_event(
