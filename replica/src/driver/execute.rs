@@ -58,12 +58,19 @@ impl Driver {
                     decode_payload(&d.block.payload, MAX_PAYLOAD_BYTES).unwrap_or_default();
                 let network = self.network;
                 let started = std::time::Instant::now();
-                let r = self.state_mut()?.execute(
-                    d.height,
-                    d.block.context.time_ns,
-                    &network,
-                    &payload,
-                )?;
+                // The pool's memory of checked signatures, lent to execution.
+                let mut verified = std::mem::take(&mut self.ingress.verified);
+                let r = self.state_mut().and_then(|s| {
+                    Ok(s.execute_with(
+                        d.height,
+                        d.block.context.time_ns,
+                        &network,
+                        &payload,
+                        &mut verified,
+                    )?)
+                });
+                self.ingress.verified = verified;
+                let r = r?;
                 self.metrics
                     .block_execution_seconds
                     .observe(started.elapsed().as_secs_f64());

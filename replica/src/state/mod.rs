@@ -37,7 +37,7 @@ pub use schema::{
     to_stored, value_checksum,
 };
 
-use crate::ingress::{Operation, SignedIngress};
+use crate::ingress::{Operation, SignedIngress, VerifiedSignatures};
 use rocksdb::{DB, Options, WriteBatch};
 use std::{collections::BTreeMap, path::Path};
 use tree::{TopTree, Witness};
@@ -251,6 +251,20 @@ impl ReplicatedState {
         network: &NetworkId,
         payload: &[SignedIngress],
     ) -> Result<Executed, StateError> {
+        let mut fresh = VerifiedSignatures::with_capacity(1);
+        self.execute_with(height, time_ns, network, payload, &mut fresh)
+    }
+
+    /// [`Self::execute`], with signatures checked through `verified`: the ingress pool's,
+    /// where most of a block's updates were checked already. The outcome is the same.
+    pub fn execute_with(
+        &mut self,
+        height: Height,
+        time_ns: u64,
+        network: &NetworkId,
+        payload: &[SignedIngress],
+        verified: &mut VerifiedSignatures,
+    ) -> Result<Executed, StateError> {
         if height != self.height.increment() {
             return Err(StateError::OutOfOrder {
                 at: self.height,
@@ -294,7 +308,9 @@ impl ReplicatedState {
         for m in payload {
             let id = m.id();
             let xk = prefixed(b"x/", &id.0);
-            if m.validate(time_ns, network).is_err() || w.current(&self.db, &xk)?.is_some() {
+            if m.validate_with(time_ns, network, verified).is_err()
+                || w.current(&self.db, &xk)?.is_some()
+            {
                 skipped += 1;
                 continue;
             }

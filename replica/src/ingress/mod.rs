@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use types::{CryptoHash, NetworkId, codec, domain};
 
+mod verified;
+pub use verified::{MAX_VERIFIED_SIGNATURES, VerifiedSignatures};
+
 /// The longest user key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 /// The largest value, in bytes.
@@ -146,6 +149,35 @@ impl SignedIngress {
     /// Checks the network against `network` (this node's), sizes, expiry against `now_ns`
     /// (the block time when executing), then the signature.
     pub fn validate(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
+        self.check_fields(now_ns, network)?;
+        self.verify_signature()
+    }
+
+    /// [`Self::validate`], with the signature checked through `verified` (once per node).
+    pub fn validate_with(
+        &self,
+        now_ns: u64,
+        network: &NetworkId,
+        verified: &mut VerifiedSignatures,
+    ) -> Result<(), IngressError> {
+        self.check_fields(now_ns, network)?;
+        verified.verify(self)
+    }
+
+    /// The sender's signature over the content.
+    pub fn verify_signature(&self) -> Result<(), IngressError> {
+        self.ingress
+            .sender
+            .verify(
+                domain::INGRESS,
+                &codec::encode(&self.ingress),
+                &self.signature,
+            )
+            .map_err(|_| IngressError::BadSignature)
+    }
+
+    /// Everything [`Self::validate`] checks but the signature.
+    fn check_fields(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
         let i = &self.ingress;
         if i.network != *network {
             return Err(IngressError::WrongNetwork {
@@ -177,9 +209,7 @@ impl SignedIngress {
                 now_ns,
             });
         }
-        i.sender
-            .verify(domain::INGRESS, &codec::encode(i), &self.signature)
-            .map_err(|_| IngressError::BadSignature)
+        Ok(())
     }
 }
 
@@ -199,6 +229,8 @@ pub struct IngressPool {
     next_seq: u64,
     messages: BTreeMap<CryptoHash, (u64, SignedIngress)>,
     arrival: BTreeMap<u64, CryptoHash>,
+    /// Signatures checked on the way in, so execution need not check them again.
+    pub verified: VerifiedSignatures,
 }
 
 impl IngressPool {
@@ -213,6 +245,7 @@ impl IngressPool {
             next_seq: 0,
             messages: BTreeMap::new(),
             arrival: BTreeMap::new(),
+            verified: VerifiedSignatures::default(),
         }
     }
 
@@ -238,8 +271,11 @@ impl IngressPool {
 
     /// Validates and adds an update; returns its id.
     pub fn insert(&mut self, m: SignedIngress, now_ns: u64) -> Result<CryptoHash, IngressError> {
-        m.validate(now_ns, &self.network)?;
         let id = m.id();
+        if self.messages.contains_key(&id) {
+            return Err(IngressError::Duplicate(id));
+        }
+        m.validate_with(now_ns, &self.network, &mut self.verified)?;
         if self.messages.contains_key(&id) {
             return Err(IngressError::Duplicate(id));
         }
@@ -437,6 +473,38 @@ mod tests {
             key: k.into(),
             value: v.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_signature_is_verified_once_and_only_for_the_same_bytes() {
+        let mut v = VerifiedSignatures::with_capacity(2);
+        let m = msg(1, 1, NOW + 1, put("k", b"v"));
+        assert_eq!(m.validate_with(NOW, &NET, &mut v), Ok(()));
+        assert_eq!((v.len(), v.hits), (1, 0));
+        assert_eq!(m.validate_with(NOW, &NET, &mut v), Ok(()));
+        assert_eq!(v.hits, 1, "the second check came from memory");
+        // The same content under another signature is checked, and refused.
+        let mut forged = m.clone();
+        forged.signature = msg(2, 1, NOW + 1, put("k", b"v")).signature;
+        assert_eq!(
+            forged.validate_with(NOW, &NET, &mut v),
+            Err(IngressError::BadSignature)
+        );
+        assert_eq!((v.len(), v.hits), (1, 1), "a refusal is not remembered");
+        // What is not the signature is checked every time: expired by the block time.
+        assert!(matches!(
+            m.validate_with(NOW + 2, &NET, &mut v),
+            Err(IngressError::Expired { .. })
+        ));
+        // Bounded: the oldest is forgotten, and checked again when it comes back.
+        for i in 2..5 {
+            msg(i, 1, NOW + 1, put("k", b"v"))
+                .validate_with(NOW, &NET, &mut v)
+                .unwrap();
+        }
+        assert_eq!(v.len(), 2);
+        m.validate_with(NOW, &NET, &mut v).unwrap();
+        assert_eq!(v.hits, 1);
     }
 
     #[test]
