@@ -467,14 +467,22 @@ const BENCH_NETWORK: types::NetworkId = types::NetworkId([1; 32]);
 
 fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
     let mut state = ReplicatedState::open(path).map_err(|e| e.to_string())?;
-    let user = Ed25519KeyPair::from_seed(&[9; 32]);
     let now = replica::now_ns();
     // About the 2 MiB a block carries at most, and at most 1,000 updates.
     let per_block = (replica::start::MAX_PAYLOAD_BYTES / bytes).clamp(1, 1_000);
+    // Execution's per-sender quotas (bytes in one block, bytes stored) apply here as on
+    // a subnet: the updates come from many senders, each within its share of a block.
+    let per_sender = (replica::ingress::MAX_BLOCK_BYTES_PER_SENDER / (bytes + 256)).max(1);
+    let sender = |i: usize| {
+        let mut seed = [9u8; 32];
+        seed[..8].copy_from_slice(&((i / per_sender) as u64).to_le_bytes());
+        Ed25519KeyPair::from_seed(&seed)
+    };
     let mut height = state.height();
     for first in (0..values).step_by(per_block) {
         let block: Vec<SignedIngress> = (first..(first + per_block).min(values))
             .map(|i| {
+                let user = sender(i);
                 SignedIngress::sign(
                     Ingress {
                         network: BENCH_NETWORK,
