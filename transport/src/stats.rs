@@ -11,6 +11,8 @@ pub struct TransportStats {
     pub messages_received: u64,
     /// Oldest messages dropped because a peer's queue was full.
     pub dropped_queue_full: u64,
+    /// The same for the bulk class (`Transport::broadcast_bulk`).
+    pub dropped_bulk_queue_full: u64,
     /// Messages `send`/`broadcast` refused as longer than `max_message_bytes`.
     pub dropped_oversize: u64,
     /// Messages for a node that is not a current member (or is this node).
@@ -31,6 +33,9 @@ pub struct TransportStats {
     pub reconnects: u64,
     /// Dial attempts that failed, for any reason.
     pub connect_failures: u64,
+    /// Handshakes abandoned (or backoffs cut short) because the peer connected to this
+    /// node meanwhile, and dialed again at once.
+    pub dials_kicked: u64,
     /// Should not happen, survived: a connection the verifier accepted whose peer could
     /// not be identified afterwards, or that negotiated another protocol.
     pub critical_error_unidentified_peer: u64,
@@ -42,6 +47,7 @@ pub(crate) struct Counters {
     pub messages_sent: Counter,
     pub messages_received: Counter,
     pub dropped_queue_full: Counter,
+    pub dropped_bulk_queue_full: Counter,
     pub dropped_oversize: Counter,
     pub dropped_unknown_peer: Counter,
     pub oversize_received: Counter,
@@ -51,6 +57,7 @@ pub(crate) struct Counters {
     pub connections_established: Counter,
     pub reconnects: Counter,
     pub connect_failures: Counter,
+    pub dials_kicked: Counter,
     pub critical_error_unidentified_peer: Counter,
 }
 
@@ -77,6 +84,7 @@ impl Counters {
             messages_sent: self.messages_sent.get(),
             messages_received: self.messages_received.get(),
             dropped_queue_full: self.dropped_queue_full.get(),
+            dropped_bulk_queue_full: self.dropped_bulk_queue_full.get(),
             dropped_oversize: self.dropped_oversize.get(),
             dropped_unknown_peer: self.dropped_unknown_peer.get(),
             oversize_received: self.oversize_received.get(),
@@ -86,6 +94,7 @@ impl Counters {
             connections_established: self.connections_established.get(),
             reconnects: self.reconnects.get(),
             connect_failures: self.connect_failures.get(),
+            dials_kicked: self.dials_kicked.get(),
             critical_error_unidentified_peer: self.critical_error_unidentified_peer.get(),
         }
     }

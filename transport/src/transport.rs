@@ -98,7 +98,13 @@ struct Peer {
 struct PeerLink {
     member: Member,
     queue: PeerQueue,
+    /// The bulk class ([`Transport::broadcast_bulk`]): written when `queue` is empty.
+    bulk: PeerQueue,
     connected: AtomicBool,
+    /// Raised when the peer connected to this node while this side had no connection to
+    /// it: the peer is up, so a dial waiting on it (a QUIC Initial retransmitted on a
+    /// timer that starts near a second) or a backoff is started over at once.
+    kick: tokio::sync::Notify,
     stop: watch::Sender<bool>,
 }
 
@@ -187,6 +193,27 @@ impl Transport {
                 shared.counters.dropped_unknown_peer.inc();
                 debug!(to = ?to, "dropped a message for a node that is not a peer");
             }
+        }
+    }
+
+    /// Queues `bytes` for every current member except this node in the *bulk* class:
+    /// a second queue per peer, of [`crate::BULK_QUEUE_PER_PEER`] messages (oldest
+    /// dropped, counted in `dropped_bulk_queue_full`), written only when the peer's
+    /// consensus queue is empty. For traffic that may wait or be lost without harm to
+    /// consensus (relayed user updates), so that a burst of it never evicts an artifact.
+    pub fn broadcast_bulk(&self, bytes: Vec<u8>) {
+        let shared = &self.inner.shared;
+        if !shared.accepts_size(&bytes) {
+            return;
+        }
+        let links: Vec<_> = lock(&shared.peers)
+            .values()
+            .map(|p| p.link.clone())
+            .collect();
+        let msg = Message::from(bytes);
+        for link in &links {
+            let dropped = link.bulk.push(msg.clone());
+            shared.counters.dropped_bulk_queue_full.add(dropped);
         }
     }
 
@@ -343,7 +370,9 @@ impl Shared {
             let link = Arc::new(PeerLink {
                 member: member.clone(),
                 queue: PeerQueue::new(self.cfg.max_queue_per_peer),
+                bulk: PeerQueue::new(crate::BULK_QUEUE_PER_PEER),
                 connected: AtomicBool::new(false),
+                kick: tokio::sync::Notify::new(),
                 stop: watch::Sender::new(false),
             });
             let span = info_span!("peer", me = ?self.me, peer = ?member.node_id);
@@ -391,6 +420,16 @@ impl Shared {
                 .close(CLOSE_REPLACED, b"replaced by a newer connection");
         }
         Some(node)
+    }
+
+    /// `node` just connected to this node: if this side has no connection to it, its
+    /// dialer starts over now.
+    fn kick_dialer(&self, node: NodeId) {
+        if let Some(p) = lock(&self.peers).get(&node)
+            && !p.link.connected.load(Ordering::Relaxed)
+        {
+            p.link.kick.notify_one();
+        }
     }
 
     fn unregister_incoming(&self, node: NodeId, conn: &quinn::Connection) {
@@ -473,6 +512,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let Some(node) = shared.register_incoming(&conn) else {
         return;
     };
+    shared.kick_dialer(node);
     let span = info_span!("from", peer = ?node);
     async {
         let admitted = timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), admit(&conn)).await;
@@ -568,6 +608,9 @@ enum DialError {
     WrongProtocol,
     #[error("not admitted: {0}")]
     NotAdmitted(String),
+    /// The peer connected to this node while this handshake had not completed.
+    #[error("the peer came up during the handshake: dialing again")]
+    Kicked,
 }
 
 /// One peer's sender: dial, drain the queue into one stream, and on any failure redial
@@ -583,7 +626,7 @@ async fn run_peer(shared: Arc<Shared>, link: Arc<PeerLink>) {
         let attempt = tokio::select! {
             biased;
             () = raised(&mut stop) => return,
-            attempt = dial(&shared, member, &mut client) => attempt,
+            attempt = dial(&shared, member, &mut client, &link.kick) => attempt,
         };
         match attempt {
             Ok(conn) => {
@@ -605,6 +648,12 @@ async fn run_peer(shared: Arc<Shared>, link: Arc<PeerLink>) {
                     Drained::Lost(why) => info!(reason = %why, "connection lost"),
                 }
             }
+            Err(DialError::Kicked) => {
+                // Dial again at once: the peer is up.
+                shared.counters.dials_kicked.inc();
+                delay_ms = min_ms;
+                continue;
+            }
             Err(e) => {
                 shared.counters.connect_failures.inc();
                 debug!(address = %member.address, error = %e, retry_ms = delay_ms, "dial failed");
@@ -613,6 +662,11 @@ async fn run_peer(shared: Arc<Shared>, link: Arc<PeerLink>) {
         tokio::select! {
             biased;
             () = raised(&mut stop) => return,
+            () = link.kick.notified() => {
+                shared.counters.dials_kicked.inc();
+                delay_ms = min_ms;
+                continue;
+            }
             () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
         }
         delay_ms = delay_ms.saturating_mul(2).min(shared.cfg.reconnect_max_ms);
@@ -620,11 +674,16 @@ async fn run_peer(shared: Arc<Shared>, link: Arc<PeerLink>) {
 }
 
 /// Connects to `member` and waits until it admits this node; at most
-/// [`HANDSHAKE_TIMEOUT_MS`]. `client` caches the TLS configuration for this member.
+/// [`HANDSHAKE_TIMEOUT_MS`]. `client` caches the TLS configuration for this member. A
+/// `kick` before the handshake completes abandons it ([`DialError::Kicked`]): the peer
+/// has just come up, and this attempt's Initial may be waiting on a retransmit timer.
+/// Only the handshake is abandoned, never the wait for admission, so two peers kicking
+/// each other cannot abandon each other's connections in turn.
 async fn dial(
     shared: &Shared,
     member: &Member,
     client: &mut Option<quinn::ClientConfig>,
+    kick: &tokio::sync::Notify,
 ) -> Result<quinn::Connection, DialError> {
     let config = match client {
         Some(config) => config.clone(),
@@ -637,7 +696,10 @@ async fn dial(
             .endpoint
             .connect_with(config, member.address, &tls::tls_name(&member.node_id))?;
     timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), async {
-        let conn = connecting.await?;
+        let conn = tokio::select! {
+            conn = connecting => conn?,
+            () = kick.notified() => return Err(DialError::Kicked),
+        };
         if tls::negotiated_protocol(&conn).as_deref() != Some(shared.cfg.protocol.as_bytes()) {
             shared.counters.critical_error_unidentified_peer.inc();
             conn.close(CLOSE_PROTOCOL_VIOLATION, b"wrong protocol");
@@ -688,11 +750,13 @@ async fn drain(
         },
     };
     loop {
-        let msg = tokio::select! {
+        // Consensus first: bulk is written only when no artifact waits.
+        let (msg, bulk) = tokio::select! {
             biased;
             () = raised(stop) => return Drained::Stopped,
             e = conn.closed() => return Drained::Lost(e.to_string()),
-            msg = link.queue.pop() => msg,
+            msg = link.queue.pop() => (msg, false),
+            msg = link.bulk.pop() => (msg, true),
         };
         let written = tokio::select! {
             biased;
@@ -702,7 +766,11 @@ async fn drain(
         match written {
             Ok(()) => shared.counters.messages_sent.inc(),
             Err(e) => {
-                if !link.queue.push_front(msg) {
+                if bulk {
+                    if !link.bulk.push_front(msg) {
+                        shared.counters.dropped_bulk_queue_full.inc();
+                    }
+                } else if !link.queue.push_front(msg) {
                     shared.counters.dropped_queue_full.inc();
                 }
                 return Drained::Lost(e.to_string());

@@ -278,6 +278,49 @@ async fn a_peer_that_restarts_on_the_same_address_gets_what_is_sent_after_it_is_
     shutdown_all([a, b]).await;
 }
 
+/// A node dialing a peer that is not up yet (its QUIC Initial unanswered, retransmitted
+/// on a timer near a second, later longer) dials again as soon as that peer connects to
+/// it: the peer is up. This is every node after an upgrade, the replicas starting one
+/// after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_comes_up_later_is_dialed_again_as_soon_as_it_connects() {
+    init_logs();
+    // `b`'s address, free until `b` starts on it.
+    let b_addr = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .expect("a free port");
+    let mut a_cfg = config();
+    // Backoffs long enough that only the kick can explain a quick connection.
+    a_cfg.reconnect_min_ms = 60_000;
+    a_cfg.reconnect_max_ms = 60_000;
+    let mut a = Node::start(1, a_cfg).await;
+    let b_member = Member {
+        node_id: id(2),
+        public_key: key(2).public_key(),
+        address: b_addr,
+    };
+    a.t.set_members(vec![a.member(), b_member])
+        .expect("members");
+    a.t.send(id(2), b"queued while b was down".to_vec());
+    // Let `a`'s first Initial go unanswered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cfg = config();
+    cfg.listen = b_addr;
+    let (t, rx) = Transport::start(cfg, key(2), vec![])
+        .await
+        .expect("b starts");
+    let mut b = Node { seed: 2, t, rx };
+    b.t.set_members(members(&[&a, &b])).expect("members");
+    assert_eq!(
+        b.recv().await,
+        (a.id(), b"queued while b was down".to_vec())
+    );
+    assert!(a.t.stats().dials_kicked >= 1, "{:?}", a.t.stats());
+    b.t.send(a.id(), b"and back".to_vec());
+    assert_eq!(a.recv().await, (b.id(), b"and back".to_vec()));
+    shutdown_all([a, b]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_refused_on_send_and_on_receipt() {
     init_logs();
@@ -335,6 +378,41 @@ async fn a_full_queue_drops_the_oldest_messages_and_counts_them() {
     assert_eq!(b.recv().await, (a.id(), vec![100]));
     b.assert_nothing_more();
     assert_eq!(a.t.stats().dropped_queue_full, 6);
+    shutdown_all([a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_messages_wait_behind_consensus_ones_and_drop_their_own_oldest() {
+    init_logs();
+    let a = Node::start(1, config()).await;
+    let mut b = Node::start(2, config()).await;
+    a.t.set_members(members(&[&a, &b])).expect("members");
+    // `b` refuses `a` for now: both of `a`'s queues fill.
+    b.t.set_members(members(&[&b])).expect("members");
+    let bulk = transport::BULK_QUEUE_PER_PEER;
+    for i in 0..bulk + 3 {
+        a.t.broadcast_bulk(format!("bulk {i}").into_bytes());
+    }
+    for i in 0..3u8 {
+        a.t.send(b.id(), vec![i]);
+    }
+    let stats = a.t.stats();
+    assert_eq!(stats.dropped_bulk_queue_full, 3, "{stats:?}");
+    assert_eq!(
+        stats.dropped_queue_full, 0,
+        "a bulk burst evicted a consensus message"
+    );
+    eventually("b refused a", || b.t.stats().rejected_connections >= 1).await;
+
+    // Admitted: the consensus messages come first, then the newest bulk ones in order.
+    b.t.set_members(members(&[&a, &b])).expect("members");
+    for i in 0..3u8 {
+        assert_eq!(b.recv().await, (a.id(), vec![i]));
+    }
+    for i in 3..bulk + 3 {
+        assert_eq!(b.recv().await, (a.id(), format!("bulk {i}").into_bytes()));
+    }
+    b.assert_nothing_more();
     shutdown_all([a, b]).await;
 }
 
