@@ -17,6 +17,8 @@
 //! - [`preflight`]: the deployed release rehearsed beside the loop before any halt, and
 //!   this node's readiness for it, which the replica gossips.
 //! - [`switch`]: the new release's rehearsal and the re-execution into it.
+//! - [`handover`]: the replica's wake-up when it wrote a CUP, and the last switch's
+//!   stages timed for `/status`.
 //! - [`process`]: the replica process (process group, SIGTERM then SIGKILL, backoff).
 //! - [`server`]: `GET /status`, `GET /metrics`, `POST /_/catch_up_package` (the CUP
 //!   exchange's rules are in its docs), with [`ratelimit`]'s budgets; [`metrics`]: what
@@ -28,6 +30,8 @@ pub mod decide;
 // Pure like `decide`: the simulator drives the same transitions.
 #[cfg(feature = "io")]
 pub mod fetch;
+#[cfg(feature = "io")]
+pub mod handover;
 #[cfg(feature = "io")]
 pub mod metrics;
 #[cfg(feature = "io")]

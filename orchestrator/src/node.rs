@@ -22,6 +22,7 @@ use crate::{
     config::NodeConfig,
     decide::{Local, Release, decide},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
+    handover::{self, SwitchTimes, Wake},
     notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
     preflight,
@@ -110,6 +111,11 @@ pub struct Orchestrator {
     /// The latest failed download: its package and why.
     download_error: Option<(String, String)>,
     notifier: Notifier,
+    /// Whether the current tick was started by the replica's wake-up.
+    woken: bool,
+    /// The stages of this node's last switch: filled in up to the re-execution by the
+    /// process that switched, the rest by the one it re-executed into.
+    switch_times: Option<SwitchTimes>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -176,6 +182,7 @@ impl Orchestrator {
                     download: None,
                     preflight: None,
                     health: None,
+                    last_switch: None,
                 },
                 decision: "starting".into(),
             }),
@@ -228,6 +235,11 @@ impl Orchestrator {
                 download_error: None,
                 notifier,
                 best_seen: None,
+                woken: false,
+                switch_times: SwitchTimes::from_env().map(|mut t| {
+                    t.new_started_unix_ms = Some(unix_ms());
+                    t
+                }),
             },
             shared,
         ))
@@ -239,16 +251,22 @@ impl Orchestrator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.supervisor.stop_leftover(&self.node_dir).await;
         self.check_own_image().await;
+        let mut wake = Wake::bind(&self.node_dir);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            self.woken = tokio::select! {
+                _ = tick.tick() => false,
+                _ = handover::woken(wake.as_mut()) => {
+                    tick.reset();
+                    true
+                }
                 _ = &mut stop => break,
-            }
+            };
             if let Some((binary, sha256)) = self.tick().await {
                 // The queued steps would die with this process.
                 self.notifier.flush(Duration::from_secs(2)).await;
                 // Re-execute into the new release's orchestrator. Only returns on error.
-                let err = switch::exec_into(&binary, &self.node_dir, &sha256);
+                let times = self.switch_times.as_ref().map(SwitchTimes::to_env);
+                let err = switch::exec_into(&binary, &self.node_dir, &sha256, times.as_deref());
                 let reason = format!("cannot execute {}: {err}", binary.display());
                 self.upgrade.failed(reason.clone());
                 self.fail(reason);
@@ -480,6 +498,16 @@ impl Orchestrator {
         if let Err(e) = self.supervisor.ensure(&launch) {
             self.fail(e);
         }
+        // The first time the new release's replica is seen running is when it started.
+        if let Some(t) = self.switch_times.as_mut()
+            && t.replica_started_unix_ms.is_none()
+            && self
+                .supervisor
+                .running_version()
+                .is_some_and(|v| v.as_str() == t.to_version)
+        {
+            t.replica_started_unix_ms = Some(unix_ms());
+        }
         let restarts = &self.shared.metrics.replica_restarts;
         restarts.inc_by(self.supervisor.restarts.saturating_sub(before));
     }
@@ -638,6 +666,7 @@ impl Orchestrator {
                     replica_restarts: h.replica_restarts,
                     last_exit: h.last_exit.clone(),
                 }),
+                last_switch: self.switch_times.clone(),
             };
         }
         if let (Some(c), Ok(mut b)) = (best, self.shared.best_cup.lock())

@@ -215,7 +215,8 @@ async fn terminate_group(pgid: Pid, grace: Duration, mut gone: impl FnMut() -> b
         if gone() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Short: during a switch the subnet is down until this returns.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = killpg(pgid, Signal::SIGKILL);
     false

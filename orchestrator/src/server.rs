@@ -104,6 +104,8 @@ pub struct UpgradeView {
     /// After this node switched releases: whether the new one works (null before any
     /// switch by this process).
     pub health: Option<HealthView>,
+    /// The stages of this node's last switch, timed (null before one).
+    pub last_switch: Option<crate::handover::SwitchTimes>,
 }
 
 /// `/status`'s `upgrade.health`.

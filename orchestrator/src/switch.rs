@@ -58,12 +58,22 @@ pub async fn rehearse(
 }
 
 /// Replaces this process with `binary --node-dir DIR`, telling it that the image of
-/// package `sha256` was just verified; returns only on failure.
-pub fn exec_into(binary: &Path, node_dir: &Path, sha256: &str) -> std::io::Error {
+/// package `sha256` was just verified, and the switch's stages so far
+/// ([`crate::handover::SwitchTimes`]); returns only on failure.
+pub fn exec_into(
+    binary: &Path,
+    node_dir: &Path,
+    sha256: &str,
+    switch_times: Option<&str>,
+) -> std::io::Error {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(binary)
-        .arg("--node-dir")
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg("--node-dir")
         .arg(node_dir)
         .env(VERIFIED_IMAGE_ENV, sha256)
-        .exec()
+        .env_remove(crate::handover::SWITCH_TIMES_ENV);
+    if let Some(t) = switch_times {
+        cmd.env(crate::handover::SWITCH_TIMES_ENV, t);
+    }
+    cmd.exec()
 }

@@ -15,7 +15,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -57,36 +57,9 @@ fn busy() -> Response {
     )
 }
 
-/// Set on an update one replica relays to another: it is not relayed again.
-pub const RELAYED_HEADER: &str = "x-icup-relayed";
-
-/// An update a user sent here goes to every peer's pool too, so whichever member makes
-/// the next block can carry it (otherwise it waits for this node's turn: on average n
-/// blocks). Each peer validates it like any submission. Best effort: a peer that is
-/// down or busy gets it from the block that carries it.
-fn relay(ctx: &Ctx, body: Bytes) {
-    let Ok(permit) = ctx.shared.relays.clone().try_acquire_owned() else {
-        return;
-    };
-    let mut sends = tokio::task::JoinSet::new();
-    for u in &ctx.shared.peer_urls {
-        let post = ctx
-            .shared
-            .relay_client
-            .post(format!("{u}/api/v1/update"))
-            .header(RELAYED_HEADER, "1")
-            .body(body.clone());
-        sends.spawn(async move {
-            let _ = post.send().await;
-        });
-    }
-    tokio::spawn(async move {
-        let _permit = permit;
-        while sends.join_next().await.is_some() {}
-    });
-}
-
-async fn update(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
+/// A user's update; the driver pools it and relays it to the peers
+/// (`driver::relay`).
+async fn update(State(ctx): State<Ctx>, body: Bytes) -> Response {
     let m: SignedIngress = match codec::decode(&body, MAX_UPDATE_BYTES) {
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed update: {e}")),
@@ -96,16 +69,11 @@ async fn update(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
         return busy();
     }
     match rx.await {
-        Ok(Ok(id)) => {
-            if !headers.contains_key(RELAYED_HEADER) {
-                relay(&ctx, body);
-            }
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "message_id": id.to_string() })),
-            )
-                .into_response()
-        }
+        Ok(Ok(id)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "message_id": id.to_string() })),
+        )
+            .into_response(),
         Ok(Err(UpdateRefused::Upgrading)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "subnet is upgrading")
         }

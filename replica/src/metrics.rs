@@ -37,6 +37,10 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     pub cups_made: IntCounter,
     pub undecodable_messages: IntCounter,
+    /// Batches of users' updates relayed to the peers (`driver::relay`).
+    pub relay_batches_sent: IntCounter,
+    /// Updates from peers' batches that were new here and pooled.
+    pub relayed_updates_pooled: IntCounter,
     pub state_syncs: IntCounter,
     /// State-sync chunks that verified and were written.
     pub state_sync_chunks: IntCounter,
@@ -49,6 +53,7 @@ pub struct Metrics {
     transport_sent: IntCounter,
     transport_received: IntCounter,
     transport_dropped: IntCounter,
+    transport_bulk_dropped: IntCounter,
     transport_rejected_connections: IntCounter,
 }
 
@@ -92,6 +97,14 @@ impl Metrics {
                 "replica_undecodable_messages_total",
                 "Peer messages that did not decode.",
             )?,
+            relay_batches_sent: b.counter(
+                "replica_relay_batches_sent_total",
+                "Batches of users' updates relayed to the peers over the transport.",
+            )?,
+            relayed_updates_pooled: b.counter(
+                "replica_relayed_updates_pooled_total",
+                "Updates from peers' relay batches that were new here and pooled.",
+            )?,
             state_syncs: b.counter(
                 "replica_state_syncs_total",
                 "States fetched from peers and verified against a CUP.",
@@ -121,6 +134,10 @@ impl Metrics {
                 "replica_transport_dropped_total",
                 "Messages dropped on full peer queues.",
             )?,
+            transport_bulk_dropped: b.counter(
+                "replica_transport_relay_dropped_total",
+                "Relay batches dropped on full peer queues (the peers get the updates from blocks).",
+            )?,
             transport_rejected_connections: b.counter(
                 "replica_transport_rejected_connections_total",
                 "Connections refused (not a member).",
@@ -147,6 +164,7 @@ impl Metrics {
         m::catch_up(&self.transport_sent, t.messages_sent);
         m::catch_up(&self.transport_received, t.messages_received);
         m::catch_up(&self.transport_dropped, t.dropped_queue_full);
+        m::catch_up(&self.transport_bulk_dropped, t.dropped_bulk_queue_full);
         m::catch_up(&self.transport_rejected_connections, t.rejected_connections);
     }
 

@@ -57,6 +57,9 @@ impl NodeKeys {
 
 /// Where the orchestrator writes its preflight verdict, in the node directory.
 pub const READINESS_FILE: &str = "upgrade-readiness.json";
+/// The orchestrator's wake-up socket (`orchestrator::handover::WAKE_SOCKET`): a datagram
+/// there after each CUP written spares the handover the orchestrator's poll interval.
+pub const WAKE_SOCKET: &str = "orchestrator.sock";
 /// The most bytes of it read.
 pub const MAX_READINESS_FILE_BYTES: u64 = 4096;
 
@@ -211,11 +214,24 @@ impl NodeDir {
         let h = cup.content().height.get();
         let path = dir.join(cup_file_name(h));
         durable::write(&path, &cup.encode()).map_err(|e| ReplicaError::Io(e.to_string()))?;
+        self.wake_orchestrator();
         if let Err(e) = prune_cups(&dir, KEEP_CUP_FILES) {
             // A full history is a disk-space matter, not a reason to stop making CUPs.
             tracing::warn!(error = %e, "pruning old CUP files");
         }
         Ok(path)
+    }
+
+    /// Tells the orchestrator, if one listens, that a CUP was written: one datagram on
+    /// [`WAKE_SOCKET`], best effort (it then reads the file as it would at its next
+    /// poll; a replica without an orchestrator loses nothing).
+    pub fn wake_orchestrator(&self) {
+        let path = self.root.join(WAKE_SOCKET);
+        if let Ok(s) = std::os::unix::net::UnixDatagram::unbound()
+            && s.set_nonblocking(true).is_ok()
+        {
+            let _ = s.send_to(b"cup", path);
+        }
     }
 
     /// Every readable CUP in `cups/` (unreadable ones are skipped: a newer one can be
@@ -320,6 +336,33 @@ mod tests {
                 extensions: Default::default(),
             },
         })
+    }
+
+    #[test]
+    fn writing_a_cup_wakes_the_orchestrator_and_needs_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let nd = NodeDir::new(dir.path());
+        // No orchestrator listens: the CUP is written all the same.
+        nd.write_cup(&cup_at(10)).unwrap();
+        let listener =
+            std::os::unix::net::UnixDatagram::bind(dir.path().join(WAKE_SOCKET)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            listener.recv(&mut buf).is_err(),
+            "a datagram before any CUP"
+        );
+        nd.write_cup(&cup_at(20)).unwrap();
+        let n = listener
+            .recv(&mut buf)
+            .expect("no wake-up after the CUP was written");
+        assert_eq!(&buf[..n], b"cup");
+        // The file was there before the wake-up was sent.
+        assert!(
+            nd.local_cups()
+                .iter()
+                .any(|c| c.content().height.get() == 20)
+        );
     }
 
     #[test]

@@ -5,9 +5,61 @@
 //! under `icup-consensus/2`. Replicas of the two releases cannot mix: they do not complete
 //! a QUIC handshake, and each release rejects the other's bytes. A subnet changes format
 //! only at a CUP, where the whole subnet switches release.
+//!
+//! Beside artifacts, the same connections carry [`IngressBatch`]es: user updates a node
+//! accepted, relayed to its peers in batches (the transport's bulk class, written only
+//! when no artifact waits), tagged with the sender's replica version like artifacts. The
+//! first release marks a batch with a leading `INGRESS_BATCH_MARK`, a byte no envelope
+//! starts with (an envelope starts with its version's length as a big-endian `u64`, at
+//! most 64, so with 0); the next release gives it a format value of its own.
 
+use crate::ingress::SignedIngress;
 use consensus::artifact::Envelope;
-use types::codec;
+use serde::{Deserialize, Serialize};
+use types::{ReplicaVersion, codec};
+
+/// The most bytes of updates a batch carries; a larger one is not decoded.
+pub const MAX_INGRESS_BATCH_BYTES: usize = 1024 * 1024;
+/// The first release's mark of an ingress batch.
+#[cfg(not(feature = "next-release"))]
+pub const INGRESS_BATCH_MARK: u8 = 0xFF;
+
+/// Updates relayed from the node that accepted them to its peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressBatch {
+    /// The sender's replica version: a batch of another version is dropped.
+    pub version: ReplicaVersion,
+    pub updates: Vec<SignedIngress>,
+}
+
+/// What a peer sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    Artifact(Envelope),
+    Ingress(IngressBatch),
+}
+
+/// An artifact or an ingress batch.
+pub fn decode_inbound(bytes: &[u8]) -> Result<Inbound, codec::CodecError> {
+    decode_inbound_impl(bytes)
+}
+
+#[cfg(not(feature = "next-release"))]
+pub fn encode_ingress(b: &IngressBatch) -> Vec<u8> {
+    let mut out = vec![INGRESS_BATCH_MARK];
+    out.extend_from_slice(&codec::encode(b));
+    out
+}
+
+#[cfg(not(feature = "next-release"))]
+fn decode_inbound_impl(bytes: &[u8]) -> Result<Inbound, codec::CodecError> {
+    match bytes.split_first() {
+        Some((&INGRESS_BATCH_MARK, rest)) => {
+            codec::decode(rest, MAX_INGRESS_BATCH_BYTES).map(Inbound::Ingress)
+        }
+        _ => decode(bytes).map(Inbound::Artifact),
+    }
+}
 
 /// The consensus wire protocol (the QUIC ALPN): peers speaking another one do not connect.
 #[cfg(not(feature = "next-release"))]
@@ -24,6 +76,37 @@ mod tag {
     pub const VERSION: u16 = 3;
     /// The value of the format field.
     pub const FORMAT_2: u16 = 2;
+    /// The format field of an ingress batch, and its field.
+    pub const FORMAT_INGRESS: u16 = 3;
+    pub const UPDATES: u16 = 4;
+}
+
+#[cfg(feature = "next-release")]
+pub fn encode_ingress(b: &IngressBatch) -> Vec<u8> {
+    codec::FieldsWriter::new()
+        .field(tag::FORMAT, &tag::FORMAT_INGRESS)
+        .field(tag::VERSION, &b.version)
+        .field(tag::UPDATES, &b.updates)
+        .finish()
+}
+
+#[cfg(feature = "next-release")]
+fn decode_inbound_impl(bytes: &[u8]) -> Result<Inbound, codec::CodecError> {
+    let f = codec::Fields::parse(bytes, consensus::artifact::MAX_ENVELOPE_BYTES)?;
+    let format: u16 = f.required(tag::FORMAT, "format")?;
+    if format != tag::FORMAT_INGRESS {
+        return decode(bytes).map(Inbound::Artifact);
+    }
+    if bytes.len() > MAX_INGRESS_BATCH_BYTES + 1024 {
+        return Err(codec::CodecError::Malformed(format!(
+            "an ingress batch of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(Inbound::Ingress(IngressBatch {
+        version: f.required(tag::VERSION, "version")?,
+        updates: f.required(tag::UPDATES, "updates")?,
+    }))
 }
 
 #[cfg(not(feature = "next-release"))]
@@ -85,6 +168,55 @@ mod tests {
                 .field(2, &e.artifact)
                 .field(3, &e.version)
                 .finish()
+        }
+    }
+
+    fn batch() -> IngressBatch {
+        let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[5; 32]);
+        let updates = (0..3u64)
+            .map(|i| {
+                SignedIngress::sign(
+                    crate::ingress::Ingress {
+                        network: types::NetworkId([1; 32]),
+                        sender: user.public_key(),
+                        nonce: i,
+                        expiry_ns: 1,
+                        operation: crate::ingress::Operation::Put {
+                            key: format!("k{i}"),
+                            value: vec![i as u8; 10],
+                        },
+                    },
+                    &user,
+                )
+            })
+            .collect();
+        IngressBatch {
+            version: ReplicaVersion::new("1.0.0").expect("version"),
+            updates,
+        }
+    }
+
+    #[test]
+    fn artifacts_and_ingress_batches_are_told_apart_and_round_trip() {
+        let e = envelope();
+        assert_eq!(
+            decode_inbound(&encode(&e)),
+            Ok(Inbound::Artifact(e.clone()))
+        );
+        let b = batch();
+        let bytes = encode_ingress(&b);
+        assert_eq!(decode_inbound(&bytes), Ok(Inbound::Ingress(b)));
+        assert!(decode(&bytes).is_err(), "a batch decoded as an artifact");
+        assert!(decode_inbound(&bytes[..bytes.len() - 1]).is_err());
+        // No envelope starts with the first release's batch mark: its first byte is
+        // the high byte of its version's length (a big-endian u64 of at most 64).
+        let long = Envelope {
+            version: ReplicaVersion::new("v".repeat(ReplicaVersion::MAX_CHARS)).expect("v"),
+            artifact: e.artifact.clone(),
+        };
+        for e in [e, long] {
+            let first = codec::encode(&e)[0];
+            assert_eq!(first, 0);
         }
     }
 

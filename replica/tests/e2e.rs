@@ -64,6 +64,13 @@ async fn four_replicas_agree_survive_kill_9_and_refuse_strangers() {
         let m = metrics(&client, &net.url(i)).await;
         assert!(m["replica_updates_accepted_total"] > 500, "node {i}: {m:?}");
         assert_eq!(m["replica_messages_skipped_total"], 0, "node {i}: {m:?}");
+        // Over QUIC in batches: fewer batches than the updates sent here directly.
+        let batches = m["replica_relay_batches_sent_total"];
+        assert!(batches > 0 && batches <= 250, "node {i}: {m:?}");
+        assert!(
+            m["replica_relayed_updates_pooled_total"] > 100,
+            "node {i}: {m:?}"
+        );
     }
 
     // One more, followed by its message id: waiting for it answers once it is certified.

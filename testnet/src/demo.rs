@@ -220,6 +220,20 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     let downtime_ms = halting_at
         .map(|h| resumed_at.duration_since(h).as_millis())
         .unwrap_or(0);
+    // Each node's handover, stage by stage, as its orchestrator timed it.
+    let mut switches = Vec::new();
+    for (i, n) in l.nodes.iter().enumerate() {
+        let o = rt.block_on(get(
+            &client,
+            &format!("http://{}/status", n.orchestrator_address),
+        ));
+        let t: Option<orchestrator::handover::SwitchTimes> =
+            o.and_then(|o| serde_json::from_value(o["upgrade"]["last_switch"].clone()).ok());
+        if let Some(t) = t {
+            event(format!("node {i}: handover {}", handover_line(&t)));
+            switches.push(t);
+        }
+    }
     // The new method, after: 2.0.0 appends to the value 1.0.0 wrote.
     rt.block_on(story::submit(&client, &urls[1], &append(3)))?;
     let want = "written by 1.0.0, appended by 2.0.0";
@@ -280,6 +294,7 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         "state_schemas": checked.schemas,
         "from_version": "1.0.0",
         "to_version": "2.0.0",
+        "switches": switches,
         "timeline": timeline.iter().map(|(ms, w)| json!({"ms": ms, "event": w})).collect::<Vec<_>>(),
     });
     if !lost.is_empty() {
@@ -298,4 +313,35 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         ));
     }
     Ok(summary)
+}
+
+/// One node's handover stages in a line: each step's milliseconds after the previous.
+fn handover_line(t: &orchestrator::handover::SwitchTimes) -> String {
+    let mut out = Vec::new();
+    let mut prev = t.cup_written_unix_ms;
+    let mut step = |name: &str, at: Option<u64>| {
+        if let (Some(p), Some(a)) = (prev, at) {
+            out.push(format!("{name} +{} ms", a.saturating_sub(p)));
+        }
+        if at.is_some() {
+            prev = at;
+        }
+    };
+    step(
+        &format!("CUP noticed (by {})", t.noticed_by),
+        Some(t.cup_noticed_unix_ms),
+    );
+    let stop = if t.rehearsed {
+        "rehearsed and old replica stopped"
+    } else {
+        "old replica stopped"
+    };
+    step(stop, t.old_stopped_unix_ms);
+    step("new orchestrator started", t.new_started_unix_ms);
+    step("new replica started", t.replica_started_unix_ms);
+    format!(
+        "at height {}: CUP written, {}",
+        t.cup_height,
+        out.join(", ")
+    )
 }

@@ -5,6 +5,7 @@
 use super::{Orchestrator, REHEARSAL_RETRY, cup_path, unix_ms};
 use crate::{
     decide::{Decision, Release},
+    handover::{self, SwitchTimes},
     preflight,
     process::Launch,
     switch,
@@ -281,9 +282,37 @@ impl Orchestrator {
                 return None;
             }
         };
+        let cup_height = super::read_cup(&cup_path(&self.node_dir))
+            .map(|c| c.content().height.get())
+            .unwrap_or(0);
+        let mut times = SwitchTimes {
+            from_version: self.image.version.to_string(),
+            to_version: release.version.to_string(),
+            cup_height,
+            cup_written_unix_ms: handover::written_unix_ms(&handover::replica_cup_file(
+                &self.node_dir,
+                cup_height,
+            )),
+            cup_noticed_unix_ms: unix_ms(),
+            noticed_by: if self.woken { "replica" } else { "poll" }.into(),
+            rehearsed: false,
+            ..SwitchTimes::default()
+        };
         // The rehearsal: the new release checks it can start from this node's CUP and
-        // state, writing nothing, while the running replica stays up.
-        if let Err(e) = switch::rehearse(&self.node_dir, &cup_path(&self.node_dir), &image).await {
+        // state, writing nothing, while the running replica stays up. This node's
+        // preflight already rehearsed this package before the halt (its readiness word
+        // said so): the state it checked was written by the same release, so the check
+        // is not repeated on the handover's critical path.
+        let preflighted = self
+            .preflight_done
+            .as_ref()
+            .is_some_and(|(v, _)| v.ok && v.package_sha256 == sha);
+        times.rehearsed = !preflighted;
+        if preflighted {
+            tracing::info!(to = %release.version, "switch: the preflight rehearsed this package; not rehearsing again");
+        } else if let Err(e) =
+            switch::rehearse(&self.node_dir, &cup_path(&self.node_dir), &image).await
+        {
             tracing::error!(
                 from = %self.image.version,
                 to = %release.version,
@@ -299,6 +328,8 @@ impl Orchestrator {
         self.publish();
         tracing::info!(from = %self.image.version, to = %release.version, package = %sha, "switching releases");
         self.supervisor.stop().await;
+        times.old_stopped_unix_ms = Some(unix_ms());
+        self.switch_times = Some(times);
         if let Err(e) = release::switch_current(&self.images, &sha) {
             self.refuse(format!("switching to {}: {e}", release.version));
             return None;

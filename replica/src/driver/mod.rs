@@ -8,6 +8,7 @@
 
 mod execute;
 mod queries;
+mod relay;
 
 use execute::{Queued, storage_unavailable};
 use queries::cup_certificates;
@@ -54,8 +55,6 @@ pub const MAX_INGRESS_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CERTIFICATES: usize = 200;
 /// Checkpoints kept on disk (the newest; at least the current CUP's).
 pub const MAX_CHECKPOINTS: usize = 3;
-/// Relays of users' updates to peers in flight at once.
-pub const MAX_RELAYS: usize = 256;
 /// How often the driver looks for new registry versions and refreshes the payload.
 pub const TICK: Duration = Duration::from_millis(100);
 /// While storage is unavailable, how often the driver tries again.
@@ -153,12 +152,6 @@ pub struct Shared {
     pub metrics: Metrics,
     pub transport: Transport,
     pub dir: NodeDir,
-    /// The other members' HTTP APIs, which a user's update is relayed to.
-    pub peer_urls: Vec<String>,
-    /// Bounds the relays in flight; past it, an update waits for this node's own turn
-    /// to make a block.
-    pub relays: Arc<tokio::sync::Semaphore>,
-    pub relay_client: reqwest::Client,
 }
 
 pub struct Driver {
@@ -207,6 +200,8 @@ pub struct Driver {
     /// in, its progress out), and the progress it last wrote.
     last_exchange: Option<std::time::Instant>,
     progress_written: Option<ProgressFile>,
+    /// Users' updates accepted here and not yet relayed to the peers.
+    outgoing: relay::Outgoing,
 }
 
 /// How often the replica reads its orchestrator's readiness verdict and reports its
@@ -279,18 +274,6 @@ impl Driver {
             metrics: p.metrics.clone(),
             transport: p.transport.clone(),
             dir: p.dir.clone(),
-            peer_urls: p
-                .subnet
-                .members
-                .iter()
-                .filter(|m| m.node_id != p.node_id)
-                .map(|m| format!("http://{}", m.http_address))
-                .collect(),
-            relays: Arc::new(tokio::sync::Semaphore::new(MAX_RELAYS)),
-            relay_client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap_or_default(),
         });
         let registry_seen = p.registry.latest_version();
         let d = Self {
@@ -325,6 +308,7 @@ impl Driver {
             pending_catch_up: None,
             last_exchange: None,
             progress_written: None,
+            outgoing: relay::Outgoing::default(),
         };
         (d, shared)
     }
@@ -352,7 +336,15 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let relay_due = self.outgoing.due();
+            let relay = async {
+                match relay_due {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = relay => self.flush_relay(),
                 m = inbox.recv() => match m {
                     Some((from, bytes)) => self.on_message(from, &bytes),
                     None => return Err(ReplicaError::Transport("the transport stopped".into())),
@@ -393,14 +385,15 @@ impl Driver {
         if self.storage_error.is_some() {
             return;
         }
-        match crate::wire::decode(bytes) {
-            Ok(envelope) => self.core.on_event(
+        match crate::wire::decode_inbound(bytes) {
+            Ok(crate::wire::Inbound::Artifact(envelope)) => self.core.on_event(
                 crate::clocks(),
                 Event::Message {
                     from: index,
                     envelope,
                 },
             ),
+            Ok(crate::wire::Inbound::Ingress(batch)) => self.on_ingress_batch(batch),
             Err(_) => self.metrics.undecodable_messages.inc(),
         }
     }

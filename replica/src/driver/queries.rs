@@ -40,7 +40,7 @@ pub(super) fn cup_certificates(
 impl Driver {
     /// Whether `m` would take its sender past its quota of the state (a best-effort check
     /// at submission; execution enforces it).
-    fn over_quota(&self, m: &SignedIngress) -> Option<IngressError> {
+    pub(super) fn over_quota(&self, m: &SignedIngress) -> Option<IngressError> {
         let grows = match &m.ingress.operation {
             Operation::Put { key, value } | Operation::Append { key, value } => {
                 (key.len() + value.len()) as u64
@@ -60,32 +60,7 @@ impl Driver {
     pub(super) fn on_request(&mut self, r: Request) {
         match r {
             Request::Update(m, reply) => {
-                let id = m.id();
-                let done = self
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.has_executed(&id).unwrap_or(false));
-                let result = if self.core.is_halting() || self.core.is_halted() {
-                    Err(UpdateRefused::Upgrading)
-                } else if done {
-                    // Executed already (a late relay, or a user's retry).
-                    Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
-                } else if let Some(e) = self.over_quota(&m) {
-                    // Execution would skip it: say so now rather than accept it.
-                    Err(UpdateRefused::Invalid(e))
-                } else {
-                    // `insert` validates (signature, expiry, sizes): once is enough.
-                    self.ingress
-                        .insert(m, now_ns())
-                        .map_err(UpdateRefused::Invalid)
-                };
-                match &result {
-                    Ok(_) => {
-                        self.metrics.updates_accepted.inc();
-                        self.payload_dirty = true;
-                    }
-                    Err(_) => self.metrics.updates_refused.inc(),
-                }
+                let result = self.accept_from_user(m);
                 let _ = reply.send(result);
             }
             Request::Query(key, reply) => {

@@ -1,0 +1,181 @@
+//! Users' updates, accepted here, relayed to the peers in batches over the transport (its
+//! bulk class: written only when no artifact waits), so that whichever member makes the
+//! next block can carry them; otherwise an update waits for this node's turn (on average
+//! n blocks). A batch leaves when it holds [`MAX_BATCH_UPDATES`] updates or
+//! [`MAX_BATCH_BYTES`], or [`RELAY_DELAY`] after its first update. A received batch is
+//! validated update by update like any submission (signature, network, expiry, quotas)
+//! and never relayed again. Best effort: a peer that misses a batch gets the updates from
+//! the block that carries them.
+
+use super::{Driver, UpdateRefused};
+use crate::{
+    ingress::{IngressError, Operation, SignedIngress},
+    now_ns,
+    wire::{self, IngressBatch},
+};
+use std::time::Duration;
+use tokio::time::Instant;
+use types::CryptoHash;
+
+/// The longest an accepted update waits for its batch to fill.
+pub const RELAY_DELAY: Duration = Duration::from_millis(5);
+/// A batch leaves at this many updates...
+pub const MAX_BATCH_UPDATES: usize = 1_000;
+/// ... or this many bytes of them (well within [`wire::MAX_INGRESS_BATCH_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = wire::MAX_INGRESS_BATCH_BYTES / 2;
+/// An update's bytes besides its key and value (sender, signature, nonce, expiry),
+/// about.
+const ENVELOPE_BYTES: usize = 160;
+/// The most updates taken from one received batch (a peer's batch is no bigger).
+const MAX_RECEIVED_UPDATES: usize = MAX_BATCH_UPDATES;
+
+/// The batch being filled.
+#[derive(Debug, Default)]
+pub(super) struct Outgoing {
+    updates: Vec<SignedIngress>,
+    bytes: usize,
+    due: Option<Instant>,
+}
+
+impl Outgoing {
+    /// When the batch must leave (none while empty).
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Adds an update; true when the batch is full.
+    fn push(&mut self, m: SignedIngress, size: usize, now: Instant) -> bool {
+        self.due.get_or_insert(now + RELAY_DELAY);
+        self.updates.push(m);
+        self.bytes += size;
+        self.updates.len() >= MAX_BATCH_UPDATES || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn take(&mut self) -> Vec<SignedIngress> {
+        self.due = None;
+        self.bytes = 0;
+        std::mem::take(&mut self.updates)
+    }
+}
+
+impl Driver {
+    /// A user's update: checked and pooled, then queued for the peers.
+    pub(super) fn accept_from_user(
+        &mut self,
+        m: SignedIngress,
+    ) -> Result<CryptoHash, UpdateRefused> {
+        let relay = m.clone();
+        let id = self.accept_update(m)?;
+        // The batch bound needs no exact size: no need to encode the update again.
+        let size = match &relay.ingress.operation {
+            Operation::Put { key, value } | Operation::Append { key, value } => {
+                key.len() + value.len()
+            }
+            Operation::Delete { key } => key.len(),
+        } + ENVELOPE_BYTES;
+        if self.outgoing.push(relay, size, Instant::now()) {
+            self.flush_relay();
+        }
+        Ok(id)
+    }
+
+    /// Sends the batch being filled, if any.
+    pub(super) fn flush_relay(&mut self) {
+        let updates = self.outgoing.take();
+        if updates.is_empty() {
+            return;
+        }
+        self.metrics.relay_batches_sent.inc();
+        let batch = IngressBatch {
+            version: self.version.clone(),
+            updates,
+        };
+        self.transport.broadcast_bulk(wire::encode_ingress(&batch));
+    }
+
+    /// A peer's batch: each update pooled as if a user had sent it here, none relayed.
+    pub(super) fn on_ingress_batch(&mut self, batch: IngressBatch) {
+        if batch.version != self.version {
+            self.metrics.undecodable_messages.inc();
+            return;
+        }
+        for m in batch.updates.into_iter().take(MAX_RECEIVED_UPDATES) {
+            // Refused (already here, from the user or a block, or invalid) is the outcome
+            // a direct submission would have had.
+            if self.accept_update(m).is_ok() {
+                self.metrics.relayed_updates_pooled.inc();
+            }
+        }
+    }
+
+    /// Checks an update and pools it: refused while the subnet upgrades, when executed
+    /// already or over its sender's quota, or invalid.
+    pub(super) fn accept_update(&mut self, m: SignedIngress) -> Result<CryptoHash, UpdateRefused> {
+        let id = m.id();
+        let done = self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.has_executed(&id).unwrap_or(false));
+        let result = if self.core.is_halting() || self.core.is_halted() {
+            Err(UpdateRefused::Upgrading)
+        } else if done {
+            // Executed already (a late relay, or a user's retry).
+            Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
+        } else if let Some(e) = self.over_quota(&m) {
+            // Execution would skip it: say so now rather than accept it.
+            Err(UpdateRefused::Invalid(e))
+        } else {
+            // `insert` validates (signature, expiry, sizes): once is enough.
+            self.ingress
+                .insert(m, now_ns())
+                .map_err(UpdateRefused::Invalid)
+        };
+        match &result {
+            Ok(_) => {
+                self.metrics.updates_accepted.inc();
+                self.payload_dirty = true;
+            }
+            Err(_) => self.metrics.updates_refused.inc(),
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_due_after_its_first_update_and_full_at_its_bounds() {
+        let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[3; 32]);
+        let m = |i: u64| {
+            SignedIngress::sign(
+                crate::ingress::Ingress {
+                    network: types::NetworkId([1; 32]),
+                    sender: user.public_key(),
+                    nonce: i,
+                    expiry_ns: 1,
+                    operation: crate::ingress::Operation::Delete { key: "k".into() },
+                },
+                &user,
+            )
+        };
+        let mut o = Outgoing::default();
+        assert_eq!(o.due(), None);
+        let t0 = Instant::now();
+        assert!(!o.push(m(0), 100, t0));
+        assert_eq!(o.due(), Some(t0 + RELAY_DELAY));
+        // A later update does not push the deadline back.
+        assert!(!o.push(m(1), 100, t0 + Duration::from_millis(3)));
+        assert_eq!(o.due(), Some(t0 + RELAY_DELAY));
+        assert_eq!(o.take().len(), 2);
+        assert_eq!(o.due(), None);
+        // Full by bytes, then by count.
+        assert!(o.push(m(2), MAX_BATCH_BYTES, t0));
+        o.take();
+        for i in 0..MAX_BATCH_UPDATES as u64 - 1 {
+            assert!(!o.push(m(i), 1, t0));
+        }
+        assert!(o.push(m(0), 1, t0));
+    }
+}
