@@ -9,12 +9,20 @@
 //! - Upgrade downtime: the last block with updates the old release executed to the first
 //!   the new release executed (`last_payload` / `first_payload` in each replica's
 //!   status; the earliest node's wall clock for each, all on one machine).
+//!   Each node's downtime is also cut into the handover's stages ([`Stages`]) from its
+//!   orchestrator's `upgrade.last_switch`.
 //! - Deploy to running: the deploy proposal's adoption to every orchestrator reporting
 //!   the new release.
 //! - State handover: the first node reporting `halted` to the first node finalizing past
 //!   the CUP on the new release (nothing else running, so only the state's size varies).
 
+mod procs;
+mod stages;
 mod testnet;
+
+pub use procs::KindCost;
+use stages::node_stages;
+pub use stages::{Stages, SwitchCounts};
 
 use crate::measure::Row;
 use crypto::ed25519::Ed25519KeyPair;
@@ -56,7 +64,7 @@ pub struct NetSizes {
 
 impl NetSizes {
     pub const FULL: Self = Self {
-        nodes: &[4, 7],
+        nodes: &[4, 7, 13],
         upgrades: 10,
         latency_seconds: 30,
         latency_rate: 20,
@@ -66,7 +74,8 @@ impl NetSizes {
         handover_bytes: &[1 << 20, 100 << 20, 1 << 30],
     };
     pub const TINY: Self = Self {
-        nodes: &[4],
+        // 13: the Internet Computer's usual subnet size, upgraded at toy size too.
+        nodes: &[4, 13],
         upgrades: 2,
         latency_seconds: 3,
         latency_rate: 10,
@@ -89,6 +98,9 @@ pub struct UpgradeTimes {
     pub downtime_ms: Option<f64>,
     pub deploy_to_running_ms: f64,
     pub handover_ms: f64,
+    /// Each node's downtime cut into its stages (the median over the nodes of each).
+    pub stages: Option<Stages>,
+    pub switches: SwitchCounts,
 }
 
 /// What one network measured (the raw samples behind its rows, for `--json`).
@@ -99,6 +111,9 @@ pub struct NetFigures {
     pub latency_failures: usize,
     pub throughput: f64,
     pub pools_at_end_of_throughput: Vec<Option<u64>>,
+    pub executed_in_throughput_window: u64,
+    /// What each kind of process spent in the throughput window.
+    pub costs_in_throughput_window: Vec<KindCost>,
     pub upgrades: Vec<UpgradeTimes>,
     /// `(state bytes, handover)`.
     pub handovers: Vec<(u64, UpgradeTimes)>,
@@ -317,7 +332,7 @@ fn throughput(
     net: &Testnet,
     senders: usize,
     seconds: u64,
-) -> Result<(f64, Vec<Option<u64>>), String> {
+) -> Result<Throughput, String> {
     let client = client()?;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = spawn_senders(
@@ -336,20 +351,36 @@ fn throughput(
     // Fill the pools before counting.
     std::thread::sleep(Duration::from_secs(2));
     let url = &net.replicas[0];
+    let procs_before = procs::Snapshot::take(net.dir.path());
     let before = rt.block_on(executed_total(&client, url));
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let after = rt.block_on(executed_total(&client, url));
     let elapsed = t0.elapsed().as_secs_f64();
+    let costs = procs::Snapshot::take(net.dir.path()).since(&procs_before);
     let pools = pools(rt, &client, net);
     stop_senders(rt, &stop, tasks);
     drain(rt, net)?;
     match (before, after) {
-        (Some(b), Some(a)) if a > b => Ok(((a - b) as f64 / elapsed, pools)),
+        (Some(b), Some(a)) if a > b => Ok(Throughput {
+            per_second: (a - b) as f64 / elapsed,
+            executed: a - b,
+            pools,
+            costs,
+        }),
         _ => Err(format!(
             "node 0 executed nothing while loaded ({before:?} then {after:?})"
         )),
     }
+}
+
+/// The throughput window's figures.
+struct Throughput {
+    per_second: f64,
+    /// Updates node 0 executed in the window (each finalized once for the subnet).
+    executed: u64,
+    pools: Vec<Option<u64>>,
+    costs: Vec<KindCost>,
 }
 
 /// Deploys `to` (the next release) and watches every node until the subnet runs it;
@@ -421,10 +452,14 @@ fn upgrade(
             } else {
                 None
             };
+            let (stages, switches) = node_stages(rt, &client, net, to, &old_last, &new_first);
+            let stages = stages.filter(|_| payload);
             return Ok(UpgradeTimes {
                 downtime_ms,
                 deploy_to_running_ms: a.duration_since(adopted).as_secs_f64() * 1e3,
                 handover_ms: r.saturating_duration_since(h).as_secs_f64() * 1e3,
+                stages,
+                switches,
             });
         }
         if adopted.elapsed() > PATIENCE {
@@ -464,8 +499,11 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
         "{nodes} nodes: throughput, {} s with {} senders",
         s.throughput_seconds, s.throughput_senders
     ));
-    (out.throughput, out.pools_at_end_of_throughput) =
-        throughput(&rt, &net, s.throughput_senders, s.throughput_seconds)?;
+    let t = throughput(&rt, &net, s.throughput_senders, s.throughput_seconds)?;
+    out.throughput = t.per_second;
+    out.pools_at_end_of_throughput = t.pools;
+    out.executed_in_throughput_window = t.executed;
+    out.costs_in_throughput_window = t.costs;
 
     let stop = Arc::new(AtomicBool::new(false));
     let background = spawn_senders(
@@ -494,6 +532,17 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
                 t.downtime_ms.unwrap_or(f64::NAN),
                 t.deploy_to_running_ms
             ));
+            if let Some(st) = &t.stages {
+                let parts: Vec<String> = Stages::NAMES
+                    .iter()
+                    .zip(st.values())
+                    .map(|(n, v)| format!("{n} {v:.0}"))
+                    .collect();
+                progress(&format!(
+                    "{nodes} nodes:   stages (ms, median of the nodes): {}",
+                    parts.join(", ")
+                ));
+            }
             out.upgrades.push(t);
             from = to;
             next += 1;
@@ -565,7 +614,7 @@ pub fn measure(s: &NetSizes, nodes: usize, first: bool) -> Result<NetFigures, St
 
 /// The `p`th percentile, interpolating between neighbours (p = 50 of an even count is
 /// the mean of the middle two).
-fn percentile(samples: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &[f64], p: f64) -> f64 {
     let mut v = samples.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -614,6 +663,27 @@ pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
         )
         .against(l.ed25519),
     ];
+    let updates = f.executed_in_throughput_window.max(1) as f64;
+    for c in &f.costs_in_throughput_window {
+        rows.push(Row::new(
+            format!(
+                "CPU time per finalized update, {} processes ({} of them, n = {n})",
+                c.kind, c.processes
+            ),
+            c.cpu_seconds / updates * 1e6,
+            "µs",
+        ));
+    }
+    for c in &f.costs_in_throughput_window {
+        rows.push(Row::new(
+            format!(
+                "resident memory of the largest {} process under load (n = {n})",
+                c.kind
+            ),
+            c.max_rss_bytes as f64 / (1 << 20) as f64,
+            "MiB",
+        ));
+    }
     let downtimes: Vec<f64> = f.upgrades.iter().filter_map(|u| u.downtime_ms).collect();
     let deploys: Vec<f64> = f.upgrades.iter().map(|u| u.deploy_to_running_ms).collect();
     if !downtimes.is_empty() {
@@ -626,6 +696,20 @@ pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
             50.0,
             floor,
         ));
+        let stages: Vec<Stages> = f.upgrades.iter().filter_map(|u| u.stages).collect();
+        for (k, name) in Stages::NAMES.iter().enumerate() {
+            let v: Vec<f64> = stages.iter().map(|s| s.values()[k]).collect();
+            if !v.is_empty() {
+                rows.push(
+                    Row::new(
+                        format!("downtime stage: {name}, median (n = {n})"),
+                        percentile(&v, 50.0),
+                        "ms",
+                    )
+                    .samples(v.len()),
+                );
+            }
+        }
     }
     for (bytes, t) in &f.handovers {
         if let Some((_, floor)) = l.handover_floor.iter().find(|(b, _)| b == bytes) {
