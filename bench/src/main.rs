@@ -5,9 +5,10 @@
 //! In process: the limits (ed25519 and BLS verifications per second on one core, a QUIC
 //! round trip on loopback, spawning a process, opening a state) and the figures that
 //! need no network of nodes (CUP verification, registry reads at a million versions,
-//! replicating a registry). Then local testnets of 4 and 7 nodes, driven through the
-//! `testnet` and `nns` commands (`net`): finality latency, throughput, ten upgrades
-//! each, and the state handover as the state grows to 1 GiB. `--tiny` runs every
+//! replicating a registry). Then local testnets of 4, 7 and 13 nodes, driven through
+//! the `testnet` and `nns` commands (`net`): finality latency, throughput (with each
+//! process kind's CPU time per update and memory), ten upgrades each (with the
+//! downtime's stages), and the state handover as the state grows to 1 GiB. `--tiny` runs every
 //! measurement at a toy size: the test suite runs that, to show the command works, never
 //! to judge a figure.
 

@@ -358,7 +358,15 @@ impl Orchestrator {
         self.take_job_result().await;
         self.take_preflight_result().await;
         self.take_round_result().await;
-        self.replicate().await;
+        // Right after a re-execution the copy was replicated a moment ago by the process
+        // that switched: the new replica starts first, not after a registry round trip.
+        let just_switched = self
+            .switch_times
+            .as_ref()
+            .is_some_and(|t| t.replica_started_unix_ms.is_none());
+        if !just_switched {
+            self.replicate().await;
+        }
         let local_cup = self.local_cup();
         self.best_seen = local_cup.clone();
         if let Some(c) = &local_cup {
