@@ -133,6 +133,68 @@ impl CupVerifier for BlsCupVerifier {
     }
 }
 
+/// The last decision, by its inputs: [`decide`] is pure, and between CUPs its inputs
+/// (the local CUP, the peers' CUPs, the registry copy's latest version, the running
+/// release) rarely change, while deciding decodes the subnet's records (their BLS keys,
+/// each with a subgroup check) and may verify CUP signatures. The registry copy's
+/// versions never change once written, so its latest version stands for all of it. The
+/// orchestrator and the simulator both decide through one.
+#[derive(Debug, Default)]
+pub struct Memo {
+    key: Vec<u8>,
+    decision: Option<Decision>,
+    /// Decisions computed (not taken from the memo), for tests and profiles.
+    pub computed: u64,
+}
+
+impl Memo {
+    pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
+        &mut self,
+        local: &Local,
+        peers: &[Cup],
+        registry: &S,
+        verifier: &V,
+    ) -> Decision {
+        let mut key = Vec::new();
+        key.extend_from_slice(&registry.latest_version().get().to_be_bytes());
+        for part in [
+            local.node_id.to_string().as_bytes(),
+            local.running_version.as_str().as_bytes(),
+            local.running_package_sha256.as_bytes(),
+        ] {
+            key.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            key.extend_from_slice(part);
+        }
+        // Which CUP is the local one matters: mark it apart from the peers'.
+        key.push(u8::from(local.cup.is_some()));
+        for c in local.cup.iter().chain(peers) {
+            let bytes = c.encode();
+            key.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            key.extend_from_slice(&bytes);
+        }
+        if let Some(d) = &self.decision
+            && self.key == key
+        {
+            return d.clone();
+        }
+        let d = decide_with(local, peers, registry, verifier);
+        self.computed += 1;
+        self.key = key;
+        self.decision = Some(d.clone());
+        d
+    }
+
+    /// [`Memo::decide_with`] with the BLS verifier.
+    pub fn decide<S: RegistryStore>(
+        &mut self,
+        local: &Local,
+        peers: &[Cup],
+        registry: &S,
+    ) -> Decision {
+        self.decide_with(local, peers, registry, &BlsCupVerifier)
+    }
+}
+
 /// The decision. `peers` are CUPs other nodes served (unverified; forged ones lose).
 pub fn decide<S: RegistryStore>(local: &Local, peers: &[Cup], registry: &S) -> Decision {
     decide_with(local, peers, registry, &BlsCupVerifier)

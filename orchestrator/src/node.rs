@@ -20,7 +20,7 @@
 
 use crate::{
     config::NodeConfig,
-    decide::{Local, Release, decide},
+    decide::{Local, Memo, Release},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     handover::{self, SwitchTimes, Wake},
     notify::{self, Notifier},
@@ -113,6 +113,14 @@ pub struct Orchestrator {
     notifier: Notifier,
     /// Whether the current tick was started by the replica's wake-up.
     woken: bool,
+    /// The last decision, by its inputs.
+    memo: Memo,
+    /// The subnet's members at a registry version, as the last round read them.
+    members: Option<(
+        types::SubnetId,
+        types::RegistryVersion,
+        Vec<registry::records::NodeRecord>,
+    )>,
     /// The stages of this node's last switch: filled in up to the re-execution by the
     /// process that switched, the rest by the one it re-executed into.
     switch_times: Option<SwitchTimes>,
@@ -236,6 +244,8 @@ impl Orchestrator {
                 notifier,
                 best_seen: None,
                 woken: false,
+                memo: Memo::default(),
+                members: None,
                 switch_times: SwitchTimes::from_env().map(|mut t| {
                     t.new_started_unix_ms = Some(unix_ms());
                     t
@@ -373,8 +383,9 @@ impl Orchestrator {
             self.start_round(c);
         }
         let decision = {
-            let store = self.lock();
-            decide(&self.local(local_cup), &self.peer_cups, &*store)
+            let local = self.local(local_cup);
+            let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            self.memo.decide(&local, &self.peer_cups, &*store)
         };
         self.act(decision).await
     }
@@ -418,12 +429,20 @@ impl Orchestrator {
             return;
         }
         let subnet = mine.content().subnet_id;
-        let members = {
-            let store = self.lock();
-            let latest = store.latest_version();
-            match subnet_at(&*store, &subnet, latest) {
-                Ok(s) => s.members,
-                Err(_) => return,
+        let latest = self.lock().latest_version();
+        // Decoded once per registry version: the records carry BLS keys, each checked
+        // as it decodes, and this runs every tick.
+        let members = match &self.members {
+            Some((s, v, m)) if *s == subnet && *v == latest => m.clone(),
+            _ => {
+                let read = subnet_at(&*self.lock(), &subnet, latest);
+                match read {
+                    Ok(s) => {
+                        self.members = Some((subnet, latest, s.members.clone()));
+                        s.members
+                    }
+                    Err(_) => return,
+                }
             }
         };
         if let Ok(mut keys) = self.shared.members.lock() {

@@ -216,6 +216,49 @@ fn a_lagging_node_takes_a_peers_higher_cup_and_a_forged_one_is_ignored() {
     assert_eq!(cup_of(&d), (20, 1));
 }
 
+/// The memo decides again whenever an input changes (a peer's CUP, the local CUP, the
+/// registry's latest version, the running release) and only then, with the answer the
+/// pure function gives.
+#[test]
+fn the_memo_decides_again_exactly_when_an_input_changes() {
+    let mut fx = Fx::new();
+    let mut memo = orchestrator::decide::Memo::default();
+    let local = fx.signed_cup(&fx.net, 10, rv(1));
+    let peer = fx.signed_cup(&fx.net, 20, rv(1));
+    let me = fx.local(0, "1.0.0", Some(local.clone()));
+    let peers = [peer.clone()];
+    let check = |memo: &mut orchestrator::decide::Memo, fx: &Fx, me: &Local, peers: &[Cup]| {
+        let d = memo.decide(me, peers, &fx.store);
+        assert_eq!(
+            format!("{d:?}"),
+            format!("{:?}", decide(me, peers, &fx.store))
+        );
+        d
+    };
+    assert_eq!(cup_of(&check(&mut memo, &fx, &me, &peers)), (20, 1));
+    check(&mut memo, &fx, &me, &peers);
+    assert_eq!(memo.computed, 1, "the same inputs were decided twice");
+    // A peer's CUP goes away: the local one is best again.
+    assert_eq!(cup_of(&check(&mut memo, &fx, &me, &[])), (10, 1));
+    assert_eq!(memo.computed, 2);
+    // The same CUPs as the local one and as a peer's are different inputs.
+    let swapped = fx.local(0, "1.0.0", Some(peer.clone()));
+    check(&mut memo, &fx, &swapped, std::slice::from_ref(&local));
+    assert_eq!(memo.computed, 3);
+    // Another running release.
+    check(
+        &mut memo,
+        &fx,
+        &fx.local(0, "2.0.0", Some(local.clone())),
+        &[],
+    );
+    assert_eq!(memo.computed, 4);
+    // A new registry version (a deployment) with the same CUPs.
+    fx.deploy("2.0.0");
+    check(&mut memo, &fx, &fx.local(0, "2.0.0", Some(local)), &[]);
+    assert_eq!(memo.computed, 5);
+}
+
 #[test]
 fn a_recovery_cup_at_the_same_height_with_a_higher_registry_version_wins() {
     let mut fx = Fx::new();

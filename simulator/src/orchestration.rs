@@ -17,7 +17,7 @@
 //! registry's genesis CUP.
 
 use super::*;
-use ::orchestrator::decide::{BlsCupVerifier, CupVerifier, Decision, Local, decide_with};
+use ::orchestrator::decide::{BlsCupVerifier, CupVerifier, Decision, Local, Memo};
 use consensus::Threshold;
 use crypto::{
     bls::{BlsPublicKey, BlsSignature},
@@ -132,10 +132,10 @@ pub(crate) struct Orchestration {
     chosen: Vec<Option<(Base, ReplicaVersion)>>,
     /// The CUPs node `i`'s core reported (a liar replays them).
     history: Vec<Vec<(CupContent, Vec<u8>)>>,
-    /// Node `i`'s last decision and the hash of its inputs: `decide` is a pure function
-    /// of them, and most ticks see the same inputs again (decoding the subnet record's
-    /// keys took 61% of a run's time before this; `perf`, 2026-11-30).
-    memo: Vec<Option<(CryptoHash, Decision)>>,
+    /// Node `i`'s last decision by its inputs (the production `decide::Memo`): most ticks
+    /// see the same inputs again (decoding the subnet record's keys took 61% of a run's
+    /// time before this; `perf`, 2026-11-30).
+    memo: Vec<Memo>,
 }
 
 pub(crate) fn package_sha256(version: &ReplicaVersion) -> String {
@@ -275,7 +275,7 @@ impl Orchestration {
             genesis_cup,
             pending_start: vec![false; n],
             chosen: vec![None; n],
-            memo: vec![None; n],
+            memo: (0..n).map(|_| Memo::default()).collect(),
             history: vec![Vec::new(); n],
         }
     }
@@ -465,23 +465,8 @@ impl Sim {
             }
         }
         let copy = &self.orch.copies[i as usize];
-        let mut inputs = Sha256::new();
-        inputs.update(copy.latest_version().get().to_be_bytes());
-        inputs.update(local.running_version.as_str().as_bytes());
-        for c in local.cup.iter().chain(&peers) {
-            let bytes = c.encode();
-            inputs.update((bytes.len() as u64).to_be_bytes());
-            inputs.update(&bytes);
-        }
-        let key = CryptoHash(inputs.finalize().into());
-        let decision = match &self.orch.memo[i as usize] {
-            Some((k, d)) if *k == key => d.clone(),
-            _ => {
-                let d = decide_with(&local, &peers, copy, &self.orch.verifier);
-                self.orch.memo[i as usize] = Some((key, d.clone()));
-                d
-            }
-        };
+        let decision =
+            self.orch.memo[i as usize].decide_with(&local, &peers, copy, &self.orch.verifier);
         if matches!(decision, Decision::Unassigned | Decision::Leave { .. })
             && self.is_honest(i as usize)
         {
