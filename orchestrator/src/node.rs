@@ -115,6 +115,8 @@ pub struct Orchestrator {
     woken: bool,
     /// The last decision, by its inputs.
     memo: Memo,
+    /// When the latest CUP round started.
+    round_started: Option<Instant>,
     /// The subnet's members at a registry version, as the last round read them.
     members: Option<(
         types::SubnetId,
@@ -245,6 +247,7 @@ impl Orchestrator {
                 best_seen: None,
                 woken: false,
                 memo: Memo::default(),
+                round_started: None,
                 members: None,
                 switch_times: SwitchTimes::from_env().map(|mut t| {
                     t.new_started_unix_ms = Some(unix_ms());
@@ -425,9 +428,14 @@ impl Orchestrator {
 
     /// Starts asking the subnet's other members for a newer CUP, unless a round runs.
     fn start_round(&mut self, mine: &Cup) {
-        if self.round.is_some() {
+        if self.round.is_some()
+            || self
+                .round_started
+                .is_some_and(|t| t.elapsed() < peers::ROUND_INTERVAL)
+        {
             return;
         }
+        self.round_started = Some(Instant::now());
         let subnet = mine.content().subnet_id;
         let latest = self.lock().latest_version();
         // Decoded once per registry version: the records carry BLS keys, each checked
