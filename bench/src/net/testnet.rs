@@ -77,7 +77,16 @@ impl Testnet {
             subnet: String::new(),
             network,
         };
-        run("testnet", &["up", "--dir", &d])?;
+        if let Err(e) = run("testnet", &["up", "--dir", &d]) {
+            // Its logs say why: the directory is kept (taken down, not removed).
+            let _ = run("testnet", &["down", "--dir", &d]);
+            let kept = std::mem::replace(
+                &mut net.dir,
+                tempfile::tempdir().map_err(|e| e.to_string())?,
+            );
+            let path = kept.keep();
+            return Err(format!("{e} (kept: {})", path.display()));
+        }
         let s: Value = serde_json::from_str(&run("testnet", &["status", "--dir", &d, "--json"])?)
             .map_err(|e| format!("testnet status: {e}"))?;
         let strings = |field: &str| -> Vec<String> {
