@@ -203,22 +203,20 @@ impl Transport {
     /// consensus (relayed user updates), so that a burst of it never evicts an artifact.
     pub fn broadcast_bulk(&self, bytes: Vec<u8>) {
         let shared = &self.inner.shared;
-        if !shared.accepts_size(&bytes) {
-            return;
-        }
-        let links: Vec<_> = lock(&shared.peers)
-            .values()
-            .map(|p| p.link.clone())
-            .collect();
-        let msg = Message::from(bytes);
-        for link in &links {
-            let dropped = link.bulk.push(msg.clone());
+        self.to_every_peer(bytes, |link, msg| {
+            let dropped = link.bulk.push(msg);
             shared.counters.dropped_bulk_queue_full.add(dropped);
-        }
+        });
     }
 
     /// Queues `bytes` for every current member except this node, as [`Transport::send`].
     pub fn broadcast(&self, bytes: Vec<u8>) {
+        let shared = &self.inner.shared;
+        self.to_every_peer(bytes, |link, msg| shared.enqueue(link, msg));
+    }
+
+    /// `put` one shared copy of `bytes` for each current peer, unless it is oversize.
+    fn to_every_peer(&self, bytes: Vec<u8>, mut put: impl FnMut(&PeerLink, Message)) {
         let shared = &self.inner.shared;
         if !shared.accepts_size(&bytes) {
             return;
@@ -229,7 +227,7 @@ impl Transport {
             .collect();
         let msg = Message::from(bytes);
         for link in &links {
-            shared.enqueue(link, msg.clone());
+            put(link, msg.clone());
         }
     }
 
