@@ -172,22 +172,11 @@ mod tests {
     }
 
     fn batch() -> IngressBatch {
-        let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[5; 32]);
         let updates = (0..3u64)
             .map(|i| {
-                SignedIngress::sign(
-                    crate::ingress::Ingress {
-                        network: types::NetworkId([1; 32]),
-                        sender: user.public_key(),
-                        nonce: i,
-                        expiry_ns: 1,
-                        operation: crate::ingress::Operation::Put {
-                            key: format!("k{i}"),
-                            value: vec![i as u8; 10],
-                        },
-                    },
-                    &user,
-                )
+                let key = format!("k{i}");
+                let value = vec![i as u8; 10];
+                crate::ingress::signed_for_test(5, i, crate::ingress::Operation::Put { key, value })
             })
             .collect();
         IngressBatch {

@@ -147,19 +147,8 @@ mod tests {
 
     #[test]
     fn a_batch_is_due_after_its_first_update_and_full_at_its_bounds() {
-        let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[3; 32]);
-        let m = |i: u64| {
-            SignedIngress::sign(
-                crate::ingress::Ingress {
-                    network: types::NetworkId([1; 32]),
-                    sender: user.public_key(),
-                    nonce: i,
-                    expiry_ns: 1,
-                    operation: crate::ingress::Operation::Delete { key: "k".into() },
-                },
-                &user,
-            )
-        };
+        let m =
+            |i: u64| crate::ingress::signed_for_test(3, i, Operation::Delete { key: "k".into() });
         let mut o = Outgoing::default();
         assert_eq!(o.due(), None);
         let t0 = Instant::now();

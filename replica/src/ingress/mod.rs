@@ -437,6 +437,22 @@ pub fn read_carryover(
         })
 }
 
+/// An update signed by the key of `seed`, for tests: network `[1; 32]`, expiry 1.
+#[cfg(test)]
+pub(crate) fn signed_for_test(seed: u8, nonce: u64, operation: Operation) -> SignedIngress {
+    let user = Ed25519KeyPair::from_seed(&[seed; 32]);
+    SignedIngress::sign(
+        Ingress {
+            network: NetworkId([1; 32]),
+            sender: user.public_key(),
+            nonce,
+            expiry_ns: 1,
+            operation,
+        },
+        &user,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
