@@ -66,6 +66,24 @@ pub struct Netns {
     pub nodes: usize,
 }
 
+/// Holds the lock of the claims directory while a claim is read, judged and written.
+/// Without it two `prep`s could share an index: one reads the other's claim between
+/// its creation and its first byte (an empty claim names no directory, so it looks
+/// stale) and replaces it, and the second testnet's `create` tears down the first's
+/// interfaces. The lock is the kernel's, so a crashed holder leaves none behind.
+fn claims_lock() -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(CLAIMS).map_err(io(Path::new(CLAIMS)))?;
+    let path = Path::new(CLAIMS).join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    f.lock().map_err(io(&path))?;
+    Ok(f)
+}
+
 /// One host of the testnet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Host {
@@ -115,7 +133,7 @@ impl Netns {
         if nodes > 200 {
             return Err("--hosts netns: at most 200 nodes".into());
         }
-        std::fs::create_dir_all(CLAIMS).map_err(io(Path::new(CLAIMS)))?;
+        let _lock = claims_lock()?;
         let me = std::fs::canonicalize(dir).map_err(io(dir))?;
         for index in 0..=255u8 {
             let claim = Path::new(CLAIMS).join(index.to_string());
@@ -157,7 +175,7 @@ impl Netns {
     /// Takes this testnet's index again at `up` (`down` gave it back), unless another
     /// testnet holds it now.
     pub fn reclaim(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(CLAIMS).map_err(io(Path::new(CLAIMS)))?;
+        let _lock = claims_lock()?;
         let me = std::fs::canonicalize(dir).map_err(io(dir))?;
         let claim = Path::new(CLAIMS).join(self.index.to_string());
         match std::fs::read_to_string(&claim) {
@@ -422,6 +440,44 @@ pub fn parse_groups(text: &str, nodes: usize) -> Result<Vec<Vec<usize>>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Claims made at the same instant get different indices (they once shared one: a
+    /// claim read before its first byte was written looked stale).
+    #[test]
+    fn concurrent_claims_get_distinct_indices() {
+        if std::fs::create_dir_all(CLAIMS).is_err() {
+            eprintln!("skipped: {CLAIMS} is not writable (not root)");
+            return;
+        }
+        // The race is narrow: several rounds of eight (without the lock, one round in
+        // about six shared an index).
+        let threads = 8;
+        for round in 0..20 {
+            let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+            let dirs: Vec<_> = (0..threads).map(|_| tempfile::tempdir().unwrap()).collect();
+            let claimed: Vec<u8> = std::thread::scope(|s| {
+                let handles: Vec<_> = dirs
+                    .iter()
+                    .map(|d| {
+                        let start = start.clone();
+                        s.spawn(move || {
+                            start.wait();
+                            Netns::claim(d.path(), 4).map(|n| n.index)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect::<Result<_, _>>()
+            })
+            .unwrap();
+            for k in &claimed {
+                let _ = std::fs::remove_file(Path::new(CLAIMS).join(k.to_string()));
+            }
+            let mut distinct = claimed.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), threads, "round {round}: shared indices: {claimed:?}");
+        }
+    }
 
     #[test]
     fn groups_are_checked() {
