@@ -169,17 +169,30 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     }))
 }
 
-/// A base port with room for `nodes` above it, where nothing listens now.
+/// A base port with room for `nodes` above it, where nothing listens now (TCP or UDP),
+/// below the kernel's ephemeral range: a port in that range can be taken at any moment
+/// by some process's outgoing connection (a QUIC dial, an HTTP client), between this
+/// check and the node binding it, and a 13-node testnet needs over 60 of them.
 pub(crate) fn free_base(nodes: usize) -> Result<u16, String> {
+    use rand::Rng;
     let span = 10 + 4 * nodes as u16;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(span));
+    if high <= low {
+        return Err(format!(
+            "no room for {span} ports below the ephemeral range (starting at {ephemeral_low}): give --base-port"
+        ));
+    }
+    let mut rng = rand::rng();
     for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
-        if base < 65535 - span
-            && (base..base + span).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
+        let base = rng.random_range(low..high);
+        if (base..base + span).all(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        }) {
             return Ok(base);
         }
     }
