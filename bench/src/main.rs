@@ -36,15 +36,24 @@ struct Args {
     /// (BENCHMARKS.md) with the table.
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Measure networks of these sizes instead (comma-separated, each 1 to 40), for
+    /// instance `--tiny --nodes 13` to try one size at toy scale.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=40))]
+    nodes: Vec<u16>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let sizes = if args.tiny {
+    let mut sizes = if args.tiny {
         measure::Sizes::TINY
     } else {
         measure::Sizes::FULL
     };
+    if !args.nodes.is_empty() {
+        // Sizes are constants of 'static slices; one small leak per run keeps them so.
+        let nodes: Vec<usize> = args.nodes.iter().map(|&n| usize::from(n)).collect();
+        sizes.net.nodes = nodes.leak();
+    }
     let started = std::time::Instant::now();
     let (rows, networks) = match measure::all(&sizes) {
         Ok(r) => r,

@@ -252,11 +252,34 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
     };
     let mut networks = Vec::new();
     for (i, &nodes) in s.net.nodes.iter().enumerate() {
-        let f = net::measure(&s.net, nodes, i == 0)?;
+        let f = net::measure(&s.net, nodes, i == 0, net::Hosts::Loopback)?;
         rows.extend(net::rows(&f, &limits));
         networks.push(f);
     }
+    if !s.net.cross_host_nodes.is_empty() && !is_root() {
+        crate::net::progress("across hosts: skipped (network namespaces need root)");
+    } else {
+        let hosts = net::Hosts::Netns {
+            one_way_ms: net::CROSS_HOST_ONE_WAY_MS,
+        };
+        for &nodes in s.net.cross_host_nodes {
+            let f = net::measure(&s.net, nodes, false, hosts)?;
+            rows.extend(net::rows(&f, &limits));
+            networks.push(f);
+        }
+    }
     Ok((rows, networks))
+}
+
+/// Whether this process runs as root (network namespaces need it); read from
+/// `/proc/self/status` to need no binding to libc here.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
 }
 
 /// Version `v` of a synthetic registry: it sets one of 100 keys, so every key has a

@@ -62,6 +62,9 @@ fn every_measurement_runs_at_tiny_sizes_and_write_keeps_the_rest_of_the_file() {
         "CUP decode and verification",
         "registry get at 1000 versions, RocksDB",
         "replicating 2000 registry versions",
+        "upgrade downtime, median (n = 13)",
+        "finality latency p50 (n = 13)",
+        "throughput, updates finalized per second (n = 13)",
     ] {
         let f = figures
             .iter()
@@ -91,7 +94,9 @@ fn every_measurement_runs_at_tiny_sizes_and_write_keeps_the_rest_of_the_file() {
         "CPU time per finalized update, orchestrator processes (4 of them, n = 4)",
         "CPU time per finalized update, load processes",
         "resident memory of the largest replica process under load (n = 4)",
+        "resident memory of the largest replica process under load (n = 13)",
         "downtime stage: last update to CUP written, median (n = 4)",
+        "downtime stage: new replica started to first block with updates, median (n = 13)",
         "downtime stage: new replica started to first block with updates, median (n = 4)",
     ] {
         assert!(has(prefix), "no figure {prefix:?} in {v}");
@@ -109,6 +114,30 @@ fn every_measurement_runs_at_tiny_sizes_and_write_keeps_the_rest_of_the_file() {
             assert!(s["woken_by_replica"].as_u64().unwrap() >= 1, "{u}");
             let f = (n - 1) / 3;
             assert!(switched - s["rehearsed"].as_u64().unwrap() >= n - f, "{u}");
+        }
+    }
+    // Across hosts (this test runs as root in CI): the round trip is measured, and
+    // finality and downtime stand against it.
+    if std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+    {
+        let rtt = figures
+            .iter()
+            .find(|f| {
+                f["figure"] == "round trip between two nodes, twice a TCP connect to one (n = 4)"
+            })
+            .unwrap_or_else(|| panic!("no cross-host round trip in {v}"));
+        // 25 ms on each node's outgoing link, on the link emulator.
+        assert!(rtt["value"].as_f64().unwrap() >= 45.0, "{rtt}");
+        for name in [
+            "finality latency p50 across hosts, 50 ms round trip (n = 4)",
+            "upgrade downtime, median across hosts, 50 ms round trip (n = 4)",
+        ] {
+            let f = figures
+                .iter()
+                .find(|f| f["figure"] == name)
+                .unwrap_or_else(|| panic!("no figure {name:?} in {v}"));
+            assert_eq!(f["limit"], rtt["figure"], "{f}");
         }
     }
     assert!(

@@ -49,24 +49,20 @@ impl Drop for Testnet {
 }
 
 impl Testnet {
-    pub(super) fn start(nodes: usize) -> Result<Self, String> {
+    pub(super) fn start(nodes: usize, hosts: Hosts) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("bench-testnet-")
             .tempdir()
             .map_err(|e| e.to_string())?;
         let d = dir.path().display().to_string();
-        run(
-            "testnet",
-            &[
-                "prep",
-                "--dir",
-                &d,
-                "--nodes",
-                &nodes.to_string(),
-                "--base-port",
-                "0",
-            ],
-        )?;
+        let n = nodes.to_string();
+        let mut prep = vec!["prep", "--dir", &d, "--nodes", &n, "--base-port", "0"];
+        let one_way;
+        if let Hosts::Netns { one_way_ms } = hosts {
+            one_way = one_way_ms.to_string();
+            prep.extend(["--hosts", "netns", "--latency-ms", &one_way]);
+        }
+        run("testnet", &prep)?;
         let network = registry::server::network_id(&dir.path().join("registry"))?;
         let mut net = Self {
             dir,
