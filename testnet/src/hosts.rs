@@ -466,7 +466,10 @@ mod tests {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect::<Result<_, _>>()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Result<_, _>>()
             })
             .unwrap();
             for k in &claimed {
@@ -475,7 +478,11 @@ mod tests {
             let mut distinct = claimed.clone();
             distinct.sort();
             distinct.dedup();
-            assert_eq!(distinct.len(), threads, "round {round}: shared indices: {claimed:?}");
+            assert_eq!(
+                distinct.len(),
+                threads,
+                "round {round}: shared indices: {claimed:?}"
+            );
         }
     }
 
