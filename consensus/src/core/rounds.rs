@@ -183,6 +183,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if pool.my_notarized.contains(&hash) || my_min_rank.is_some_and(|m| rank > m) {
             return;
         }
+        if self.now_ns
+            < start + self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * rank as u64
+        {
+            return;
+        }
         // A summary block is judged by the chain it extends.
         let ppin = if pin.height == h {
             self.parent_of_round(h).map(|p| p.2)
@@ -193,24 +198,6 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let Some(st) = self.chain_status(ppin) else {
             return;
         };
-        // The initial notary delay paces the empty rounds of a running subnet and gives
-        // the rank-0 block time to arrive before a higher rank is notarized. A rank-0
-        // block needs neither when it carries a payload (users wait on it), is a summary
-        // (once an interval: it may be the height an upgrade's CUP is made at), or extends
-        // a halting chain (every round until the CUP is downtime): no block can be better.
-        let eager = rank == 0
-            && (st != Status::Running
-                || pool.blocks.get(&hash).is_some_and(|b| {
-                    !b.proposal.block.payload.is_empty() || b.proposal.block.is_summary
-                }));
-        let initial = if eager {
-            0
-        } else {
-            self.cfg.initial_notary_delay_ns
-        };
-        if self.now_ns < start + initial + self.cfg.unit_delay_ns * rank as u64 {
-            return;
-        }
         if st == Status::Halted || !self.within_bounds(h, ppin.height, st) {
             return;
         }

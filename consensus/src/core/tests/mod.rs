@@ -280,41 +280,6 @@ fn the_rank_zero_maker_proposes_at_its_wall_clock_and_everyone_notarizes_it() {
 }
 
 #[test]
-fn a_rank_zero_block_with_a_payload_is_notarized_at_once_and_an_empty_one_waits() {
-    // Without a payload, nothing is notarized before the initial notary delay.
-    let mut net = Net::new(4, &[WALL; 4]);
-    net.settle();
-    let maker = net.rank(0);
-    assert_eq!(net.proposals_of(maker).len(), 1);
-    for i in 0..4 {
-        assert!(net.notarized_makers(i).is_empty(), "node {i} did not wait");
-    }
-    // With one, every node notarizes the rank-0 block with no time passing.
-    let mut net = Net::new(4, &[WALL; 4]);
-    for i in 0..4 {
-        let now = net.clocks[i];
-        net.cores[i].on_event(now, Event::Payload(b"updates".to_vec()));
-    }
-    net.settle();
-    let maker = net.rank(0);
-    let blocks = net.proposals_of(maker);
-    assert_eq!(blocks.len(), 1, "{blocks:?}");
-    assert_eq!(blocks[0].payload, b"updates");
-    for i in 0..4 {
-        let notarized = net.notarized_makers(i);
-        assert!(
-            notarized.contains(&(1, maker as NodeIndex)),
-            "node {i}: {notarized:?}"
-        );
-    }
-    assert!(
-        net.cores
-            .iter()
-            .all(|c| c.finalized_height() >= Height::new(1))
-    );
-}
-
-#[test]
 fn a_maker_whose_clock_is_a_day_ahead_is_not_notarized_and_the_next_rank_takes_its_turn() {
     // Find the rank-0 maker at height 1 first, then set its clock a day ahead.
     // (The beacon, so the ranking, does not depend on the clocks.)
