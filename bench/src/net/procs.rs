@@ -80,10 +80,18 @@ impl Snapshot {
     }
 }
 
+/// The largest `/proc/PID/*` file read: a few KiB each (a process's command line is the
+/// only one another user sets, and it is refused past this, not held).
+const MAX_PROC_FILE_BYTES: u64 = 64 << 10;
+
+fn read_proc(pid: u32, file: &str) -> Option<Vec<u8>> {
+    durable::read_bounded(Path::new(&format!("/proc/{pid}/{file}")), MAX_PROC_FILE_BYTES).ok()
+}
+
 /// The program name of `pid` if its command line names the testnet directory.
 fn kind_of(pid: u32, needle: &str) -> Option<String> {
     // Command lines are short; a bound keeps a strange one from costing much.
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = read_proc(pid, "cmdline")?;
     let args: Vec<&[u8]> = raw.split(|b| *b == 0).take(64).collect();
     if !args
         .iter()
@@ -98,9 +106,9 @@ fn kind_of(pid: u32, needle: &str) -> Option<String> {
 }
 
 fn sample(pid: u32, kind: String, ticks: f64) -> Option<Sample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8(read_proc(pid, "stat")?).ok()?;
     let cpu_seconds = cpu_seconds_of_stat(&stat, ticks)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = String::from_utf8(read_proc(pid, "status")?).ok()?;
     let rss_bytes = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
