@@ -85,7 +85,11 @@ impl Snapshot {
 const MAX_PROC_FILE_BYTES: u64 = 64 << 10;
 
 fn read_proc(pid: u32, file: &str) -> Option<Vec<u8>> {
-    durable::read_bounded(Path::new(&format!("/proc/{pid}/{file}")), MAX_PROC_FILE_BYTES).ok()
+    durable::read_bounded(
+        Path::new(&format!("/proc/{pid}/{file}")),
+        MAX_PROC_FILE_BYTES,
+    )
+    .ok()
 }
 
 /// The program name of `pid` if its command line names the testnet directory.
