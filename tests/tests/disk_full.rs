@@ -155,17 +155,16 @@ fn a_node_whose_disk_fills_stops_cleanly_and_resumes_losing_nothing() {
     let before = others(&net.status());
     let mine_before = status3().map_or(0, |s| s.executed_height);
     let s = net.wait("the others to go on", |s| others(s) > before + 30);
-    // Node 3 stays behind while its disk is full: a retry that finds a little space
-    // (a half-written checkpoint removed, say) executes a block or two, then stops again.
-    // Compared as progress over the same window: where node 3 stood when the error was
-    // first reported varies from run to run.
+    // Node 3 stays behind while its disk is full. It executes up to the next write that
+    // finds no space (a checkpoint every ten heights; space the filler has not yet taken
+    // back lets a retry through), so it may go on for a checkpoint interval or two after
+    // its first error, but no further: two runs stopped it exactly 20 behind.
     let mine = status3()
         .expect("node 3's replica answers while its disk is full")
         .executed_height;
-    let (mine_went, others_went) = (mine.saturating_sub(mine_before), others(&s) - before);
     assert!(
-        mine_went * 3 < others_went,
-        "node 3 kept up with a full disk: it executed {mine_went} heights ({mine_before} -> {mine}) while the others finalized {others_went} ({before} -> {})",
+        mine + 10 < others(&s),
+        "node 3 kept up with a full disk: it executed {mine_before} -> {mine} while the others finalized {before} -> {}",
         others(&s)
     );
     // Its replica did not crash (no restart loop): still the same process, still answering
