@@ -274,12 +274,17 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
 /// Whether this process runs as root (network namespaces need it); read from
 /// `/proc/self/status` to need no binding to libc here.
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
+    // A few KiB on any kernel.
+    const MAX_STATUS_BYTES: u64 = 64 << 10;
+    durable::read_bounded(Path::new("/proc/self/status"), MAX_STATUS_BYTES)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .is_some_and(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                == Some("0")
+        })
 }
 
 /// Version `v` of a synthetic registry: it sets one of 100 keys, so every key has a

@@ -176,10 +176,16 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
 pub(crate) fn free_base(nodes: usize) -> Result<u16, String> {
     use rand::Rng;
     let span = 10 + 4 * nodes as u16;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
+    // Two numbers and a tab: a few bytes.
+    const MAX_PORT_RANGE_BYTES: u64 = 64;
+    let ephemeral_low = durable::read_bounded(
+        Path::new("/proc/sys/net/ipv4/ip_local_port_range"),
+        MAX_PORT_RANGE_BYTES,
+    )
+    .ok()
+    .and_then(|r| String::from_utf8(r).ok())
+    .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+    .unwrap_or(32768);
     let (low, high) = (10_000u16, ephemeral_low.saturating_sub(span));
     if high <= low {
         return Err(format!(

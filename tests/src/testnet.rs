@@ -27,31 +27,6 @@ pub fn run(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A base port with 30 free ports above it (nothing listens now, TCP or UDP), below
-/// the kernel's ephemeral range: ports in that range are handed to the outgoing
-/// connections of every test running beside this one, at any moment (as `testnet prep
-/// --base-port 0` chooses).
-pub fn base_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    const SPAN: u16 = 30;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(SPAN).max(10_001));
-    let random = RandomState::new();
-    for attempt in 0u32.. {
-        let base = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
-        if (base..base + SPAN).all(|p| {
-            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        }) {
-            return base;
-        }
-    }
-    unreachable!("the loop above runs until a range is free")
-}
-
 #[derive(Debug)]
 pub struct Net {
     pub testnet: PathBuf,
@@ -174,7 +149,7 @@ impl Net {
 
     /// `testnet prep` of `nodes` nodes (DKG interval 9, free ports), then `up`.
     pub fn prep_up(&self, nodes: usize) {
-        let (n, base) = (nodes.to_string(), base_port().to_string());
+        let n = nodes.to_string();
         let d = self.d.as_str();
         self.run(&[
             "prep",
@@ -184,8 +159,9 @@ impl Net {
             &n,
             "--dkg-interval",
             "9",
+            // 0: `prep` picks free ports below the ephemeral range.
             "--base-port",
-            &base,
+            "0",
         ]);
         self.run(&["up", "--dir", d]);
     }

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tests::testnet::{Net, PATIENCE, base_port, nodes, replica_status, run};
+use tests::testnet::{Net, PATIENCE, nodes, replica_status, run};
 
 use serde_json::Value;
 use std::{
@@ -131,7 +131,6 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
-    let base = base_port().to_string();
     let prep = [
         "prep",
         "--dir",
@@ -141,7 +140,7 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         "--dkg-interval",
         "9",
         "--base-port",
-        &base,
+        "0",
     ];
     run(&net.testnet, &prep);
     // prep refuses to overwrite.
@@ -462,7 +461,6 @@ fn an_endless_cup_answer_leaves_the_others_memory_bounded_while_writes_go_on() {
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
-    let base = base_port().to_string();
     run(
         &net.testnet,
         &[
@@ -474,7 +472,7 @@ fn an_endless_cup_answer_leaves_the_others_memory_bounded_while_writes_go_on() {
             "--dkg-interval",
             "9",
             "--base-port",
-            &base,
+            "0",
         ],
     );
     run(&net.testnet, &["up", "--dir", &d]);
