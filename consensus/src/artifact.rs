@@ -160,6 +160,17 @@ impl Artifact {
         }
     }
 
+    /// The member whose share this is (`None` for anything but a share).
+    pub fn share_signer(&self) -> Option<NodeIndex> {
+        match self {
+            Self::NotarizationShare(s) | Self::FinalizationShare(s) => Some(s.signer),
+            Self::BeaconShare(s) | Self::CertificationShare(s) | Self::CupShare(s) => {
+                Some(s.signer)
+            }
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Proposal(_) => "proposal",

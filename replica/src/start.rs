@@ -28,6 +28,13 @@ use types::{Height, NodeId, RegistryVersion, ReplicaVersion};
 
 /// How long a node waits before re-sending its latest artifacts without progress.
 pub const RESEND_INTERVAL_NS: u64 = 2_000_000_000;
+/// The shortest round with work in it (`consensus::core::Config::min_round_ns`), as a
+/// fraction of the subnet's initial notary delay: a loaded subnet runs at most
+/// `MIN_ROUND_PARTS` times as many rounds as an idle one (measured in BENCHMARKS.md).
+pub const MIN_ROUND_PARTS: u64 = 4;
+/// A block this full marks a busy subnet (`consensus::core::Config::busy_payload_bytes`):
+/// about 90 of the load's updates, under a tenth of what two cores execute in a second.
+pub const BUSY_PAYLOAD_BYTES: usize = 16 * 1024;
 /// The largest block payload.
 pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 /// How far ahead of this node's clock a block's time may be: more than clocks kept by a
@@ -366,6 +373,8 @@ pub fn build_core(
         dkg_interval_length: r.dkg_interval_length,
         unit_delay_ns: r.unit_delay_ms * 1_000_000,
         initial_notary_delay_ns: r.initial_notary_delay_ms * 1_000_000,
+        min_round_ns: r.initial_notary_delay_ms * 1_000_000 / MIN_ROUND_PARTS,
+        busy_payload_bytes: BUSY_PAYLOAD_BYTES,
         resend_interval_ns: RESEND_INTERVAL_NS,
         max_payload_bytes: MAX_PAYLOAD_BYTES,
         max_block_time_skew_ns: MAX_BLOCK_TIME_SKEW_NS,

@@ -113,7 +113,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
             } else if let (Some(s), Some(prev)) = (
                 p.beacon_shares.get(&me),
                 self.beacon_at(Height::new(h.get() - 1)),
-            ) {
+            ) && p.my_beacon_share.as_ref() == Some(prev)
+            {
                 out.push(Artifact::BeaconShare(ThresholdShare {
                     height: h,
                     value: prev.clone(),

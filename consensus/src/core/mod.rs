@@ -16,13 +16,16 @@
 //!    block (or is the base). `B_h` ranks the nodes (sorted by `H(B_h, h, index)`); ranks
 //!    `0..=f` are block makers.
 //! 3. **Proposal.** The rank-`r` maker proposes `unit_delay × r` after the round starts,
-//!    unless it already saw a valid block of lower rank. The block extends the
+//!    unless it already saw a valid block of lower rank; the rank-0 maker of a running
+//!    subnet's ordinary height holds an empty block back until `initial_notary_delay`
+//!    (nobody would notarize it sooner) and proposes as soon as it has a payload. The block extends the
 //!    lowest-ranked notarized block at `h - 1` (ties: the smallest hash), carries a context
 //!    (time, the newest stable registry version at least the parent's, the certified
 //!    height), a driver-supplied payload (empty in summary blocks and while halting), and
 //!    the maker's ed25519 signature over `(version, hash)`. A maker that signs two blocks
 //!    at one height is an equivocator: nobody notarizes its blocks at that height.
-//! 4. **Notarization.** `initial_notary_delay + unit_delay × r` after the round starts, a
+//! 4. **Notarization.** `initial_notary_delay + unit_delay × r` after the round starts
+//!    (`min_round` for a rank-0 block with a payload, a summary, or on a halting chain), a
 //!    node sends a notarization share (BLS multi-signature) for the lowest-rank valid block
 //!    it has seen, never for a block of higher rank than one it already shared at `h`.
 //!    `n - f` shares on one block make a notarization; any notarized block at `h` ends the
@@ -144,6 +147,18 @@ pub struct Config {
     pub dkg_interval_length: u64,
     pub unit_delay_ns: u64,
     pub initial_notary_delay_ns: u64,
+    /// The shortest round with work in it: a rank-0 block that carries a payload, is a
+    /// summary, or extends a halting chain is notarized this long after its round began
+    /// instead of after the initial notary delay (users wait on it, and no block of a
+    /// better rank can come). At most the initial notary delay; it bounds how fast a
+    /// loaded subnet runs rounds, each of which costs every node a few BLS checks.
+    pub min_round_ns: u64,
+    /// How busy a subnet is, in payload bytes per block: a rank-0 block whose parent
+    /// carried this much or more waits the whole initial notary delay even with a
+    /// payload, and less waits proportionally less, down to `min_round_ns`. A loaded
+    /// subnet so runs fewer, fuller rounds (its CPU goes to the updates, not to the
+    /// rounds' signatures) and a lightly loaded one answers fast.
+    pub busy_payload_bytes: usize,
     pub resend_interval_ns: u64,
     pub max_payload_bytes: usize,
     /// How far ahead of this node's wall clock a block's time may be (the clocks of
@@ -188,6 +203,15 @@ impl Config {
             if v == 0 || v > MAX_DELAY_NS {
                 return bad(format!("{name} = {v} is not in 1..={MAX_DELAY_NS}"));
             }
+        }
+        if self.min_round_ns > self.initial_notary_delay_ns {
+            return bad(format!(
+                "min_round_ns = {} is above initial_notary_delay_ns = {}",
+                self.min_round_ns, self.initial_notary_delay_ns
+            ));
+        }
+        if self.busy_payload_bytes == 0 {
+            return bad("busy_payload_bytes is 0".into());
         }
         if self.max_payload_bytes == 0 {
             return bad("max_payload_bytes is 0".into());
@@ -562,11 +586,25 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
         let round = self.round();
         if let Some(start) = self.pool.get(&round).and_then(|p| p.round_start_ns) {
+            // When a rank-0 block held now would be notarized eagerly.
+            let rank0 = self.pool.get(&round).and_then(|p| {
+                p.blocks
+                    .values()
+                    .find(|b| b.proposal.block.rank == 0)
+                    .map(|b| b.proposal.block.parent)
+            });
+            if let Some(parent) = rank0 {
+                let t = start.saturating_add(self.eager_wait(round, Some(parent)));
+                if t > self.now_ns && t < next {
+                    next = t;
+                }
+            }
             let f = self.cfg.f() as u64;
             for r in 0..=f {
                 let unit = self.cfg.unit_delay_ns.saturating_mul(r);
                 for t in [
                     start.saturating_add(unit),
+                    start.saturating_add(self.cfg.min_round_ns),
                     start
                         .saturating_add(self.cfg.initial_notary_delay_ns)
                         .saturating_add(unit),

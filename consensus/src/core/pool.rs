@@ -44,7 +44,9 @@ pub(super) struct HeightPool {
     // What this node did at this height.
     pub(super) my_notarized: BTreeSet<CryptoHash>,
     pub(super) my_finalized: bool,
-    pub(super) my_beacon_share: bool,
+    /// The previous beacon this node's beacon share here signs: a share restored from a
+    /// chain that a recovery CUP replaced signs another one, and is made again.
+    pub(super) my_beacon_share: Option<Vec<u8>>,
     pub(super) my_cert_share: bool,
     pub(super) my_cup_share: bool,
     pub(super) proposed: bool,

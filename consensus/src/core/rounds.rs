@@ -14,8 +14,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if pool.beacon.is_some() {
             return;
         }
-        if !pool.my_beacon_share {
-            pool.my_beacon_share = true;
+        if pool.my_beacon_share.as_ref() != Some(&prev_beacon) {
+            // None yet, or one restored from a chain a recovery CUP replaced below this
+            // height (`made_on_another_chain` sees only the height above the base): a
+            // share on this chain's previous beacon replaces it.
+            pool.my_beacon_share = Some(prev_beacon.clone());
             let m = signed_bytes(&self.cfg.version, &(h, &prev_beacon));
             let signature = self
                 .crypto
@@ -102,10 +105,17 @@ impl<C: ConsensusCrypto> Consensus<C> {
         }
         let is_summary = self.cfg.is_summary_height(h);
         let carries_payload = !is_summary && st == Status::Running;
+        // An empty rank-0 block would wait out the initial notary delay at every notary:
+        // held back until then, it can still take the updates that arrive meanwhile.
+        let hold_empty = rank == 0
+            && carries_payload
+            && (self.payload.is_empty() || self.payload_stale)
+            && self.now_ns < start.saturating_add(self.cfg.initial_notary_delay_ns);
         if st == Status::Halted
             || !self.within_bounds(h, ppin.height, st)
             || (is_summary && st != Status::Running)
             || (carries_payload && self.payload_stale)
+            || hold_empty
         {
             return;
         }
@@ -183,11 +193,6 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if pool.my_notarized.contains(&hash) || my_min_rank.is_some_and(|m| rank > m) {
             return;
         }
-        if self.now_ns
-            < start + self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * rank as u64
-        {
-            return;
-        }
         // A summary block is judged by the chain it extends.
         let ppin = if pin.height == h {
             self.parent_of_round(h).map(|p| p.2)
@@ -198,6 +203,24 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let Some(st) = self.chain_status(ppin) else {
             return;
         };
+        // The initial notary delay paces the empty rounds of a running subnet and gives
+        // the rank-0 block time to arrive before a higher rank is notarized. A rank-0
+        // block needs neither when users wait on it (a payload), when it is a summary (it
+        // may be the height of an upgrade's CUP) or extends a halting chain (every round
+        // until the CUP is downtime): no better block can come, and `min_round` still
+        // bounds the pace of rounds.
+        let block = pool.blocks.get(&hash).map(|b| &b.proposal.block);
+        let eager = rank == 0
+            && (st != Status::Running
+                || block.is_some_and(|b| !b.payload.is_empty() || b.is_summary));
+        let wait = if eager {
+            self.eager_wait(h, block.map(|b| b.parent))
+        } else {
+            self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * rank as u64
+        };
+        if self.now_ns < start.saturating_add(wait) {
+            return;
+        }
         if st == Status::Halted || !self.within_bounds(h, ppin.height, st) {
             return;
         }
@@ -217,6 +240,20 @@ impl<C: ConsensusCrypto> Consensus<C> {
             signature,
         }));
         self.try_notarize(h);
+    }
+
+    /// How long after its round began an eager rank-0 block at `h` is notarized: the
+    /// minimum round, stretched towards the initial notary delay by how full its parent
+    /// was (see [`Config::busy_payload_bytes`]).
+    pub(super) fn eager_wait(&self, h: Height, parent: Option<CryptoHash>) -> u64 {
+        let (min, full) = (self.cfg.min_round_ns, self.cfg.initial_notary_delay_ns);
+        let prev = Height::new(h.get() - 1);
+        let bytes = parent
+            .and_then(|p| self.pool.get(&prev)?.blocks.get(&p))
+            .map_or(0, |b| b.proposal.block.payload.len());
+        let busy = self.cfg.busy_payload_bytes.max(1);
+        let part = bytes.min(busy) as u128;
+        min + ((full.saturating_sub(min)) as u128 * part / busy as u128) as u64
     }
 
     pub(super) fn try_notarize(&mut self, h: Height) {

@@ -36,7 +36,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if h.get() > self.round().get() + 1 {
             self.request_catch_up(from);
         }
-        if self.redundant(&artifact) {
+        // This node makes (and persists first) its own shares; one in its name from
+        // anyone else is at best a replay, and pooled it would be re-sent unpersisted.
+        if self.redundant(&artifact)
+            || (from != self.cfg.me && artifact.share_signer() == Some(self.cfg.me))
+        {
             self.stats.redundant_artifacts += 1;
             return;
         }
@@ -521,7 +525,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 self.pending_dirty = true;
             }
             Artifact::BeaconShare(s) if s.signer == me => {
-                pool.my_beacon_share = true;
+                pool.my_beacon_share = Some(s.value);
                 pool.beacon_shares.insert(s.signer, s.signature);
             }
             _ => {}

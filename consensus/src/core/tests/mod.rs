@@ -40,6 +40,8 @@ fn config(me: NodeIndex, n: usize) -> Config {
         dkg_interval_length: 9,
         unit_delay_ns: 200 * MS,
         initial_notary_delay_ns: 100 * MS,
+        min_round_ns: 100 * MS,
+        busy_payload_bytes: 1024,
         resend_interval_ns: SEC,
         max_payload_bytes: 1024,
         max_block_time_skew_ns: SEC,
@@ -81,10 +83,28 @@ struct Net {
     /// Nodes whose shares go out with another node's signature (a Byzantine member
     /// signing in its own name, badly).
     bad_shares: Vec<bool>,
+    /// Whether users keep the pools non-empty ([`Net::new`]) or not ([`Net::idle`]).
+    loaded: bool,
+    /// Payloads offered so far (each one unique).
+    offered: u64,
 }
 
 impl Net {
+    /// A subnet whose users keep every node's pool non-empty: each core has a payload on
+    /// offer, and a fresh one as soon as a block takes it, so every rank-0 maker proposes
+    /// at its round's start.
     fn new(n: usize, walls: &[u64]) -> Self {
+        let mut net = Self::idle(n, walls);
+        net.loaded = true;
+        for i in 0..n {
+            net.offer_payload(i);
+        }
+        net
+    }
+
+    /// A subnet with no users: payloads are empty, so rank-0 makers hold their blocks back
+    /// until the initial notary delay.
+    fn idle(n: usize, walls: &[u64]) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(42);
         let low = deal(n, low_threshold(n), &mut rng).unwrap();
         let high = deal(n, high_threshold(n), &mut rng).unwrap();
@@ -131,7 +151,17 @@ impl Net {
             log: vec![Vec::new(); n],
             cut: vec![false; n],
             bad_shares: vec![false; n],
+            loaded: false,
+            offered: 0,
         }
+    }
+
+    /// Offers core `i` a payload no block has carried yet.
+    fn offer_payload(&mut self, i: usize) {
+        self.offered += 1;
+        let payload = format!("updates-{}", self.offered).into_bytes();
+        let now = self.clocks[i];
+        self.cores[i].on_event(now, Event::Payload(payload));
     }
 
     /// Carries every message until no core has anything left to say.
@@ -142,6 +172,9 @@ impl Net {
                 while let Some(a) = self.cores[i].poll_action() {
                     quiet = false;
                     self.log[i].push(a.clone());
+                    if self.loaded && matches!(a, Action::BlockPayload { .. }) {
+                        self.offer_payload(i);
+                    }
                     let sends: Vec<(usize, Envelope)> = match a {
                         Action::Broadcast(e) => (0..self.cores.len())
                             .filter(|j| *j != i)
@@ -277,6 +310,79 @@ fn the_rank_zero_maker_proposes_at_its_wall_clock_and_everyone_notarizes_it() {
             .iter()
             .all(|c| c.finalized_height() >= Height::new(1))
     );
+}
+
+#[test]
+fn a_rank_zero_block_with_a_payload_waits_only_the_minimum_round_and_an_empty_one_is_held() {
+    let quick = |net: &mut Net| {
+        for c in &mut net.cores {
+            c.cfg.min_round_ns = 25 * MS;
+        }
+    };
+    let at = |net: &Net, h: u64| {
+        net.cores
+            .iter()
+            .filter(|c| c.finalized_height() >= Height::new(h))
+            .count()
+    };
+    let finalized = |net: &Net| at(net, 1);
+    // Users waiting: the rank-0 block is notarized the minimum round after the start.
+    let mut net = Net::new(4, &[WALL; 4]);
+    quick(&mut net);
+    net.settle();
+    let maker = net.rank(0);
+    assert_eq!(net.proposals_of(maker).len(), 1);
+    net.advance(24 * MS);
+    assert_eq!(finalized(&net), 0, "notarized before the minimum round");
+    net.advance(MS);
+    assert_eq!(finalized(&net), 4, "not notarized at the minimum round");
+    // A busy subnet (a full parent) waits the whole initial notary delay again.
+    for c in &mut net.cores {
+        c.cfg.busy_payload_bytes = 9; // "updates-N"
+    }
+    net.advance(99 * MS);
+    assert_eq!(at(&net, 2), 0, "a round after a full block went fast");
+    net.advance(MS);
+    assert_eq!(at(&net, 2), 4, "not notarized at the initial notary delay");
+
+    // No users: the rank-0 maker holds its empty block back, and proposes the moment a
+    // payload comes, which is notarized at once (the minimum round has passed).
+    let mut net = Net::idle(4, &[WALL; 4]);
+    quick(&mut net);
+    net.settle();
+    let maker = net.rank(0);
+    net.advance(50 * MS);
+    assert!(
+        net.proposals_of(maker).is_empty(),
+        "an empty block was not held"
+    );
+    net.offer_payload(maker);
+    net.settle();
+    let blocks = net.proposals_of(maker);
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].payload, b"updates-1");
+    assert_eq!(
+        finalized(&net),
+        4,
+        "a payload block waited longer than it must"
+    );
+
+    // No users at all: the empty block comes at the initial notary delay, and is
+    // notarized then, as before.
+    let mut net = Net::idle(4, &[WALL; 4]);
+    quick(&mut net);
+    net.settle();
+    let maker = net.rank(0);
+    net.advance(99 * MS);
+    assert!(net.proposals_of(maker).is_empty());
+    assert_eq!(finalized(&net), 0);
+    net.advance(MS);
+    let blocks = net.proposals_of(maker);
+    assert!(
+        blocks.len() == 1 && blocks[0].payload.is_empty(),
+        "{blocks:?}"
+    );
+    assert_eq!(finalized(&net), 4);
 }
 
 #[test]

@@ -88,3 +88,31 @@ fn a_share_relayed_in_someone_elses_name_is_checked_on_arrival_and_takes_no_slot
     assert_eq!(held(&net), vec![2]);
     assert_eq!(net.cores[0].stats().invalid_artifacts, 1);
 }
+
+#[test]
+fn a_share_in_this_nodes_own_name_from_anyone_else_is_dropped() {
+    // A Byzantine member replays node 0's own (valid) share to it. Pooled, it would be
+    // re-sent by node 0 as its own without ever having been persisted by it, and it
+    // would stand in for the share node 0 means to make.
+    let mut net = Net::new(4, &[WALL; 4]);
+    let (h, hash) = (Height::new(1), CryptoHash([9; 32]));
+    let m = net.cores[0].msg(&(h, hash));
+    let mine = Share {
+        height: h,
+        hash,
+        signer: 0,
+        signature: net.cores[0].crypto.sign_multi(domain::NOTARIZATION, &m),
+    };
+    let now = net.clocks[0];
+    let before = net.cores[0].stats().redundant_artifacts;
+    net.deliver(0, 3, now, Artifact::NotarizationShare(mine));
+    assert_eq!(net.cores[0].stats().redundant_artifacts, before + 1);
+    assert!(
+        net.cores[0]
+            .pool
+            .get(&h)
+            .and_then(|p| p.notar_shares.get(&hash))
+            .is_none(),
+        "a replayed share took this node's own slot"
+    );
+}
