@@ -33,8 +33,10 @@ pub const RESEND_INTERVAL_NS: u64 = 2_000_000_000;
 /// `MIN_ROUND_PARTS` times as many rounds as an idle one (measured in BENCHMARKS.md).
 pub const MIN_ROUND_PARTS: u64 = 4;
 /// A block this full marks a busy subnet (`consensus::core::Config::busy_payload_bytes`):
-/// about 90 of the load's updates, under a tenth of what two cores execute in a second.
-pub const BUSY_PAYLOAD_BYTES: usize = 16 * 1024;
+/// about 25 of the bench load's updates. A saturated 13-node subnet's blocks carry about
+/// 33 (at 16 KiB its rounds stayed short and throughput fell from 398 to 325 a second);
+/// the finality load's carry one or two.
+pub const BUSY_PAYLOAD_BYTES: usize = 4 * 1024;
 /// The largest block payload.
 pub const MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 /// How far ahead of this node's clock a block's time may be: more than clocks kept by a
