@@ -6,9 +6,10 @@
 use crate::{CryptoError, bls::SIGNATURE_BYTES};
 use blst::{
     BLST_ERROR, blst_bendian_from_scalar, blst_fr, blst_fr_add, blst_fr_from_scalar,
-    blst_fr_from_uint64, blst_fr_inverse, blst_fr_mul, blst_fr_sub, blst_p2, blst_p2_add_or_double,
-    blst_p2_affine, blst_p2_compress, blst_p2_from_affine, blst_p2_mult, blst_p2_uncompress,
-    blst_scalar, blst_scalar_from_fr, blst_scalar_from_le_bytes,
+    blst_fr_from_uint64, blst_fr_inverse, blst_fr_mul, blst_fr_sub, blst_p2, blst_p2_affine,
+    blst_p2_compress, blst_p2_uncompress, blst_p2s_mult_pippenger,
+    blst_p2s_mult_pippenger_scratch_sizeof, blst_scalar, blst_scalar_from_fr,
+    blst_scalar_from_le_bytes,
 };
 
 /// An element of the scalar field Fr (kept in blst's Montgomery form).
@@ -106,14 +107,20 @@ impl Scalar {
 }
 
 /// `sum_i scalars[i] * points[i]` in G2, for compressed points; used to combine
-/// signature shares with Lagrange coefficients.
+/// signature shares with Lagrange coefficients. One multi-scalar multiplication
+/// (blst's, which for a few points shares the doublings between them), not one
+/// multiplication per share: the 255 doublings are paid once.
 pub(crate) fn g2_linear_combination(
     points: &[[u8; SIGNATURE_BYTES]],
     scalars: &[Scalar],
 ) -> Result<[u8; SIGNATURE_BYTES], CryptoError> {
-    debug_assert_eq!(points.len(), scalars.len());
-    let mut acc: Option<blst_p2> = None;
-    for (bytes, k) in points.iter().zip(scalars) {
+    // blst reads one scalar per point: a shorter list would be read past its end.
+    assert_eq!(points.len(), scalars.len(), "one scalar per point");
+    if points.is_empty() {
+        return Err(CryptoError::Empty);
+    }
+    let mut affines = Vec::with_capacity(points.len());
+    for bytes in points {
         let mut affine = blst_p2_affine::default();
         // SAFETY: `bytes` holds SIGNATURE_BYTES bytes, a compressed G2 point's size.
         let err = unsafe { blst_p2_uncompress(&mut affine, bytes.as_ptr()) };
@@ -123,26 +130,29 @@ pub(crate) fn g2_linear_combination(
                 reason: format!("{err:?}"),
             });
         }
-        let mut point = blst_p2::default();
-        let mut term = blst_p2::default();
-        let k = k.to_blst_scalar();
-        // SAFETY: valid pointers; the scalar is 32 little-endian bytes, of which the low
-        // 255 bits are read (the group order is below 2^255).
-        unsafe {
-            blst_p2_from_affine(&mut point, &affine);
-            blst_p2_mult(&mut term, &point, k.b.as_ptr(), 255);
-        }
-        acc = Some(match acc {
-            None => term,
-            Some(prev) => {
-                let mut sum = blst_p2::default();
-                // SAFETY: valid pointers to distinct initialised points.
-                unsafe { blst_p2_add_or_double(&mut sum, &prev, &term) };
-                sum
-            }
-        });
+        affines.push(affine);
     }
-    let acc = acc.ok_or(CryptoError::Empty)?;
+    let ks: Vec<blst_scalar> = scalars.iter().map(|k| k.to_blst_scalar()).collect();
+    let point_ptrs: Vec<*const blst_p2_affine> = affines.iter().map(|a| a as *const _).collect();
+    let scalar_ptrs: Vec<*const u8> = ks.iter().map(|k| k.b.as_ptr()).collect();
+    // SAFETY: a pure function of the count; blst reports the scratch size in bytes.
+    let scratch_bytes = unsafe { blst_p2s_mult_pippenger_scratch_sizeof(points.len()) };
+    // A u64 buffer of at least that many bytes is aligned for blst's limbs.
+    let mut scratch = vec![0u64; scratch_bytes.div_ceil(8).max(1)];
+    let mut acc = blst_p2::default();
+    // SAFETY: `point_ptrs` and `scalar_ptrs` hold `points.len()` pointers to live,
+    // initialised affine points and 32-byte little-endian scalars (the low 255 bits are
+    // read: the group order is below 2^255); `scratch` is as large as blst asked.
+    unsafe {
+        blst_p2s_mult_pippenger(
+            &mut acc,
+            point_ptrs.as_ptr(),
+            points.len(),
+            scalar_ptrs.as_ptr(),
+            255,
+            scratch.as_mut_ptr(),
+        );
+    }
     let mut out = [0u8; SIGNATURE_BYTES];
     // SAFETY: `out` has room for a compressed G2 point.
     unsafe { blst_p2_compress(out.as_mut_ptr(), &acc) };
