@@ -274,10 +274,7 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
 /// Whether this process runs as root (network namespaces need it); read from
 /// `/proc/self/status` to need no binding to libc here.
 fn is_root() -> bool {
-    // A few KiB on any kernel.
-    const MAX_STATUS_BYTES: u64 = 64 << 10;
-    durable::read_bounded(Path::new("/proc/self/status"), MAX_STATUS_BYTES)
-        .ok()
+    net::read_proc("self", "status")
         .and_then(|b| String::from_utf8(b).ok())
         .is_some_and(|s| {
             s.lines()

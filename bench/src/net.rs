@@ -17,6 +17,7 @@
 //!   the CUP on the new release (nothing else running, so only the state's size varies).
 
 mod procs;
+pub(crate) use procs::read_proc;
 mod stages;
 mod testnet;
 

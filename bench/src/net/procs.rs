@@ -84,7 +84,8 @@ impl Snapshot {
 /// only one another user sets, and it is refused past this, not held).
 const MAX_PROC_FILE_BYTES: u64 = 64 << 10;
 
-fn read_proc(pid: u32, file: &str) -> Option<Vec<u8>> {
+/// `/proc/PID/FILE` (`pid` may be `self`), at most [`MAX_PROC_FILE_BYTES`].
+pub(crate) fn read_proc(pid: impl std::fmt::Display, file: &str) -> Option<Vec<u8>> {
     durable::read_bounded(
         Path::new(&format!("/proc/{pid}/{file}")),
         MAX_PROC_FILE_BYTES,

@@ -594,7 +594,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     .map(|b| b.proposal.block.parent)
             });
             if let Some(parent) = rank0 {
-                let t = start.saturating_add(self.eager_wait(round, Some(parent)));
+                let t = start.saturating_add(self.eager_wait(round, &parent));
                 if t > self.now_ns && t < next {
                     next = t;
                 }
@@ -604,7 +604,6 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 let unit = self.cfg.unit_delay_ns.saturating_mul(r);
                 for t in [
                     start.saturating_add(unit),
-                    start.saturating_add(self.cfg.min_round_ns),
                     start
                         .saturating_add(self.cfg.initial_notary_delay_ns)
                         .saturating_add(unit),

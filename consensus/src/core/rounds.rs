@@ -109,7 +109,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         // held back until then, it can still take the updates that arrive meanwhile.
         let hold_empty = rank == 0
             && carries_payload
-            && (self.payload.is_empty() || self.payload_stale)
+            && self.payload.is_empty()
             && self.now_ns < start.saturating_add(self.cfg.initial_notary_delay_ns);
         if st == Status::Halted
             || !self.within_bounds(h, ppin.height, st)
@@ -209,12 +209,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
         // may be the height of an upgrade's CUP) or extends a halting chain (every round
         // until the CUP is downtime): no better block can come, and `min_round` still
         // bounds the pace of rounds.
-        let block = pool.blocks.get(&hash).map(|b| &b.proposal.block);
-        let eager = rank == 0
-            && (st != Status::Running
-                || block.is_some_and(|b| !b.payload.is_empty() || b.is_summary));
+        let Some(block) = pool.blocks.get(&hash).map(|b| &b.proposal.block) else {
+            return;
+        };
+        let eager =
+            rank == 0 && (st != Status::Running || !block.payload.is_empty() || block.is_summary);
         let wait = if eager {
-            self.eager_wait(h, block.map(|b| b.parent))
+            self.eager_wait(h, &block.parent)
         } else {
             self.cfg.initial_notary_delay_ns + self.cfg.unit_delay_ns * rank as u64
         };
@@ -245,15 +246,17 @@ impl<C: ConsensusCrypto> Consensus<C> {
     /// How long after its round began an eager rank-0 block at `h` is notarized: the
     /// minimum round, stretched towards the initial notary delay by how full its parent
     /// was (see [`Config::busy_payload_bytes`]).
-    pub(super) fn eager_wait(&self, h: Height, parent: Option<CryptoHash>) -> u64 {
+    pub(super) fn eager_wait(&self, h: Height, parent: &CryptoHash) -> u64 {
         let (min, full) = (self.cfg.min_round_ns, self.cfg.initial_notary_delay_ns);
         let prev = Height::new(h.get() - 1);
-        let bytes = parent
-            .and_then(|p| self.pool.get(&prev)?.blocks.get(&p))
+        let bytes = self
+            .pool
+            .get(&prev)
+            .and_then(|p| p.blocks.get(parent))
             .map_or(0, |b| b.proposal.block.payload.len());
         let busy = self.cfg.busy_payload_bytes.max(1);
         let part = bytes.min(busy) as u128;
-        min + ((full.saturating_sub(min)) as u128 * part / busy as u128) as u64
+        min + (full.saturating_sub(min) as u128 * part / busy as u128) as u64
     }
 
     pub(super) fn try_notarize(&mut self, h: Height) {

@@ -325,7 +325,6 @@ fn a_rank_zero_block_with_a_payload_waits_only_the_minimum_round_and_an_empty_on
             .filter(|c| c.finalized_height() >= Height::new(h))
             .count()
     };
-    let finalized = |net: &Net| at(net, 1);
     // Users waiting: the rank-0 block is notarized the minimum round after the start.
     let mut net = Net::new(4, &[WALL; 4]);
     quick(&mut net);
@@ -333,9 +332,9 @@ fn a_rank_zero_block_with_a_payload_waits_only_the_minimum_round_and_an_empty_on
     let maker = net.rank(0);
     assert_eq!(net.proposals_of(maker).len(), 1);
     net.advance(24 * MS);
-    assert_eq!(finalized(&net), 0, "notarized before the minimum round");
+    assert_eq!(at(&net, 1), 0, "notarized before the minimum round");
     net.advance(MS);
-    assert_eq!(finalized(&net), 4, "not notarized at the minimum round");
+    assert_eq!(at(&net, 1), 4, "not notarized at the minimum round");
     // A busy subnet (a full parent) waits the whole initial notary delay again.
     for c in &mut net.cores {
         c.cfg.busy_payload_bytes = 9; // "updates-N"
@@ -361,11 +360,7 @@ fn a_rank_zero_block_with_a_payload_waits_only_the_minimum_round_and_an_empty_on
     let blocks = net.proposals_of(maker);
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert_eq!(blocks[0].payload, b"updates-1");
-    assert_eq!(
-        finalized(&net),
-        4,
-        "a payload block waited longer than it must"
-    );
+    assert_eq!(at(&net, 1), 4, "a payload block waited longer than it must");
 
     // No users at all: the empty block comes at the initial notary delay, and is
     // notarized then, as before.
@@ -375,14 +370,14 @@ fn a_rank_zero_block_with_a_payload_waits_only_the_minimum_round_and_an_empty_on
     let maker = net.rank(0);
     net.advance(99 * MS);
     assert!(net.proposals_of(maker).is_empty());
-    assert_eq!(finalized(&net), 0);
+    assert_eq!(at(&net, 1), 0);
     net.advance(MS);
     let blocks = net.proposals_of(maker);
     assert!(
         blocks.len() == 1 && blocks[0].payload.is_empty(),
         "{blocks:?}"
     );
-    assert_eq!(finalized(&net), 4);
+    assert_eq!(at(&net, 1), 4);
 }
 
 #[test]
