@@ -81,6 +81,7 @@ pub fn view(release: &Release, result: Result<String, String>, elapsed: Duration
         schema_to: None,
         values_migrated: None,
         checkpoint_height: None,
+        kept_for_the_switch: false,
         elapsed_ms: elapsed.as_millis() as u64,
         finished_unix_ms: crate::node::unix_ms(),
     };
@@ -93,6 +94,7 @@ pub fn view(release: &Release, result: Result<String, String>, elapsed: Duration
         v.schema_to = m["schema_to"].as_u64().map(|x| x as u32);
         v.values_migrated = m["values_migrated"].as_u64();
         v.checkpoint_height = m["height"].as_u64();
+        v.kept_for_the_switch = m["kept_for_the_switch"].as_bool().unwrap_or(false);
     }
     v
 }

@@ -137,6 +137,9 @@ pub struct PreflightView {
     pub schema_to: Option<u32>,
     pub values_migrated: Option<u64>,
     pub checkpoint_height: Option<u64>,
+    /// Whether the migrated copy was kept for the switch, which then migrates only what
+    /// changed since that checkpoint.
+    pub kept_for_the_switch: bool,
     /// The whole rehearsal, the process included.
     pub elapsed_ms: u64,
     pub finished_unix_ms: u64,

@@ -106,6 +106,11 @@ impl NodeDir {
     pub fn state(&self) -> PathBuf {
         self.root.join("replica").join("state")
     }
+    /// A copy of a checkpoint the next release's preflight migrated, for the switch
+    /// (`state::ahead`).
+    pub fn premigrated(&self) -> PathBuf {
+        self.root.join("replica").join("premigrated")
+    }
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("replica").join("checkpoints")
     }

@@ -1,7 +1,10 @@
 //! The rehearsal of a migration, behind `replica --check`: the state this release would
 //! start from is copied (hard links) from a checkpoint, migrated to this release's
 //! schema, checked (the state tree recomputed from every value must match the index the
-//! migration wrote), timed, and thrown away. Nothing of the node's own state is written.
+//! migration wrote) and timed. The checked copy is kept, in its own directory
+//! ([`NodeDir::premigrated`]), for the switch: the replica that starts from the CUP brings
+//! it up to the CUP's state instead of migrating every value on the upgrade's critical
+//! path (`state::ahead`). Nothing of the node's own state is written.
 
 use crate::{
     ReplicaError,
@@ -23,6 +26,8 @@ pub struct MigrationReport {
     pub migration_ms: u64,
     /// The copy's state hash after the migration (the new release's, at that height).
     pub state_hash_after: String,
+    /// Whether the migrated copy was kept for the switch (see the module's comment).
+    pub kept_for_the_switch: bool,
 }
 
 /// The checkpoint to rehearse on: the one at `cup_height` if this node has it, else its
@@ -58,9 +63,24 @@ pub fn rehearse(
         .root
         .join("replica")
         .join(format!("preflight-{}", std::process::id()));
-    let result = migrate_copy(&src, &copy, height);
+    let result = migrate_copy(&src, &copy, height).and_then(|mut report| {
+        if report.schema_from < report.schema_to {
+            keep(&copy, &dir.premigrated())?;
+            report.kept_for_the_switch = true;
+        }
+        Ok(report)
+    });
     let _ = std::fs::remove_dir_all(&copy);
     result.map(Some)
+}
+
+/// Puts the checked copy in place of any older one (a crash leaves one or the other).
+fn keep(copy: &std::path::Path, kept: &std::path::Path) -> Result<(), ReplicaError> {
+    let io = |e: std::io::Error| ReplicaError::Io(format!("{}: {e}", kept.display()));
+    if kept.exists() {
+        std::fs::remove_dir_all(kept).map_err(io)?;
+    }
+    durable::rename(copy, kept).map_err(|e| ReplicaError::Io(e.to_string()))
 }
 
 fn migrate_copy(
@@ -81,7 +101,7 @@ fn migrate_copy(
     }
     let mut state = ReplicatedState::copy(src, copy)?;
     let started = Instant::now();
-    let values_migrated = state.migrate()?;
+    let values_migrated = state.migrate_keeping_base()?;
     let migration_ms = started.elapsed().as_millis() as u64;
     let after = state.state_hash();
     let recomputed = state.recompute_hash()?;
@@ -90,6 +110,8 @@ fn migrate_copy(
             "the migrated copy of the checkpoint at height {height} is inconsistent: its index says {after}, its values hash to {recomputed}"
         )));
     }
+    // Into table files, so the switch opens it without replaying the migration's log.
+    state.flush()?;
     Ok(MigrationReport {
         height: height.get(),
         schema_from: found,
@@ -97,5 +119,6 @@ fn migrate_copy(
         values_migrated,
         migration_ms,
         state_hash_after: after.to_string(),
+        kept_for_the_switch: false,
     })
 }

@@ -260,6 +260,13 @@ pub async fn state_at(
     };
     let from = state.schema();
     let started = std::time::Instant::now();
+    if from < crate::state::SCHEMA_VERSION && fetched.is_none() {
+        state = advance_premigrated(dir, state)?;
+    } else if dir.premigrated().exists() {
+        // A preflight's copy this start has no use for (its upgrade was recalled, or
+        // the state came from peers): it would only hold disk.
+        let _ = std::fs::remove_dir_all(dir.premigrated());
+    }
     let rewritten = state.migrate()?;
     if state.schema() != from {
         tracing::info!(
@@ -272,6 +279,54 @@ pub async fn state_at(
         );
     }
     Ok((state, fetched))
+}
+
+/// The state at the CUP in this release's schema, from the copy this release's preflight
+/// migrated ahead of the halt and brought up to `src` (the state at the CUP, in the old
+/// schema, in the state directory): only what changed since that copy's checkpoint is
+/// migrated now. Without a copy, or if it cannot follow `src`, `src` comes back as it
+/// was, to be migrated whole. The copy is used at most once.
+fn advance_premigrated(
+    dir: &NodeDir,
+    src: ReplicatedState,
+) -> Result<ReplicatedState, ReplicaError> {
+    let kept = dir.premigrated();
+    if !kept.join("CURRENT").exists() {
+        return Ok(src);
+    }
+    let started = std::time::Instant::now();
+    let advanced = ReplicatedState::open(&kept).and_then(|mut copy| copy.advance_migrated(&src));
+    let io =
+        |p: &std::path::Path, e: std::io::Error| ReplicaError::Io(format!("{}: {e}", p.display()));
+    let report = match advanced {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the preflight's migrated copy cannot be used: migrating the whole state");
+            std::fs::remove_dir_all(&kept).map_err(|e| io(&kept, e))?;
+            return Ok(src);
+        }
+    };
+    drop(src);
+    // The state at the CUP in the old schema stays in its checkpoint (peers on the old
+    // release may still fetch it); a crash between the renames restores from there.
+    let state_dir = dir.state();
+    let replaced = state_dir.with_extension("replaced");
+    if replaced.exists() {
+        std::fs::remove_dir_all(&replaced).map_err(|e| io(&replaced, e))?;
+    }
+    durable::rename(&state_dir, &replaced).map_err(|e| ReplicaError::Io(e.to_string()))?;
+    durable::rename(&kept, &state_dir).map_err(|e| ReplicaError::Io(e.to_string()))?;
+    std::fs::remove_dir_all(&replaced).map_err(|e| io(&replaced, e))?;
+    let state = ReplicatedState::open(&state_dir)?;
+    tracing::info!(
+        from_height = %report.from,
+        height = %state.height(),
+        buckets = report.buckets,
+        entries = report.entries,
+        ms = started.elapsed().as_millis() as u64,
+        "brought the preflight's migrated copy up to the CUP"
+    );
+    Ok(state)
 }
 
 /// The state at the CUP's height from the subnet's other members, kept as the local

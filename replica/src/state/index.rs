@@ -82,20 +82,27 @@ fn scan_bucket(it: &mut rocksdb::DBRawIterator<'_>, b: u16) -> Result<BucketEntr
 
 /// The summaries of the non-empty buckets from `from` on, in bucket order, at most `limit`.
 pub fn read_summaries(db: &DB, from: u16, limit: usize) -> Result<Vec<BucketSummary>, StateError> {
+    read_summaries_under(db, BUCKET_PREFIX, from, limit)
+}
+
+/// Bucket summaries kept under `prefix` (the index's, or another copy of them).
+pub fn read_summaries_under(
+    db: &DB,
+    prefix: &[u8],
+    from: u16,
+    limit: usize,
+) -> Result<Vec<BucketSummary>, StateError> {
     let mut out = Vec::new();
     let mut it = db.raw_iterator();
-    it.seek(bucket_key(from));
+    it.seek([prefix, &from.to_be_bytes()].concat());
     while it.valid() && out.len() < limit {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
         };
-        if !k.starts_with(BUCKET_PREFIX) {
+        if !k.starts_with(prefix) {
             break;
         }
-        let (Ok(b), true) = (
-            <[u8; 2]>::try_from(&k[BUCKET_PREFIX.len()..]),
-            v.len() == 36,
-        ) else {
+        let (Ok(b), true) = (<[u8; 2]>::try_from(&k[prefix.len()..]), v.len() == 36) else {
             return Err(StateError::Corrupt("a bucket summary".into()));
         };
         let mut count = [0u8; 4];
@@ -112,10 +119,25 @@ pub fn read_summaries(db: &DB, from: u16, limit: usize) -> Result<Vec<BucketSumm
 }
 
 pub fn put_summary(batch: &mut WriteBatch, s: &BucketSummary) {
+    put_summary_under(batch, BUCKET_PREFIX, s);
+}
+
+/// Puts `s` under `prefix` (see [`read_summaries_under`]).
+pub fn put_summary_under(batch: &mut WriteBatch, prefix: &[u8], s: &BucketSummary) {
     batch.put(
-        bucket_key(s.bucket),
+        [prefix, &s.bucket.to_be_bytes()].concat(),
         [s.count.to_be_bytes().as_slice(), &s.subroot.0].concat(),
     );
+}
+
+/// Deletes bucket `b`'s summary (it has no entries left).
+pub fn delete_summary(batch: &mut WriteBatch, b: u16) {
+    batch.delete(bucket_key(b));
+}
+
+/// Deletes leaf `key`'s index entry.
+pub fn delete_leaf(batch: &mut WriteBatch, key: &[u8]) {
+    batch.delete(leaf_key(tree::bucket_of(key), key));
 }
 
 pub fn put_leaf(batch: &mut WriteBatch, key: &[u8], value_hash: &CryptoHash) {

@@ -16,9 +16,11 @@
 //!
 //! Modules: [`tree`] (the pure tree: hashes, witnesses, range proofs), [`index`] (the tree
 //! on disk, undo for reads at the certified height), [`schema`] (layouts and migration),
+//! [`ahead`] (a migrated copy brought up to the state at the CUP),
 //! [`checkpoint`] (checkpoints, peek, restore), [`chunks`] (state sync: manifest, chunks,
 //! import).
 
+pub mod ahead;
 pub mod checkpoint;
 pub mod chunks;
 pub mod index;

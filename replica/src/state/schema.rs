@@ -95,14 +95,27 @@ impl ReplicatedState {
     /// Brings an older schema to this release's, in one synced write (a crash leaves the
     /// old schema or the new one, never a mix). Returns how many values were rewritten.
     /// The height stays; the state hash changes with the values, and every leaf with
-    /// the schema, so the tree's index is rewritten whole in the same write.
-    #[cfg(feature = "next-release")]
+    /// the schema, so the tree's index is rewritten whole in the same write. (Schema 1 is
+    /// the first release's and the first: there it finds nothing to do.)
     pub fn migrate(&mut self) -> Result<u64, StateError> {
+        self.migrate_with(false)
+    }
+
+    /// [`ReplicatedState::migrate`], keeping the old schema's bucket summaries so the
+    /// copy can later follow a newer state of the old schema
+    /// ([`ReplicatedState::advance_migrated`]: the migration ahead of the halt).
+    pub fn migrate_keeping_base(&mut self) -> Result<u64, StateError> {
+        self.migrate_with(true)
+    }
+
+    fn migrate_with(&mut self, keep_base: bool) -> Result<u64, StateError> {
         if self.schema >= SCHEMA_VERSION {
             return Ok(0);
         }
-        // Schema 1 to 2: every user value gets its checksum.
         let mut batch = rocksdb::WriteBatch::default();
+        if keep_base {
+            self.keep_base(&mut batch)?;
+        }
         let mut entries = Vec::new();
         let mut rewritten = 0;
         let mut it = self.db.raw_iterator();
@@ -112,15 +125,12 @@ impl ReplicatedState {
                 break;
             };
             if super::is_hashed(k) {
-                let v = if k.starts_with(b"v/") {
-                    let new = to_stored(SCHEMA_VERSION, v);
+                let new = super::ahead::migrated_value(self.schema, k, v)?;
+                if new != v {
                     batch.put(k, &new);
                     rewritten += 1;
-                    new
-                } else {
-                    v.to_vec()
-                };
-                entries.push((k.to_vec(), super::tree::value_hash(SCHEMA_VERSION, &v)));
+                }
+                entries.push((k.to_vec(), super::tree::value_hash(SCHEMA_VERSION, &new)));
             }
             it.next();
         }
@@ -134,12 +144,5 @@ impl ReplicatedState {
         self.top = top;
         self.schema = SCHEMA_VERSION;
         Ok(rewritten)
-    }
-
-    /// Brings an older schema to this release's. Schema 1 is this release's and the first:
-    /// there is nothing older to migrate.
-    #[cfg(not(feature = "next-release"))]
-    pub fn migrate(&mut self) -> Result<u64, StateError> {
-        Ok(0)
     }
 }
