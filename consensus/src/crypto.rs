@@ -47,6 +47,8 @@ pub trait ConsensusCrypto {
         message: &[u8],
         signature: &[u8],
     ) -> bool;
+    /// The aggregate of `shares`, unchecked (its parts need not have been checked
+    /// either): use it only once [`ConsensusCrypto::verify_multi`] accepts it.
     fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>>;
     fn verify_multi(
         &self,
@@ -66,6 +68,8 @@ pub trait ConsensusCrypto {
         message: &[u8],
         signature: &[u8],
     ) -> bool;
+    /// The combination of `shares`, unchecked (its parts need not have been checked
+    /// either): use it only once [`ConsensusCrypto::verify_threshold`] accepts it.
     fn combine_threshold(&self, which: Threshold, shares: &[(NodeIndex, &[u8])])
     -> Option<Vec<u8>>;
     fn verify_threshold(
@@ -155,11 +159,8 @@ impl ConsensusCrypto for RealCrypto {
     }
 
     fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>> {
-        let sigs: Option<Vec<BlsSignature>> = shares
-            .iter()
-            .map(|s| BlsSignature::from_bytes(s).ok())
-            .collect();
-        bls::aggregate(&sigs?).ok().map(|s| s.to_bytes().to_vec())
+        // Checked as a whole by `verify_multi` (subgroup included) before anyone uses it.
+        bls::aggregate_encoded(shares).ok().map(|s| s.to_vec())
     }
 
     fn verify_multi(
@@ -215,21 +216,11 @@ impl ConsensusCrypto for RealCrypto {
         which: Threshold,
         shares: &[(NodeIndex, &[u8])],
     ) -> Option<Vec<u8>> {
-        let shares: Option<Vec<SignatureShare>> = shares
-            .iter()
-            .map(|(i, s)| {
-                BlsSignature::from_bytes(s)
-                    .ok()
-                    .map(|signature| SignatureShare {
-                        index: *i,
-                        signature,
-                    })
-            })
-            .collect();
+        // Checked as a whole by `verify_threshold` (subgroup included) before anyone uses it.
         self.threshold_key(which)
-            .combine(&shares?)
+            .combine_encoded(shares)
             .ok()
-            .map(|s| s.to_bytes().to_vec())
+            .map(|s| s.to_vec())
     }
 
     fn verify_threshold(

@@ -171,6 +171,31 @@ pub fn aggregate(signatures: &[BlsSignature]) -> Result<BlsSignature, CryptoErro
         .map_err(|_| CryptoError::Empty)
 }
 
+/// [`aggregate`] on encoded signatures, for an aggregate that is verified afterwards
+/// ([`verify_aggregate`] after [`BlsSignature::from_bytes`], which checks its subgroup):
+/// each is decoded once and only checked to be on the curve, and the aggregate is
+/// returned encoded, unchecked. A signature off the subgroup can only make that check
+/// fail (an aggregate in the subgroup that verifies is a valid multi-signature of its
+/// signers, whatever its parts were); a malformed one is refused here.
+pub fn aggregate_encoded(signatures: &[&[u8]]) -> Result<[u8; SIGNATURE_BYTES], CryptoError> {
+    let sigs = signatures
+        .iter()
+        .map(|b| {
+            if b.len() != SIGNATURE_BYTES {
+                return Err(CryptoError::Malformed {
+                    what: "BLS signature",
+                    reason: format!("expected {SIGNATURE_BYTES} bytes, got {}", b.len()),
+                });
+            }
+            Signature::from_bytes(b).map_err(|e| malformed("BLS signature", e))
+        })
+        .collect::<Result<Vec<Signature>, _>>()?;
+    let refs: Vec<&Signature> = sigs.iter().collect();
+    AggregateSignature::aggregate(&refs, false)
+        .map(|a| a.to_signature().to_bytes())
+        .map_err(|_| CryptoError::Empty)
+}
+
 /// Verifies a multi-signature on `(domain, bytes)` by exactly the given distinct signers.
 pub fn verify_aggregate(
     signers: &[BlsPublicKey],

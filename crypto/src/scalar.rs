@@ -111,7 +111,7 @@ impl Scalar {
 /// (blst's, which for a few points shares the doublings between them), not one
 /// multiplication per share: the 255 doublings are paid once.
 pub(crate) fn g2_linear_combination(
-    points: &[[u8; SIGNATURE_BYTES]],
+    points: &[&[u8]],
     scalars: &[Scalar],
 ) -> Result<[u8; SIGNATURE_BYTES], CryptoError> {
     // blst reads one scalar per point: a shorter list would be read past its end.
@@ -121,8 +121,10 @@ pub(crate) fn g2_linear_combination(
     }
     let mut affines = Vec::with_capacity(points.len());
     for bytes in points {
+        // blst reads a compressed point's size from the pointer.
+        assert_eq!(bytes.len(), SIGNATURE_BYTES, "a compressed G2 point");
         let mut affine = blst_p2_affine::default();
-        // SAFETY: `bytes` holds SIGNATURE_BYTES bytes, a compressed G2 point's size.
+        // SAFETY: `bytes` holds SIGNATURE_BYTES bytes (asserted), a compressed G2 point's size.
         let err = unsafe { blst_p2_uncompress(&mut affine, bytes.as_ptr()) };
         if err != BLST_ERROR::BLST_SUCCESS {
             return Err(CryptoError::Malformed {

@@ -148,18 +148,39 @@ impl ThresholdPublicKey {
     /// callers verify each share as it arrives, and the result verifies only if those
     /// `threshold` shares were valid.
     pub fn combine(&self, shares: &[SignatureShare]) -> Result<BlsSignature, CryptoError> {
+        let bytes: Vec<(u32, [u8; SIGNATURE_BYTES])> = shares
+            .iter()
+            .map(|s| (s.index, s.signature.to_bytes()))
+            .collect();
+        let refs: Vec<(u32, &[u8])> = bytes.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        BlsSignature::from_bytes(&self.combine_encoded(&refs)?)
+    }
+
+    /// [`ThresholdPublicKey::combine`] on encoded shares, for a combination that is
+    /// checked as a whole afterwards (optimistic verification): each share is decoded
+    /// once and only checked to be on the curve, not in the subgroup, and the result is
+    /// returned encoded, unchecked. That is safe only because the result is then verified
+    /// ([`ThresholdPublicKey::verify`] checks its subgroup and its pairing): the signature
+    /// is unique, so a result that verifies is the group's signature whatever the shares
+    /// were, and a share off the subgroup can only make that check fail. A malformed
+    /// share (wrong length, not on the curve) is refused here.
+    pub fn combine_encoded(
+        &self,
+        shares: &[(u32, &[u8])],
+    ) -> Result<[u8; SIGNATURE_BYTES], CryptoError> {
         let t = self.threshold as usize;
-        let mut by_index: BTreeMap<u32, [u8; SIGNATURE_BYTES]> = BTreeMap::new();
-        for s in shares {
-            if s.index as usize >= self.n() {
-                return Err(CryptoError::UnknownSigner {
-                    index: s.index,
-                    n: self.n(),
+        let mut by_index: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        for &(index, bytes) in shares {
+            if index as usize >= self.n() {
+                return Err(CryptoError::UnknownSigner { index, n: self.n() });
+            }
+            if bytes.len() != SIGNATURE_BYTES {
+                return Err(CryptoError::Malformed {
+                    what: "BLS signature share",
+                    reason: format!("expected {SIGNATURE_BYTES} bytes, got {}", bytes.len()),
                 });
             }
-            by_index
-                .entry(s.index)
-                .or_insert_with(|| s.signature.to_bytes());
+            by_index.entry(index).or_insert(bytes);
         }
         if by_index.len() < t {
             return Err(CryptoError::NotEnoughShares {
@@ -167,15 +188,14 @@ impl ThresholdPublicKey {
                 got: by_index.len(),
             });
         }
-        let chosen: Vec<(u32, [u8; SIGNATURE_BYTES])> = by_index.into_iter().take(t).collect();
+        let chosen: Vec<(u32, &[u8])> = by_index.into_iter().take(t).collect();
         let xs: Vec<Scalar> = chosen
             .iter()
             .map(|(i, _)| Scalar::from_u64(*i as u64 + 1))
             .collect();
         let lambdas = lagrange_at_zero(&xs)?;
-        let points: Vec<[u8; SIGNATURE_BYTES]> = chosen.iter().map(|(_, p)| *p).collect();
-        let combined = g2_linear_combination(&points, &lambdas)?;
-        BlsSignature::from_bytes(&combined)
+        let points: Vec<&[u8]> = chosen.iter().map(|(_, p)| *p).collect();
+        g2_linear_combination(&points, &lambdas)
     }
 
     /// Verifies a combined signature: ordinary BLS verification with the group key.
@@ -408,6 +428,44 @@ mod tests {
         assert!(matches!(
             d.public.combine(&[bogus]),
             Err(CryptoError::UnknownSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn combining_encoded_shares_gives_the_same_signature_and_refuses_malformed_ones() {
+        let mut rng = ChaCha20Rng::seed_from_u64(19);
+        let d = deal(4, 3, &mut rng).expect("deal");
+        let shares = shares_of(&d, &[3, 1, 0]);
+        let bytes: Vec<(u32, [u8; SIGNATURE_BYTES])> = shares
+            .iter()
+            .map(|s| (s.index, s.signature.to_bytes()))
+            .collect();
+        let mut refs: Vec<(u32, &[u8])> = bytes.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        let combined = d.public.combine_encoded(&refs).expect("combine");
+        assert_eq!(
+            combined,
+            d.public.combine(&shares).expect("combine").to_bytes()
+        );
+        assert!(
+            d.public
+                .verify(
+                    D,
+                    MSG,
+                    &BlsSignature::from_bytes(&combined).expect("decodes")
+                )
+                .is_ok()
+        );
+        // Not a point (a bad encoding), a short one: refused, not combined.
+        let junk = [0xffu8; SIGNATURE_BYTES];
+        refs[1].1 = &junk;
+        assert!(matches!(
+            d.public.combine_encoded(&refs),
+            Err(CryptoError::Malformed { .. })
+        ));
+        refs[1].1 = &bytes[1].1[..40];
+        assert!(matches!(
+            d.public.combine_encoded(&refs),
+            Err(CryptoError::Malformed { .. })
         ));
     }
 
