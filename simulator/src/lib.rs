@@ -23,6 +23,7 @@ mod checker;
 mod clock;
 mod config;
 mod machines;
+mod memo_crypto;
 mod orchestration;
 mod run;
 mod sim_crypto;
@@ -153,6 +154,8 @@ pub struct Sim {
     queue: BTreeMap<(u64, u64), SimEvent>,
     nodes: Vec<Node>,
     keys: KeyMaterial,
+    /// Real crypto's remembered answers, shared by this seed's nodes.
+    crypto_memo: memo_crypto::Memo,
     subnet: SubnetId,
     version_a: ReplicaVersion,
     version_b: ReplicaVersion,
@@ -284,6 +287,7 @@ impl Sim {
             seq: 0,
             queue: BTreeMap::new(),
             keys,
+            crypto_memo: memo_crypto::Memo::default(),
             subnet,
             version_a,
             version_b,
@@ -429,15 +433,18 @@ impl Sim {
         match &self.keys {
             KeyMaterial::Real { keys, secrets } => {
                 let (e, b, l, h) = &secrets[i as usize];
-                Box::new(RealCrypto {
-                    keys: keys.clone(),
-                    secrets: NodeSecrets {
-                        ed25519: Ed25519KeyPair::from_seed(&e.seed()),
-                        bls: b.clone(),
-                        low_share: l.clone(),
-                        high_share: h.clone(),
+                Box::new(memo_crypto::MemoCrypto::new(
+                    RealCrypto {
+                        keys: keys.clone(),
+                        secrets: NodeSecrets {
+                            ed25519: Ed25519KeyPair::from_seed(&e.seed()),
+                            bls: b.clone(),
+                            low_share: l.clone(),
+                            high_share: h.clone(),
+                        },
                     },
-                })
+                    self.crypto_memo.clone(),
+                ))
             }
             KeyMaterial::StandIn { key_seed } => Box::new(SimStandInCrypto {
                 me: i,
