@@ -251,22 +251,24 @@ pub async fn state_at(
     height: Height,
     state_hash: types::CryptoHash,
 ) -> Result<(ReplicatedState, Option<crate::sync::SyncReport>), ReplicaError> {
-    let (mut state, fetched) = match local_state_at(dir, height, state_hash)? {
+    let premigrated = premigrated_state_at(dir, height, state_hash)?;
+    if dir.premigrated().exists() {
+        // A preflight's copy this start has no use for (its upgrade was recalled, or
+        // there is no checkpoint at the CUP to bring it up to): it would only hold disk.
+        let _ = std::fs::remove_dir_all(dir.premigrated());
+    }
+    let (mut state, fetched) = match premigrated {
         Some(s) => (s, None),
-        None => {
-            let (s, report) = fetch_state_at(dir, subnet, me, height, state_hash).await?;
-            (s, Some(report))
-        }
+        None => match local_state_at(dir, height, state_hash)? {
+            Some(s) => (s, None),
+            None => {
+                let (s, report) = fetch_state_at(dir, subnet, me, height, state_hash).await?;
+                (s, Some(report))
+            }
+        },
     };
     let from = state.schema();
     let started = std::time::Instant::now();
-    if from < crate::state::SCHEMA_VERSION && fetched.is_none() {
-        state = advance_premigrated(dir, state)?;
-    } else if dir.premigrated().exists() {
-        // A preflight's copy this start has no use for (its upgrade was recalled, or
-        // the state came from peers): it would only hold disk.
-        let _ = std::fs::remove_dir_all(dir.premigrated());
-    }
     let rewritten = state.migrate()?;
     if state.schema() != from {
         tracing::info!(
@@ -282,51 +284,65 @@ pub async fn state_at(
 }
 
 /// The state at the CUP in this release's schema, from the copy this release's preflight
-/// migrated ahead of the halt and brought up to `src` (the state at the CUP, in the old
-/// schema, in the state directory): only what changed since that copy's checkpoint is
-/// migrated now. Without a copy, or if it cannot follow `src`, `src` comes back as it
-/// was, to be migrated whole. The copy is used at most once.
-fn advance_premigrated(
+/// migrated ahead of the halt: the copy takes the state directory's place and is brought
+/// up to the checkpoint at the CUP (old schema, opened read-only), so only what changed
+/// since the copy's base is migrated now. `None` (the caller migrates the whole state)
+/// without a copy, without a checkpoint at the CUP that matches it, when no migration is
+/// due, or if the copy cannot follow; the checkpoint is never written, so every failure
+/// leaves it to start from.
+fn premigrated_state_at(
     dir: &NodeDir,
-    src: ReplicatedState,
-) -> Result<ReplicatedState, ReplicaError> {
+    height: Height,
+    state_hash: types::CryptoHash,
+) -> Result<Option<ReplicatedState>, ReplicaError> {
     let kept = dir.premigrated();
-    if !kept.join("CURRENT").exists() {
-        return Ok(src);
+    let cp = dir.checkpoint(height);
+    if !kept.join("CURRENT").exists() || !cp.join("CURRENT").exists() {
+        return Ok(None);
     }
     let started = std::time::Instant::now();
-    let advanced = ReplicatedState::open(&kept).and_then(|mut copy| copy.advance_migrated(&src));
+    let src = match ReplicatedState::open_read_only(&cp) {
+        Ok(s)
+            if s.height() == height
+                && s.state_hash() == state_hash
+                && s.schema() < crate::state::SCHEMA_VERSION =>
+        {
+            s
+        }
+        // Not this CUP's state, or nothing to migrate: the usual start decides.
+        _ => return Ok(None),
+    };
     let io =
         |p: &std::path::Path, e: std::io::Error| ReplicaError::Io(format!("{}: {e}", p.display()));
-    let report = match advanced {
-        Ok(r) => r,
+    // The state directory holds the CUP's state or an older one; the checkpoint keeps
+    // the CUP's, so a crash from here on restores from it and migrates the whole state.
+    let state_dir = dir.state();
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).map_err(|e| io(&state_dir, e))?;
+    }
+    durable::rename(&kept, &state_dir).map_err(|e| ReplicaError::Io(e.to_string()))?;
+    let advanced = ReplicatedState::open(&state_dir).and_then(|mut copy| {
+        let report = copy.advance_migrated(&src)?;
+        Ok((copy, report))
+    });
+    match advanced {
+        Ok((state, report)) => {
+            tracing::info!(
+                from_height = %report.from,
+                height = %state.height(),
+                buckets = report.buckets,
+                entries = report.entries,
+                ms = started.elapsed().as_millis() as u64,
+                "brought the preflight's migrated copy up to the CUP"
+            );
+            Ok(Some(state))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "the preflight's migrated copy cannot be used: migrating the whole state");
-            std::fs::remove_dir_all(&kept).map_err(|e| io(&kept, e))?;
-            return Ok(src);
+            std::fs::remove_dir_all(&state_dir).map_err(|e| io(&state_dir, e))?;
+            Ok(None)
         }
-    };
-    drop(src);
-    // The state at the CUP in the old schema stays in its checkpoint (peers on the old
-    // release may still fetch it); a crash between the renames restores from there.
-    let state_dir = dir.state();
-    let replaced = state_dir.with_extension("replaced");
-    if replaced.exists() {
-        std::fs::remove_dir_all(&replaced).map_err(|e| io(&replaced, e))?;
     }
-    durable::rename(&state_dir, &replaced).map_err(|e| ReplicaError::Io(e.to_string()))?;
-    durable::rename(&kept, &state_dir).map_err(|e| ReplicaError::Io(e.to_string()))?;
-    std::fs::remove_dir_all(&replaced).map_err(|e| io(&replaced, e))?;
-    let state = ReplicatedState::open(&state_dir)?;
-    tracing::info!(
-        from_height = %report.from,
-        height = %state.height(),
-        buckets = report.buckets,
-        entries = report.entries,
-        ms = started.elapsed().as_millis() as u64,
-        "brought the preflight's migrated copy up to the CUP"
-    );
-    Ok(state)
 }
 
 /// The state at the CUP's height from the subnet's other members, kept as the local

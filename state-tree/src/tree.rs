@@ -401,6 +401,49 @@ impl TopTree {
         before
     }
 
+    /// Every node, in heap order, 32 bytes each (a copy kept beside a state, to compare
+    /// with later without reading its buckets again).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.nodes.iter().flat_map(|n| n.0).collect()
+    }
+
+    /// A tree [`TopTree::to_bytes`] wrote; `None` if it is not that long.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 2 * BUCKETS * 32 {
+            return None;
+        }
+        let nodes = bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(c);
+                CryptoHash(h)
+            })
+            .collect();
+        Some(Self { nodes })
+    }
+
+    /// The buckets whose hashes differ between the two trees, in order, found from the
+    /// root down: a subtree whose node is equal in both holds equal buckets (the hash
+    /// commits to them), so the cost follows the differences, not the buckets.
+    pub fn differing_buckets(&self, other: &TopTree) -> Vec<u16> {
+        let mut out = Vec::new();
+        let mut stack = vec![1usize];
+        while let Some(i) = stack.pop() {
+            if self.nodes[i] == other.nodes[i] {
+                continue;
+            }
+            if i >= BUCKETS {
+                out.push((i - BUCKETS) as u16);
+            } else {
+                // Right first, so the left subtree is popped (and listed) first.
+                stack.push(2 * i + 1);
+                stack.push(2 * i);
+            }
+        }
+        out
+    }
+
     /// Puts back nodes as [`TopTree::set_buckets`] reported them before.
     pub fn restore(&mut self, before: &std::collections::BTreeMap<NodeIndex, CryptoHash>) {
         for (&i, h) in before {

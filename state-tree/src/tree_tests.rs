@@ -300,3 +300,28 @@ fn golden_fixtures_pin_the_root_and_a_witness() {
         state_hash(height, &root).to_hex()
     );
 }
+
+#[test]
+fn the_differing_buckets_of_two_top_trees_are_exactly_those_set_differently() {
+    let h = |i: u8| CryptoHash([i; 32]);
+    let base = TopTree::from_buckets([(0, h(1)), (7, h(2)), (40_000, h(3)), (65_535, h(4))]);
+    assert_eq!(base.differing_buckets(&base.clone()), Vec::<u16>::new());
+    let mut other = base.clone();
+    // Changed, emptied, newly filled, and set to what it already was.
+    other.set_buckets(&[
+        (7, h(9)),
+        (40_000, TopTree::empty().bucket(40_000)),
+        (12, h(5)),
+        (65_535, h(4)),
+    ]);
+    assert_eq!(base.differing_buckets(&other), vec![7, 12, 40_000]);
+    assert_eq!(other.differing_buckets(&base), vec![7, 12, 40_000]);
+    // What `to_bytes` writes reads back as the same tree; other lengths do not.
+    let bytes = other.to_bytes();
+    let back = TopTree::from_bytes(&bytes).expect("reads back");
+    assert_eq!(
+        (back.root(), back.differing_buckets(&other)),
+        (other.root(), vec![])
+    );
+    assert!(TopTree::from_bytes(&bytes[1..]).is_none());
+}

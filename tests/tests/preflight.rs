@@ -215,17 +215,6 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
     let o = orchestrator(0);
     let p = &o["upgrade"]["preflight"];
     eprintln!("4.0.0 preflight on node 0: {p}");
-    // The migration ran ahead of the halt: each node's switch brought its preflight's
-    // copy up to the CUP instead of migrating every value, and used the copy up.
-    for i in 0..4 {
-        let log = std::fs::read_to_string(dir.join(format!("nodes/node-{i}/replica.log"))).unwrap();
-        assert!(
-            log.contains("brought the preflight's migrated copy up to the CUP"),
-            "node {i} migrated the whole state at the switch"
-        );
-        let kept = dir.join(format!("nodes/node-{i}/replica/premigrated"));
-        assert!(!kept.exists(), "{} is left", kept.display());
-    }
     let after = tmp.path().join("after.jsonl");
     assert!(net.load(&after, LOAD_SECS) > 0, "no write after the switch");
     all_writes.push(after);
@@ -236,6 +225,22 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
                 .unwrap();
         assert_eq!(report["lost"], serde_json::json!([]), "{report}");
         assert_eq!(report["state_schemas"], serde_json::json!([2, 2, 2, 2]));
+    }
+    // (Read after the writes above: each replica was past its start.) The migration
+    // ran ahead of the halt: each node's switch brought its preflight's
+    // copy up to the CUP instead of migrating every value, and used the copy up.
+    for i in 0..4 {
+        let log = std::fs::read_to_string(dir.join(format!("nodes/node-{i}/replica.log"))).unwrap();
+        assert!(
+            log.contains("brought the preflight's migrated copy up to the CUP"),
+            "node {i} migrated the whole state at the switch: {:?}",
+            log.lines()
+                .skip_while(|l| !l.contains("version=4.0.0"))
+                .take(8)
+                .collect::<Vec<_>>()
+        );
+        let kept = dir.join(format!("nodes/node-{i}/replica/premigrated"));
+        assert!(!kept.exists(), "{} is left", kept.display());
     }
     // Every node posted every step of the 4.0.0 upgrade, in order (the old
     // orchestrator's steps, then the new one's).

@@ -1,26 +1,25 @@
 //! Migration ahead of the halt. A full migration rewrites every value, so doing it at the
 //! switch makes the subnet's downtime grow with its state. Instead the preflight migrates
 //! a copy of a recent checkpoint while the old release still runs and keeps it, together
-//! with the old schema's bucket summaries of the state it came from (`m/pb/`). At the
-//! switch, [`ReplicatedState::advance_migrated`] brings that copy to the state at the CUP:
-//! a bucket whose old-schema summary is unchanged holds the same entries (the summary
-//! commits to them), so only the buckets that differ are read from the CUP's state and
-//! rewritten in the new schema. The result is the state a full migration at the CUP
-//! would give, for any earlier base, so a stale copy costs time, never correctness.
+//! with the old schema's top tree of the state it came from (`m/pbtop`). At the switch,
+//! [`ReplicatedState::advance_migrated`] brings that copy to the state at the CUP: a
+//! bucket whose old-schema hash is unchanged holds the same entries (the hash commits to
+//! them), and the two top trees name the buckets that differ from the root down, so only
+//! those are read from the CUP's state and rewritten in the new schema. The result is
+//! the state a full migration at the CUP would give, for any earlier base, so a stale
+//! copy costs time, never correctness.
 
 use super::{
-    HEIGHT, ReplicatedState, SCHEMA_VERSION, StateError, from_stored,
-    index::{self, BucketSummary},
-    to_stored, tree,
+    HEIGHT, ReplicatedState, SCHEMA_VERSION, StateError, from_stored, index, to_stored, tree,
 };
 use rocksdb::WriteBatch;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use tree::TopTree;
 use types::Height;
 
-/// Where a migrated copy keeps the old schema's bucket summaries of its base.
-const BASE_PREFIX: &[u8] = b"m/pb/";
-/// The end of [`BASE_PREFIX`]'s range (exclusive).
-const BASE_END: &[u8] = b"m/pc";
+/// Where a migrated copy keeps its base's top tree, in the old schema
+/// ([`TopTree::to_bytes`]: 4 MiB).
+const BASE_TOP: &[u8] = b"m/pbtop";
 /// The old schema of the base (4 bytes, big-endian): present only in a migrated copy.
 const BASE_SCHEMA: &[u8] = b"m/pbschema";
 
@@ -46,15 +45,11 @@ pub struct Advanced {
 }
 
 impl ReplicatedState {
-    /// Puts the old schema's summaries of every bucket under [`BASE_PREFIX`] in `batch`
-    /// (a migration about to rewrite the index records its base).
-    pub(super) fn keep_base(&self, batch: &mut WriteBatch) -> Result<(), StateError> {
-        batch.delete_range(BASE_PREFIX, BASE_END);
-        for s in index::read_summaries(&self.db, 0, tree::BUCKETS)? {
-            index::put_summary_under(batch, BASE_PREFIX, &s);
-        }
+    /// Puts this state's top tree, in its schema, in `batch` as the base of a migration
+    /// about to rewrite the index.
+    pub(super) fn keep_base(&self, batch: &mut WriteBatch) {
+        batch.put(BASE_TOP, self.top.to_bytes());
         batch.put(BASE_SCHEMA, self.schema.to_be_bytes());
-        Ok(())
     }
 
     /// Brings this migrated copy (made by [`ReplicatedState::migrate_keeping_base`]) to the
@@ -74,21 +69,12 @@ impl ReplicatedState {
                 self.schema, src.schema
             )));
         }
-        let base: BTreeMap<u16, BucketSummary> =
-            index::read_summaries_under(&self.db, BASE_PREFIX, 0, tree::BUCKETS)?
-                .into_iter()
-                .map(|s| (s.bucket, s))
-                .collect();
-        let now: BTreeMap<u16, BucketSummary> = index::read_summaries(&src.db, 0, tree::BUCKETS)?
-            .into_iter()
-            .map(|s| (s.bucket, s))
-            .collect();
-        let changed: BTreeSet<u16> = base
-            .keys()
-            .chain(now.keys())
-            .filter(|b| base.get(b) != now.get(b))
-            .copied()
-            .collect();
+        let base = self
+            .db
+            .get(BASE_TOP)?
+            .and_then(|b| TopTree::from_bytes(&b))
+            .ok_or_else(|| StateError::Corrupt("a migrated copy without its base's tree".into()))?;
+        let changed = base.differing_buckets(&src.top);
 
         let mut batch = WriteBatch::default();
         let mut changes = index::TreeChanges::default();
@@ -115,8 +101,9 @@ impl ReplicatedState {
         }
         let mut top = self.top.clone();
         changes.apply(&self.db, &mut top, &mut batch)?;
+        index::put_top_copy(&mut batch, &top);
         batch.put(HEIGHT, src.height.get().to_be_bytes());
-        batch.delete_range(BASE_PREFIX, BASE_END);
+        batch.delete(BASE_TOP);
         batch.delete(BASE_SCHEMA);
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);

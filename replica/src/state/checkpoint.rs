@@ -10,6 +10,11 @@ use types::{CryptoHash, Height};
 impl ReplicatedState {
     /// A RocksDB checkpoint of the state (hard links: its cost does not grow with the state).
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StateError> {
+        // With a copy of the top tree, so the checkpoint (and this state, until its next
+        // block) opens without rebuilding it.
+        let mut b = rocksdb::WriteBatch::default();
+        super::index::put_top_copy(&mut b, &self.top);
+        self.db.write(b)?;
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
@@ -35,6 +40,35 @@ impl ReplicatedState {
         let found = read_schema(&db)?;
         let (height, root) = read_meta(&db)?;
         Ok((height, tree::state_hash(height, &root), found))
+    }
+
+    /// The checkpoint (or state) in `dir`, opened read-only: to read from, as the source
+    /// a migrated copy is brought up to. Writing to it fails.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
+        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+        let schema = read_schema(&db)?;
+        if schema == 0 || schema > SCHEMA_VERSION {
+            return Err(StateError::Corrupt(format!(
+                "{}: state schema {schema} is not one this release reads",
+                dir.display()
+            )));
+        }
+        let (height, root) = read_meta(&db)?;
+        let top = super::index::load_top_for(&db, &root)?;
+        if top.root() != root {
+            return Err(StateError::Corrupt(format!(
+                "{}: the tree index has root {}, the state records {root}",
+                dir.display(),
+                top.root()
+            )));
+        }
+        Ok(Self {
+            db,
+            height,
+            top,
+            schema,
+            quotas: super::quota::QUOTAS,
+        })
     }
 
     /// Replaces the state in `state_dir` with the checkpoint in `checkpoint_dir` (hard

@@ -144,6 +144,29 @@ pub fn put_leaf(batch: &mut WriteBatch, key: &[u8], value_hash: &CryptoHash) {
     batch.put(leaf_key(tree::bucket_of(key), key), value_hash.0);
 }
 
+/// Where a copy of the whole top tree is kept ([`TopTree::to_bytes`], 4 MiB), written
+/// when a checkpoint is made and by migrations: a state opened at that point reads it
+/// instead of every bucket summary (tens of thousands on a busy subnet) and rehashing the
+/// tree. Blocks do not update it, so it is used only while its root is the state's.
+const TOP_COPY: &[u8] = b"m/top";
+
+/// Puts a copy of `top` in `batch` (see [`TOP_COPY`]).
+pub fn put_top_copy(batch: &mut WriteBatch, top: &TopTree) {
+    batch.put(TOP_COPY, top.to_bytes());
+}
+
+/// The top tree of the state whose recorded root is `root`: its kept copy if that is
+/// the tree of this very root (the root commits to every node below it), else rebuilt
+/// from the bucket summaries.
+pub fn load_top_for(db: &DB, root: &CryptoHash) -> Result<TopTree, StateError> {
+    if let Some(top) = db.get(TOP_COPY)?.and_then(|b| TopTree::from_bytes(&b))
+        && top.root() == *root
+    {
+        return Ok(top);
+    }
+    load_top(db)
+}
+
 /// The top tree from the bucket summaries on disk.
 pub fn load_top(db: &DB) -> Result<TopTree, StateError> {
     let summaries = read_summaries(db, 0, tree::BUCKETS)?;

@@ -168,7 +168,7 @@ impl ReplicatedState {
             return Err(StateError::Corrupt("no schema marker".into()));
         }
         let (height, root) = read_meta(&db)?;
-        let top = index::load_top(&db)?;
+        let top = index::load_top_for(&db, &root)?;
         if top.root() != root {
             return Err(StateError::Corrupt(format!(
                 "the tree index has root {}, the state records {root}",

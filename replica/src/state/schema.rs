@@ -114,7 +114,7 @@ impl ReplicatedState {
         }
         let mut batch = rocksdb::WriteBatch::default();
         if keep_base {
-            self.keep_base(&mut batch)?;
+            self.keep_base(&mut batch);
         }
         let mut entries = Vec::new();
         let mut rewritten = 0;
@@ -137,6 +137,7 @@ impl ReplicatedState {
         it.status()?;
         drop(it);
         let top = super::index::write_all(entries, &mut batch);
+        super::index::put_top_copy(&mut batch, &top);
         batch.put(SCHEMA, SCHEMA_VERSION.to_be_bytes());
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);

@@ -132,6 +132,37 @@ fn reopening_keeps_height_and_hash_and_a_checkpoint_reads_the_same() {
 }
 
 #[test]
+fn a_kept_top_tree_is_used_only_while_it_is_the_states_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = dir.path().join("cp");
+    let live = dir.path().join("live");
+    let mut s = ReplicatedState::open(&live).expect("open");
+    s.execute(Height::new(1), T, &NET, &[msg(1, T + 100, put("a", "1"))])
+        .expect("execute");
+    // The checkpoint keeps the tree; then a block changes the live state under it.
+    s.checkpoint(&cp).expect("checkpoint");
+    s.execute(Height::new(2), T, &NET, &[msg(2, T + 100, put("b", "2"))])
+        .expect("execute");
+    let live_hash = s.state_hash();
+    drop(s);
+    for (path, height, hash) in [
+        (&cp, 1, None),
+        // The kept tree is the checkpoint's, stale here: it must not be used.
+        (&live, 2, Some(live_hash)),
+    ] {
+        let s = ReplicatedState::open(path).expect("open");
+        let scanned = index::load_top(&s.db).expect("scan");
+        assert_eq!(s.height(), Height::new(height));
+        assert_eq!(s.top.root(), scanned.root());
+        assert!(s.top.differing_buckets(&scanned).is_empty());
+        if let Some(h) = hash {
+            assert_eq!(s.state_hash(), h);
+        }
+        assert_eq!(s.recompute_hash().expect("recompute"), s.state_hash());
+    }
+}
+
+#[test]
 fn a_newer_schema_is_refused_without_touching_anything() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
