@@ -20,6 +20,7 @@
 pub mod bls;
 pub mod ed25519;
 pub mod key_file;
+pub mod reshare;
 mod scalar;
 pub mod threshold;
 

@@ -3,13 +3,17 @@
 //! properly initialised, live values of the types the C signature names.
 #![allow(unsafe_code)]
 
-use crate::{CryptoError, bls::SIGNATURE_BYTES};
+use crate::{
+    CryptoError,
+    bls::{PUBLIC_KEY_BYTES, SIGNATURE_BYTES},
+};
 use blst::{
     BLST_ERROR, blst_bendian_from_scalar, blst_fr, blst_fr_add, blst_fr_from_scalar,
-    blst_fr_from_uint64, blst_fr_inverse, blst_fr_mul, blst_fr_sub, blst_p2, blst_p2_affine,
-    blst_p2_compress, blst_p2_uncompress, blst_p2s_mult_pippenger,
-    blst_p2s_mult_pippenger_scratch_sizeof, blst_scalar, blst_scalar_from_fr,
-    blst_scalar_from_le_bytes,
+    blst_fr_from_uint64, blst_fr_inverse, blst_fr_mul, blst_fr_sub, blst_p1, blst_p1_affine,
+    blst_p1_affine_in_g1, blst_p1_compress, blst_p1_uncompress, blst_p1s_mult_pippenger,
+    blst_p1s_mult_pippenger_scratch_sizeof, blst_p2, blst_p2_affine, blst_p2_compress,
+    blst_p2_uncompress, blst_p2s_mult_pippenger, blst_p2s_mult_pippenger_scratch_sizeof,
+    blst_scalar, blst_scalar_from_fr, blst_scalar_from_le_bytes,
 };
 
 /// An element of the scalar field Fr (kept in blst's Montgomery form).
@@ -41,7 +45,6 @@ impl Scalar {
     }
 
     /// From 32 big-endian bytes, reduced modulo the group order.
-    #[cfg(test)]
     pub fn from_be_bytes(bytes: &[u8; 32]) -> Self {
         let mut s = blst_scalar::default();
         let mut out = blst_fr::default();
@@ -158,6 +161,63 @@ pub(crate) fn g2_linear_combination(
     let mut out = [0u8; SIGNATURE_BYTES];
     // SAFETY: `out` has room for a compressed G2 point.
     unsafe { blst_p2_compress(out.as_mut_ptr(), &acc) };
+    Ok(out)
+}
+
+/// `sum_i scalars[i] * points[i]` in G1, for compressed points each checked to be in
+/// G1 (they come from other nodes: commitments of a resharing); one multi-scalar
+/// multiplication, as for G2 above. Used to evaluate a dealing's commitments and to
+/// derive public key shares.
+pub(crate) fn g1_linear_combination(
+    points: &[&[u8]],
+    scalars: &[Scalar],
+) -> Result<[u8; PUBLIC_KEY_BYTES], CryptoError> {
+    assert_eq!(points.len(), scalars.len(), "one scalar per point");
+    if points.is_empty() {
+        return Err(CryptoError::Empty);
+    }
+    let mut affines = Vec::with_capacity(points.len());
+    for bytes in points {
+        if bytes.len() != PUBLIC_KEY_BYTES {
+            return Err(CryptoError::Malformed {
+                what: "G1 point",
+                reason: format!("expected {PUBLIC_KEY_BYTES} bytes, got {}", bytes.len()),
+            });
+        }
+        let mut affine = blst_p1_affine::default();
+        // SAFETY: `bytes` holds PUBLIC_KEY_BYTES bytes (checked), a compressed G1 point's size.
+        let err = unsafe { blst_p1_uncompress(&mut affine, bytes.as_ptr()) };
+        // SAFETY: `affine` is an initialised point.
+        if err != BLST_ERROR::BLST_SUCCESS || !unsafe { blst_p1_affine_in_g1(&affine) } {
+            return Err(CryptoError::Malformed {
+                what: "G1 point",
+                reason: format!("{err:?} or not in the group"),
+            });
+        }
+        affines.push(affine);
+    }
+    let ks: Vec<blst_scalar> = scalars.iter().map(|k| k.to_blst_scalar()).collect();
+    let point_ptrs: Vec<*const blst_p1_affine> = affines.iter().map(|a| a as *const _).collect();
+    let scalar_ptrs: Vec<*const u8> = ks.iter().map(|k| k.b.as_ptr()).collect();
+    // SAFETY: a pure function of the count.
+    let scratch_bytes = unsafe { blst_p1s_mult_pippenger_scratch_sizeof(points.len()) };
+    let mut scratch = vec![0u64; scratch_bytes.div_ceil(8).max(1)];
+    let mut acc = blst_p1::default();
+    // SAFETY: as for G2: `points.len()` live affine points and 32-byte scalars, and the
+    // scratch blst asked for.
+    unsafe {
+        blst_p1s_mult_pippenger(
+            &mut acc,
+            point_ptrs.as_ptr(),
+            points.len(),
+            scalar_ptrs.as_ptr(),
+            255,
+            scratch.as_mut_ptr(),
+        );
+    }
+    let mut out = [0u8; PUBLIC_KEY_BYTES];
+    // SAFETY: `out` has room for a compressed G1 point.
+    unsafe { blst_p1_compress(out.as_mut_ptr(), &acc) };
     Ok(out)
 }
 

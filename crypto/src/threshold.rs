@@ -211,7 +211,7 @@ impl ThresholdPublicKey {
 
 /// `lambda_i = prod_{j != i} x_j / (x_j - x_i)`, the coefficients that interpolate a
 /// polynomial's value at 0 from its values at the (distinct, non-zero) points `xs`.
-fn lagrange_at_zero(xs: &[Scalar]) -> Result<Vec<Scalar>, CryptoError> {
+pub(crate) fn lagrange_at_zero(xs: &[Scalar]) -> Result<Vec<Scalar>, CryptoError> {
     let one = Scalar::from_u64(1);
     xs.iter()
         .enumerate()

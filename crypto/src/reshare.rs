@@ -1,0 +1,632 @@
+//! Resharing a subnet's threshold key to a new committee, by the old committee itself
+//! (issue 18's non-interactive DKG; nothing secret comes from outside the subnet).
+//!
+//! Old member `i` holds the share `s_i = f(i + 1)` of the group secret `f(0)`. To reshare
+//! it to `m` receivers with threshold `t'`, it draws a polynomial `g_i` of degree `t' - 1`
+//! with `g_i(0) = s_i`, publishes Feldman commitments `C_ik = g1 · a_ik` to its
+//! coefficients (so `C_i0` must be its old share public key, which everybody knows), and
+//! sends receiver `j` the value `g_i(j + 1)`, encrypted to `j`'s encryption key. Each
+//! receiver checks its value against the commitments (`g1 · g_i(j + 1) = Σ_k C_ik ·
+//! (j + 1)^k`). Any `t` (old threshold) valid dealings from dealers `D` then give
+//! receiver `j` the new share `Σ_{i∈D} λ_i · g_i(j + 1)`, where `λ_i` are the Lagrange
+//! coefficients at 0 for the points `i + 1`: the new shares lie on a polynomial of degree
+//! `t' - 1` whose value at 0 is `Σ λ_i s_i = f(0)`, so **the group key does not change**
+//! and every CUP stays verifiable with the genesis key. The new share public keys follow
+//! from the commitments alone. Fewer than `t` old members learn nothing of `f(0)`, and
+//! fewer than `t'` new ones nothing of it either.
+//!
+//! Encryption: one ephemeral X25519 key per dealing; for receiver `j` the key is
+//! HKDF-SHA-256 of the Diffie-Hellman value, bound to the context (subnet, registry
+//! version), the dealer, the receiver and both public keys; ChaCha20-Poly1305 with the
+//! hash of the dealing's commitments as associated data, so a value cannot be moved
+//! into another dealing. Each key encrypts one message, so the nonce is fixed.
+//!
+//! What this module does not do yet: the complaint round that would let the others
+//! disqualify a dealer whose encrypted value a receiver finds wrong (`open` reports it
+//! to that receiver only).
+
+use crate::{
+    CryptoError,
+    bls::{BlsPublicKey, BlsSecretKey, PUBLIC_KEY_BYTES},
+    scalar::{Scalar, g1_linear_combination},
+    threshold::{SecretShare, ThresholdPublicKey, lagrange_at_zero},
+};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, aead::Aead, aead::Payload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The bytes of an encrypted share: a 32-byte scalar and the AEAD's 16-byte tag.
+pub const CIPHERTEXT_BYTES: usize = 32 + 16;
+/// The most receivers (and commitments) a dealing may carry: a bound on what a dealing
+/// from a Byzantine member can make a node decode and check.
+pub const MAX_RECEIVERS: usize = 1_000;
+
+const KDF_SALT: &[u8] = b"icup-reshare-v1";
+
+/// A node's X25519 secret key for receiving reshared values.
+#[derive(Clone)]
+pub struct EncryptionSecretKey(x25519_dalek::StaticSecret);
+
+/// A node's X25519 public key, registered with its node record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionPublicKey(pub [u8; 32]);
+
+impl EncryptionSecretKey {
+    pub fn generate<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        Self(x25519_dalek::StaticSecret::from(bytes))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(x25519_dalek::StaticSecret::from(bytes))
+    }
+
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public_key(&self) -> EncryptionPublicKey {
+        EncryptionPublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
+    }
+}
+
+impl std::fmt::Debug for EncryptionSecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptionSecretKey({:?})", self.public_key())
+    }
+}
+
+/// One old member's resharing of its share to the receivers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshareDealing {
+    /// The dealer's index in the old committee.
+    pub dealer: u32,
+    /// `C_k = g1 · a_k` for the dealer's polynomial, `t'` of them; `C_0` is its old share
+    /// public key.
+    pub commitments: Vec<BlsPublicKey>,
+    /// The dealing's ephemeral X25519 public key.
+    pub ephemeral: [u8; 32],
+    /// Receiver `j`'s value at position `j`, encrypted to it.
+    pub ciphertexts: Vec<Vec<u8>>,
+}
+
+/// What a resharing is about, known to every participant.
+#[derive(Clone, Copy, Debug)]
+pub struct Reshare<'a> {
+    /// Binds dealings to one resharing (for instance: subnet id and registry version).
+    pub context: &'a [u8],
+    /// The sharing being reshared.
+    pub old: &'a ThresholdPublicKey,
+    /// The new committee's encryption keys, by new index.
+    pub receivers: &'a [EncryptionPublicKey],
+    /// The new threshold `t'`.
+    pub threshold: u32,
+}
+
+/// A receiver's checked value from one dealing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedValue {
+    pub dealer: u32,
+    value: Scalar,
+}
+
+fn malformed(what: &'static str, reason: impl Into<String>) -> CryptoError {
+    CryptoError::Malformed {
+        what,
+        reason: reason.into(),
+    }
+}
+
+impl Reshare<'_> {
+    fn check_params(&self) -> Result<(), CryptoError> {
+        let (m, t) = (self.receivers.len(), self.threshold as usize);
+        if t == 0 || t > m || m > MAX_RECEIVERS {
+            return Err(CryptoError::InvalidThreshold { n: m, t });
+        }
+        Ok(())
+    }
+
+    fn commitments_hash(d: &ReshareDealing) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(KDF_SALT);
+        h.update(d.dealer.to_be_bytes());
+        for c in &d.commitments {
+            h.update(c.to_bytes());
+        }
+        h.update(d.ephemeral);
+        h.finalize().into()
+    }
+
+    /// The AEAD key for `receiver` from the Diffie-Hellman value `dh`.
+    fn key(
+        &self,
+        dealer: u32,
+        receiver: u32,
+        ephemeral: &[u8; 32],
+        dh: &x25519_dalek::SharedSecret,
+    ) -> Result<chacha20poly1305::Key, CryptoError> {
+        if !dh.was_contributory() {
+            return Err(malformed("encryption key", "a low-order point"));
+        }
+        let mut info = Vec::with_capacity(self.context.len() + 8 + 64);
+        info.extend_from_slice(&(self.context.len() as u64).to_be_bytes());
+        info.extend_from_slice(self.context);
+        info.extend_from_slice(&dealer.to_be_bytes());
+        info.extend_from_slice(&receiver.to_be_bytes());
+        info.extend_from_slice(ephemeral);
+        info.extend_from_slice(&self.receivers[receiver as usize].0);
+        let mut key = chacha20poly1305::Key::default();
+        hkdf::Hkdf::<Sha256>::new(Some(KDF_SALT), dh.as_bytes())
+            .expand(&info, &mut key)
+            .map_err(|_| malformed("encryption key", "derivation"))?;
+        Ok(key)
+    }
+
+    /// Reshares `share` (this node's, in the old committee) to the receivers.
+    pub fn deal<R: rand::RngCore + rand::CryptoRng>(
+        &self,
+        share: &SecretShare,
+        rng: &mut R,
+    ) -> Result<ReshareDealing, CryptoError> {
+        self.deal_values(share, rng, |_, v| v)
+    }
+
+    /// [`Reshare::deal`], with each receiver's value passed through `value` before it is
+    /// encrypted (the identity, except for tests that play a dishonest dealer).
+    fn deal_values<R: rand::RngCore + rand::CryptoRng>(
+        &self,
+        share: &SecretShare,
+        rng: &mut R,
+        value: impl Fn(usize, Scalar) -> Scalar,
+    ) -> Result<ReshareDealing, CryptoError> {
+        self.check_params()?;
+        let s = Scalar::from_be_bytes(&share.key.to_bytes());
+        let mut coefficients = vec![s];
+        while coefficients.len() < self.threshold as usize {
+            let c = Scalar::random(rng);
+            // A zero coefficient would commit to the identity, which nobody accepts.
+            if !c.is_zero() {
+                coefficients.push(c);
+            }
+        }
+        let commitments = coefficients
+            .iter()
+            .map(|c| Ok(BlsSecretKey::from_bytes(&c.to_be_bytes())?.public_key()))
+            .collect::<Result<Vec<_>, CryptoError>>()?;
+        let eph = EncryptionSecretKey::generate(rng);
+        let mut d = ReshareDealing {
+            dealer: share.index,
+            commitments,
+            ephemeral: eph.public_key().0,
+            ciphertexts: Vec::new(),
+        };
+        let aad = Self::commitments_hash(&d);
+        for (j, receiver) in self.receivers.iter().enumerate() {
+            let x = Scalar::from_u64(j as u64 + 1);
+            let value = value(
+                j,
+                coefficients
+                    .iter()
+                    .rev()
+                    .fold(Scalar::default(), |acc, c| acc.mul(&x).add(c)),
+            );
+            let dh = eph
+                .0
+                .diffie_hellman(&x25519_dalek::PublicKey::from(receiver.0));
+            let key = self.key(share.index, j as u32, &d.ephemeral, &dh)?;
+            let ct = ChaCha20Poly1305::new(&key)
+                .encrypt(
+                    &chacha20poly1305::Nonce::default(),
+                    Payload {
+                        msg: &value.to_be_bytes(),
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| malformed("reshared value", "encryption"))?;
+            d.ciphertexts.push(ct);
+        }
+        Ok(d)
+    }
+
+    /// The checks anyone can make: the dealer is an old member, the dealing has one
+    /// ciphertext per receiver and `t'` commitments, and its first commitment is the
+    /// dealer's old share public key (it reshares the share it holds, not another value).
+    pub fn verify_public(&self, d: &ReshareDealing) -> Result<(), CryptoError> {
+        self.check_params()?;
+        let key = self
+            .old
+            .share_keys
+            .get(d.dealer as usize)
+            .ok_or(CryptoError::UnknownSigner {
+                index: d.dealer,
+                n: self.old.n(),
+            })?;
+        if d.commitments.len() != self.threshold as usize {
+            return Err(malformed(
+                "resharing dealing",
+                format!(
+                    "{} commitments for threshold {}",
+                    d.commitments.len(),
+                    self.threshold
+                ),
+            ));
+        }
+        if d.ciphertexts.len() != self.receivers.len()
+            || d.ciphertexts.iter().any(|c| c.len() != CIPHERTEXT_BYTES)
+        {
+            return Err(malformed(
+                "resharing dealing",
+                format!(
+                    "{} ciphertexts for {} receivers, or one of the wrong size",
+                    d.ciphertexts.len(),
+                    self.receivers.len()
+                ),
+            ));
+        }
+        if d.commitments[0] != *key {
+            return Err(malformed(
+                "resharing dealing",
+                "its first commitment is not the dealer's share public key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Commitments evaluated at `x`: `Σ_k C_k · x^k`.
+    fn evaluate(
+        commitments: &[BlsPublicKey],
+        x: Scalar,
+    ) -> Result<[u8; PUBLIC_KEY_BYTES], CryptoError> {
+        let bytes: Vec<[u8; PUBLIC_KEY_BYTES]> = commitments.iter().map(|c| c.to_bytes()).collect();
+        let points: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+        let mut power = Scalar::from_u64(1);
+        let mut powers = Vec::with_capacity(points.len());
+        for _ in 0..points.len() {
+            powers.push(power);
+            power = power.mul(&x);
+        }
+        g1_linear_combination(&points, &powers)
+    }
+
+    /// Receiver `me` decrypts its value from `d` and checks it against the commitments.
+    /// An error names a dealing this receiver must not use (a bad dealer, or a dealing
+    /// tampered with on the way).
+    pub fn open(
+        &self,
+        d: &ReshareDealing,
+        me: u32,
+        key: &EncryptionSecretKey,
+    ) -> Result<OpenedValue, CryptoError> {
+        self.verify_public(d)?;
+        let j = me as usize;
+        if j >= self.receivers.len() || key.public_key() != self.receivers[j] {
+            return Err(CryptoError::UnknownSigner {
+                index: me,
+                n: self.receivers.len(),
+            });
+        }
+        let dh = key
+            .0
+            .diffie_hellman(&x25519_dalek::PublicKey::from(d.ephemeral));
+        let aead_key = self.key(d.dealer, me, &d.ephemeral, &dh)?;
+        let plain = ChaCha20Poly1305::new(&aead_key)
+            .decrypt(
+                &chacha20poly1305::Nonce::default(),
+                Payload {
+                    msg: &d.ciphertexts[j],
+                    aad: &Self::commitments_hash(d),
+                },
+            )
+            .map_err(|_| malformed("reshared value", "does not decrypt"))?;
+        let bytes: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| malformed("reshared value", "not 32 bytes"))?;
+        let value = Scalar::from_be_bytes(&bytes);
+        let expected = Self::evaluate(&d.commitments, Scalar::from_u64(me as u64 + 1))?;
+        let got = BlsSecretKey::from_bytes(&value.to_be_bytes())?.public_key();
+        if got.to_bytes() != expected {
+            return Err(malformed(
+                "reshared value",
+                "it does not match the dealer's commitments",
+            ));
+        }
+        Ok(OpenedValue {
+            dealer: d.dealer,
+            value,
+        })
+    }
+
+    /// The dealers whose dealings are used: the `t` (old threshold) lowest indices among
+    /// `dealers`, deterministic so that every node picks the same set.
+    pub fn choose(&self, dealers: impl IntoIterator<Item = u32>) -> Result<Vec<u32>, CryptoError> {
+        let mut all: Vec<u32> = dealers.into_iter().collect();
+        all.sort_unstable();
+        all.dedup();
+        let t = self.old.threshold as usize;
+        if all.len() < t {
+            return Err(CryptoError::NotEnoughShares {
+                needed: t,
+                got: all.len(),
+            });
+        }
+        all.truncate(t);
+        Ok(all)
+    }
+
+    fn lagrange(dealers: &[u32]) -> Result<Vec<Scalar>, CryptoError> {
+        let xs: Vec<Scalar> = dealers
+            .iter()
+            .map(|i| Scalar::from_u64(*i as u64 + 1))
+            .collect();
+        lagrange_at_zero(&xs)
+    }
+
+    /// Receiver `me`'s new share from its opened values of the chosen dealings (exactly
+    /// the dealers [`Reshare::choose`] picked).
+    pub fn combine(&self, me: u32, opened: &[OpenedValue]) -> Result<SecretShare, CryptoError> {
+        let by_dealer: BTreeMap<u32, Scalar> = opened.iter().map(|o| (o.dealer, o.value)).collect();
+        let dealers: Vec<u32> = by_dealer.keys().copied().collect();
+        if dealers.len() != self.old.threshold as usize {
+            return Err(CryptoError::NotEnoughShares {
+                needed: self.old.threshold as usize,
+                got: dealers.len(),
+            });
+        }
+        let lambdas = Self::lagrange(&dealers)?;
+        let secret = by_dealer
+            .values()
+            .zip(&lambdas)
+            .fold(Scalar::default(), |acc, (v, l)| acc.add(&v.mul(l)));
+        Ok(SecretShare {
+            index: me,
+            key: BlsSecretKey::from_bytes(&secret.to_be_bytes())?,
+        })
+    }
+
+    /// The new committee's public key from the chosen dealings (each checked with
+    /// [`Reshare::verify_public`]): the same group key as the old one (checked), and each
+    /// receiver's share public key.
+    pub fn public_key(
+        &self,
+        chosen: &[&ReshareDealing],
+    ) -> Result<ThresholdPublicKey, CryptoError> {
+        let dealers: Vec<u32> = chosen.iter().map(|d| d.dealer).collect();
+        if self.choose(dealers.iter().copied())? != dealers {
+            return Err(malformed(
+                "resharing",
+                "the dealings are not the chosen ones, in order",
+            ));
+        }
+        for d in chosen {
+            self.verify_public(d)?;
+        }
+        let lambdas = Self::lagrange(&dealers)?;
+        // Receiver x's key: Σ_i λ_i Σ_k C_ik x^k, one multi-scalar multiplication.
+        let at = |x: Scalar| -> Result<BlsPublicKey, CryptoError> {
+            let mut points = Vec::new();
+            let mut scalars = Vec::new();
+            for (d, l) in chosen.iter().zip(&lambdas) {
+                let mut power = *l;
+                for c in &d.commitments {
+                    points.push(c.to_bytes());
+                    scalars.push(power);
+                    power = power.mul(&x);
+                }
+            }
+            let refs: Vec<&[u8]> = points.iter().map(|p| p.as_slice()).collect();
+            BlsPublicKey::from_bytes(&g1_linear_combination(&refs, &scalars)?)
+        };
+        let group_key = at(Scalar::default())?;
+        if group_key != self.old.group_key {
+            return Err(malformed(
+                "resharing",
+                "the dealings do not keep the group key",
+            ));
+        }
+        let share_keys = (0..self.receivers.len())
+            .map(|j| at(Scalar::from_u64(j as u64 + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ThresholdPublicKey {
+            group_key,
+            share_keys,
+            threshold: self.threshold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threshold::{SignatureShare, deal};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+    use types::domain;
+
+    const D: domain::Domain = domain::STATE_CERTIFICATION;
+    const MSG: &[u8] = b"a state hash";
+
+    struct Committee {
+        keys: Vec<EncryptionSecretKey>,
+        public: Vec<EncryptionPublicKey>,
+    }
+
+    fn committee(m: usize, rng: &mut ChaCha20Rng) -> Committee {
+        let keys: Vec<EncryptionSecretKey> =
+            (0..m).map(|_| EncryptionSecretKey::generate(rng)).collect();
+        let public = keys.iter().map(|k| k.public_key()).collect();
+        Committee { keys, public }
+    }
+
+    /// Every receiver's new share from the dealings of `dealers`.
+    fn reshared(r: &Reshare<'_>, c: &Committee, dealings: &[ReshareDealing]) -> Vec<SecretShare> {
+        let chosen = r.choose(dealings.iter().map(|d| d.dealer)).expect("enough");
+        (0..c.keys.len() as u32)
+            .map(|j| {
+                let opened: Vec<OpenedValue> = dealings
+                    .iter()
+                    .filter(|d| chosen.contains(&d.dealer))
+                    .map(|d| r.open(d, j, &c.keys[j as usize]).expect("opens"))
+                    .collect();
+                r.combine(j, &opened).expect("combine")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resharing_to_a_larger_committee_keeps_the_group_key_and_its_shares_sign() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let old = deal(4, 3, &mut rng).expect("deal");
+        let c = committee(6, &mut rng);
+        let r = Reshare {
+            context: b"subnet 1, registry version 9",
+            old: &old.public,
+            receivers: &c.public,
+            threshold: 5,
+        };
+        // All four old members deal; the three lowest are used.
+        let dealings: Vec<ReshareDealing> = old
+            .shares
+            .iter()
+            .map(|s| r.deal(s, &mut rng).expect("deal"))
+            .collect();
+        for d in &dealings {
+            r.verify_public(d).expect("valid");
+        }
+        let shares = reshared(&r, &c, &dealings);
+        let chosen: Vec<&ReshareDealing> = dealings.iter().take(3).collect();
+        let public = r.public_key(&chosen).expect("public key");
+        assert_eq!(public.group_key, old.public.group_key);
+        for s in &shares {
+            assert_eq!(s.key.public_key(), public.share_keys[s.index as usize]);
+        }
+        // Any five new shares sign for the old group key; four do not make a signature.
+        let sig: Vec<SignatureShare> = shares[1..].iter().map(|s| s.sign(D, MSG)).collect();
+        let combined = public.combine(&sig).expect("combine");
+        old.public
+            .verify(D, MSG, &combined)
+            .expect("the genesis key verifies it");
+        assert!(matches!(
+            public.combine(&sig[..4]),
+            Err(CryptoError::NotEnoughShares { .. })
+        ));
+        // Reshared again, by the new committee, to a smaller one: still the same key.
+        let c2 = committee(4, &mut rng);
+        let r2 = Reshare {
+            context: b"subnet 1, registry version 10",
+            old: &public,
+            receivers: &c2.public,
+            threshold: 3,
+        };
+        let dealings2: Vec<ReshareDealing> = shares[1..]
+            .iter()
+            .map(|s| r2.deal(s, &mut rng).expect("deal"))
+            .collect();
+        let shares2 = reshared(&r2, &c2, &dealings2);
+        let sig2: Vec<SignatureShare> = shares2[..3].iter().map(|s| s.sign(D, MSG)).collect();
+        let public2 = r2
+            .public_key(&dealings2.iter().take(5).collect::<Vec<_>>())
+            .expect("public key");
+        old.public
+            .verify(D, MSG, &public2.combine(&sig2).expect("combine"))
+            .expect("the genesis key verifies it");
+    }
+
+    #[test]
+    fn bad_dealings_are_caught() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let old = deal(4, 2, &mut rng).expect("deal");
+        let c = committee(4, &mut rng);
+        let r = Reshare {
+            context: b"ctx",
+            old: &old.public,
+            receivers: &c.public,
+            threshold: 2,
+        };
+        let good = r.deal(&old.shares[1], &mut rng).expect("deal");
+        // A dealer resharing a value other than its share: its first commitment is not
+        // its share key, and anyone sees it.
+        let other = SecretShare {
+            index: 1,
+            key: old.shares[2].key.clone(),
+        };
+        let e = r
+            .verify_public(&r.deal(&other, &mut rng).expect("deal"))
+            .expect_err("caught");
+        assert!(e.to_string().contains("first commitment"), "{e}");
+        // A value off the committed polynomial, well encrypted: receiver 2 sees it, the
+        // others open theirs.
+        let one = Scalar::from_u64(1);
+        let wrong = r
+            .deal_values(&old.shares[1], &mut rng, |j, v| {
+                if j == 2 { v.add(&one) } else { v }
+            })
+            .expect("deal");
+        r.verify_public(&wrong).expect("nothing public is wrong");
+        let e = r.open(&wrong, 2, &c.keys[2]).expect_err("caught");
+        assert!(e.to_string().contains("commitments"), "{e}");
+        r.open(&wrong, 3, &c.keys[3]).expect("opens");
+        // A ciphertext moved from another dealing does not decrypt.
+        let mut moved = good.clone();
+        moved.ciphertexts[2] = wrong.ciphertexts[2].clone();
+        let e = r.open(&moved, 2, &c.keys[2]).expect_err("caught");
+        assert!(e.to_string().contains("does not decrypt"), "{e}");
+        // A ciphertext tampered with, one of the wrong size, a missing one, or one for
+        // another receiver: refused.
+        let mut flipped = good.clone();
+        flipped.ciphertexts[0][5] ^= 1;
+        assert!(r.open(&flipped, 0, &c.keys[0]).is_err());
+        let mut short = good.clone();
+        short.ciphertexts[3].pop();
+        assert!(r.verify_public(&short).is_err());
+        let mut missing = good.clone();
+        missing.ciphertexts.pop();
+        assert!(r.verify_public(&missing).is_err());
+        assert!(r.open(&good, 1, &c.keys[0]).is_err());
+        // The same dealing in another context does not open.
+        let elsewhere = Reshare {
+            context: b"another resharing",
+            ..r
+        };
+        assert!(elsewhere.open(&good, 0, &c.keys[0]).is_err());
+        // Too few commitments (a lower degree than the threshold asks) or an unknown dealer.
+        let mut low = good.clone();
+        low.commitments.pop();
+        assert!(r.verify_public(&low).is_err());
+        let mut stranger = good.clone();
+        stranger.dealer = 9;
+        assert!(r.verify_public(&stranger).is_err());
+        // The good one opens for everyone.
+        for j in 0..4 {
+            r.open(&good, j, &c.keys[j as usize]).expect("opens");
+        }
+    }
+
+    #[test]
+    fn a_value_consistent_with_forged_commitments_is_refused_by_the_public_check() {
+        // A dealer who commits to a polynomial through another secret, and encrypts
+        // values on it, fails the public check (C_0 is not its share key) before anyone
+        // decrypts anything.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let old = deal(4, 2, &mut rng).expect("deal");
+        let c = committee(4, &mut rng);
+        let r = Reshare {
+            context: b"ctx",
+            old: &old.public,
+            receivers: &c.public,
+            threshold: 2,
+        };
+        let forged = SecretShare {
+            index: 0,
+            key: BlsSecretKey::generate(&mut rng),
+        };
+        let d = r.deal(&forged, &mut rng).expect("deal");
+        assert!(r.verify_public(&d).is_err());
+        assert!(r.open(&d, 0, &c.keys[0]).is_err());
+        // And a public key from it would not keep the group key.
+        let good = r.deal(&old.shares[1], &mut rng).expect("deal");
+        assert!(r.public_key(&[&d, &good]).is_err());
+    }
+}
