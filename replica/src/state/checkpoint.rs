@@ -46,29 +46,7 @@ impl ReplicatedState {
     /// a migrated copy is brought up to. Writing to it fails.
     pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
         let db = DB::open_for_read_only(&Options::default(), dir, false)?;
-        let schema = read_schema(&db)?;
-        if schema == 0 || schema > SCHEMA_VERSION {
-            return Err(StateError::Corrupt(format!(
-                "{}: state schema {schema} is not one this release reads",
-                dir.display()
-            )));
-        }
-        let (height, root) = read_meta(&db)?;
-        let top = super::index::load_top_for(&db, &root)?;
-        if top.root() != root {
-            return Err(StateError::Corrupt(format!(
-                "{}: the tree index has root {}, the state records {root}",
-                dir.display(),
-                top.root()
-            )));
-        }
-        Ok(Self {
-            db,
-            height,
-            top,
-            schema,
-            quotas: super::quota::QUOTAS,
-        })
+        Self::with_db(db).map_err(|e| StateError::Corrupt(format!("{}: {e}", dir.display())))
     }
 
     /// Replaces the state in `state_dir` with the checkpoint in `checkpoint_dir` (hard

@@ -163,9 +163,20 @@ impl ReplicatedState {
             b.put(ROOT, tree::empty_root().0);
             db.write(b)?;
         }
+        Self::with_db(db)
+    }
+
+    /// The state in an opened database: its schema, height and root, and its top tree
+    /// checked against the root.
+    fn with_db(db: DB) -> Result<Self, StateError> {
         let schema = schema::read_schema(&db)?;
         if schema == 0 {
             return Err(StateError::Corrupt("no schema marker".into()));
+        }
+        if schema > SCHEMA_VERSION {
+            return Err(StateError::Corrupt(format!(
+                "state schema {schema} is newer than this release's {SCHEMA_VERSION}"
+            )));
         }
         let (height, root) = read_meta(&db)?;
         let top = index::load_top_for(&db, &root)?;
