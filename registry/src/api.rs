@@ -7,7 +7,7 @@
 //! | `GET /api/v1/registry/changes?since=V&max=M` | | binary [`ChangesPage`] (canonical codec) |
 //! | `GET /api/v1/registry/get?key=K[&at=V]` | | [`GetView`] |
 //! | `GET /api/v1/versions?after=V&limit=N` | | [`VersionsPage`] (see paging) |
-//! | `GET /api/v1/subnets`, `/neurons` | | lists of views (fixed at genesis) |
+//! | `GET /api/v1/subnets`, `/nodes`, `/neurons` | | lists of views (`/nodes`: each record with the subnet that lists it, or `null`) |
 //! | `POST /api/v1/proposals` | [`SignedSubmission`] | `{"proposal_id"}` |
 //! | `POST /api/v1/proposals/{id}/votes` | [`SignedBallot`] | `{"proposal_id","status"}` |
 //! | `GET /api/v1/proposals?after=ID&limit=N` | | [`ProposalsPage`] (see paging) |
@@ -135,6 +135,37 @@ impl From<&SubnetRecord> for SubnetView {
             halt_at_cup_height: r.halt_at_cup_height,
             is_halted: r.is_halted,
         }
+    }
+}
+
+/// A node record with the subnet it is a member of (`None`: unassigned), for `nns nodes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node_id: NodeId,
+    pub subnet_id: Option<SubnetId>,
+    pub consensus_address: String,
+    pub http_address: String,
+    pub cup_address: String,
+}
+
+impl NodeView {
+    /// Every node record of `snap`, each with the subnet that lists it.
+    pub fn all(snap: &crate::invariants::Snapshot) -> Vec<Self> {
+        let subnet_of: std::collections::BTreeMap<NodeId, SubnetId> = snap
+            .subnets
+            .values()
+            .flat_map(|s| s.members.iter().map(|m| (*m, s.subnet_id)))
+            .collect();
+        snap.nodes
+            .values()
+            .map(|r| Self {
+                node_id: r.node_id,
+                subnet_id: subnet_of.get(&r.node_id).copied(),
+                consensus_address: r.consensus_address.clone(),
+                http_address: r.http_address.clone(),
+                cup_address: r.cup_address.clone(),
+            })
+            .collect()
     }
 }
 

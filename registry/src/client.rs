@@ -251,6 +251,11 @@ impl RegistryClient {
             .await
     }
 
+    /// Every node record, each with its subnet (or none).
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.get_json("/api/v1/nodes", MAX_PAGE_ANSWER_BYTES).await
+    }
+
     pub async fn neurons(&self) -> Result<Vec<NeuronView>, ClientError> {
         self.get_json("/api/v1/neurons", MAX_PAGE_ANSWER_BYTES)
             .await

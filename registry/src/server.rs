@@ -210,6 +210,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/v1/registry/get", get(get_key))
         .route("/api/v1/versions", get(versions))
         .route("/api/v1/subnets", get(subnets))
+        .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/neurons", get(neurons))
         .route("/api/v1/proposals", get(proposals).post(submit))
         .route("/api/v1/proposals/{id}", get(proposal))
@@ -517,6 +518,10 @@ async fn subnets(State(s): State<Arc<ServerState>>) -> Response {
     snapshot_list(&s, "subnets", |snap| {
         snap.subnets.values().map(SubnetView::from).collect()
     })
+}
+
+async fn nodes(State(s): State<Arc<ServerState>>) -> Response {
+    snapshot_list(&s, "nodes", NodeView::all)
 }
 
 async fn neurons(State(s): State<Arc<ServerState>>) -> Response {

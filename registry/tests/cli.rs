@@ -80,6 +80,28 @@ fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
     let (_, out, _) = nns(url, &["subnets", "--json"]);
     let subnets: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(subnets[0]["replica_version"], "2.0.0");
+    // Every genesis node, each a member of the subnet.
+    let (code, out, err) = nns(url, &["nodes", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let nodes: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let nodes = nodes.as_array().expect("a list");
+    assert_eq!(nodes.len(), net.genesis.nodes.len());
+    for n in nodes {
+        assert_eq!(n["subnet_id"], subnet.as_str(), "{n}");
+        assert!(
+            subnets[0]["members"]
+                .as_array()
+                .expect("members")
+                .contains(&n["node_id"])
+        );
+    }
+    let (_, text, _) = nns(url, &["nodes"]);
+    assert_eq!(text.lines().count(), nodes.len());
+    assert!(
+        text.lines()
+            .all(|l| l.contains(&format!("subnet {subnet}"))),
+        "{text}"
+    );
     let key = format!("subnet_record_{subnet}");
     let at = |v: &str| {
         let (code, out, err) = nns(url, &["get", &key, "--at", v, "--json"]);

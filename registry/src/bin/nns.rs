@@ -72,6 +72,8 @@ enum Command {
     Versions,
     /// List subnets.
     Subnets,
+    /// List node records, each with the subnet it is a member of (or "none").
+    Nodes,
     /// List neurons.
     Neurons,
     /// Print the latest registry version.
@@ -297,6 +299,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let ss = client.subnets().await?;
             print(json, &ss, |ss| {
                 ss.iter().map(subnet_line).collect::<Vec<_>>().join("\n")
+            })
+        }
+        Command::Nodes => {
+            let ns = client.nodes().await?;
+            print(json, &ns, |ns| {
+                ns.iter()
+                    .map(|n| {
+                        format!(
+                            "node {} subnet {} http {} consensus {}",
+                            n.node_id,
+                            n.subnet_id.map_or("none".to_string(), |s| s.to_string()),
+                            n.http_address,
+                            n.consensus_address
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             })
         }
         Command::Neurons => {
