@@ -535,6 +535,116 @@ mod tests {
     }
 
     #[test]
+    fn random_committees_with_bad_dealers_keep_the_group_key() {
+        use crate::threshold::{high_threshold, low_threshold, max_faulty};
+        use rand::Rng;
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        for case in 0..24 {
+            let n = rng.random_range(1..=7usize);
+            let m = rng.random_range(1..=7usize);
+            let t = if rng.random_bool(0.5) {
+                low_threshold(n)
+            } else {
+                high_threshold(n)
+            };
+            let t_new = if rng.random_bool(0.5) {
+                low_threshold(m)
+            } else {
+                high_threshold(m)
+            };
+            let old = deal(n, t, &mut rng).expect("deal");
+            let c = committee(m, &mut rng);
+            let context = format!("case {case}");
+            let r = Reshare {
+                context: context.as_bytes(),
+                old: &old.public,
+                receivers: &c.public,
+                threshold: t_new as u32,
+            };
+            // Up to f dealers are bad, and never so many that fewer than t remain.
+            let bad: Vec<usize> = (0..n)
+                .filter(|_| rng.random_bool(0.4))
+                .take(max_faulty(n).min(n - t))
+                .collect();
+            let one = Scalar::from_u64(1);
+            let dealings: Vec<ReshareDealing> = old
+                .shares
+                .iter()
+                .map(|s| {
+                    if !bad.contains(&(s.index as usize)) {
+                        return r.deal(s, &mut rng).expect("deal");
+                    }
+                    if rng.random_bool(0.5) {
+                        // Reshares a secret of its own choosing.
+                        let other = SecretShare {
+                            index: s.index,
+                            key: BlsSecretKey::generate(&mut rng),
+                        };
+                        r.deal(&other, &mut rng).expect("deal")
+                    } else {
+                        // Gives one receiver a value off its polynomial.
+                        let victim = rng.random_range(0..m);
+                        r.deal_values(
+                            s,
+                            &mut rng,
+                            |j, v| if j == victim { v.add(&one) } else { v },
+                        )
+                        .expect("deal")
+                    }
+                })
+                .collect();
+            // What the complaint round will decide: a dealing is disqualified if the
+            // public check or any receiver's check fails. Every bad one is.
+            let qualified: Vec<&ReshareDealing> = dealings
+                .iter()
+                .filter(|d| {
+                    r.verify_public(d).is_ok()
+                        && (0..m as u32).all(|j| r.open(d, j, &c.keys[j as usize]).is_ok())
+                })
+                .collect();
+            for d in &qualified {
+                assert!(
+                    !bad.contains(&(d.dealer as usize)),
+                    "case {case}: bad dealer {} qualified",
+                    d.dealer
+                );
+            }
+            let chosen_ids = r
+                .choose(qualified.iter().map(|d| d.dealer))
+                .expect("t honest dealers");
+            let chosen: Vec<&ReshareDealing> = qualified
+                .iter()
+                .copied()
+                .filter(|d| chosen_ids.contains(&d.dealer))
+                .collect();
+            let public = r.public_key(&chosen).expect("public key");
+            assert_eq!(public.group_key, old.public.group_key, "case {case}");
+            let shares: Vec<SecretShare> = (0..m as u32)
+                .map(|j| {
+                    let opened: Vec<OpenedValue> = chosen
+                        .iter()
+                        .map(|d| r.open(d, j, &c.keys[j as usize]).expect("opens"))
+                        .collect();
+                    r.combine(j, &opened).expect("combine")
+                })
+                .collect();
+            for s in &shares {
+                assert_eq!(
+                    s.key.public_key(),
+                    public.share_keys[s.index as usize],
+                    "case {case}"
+                );
+            }
+            // The last t' new members sign for the genesis key.
+            let sig: Vec<SignatureShare> =
+                shares[m - t_new..].iter().map(|s| s.sign(D, MSG)).collect();
+            old.public
+                .verify(D, MSG, &public.combine(&sig).expect("combine"))
+                .unwrap_or_else(|e| panic!("case {case} (n {n}, t {t}, m {m}, t' {t_new}): {e}"));
+        }
+    }
+
+    #[test]
     fn bad_dealings_are_caught() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let old = deal(4, 2, &mut rng).expect("deal");
