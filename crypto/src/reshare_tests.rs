@@ -22,13 +22,20 @@ fn committee(m: usize, rng: &mut ChaCha20Rng) -> Committee {
     Committee { keys, public }
 }
 
-/// Every receiver's new share from the dealings of `dealers`.
-fn reshared(r: &Reshare<'_>, c: &Committee, dealings: &[ReshareDealing]) -> Vec<SecretShare> {
-    let chosen = r.choose(dealings.iter().map(|d| d.dealer)).expect("enough");
+/// Every receiver's new share from the chosen ones of `dealings`.
+fn reshared<'d>(
+    r: &Reshare<'_>,
+    c: &Committee,
+    dealings: impl IntoIterator<Item = &'d ReshareDealing> + Clone,
+) -> Vec<SecretShare> {
+    let chosen = r
+        .choose(dealings.clone().into_iter().map(|d| d.dealer))
+        .expect("enough");
     (0..c.keys.len() as u32)
         .map(|j| {
             let opened: Vec<OpenedValue> = dealings
-                .iter()
+                .clone()
+                .into_iter()
                 .filter(|d| chosen.contains(&d.dealer))
                 .map(|d| r.open(d, j, &c.keys[j as usize]).expect("opens"))
                 .collect();
@@ -181,15 +188,7 @@ fn random_committees_with_bad_dealers_keep_the_group_key() {
             .collect();
         let public = r.public_key(&chosen).expect("public key");
         assert_eq!(public.group_key, old.public.group_key, "case {case}");
-        let shares: Vec<SecretShare> = (0..m as u32)
-            .map(|j| {
-                let opened: Vec<OpenedValue> = chosen
-                    .iter()
-                    .map(|d| r.open(d, j, &c.keys[j as usize]).expect("opens"))
-                    .collect();
-                r.combine(j, &opened).expect("combine")
-            })
-            .collect();
+        let shares = reshared(&r, &c, qualified.iter().copied());
         for s in &shares {
             assert_eq!(
                 s.key.public_key(),
