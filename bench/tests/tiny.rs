@@ -101,9 +101,13 @@ fn every_measurement_runs_at_tiny_sizes_and_write_keeps_the_rest_of_the_file() {
     ] {
         assert!(has(prefix), "no figure {prefix:?} in {v}");
     }
-    // Each upgrade: stages measured; nodes woken by their replica rather than a poll
-    // (one at least: a poll may win the race on some); and nodes whose preflight had
-    // rehearsed the release did not rehearse it again (at least the n - f ready ones).
+    // Each upgrade: stages measured; and nodes whose preflight had rehearsed the release
+    // did not rehearse it again (at least the n - f ready ones). Nodes woken by their
+    // replica rather than a poll: some, over all the upgrades (a tick already under way
+    // when the CUP is written finds it first; across hosts a tick's registry requests
+    // cross the shaped link, and in one fresh-clone run all four nodes of the one
+    // cross-host upgrade noticed it that way).
+    let mut woken = 0;
     for net in v["networks"].as_array().unwrap() {
         let n = net["nodes"].as_u64().unwrap();
         for u in net["upgrades"].as_array().unwrap() {
@@ -111,11 +115,12 @@ fn every_measurement_runs_at_tiny_sizes_and_write_keeps_the_rest_of_the_file() {
             let s = &u["switches"];
             let switched = s["switched"].as_u64().unwrap();
             assert_eq!(switched, n, "{u}");
-            assert!(s["woken_by_replica"].as_u64().unwrap() >= 1, "{u}");
+            woken += s["woken_by_replica"].as_u64().unwrap();
             let f = (n - 1) / 3;
             assert!(switched - s["rehearsed"].as_u64().unwrap() >= n - f, "{u}");
         }
     }
+    assert!(woken >= 1, "no switch was woken by its replica: {v}");
     // Across hosts (this test runs as root in CI): the round trip is measured, and
     // finality and downtime stand against it.
     if std::fs::read_to_string("/proc/self/status")
