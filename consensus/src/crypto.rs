@@ -7,7 +7,8 @@ use crate::artifact::NodeIndex;
 use crypto::{
     bls::{self, BlsPublicKey, BlsSecretKey, BlsSignature},
     ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature},
-    threshold::{SecretShare, SignatureShare, ThresholdPublicKey},
+    hashed::{MessageHashes, verify_aggregate_hashed},
+    threshold::{SecretShare, ThresholdPublicKey},
 };
 use types::domain::Domain;
 
@@ -106,6 +107,9 @@ pub struct NodeSecrets {
 pub struct RealCrypto {
     pub keys: SubnetKeys,
     pub secrets: NodeSecrets,
+    /// Each message is hashed to G2 once for its signing and its checks (a third of a
+    /// BLS operation's cost).
+    pub hashes: MessageHashes,
 }
 
 impl RealCrypto {
@@ -139,7 +143,8 @@ impl ConsensusCrypto for RealCrypto {
     }
 
     fn sign_multi(&self, domain: Domain, message: &[u8]) -> Vec<u8> {
-        self.secrets.bls.sign(domain, message).to_bytes().to_vec()
+        let h = self.hashes.get(domain, message);
+        self.secrets.bls.sign_hashed(&h).to_bytes().to_vec()
     }
 
     fn verify_multi_share(
@@ -155,7 +160,8 @@ impl ConsensusCrypto for RealCrypto {
         ) else {
             return false;
         };
-        pk.verify(domain, message, &sig).is_ok()
+        pk.verify_hashed(&self.hashes.get(domain, message), &sig)
+            .is_ok()
     }
 
     fn aggregate_multi(&self, shares: &[&[u8]]) -> Option<Vec<u8>> {
@@ -177,7 +183,7 @@ impl ConsensusCrypto for RealCrypto {
         let (Some(pks), Ok(sig)) = (pks, BlsSignature::from_bytes(signature)) else {
             return false;
         };
-        bls::verify_aggregate(&pks, domain, message, &sig).is_ok()
+        verify_aggregate_hashed(&pks, &self.hashes.get(domain, message), &sig).is_ok()
     }
 
     fn sign_threshold(&self, which: Threshold, domain: Domain, message: &[u8]) -> Vec<u8> {
@@ -185,7 +191,8 @@ impl ConsensusCrypto for RealCrypto {
             Threshold::Low => &self.secrets.low_share,
             Threshold::High => &self.secrets.high_share,
         };
-        share.sign(domain, message).signature.to_bytes().to_vec()
+        let h = self.hashes.get(domain, message);
+        share.key.sign_hashed(&h).to_bytes().to_vec()
     }
 
     fn verify_threshold_share(
@@ -196,18 +203,13 @@ impl ConsensusCrypto for RealCrypto {
         message: &[u8],
         signature: &[u8],
     ) -> bool {
-        let Ok(signature) = BlsSignature::from_bytes(signature) else {
+        let (Some(key), Ok(signature)) = (
+            self.threshold_key(which).share_keys.get(signer as usize),
+            BlsSignature::from_bytes(signature),
+        ) else {
             return false;
         };
-        self.threshold_key(which)
-            .verify_share(
-                domain,
-                message,
-                &SignatureShare {
-                    index: signer,
-                    signature,
-                },
-            )
+        key.verify_hashed(&self.hashes.get(domain, message), &signature)
             .is_ok()
     }
 
@@ -234,7 +236,8 @@ impl ConsensusCrypto for RealCrypto {
             return false;
         };
         self.threshold_key(which)
-            .verify(domain, message, &sig)
+            .group_key
+            .verify_hashed(&self.hashes.get(domain, message), &sig)
             .is_ok()
     }
 }

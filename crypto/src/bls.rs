@@ -12,7 +12,7 @@
 
 use crate::CryptoError;
 use blst::{
-    BLST_ERROR,
+    BLST_ERROR, blst_p1_affine, blst_p2_affine,
     min_pk::{AggregatePublicKey, AggregateSignature, PublicKey, SecretKey, Signature},
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -131,6 +131,10 @@ impl BlsPublicKey {
         }
     }
 
+    pub(crate) fn point(&self) -> blst_p1_affine {
+        self.0.into()
+    }
+
     pub fn verify_possession(&self, pop: &ProofOfPossession) -> Result<(), CryptoError> {
         match pop
             .0
@@ -144,6 +148,15 @@ impl BlsPublicKey {
 }
 
 impl BlsSignature {
+    /// A point the caller computed in the subgroup (a signature made with a valid key).
+    pub(crate) fn from_point(point: blst_p2_affine) -> Self {
+        Self(point.into())
+    }
+
+    pub(crate) fn point(&self) -> blst_p2_affine {
+        self.0.into()
+    }
+
     /// Parses and validates (subgroup check, not the identity).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != SIGNATURE_BYTES {
@@ -203,15 +216,7 @@ pub fn verify_aggregate(
     bytes: &[u8],
     signature: &BlsSignature,
 ) -> Result<(), CryptoError> {
-    if signers.is_empty() {
-        return Err(CryptoError::Empty);
-    }
-    let mut seen = BTreeSet::new();
-    for (i, pk) in signers.iter().enumerate() {
-        if !seen.insert(pk.to_bytes()) {
-            return Err(CryptoError::DuplicateSigner(i as u32));
-        }
-    }
+    check_distinct(signers)?;
     let refs: Vec<&PublicKey> = signers.iter().map(|p| &p.0).collect();
     match signature
         .0
@@ -222,6 +227,20 @@ pub fn verify_aggregate(
             what: "BLS multi-signature",
         }),
     }
+}
+
+/// A multi-signature's signers: at least one, none twice.
+pub(crate) fn check_distinct(signers: &[BlsPublicKey]) -> Result<(), CryptoError> {
+    if signers.is_empty() {
+        return Err(CryptoError::Empty);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, pk) in signers.iter().enumerate() {
+        if !seen.insert(pk.to_bytes()) {
+            return Err(CryptoError::DuplicateSigner(i as u32));
+        }
+    }
+    Ok(())
 }
 
 // ---- Raw IETF operations over bare messages (the test vectors' interface). ----

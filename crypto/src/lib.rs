@@ -9,6 +9,8 @@
 //!   exercise.
 //! - [`threshold`]: a trusted dealer that Shamir-shares a fresh subnet key, signature
 //!   shares, and combination of any `t` shares into the unique group signature.
+//! - [`hashed`]: signing and checking on a message hashed to G2 once, and a small store
+//!   of recent hashes (a node signs and checks each consensus message).
 //! - [`key_file`]: secret keys on disk, hex, mode 0600, checked on read.
 //!
 //! Every signature is over `(domain tag, bytes)`; the tags are in [`types::domain`].
@@ -19,6 +21,7 @@
 
 pub mod bls;
 pub mod ed25519;
+pub mod hashed;
 pub mod key_file;
 pub mod reshare;
 mod scalar;

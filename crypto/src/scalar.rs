@@ -1,5 +1,5 @@
 //! Arithmetic in the BLS12-381 scalar field and in G2, through blst's audited C
-//! functions. This is the only `unsafe` in the workspace: each call passes pointers to
+//! functions. This and [`crate::hashed`] are the only `unsafe` in the workspace: each call passes pointers to
 //! properly initialised, live values of the types the C signature names.
 #![allow(unsafe_code)]
 

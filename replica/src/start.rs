@@ -437,6 +437,7 @@ pub fn build_core(
             low_share,
             high_share,
         },
+        hashes: Default::default(),
     };
     let cfg = Config {
         subnet_id: c.subnet_id,

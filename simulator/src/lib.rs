@@ -442,6 +442,7 @@ impl Sim {
                             low_share: l.clone(),
                             high_share: h.clone(),
                         },
+                        hashes: self.crypto_memo.hashes(),
                     },
                     self.crypto_memo.clone(),
                 ))

@@ -6,6 +6,7 @@
 //! between checking a combined beacon once and checking it n times.
 
 use consensus::{ConsensusCrypto, RealCrypto, Threshold, artifact::NodeIndex};
+use crypto::hashed::MessageHashes;
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
@@ -20,17 +21,25 @@ const MAX_ANSWERS: usize = 200_000;
 /// An answer by the hash of its question: a check's is `Some(empty)` when it passed.
 type Answers = HashMap<[u8; 32], Option<Vec<u8>>>;
 
-/// One seed's remembered answers, shared by its nodes.
+/// One seed's remembered answers, and its messages hashed to G2, shared by its nodes.
 #[derive(Clone, Debug, Default)]
-pub struct Memo(Arc<Mutex<Answers>>);
+pub struct Memo {
+    answers: Arc<Mutex<Answers>>,
+    hashes: MessageHashes,
+}
 
 impl Memo {
+    /// For each node's [`RealCrypto`]: a message is hashed to G2 once for all of them.
+    pub fn hashes(&self) -> MessageHashes {
+        self.hashes.clone()
+    }
+
     fn get_or(&self, key: [u8; 32], compute: impl FnOnce() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
-        if let Some(a) = self.0.lock().expect("memo").get(&key) {
+        if let Some(a) = self.answers.lock().expect("memo").get(&key) {
             return a.clone();
         }
         let answer = compute();
-        let mut m = self.0.lock().expect("memo");
+        let mut m = self.answers.lock().expect("memo");
         if m.len() >= MAX_ANSWERS {
             m.clear();
         }

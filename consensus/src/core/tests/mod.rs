@@ -133,6 +133,7 @@ impl Net {
                         low_share: low.shares[i].clone(),
                         high_share: high.shares[i].clone(),
                     },
+                    hashes: Default::default(),
                 };
                 Consensus::new(
                     config(i as NodeIndex, n),

@@ -209,6 +209,7 @@ fn a_core_starting_from_a_cup_halts_only_if_the_cup_names_another_release() {
             low_share: low.shares[0].clone(),
             high_share: high.shares[0].clone(),
         },
+        hashes: Default::default(),
     };
     let mut registry = registry();
     registry.push((

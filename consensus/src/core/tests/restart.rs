@@ -45,6 +45,7 @@ fn shares_persisted_before_a_recovery_cup_at_their_chains_height_do_not_stop_the
                 low_share: c.secrets.low_share.clone(),
                 high_share: c.secrets.high_share.clone(),
             },
+            hashes: Default::default(),
         };
         Consensus::new(config(0, 4), crypto, base, registry(), [old.clone()], now).unwrap()
     };
