@@ -48,9 +48,66 @@ const KDF_SALT: &[u8] = b"icup-reshare-v1";
 #[derive(Clone)]
 pub struct EncryptionSecretKey(x25519_dalek::StaticSecret);
 
-/// A node's X25519 public key, registered with its node record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A node's X25519 public key, registered with its node record. Hex in JSON, 32 bytes in
+/// binary encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncryptionPublicKey(pub [u8; 32]);
+
+impl EncryptionPublicKey {
+    /// Refuses a low-order point: every Diffie-Hellman value with it is the same for
+    /// every secret (whatever was encrypted to it could be read by anyone).
+    pub fn check(&self) -> Result<(), CryptoError> {
+        let probe = x25519_dalek::StaticSecret::from([0x42; 32]);
+        if probe
+            .diffie_hellman(&x25519_dalek::PublicKey::from(self.0))
+            .was_contributory()
+        {
+            Ok(())
+        } else {
+            Err(malformed("encryption key", "a low-order point"))
+        }
+    }
+}
+
+impl std::fmt::Display for EncryptionPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for EncryptionPublicKey {
+    type Err = CryptoError;
+    fn from_str(s: &str) -> Result<Self, CryptoError> {
+        let bytes =
+            hex::decode(s.trim()).map_err(|e| malformed("encryption key", e.to_string()))?;
+        Self::from_slice(&bytes)
+    }
+}
+
+impl EncryptionPublicKey {
+    fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            malformed(
+                "encryption key",
+                format!("expected 32 bytes, got {}", bytes.len()),
+            )
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Serialize for EncryptionPublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::bytes_serde::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncryptionPublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = crate::bytes_serde::deserialize(d)?;
+        Self::from_slice(&bytes).map_err(serde::de::Error::custom)
+    }
+}
 
 impl EncryptionSecretKey {
     pub fn generate<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> Self {

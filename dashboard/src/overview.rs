@@ -582,5 +582,17 @@ pub fn summary(kind: &ProposalKind) -> String {
             short(subnet),
             height.get()
         ),
+        ProposalKind::AddNodes { subnet, nodes } => format!(
+            "add {} node{} to subnet {}…",
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" },
+            short(subnet)
+        ),
+        ProposalKind::RemoveNodes { subnet, nodes } => format!(
+            "remove {} node{} from subnet {}…",
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" },
+            short(subnet)
+        ),
     }
 }

@@ -16,10 +16,13 @@
 //!    package (SHA-256 and URLs) at the same registry version ([`Release`]). If the local
 //!    copy does not have that registry version yet, or lists no package for the version:
 //!    [`Decision::Wait`].
-//! 4. **Leaving**: a node that is a member neither at the best CUP's registry version nor
-//!    at the latest stops its replica; it wipes its state only then (the subnet has moved
-//!    past its removal, so nobody needs its state). A node missing only at the latest
-//!    version keeps running: the subnet needs it until a CUP passes its removal.
+//! 4. **Leaving**: a node that is in the committee (`SubnetRecord::committee`: the nodes
+//!    holding the threshold keys' shares) neither at the best CUP's registry version nor
+//!    at the latest, and not a member at the latest, stops its replica; it wipes its
+//!    state only then (the subnet has moved past its removal, so nobody needs its
+//!    state). A node missing only at the latest version keeps running: the subnet needs
+//!    it until a CUP passes its removal. A member governance added that is not in the
+//!    committee yet waits for the subnet to reshare its key to it.
 //! 5. **Download ahead**: when the latest registry version assigns the subnet another
 //!    release than the one to run, fetch it now, so the switch does not wait for it.
 //! 6. **Recalled**: a release governance recalled (at the latest registry version: a
@@ -259,11 +262,18 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
     };
     let member_at_cup = at_cup.index_of(&local.node_id).is_some();
     let member_at_latest = at_latest.index_of(&local.node_id).is_some();
-    if !member_at_cup && !member_at_latest {
+    let chosen_at_latest = at_latest.is_member(&local.node_id);
+    if !member_at_cup && !member_at_latest && !chosen_at_latest {
         // Unambiguous only when the subnet itself signed a CUP past the removal; a
         // registry (recovery) CUP could be rolled back by the next proposal.
         let wipe = matches!(best, Cup::Signed(_));
         return Decision::Leave { subnet, wipe };
+    }
+    if !member_at_cup && !member_at_latest {
+        // Governance added it; the committee that runs consensus holds the key.
+        return wait(format!(
+            "added to subnet {subnet}, not yet in its committee: it joins once the subnet reshares its threshold keys to it"
+        ));
     }
     if !member_at_cup {
         // Added at a later version than the CUP pins: the subnet's CUPs will include it.

@@ -467,6 +467,46 @@ fn a_removed_node_leaves_and_wipes_only_past_a_signed_cup_without_it() {
     );
 }
 
+/// Governance's membership change moves `members`; the committee that holds the key
+/// (`key_holders`) runs consensus until the subnet reshares: an added node waits, even
+/// given a CUP that pins the change, and a removed one keeps running past it.
+#[test]
+fn an_added_node_waits_for_the_reshare_and_a_removed_one_keeps_its_share() {
+    let mut net = network(1);
+    net.add_spares(1, 20_000, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2));
+    let mut store = MemoryStore::new();
+    store.apply(&net.genesis.mutations()).unwrap();
+    let mut fx = Fx { net, store };
+    let spare = Local {
+        node_id: fx.net.spares[0].record.node_id,
+        running_version: v("1.0.0"),
+        running_package_sha256: sha_of("1.0.0"),
+        cup: None,
+    };
+    assert_eq!(decide(&spare, &[], &fx.store), Decision::Unassigned);
+    let gone = fx.node(3);
+    let changed_at = fx.update_subnet(|r| {
+        r.key_holders = Some(r.members.clone());
+        r.members.push(spare.node_id);
+        r.members.retain(|m| *m != gone);
+    });
+    let waits = |d: &Decision| matches!(d, Decision::Wait { reason } if reason.contains("not yet in its committee"));
+    let d = decide(&spare, &[], &fx.store);
+    assert!(waits(&d), "{d:?}");
+    let after = fx.signed_cup(&fx.net, 20, changed_at);
+    let d = decide(&fx.local(3, "1.0.0", Some(after.clone())), &[], &fx.store);
+    assert!(matches!(d, Decision::Run { .. }), "{d:?}");
+    let d = decide(
+        &Local {
+            cup: Some(after),
+            ..spare
+        },
+        &[],
+        &fx.store,
+    );
+    assert!(waits(&d), "{d:?}");
+}
+
 #[test]
 fn a_cup_pinning_a_registry_version_not_replicated_yet_waits() {
     let fx = Fx::new();

@@ -11,6 +11,7 @@ use crate::{
 use crypto::{
     bls::{BlsPublicKey, BlsSecretKey, ProofOfPossession},
     ed25519::{Ed25519KeyPair, Ed25519PublicKey},
+    reshare::{EncryptionPublicKey, EncryptionSecretKey},
     threshold::{SecretShare, ThresholdPublicKey, deal, high_threshold, low_threshold},
 };
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,9 @@ pub struct GenesisNode {
     pub consensus_address: String,
     pub http_address: String,
     pub cup_address: String,
+    /// X25519 (hex): what the subnet's threshold keys are reshared to this node under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealing_encryption_key: Option<EncryptionPublicKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +134,7 @@ impl Genesis {
                 consensus_address: n.consensus_address.clone(),
                 http_address: n.http_address.clone(),
                 cup_address: n.cup_address.clone(),
+                dealing_encryption_key: n.dealing_encryption_key,
                 extensions: Default::default(),
             };
             insert(keys::node_record(&n.node_id), r.encode_value());
@@ -146,6 +151,7 @@ impl Genesis {
                 high_threshold_key: s.high_threshold_key.clone(),
                 halt_at_cup_height: false,
                 is_halted: false,
+                key_holders: None,
                 extensions: Default::default(),
             };
             insert(keys::subnet_record(&s.subnet_id), r.encode_value());
@@ -188,8 +194,19 @@ pub struct NetworkParams {
 pub struct GeneratedNode {
     pub ed25519: Ed25519KeyPair,
     pub bls: BlsSecretKey,
+    pub encryption: EncryptionSecretKey,
     pub low_share: SecretShare,
     pub high_share: SecretShare,
+    pub record: GenesisNode,
+}
+
+/// A node registered at genesis in no subnet: no threshold shares (it gets them when a
+/// subnet it is added to reshares its key).
+#[derive(Debug)]
+pub struct SpareNode {
+    pub ed25519: Ed25519KeyPair,
+    pub bls: BlsSecretKey,
+    pub encryption: EncryptionSecretKey,
     pub record: GenesisNode,
 }
 
@@ -198,7 +215,38 @@ pub struct GeneratedNode {
 pub struct GeneratedNetwork {
     pub genesis: Genesis,
     pub nodes: Vec<GeneratedNode>,
+    /// After the subnet's nodes (`nodes/node-<n + j>`), in the genesis's node list.
+    pub spares: Vec<SpareNode>,
     pub neuron_keys: Vec<Ed25519KeyPair>,
+}
+
+/// A node's three key pairs and the record that registers them (addresses on
+/// `127.0.0.1`, `base_port + 3i` and up; callers that place nodes elsewhere rewrite them).
+fn node_keys<R: rand::RngCore + rand::CryptoRng>(
+    i: usize,
+    base_port: u16,
+    rng: &mut R,
+) -> (
+    Ed25519KeyPair,
+    BlsSecretKey,
+    EncryptionSecretKey,
+    GenesisNode,
+) {
+    let ed25519 = Ed25519KeyPair::generate(rng);
+    let bls = BlsSecretKey::generate(rng);
+    let encryption = EncryptionSecretKey::generate(rng);
+    let port = |k: usize| format!("127.0.0.1:{}", base_port as usize + 3 * i + k);
+    let record = GenesisNode {
+        node_id: ed25519.node_id(),
+        ed25519_public_key: ed25519.public_key(),
+        bls_public_key: bls.public_key(),
+        bls_proof_of_possession: bls.prove_possession(),
+        consensus_address: port(0),
+        http_address: port(1),
+        cup_address: port(2),
+        dealing_encryption_key: Some(encryption.public_key()),
+    };
+    (ed25519, bls, encryption, record)
 }
 
 /// Generates keys for every node and neuron, deals the subnet's threshold keys, and
@@ -212,21 +260,11 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
     let high = deal(n, high_threshold(n), rng)?;
     let mut nodes = Vec::with_capacity(n);
     for (i, (low_share, high_share)) in low.shares.into_iter().zip(high.shares).enumerate() {
-        let ed25519 = Ed25519KeyPair::generate(rng);
-        let bls = BlsSecretKey::generate(rng);
-        let port = |k: usize| format!("127.0.0.1:{}", params.base_port as usize + 3 * i + k);
-        let record = GenesisNode {
-            node_id: ed25519.node_id(),
-            ed25519_public_key: ed25519.public_key(),
-            bls_public_key: bls.public_key(),
-            bls_proof_of_possession: bls.prove_possession(),
-            consensus_address: port(0),
-            http_address: port(1),
-            cup_address: port(2),
-        };
+        let (ed25519, bls, encryption, record) = node_keys(i, params.base_port, rng);
         nodes.push(GeneratedNode {
             ed25519,
             bls,
+            encryption,
             low_share,
             high_share,
             record,
@@ -269,14 +307,36 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
     Ok(GeneratedNetwork {
         genesis,
         nodes,
+        spares: Vec::new(),
         neuron_keys,
     })
 }
 
 impl GeneratedNetwork {
+    /// Registers `count` more nodes in no subnet (their ports follow the subnet's).
+    pub fn add_spares<R: rand::RngCore + rand::CryptoRng>(
+        &mut self,
+        count: usize,
+        base_port: u16,
+        rng: &mut R,
+    ) {
+        for _ in 0..count {
+            let i = self.nodes.len() + self.spares.len();
+            let (ed25519, bls, encryption, record) = node_keys(i, base_port, rng);
+            self.genesis.nodes.push(record.clone());
+            self.spares.push(SpareNode {
+                ed25519,
+                bls,
+                encryption,
+                record,
+            });
+        }
+    }
+
     /// Writes `genesis.json`, `neurons/neuron-<i>.key` and, per node,
-    /// `nodes/node-<i>/{node.key, bls.key, low_share.key, high_share.key}` (every secret
-    /// with mode 0600). The share index of node `i` is its position `i` in the subnet.
+    /// `nodes/node-<i>/{node.key, bls.key, encryption.key, low_share.key,
+    /// high_share.key}` (every secret with mode 0600; a spare node has no shares). The
+    /// share index of node `i` is its position `i` in the subnet.
     pub fn write(&self, dir: &std::path::Path) -> Result<(), String> {
         let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
         let neurons = dir.join("neurons");
@@ -288,16 +348,28 @@ impl GeneratedNetwork {
             k.write_to_file(&neurons.join(format!("neuron-{i}.key")))
                 .map_err(|e| e.to_string())?;
         }
-        for (i, n) in self.nodes.iter().enumerate() {
+        let keys = self
+            .nodes
+            .iter()
+            .map(|n| (&n.ed25519, &n.bls, &n.encryption, Some(n)))
+            .chain(
+                self.spares
+                    .iter()
+                    .map(|n| (&n.ed25519, &n.bls, &n.encryption, None)),
+            );
+        for (i, (ed25519, bls, encryption, member)) in keys.enumerate() {
             let d = dir.join("nodes").join(format!("node-{i}"));
             std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
             let secret = |name: &str, bytes: &[u8]| {
                 crypto::key_file::write(&d.join(name), bytes).map_err(|e| e.to_string())
             };
-            secret("node.key", &n.ed25519.seed())?;
-            secret("bls.key", &n.bls.to_bytes())?;
-            secret("low_share.key", &n.low_share.key.to_bytes())?;
-            secret("high_share.key", &n.high_share.key.to_bytes())?;
+            secret("node.key", &ed25519.seed())?;
+            secret("bls.key", &bls.to_bytes())?;
+            secret("encryption.key", &encryption.to_bytes())?;
+            if let Some(n) = member {
+                secret("low_share.key", &n.low_share.key.to_bytes())?;
+                secret("high_share.key", &n.high_share.key.to_bytes())?;
+            }
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use types::{
-    CryptoHash, Height, NetworkId, RegistryVersion, ReplicaVersion, SubnetId, codec, domain,
+    CryptoHash, Height, NetworkId, NodeId, RegistryVersion, ReplicaVersion, SubnetId, codec, domain,
 };
 
 pub type NeuronId = u64;
@@ -95,6 +95,19 @@ pub enum ProposalKind {
         height: Height,
         state_hash: CryptoHash,
     },
+    /// Add registered nodes that are in no subnet to a subnet. The subnet reshares its
+    /// threshold keys to its new membership (the group keys stay) and the nodes join
+    /// from the first CUP that names them.
+    AddNodes {
+        subnet: SubnetId,
+        nodes: Vec<NodeId>,
+    },
+    /// Remove members from a subnet: they leave at the first CUP without them (which
+    /// the reshared keys sign), wipe the subnet's state and wait unassigned.
+    RemoveNodes {
+        subnet: SubnetId,
+        nodes: Vec<NodeId>,
+    },
 }
 
 impl ProposalKind {
@@ -106,6 +119,8 @@ impl ProposalKind {
             Self::UpdateSubnetConfig { .. } => "update_subnet_config",
             Self::RecoverSubnet { .. } => "recover_subnet",
             Self::RecallVersion { .. } => "recall_version",
+            Self::AddNodes { .. } => "add_nodes",
+            Self::RemoveNodes { .. } => "remove_nodes",
         }
     }
 }
@@ -705,7 +720,100 @@ pub fn mutations_for(
                 value: record.encode_value(),
             }])
         }
+        ProposalKind::AddNodes { subnet, nodes } => {
+            change_members(registry, subnet, nodes, Membership::Add)
+        }
+        ProposalKind::RemoveNodes { subnet, nodes } => {
+            change_members(registry, subnet, nodes, Membership::Remove)
+        }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    Add,
+    Remove,
+}
+
+/// The most nodes one membership proposal names (a bound on the proposal and on the
+/// resharing it starts).
+pub const MAX_NODES_PER_MEMBERSHIP_CHANGE: usize = 40;
+
+/// The subnet record with `nodes` added or removed; what the registry refuses is
+/// refused here first, in words that name the node.
+fn change_members(
+    registry: &Snapshot,
+    subnet: &SubnetId,
+    nodes: &[NodeId],
+    change: Membership,
+) -> Result<Vec<Mutation>, String> {
+    let mut record = registry
+        .subnets
+        .get(subnet)
+        .cloned()
+        .ok_or(format!("subnet {subnet} does not exist"))?;
+    if nodes.is_empty() {
+        return Err("no node named".into());
+    }
+    if nodes.len() > MAX_NODES_PER_MEMBERSHIP_CHANGE {
+        return Err(format!(
+            "{} nodes named; at most {MAX_NODES_PER_MEMBERSHIP_CHANGE} per proposal",
+            nodes.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for node in nodes {
+        if !seen.insert(node) {
+            return Err(format!("node {node} is named twice"));
+        }
+        let is_member = record.members.contains(node);
+        match change {
+            Membership::Add => {
+                let Some(n) = registry.nodes.get(node) else {
+                    return Err(format!("node {node} is not registered (no node record)"));
+                };
+                if is_member {
+                    return Err(format!(
+                        "node {node} is already a member of subnet {subnet}"
+                    ));
+                }
+                if let Some(other) = registry.subnets.values().find(|s| s.members.contains(node)) {
+                    return Err(format!(
+                        "node {node} is a member of subnet {}: remove it there first",
+                        other.subnet_id
+                    ));
+                }
+                if n.dealing_encryption_key.is_none() {
+                    return Err(format!(
+                        "node {node} has no dealing encryption key: the subnet could not reshare its key to it"
+                    ));
+                }
+            }
+            Membership::Remove => {
+                if !is_member {
+                    return Err(format!("node {node} is not a member of subnet {subnet}"));
+                }
+            }
+        }
+    }
+    // The keys in the record stay the ones dealt to the committee before the first
+    // change; the subnet's CUPs name whoever holds the reshared key from then on.
+    if record.key_holders.is_none() {
+        record.key_holders = Some(record.members.clone());
+    }
+    match change {
+        Membership::Add => record.members.extend_from_slice(nodes),
+        Membership::Remove => record.members.retain(|m| !nodes.contains(m)),
+    }
+    if record.members.is_empty() {
+        return Err(format!(
+            "removing every member would leave subnet {subnet} empty"
+        ));
+    }
+    Ok(vec![Mutation::Update {
+        key: keys::subnet_record(subnet),
+        value: record.encode_value(),
+    }])
 }
 
 /// The record of `subnet`, which is to run `version`: both must exist (elected).
@@ -739,6 +847,17 @@ fn recover_subnet(
     at_ns: u64,
 ) -> Result<Vec<Mutation>, String> {
     let mut record = subnet_for(registry, subnet, version)?;
+    // A registry CUP's committee is the one the record's keys were dealt to; after a
+    // membership change the key is (or is being) reshared to another one.
+    if record
+        .key_holders
+        .as_ref()
+        .is_some_and(|h| h != &record.members)
+    {
+        return Err(format!(
+            "subnet {subnet}'s members changed since its threshold keys were dealt: a recovery CUP would name the committee that held them then; not supported yet"
+        ));
+    }
     if height == Height::ZERO {
         return Err("a recovery CUP is above genesis: height must be at least 1".into());
     }

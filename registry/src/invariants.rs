@@ -8,10 +8,12 @@
 //!    each parsing as an absolute `http` or `https` URL.
 //! 5. A subnet has members, no member twice, every member has a node record, and no node
 //!    belongs to two subnets.
-//! 6. A subnet's threshold keys match its size: one share key per member, low threshold
-//!    `f + 1`, high threshold `n - f`.
+//! 6. A subnet's threshold keys match the committee they were dealt to (`key_holders`,
+//!    else the members): one share key per holder, low threshold `f + 1`, high threshold
+//!    `n - f`; the holders are distinct registered nodes.
 //! 7. A node's id is derived from its ed25519 key, its BLS key's proof of possession
-//!    verifies (rogue-key safety), and its addresses parse as `ip:port`.
+//!    verifies (rogue-key safety), its dealing encryption key (if any) is not a
+//!    low-order point, and its addresses parse as `ip:port`.
 //! 8. Subnet parameters are sane (`dkg_interval_length` in 1..=10000) and neurons have
 //!    voting power.
 
@@ -220,19 +222,30 @@ fn check_subnet(
             });
         }
     }
-    let n = s.members.len();
+    let holders = s.key_holders.as_ref().unwrap_or(&s.members);
+    let mut seen = BTreeSet::new();
+    for node in holders {
+        if !seen.insert(*node) || !nodes.contains_key(node) {
+            return Err(InvariantViolation::ThresholdMismatch {
+                subnet,
+                which: "dealt",
+                problem: format!("names holder {node} twice or without a node record"),
+            });
+        }
+    }
+    let n = holders.len();
     for (which, key, expected) in [
         ("low", &s.low_threshold_key, low_threshold(n)),
         ("high", &s.high_threshold_key, high_threshold(n)),
     ] {
         let problem = if key.share_keys.len() != n {
             Some(format!(
-                "has {} share keys for {n} members",
+                "has {} share keys for {n} holders",
                 key.share_keys.len()
             ))
         } else if key.threshold as usize != expected {
             Some(format!(
-                "has threshold {}, but {n} members need {expected}",
+                "has threshold {}, but {n} holders need {expected}",
                 key.threshold
             ))
         } else {
@@ -309,6 +322,10 @@ fn check_node(n: &NodeRecord) -> Result<(), InvariantViolation> {
     n.bls_public_key
         .verify_possession(&n.bls_proof_of_possession)
         .map_err(|_| bad("the proof of possession of its BLS key does not verify".into()))?;
+    if let Some(k) = &n.dealing_encryption_key {
+        k.check()
+            .map_err(|e| bad(format!("its dealing encryption key: {e}")))?;
+    }
     for (field, addr) in [
         ("consensus_address", &n.consensus_address),
         ("http_address", &n.http_address),

@@ -35,14 +35,21 @@ pub enum LocalError {
 pub struct SubnetAt {
     pub version: RegistryVersion,
     pub record: SubnetRecord,
-    /// The members' node records, in share-index order (member `i` holds share `i`).
+    /// The committee's node records ([`SubnetRecord::committee`]), in share-index order
+    /// (member `i` holds share `i`): the nodes that run the subnet's consensus.
     pub members: Vec<NodeRecord>,
 }
 
 impl SubnetAt {
-    /// The share index of `node`, if it is a member.
+    /// The share index of `node`, if it is in the committee.
     pub fn index_of(&self, node: &NodeId) -> Option<usize> {
-        self.record.members.iter().position(|m| m == node)
+        self.record.committee().iter().position(|m| m == node)
+    }
+
+    /// Whether governance made `node` a member (it may not be in the committee yet, or
+    /// may still be in it after its removal).
+    pub fn is_member(&self, node: &NodeId) -> bool {
+        self.record.members.contains(node)
     }
 }
 
@@ -73,7 +80,7 @@ fn need<R: RegistryRecord, S: RegistryStore>(
     })
 }
 
-/// The subnet `id` at `version`, with its members' node records.
+/// The subnet `id` at `version`, with its committee's node records.
 pub fn subnet_at<S: RegistryStore>(
     store: &S,
     id: &SubnetId,
@@ -81,7 +88,7 @@ pub fn subnet_at<S: RegistryStore>(
 ) -> Result<SubnetAt, LocalError> {
     let (_, record): (_, SubnetRecord) = need(store, &keys::subnet_record(id), version)?;
     let members = record
-        .members
+        .committee()
         .iter()
         .map(|m| need(store, &keys::node_record(m), version).map(|(_, r)| r))
         .collect::<Result<Vec<NodeRecord>, _>>()?;

@@ -6,6 +6,7 @@
 use crypto::{
     bls::{BlsPublicKey, ProofOfPossession},
     ed25519::Ed25519PublicKey,
+    reshare::EncryptionPublicKey,
     threshold::ThresholdPublicKey,
 };
 use serde::{Deserialize, Serialize};
@@ -69,7 +70,8 @@ types::extensible_record! {
     /// `subnet_record_<subnet id>`.
     pub struct SubnetRecord {
         1 required subnet_id: SubnetId,
-        /// In share-index order: member `i` holds threshold share `i`.
+        /// The membership governance decided. Until the first membership change,
+        /// member `i` holds threshold share `i` (see `key_holders`).
         2 required members: Vec<NodeId>,
         /// The version the subnet must run.
         3 required replica_version: ReplicaVersion,
@@ -87,6 +89,20 @@ types::extensible_record! {
         9 defaulted halt_at_cup_height: bool,
         /// Produce no blocks at all.
         10 defaulted is_halted: bool,
+        /// The nodes the threshold keys' shares were dealt to (at genesis or a
+        /// recovery), in share-index order. Absent: `members`. A membership change keeps
+        /// them: from then on the subnet's own CUPs name the committee holding the
+        /// (reshared) key, whose group keys never change.
+        11 optional key_holders: Option<Vec<NodeId>>,
+    }
+}
+
+impl SubnetRecord {
+    /// The nodes that hold the threshold keys' shares, in share-index order: the ones
+    /// that run consensus. Equal to `members` until governance changes the membership;
+    /// from then on the dealt committee until the subnet reshares its key to the new one.
+    pub fn committee(&self) -> &[NodeId] {
+        self.key_holders.as_deref().unwrap_or(&self.members)
     }
 }
 
@@ -117,6 +133,9 @@ types::extensible_record! {
         6 required http_address: String,
         /// The orchestrator's CUP endpoint, `ip:port`.
         7 required cup_address: String,
+        /// X25519: the subnet's threshold keys are reshared to this node encrypted to it.
+        /// A node without one cannot be added to a subnet.
+        8 optional dealing_encryption_key: Option<EncryptionPublicKey>,
     }
 }
 

@@ -674,6 +674,7 @@ fn a_secondary_follows_the_primary_and_refuses_writes() {
 }
 
 mod abuse;
+mod membership;
 
 /// A recovery is one registry version naming both the release and the recovery CUP:
 /// the registry CUP built from it is a recovery at the height, with the state hash, the

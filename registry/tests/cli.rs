@@ -80,26 +80,43 @@ fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
     let (_, out, _) = nns(url, &["subnets", "--json"]);
     let subnets: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(subnets[0]["replica_version"], "2.0.0");
-    // Every genesis node, each a member of the subnet.
+    // Every genesis node: the subnet's members in it, the spares in none.
     let (code, out, err) = nns(url, &["nodes", "--json"]);
     assert_eq!(code, 0, "{err}");
     let nodes: serde_json::Value = serde_json::from_str(&out).expect("json");
     let nodes = nodes.as_array().expect("a list");
     assert_eq!(nodes.len(), net.genesis.nodes.len());
+    let spares: Vec<String> = net
+        .spares
+        .iter()
+        .map(|s| s.record.node_id.to_string())
+        .collect();
+    assert_eq!(spares.len(), 2);
     for n in nodes {
-        assert_eq!(n["subnet_id"], subnet.as_str(), "{n}");
-        assert!(
-            subnets[0]["members"]
-                .as_array()
-                .expect("members")
-                .contains(&n["node_id"])
-        );
+        let spare = spares.iter().any(|s| n["node_id"] == s.as_str());
+        let member = subnets[0]["members"]
+            .as_array()
+            .expect("members")
+            .contains(&n["node_id"]);
+        assert_eq!(member, !spare, "{n}");
+        if spare {
+            assert!(n["subnet_id"].is_null(), "{n}");
+        } else {
+            assert_eq!(n["subnet_id"], subnet.as_str(), "{n}");
+        }
     }
     let (_, text, _) = nns(url, &["nodes"]);
     assert_eq!(text.lines().count(), nodes.len());
-    assert!(
+    assert_eq!(
         text.lines()
-            .all(|l| l.contains(&format!("subnet {subnet}"))),
+            .filter(|l| l.contains(&format!("subnet {subnet}")))
+            .count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("subnet none")).count(),
+        2,
         "{text}"
     );
     let key = format!("subnet_record_{subnet}");
@@ -168,6 +185,57 @@ fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
     );
     let (_, out, _) = nns(url, &["versions"]);
     assert!(out.contains("2.0.0 (recalled)"), "{out}");
+
+    // Membership: an unknown node is refused with no new version; both spares join.
+    let before = registry_version(url);
+    let unknown = types::NodeId([3; 32]).to_string();
+    let (code, _, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "add-nodes",
+            "--subnet",
+            &subnet,
+            "--node",
+            &unknown,
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("node {unknown} is not registered")),
+        "{err}"
+    );
+    assert_eq!(registry_version(url), before);
+    let (code, out, err) = nns(
+        url,
+        &[
+            "--neuron-key",
+            s(&k0),
+            "propose",
+            "add-nodes",
+            "--subnet",
+            &subnet,
+            "--node",
+            &spares[0],
+            "--node",
+            &spares[1],
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "proposal 4"), "{err}");
+    let (code, _, err) = nns(
+        url,
+        &["--neuron-key", s(&k1), "vote", "--proposal", "4", "--yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(registry_version(url), before + 1);
+    let (_, out, _) = nns(url, &["proposal", "4", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(p["kind"], "add_nodes", "{p}");
+    assert_eq!(p["status"], "executed", "{p}");
+    let (_, text, _) = nns(url, &["nodes"]);
+    assert!(!text.contains("subnet none"), "{text}");
 }
 
 #[test]

@@ -228,6 +228,7 @@ impl Orchestration {
             high_threshold_key: high,
             halt_at_cup_height: false,
             is_halted: false,
+            key_holders: None,
             extensions: Default::default(),
         };
         let mut genesis = vec![
@@ -405,6 +406,7 @@ fn node_record(
         consensus_address: format!("10.0.0.{i}:4100"),
         http_address: format!("10.0.0.{i}:8080"),
         cup_address: format!("10.0.0.{i}:8081"),
+        dealing_encryption_key: None,
         extensions: Default::default(),
     }
 }

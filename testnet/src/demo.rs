@@ -18,6 +18,7 @@ pub(crate) fn demo(
     let nodes = 4;
     let args = PrepArgs {
         nodes,
+        spare: 0,
         dkg_interval: 9,
         neurons: 3,
         base_port: Some(match hosts {

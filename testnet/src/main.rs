@@ -271,6 +271,10 @@ enum Cmd {
 struct PrepArgs {
     #[arg(long, default_value_t = 4)]
     nodes: usize,
+    /// More node machines, registered (keys and records) in no subnet, their
+    /// orchestrators running and waiting for an assignment (`nns propose add-nodes`).
+    #[arg(long, default_value_t = 0)]
+    spare: usize,
     #[arg(long, default_value_t = 20)]
     dkg_interval: u64,
     #[arg(long, default_value_t = 3)]
@@ -307,7 +311,11 @@ pub(crate) enum Hosts {
 struct Layout {
     registry_port: u16,
     package_port: u16,
+    /// The subnet's nodes at genesis: node `i` is `nodes/node-<i>`.
     nodes: Vec<NodeLayout>,
+    /// `--spare` machines, in no subnet at genesis: spare `j` is node `nodes.len() + j`.
+    #[serde(default)]
+    spares: Vec<NodeLayout>,
     /// The registry's and the package server's host.
     #[serde(default = "loopback_host")]
     infra_host: String,
@@ -335,6 +343,11 @@ impl Layout {
     fn package_url_base(&self) -> String {
         format!("http://{}:{}/packages", self.infra_host, self.package_port)
     }
+    /// Every node machine, subnet nodes then spares, with its node index.
+    fn machines(&self) -> impl Iterator<Item = (usize, &NodeLayout)> {
+        self.nodes.iter().chain(&self.spares).enumerate()
+    }
+
     /// `program` run on `host` (in its namespace with `--hosts netns`).
     fn command(&self, host: hosts::Host, program: &Path) -> Command {
         match &self.netns {
@@ -362,7 +375,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let base = match (args.base_port, args.hosts) {
-                (Some(0), Hosts::Loopback) => free_base(args.nodes),
+                (Some(0), Hosts::Loopback) => free_base(args.nodes + args.spare),
                 (None, Hosts::Loopback) => Ok(31000),
                 (None | Some(0), Hosts::Netns) => Ok(hosts::HOST_BASE_PORT),
                 (Some(base), _) => Ok(base),

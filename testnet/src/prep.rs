@@ -38,7 +38,11 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     if !(1..=40).contains(&nodes) {
         return Err("--nodes must be between 1 and 40".into());
     }
-    if u32::from(base) + 10 + 4 * nodes as u32 > 65535 {
+    if args.spare > 40 {
+        return Err("--spare must be between 0 and 40".into());
+    }
+    let machines = nodes + args.spare;
+    if u32::from(base) + 10 + 4 * machines as u32 > 65535 {
         return Err("--base-port leaves no room for every node's ports".into());
     }
     if args.hosts == Hosts::Loopback && args.shape != hosts::Shape::default() {
@@ -53,7 +57,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     // go into the registry's records and every node.toml.
     let netns = match args.hosts {
         Hosts::Loopback => None,
-        Hosts::Netns => Some(hosts::Netns::claim(dir, nodes)?),
+        Hosts::Netns => Some(hosts::Netns::claim(dir, machines)?),
     };
     let infra_host = match &netns {
         Some(n) => n.address(hosts::Host::Infra).to_string(),
@@ -65,6 +69,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         registry_port: base,
         package_port: base + 1,
         nodes: Vec::new(),
+        spares: Vec::new(),
         infra_host,
         netns,
     };
@@ -83,9 +88,15 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         )],
         genesis_time_ns: registry::server::now_ns(),
     };
-    let mut net = generate_network(&params, &mut rand_chacha::ChaCha20Rng::from_os_rng())
-        .map_err(|e| e.to_string())?;
-    for (i, n) in net.nodes.iter_mut().enumerate() {
+    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+    let mut net = generate_network(&params, &mut rng).map_err(|e| e.to_string())?;
+    net.add_spares(args.spare, base, &mut rng);
+    let records = net
+        .nodes
+        .iter_mut()
+        .map(|n| &mut n.record)
+        .chain(net.spares.iter_mut().map(|n| &mut n.record));
+    for (i, record) in records.enumerate() {
         // Separate hosts use the same ports, each on its own address.
         let (host, p) = match &layout.netns {
             Some(ns) => (
@@ -94,17 +105,22 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
             ),
             None => (loopback_host(), base as usize + 10 + 4 * i),
         };
-        n.record.consensus_address = format!("{host}:{p}");
-        n.record.http_address = format!("{host}:{}", p + 1);
-        n.record.cup_address = format!("{host}:{}", p + 2);
-        net.genesis.nodes[i] = n.record.clone();
-        layout.nodes.push(NodeLayout {
-            node_id: n.record.node_id.to_string(),
+        record.consensus_address = format!("{host}:{p}");
+        record.http_address = format!("{host}:{}", p + 1);
+        record.cup_address = format!("{host}:{}", p + 2);
+        net.genesis.nodes[i] = record.clone();
+        let machine = NodeLayout {
+            node_id: record.node_id.to_string(),
             dir: dir.join("nodes").join(format!("node-{i}")),
-            consensus_address: n.record.consensus_address.clone(),
-            http_address: n.record.http_address.clone(),
-            orchestrator_address: n.record.cup_address.clone(),
-        });
+            consensus_address: record.consensus_address.clone(),
+            http_address: record.http_address.clone(),
+            orchestrator_address: record.cup_address.clone(),
+        };
+        if i < nodes {
+            layout.nodes.push(machine);
+        } else {
+            layout.spares.push(machine);
+        }
     }
     net.write(dir)?;
     let registry_dir = dir.join("registry");
@@ -125,7 +141,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         .map_err(io(&registry_dir))?;
     let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
     let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
-    for n in &layout.nodes {
+    for (_, n) in layout.machines() {
         let config = orchestrator::config::NodeConfig::new(
             vec![layout.registry_url()],
             root_key.trim().to_string(),
@@ -155,13 +171,18 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
     Ok(json!({
         "summary": format!(
-            "prepared {} nodes in {}; start them with: testnet up --dir {}",
+            "prepared {} nodes{} in {}; start them with: testnet up --dir {}",
             layout.nodes.len(),
+            match layout.spares.len() {
+                0 => String::new(),
+                k => format!(" and {k} spare node{}", if k == 1 { "" } else { "s" }),
+            },
             dir.display(),
             dir.display()
         ),
         "dir": dir.display().to_string(),
         "nodes": layout.nodes.len(),
+        "spares": layout.spares.iter().map(|n| n.node_id.clone()).collect::<Vec<_>>(),
         "hosts": if layout.netns.is_some() { "netns" } else { "loopback" },
         "registry_url": layout.registry_url(),
         "package_url_base": layout.package_url_base(),

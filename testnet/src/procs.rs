@@ -98,7 +98,7 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
             .args(["--listen", l.dashboard_url().trim_start_matches("http://")])
             .args(["--registry-key", key.trim()]),
     )?;
-    for (i, n) in l.nodes.iter().enumerate() {
+    for (i, n) in l.machines() {
         start_orchestrator(dir, i, n)?;
     }
     let rt = runtime()?;
@@ -128,12 +128,17 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
     })?;
     Ok(json!({
         "summary": format!(
-            "testnet up: {} nodes finalizing; registry {}; dashboard {}",
+            "testnet up: {} nodes finalizing{}; registry {}; dashboard {}",
             l.nodes.len(),
+            match l.spares.len() {
+                0 => String::new(),
+                k => format!(", {k} spare node{} waiting for an assignment", if k == 1 { "" } else { "s" }),
+            },
             l.registry_url(),
             l.dashboard_url()
         ),
         "nodes": l.nodes.len(),
+        "spares": l.spares.len(),
         "registry_url": l.registry_url(),
         "dashboard_url": l.dashboard_url(),
     }))
@@ -203,13 +208,16 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
         let reg = registry.status().await.ok();
         let subnets = registry.subnets().await.ok();
         let mut nodes = Vec::new();
-        for n in &l.nodes {
+        for (i, n) in l.machines() {
             let o = get(&client, &format!("http://{}/status", n.orchestrator_address)).await;
             let r = replica_status(&client, &format!("http://{}", n.http_address)).await;
             let field = |v: &Option<Value>, k: &str| v.as_ref().map(|v| v[k].clone()).unwrap_or(Value::Null);
             let of = |f: &dyn Fn(&replica::driver::StatusView) -> Value| r.as_ref().map_or(Value::Null, f);
             nodes.push(json!({
                 "node_id": n.node_id,
+                "spare": i >= l.nodes.len(),
+                "subnet_id": field(&o, "subnet_id"),
+                "decision": field(&o, "decision"),
                 "alive": o.is_some(),
                 "orchestrator_url": format!("http://{}", n.orchestrator_address),
                 "replica_url": format!("http://{}", n.http_address),
@@ -244,6 +252,13 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
             report["registry_url"], report["registry_version"]
         );
         for (i, n) in report["nodes"].as_array().into_iter().flatten().enumerate() {
+            if n["spare"] == true && n["finalized_height"].is_null() {
+                println!(
+                    "node {i} (spare): alive {} subnet {} decision {}",
+                    n["alive"], n["subnet_id"], n["decision"]
+                );
+                continue;
+            }
             println!(
                 "node {i}: alive {} version {} upgrade {} finalized {} certified {} cup {} schema {}",
                 n["alive"],
@@ -273,7 +288,10 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
         .into_iter()
         .flatten()
         .enumerate()
-        .filter(|(_, n)| n["alive"] != true || n["finalized_height"].is_null())
+        // A spare runs no replica until a subnet's key is reshared to it.
+        .filter(|(_, n)| {
+            n["alive"] != true || (n["spare"] != true && n["finalized_height"].is_null())
+        })
         .map(|(i, _)| i)
         .collect();
     Ok(down)
@@ -281,7 +299,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
 
 pub(crate) fn down(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
-    let mut names: Vec<String> = (0..l.nodes.len()).map(|i| format!("node-{i}")).collect();
+    let mut names: Vec<String> = l.machines().map(|(i, _)| format!("node-{i}")).collect();
     names.push("dashboard".into());
     names.push("packages".into());
     names.push("registry".into());
@@ -291,7 +309,7 @@ pub(crate) fn down(dir: &Path) -> Result<Value, String> {
     }
     // Replicas run in their own process groups (the orchestrator's supervisor): stop
     // any the orchestrators left behind, by the pid in their status files.
-    for n in &l.nodes {
+    for (_, n) in l.machines() {
         stop_leftover_replica(&n.dir);
     }
     if let Some(net) = &l.netns {
@@ -319,11 +337,12 @@ pub(crate) fn stop(dir: &Path, name: &str) {
     let _ = std::fs::remove_file(dir.join("pids").join(format!("{name}.pid")));
 }
 
+/// Node `node` of every machine (subnet nodes, then spares).
 pub(crate) fn node_of(l: &Layout, node: usize) -> Result<&NodeLayout, String> {
-    l.nodes.get(node).ok_or_else(|| {
+    l.machines().nth(node).map(|(_, n)| n).ok_or_else(|| {
         format!(
             "--node {node}: the testnet has nodes 0 to {}",
-            l.nodes.len() - 1
+            l.nodes.len() + l.spares.len() - 1
         )
     })
 }

@@ -149,9 +149,14 @@ impl Net {
 
     /// `testnet prep` of `nodes` nodes (DKG interval 9, free ports), then `up`.
     pub fn prep_up(&self, nodes: usize) {
+        self.prep_up_with(nodes, &[]);
+    }
+
+    /// [`Self::prep_up`] with more `prep` flags (`--spare 2`).
+    pub fn prep_up_with(&self, nodes: usize, more: &[&str]) {
         let n = nodes.to_string();
         let d = self.d.as_str();
-        self.run(&[
+        let mut args = vec![
             "prep",
             "--dir",
             d,
@@ -162,7 +167,9 @@ impl Net {
             // 0: `prep` picks free ports below the ephemeral range.
             "--base-port",
             "0",
-        ]);
+        ];
+        args.extend_from_slice(more);
+        self.run(&args);
         self.run(&["up", "--dir", d]);
     }
 

@@ -144,6 +144,23 @@ enum Proposal {
         #[arg(long)]
         state_hash: types::CryptoHash,
     },
+    /// Add registered nodes that are in no subnet to a subnet (`nns nodes` lists them);
+    /// the subnet reshares its key to its new membership.
+    AddNodes {
+        #[arg(long)]
+        subnet: SubnetId,
+        /// A node id; repeat for more.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<types::NodeId>,
+    },
+    /// Remove members from a subnet; they leave at the first CUP without them.
+    RemoveNodes {
+        #[arg(long)]
+        subnet: SubnetId,
+        /// A node id; repeat for more.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<types::NodeId>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -413,6 +430,14 @@ impl Proposal {
                 version: version.clone(),
                 height: types::Height::new(*height),
                 state_hash: *state_hash,
+            },
+            Self::AddNodes { subnet, nodes } => ProposalKind::AddNodes {
+                subnet: *subnet,
+                nodes: nodes.clone(),
+            },
+            Self::RemoveNodes { subnet, nodes } => ProposalKind::RemoveNodes {
+                subnet: *subnet,
+                nodes: nodes.clone(),
             },
         }
     }

@@ -13,7 +13,7 @@ use types::ReplicaVersion;
 pub const REGISTRY: &str = env!("CARGO_BIN_EXE_registry");
 pub const NNS: &str = env!("CARGO_BIN_EXE_nns");
 
-/// A network with 4 nodes and 3 equal neurons; writes `genesis.json` and
+/// A network with 4 nodes, 2 spare nodes (in no subnet) and 3 equal neurons; writes `genesis.json` and
 /// `neurons/neuron-<i>.key` under `dir`.
 pub fn write_genesis(dir: &Path) -> GeneratedNetwork {
     let params = NetworkParams {
@@ -28,8 +28,9 @@ pub fn write_genesis(dir: &Path) -> GeneratedNetwork {
         package_urls: vec!["http://127.0.0.1:9/first.tar.gz".into()],
         genesis_time_ns: 1_000,
     };
-    let net = generate_network(&params, &mut rand_chacha::ChaCha20Rng::seed_from_u64(11))
-        .expect("generate");
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    let mut net = generate_network(&params, &mut rng).expect("generate");
+    net.add_spares(2, params.base_port, &mut rng);
     std::fs::create_dir_all(dir.join("neurons")).expect("mkdir");
     std::fs::write(
         dir.join("genesis.json"),

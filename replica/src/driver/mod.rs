@@ -235,7 +235,7 @@ pub struct Parts {
 fn index_of(subnet: &SubnetAt) -> BTreeMap<NodeId, NodeIndex> {
     subnet
         .record
-        .members
+        .committee()
         .iter()
         .enumerate()
         .map(|(i, m)| (*m, i as NodeIndex))
@@ -481,7 +481,7 @@ impl Driver {
                     Action::Broadcast(_) | Action::SendTo(..) if self.storage_error.is_some() => {}
                     Action::Broadcast(e) => self.transport.broadcast(crate::wire::encode(&e)),
                     Action::SendTo(i, e) => {
-                        if let Some(to) = self.subnet.record.members.get(i as usize) {
+                        if let Some(to) = self.subnet.record.committee().get(i as usize) {
                             self.transport.send(*to, crate::wire::encode(&e));
                         }
                     }
