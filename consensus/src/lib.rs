@@ -7,6 +7,8 @@
 //! - [`artifact`]: blocks and the artifacts nodes exchange, with what each signature covers.
 //! - [`crypto`]: the signatures consensus needs, behind [`ConsensusCrypto`], and the real
 //!   implementation.
+//! - [`resharing`]: the resharing of a subnet's key to a new committee, as pure functions
+//!   (issue 18; not yet driven by the core).
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and draws no randomness
 //! of its own; `cargo tree -p consensus` shows no tokio (checked by a test).
@@ -14,6 +16,7 @@
 pub mod artifact;
 pub mod core;
 pub mod crypto;
+pub mod resharing;
 pub mod status;
 
 pub use crate::core::{

@@ -21,9 +21,16 @@
 //! hash of the dealing's commitments as associated data, so a value cannot be moved
 //! into another dealing. Each key encrypts one message, so the nonce is fixed.
 //!
-//! What this module does not do yet: the complaint round that would let the others
-//! disqualify a dealer whose encrypted value a receiver finds wrong (`open` reports it
-//! to that receiver only).
+//! Complaints: a receiver whose value does not open (or is off the commitments)
+//! complains; the dealer answers with a [`Justification`], the value in the clear, which
+//! anyone checks against the commitments. A dealer that leaves a complaint unanswered,
+//! or answers it wrongly, is not [`Reshare::qualified`]. Revealing the value costs
+//! nothing: a Byzantine complainer knew it, and an honest one complains only about a
+//! bad dealer, while an honest dealer's values to honest receivers stay secret, and every
+//! chosen set of `t` dealers holds an honest one. A dealer derives its dealing from its
+//! share and the resharing ([`Reshare::deal_derived`]), so it can answer after a crash
+//! without having stored its polynomial, and never deals two different dealings for one
+//! resharing.
 
 use crate::{
     CryptoError,
@@ -162,11 +169,29 @@ pub struct Reshare<'a> {
     pub threshold: u32,
 }
 
+/// A dealer's answer to a receiver's complaint: the value it dealt that receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Justification {
+    pub dealer: u32,
+    pub receiver: u32,
+    /// The value, a big-endian scalar.
+    pub value: [u8; 32],
+}
+
 /// A receiver's checked value from one dealing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenedValue {
     pub dealer: u32,
     value: Scalar,
+}
+
+/// A polynomial's value at receiver `j`'s point `j + 1` (Horner's rule).
+fn evaluate_at(coefficients: &[Scalar], j: u32) -> Scalar {
+    let x = Scalar::from_u64(j as u64 + 1);
+    coefficients
+        .iter()
+        .rev()
+        .fold(Scalar::default(), |acc, c| acc.mul(&x).add(c))
 }
 
 fn malformed(what: &'static str, reason: impl Into<String>) -> CryptoError {
@@ -221,6 +246,121 @@ impl Reshare<'_> {
         Ok(key)
     }
 
+    /// The dealer's randomness for this resharing, derived from its share and everything
+    /// the resharing is (context, receivers, threshold): one dealing per resharing,
+    /// made again identically after a crash.
+    fn dealer_rng(&self, share: &SecretShare) -> Result<rand_chacha::ChaCha20Rng, CryptoError> {
+        use rand::SeedableRng;
+        let mut info = Vec::with_capacity(64 + self.context.len() + 32 * self.receivers.len());
+        info.extend_from_slice(b"dealing");
+        info.extend_from_slice(&(self.context.len() as u64).to_be_bytes());
+        info.extend_from_slice(self.context);
+        info.extend_from_slice(&share.index.to_be_bytes());
+        info.extend_from_slice(&self.threshold.to_be_bytes());
+        for r in self.receivers {
+            info.extend_from_slice(&r.0);
+        }
+        let mut seed = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(Some(KDF_SALT), &share.key.to_bytes())
+            .expand(&info, &mut seed)
+            .map_err(|_| malformed("dealing", "derivation"))?;
+        Ok(rand_chacha::ChaCha20Rng::from_seed(seed))
+    }
+
+    /// [`Reshare::deal`] with the randomness derived from the share and the resharing.
+    pub fn deal_derived(&self, share: &SecretShare) -> Result<ReshareDealing, CryptoError> {
+        self.deal(share, &mut self.dealer_rng(share)?)
+    }
+
+    /// The dealer's answer to `receiver`'s complaint about its derived dealing.
+    pub fn justify(
+        &self,
+        share: &SecretShare,
+        receiver: u32,
+    ) -> Result<Justification, CryptoError> {
+        self.check_params()?;
+        if receiver as usize >= self.receivers.len() {
+            return Err(CryptoError::UnknownSigner {
+                index: receiver,
+                n: self.receivers.len(),
+            });
+        }
+        let coefficients = self.polynomial(share, &mut self.dealer_rng(share)?);
+        Ok(Justification {
+            dealer: share.index,
+            receiver,
+            value: evaluate_at(&coefficients, receiver).to_be_bytes(),
+        })
+    }
+
+    /// Checks a dealer's answer against its dealing: the value on the committed
+    /// polynomial at the receiver's point.
+    pub fn check_justification(
+        &self,
+        d: &ReshareDealing,
+        j: &Justification,
+    ) -> Result<OpenedValue, CryptoError> {
+        self.verify_public(d)?;
+        if j.dealer != d.dealer || j.receiver as usize >= self.receivers.len() {
+            return Err(malformed(
+                "justification",
+                "it names another dealing or an unknown receiver",
+            ));
+        }
+        let value = Scalar::from_be_bytes(&j.value);
+        Self::check_value(d, j.receiver, value)?;
+        Ok(OpenedValue {
+            dealer: d.dealer,
+            value,
+        })
+    }
+
+    /// The dealers whose dealings may be chosen: each passes the public checks and has
+    /// answered every complaint about it (`(dealer, receiver)` pairs) with a justification
+    /// that checks. Sorted, each once.
+    pub fn qualified(
+        &self,
+        dealings: &[&ReshareDealing],
+        complaints: &[(u32, u32)],
+        justifications: &[Justification],
+    ) -> Vec<u32> {
+        let mut out: Vec<u32> = dealings
+            .iter()
+            .filter(|d| self.verify_public(d).is_ok())
+            .filter(|d| {
+                complaints
+                    .iter()
+                    .filter(|(dealer, _)| *dealer == d.dealer)
+                    .all(|(_, receiver)| {
+                        justifications.iter().any(|j| {
+                            j.receiver == *receiver && self.check_justification(d, j).is_ok()
+                        })
+                    })
+            })
+            .map(|d| d.dealer)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The dealer's polynomial: its share, then `t' - 1` random non-zero coefficients.
+    fn polynomial<R: rand::RngCore + rand::CryptoRng>(
+        &self,
+        share: &SecretShare,
+        rng: &mut R,
+    ) -> Vec<Scalar> {
+        let mut coefficients = vec![Scalar::from_be_bytes(&share.key.to_bytes())];
+        while coefficients.len() < self.threshold as usize {
+            let c = Scalar::random(rng);
+            // A zero coefficient would commit to the identity, which nobody accepts.
+            if !c.is_zero() {
+                coefficients.push(c);
+            }
+        }
+        coefficients
+    }
+
     /// Reshares `share` (this node's, in the old committee) to the receivers.
     pub fn deal<R: rand::RngCore + rand::CryptoRng>(
         &self,
@@ -239,15 +379,7 @@ impl Reshare<'_> {
         value: impl Fn(usize, Scalar) -> Scalar,
     ) -> Result<ReshareDealing, CryptoError> {
         self.check_params()?;
-        let s = Scalar::from_be_bytes(&share.key.to_bytes());
-        let mut coefficients = vec![s];
-        while coefficients.len() < self.threshold as usize {
-            let c = Scalar::random(rng);
-            // A zero coefficient would commit to the identity, which nobody accepts.
-            if !c.is_zero() {
-                coefficients.push(c);
-            }
-        }
+        let coefficients = self.polynomial(share, rng);
         let commitments = coefficients
             .iter()
             .map(|c| Ok(BlsSecretKey::from_bytes(&c.to_be_bytes())?.public_key()))
@@ -261,14 +393,7 @@ impl Reshare<'_> {
         };
         let aad = Self::commitments_hash(&d);
         for (j, receiver) in self.receivers.iter().enumerate() {
-            let x = Scalar::from_u64(j as u64 + 1);
-            let value = value(
-                j,
-                coefficients
-                    .iter()
-                    .rev()
-                    .fold(Scalar::default(), |acc, c| acc.mul(&x).add(c)),
-            );
+            let value = value(j, evaluate_at(&coefficients, j as u32));
             let dh = eph
                 .0
                 .diffie_hellman(&x25519_dalek::PublicKey::from(receiver.0));
@@ -382,7 +507,16 @@ impl Reshare<'_> {
             .try_into()
             .map_err(|_| malformed("reshared value", "not 32 bytes"))?;
         let value = Scalar::from_be_bytes(&bytes);
-        let expected = Self::evaluate(&d.commitments, Scalar::from_u64(me as u64 + 1))?;
+        Self::check_value(d, me, value)?;
+        Ok(OpenedValue {
+            dealer: d.dealer,
+            value,
+        })
+    }
+
+    /// `value` is the committed polynomial's value at `receiver`'s point.
+    fn check_value(d: &ReshareDealing, receiver: u32, value: Scalar) -> Result<(), CryptoError> {
+        let expected = Self::evaluate(&d.commitments, Scalar::from_u64(receiver as u64 + 1))?;
         let got = BlsSecretKey::from_bytes(&value.to_be_bytes())?.public_key();
         if got.to_bytes() != expected {
             return Err(malformed(
@@ -390,10 +524,7 @@ impl Reshare<'_> {
                 "it does not match the dealer's commitments",
             ));
         }
-        Ok(OpenedValue {
-            dealer: d.dealer,
-            value,
-        })
+        Ok(())
     }
 
     /// The dealers whose dealings are used: the `t` (old threshold) lowest indices among

@@ -299,3 +299,88 @@ fn a_value_consistent_with_forged_commitments_is_refused_by_the_public_check() {
     let good = r.deal(&old.shares[1], &mut rng).expect("deal");
     assert!(r.public_key(&[&d, &good]).is_err());
 }
+
+#[test]
+fn complaints_are_answered_in_the_clear_and_an_unanswered_or_wrong_answer_disqualifies() {
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let old = deal(4, 2, &mut rng).expect("deal");
+    let c = committee(4, &mut rng);
+    let r = Reshare {
+        context: b"subnet 1, resharing at height 30",
+        old: &old.public,
+        receivers: &c.public,
+        threshold: 3,
+    };
+    // A derived dealing is the same every time (after a crash, too).
+    let honest = r.deal_derived(&old.shares[0]).expect("deal");
+    assert_eq!(r.deal_derived(&old.shares[0]).expect("deal"), honest);
+    let other = Reshare {
+        context: b"another resharing",
+        ..r
+    };
+    assert_ne!(other.deal_derived(&old.shares[0]).expect("deal"), honest);
+    // Dealer 1 encrypts a value off its polynomial to receiver 2.
+    let one = Scalar::from_u64(1);
+    let bad = r
+        .deal_values(
+            &old.shares[1],
+            &mut r.dealer_rng(&old.shares[1]).expect("rng"),
+            |j, v| if j == 2 { v.add(&one) } else { v },
+        )
+        .expect("deal");
+    assert!(r.open(&bad, 2, &c.keys[2]).is_err(), "receiver 2 complains");
+    let dealings = [&honest, &bad];
+    let complaint = [(1, 2)];
+    // Unanswered: dealer 1 is out.
+    assert_eq!(r.qualified(&dealings, &complaint, &[]), vec![0]);
+    // Answered with a value off the commitments: still out.
+    let true_answer = r.justify(&old.shares[1], 2).expect("justify");
+    let mut wrong = true_answer.clone();
+    wrong.value = Scalar::from_be_bytes(&wrong.value).add(&one).to_be_bytes();
+    assert!(r.check_justification(&bad, &wrong).is_err());
+    assert_eq!(r.qualified(&dealings, &complaint, &[wrong]), vec![0]);
+    // An answer for another receiver, or naming another dealer, answers nothing.
+    let elsewhere = r.justify(&old.shares[1], 3).expect("justify");
+    assert_eq!(
+        r.qualified(&dealings, &complaint, std::slice::from_ref(&elsewhere)),
+        vec![0]
+    );
+    let mut misnamed = true_answer.clone();
+    misnamed.dealer = 0;
+    assert!(r.check_justification(&bad, &misnamed).is_err());
+    // Answered with the dealt value: dealer 1 stays, and receiver 2 uses that value.
+    assert_eq!(
+        r.qualified(&dealings, &complaint, std::slice::from_ref(&true_answer)),
+        vec![0, 1]
+    );
+    // A false complaint about an honest dealer costs it one public answer.
+    let false_complaint = [(0, 3), (1, 2)];
+    let answers = [
+        r.justify(&old.shares[0], 3).expect("justify"),
+        true_answer.clone(),
+    ];
+    assert_eq!(
+        r.qualified(&dealings, &false_complaint, &answers),
+        vec![0, 1]
+    );
+    // Every receiver's share from the two dealings signs with the same group key.
+    let shares: Vec<SecretShare> = (0..4u32)
+        .map(|j| {
+            let opened: Vec<OpenedValue> = dealings
+                .iter()
+                .map(|d| {
+                    r.open(d, j, &c.keys[j as usize]).unwrap_or_else(|_| {
+                        assert_eq!((d.dealer, j), (1, 2), "only the planted value fails");
+                        r.check_justification(d, &true_answer).expect("answer")
+                    })
+                })
+                .collect();
+            r.combine(j, &opened).expect("combine")
+        })
+        .collect();
+    let public = r.public_key(&dealings).expect("public key");
+    let sigs: Vec<SignatureShare> = shares[1..].iter().map(|s| s.sign(D, MSG)).collect();
+    old.public
+        .verify(D, MSG, &public.combine(&sigs).expect("combine"))
+        .expect("the group key signs");
+}

@@ -81,6 +81,8 @@ pub const REGISTRY_RESPONSE: Domain = Domain("ic-registry-response");
 pub const GOVERNANCE_PROPOSAL: Domain = Domain("ic-governance-proposal");
 /// A neuron controller's ed25519 signature on a vote.
 pub const GOVERNANCE_VOTE: Domain = Domain("ic-governance-vote");
+/// The hash that binds a resharing's dealings to it (subnet, start, committees, keys).
+pub const RESHARING: Domain = Domain("ic-resharing");
 
 /// Every tag, for the test that checks they are distinct.
 pub const ALL: &[Domain] = &[
@@ -110,6 +112,7 @@ pub const ALL: &[Domain] = &[
     REGISTRY_RESPONSE,
     GOVERNANCE_PROPOSAL,
     GOVERNANCE_VOTE,
+    RESHARING,
 ];
 
 #[cfg(test)]
