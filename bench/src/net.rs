@@ -119,7 +119,10 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct UpgradeTimes {
     pub downtime_ms: Option<f64>,
     pub deploy_to_running_ms: f64,
-    pub handover_ms: f64,
+    /// Seen only when a poll caught a node halted: the handover series (on loopback, no
+    /// load) waits for it; an upgrade under load across hosts may halt and switch between
+    /// two polls, and its downtime comes from the nodes' own times anyway.
+    pub handover_ms: Option<f64>,
     /// Each node's downtime cut into its stages (the median over the nodes of each).
     pub stages: Option<Stages>,
     pub switches: SwitchCounts,
@@ -464,7 +467,8 @@ fn upgrade(
             running_at = Some(Instant::now());
         }
         let paid = !payload || new_first.iter().all(Option::is_some);
-        if let (Some(h), Some(r), Some(a), true) = (halted_at, resumed_at, running_at, paid) {
+        let halt_seen = payload || halted_at.is_some();
+        if let (Some(r), Some(a), true, true) = (resumed_at, running_at, paid, halt_seen) {
             let downtime_ms = if payload {
                 let last = old_last.iter().flatten().min().copied();
                 let first = new_first.iter().flatten().min().copied();
@@ -484,7 +488,7 @@ fn upgrade(
             return Ok(UpgradeTimes {
                 downtime_ms,
                 deploy_to_running_ms: a.duration_since(adopted).as_secs_f64() * 1e3,
-                handover_ms: r.saturating_duration_since(h).as_secs_f64() * 1e3,
+                handover_ms: halted_at.map(|h| r.saturating_duration_since(h).as_secs_f64() * 1e3),
                 stages,
                 switches,
             });
@@ -686,7 +690,7 @@ pub fn measure(
             progress(&format!(
                 "{nodes} nodes: handover at {} of state: {:.0} ms",
                 size_name(bytes),
-                t.handover_ms
+                t.handover_ms.unwrap_or(f64::NAN)
             ));
             out.handovers.push((target, t));
             from = to;
@@ -821,7 +825,7 @@ pub fn rows(f: &NetFigures, l: &Limits) -> Vec<Row> {
     for (bytes, t) in &f.handovers {
         if let Some((_, floor)) = l.handover_floor.iter().find(|(b, _)| b == bytes) {
             let at = format!("state handover at {}", size_name(*bytes));
-            rows.push(stat(&at, &[t.handover_ms], 50.0, floor));
+            rows.push(stat(&at, &[t.handover_ms.unwrap_or(f64::NAN)], 50.0, floor));
         }
     }
     rows

@@ -401,12 +401,12 @@ bytes_newtype_impls!(BlsPublicKey, "BLS public key");
 bytes_newtype_impls!(BlsSignature, "BLS signature");
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use types::domain;
 
-    fn keys(n: usize, seed: u64) -> Vec<BlsSecretKey> {
+    pub(crate) fn keys(n: usize, seed: u64) -> Vec<BlsSecretKey> {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
         (0..n).map(|_| BlsSecretKey::generate(&mut rng)).collect()
     }

@@ -167,14 +167,8 @@ impl MessageHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bls::{aggregate, verify_aggregate};
-    use rand::SeedableRng;
+    use crate::bls::{aggregate, tests::keys, verify_aggregate};
     use types::domain;
-
-    fn keys(n: usize, seed: u64) -> Vec<BlsSecretKey> {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-        (0..n).map(|_| BlsSecretKey::generate(&mut rng)).collect()
-    }
 
     #[test]
     fn hashed_signing_and_checking_agree_with_the_plain_functions() {

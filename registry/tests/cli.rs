@@ -188,41 +188,23 @@ fn elect_and_deploy_a_version_with_nns_changes_the_subnet_at_a_new_version() {
 
     // Membership: an unknown node is refused with no new version; both spares join.
     let before = registry_version(url);
+    let add = |nodes: &[&str]| {
+        let mut args = vec!["--neuron-key", s(&k0), "propose", "add-nodes"];
+        args.extend(["--subnet", &subnet]);
+        for n in nodes {
+            args.extend(["--node", n]);
+        }
+        nns(url, &args)
+    };
     let unknown = types::NodeId([3; 32]).to_string();
-    let (code, _, err) = nns(
-        url,
-        &[
-            "--neuron-key",
-            s(&k0),
-            "propose",
-            "add-nodes",
-            "--subnet",
-            &subnet,
-            "--node",
-            &unknown,
-        ],
-    );
+    let (code, _, err) = add(&[&unknown]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!("node {unknown} is not registered")),
         "{err}"
     );
     assert_eq!(registry_version(url), before);
-    let (code, out, err) = nns(
-        url,
-        &[
-            "--neuron-key",
-            s(&k0),
-            "propose",
-            "add-nodes",
-            "--subnet",
-            &subnet,
-            "--node",
-            &spares[0],
-            "--node",
-            &spares[1],
-        ],
-    );
+    let (code, out, err) = add(&[&spares[0], &spares[1]]);
     assert_eq!((code, out.trim()), (0, "proposal 4"), "{err}");
     let (code, _, err) = nns(
         url,
