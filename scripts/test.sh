@@ -15,6 +15,18 @@ if [ -z "${BLS_TEST_VECTORS:-}" ] && [ ! -d ../shared/testvectors/bls ]; then
   fi
 fi
 start=$(date +%s)
+# The end-to-end tests unpack releases for dozens of nodes: refuse to start on a nearly
+# full disk, where they would fail halfway with "No space left on device".
+mkdir -p "$CARGO_TARGET_DIR"
+free_gib() { echo $(( $(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 {print $4}') / 1048576 )); }
+if [ "$(free_gib)" -lt 8 ]; then
+  # Incremental caches of earlier builds are safe to drop (this build makes none).
+  rm -rf "$CARGO_TARGET_DIR"/*/incremental
+fi
+if [ "$(free_gib)" -lt 8 ]; then
+  echo "scripts/test.sh: only $(free_gib) GiB free beside $CARGO_TARGET_DIR; the tests need about 8" >&2
+  exit 1
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Every temporary directory a test makes lives under one directory of this run, so a

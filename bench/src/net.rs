@@ -543,7 +543,7 @@ pub fn measure(
         }
     };
     progress(&format!("{label}: testnet up"));
-    let net = Testnet::start(nodes, hosts)?;
+    let mut net = Testnet::start(nodes, hosts)?;
     let mut out = NetFigures {
         nodes,
         hosts: Some(hosts),
@@ -604,7 +604,7 @@ pub fn measure(
     let result = (|| {
         for k in 0..upgrades {
             let to = format!("{next}.0.0");
-            let t = upgrade(&rt, &net, &from, &to, true)?;
+            let t = upgrade(&rt, &net, &from, &to, true).map_err(|e| net.kept(e))?;
             progress(&format!(
                 "{label}: upgrade {}/{} {from} -> {to}: downtime {:.0} ms, deploy to every node running {:.0} ms",
                 k + 1,
@@ -678,7 +678,7 @@ pub fn measure(
             bytes = accepted.load(Ordering::Relaxed);
             drain(&rt, &net)?;
             let to = format!("{next}.0.0");
-            let t = upgrade(&rt, &net, &from, &to, false)?;
+            let t = upgrade(&rt, &net, &from, &to, false).map_err(|e| net.kept(e))?;
             progress(&format!(
                 "{nodes} nodes: handover at {} of state: {:.0} ms",
                 size_name(bytes),

@@ -49,6 +49,18 @@ impl Drop for Testnet {
 }
 
 impl Testnet {
+    /// `e`, with this testnet taken down and its directory kept: its logs say why.
+    pub(super) fn kept(&mut self, e: String) -> String {
+        let _ = run("testnet", &["down", "--dir", &self.d()]);
+        match tempfile::tempdir() {
+            Ok(empty) => {
+                let path = std::mem::replace(&mut self.dir, empty).keep();
+                format!("{e} (kept: {})", path.display())
+            }
+            Err(_) => e,
+        }
+    }
+
     pub(super) fn start(nodes: usize, hosts: Hosts) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("bench-testnet-")
@@ -74,14 +86,7 @@ impl Testnet {
             network,
         };
         if let Err(e) = run("testnet", &["up", "--dir", &d]) {
-            // Its logs say why: the directory is kept (taken down, not removed).
-            let _ = run("testnet", &["down", "--dir", &d]);
-            let kept = std::mem::replace(
-                &mut net.dir,
-                tempfile::tempdir().map_err(|e| e.to_string())?,
-            );
-            let path = kept.keep();
-            return Err(format!("{e} (kept: {})", path.display()));
+            return Err(net.kept(e));
         }
         let s: Value = serde_json::from_str(&run("testnet", &["status", "--dir", &d, "--json"])?)
             .map_err(|e| format!("testnet status: {e}"))?;
