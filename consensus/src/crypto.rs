@@ -13,7 +13,7 @@ use crypto::{
 use types::domain::Domain;
 
 /// Which threshold key: low (`f + 1`, random beacon) or high (`n - f`, certification, CUPs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Threshold {
     Low,
     High,

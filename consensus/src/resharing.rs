@@ -57,29 +57,13 @@ pub struct Dealing {
 pub struct Complaint {
     pub dealer: u32,
     pub receiver: u32,
-    pub key: Key,
-}
-
-/// Which threshold key (serializable twin of [`Threshold`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Key {
-    Low,
-    High,
-}
-
-impl From<Key> for Threshold {
-    fn from(k: Key) -> Self {
-        match k {
-            Key::Low => Threshold::Low,
-            Key::High => Threshold::High,
-        }
-    }
+    pub key: Threshold,
 }
 
 /// A dealer's answer to a complaint about one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
-    pub key: Key,
+    pub key: Threshold,
     pub justification: Justification,
 }
 
@@ -102,7 +86,11 @@ pub enum ResharingError {
     #[error("the new committee names node {0} twice")]
     Duplicate(NodeId),
     #[error("not enough qualified dealers for the {key:?} key: {got} of {needed}")]
-    NotEnough { key: Key, got: usize, needed: usize },
+    NotEnough {
+        key: Threshold,
+        got: usize,
+        needed: usize,
+    },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -159,11 +147,11 @@ impl Plan {
     }
 
     /// The resharing of one key.
-    pub fn reshare(&self, key: Key) -> Reshare<'_> {
+    pub fn reshare(&self, key: Threshold) -> Reshare<'_> {
         let m = self.to.len();
         let (old, threshold) = match key {
-            Key::Low => (&self.from.low, low_threshold(m)),
-            Key::High => (&self.from.high, high_threshold(m)),
+            Threshold::Low => (&self.from.low, low_threshold(m)),
+            Threshold::High => (&self.from.high, high_threshold(m)),
         };
         Reshare {
             context: &self.context.0,
@@ -177,8 +165,8 @@ impl Plan {
     pub fn deal(&self, low: &SecretShare, high: &SecretShare) -> Result<Dealing, CryptoError> {
         Ok(Dealing {
             dealer: high.index,
-            low: self.reshare(Key::Low).deal_derived(low)?,
-            high: self.reshare(Key::High).deal_derived(high)?,
+            low: self.reshare(Threshold::Low).deal_derived(low)?,
+            high: self.reshare(Threshold::High).deal_derived(high)?,
         })
     }
 
@@ -190,8 +178,8 @@ impl Plan {
                 reason: "its keys' dealings name other dealers".into(),
             });
         }
-        self.reshare(Key::Low).verify_public(&d.low)?;
-        self.reshare(Key::High).verify_public(&d.high)
+        self.reshare(Threshold::Low).verify_public(&d.low)?;
+        self.reshare(Threshold::High).verify_public(&d.high)
     }
 
     /// The outcome of the chain's dealings (first one per dealer counts), complaints
@@ -202,20 +190,21 @@ impl Plan {
         complaints: &[Complaint],
         answers: &[Answer],
     ) -> Result<Outcome, ResharingError> {
+        // The first dealing of each dealer, checked once for both keys.
         let mut firsts: Vec<&Dealing> = Vec::new();
         for d in dealings {
             if !firsts.iter().any(|f| f.dealer == d.dealer) {
                 firsts.push(d);
             }
         }
-        let chosen = |key: Key| -> Result<(Vec<u32>, ThresholdPublicKey), ResharingError> {
+        firsts.retain(|d| self.verify_dealing(d).is_ok());
+        let chosen = |key: Threshold| -> Result<(Vec<u32>, ThresholdPublicKey), ResharingError> {
             let r = self.reshare(key);
             let of_key: Vec<&ReshareDealing> = firsts
                 .iter()
-                .filter(|d| self.verify_dealing(d).is_ok())
                 .map(|d| match key {
-                    Key::Low => &d.low,
-                    Key::High => &d.high,
+                    Threshold::Low => &d.low,
+                    Threshold::High => &d.high,
                 })
                 .collect();
             let against: Vec<(u32, u32)> = complaints
@@ -243,8 +232,8 @@ impl Plan {
                 .collect();
             Ok((dealers, r.public_key(&picked)?))
         };
-        let (low_dealers, low) = chosen(Key::Low)?;
-        let (high_dealers, high) = chosen(Key::High)?;
+        let (low_dealers, low) = chosen(Threshold::Low)?;
+        let (high_dealers, high) = chosen(Threshold::High)?;
         Ok(Outcome {
             low_dealers,
             high_dealers,

@@ -74,6 +74,16 @@ impl EncryptionPublicKey {
             Err(malformed("encryption key", "a low-order point"))
         }
     }
+
+    fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            malformed(
+                "encryption key",
+                format!("expected 32 bytes, got {}", bytes.len()),
+            )
+        })?;
+        Ok(Self(bytes))
+    }
 }
 
 impl std::fmt::Display for EncryptionPublicKey {
@@ -88,18 +98,6 @@ impl std::str::FromStr for EncryptionPublicKey {
         let bytes =
             hex::decode(s.trim()).map_err(|e| malformed("encryption key", e.to_string()))?;
         Self::from_slice(&bytes)
-    }
-}
-
-impl EncryptionPublicKey {
-    fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-            malformed(
-                "encryption key",
-                format!("expected 32 bytes, got {}", bytes.len()),
-            )
-        })?;
-        Ok(Self(bytes))
     }
 }
 

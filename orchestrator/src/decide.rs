@@ -260,22 +260,22 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
         };
         &at_cup_owned
     };
-    let member_at_cup = at_cup.index_of(&local.node_id).is_some();
-    let member_at_latest = at_latest.index_of(&local.node_id).is_some();
-    let chosen_at_latest = at_latest.is_member(&local.node_id);
-    if !member_at_cup && !member_at_latest && !chosen_at_latest {
+    let in_committee_at_cup = at_cup.index_of(&local.node_id).is_some();
+    let in_committee_at_latest = at_latest.index_of(&local.node_id).is_some();
+    let member_at_latest = at_latest.is_member(&local.node_id);
+    if !in_committee_at_cup && !in_committee_at_latest && !member_at_latest {
         // Unambiguous only when the subnet itself signed a CUP past the removal; a
         // registry (recovery) CUP could be rolled back by the next proposal.
         let wipe = matches!(best, Cup::Signed(_));
         return Decision::Leave { subnet, wipe };
     }
-    if !member_at_cup && !member_at_latest {
+    if !in_committee_at_cup && !in_committee_at_latest {
         // Governance added it; the committee that runs consensus holds the key.
         return wait(format!(
             "added to subnet {subnet}, not yet in its committee: it joins once the subnet reshares its threshold keys to it"
         ));
     }
-    if !member_at_cup {
+    if !in_committee_at_cup {
         // Added at a later version than the CUP pins: the subnet's CUPs will include it.
         return wait(format!(
             "not yet a member of subnet {subnet} at the CUP's registry version {pinned}"

@@ -25,15 +25,15 @@ fn new_shares(
     me: u32,
     key: &EncryptionSecretKey,
 ) -> (SecretShare, SecretShare) {
-    let share = |k: Key, dealers: &[u32]| {
+    let share = |k: Threshold, dealers: &[u32]| {
         let r = plan.reshare(k);
         let opened: Vec<OpenedValue> = dealers
             .iter()
             .map(|i| {
                 let d = dealings.iter().find(|d| d.dealer == *i).expect("dealing");
                 let d = match k {
-                    Key::Low => &d.low,
-                    Key::High => &d.high,
+                    Threshold::Low => &d.low,
+                    Threshold::High => &d.high,
                 };
                 r.open(d, me, key).unwrap_or_else(|_| {
                     let a = answers
@@ -51,8 +51,8 @@ fn new_shares(
         r.combine(me, &opened).expect("combine")
     };
     (
-        share(Key::Low, &out.low_dealers),
-        share(Key::High, &out.high_dealers),
+        share(Threshold::Low, &out.low_dealers),
+        share(Threshold::High, &out.high_dealers),
     )
 }
 
@@ -124,7 +124,7 @@ fn four_grow_to_six_past_a_bad_dealer_then_shrink_to_three_keeping_the_group_key
         dealings[0],
         "a dealer deals the same again after a crash"
     );
-    let r = grow.reshare(Key::High);
+    let r = grow.reshare(Threshold::High);
     let other = r.deal(&high0.shares[1], &mut rng).expect("deal");
     dealings[1].high.ciphertexts[5] = other.ciphertexts[5].clone();
     for d in &dealings {
@@ -135,17 +135,17 @@ fn four_grow_to_six_past_a_bad_dealer_then_shrink_to_three_keeping_the_group_key
         Complaint {
             dealer: 1,
             receiver: 5,
-            key: Key::High,
+            key: Threshold::High,
         },
         // A false complaint about dealer 0, which it answers.
         Complaint {
             dealer: 0,
             receiver: 4,
-            key: Key::High,
+            key: Threshold::High,
         },
     ];
     let answers = [Answer {
-        key: Key::High,
+        key: Threshold::High,
         justification: r.justify(&high0.shares[0], 4).expect("justify"),
     }];
     let out = grow
@@ -168,7 +168,13 @@ fn four_grow_to_six_past_a_bad_dealer_then_shrink_to_three_keeping_the_group_key
     // Without enough qualified dealers there is no outcome (the next interval tries again).
     let short = grow.outcome(&dealings[..2], &complaints, &answers);
     assert!(
-        matches!(short, Err(ResharingError::NotEnough { key: Key::High, .. })),
+        matches!(
+            short,
+            Err(ResharingError::NotEnough {
+                key: Threshold::High,
+                ..
+            })
+        ),
         "{short:?}"
     );
 
