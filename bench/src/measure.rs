@@ -436,6 +436,7 @@ fn cup_verify_ms(n: usize) -> Result<f64, String> {
         state_hash: CryptoHash::of(domain::STATE_HASH, b"bench state"),
         oldest_registry_version_in_use: RegistryVersion::new(5),
         next_replica_version: None,
+        committee: None,
         extensions: BTreeMap::new(),
     };
     let shares: Vec<_> = d.shares[..3]

@@ -5,6 +5,7 @@
 //! signed message also binds the version, so an artifact of one release can never be
 //! replayed as one of another.
 
+use crate::resharing::ResharingItem;
 use serde::{Deserialize, Serialize};
 use types::{CryptoHash, Height, RegistryVersion, ReplicaVersion, codec, domain};
 
@@ -37,6 +38,9 @@ pub struct Block {
     /// that is not the running one (at most one word per node, by signer). With `n - f`
     /// of them the summary halts this release; with fewer the subnet runs on.
     pub ready: Vec<Readiness>,
+    /// Blocks of a resharing interval only: dealings, complaints and answers not yet on
+    /// the chain, each in its window (`core::membership`).
+    pub resharing: Vec<ResharingItem>,
 }
 
 /// The longest reason a readiness word carries.
@@ -145,6 +149,12 @@ pub enum Artifact {
     },
     /// A node's readiness for a deployed release (not pooled by height).
     Readiness(Readiness),
+    /// A dealing, complaint or answer of the resharing under way (not pooled by
+    /// height: `height` is the summary that started the resharing).
+    Resharing {
+        height: Height,
+        item: ResharingItem,
+    },
 }
 
 impl Artifact {
@@ -157,6 +167,7 @@ impl Artifact {
             Self::Beacon(t) | Self::Certification(t) | Self::Cup(t) => t.height,
             Self::Request { height } => *height,
             Self::Readiness(r) => r.height,
+            Self::Resharing { height, .. } => *height,
         }
     }
 
@@ -186,6 +197,7 @@ impl Artifact {
             Self::Cup(_) => "cup",
             Self::Request { .. } => "request",
             Self::Readiness(_) => "readiness",
+            Self::Resharing { item, .. } => item.kind(),
         }
     }
 }

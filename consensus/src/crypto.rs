@@ -8,12 +8,15 @@ use crypto::{
     bls::{self, BlsPublicKey, BlsSecretKey, BlsSignature},
     ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature},
     hashed::{MessageHashes, verify_aggregate_hashed},
+    reshare::EncryptionSecretKey,
     threshold::{SecretShare, ThresholdPublicKey},
 };
 use types::domain::Domain;
 
 /// Which threshold key: low (`f + 1`, random beacon) or high (`n - f`, certification, CUPs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Threshold {
     Low,
     High,
@@ -80,6 +83,39 @@ pub trait ConsensusCrypto {
         message: &[u8],
         signature: &[u8],
     ) -> bool;
+
+    /// An ed25519 signature by a node known by its key, not its index: a receiver of a
+    /// resharing's values may not be in the committee yet.
+    fn verify_member(
+        &self,
+        node_key: &[u8; 32],
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let (Ok(pk), Ok(sig)) = (
+            Ed25519PublicKey::from_bytes(node_key),
+            Ed25519Signature::from_bytes(signature),
+        ) else {
+            return false;
+        };
+        pk.verify(domain, message, &sig).is_ok()
+    }
+
+    /// This node's secrets for a resharing: its shares of both keys (to deal) and its
+    /// dealing encryption key (to open what it is dealt). `None`: it deals nothing and
+    /// complains about nothing (a simulator stand-in).
+    fn resharing_secrets(&self) -> Option<ResharingSecrets<'_>> {
+        None
+    }
+}
+
+/// What a committee member deals and opens with.
+#[derive(Clone, Copy, Debug)]
+pub struct ResharingSecrets<'a> {
+    pub low_share: &'a SecretShare,
+    pub high_share: &'a SecretShare,
+    pub encryption: Option<&'a EncryptionSecretKey>,
 }
 
 /// The public keys of a subnet.
@@ -100,6 +136,9 @@ pub struct NodeSecrets {
     pub bls: BlsSecretKey,
     pub low_share: SecretShare,
     pub high_share: SecretShare,
+    /// The key this node's resharing values are encrypted to (its registered dealing
+    /// encryption key); without one it can deal but not receive.
+    pub encryption: Option<EncryptionSecretKey>,
 }
 
 /// ed25519 for blocks, BLS multi-signatures, threshold BLS.
@@ -240,6 +279,14 @@ impl ConsensusCrypto for RealCrypto {
             .verify_hashed(&self.hashes.get(domain, message), &sig)
             .is_ok()
     }
+
+    fn resharing_secrets(&self) -> Option<ResharingSecrets<'_>> {
+        Some(ResharingSecrets {
+            low_share: &self.secrets.low_share,
+            high_share: &self.secrets.high_share,
+            encryption: self.secrets.encryption.as_ref(),
+        })
+    }
 }
 
 impl<T: ConsensusCrypto + ?Sized> ConsensusCrypto for Box<T> {
@@ -307,5 +354,17 @@ impl<T: ConsensusCrypto + ?Sized> ConsensusCrypto for Box<T> {
         signature: &[u8],
     ) -> bool {
         (**self).verify_threshold(which, domain, message, signature)
+    }
+    fn verify_member(
+        &self,
+        node_key: &[u8; 32],
+        domain: Domain,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        (**self).verify_member(node_key, domain, message, signature)
+    }
+    fn resharing_secrets(&self) -> Option<ResharingSecrets<'_>> {
+        (**self).resharing_secrets()
     }
 }

@@ -23,4 +23,4 @@ pub use crate::core::{
     Action, Base, BrokenRule, Config, ConfigError, Consensus, Delivery, Event, Now, Stats,
 };
 pub use crate::crypto::{ConsensusCrypto, RealCrypto, Threshold};
-pub use crate::status::{Status, SubnetInfo};
+pub use crate::status::{Member, Resharing, Status, SubnetInfo};

@@ -1,7 +1,7 @@
 //! The resharing a summary block starts (issue 18), as pure functions: who deals to
-//! whom, what binds a dealing to this one resharing, and which dealings the next summary
-//! chooses. Not yet driven by [`crate::Consensus`]; ARCHITECTURE.md ("Decisions") has the
-//! design this serves.
+//! whom, what binds a dealing to this one resharing, which dealings the next summary
+//! chooses, and how a member of the new committee computes its shares from the CUP.
+//! [`crate::Consensus`] drives it (`core::membership`).
 //!
 //! A summary at height `h` that pins a registry version whose members differ from the
 //! running committee starts a [`Plan`]: every committee member deals both threshold keys
@@ -12,9 +12,13 @@
 
 use crypto::{
     CryptoError,
-    reshare::{EncryptionPublicKey, Justification, Reshare, ReshareDealing},
+    reshare::{
+        EncryptionPublicKey, EncryptionSecretKey, Justification, OpenedValue, Reshare,
+        ReshareDealing,
+    },
     threshold::{SecretShare, ThresholdPublicKey, high_threshold, low_threshold},
 };
+use cup::{CupCommittee, DealtKeys};
 use serde::{Deserialize, Serialize};
 use types::{CryptoHash, Height, NodeId, RegistryVersion, SubnetId, codec, domain};
 
@@ -65,6 +69,73 @@ pub struct Complaint {
 pub struct Answer {
     pub key: Threshold,
     pub justification: Justification,
+}
+
+/// A dealing as it travels and sits in blocks: signed by its dealer's node key over the
+/// protocol version, the resharing's context and the dealing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDealing {
+    pub dealing: Dealing,
+    pub signature: Vec<u8>,
+}
+
+/// A complaint signed by its receiver's node key (the receiver need not be in the
+/// committee that runs consensus: it may be joining).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedComplaint {
+    pub complaint: Complaint,
+    pub signature: Vec<u8>,
+}
+
+/// What a resharing puts into the blocks of its interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResharingItem {
+    Dealing(SignedDealing),
+    Complaint(SignedComplaint),
+    /// Needs no signature: it checks against the dealing's commitments, and only the
+    /// dealer or the receiver can know the value.
+    Answer(Answer),
+}
+
+/// An item's identity in a chain: a dealer deals once, a complaint and its answer are
+/// about one (dealer, receiver, key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ItemKey {
+    Dealing(u32),
+    Complaint(u32, u32, Threshold),
+    Answer(u32, u32, Threshold),
+}
+
+impl ResharingItem {
+    pub fn key(&self) -> ItemKey {
+        match self {
+            Self::Dealing(d) => ItemKey::Dealing(d.dealing.dealer),
+            Self::Complaint(c) => {
+                let c = &c.complaint;
+                ItemKey::Complaint(c.dealer, c.receiver, c.key)
+            }
+            Self::Answer(a) => {
+                ItemKey::Answer(a.justification.dealer, a.justification.receiver, a.key)
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Dealing(_) => "dealing",
+            Self::Complaint(_) => "complaint",
+            Self::Answer(_) => "answer",
+        }
+    }
+}
+
+impl Dealing {
+    pub fn of(&self, key: Threshold) -> &ReshareDealing {
+        match key {
+            Threshold::Low => &self.low,
+            Threshold::High => &self.high,
+        }
+    }
 }
 
 /// What the next summary takes from a resharing's chain.
@@ -144,6 +215,45 @@ impl Plan {
             to_keys,
             context,
         }))
+    }
+
+    /// The hash every dealing and complaint of this resharing is bound to.
+    pub fn context(&self) -> &CryptoHash {
+        &self.context
+    }
+
+    /// The record a CUP carries for the new committee: its keys, and the chosen
+    /// dealings with the answers about them, from which each member computes its shares.
+    pub fn record(&self, out: &Outcome, dealings: &[Dealing], answers: &[Answer]) -> CupCommittee {
+        let chosen = |key: Threshold, dealers: &[u32]| -> Vec<ReshareDealing> {
+            dealers
+                .iter()
+                .filter_map(|i| dealings.iter().find(|d| d.dealer == *i))
+                .map(|d| d.of(key).clone())
+                .collect()
+        };
+        let answered = |key: Threshold, dealers: &[u32]| -> Vec<Justification> {
+            answers
+                .iter()
+                .filter(|a| a.key == key && dealers.contains(&a.justification.dealer))
+                .map(|a| a.justification.clone())
+                .collect()
+        };
+        CupCommittee {
+            nodes: out.committee.nodes.clone(),
+            low: out.committee.low.clone(),
+            high: out.committee.high.clone(),
+            dealt: DealtKeys {
+                context: self.context,
+                old_low: self.from.low.clone(),
+                old_high: self.from.high.clone(),
+                receivers: self.to_keys.clone(),
+                low: chosen(Threshold::Low, &out.low_dealers),
+                high: chosen(Threshold::High, &out.high_dealers),
+                low_answers: answered(Threshold::Low, &out.low_dealers),
+                high_answers: answered(Threshold::High, &out.high_dealers),
+            },
+        }
     }
 
     /// The resharing of one key.
@@ -244,6 +354,72 @@ impl Plan {
             },
         })
     }
+}
+
+impl Committee {
+    /// The committee a CUP names.
+    pub fn from_cup(c: &CupCommittee) -> Self {
+        Self {
+            nodes: c.nodes.clone(),
+            low: c.low.clone(),
+            high: c.high.clone(),
+        }
+    }
+}
+
+/// Member `me`'s shares of both keys from a CUP's committee record: each chosen dealing
+/// opened with its encryption key (or, where it complained, read from the dealer's
+/// answer), combined, and checked against the share public keys the CUP names.
+pub fn shares_from_cup(
+    c: &CupCommittee,
+    me: u32,
+    key: &EncryptionSecretKey,
+) -> Result<(SecretShare, SecretShare), ResharingError> {
+    let m = c.nodes.len();
+    if c.dealt.receivers.len() != m {
+        return Err(ResharingError::KeyCount {
+            keys: c.dealt.receivers.len(),
+            members: m,
+        });
+    }
+    let share = |which: Threshold| -> Result<SecretShare, ResharingError> {
+        let (old, new, dealings, answers) = match which {
+            Threshold::Low => (&c.dealt.old_low, &c.low, &c.dealt.low, &c.dealt.low_answers),
+            Threshold::High => (
+                &c.dealt.old_high,
+                &c.high,
+                &c.dealt.high,
+                &c.dealt.high_answers,
+            ),
+        };
+        let r = Reshare {
+            context: &c.dealt.context.0,
+            old,
+            receivers: &c.dealt.receivers,
+            threshold: new.threshold,
+        };
+        let opened = dealings
+            .iter()
+            .map(|d| {
+                r.open(d, me, key).or_else(|e| {
+                    answers
+                        .iter()
+                        .find(|j| j.dealer == d.dealer && j.receiver == me)
+                        .ok_or(e)
+                        .and_then(|j| r.check_justification(d, j))
+                })
+            })
+            .collect::<Result<Vec<OpenedValue>, CryptoError>>()?;
+        let share = r.combine(me, &opened)?;
+        if new.share_keys.get(me as usize) != Some(&share.key.public_key()) {
+            return Err(ResharingError::Crypto(CryptoError::Malformed {
+                what: "reshared share",
+                reason: format!("member {me}'s share does not match the CUP's share key"),
+            }));
+        }
+        Ok(share)
+    };
+    Ok((share(Threshold::Low)?, share(Threshold::High)?))
 }
 
 #[cfg(test)]

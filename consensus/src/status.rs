@@ -17,9 +17,16 @@
 //!   Internet Computer).
 //! - **Halted**: the CUP for `S` exists; this release proposes nothing more.
 //!
+//! A membership change stops the running committee the same way: the summary that
+//! finishes a resharing of the threshold keys (`Resharing::Done`) halts this committee,
+//! and its CUP names the next. The summary that starts one (`Resharing::Started`) never
+//! halts for a new version: the version waits for the resharing's end, so that a
+//! membership change and an upgrade pinned together take effect at one CUP.
+//!
 //! `is_halted` in the subnet record freezes the subnet outright (Halted at any height).
 
-use types::ReplicaVersion;
+use crypto::reshare::EncryptionPublicKey;
+use types::{NodeId, ReplicaVersion};
 
 /// What the registry says about the subnet at one registry version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +34,32 @@ pub struct SubnetInfo {
     pub replica_version: ReplicaVersion,
     pub halt_at_cup_height: bool,
     pub is_halted: bool,
+    /// The subnet's members as governance assigned them, in share order for the next
+    /// resharing. Empty: not known (the committee then never changes).
+    pub members: Vec<Member>,
+}
+
+/// A member as a resharing needs it: who, the key its complaints are signed with, and
+/// the key its values are encrypted to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    /// Its ed25519 node key.
+    pub node_key: [u8; 32],
+    /// Its dealing encryption key (a member without one cannot receive a share).
+    pub encryption_key: Option<EncryptionPublicKey>,
+}
+
+/// Where the latest summary stands in a resharing of the threshold keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resharing {
+    /// The committee stays.
+    #[default]
+    None,
+    /// This summary started one: the committee deals in the interval it begins.
+    Started,
+    /// This summary finished one: the committee it dealt to takes over at its CUP.
+    Done,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,18 +71,22 @@ pub enum Status {
 
 /// The status of a release `running` on a chain whose latest summary block pinned a
 /// registry version where the subnet looks like `pinned`; `ready` says whether that
-/// summary carries a quorum's readiness for the pinned version, and `cup_made` whether
-/// the CUP at that summary height exists.
+/// summary carries a quorum's readiness for the pinned version, `resharing` where it
+/// stands in a resharing, and `cup_made` whether the CUP at that summary height exists.
 pub fn status(
     running: &ReplicaVersion,
     pinned: &SubnetInfo,
     ready: bool,
+    resharing: Resharing,
     cup_made: bool,
 ) -> Status {
     if pinned.is_halted {
         return Status::Halted;
     }
-    let should_stop = (&pinned.replica_version != running && ready) || pinned.halt_at_cup_height;
+    let ready = ready && resharing != Resharing::Started;
+    let should_stop = (&pinned.replica_version != running && ready)
+        || pinned.halt_at_cup_height
+        || resharing == Resharing::Done;
     match (should_stop, cup_made) {
         (false, _) => Status::Running,
         (true, false) => Status::Halting,
@@ -76,15 +113,27 @@ mod tests {
         cup_made: bool,
         expected: Status,
     ) {
+        check_all(running, pinned, ready, Resharing::None, cup_made, expected)
+    }
+
+    fn check_all(
+        running: &str,
+        pinned: (&str, bool, bool),
+        ready: bool,
+        resharing: Resharing,
+        cup_made: bool,
+        expected: Status,
+    ) {
         let info = SubnetInfo {
             replica_version: v(pinned.0),
             halt_at_cup_height: pinned.1,
             is_halted: pinned.2,
+            members: Vec::new(),
         };
         assert_eq!(
-            status(&v(running), &info, ready, cup_made),
+            status(&v(running), &info, ready, resharing, cup_made),
             expected,
-            "{running} {pinned:?} ready {ready} cup {cup_made}"
+            "{running} {pinned:?} ready {ready} {resharing:?} cup {cup_made}"
         );
     }
 
@@ -111,5 +160,56 @@ mod tests {
         // ...but the halt flag and the freeze do not wait for readiness.
         check_ready("A", ("B", true, false), false, false, Halting);
         check_ready("A", ("A", false, true), false, false, Halted);
+        // A finished resharing stops the committee whatever the version...
+        check_all(
+            "A",
+            ("A", false, false),
+            false,
+            Resharing::Done,
+            false,
+            Halting,
+        );
+        check_all(
+            "A",
+            ("A", false, false),
+            false,
+            Resharing::Done,
+            true,
+            Halted,
+        );
+        check_all(
+            "A",
+            ("B", false, false),
+            true,
+            Resharing::Done,
+            false,
+            Halting,
+        );
+        // ...a starting one holds a ready new version back until its end...
+        check_all(
+            "A",
+            ("B", false, false),
+            true,
+            Resharing::Started,
+            false,
+            Running,
+        );
+        // ...but not the halt flag or the freeze.
+        check_all(
+            "A",
+            ("A", true, false),
+            false,
+            Resharing::Started,
+            false,
+            Halting,
+        );
+        check_all(
+            "A",
+            ("A", false, true),
+            false,
+            Resharing::Started,
+            false,
+            Halted,
+        );
     }
 }

@@ -1,7 +1,11 @@
 use crate::package::CupError;
+use crypto::{
+    reshare::{EncryptionPublicKey, Justification, ReshareDealing},
+    threshold::ThresholdPublicKey,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use types::{CryptoHash, Height, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
 const CONTENT_MAGIC: &[u8; 4] = b"CUPC";
 const CONTENT_FORMAT: u8 = 1;
@@ -49,7 +53,40 @@ types::extensible_record! {
         /// `registry_version`. A subnet that pinned a new version without a quorum of
         /// nodes ready for it keeps running the old one, and says so here.
         10 optional next_replica_version: Option<ReplicaVersion>,
+        /// The committee that holds the subnet's threshold keys from this CUP on, when
+        /// the subnet reshared them (absent: the registry's key holders and keys, dealt
+        /// at genesis). Every later CUP carries it on until the next resharing.
+        11 optional committee: Option<CupCommittee>,
     }
+}
+
+/// The committee a resharing dealt the subnet's threshold keys to: its nodes in share
+/// order, its public keys (the group keys are genesis's), and the dealings it chose, from
+/// which each member computes its own shares with nothing but this CUP and its dealing
+/// encryption key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CupCommittee {
+    pub nodes: Vec<NodeId>,
+    pub low: ThresholdPublicKey,
+    pub high: ThresholdPublicKey,
+    pub dealt: DealtKeys,
+}
+
+/// What a member needs to open its values: the resharing's context hash, the sharing
+/// it reshared, the receivers' encryption keys, and the chosen dealings of each key (in
+/// dealer order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealtKeys {
+    pub context: CryptoHash,
+    pub old_low: ThresholdPublicKey,
+    pub old_high: ThresholdPublicKey,
+    pub receivers: Vec<EncryptionPublicKey>,
+    pub low: Vec<ReshareDealing>,
+    pub high: Vec<ReshareDealing>,
+    /// The chosen dealers' answers to complaints: a receiver whose value did not open
+    /// reads it here.
+    pub low_answers: Vec<Justification>,
+    pub high_answers: Vec<Justification>,
 }
 
 impl CupContent {

@@ -40,7 +40,7 @@
 mod content;
 mod package;
 
-pub use content::{CupContent, RandomBeacon};
+pub use content::{CupCommittee, CupContent, DealtKeys, RandomBeacon};
 pub use package::{
     Cup, CupError, CupParam, MAX_CUP_BYTES, RegistryCup, RegistryCupKind, SignedCup,
     choose_highest, choose_highest_by,

@@ -45,9 +45,10 @@ fn signed_fixture() -> Vec<u8> {
     })
 }
 
-/// A field the "newer release" adds: tag 11, a u64. (It was 10 until readiness gating
-/// gave tag 10 to `next_replica_version`: this test caught the collision.)
-const NEWER_FIELD_TAG: u16 = 11;
+/// A field the "newer release" adds: a u64 under a tag far above ours. (It was 10 until
+/// readiness gating gave tag 10 to `next_replica_version`, then 11 until resharing gave
+/// tag 11 to `committee`: this test caught both collisions.)
+const NEWER_FIELD_TAG: u16 = 1000;
 
 /// The CUP content type of a hypothetical next release, with one more (optional) field.
 struct NewerCupContent {

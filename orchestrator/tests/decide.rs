@@ -150,6 +150,7 @@ impl Fx {
             state_hash: CryptoHash([2; 32]),
             oldest_registry_version_in_use: pinned,
             next_replica_version: next.map(v),
+            committee: None,
             extensions: Default::default(),
         };
         let shares: Vec<SignatureShare> = net

@@ -10,7 +10,7 @@ use crate::records::{
     keys,
 };
 use crate::store::{RegistryStore, StoreError};
-use cup::{CupContent, RandomBeacon, RegistryCup, RegistryCupKind};
+use cup::{CupCommittee, CupContent, RandomBeacon, RegistryCup, RegistryCupKind};
 use types::{CryptoHash, NodeId, RegistryVersion, SubnetId, codec, domain};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,41 @@ impl SubnetAt {
     pub fn is_member(&self, node: &NodeId) -> bool {
         self.record.members.contains(node)
     }
+
+    /// The subnet as a CUP that names a reshared committee says it is: that committee
+    /// holds the keys (the registry's key holders and share keys are genesis's, the CUP
+    /// is the authority after a resharing), with its node records at this version.
+    pub fn with_cup_committee<S: RegistryStore>(
+        mut self,
+        store: &S,
+        committee: Option<&CupCommittee>,
+    ) -> Result<Self, LocalError> {
+        let Some(c) = committee else {
+            return Ok(self);
+        };
+        self.members = c
+            .nodes
+            .iter()
+            .map(|m| need(store, &keys::node_record(m), self.version).map(|(_, r)| r))
+            .collect::<Result<Vec<NodeRecord>, _>>()?;
+        self.record.key_holders = Some(c.nodes.clone());
+        self.record.low_threshold_key = c.low.clone();
+        self.record.high_threshold_key = c.high.clone();
+        Ok(self)
+    }
+}
+
+/// The node records of the subnet's members (as governance assigned them) at `version`.
+pub fn member_records<S: RegistryStore>(
+    store: &S,
+    record: &SubnetRecord,
+    version: RegistryVersion,
+) -> Result<Vec<NodeRecord>, LocalError> {
+    record
+        .members
+        .iter()
+        .map(|m| need(store, &keys::node_record(m), version).map(|(_, r)| r))
+        .collect()
 }
 
 fn read<R: RegistryRecord, S: RegistryStore>(
@@ -150,6 +185,7 @@ pub fn registry_cup<S: RegistryStore>(
             state_hash: contents.state_hash,
             oldest_registry_version_in_use: written_at,
             next_replica_version: None,
+            committee: None,
             extensions: Default::default(),
         },
     })

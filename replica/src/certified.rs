@@ -428,6 +428,7 @@ mod tests {
             state_hash: cert.state_hash,
             oldest_registry_version_in_use: types::RegistryVersion::new(1),
             next_replica_version: None,
+            committee: None,
             extensions: Default::default(),
         };
         let sig = subnet_secret().sign(domain::CUP_CONTENT, &content.encode());

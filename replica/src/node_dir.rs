@@ -15,7 +15,10 @@
 //! ```
 
 use crate::ReplicaError;
-use crypto::{bls::BlsSecretKey, ed25519::Ed25519KeyPair, key_file, threshold::SecretShare};
+use crypto::{
+    bls::BlsSecretKey, ed25519::Ed25519KeyPair, key_file, reshare::EncryptionSecretKey,
+    threshold::SecretShare,
+};
 use cup::Cup;
 use std::{
     io::Read,
@@ -38,6 +41,9 @@ pub struct NodeKeys {
     pub bls: BlsSecretKey,
     pub low_share: BlsSecretKey,
     pub high_share: BlsSecretKey,
+    /// `encryption.key`, the X25519 key resharings encrypt this node's values to (absent
+    /// in node directories made before resharing existed).
+    pub encryption: Option<EncryptionSecretKey>,
 }
 
 impl NodeKeys {
@@ -201,11 +207,26 @@ impl NodeDir {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        let path = self.root.join("encryption.key");
+        let encryption = if path.exists() {
+            let bytes = key_file::read(&path, 32).map_err(|e| ReplicaError::NodeDir {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| ReplicaError::NodeDir {
+                path: path.display().to_string(),
+                reason: "not 32 bytes".into(),
+            })?;
+            Some(EncryptionSecretKey::from_bytes(bytes))
+        } else {
+            None
+        };
         Ok(NodeKeys {
             ed25519,
             bls: bls("bls.key")?,
             low_share: bls("low_share.key")?,
             high_share: bls("high_share.key")?,
+            encryption,
         })
     }
 
@@ -338,6 +359,7 @@ mod tests {
                 state_hash: CryptoHash([4; 32]),
                 oldest_registry_version_in_use: RegistryVersion::new(1),
                 next_replica_version: None,
+                committee: None,
                 extensions: Default::default(),
             },
         })

@@ -14,14 +14,15 @@ use crate::{
     state::ReplicatedState,
 };
 use consensus::{
-    Base, Config, Consensus, RealCrypto, SubnetInfo,
+    Base, Config, Consensus, Member, RealCrypto, SubnetInfo,
     artifact::NodeIndex,
     crypto::{NodeSecrets, SubnetKeys},
+    resharing::{Committee, shares_from_cup},
 };
 use cup::Cup;
 use registry::{
-    local::{SubnetAt, registry_cup, subnet_at},
-    records::SubnetRecord,
+    local::{SubnetAt, member_records, registry_cup, subnet_at},
+    records::{NodeRecord, SubnetRecord},
     store::{RegistryStore, RocksStore},
 };
 use types::{Height, NodeId, RegistryVersion, ReplicaVersion};
@@ -130,6 +131,10 @@ pub fn check(
             }
         }
     }
+    // After a resharing the CUP names the committee and its keys (same group key).
+    let subnet = subnet
+        .with_cup_committee(registry, c.committee.as_ref())
+        .map_err(registry_err)?;
     let to_run = c.version_to_run(&subnet.record.replica_version);
     if to_run != version {
         return Err(ReplicaError::Refused(format!(
@@ -139,8 +144,8 @@ pub fn check(
     }
     let me = subnet.index_of(node).ok_or_else(|| {
         ReplicaError::Refused(format!(
-            "node {node} is not a member of subnet {} at registry version {rv}",
-            c.subnet_id
+            "node {node} is not in the committee of subnet {} at the CUP at height {} (registry version {rv})",
+            c.subnet_id, c.height
         ))
     })?;
     Ok((subnet, me as NodeIndex))
@@ -379,12 +384,21 @@ async fn fetch_state_at(
     Ok((ReplicatedState::restore(&cp, &dir.state())?, report))
 }
 
-/// What consensus needs to know about the subnet at one registry version.
-pub fn subnet_info(r: &SubnetRecord) -> SubnetInfo {
+/// What consensus needs to know about the subnet at one registry version: its
+/// version, its flags, and its members (`members`: their node records, in order).
+pub fn subnet_info(r: &SubnetRecord, members: &[NodeRecord]) -> SubnetInfo {
     SubnetInfo {
         replica_version: r.replica_version.clone(),
         halt_at_cup_height: r.halt_at_cup_height,
         is_halted: r.is_halted,
+        members: members
+            .iter()
+            .map(|m| Member {
+                id: m.node_id,
+                node_key: *m.ed25519_public_key.as_bytes(),
+                encryption_key: m.dealing_encryption_key,
+            })
+            .collect(),
     }
 }
 
@@ -398,7 +412,9 @@ pub fn registry_events(
     let mut v = from;
     while v <= registry.latest_version() {
         if let Ok(s) = subnet_at(registry, subnet, v) {
-            out.push((v, subnet_info(&s.record)));
+            // A member whose record is missing leaves the list empty: no resharing.
+            let members = member_records(registry, &s.record, v).unwrap_or_default();
+            out.push((v, subnet_info(&s.record, &members)));
         }
         v = RegistryVersion::new(v.get() + 1);
     }
@@ -419,7 +435,23 @@ pub fn build_core(
 ) -> Result<Consensus<RealCrypto>, ReplicaError> {
     let c = cup.content();
     let r = &subnet.record;
-    let (low_share, high_share) = keys.shares(me);
+    let (low_share, high_share) = match &c.committee {
+        // Dealt by a resharing: computed from the CUP alone.
+        Some(record) => {
+            let key = keys.encryption.as_ref().ok_or_else(|| {
+                ReplicaError::Refused(
+                    "the CUP's committee was dealt by a resharing, and this node has no encryption.key to open its shares with".into(),
+                )
+            })?;
+            shares_from_cup(record, me, key).map_err(|e| {
+                ReplicaError::Refused(format!(
+                    "this node's shares from the CUP at height {}: {e}",
+                    c.height
+                ))
+            })?
+        }
+        None => keys.shares(me),
+    };
     let crypto = RealCrypto {
         keys: SubnetKeys {
             ed25519: subnet
@@ -436,6 +468,7 @@ pub fn build_core(
             bls: keys.bls,
             low_share,
             high_share,
+            encryption: keys.encryption,
         },
         hashes: Default::default(),
     };
@@ -453,6 +486,11 @@ pub fn build_core(
         max_payload_bytes: MAX_PAYLOAD_BYTES,
         max_block_time_skew_ns: MAX_BLOCK_TIME_SKEW_NS,
         broken_rule: None,
+        committee: Some(Committee {
+            nodes: r.committee().to_vec(),
+            low: r.low_threshold_key.clone(),
+            high: r.high_threshold_key.clone(),
+        }),
     };
     let restored = pool.load_above(c.height)?;
     Consensus::new(

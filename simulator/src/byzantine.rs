@@ -213,6 +213,7 @@ impl Sim {
                         state_hash: hash(&[b"forged state"]),
                         oldest_registry_version_in_use: RegistryVersion::new(1),
                         next_replica_version: None,
+                        committee: None,
                         extensions: Default::default(),
                     };
                     let value = content.encode();
@@ -463,6 +464,11 @@ fn corrupt_signature(a: &mut Artifact) {
             Some(&mut t.signature)
         }
         Artifact::Readiness(r) => Some(&mut r.signature),
+        Artifact::Resharing { item, .. } => match item {
+            consensus::resharing::ResharingItem::Dealing(d) => Some(&mut d.signature),
+            consensus::resharing::ResharingItem::Complaint(c) => Some(&mut c.signature),
+            consensus::resharing::ResharingItem::Answer(_) => None,
+        },
         Artifact::Request { .. } => None,
     };
     if let Some(sig) = sig

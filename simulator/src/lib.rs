@@ -225,6 +225,7 @@ impl Sim {
             replica_version: version_a.clone(),
             halt_at_cup_height: false,
             is_halted: false,
+            members: Vec::new(),
         };
         let published = vec![(RegistryVersion::new(1), info_a)];
         let subnet = SubnetId(hash(&[b"subnet", &seed.to_be_bytes()]).0);
@@ -441,6 +442,7 @@ impl Sim {
                             bls: b.clone(),
                             low_share: l.clone(),
                             high_share: h.clone(),
+                            encryption: None,
                         },
                         hashes: self.crypto_memo.hashes(),
                     },
@@ -473,6 +475,7 @@ impl Sim {
             max_payload_bytes: 1024,
             max_block_time_skew_ns: BLOCK_TIME_SKEW_NS,
             broken_rule: self.cfg.broken_rule,
+            committee: None,
         };
         self.check_not_recalled(i, &version);
         let crypto = self.crypto_for(i);

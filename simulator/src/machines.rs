@@ -333,6 +333,7 @@ impl Sim {
             replica_version,
             halt_at_cup_height: false,
             is_halted: false,
+            members: Vec::new(),
         };
         self.published.push((version, info.clone()));
         for node in 0..self.cfg.nodes as NodeIndex {

@@ -83,6 +83,10 @@ pub const GOVERNANCE_PROPOSAL: Domain = Domain("ic-governance-proposal");
 pub const GOVERNANCE_VOTE: Domain = Domain("ic-governance-vote");
 /// The hash that binds a resharing's dealings to it (subnet, start, committees, keys).
 pub const RESHARING: Domain = Domain("ic-resharing");
+/// A committee member's ed25519 signature on its resharing dealing.
+pub const RESHARING_DEALING: Domain = Domain("ic-resharing-dealing");
+/// A receiver's ed25519 signature on its complaint about a dealing.
+pub const RESHARING_COMPLAINT: Domain = Domain("ic-resharing-complaint");
 
 /// Every tag, for the test that checks they are distinct.
 pub const ALL: &[Domain] = &[
@@ -113,6 +117,8 @@ pub const ALL: &[Domain] = &[
     GOVERNANCE_PROPOSAL,
     GOVERNANCE_VOTE,
     RESHARING,
+    RESHARING_DEALING,
+    RESHARING_COMPLAINT,
 ];
 
 #[cfg(test)]

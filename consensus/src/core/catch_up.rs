@@ -91,6 +91,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
     /// partitions), bounded to a handful per height.
     pub(super) fn resend(&mut self) {
         self.rebroadcast_readiness();
+        self.resend_resharing();
         let me = self.cfg.me;
         let round = self.round();
         let mut out: Vec<Artifact> = Vec::new();

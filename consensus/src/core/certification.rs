@@ -136,15 +136,17 @@ impl<C: ConsensusCrypto> Consensus<C> {
             state_hash,
             oldest_registry_version_in_use: block.context.registry_version,
             next_replica_version: Some(self.version_after(valid.pin)?),
+            committee: self.committee_record(&block_hash),
             extensions: Default::default(),
         })
     }
 
     /// The release that runs after a summary that set `pin`: the pinned version if it
-    /// stops this one, else this one.
+    /// stops this one (not while a resharing it starts holds it back), else this one.
     fn version_after(&self, pin: Pin) -> Option<ReplicaVersion> {
         let info = self.registry.get(&pin.rv)?;
-        Some(if pin.ready && info.replica_version != self.cfg.version {
+        let ready = pin.ready && pin.resharing != Resharing::Started;
+        Some(if ready && info.replica_version != self.cfg.version {
             info.replica_version.clone()
         } else {
             self.cfg.version.clone()
@@ -247,6 +249,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.pool = keep;
             self.state_hashes = self.state_hashes.split_off(&s);
             self.finalized_chain = self.finalized_chain.split_off(&s);
+            self.purge_resharing(s);
         } else if self.finalized < s {
             self.emit(Action::CatchUp { content, signature });
         } else if self

@@ -78,6 +78,7 @@
 mod catch_up;
 mod certification;
 mod combine;
+mod membership;
 mod pool;
 mod readiness;
 mod rounds;
@@ -86,16 +87,21 @@ mod tests;
 mod validation;
 
 use combine::{Combined, Scheme};
+pub use membership::MAX_RESHARING_ITEMS_PER_BLOCK;
+use membership::{Interval, ResharingPool};
 use pool::{HeightPool, Pin, Shares, ValidBlock};
+use validation::Validity;
 
 use crate::{
     artifact::*,
     crypto::{ConsensusCrypto, Threshold},
-    status::{Status, SubnetInfo, status},
+    resharing::Committee,
+    status::{Resharing, Status, SubnetInfo, status},
 };
-use cup::{CupContent, RandomBeacon};
+use cup::{CupCommittee, CupContent, RandomBeacon};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use types::{CryptoHash, Height, RegistryVersion, ReplicaVersion, SubnetId, domain};
+use std::sync::Arc;
+use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetId, domain};
 
 /// No notarization more than this many heights above the certified height.
 pub const MAX_CERTIFICATION_GAP: u64 = 70;
@@ -167,6 +173,10 @@ pub struct Config {
     /// A deliberately broken rule, for the simulator's checker tests only (they show the
     /// checkers catch it). Never set outside those tests.
     pub broken_rule: Option<BrokenRule>,
+    /// The committee running consensus (node `i` is `nodes[i]`) with its threshold
+    /// public keys: from the base CUP's record, or the registry's key holders. `None`:
+    /// the committee never changes (a resharing needs to know it).
+    pub committee: Option<Committee>,
 }
 
 /// Above this, a delay is surely a unit mistake (an hour, in nanoseconds).
@@ -242,6 +252,9 @@ pub struct Base {
     /// The release that runs from this CUP, if the CUP names it
     /// ([`CupContent::next_replica_version`]).
     pub next_version: Option<ReplicaVersion>,
+    /// The committee a resharing dealt the keys to, if one did
+    /// ([`CupContent::committee`]): every CUP made from here carries it on.
+    pub committee: Option<CupCommittee>,
 }
 
 impl Base {
@@ -254,6 +267,7 @@ impl Base {
             random_beacon: c.random_beacon.0.clone(),
             state_hash: c.state_hash,
             next_version: c.next_replica_version.clone(),
+            committee: c.committee.clone(),
         }
     }
 }
@@ -352,6 +366,13 @@ pub struct Stats {
     pub last_invalid: Option<&'static str>,
     /// Why the most recent artifact had to wait.
     pub last_not_yet: Option<&'static str>,
+    /// Resharings a summary could not start (a member without an encryption key, a
+    /// committee that is not one) or this node could not deal in.
+    pub resharings_refused: u64,
+    /// Summaries that ended a resharing without enough qualified dealings (it starts
+    /// again there).
+    pub resharings_failed: u64,
+    pub last_resharing_failure: Option<String>,
 }
 
 pub struct Consensus<C: ConsensusCrypto> {
@@ -402,6 +423,15 @@ pub struct Consensus<C: ConsensusCrypto> {
     /// The highest finalized height whose notarization or finalization carries this
     /// node's own share (since this core started).
     own_share_height: Option<Height>,
+    /// Resharings started by the summaries this node holds (and its base), by the
+    /// summary's hash.
+    plans: BTreeMap<CryptoHash, Arc<Interval>>,
+    /// The new committee's record of each summary that finished a resharing, by its hash
+    /// (with its height).
+    reshared: BTreeMap<CryptoHash, (Height, CupCommittee)>,
+    resharing_pool: ResharingPool,
+    /// The resharing and round `resharing_step` last ran for (it runs once a round).
+    resharing_round: Option<(CryptoHash, Height)>,
     stats: Stats,
 }
 
@@ -458,14 +488,28 @@ impl<C: ConsensusCrypto> Consensus<C> {
             request_rotation: 0,
             readiness: BTreeMap::new(),
             own_share_height: None,
+            plans: BTreeMap::new(),
+            reshared: BTreeMap::new(),
+            resharing_pool: ResharingPool::default(),
+            resharing_round: None,
             stats: Stats::default(),
             base,
         };
         c.state_hashes.insert(c.base.height, c.base.state_hash);
+        // A node restarting inside a resharing interval follows it from its base.
+        if let Some(iv) = c.plan_for(c.base.height, c.base.registry_version) {
+            c.plans.insert(c.base.block_hash, Arc::new(iv));
+        }
         // A base that is itself the halting point of this release (an old release
         // restarted from its own upgrade CUP) stays halted.
         if let Some(info) = c.registry.get(&c.base.registry_version)
-            && status(&c.cfg.version, info, c.base_pin().ready, true) != Status::Running
+            && status(
+                &c.cfg.version,
+                info,
+                c.base_pin().ready,
+                c.base_pin().resharing,
+                true,
+            ) != Status::Running
             && c.base.height > Height::ZERO
         {
             c.halted = true;
@@ -788,6 +832,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.retry_pending();
             if !self.halted {
                 self.beacon_step();
+                self.resharing_step();
                 self.propose_step();
                 self.notarize_step();
             }

@@ -12,6 +12,10 @@ pub(super) struct Pin {
     pub(super) height: Height,
     /// Whether it carried a quorum's readiness for the pinned replica version.
     pub(super) ready: bool,
+    /// Where it stands in a resharing of the threshold keys.
+    pub(super) resharing: Resharing,
+    /// Its hash (the base's block hash for the base).
+    pub(super) summary: CryptoHash,
 }
 
 #[derive(Clone, Debug)]
@@ -156,15 +160,24 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 .next_version
                 .as_ref()
                 .is_none_or(|v| *v != self.cfg.version),
+            resharing: if self.plans.contains_key(&self.base.block_hash) {
+                Resharing::Started
+            } else {
+                Resharing::None
+            },
+            summary: self.base.block_hash,
         }
     }
 
-    /// The pin a summary block sets.
-    pub(super) fn summary_pin(&self, b: &Block) -> Pin {
+    /// The pin a summary block sets, on a chain whose previous summary set `parent_pin`
+    /// (it records the resharing the summary starts or finishes).
+    pub(super) fn summary_pin(&mut self, b: &Block, hash: CryptoHash, parent_pin: Pin) -> Pin {
         Pin {
             rv: b.context.registry_version,
             height: b.height,
             ready: b.ready.len() >= self.cfg.quorum(),
+            resharing: self.summary_resharing(b, hash, parent_pin),
+            summary: hash,
         }
     }
 
@@ -172,7 +185,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
     pub(super) fn chain_status(&self, pin: Pin) -> Option<Status> {
         let info = self.registry.get(&pin.rv)?;
         let cup_made = self.halted && self.halt_at == Some(pin.height);
-        Some(status(&self.cfg.version, info, pin.ready, cup_made))
+        Some(status(
+            &self.cfg.version,
+            info,
+            pin.ready,
+            pin.resharing,
+            cup_made,
+        ))
     }
 
     pub(super) fn within_bounds(&self, h: Height, summary_height: Height, st: Status) -> bool {

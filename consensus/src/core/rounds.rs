@@ -151,6 +151,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 Vec::new()
             },
             ready,
+            resharing: if carries_payload && ppin.resharing == Resharing::Started {
+                self.resharing_items_for(h, parent, ppin)
+            } else {
+                Vec::new()
+            },
         };
         let signature = self.crypto.sign_block(&self.msg(&block.hash()));
         let proposal = BlockProposal { block, signature };
@@ -468,8 +473,13 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 if self.halt_at.is_some_and(|s| h > s) {
                     continue;
                 }
-                if block.is_summary {
-                    let pin = self.summary_pin(&block);
+                if block.is_summary
+                    && let Some(pin) = self
+                        .pool
+                        .get(&h)
+                        .and_then(|p| p.blocks.get(&hash))
+                        .map(|b| b.pin)
+                {
                     if self
                         .chain_status(pin)
                         .is_some_and(|st| st != Status::Running)

@@ -25,6 +25,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
             self.receive_readiness(r);
             return;
         }
+        if let Artifact::Resharing { height, item } = artifact {
+            self.receive_resharing(height, item);
+            return;
+        }
         if h <= self.base.height {
             return;
         }
@@ -133,7 +137,8 @@ impl<C: ConsensusCrypto> Consensus<C> {
             Artifact::Proposal(_)
             | Artifact::Cup(_)
             | Artifact::Request { .. }
-            | Artifact::Readiness(_) => false,
+            | Artifact::Readiness(_)
+            | Artifact::Resharing { .. } => false,
         }
     }
 
@@ -266,9 +271,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     Validity::Invalid("bad CUP share")
                 }
             }
-            Artifact::Cup(_) | Artifact::Request { .. } | Artifact::Readiness(_) => {
-                Validity::Invalid("not pooled")
-            }
+            Artifact::Cup(_)
+            | Artifact::Request { .. }
+            | Artifact::Readiness(_)
+            | Artifact::Resharing { .. } => Validity::Invalid("not pooled"),
         }
     }
 
@@ -362,7 +368,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
         if b.payload.len() > self.cfg.max_payload_bytes {
             return Validity::Invalid("payload too large");
         }
-        Validity::Valid
+        self.check_resharing_items(b, parent_pin, st)
     }
 
     pub(super) fn insert(&mut self, a: Artifact) {
@@ -371,9 +377,14 @@ impl<C: ConsensusCrypto> Consensus<C> {
         match a {
             Artifact::Proposal(p) => {
                 let hash = p.block.hash();
-                let pin = if p.block.is_summary {
-                    self.summary_pin(&p.block)
-                } else if h.get() - 1 == self.base.height.get() {
+                if self
+                    .pool
+                    .get(&h)
+                    .is_some_and(|pool| pool.blocks.contains_key(&hash))
+                {
+                    return;
+                }
+                let parent_pin = if h.get() - 1 == self.base.height.get() {
                     self.base_pin()
                 } else {
                     let prev = self
@@ -384,6 +395,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
                         Some(v) => v.pin,
                         None => return,
                     }
+                };
+                let pin = if p.block.is_summary {
+                    self.summary_pin(&p.block, hash, parent_pin)
+                } else {
+                    parent_pin
                 };
                 let maker = p.block.maker;
                 let pool = self.pool.entry(h).or_default();
@@ -476,7 +492,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     self.try_make_cup(h, s.value);
                 }
             }
-            Artifact::Cup(_) | Artifact::Request { .. } | Artifact::Readiness(_) => {}
+            Artifact::Cup(_)
+            | Artifact::Request { .. }
+            | Artifact::Readiness(_)
+            | Artifact::Resharing { .. } => {}
         }
     }
 

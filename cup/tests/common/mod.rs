@@ -28,6 +28,7 @@ pub fn fixture_content(group_key_bytes: &[u8]) -> CupContent {
         state_hash: CryptoHash::of(domain::STATE_HASH, b"fixture state at 100"),
         oldest_registry_version_in_use: RegistryVersion::new(5),
         next_replica_version: None,
+        committee: None,
         extensions: BTreeMap::new(),
     }
 }

@@ -33,6 +33,7 @@ fn cup(height: u64, kind: RegistryCupKind) -> Box<Cup> {
             state_hash: CryptoHash([2; 32]),
             oldest_registry_version_in_use: RegistryVersion::new(1),
             next_replica_version: None,
+            committee: None,
             extensions: Default::default(),
         },
     }))

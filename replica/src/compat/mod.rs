@@ -318,6 +318,7 @@ pub fn sample_artifacts(release: u32) -> Vec<Artifact> {
         is_summary: false,
         payload: encode_payload(&[sample_update(release)]),
         ready: vec![readiness.clone()],
+        resharing: Vec::new(),
     };
     vec![
         Artifact::Proposal(BlockProposal {
@@ -445,6 +446,7 @@ pub fn signed_cup(
         // The first release's CUP is the handover (a ready quorum for the deployed
         // release); the next release's names itself.
         next_replica_version: Some(release_version(2)),
+        committee: None,
         extensions: BTreeMap::new(),
     };
     let high = &net.genesis.subnets[0].high_threshold_key;

@@ -16,6 +16,7 @@ use ::crypto::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+mod membership;
 mod participation;
 mod readiness;
 mod restart;
@@ -46,6 +47,7 @@ fn config(me: NodeIndex, n: usize) -> Config {
         max_payload_bytes: 1024,
         max_block_time_skew_ns: SEC,
         broken_rule: None,
+        committee: None,
     }
 }
 
@@ -58,6 +60,7 @@ fn genesis() -> Base {
         random_beacon: vec![2; 32],
         state_hash: CryptoHash([3; 32]),
         next_version: None,
+        committee: None,
     }
 }
 
@@ -68,6 +71,7 @@ fn registry() -> Vec<(RegistryVersion, SubnetInfo)> {
             replica_version: version(),
             halt_at_cup_height: false,
             is_halted: false,
+            members: Vec::new(),
         },
     )]
 }
@@ -87,6 +91,24 @@ struct Net {
     loaded: bool,
     /// Payloads offered so far (each one unique).
     offered: u64,
+    /// Whether cores hear back a state hash for every block they deliver (so they
+    /// certify and make CUPs).
+    executes: bool,
+    /// A rewrite of what node `i` sends (a Byzantine node); `None` drops it.
+    tamper: Vec<Option<Tamper>>,
+}
+
+/// Rewrites a Byzantine node's outgoing artifact, or drops it (`None`).
+type Tamper = fn(&Consensus<RealCrypto>, Artifact) -> Option<Artifact>;
+
+/// Node `i`'s id in the test committees.
+fn node_id(i: usize) -> NodeId {
+    NodeId([i as u8 + 1; 32])
+}
+
+/// Node `i`'s dealing encryption key.
+fn encryption_key(i: usize) -> ::crypto::reshare::EncryptionSecretKey {
+    ::crypto::reshare::EncryptionSecretKey::from_bytes([i as u8 + 101; 32])
 }
 
 impl Net {
@@ -123,6 +145,11 @@ impl Net {
                 wall_ns: *w,
             })
             .collect();
+        let committee = crate::resharing::Committee {
+            nodes: (0..n).map(node_id).collect(),
+            low: low.public.clone(),
+            high: high.public.clone(),
+        };
         let cores = (0..n)
             .map(|i| {
                 let crypto = RealCrypto {
@@ -132,11 +159,15 @@ impl Net {
                         bls: bls[i].clone(),
                         low_share: low.shares[i].clone(),
                         high_share: high.shares[i].clone(),
+                        encryption: Some(encryption_key(i)),
                     },
                     hashes: Default::default(),
                 };
                 Consensus::new(
-                    config(i as NodeIndex, n),
+                    Config {
+                        committee: Some(committee.clone()),
+                        ..config(i as NodeIndex, n)
+                    },
                     crypto,
                     genesis(),
                     registry(),
@@ -146,6 +177,12 @@ impl Net {
                 .unwrap()
             })
             .collect();
+        Self::of(cores, clocks)
+    }
+
+    /// A network of the given cores, idle.
+    fn of(cores: Vec<Consensus<RealCrypto>>, clocks: Vec<Now>) -> Self {
+        let n = cores.len();
         Self {
             cores,
             clocks,
@@ -154,6 +191,8 @@ impl Net {
             bad_shares: vec![false; n],
             loaded: false,
             offered: 0,
+            executes: false,
+            tamper: vec![None; n],
         }
     }
 
@@ -176,6 +215,25 @@ impl Net {
                     if self.loaded && matches!(a, Action::BlockPayload { .. }) {
                         self.offer_payload(i);
                     }
+                    if let (true, Action::Deliver(d)) = (self.executes, &a) {
+                        let state_hash =
+                            CryptoHash::of(domain::STATE_HASH, &d.height.get().to_be_bytes());
+                        let now = self.clocks[i];
+                        self.cores[i].on_event(
+                            now,
+                            Event::StateComputed {
+                                height: d.height,
+                                state_hash,
+                            },
+                        );
+                    }
+                    let a = match (self.tamper[i], a) {
+                        (Some(t), Action::Broadcast(e)) => match t(&self.cores[i], e.artifact) {
+                            Some(artifact) => Action::Broadcast(Envelope { artifact, ..e }),
+                            None => continue,
+                        },
+                        (_, a) => a,
+                    };
                     let sends: Vec<(usize, Envelope)> = match a {
                         Action::Broadcast(e) => (0..self.cores.len())
                             .filter(|j| *j != i)

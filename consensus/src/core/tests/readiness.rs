@@ -13,6 +13,7 @@ fn deploy(net: &mut Net) {
         replica_version: next(),
         halt_at_cup_height: false,
         is_halted: false,
+        members: Vec::new(),
     };
     for i in 0..net.cores.len() {
         let now = net.clocks[i];
@@ -208,6 +209,7 @@ fn a_core_starting_from_a_cup_halts_only_if_the_cup_names_another_release() {
             bls: bls.clone(),
             low_share: low.shares[0].clone(),
             high_share: high.shares[0].clone(),
+            encryption: None,
         },
         hashes: Default::default(),
     };
@@ -218,6 +220,7 @@ fn a_core_starting_from_a_cup_halts_only_if_the_cup_names_another_release() {
             replica_version: next(),
             halt_at_cup_height: false,
             is_halted: false,
+            members: Vec::new(),
         },
     ));
     let start = |next_version: Option<ReplicaVersion>| {

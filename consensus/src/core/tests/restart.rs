@@ -44,6 +44,7 @@ fn shares_persisted_before_a_recovery_cup_at_their_chains_height_do_not_stop_the
                 bls: c.secrets.bls.clone(),
                 low_share: c.secrets.low_share.clone(),
                 high_share: c.secrets.high_share.clone(),
+                encryption: None,
             },
             hashes: Default::default(),
         };
