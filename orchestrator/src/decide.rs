@@ -37,7 +37,7 @@
 use crypto::threshold::ThresholdPublicKey;
 use cup::{Cup, SignedCup, choose_highest_by};
 use registry::{
-    local::{registry_cup, subnet_at, subnet_of},
+    local::{SubnetAt, registry_cup, subnet_at, subnet_of},
     records::{RegistryRecord, ReplicaVersionRecord, keys},
     store::RegistryStore,
 };
@@ -260,8 +260,15 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
         };
         &at_cup_owned
     };
-    let in_committee_at_cup = at_cup.index_of(&local.node_id).is_some();
-    let in_committee_at_latest = at_latest.index_of(&local.node_id).is_some();
+    // A CUP that names a committee (a resharing dealt it the keys) decides who is in it;
+    // the registry's key holders are the ones genesis dealt to.
+    let committee = best.content().committee.as_ref();
+    let in_committee = |s: &SubnetAt| match committee {
+        Some(c) => c.nodes.contains(&local.node_id),
+        None => s.index_of(&local.node_id).is_some(),
+    };
+    let in_committee_at_cup = in_committee(at_cup);
+    let in_committee_at_latest = in_committee(&at_latest);
     let member_at_latest = at_latest.is_member(&local.node_id);
     if !in_committee_at_cup && !in_committee_at_latest && !member_at_latest {
         // Unambiguous only when the subnet itself signed a CUP past the removal; a

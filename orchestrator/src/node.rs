@@ -39,7 +39,7 @@ mod act;
 use cup::Cup;
 use registry::{
     client::RegistryClient,
-    local::subnet_at,
+    local::{member_records, registry_cup, subnet_at, subnet_of},
     replicator::Replicator,
     store::{RegistryStore, RocksStore},
 };
@@ -382,8 +382,9 @@ impl Orchestrator {
         }
         let local_cup = self.local_cup();
         self.best_seen = local_cup.clone();
-        if let Some(c) = &local_cup {
-            self.start_round(c);
+        // A node added to a subnet has no CUP of it yet: it asks from the registry's.
+        if let Some(c) = local_cup.clone().or_else(|| self.assigned_registry_cup()) {
+            self.start_round(&c);
         }
         let decision = {
             let local = self.local(local_cup);
@@ -426,6 +427,16 @@ impl Orchestrator {
         })
     }
 
+    /// The registry CUP of the subnet governance assigned this node to, if any.
+    fn assigned_registry_cup(&self) -> Option<Cup> {
+        let store = self.lock();
+        let latest = store.latest_version();
+        let subnet = subnet_of(&*store, &self.node_id, latest).ok()??;
+        registry_cup(&*store, &subnet, latest)
+            .ok()
+            .map(Cup::Registry)
+    }
+
     /// Starts asking the subnet's other members for a newer CUP, unless a round runs.
     fn start_round(&mut self, mine: &Cup) {
         if self.round.is_some()
@@ -443,11 +454,24 @@ impl Orchestrator {
         let members = match &self.members {
             Some((s, v, m)) if *s == subnet && *v == latest => m.clone(),
             _ => {
-                let read = subnet_at(&*self.lock(), &subnet, latest);
+                // The committee and governance's members: a node joining the subnet asks
+                // them for the CUP that names it, and is one of them to its peers.
+                let read = {
+                    let store = self.lock();
+                    subnet_at(&*store, &subnet, latest).and_then(|s| {
+                        let mut all = s.members.clone();
+                        for r in member_records(&*store, &s.record, latest)? {
+                            if !all.iter().any(|m| m.node_id == r.node_id) {
+                                all.push(r);
+                            }
+                        }
+                        Ok(all)
+                    })
+                };
                 match read {
-                    Ok(s) => {
-                        self.members = Some((subnet, latest, s.members.clone()));
-                        s.members
+                    Ok(all) => {
+                        self.members = Some((subnet, latest, all.clone()));
+                        all
                     }
                     Err(_) => return,
                 }

@@ -139,6 +139,35 @@ impl Fx {
         pinned: RegistryVersion,
         next: Option<&str>,
     ) -> Cup {
+        self.signed_cup_with(net, height, pinned, next, None)
+    }
+
+    /// The same, naming the committee a resharing dealt the keys to.
+    fn signed_cup_with(
+        &self,
+        net: &GeneratedNetwork,
+        height: u64,
+        pinned: RegistryVersion,
+        next: Option<&str>,
+        committee: Option<Vec<NodeId>>,
+    ) -> Cup {
+        let s = &net.genesis.subnets[0];
+        // decide reads only who is in it; the keys and dealings are the replica's to check.
+        let committee = committee.map(|nodes| cup::CupCommittee {
+            nodes,
+            low: s.low_threshold_key.clone(),
+            high: s.high_threshold_key.clone(),
+            dealt: cup::DealtKeys {
+                context: CryptoHash([9; 32]),
+                old_low: s.low_threshold_key.clone(),
+                old_high: s.high_threshold_key.clone(),
+                receivers: Vec::new(),
+                low: Vec::new(),
+                high: Vec::new(),
+                low_answers: Vec::new(),
+                high_answers: Vec::new(),
+            },
+        });
         let content = CupContent {
             subnet_id: self.subnet(),
             height: Height::new(height),
@@ -150,7 +179,7 @@ impl Fx {
             state_hash: CryptoHash([2; 32]),
             oldest_registry_version_in_use: pinned,
             next_replica_version: next.map(v),
-            committee: None,
+            committee,
             extensions: Default::default(),
         };
         let shares: Vec<SignatureShare> = net
@@ -506,6 +535,43 @@ fn an_added_node_waits_for_the_reshare_and_a_removed_one_keeps_its_share() {
         &fx.store,
     );
     assert!(waits(&d), "{d:?}");
+}
+
+/// After the resharing, the CUP names the committee: an added node given it by a peer
+/// runs from it, a removed node that holds it leaves and wipes, the others run on.
+#[test]
+fn the_cup_of_a_resharing_decides_who_runs_joins_and_leaves() {
+    let mut net = network(1);
+    net.add_spares(1, 20_000, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2));
+    let mut store = MemoryStore::new();
+    store.apply(&net.genesis.mutations()).unwrap();
+    let mut fx = Fx { net, store };
+    let added = fx.net.spares[0].record.node_id;
+    let gone = fx.node(3);
+    let changed_at = fx.update_subnet(|r| {
+        r.key_holders = Some(r.members.clone());
+        r.members.push(added);
+        r.members.retain(|m| *m != gone);
+    });
+    let members = fx.subnet_record().members;
+    let reshared = fx.signed_cup_with(&fx.net, 20, changed_at, Some("1.0.0"), Some(members));
+    let joiner = Local {
+        node_id: added,
+        running_version: v("1.0.0"),
+        running_package_sha256: sha_of("1.0.0"),
+        cup: None,
+    };
+    let d = decide(&joiner, std::slice::from_ref(&reshared), &fx.store);
+    assert_eq!(cup_of(&d), (20, changed_at.get()), "{d:?}");
+    assert!(matches!(d, Decision::Run { .. }), "{d:?}");
+    let d = decide(
+        &fx.local(3, "1.0.0", Some(reshared.clone())),
+        &[],
+        &fx.store,
+    );
+    assert!(matches!(d, Decision::Leave { wipe: true, .. }), "{d:?}");
+    let d = decide(&fx.local(0, "1.0.0", Some(reshared)), &[], &fx.store);
+    assert!(matches!(d, Decision::Run { .. }), "{d:?}");
 }
 
 #[test]

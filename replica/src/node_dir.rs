@@ -1,7 +1,8 @@
 //! The node directory: one machine's keys, its registry copy, and what the replica keeps.
 //!
 //! ```text
-//! DIR/node.key, bls.key, low_share.key, high_share.key   secrets (0600, hex)
+//! DIR/node.key, bls.key, encryption.key, low_share.key, high_share.key   secrets (0600,
+//!                               hex; the genesis shares only on genesis members)
 //! DIR/node.toml                 the orchestrator's configuration; the replica reads its
 //!                               `registry_root_key` (the network it serves)
 //! DIR/registry/                 the node-local registry copy (the orchestrator writes it)
@@ -39,25 +40,32 @@ pub struct NodeDir {
 pub struct NodeKeys {
     pub ed25519: Ed25519KeyPair,
     pub bls: BlsSecretKey,
-    pub low_share: BlsSecretKey,
-    pub high_share: BlsSecretKey,
+    /// The genesis dealer's shares: absent on a machine that was not in a subnet at
+    /// genesis (it gets its shares from a resharing's CUP).
+    pub genesis_shares: Option<(BlsSecretKey, BlsSecretKey)>,
     /// `encryption.key`, the X25519 key resharings encrypt this node's values to (absent
     /// in node directories made before resharing existed).
     pub encryption: Option<EncryptionSecretKey>,
 }
 
 impl NodeKeys {
-    pub fn shares(&self, index: u32) -> (SecretShare, SecretShare) {
-        (
+    /// The genesis shares at `index`, or why there are none.
+    pub fn shares(&self, index: u32) -> Result<(SecretShare, SecretShare), ReplicaError> {
+        let (low, high) = self.genesis_shares.as_ref().ok_or_else(|| {
+            ReplicaError::Refused(
+                "this node holds no genesis shares (low_share.key, high_share.key) and the CUP names no reshared committee".into(),
+            )
+        })?;
+        Ok((
             SecretShare {
                 index,
-                key: self.low_share.clone(),
+                key: low.clone(),
             },
             SecretShare {
                 index,
-                key: self.high_share.clone(),
+                key: high.clone(),
             },
-        )
+        ))
     }
 }
 
@@ -221,11 +229,17 @@ impl NodeDir {
         } else {
             None
         };
+        let genesis_shares = if self.root.join("low_share.key").exists()
+            || self.root.join("high_share.key").exists()
+        {
+            Some((bls("low_share.key")?, bls("high_share.key")?))
+        } else {
+            None
+        };
         Ok(NodeKeys {
             ed25519,
             bls: bls("bls.key")?,
-            low_share: bls("low_share.key")?,
-            high_share: bls("high_share.key")?,
+            genesis_shares,
             encryption,
         })
     }

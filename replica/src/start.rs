@@ -450,7 +450,7 @@ pub fn build_core(
                 ))
             })?
         }
-        None => keys.shares(me),
+        None => keys.shares(me)?,
     };
     let crypto = RealCrypto {
         keys: SubnetKeys {

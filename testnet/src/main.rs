@@ -528,11 +528,36 @@ fn serve_packages(dir: &Path, listen: &str) -> Result<(), String> {
     })
 }
 
+/// The replicas to write to and read back from: the subnet's nodes; with spare
+/// machines (membership can move), every machine whose replica answers now, since
+/// added nodes run the subnet and removed ones no longer hold it.
 fn replica_urls(l: &Layout) -> Vec<String> {
-    l.nodes
-        .iter()
-        .map(|n| format!("http://{}", n.http_address))
-        .collect()
+    let urls = |ns: &mut dyn Iterator<Item = &NodeLayout>| -> Vec<String> {
+        ns.map(|n| format!("http://{}", n.http_address)).collect()
+    };
+    if l.spares.is_empty() {
+        return urls(&mut l.nodes.iter());
+    }
+    let all = urls(&mut l.machines().map(|(_, n)| n));
+    let Ok(rt) = runtime() else {
+        return all;
+    };
+    rt.block_on(async {
+        let Ok(client) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+        else {
+            return all.clone();
+        };
+        let answers =
+            futures_util::future::join_all(all.iter().map(|u| procs::replica_status(&client, u)))
+                .await;
+        all.iter()
+            .zip(answers)
+            .filter(|(_, a)| a.is_some())
+            .map(|(u, _)| u.clone())
+            .collect()
+    })
 }
 
 fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<Value, String> {

@@ -196,6 +196,10 @@ pub struct Driver {
     last_storage_retry: Option<std::time::Instant>,
     /// A peer's CUP to catch up to once storage allows: a catch-up writes a whole state.
     pending_catch_up: Option<(cup::CupContent, Vec<u8>)>,
+    /// The height of a CUP made here that names another committee for this release (a
+    /// resharing): once halted there, the process exits and its orchestrator starts it
+    /// again from that CUP, with the new committee's connections and shares.
+    committee_changes_at: Option<Height>,
     /// When this replica last exchanged files with its orchestrator (the readiness verdict
     /// in, its progress out), and the progress it last wrote.
     last_exchange: Option<std::time::Instant>,
@@ -306,6 +310,7 @@ impl Driver {
             unpersisted: None,
             last_storage_retry: None,
             pending_catch_up: None,
+            committee_changes_at: None,
             last_exchange: None,
             progress_written: None,
             outgoing: relay::Outgoing::default(),
@@ -361,6 +366,13 @@ impl Driver {
             }
             if let Some(target) = self.perform()? {
                 self.pending_catch_up = Some(target);
+            }
+            if self.core.is_halted()
+                && let Some(h) = self.committee_changes_at
+                && self.storage_error.is_none()
+            {
+                tracing::info!(cup_height = %h, "the subnet's committee changes at this CUP: exiting so the orchestrator starts this release again from it");
+                return Ok(());
             }
             if self.storage_error.is_none()
                 && let Some(target) = self.pending_catch_up.take()
@@ -528,6 +540,14 @@ impl Driver {
                         self.prune_undo();
                     }
                     Action::CupReady { content, signature } => {
+                        if content
+                            .committee
+                            .as_ref()
+                            .is_some_and(|c| c.nodes.as_slice() != self.subnet.record.committee())
+                            && content.next_replica_version.as_ref() == Some(&self.version)
+                        {
+                            self.committee_changes_at = Some(content.height);
+                        }
                         // Without space for the file, the CUP still exists: every peer
                         // holds it, and the orchestrator asks them.
                         match self.cup_ready(content, &signature) {
