@@ -282,3 +282,46 @@ fn an_answered_complaint_keeps_the_dealer_and_the_receiver_reads_its_value_from_
     // Node 1's value from node 0 does not decrypt: it opens through the answer.
     shares_from_cup(&record, 1, &encryption_key(1)).expect("node 1's shares");
 }
+
+#[test]
+fn a_membership_change_and_an_upgrade_pinned_together_take_effect_at_one_cup() {
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.executes = true;
+    net.settle();
+    let joining = joiners(2);
+    let next = ReplicaVersion::new("2.0.0").unwrap();
+    let info = SubnetInfo {
+        replica_version: next.clone(),
+        ..info(members(&net, &joining))
+    };
+    for i in 0..4 {
+        let now = net.clocks[i];
+        net.cores[i].on_event(
+            now,
+            Event::Registry {
+                version: RegistryVersion::new(2),
+                info: info.clone(),
+            },
+        );
+        net.cores[i].on_event(
+            now,
+            Event::Readiness {
+                version: next.clone(),
+                ready: true,
+                reason: String::new(),
+            },
+        );
+    }
+    net.settle();
+    run_until(&mut net, |net| net.cores.iter().all(|c| c.is_halted()));
+    // The summary at 10 pinned both with a ready quorum, and halted nothing: the
+    // resharing it started holds the version back until its end at 20.
+    let cups: Vec<CupContent> = cups(&net, 0).into_iter().map(|(c, _)| c).collect();
+    let heights: Vec<u64> = cups.iter().map(|c| c.height.get()).collect();
+    assert_eq!(heights, vec![10, 20], "{cups:?}");
+    assert_eq!(cups[0].next_replica_version, Some(version()));
+    assert!(cups[0].committee.is_none());
+    assert_eq!(cups[1].next_replica_version, Some(next));
+    let record = cups[1].committee.as_ref().expect("the CUP names the six");
+    assert_eq!(record.nodes.len(), 6);
+}
