@@ -356,6 +356,88 @@ impl Plan {
     }
 }
 
+/// What a member's API says of the resharing under way (`GET /api/v1/resharing`): what
+/// a receiver outside the committee needs to find the resharing (it rebuilds the
+/// [`Plan`] from its own registry copy and CUP, so a member cannot mislead it) and the
+/// dealings on the member's chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResharingView {
+    /// The protocol version the dealings are signed under.
+    pub version: types::ReplicaVersion,
+    /// The summary that started the resharing, and the registry version it pinned.
+    pub height: Height,
+    pub registry_version: RegistryVersion,
+    pub dealings: Vec<SignedDealing>,
+}
+
+/// The largest [`ResharingView`] a receiver reads.
+pub const MAX_RESHARING_VIEW_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bytes a dealer signs (with its node key, `domain::RESHARING_DEALING`).
+pub fn dealing_message(
+    version: &types::ReplicaVersion,
+    context: &CryptoHash,
+    d: &Dealing,
+) -> Vec<u8> {
+    codec::encode(&(version, &(context, d)))
+}
+
+/// The bytes a receiver signs (with its node key, `domain::RESHARING_COMPLAINT`).
+pub fn complaint_message(
+    version: &types::ReplicaVersion,
+    context: &CryptoHash,
+    c: &Complaint,
+) -> Vec<u8> {
+    codec::encode(&(version, &(context, c)))
+}
+
+impl Plan {
+    /// The keys of dealing `d` whose value to receiver `me` does not open (a complaint
+    /// each), given that `d` passed its public checks.
+    pub fn bad_values(&self, d: &Dealing, me: u32, key: &EncryptionSecretKey) -> Vec<Complaint> {
+        [Threshold::Low, Threshold::High]
+            .into_iter()
+            .filter(|k| self.reshare(*k).open(d.of(*k), me, key).is_err())
+            .map(|k| Complaint {
+                dealer: d.dealer,
+                receiver: me,
+                key: k,
+            })
+            .collect()
+    }
+
+    /// A receiver's complaints about the dealings a member showed it: only about
+    /// dealings signed by their dealer (`dealer_keys`, by old index) for this very
+    /// resharing that pass the public checks, so no one can make it complain (and so
+    /// have an honest dealer reveal its value) about anything else.
+    pub fn receiver_complaints(
+        &self,
+        view: &ResharingView,
+        dealer_keys: &[crypto::ed25519::Ed25519PublicKey],
+        me: u32,
+        key: &EncryptionSecretKey,
+    ) -> Vec<Complaint> {
+        let mut out = Vec::new();
+        for sd in &view.dealings {
+            let d = &sd.dealing;
+            let Some(pk) = dealer_keys.get(d.dealer as usize) else {
+                continue;
+            };
+            let Ok(sig) = crypto::ed25519::Ed25519Signature::from_bytes(&sd.signature) else {
+                continue;
+            };
+            let m = dealing_message(&view.version, &self.context, d);
+            if pk.verify(domain::RESHARING_DEALING, &m, &sig).is_err()
+                || self.verify_dealing(d).is_err()
+            {
+                continue;
+            }
+            out.extend(self.bad_values(d, me, key));
+        }
+        out
+    }
+}
+
 impl Committee {
     /// The committee a CUP names.
     pub fn from_cup(c: &CupCommittee) -> Self {

@@ -43,6 +43,9 @@ use registry::{
 };
 use types::{NodeId, RegistryVersion, ReplicaVersion, SubnetId};
 
+/// What a `Wait` says of a node governance added whose subnet has not reshared to it.
+pub const NOT_IN_COMMITTEE: &str = "not yet in its committee";
+
 /// What this node has locally.
 #[derive(Clone, Debug)]
 pub struct Local {
@@ -211,18 +214,38 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
     registry: &S,
     verifier: &V,
 ) -> Decision {
+    let (subnet, at_latest, best) = match best_cup(local, peers, registry, verifier) {
+        Ok(x) => x,
+        Err(d) => return *d,
+    };
+    decide_from(local, registry, subnet, at_latest, best)
+}
+
+/// The node's subnet (its CUP's, or the one governance assigned it to), that subnet at
+/// the latest registry version, and the best valid CUP among the local one, the
+/// registry's and the peers'; else the decision to wait (or that it is unassigned).
+pub fn best_cup<S: RegistryStore, V: CupVerifier + ?Sized>(
+    local: &Local,
+    peers: &[Cup],
+    registry: &S,
+    verifier: &V,
+) -> Result<(SubnetId, SubnetAt, Cup), Box<Decision>> {
     let latest = registry.latest_version();
     let subnet = match &local.cup {
         Some(c) => c.content().subnet_id,
         None => match subnet_of(registry, &local.node_id, latest) {
             Ok(Some(s)) => s,
-            Ok(None) => return Decision::Unassigned,
-            Err(e) => return wait(format!("reading the registry: {e}")),
+            Ok(None) => return Err(Box::new(Decision::Unassigned)),
+            Err(e) => return Err(Box::new(wait(format!("reading the registry: {e}")))),
         },
     };
     let at_latest = match subnet_at(registry, &subnet, latest) {
         Ok(s) => s,
-        Err(e) => return wait(format!("subnet {subnet} at registry version {latest}: {e}")),
+        Err(e) => {
+            return Err(Box::new(wait(format!(
+                "subnet {subnet} at registry version {latest}: {e}"
+            ))));
+        }
     };
     let key = &at_latest.record.high_threshold_key;
     let from_registry = registry_cup(registry, &subnet, latest).ok();
@@ -241,8 +264,19 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
     });
     let verifies = |c: &SignedCup| verifier.verifies(c, key);
     let Some(best) = choose_highest_by(candidates.iter(), verifies).cloned() else {
-        return wait(format!("no valid CUP for subnet {subnet}"));
+        return Err(Box::new(wait(format!("no valid CUP for subnet {subnet}"))));
     };
+    Ok((subnet, at_latest, best))
+}
+
+fn decide_from<S: RegistryStore>(
+    local: &Local,
+    registry: &S,
+    subnet: SubnetId,
+    at_latest: SubnetAt,
+    best: Cup,
+) -> Decision {
+    let latest = registry.latest_version();
     let pinned = best.content().registry_version;
     if pinned > latest {
         return wait(format!(
@@ -279,7 +313,7 @@ pub fn decide_with<S: RegistryStore, V: CupVerifier + ?Sized>(
     if !in_committee_at_cup && !in_committee_at_latest {
         // Governance added it; the committee that runs consensus holds the key.
         return wait(format!(
-            "added to subnet {subnet}, not yet in its committee: it joins once the subnet reshares its threshold keys to it"
+            "added to subnet {subnet}, {NOT_IN_COMMITTEE}: it joins once the subnet reshares its threshold keys to it"
         ));
     }
     if !in_committee_at_cup {

@@ -33,6 +33,8 @@ pub mod fetch;
 #[cfg(feature = "io")]
 pub mod handover;
 #[cfg(feature = "io")]
+pub mod joining;
+#[cfg(feature = "io")]
 pub mod metrics;
 #[cfg(feature = "io")]
 pub mod node;

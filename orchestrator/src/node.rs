@@ -20,9 +20,10 @@
 
 use crate::{
     config::NodeConfig,
-    decide::{Local, Memo, Release},
+    decide::{self, Decision, Local, Memo, NOT_IN_COMMITTEE, Release},
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     handover::{self, SwitchTimes, Wake},
+    joining,
     notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
     preflight,
@@ -36,6 +37,7 @@ use crate::{
 };
 
 mod act;
+use crypto::reshare::EncryptionSecretKey;
 use cup::Cup;
 use registry::{
     client::RegistryClient,
@@ -50,6 +52,19 @@ use std::{
     time::{Duration, Instant},
 };
 use types::{NetworkId, NodeId};
+
+/// `encryption.key` in the node directory, if there is one.
+fn read_encryption_key(node_dir: &Path) -> Result<Option<EncryptionSecretKey>, String> {
+    let path = node_dir.join("encryption.key");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = crypto::key_file::read(&path, 32).map_err(|e| e.to_string())?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{}: not 32 bytes", path.display()))?;
+    Ok(Some(EncryptionSecretKey::from_bytes(bytes)))
+}
 
 /// A failed download is retried after this long, doubling up to the maximum.
 pub const DOWNLOAD_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -115,6 +130,11 @@ pub struct Orchestrator {
     woken: bool,
     /// The last decision, by its inputs.
     memo: Memo,
+    /// A node added to a subnet, checking what the resharing deals it.
+    joiner: joining::Joiner,
+    /// `encryption.key`: what resharings encrypt this node's values to (absent in node
+    /// directories made before resharing).
+    encryption: Option<EncryptionSecretKey>,
     /// When the latest CUP round started.
     round_started: Option<Instant>,
     /// The subnet's members at a registry version, as the last round read them.
@@ -247,6 +267,8 @@ impl Orchestrator {
                 best_seen: None,
                 woken: false,
                 memo: Memo::default(),
+                joiner: joining::Joiner::default(),
+                encryption: read_encryption_key(node_dir)?,
                 round_started: None,
                 members: None,
                 switch_times: SwitchTimes::from_env().map(|mut t| {
@@ -387,11 +409,45 @@ impl Orchestrator {
             self.start_round(&c);
         }
         let decision = {
-            let local = self.local(local_cup);
+            let local = self.local(local_cup.clone());
             let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
             self.memo.decide(&local, &self.peer_cups, &*store)
         };
+        if matches!(&decision, Decision::Wait { reason } if reason.contains(NOT_IN_COMMITTEE))
+            && self.joiner.due()
+        {
+            self.join_round(local_cup).await;
+        }
         self.act(decision).await
+    }
+
+    /// Added to a subnet and not in its committee yet: checks the values the resharing
+    /// under way deals this node, and complains about bad ones (`joining`).
+    async fn join_round(&mut self, local_cup: Option<Cup>) {
+        let Some(key) = self.encryption.clone() else {
+            return;
+        };
+        let round = {
+            let store = self.lock();
+            let local = self.local(local_cup);
+            decide::best_cup(&local, &self.peer_cups, &*store, &decide::BlsCupVerifier)
+                .ok()
+                .and_then(|(subnet, _, best)| {
+                    let at = subnet_at(&*store, &subnet, best.content().registry_version).ok()?;
+                    joining::Round::read(&*store, at, &best)
+                })
+        };
+        let Some(round) = round else {
+            return;
+        };
+        let node_key = &self.shared.node_key;
+        if let Err(e) = self
+            .joiner
+            .round(&self.http, &self.store, round, self.node_id, node_key, &key)
+            .await
+        {
+            tracing::debug!(error = %e, "reading the resharing failed; another member next");
+        }
     }
 
     async fn replicate(&mut self) {

@@ -1,7 +1,11 @@
 //! The replica's HTTP API: `POST /api/v1/update`, `GET /api/v1/query`,
 //! `GET /api/v1/request_status`, `GET /api/v1/status`, `GET /metrics`, and for peers'
 //! state sync `GET /_/state/{height}/manifest` and `GET /_/state/{height}/chunk`
-//! (verified by the receiver against a CUP, so they need no authentication).
+//! (verified by the receiver against a CUP, so they need no authentication). For a node
+//! joining the subnet: `GET /api/v1/resharing` (the resharing under way and the
+//! dealings on this node's chain, canonically encoded; 404 when none) and
+//! `POST /api/v1/resharing/complaint` (a canonically encoded signed complaint, 202; the
+//! core checks its signature against the receiver's registered node key).
 //!
 //! An update's body is the canonical encoding of a [`SignedIngress`]
 //! (`ingress::SignedIngress::encode`), `application/octet-stream`.
@@ -39,6 +43,8 @@ pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
         .route("/api/v1/query", get(query))
         .route("/api/v1/status", get(status))
         .route("/api/v1/request_status", get(request_status))
+        .route("/api/v1/resharing", get(resharing))
+        .route("/api/v1/resharing/complaint", post(complaint))
         .route("/metrics", get(metrics))
         .route("/_/state/{height}/manifest", get(state_manifest))
         .route("/_/state/{height}/chunk", get(state_chunk))
@@ -170,6 +176,36 @@ async fn status(State(ctx): State<Ctx>) -> Response {
         Err(_) => busy(),
     }
 }
+
+async fn resharing(State(ctx): State<Ctx>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if ctx.requests.try_send(Request::Resharing(tx)).is_err() {
+        return busy();
+    }
+    match rx.await {
+        Ok(Some(view)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            codec::encode(&view),
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no resharing under way"),
+        Err(_) => busy(),
+    }
+}
+
+async fn complaint(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let c: consensus::resharing::SignedComplaint = match codec::decode(&body, MAX_COMPLAINT_BYTES) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed complaint: {e}")),
+    };
+    if ctx.requests.try_send(Request::Complaint(c)).is_err() {
+        return busy();
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The largest complaint body (a complaint and an ed25519 signature).
+pub const MAX_COMPLAINT_BYTES: usize = 1024;
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     match ctx.shared.status.lock() {

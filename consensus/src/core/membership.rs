@@ -22,7 +22,8 @@
 
 use super::*;
 use crate::resharing::{
-    Answer, Complaint, Dealing, ItemKey, Plan, ResharingItem, SignedComplaint, SignedDealing,
+    Answer, Complaint, Dealing, ItemKey, Plan, ResharingItem, ResharingView, SignedComplaint,
+    SignedDealing,
 };
 use cup::CupCommittee;
 use std::sync::Arc;
@@ -47,8 +48,8 @@ pub(super) struct ResharingPool {
     pub(super) items: BTreeMap<ItemKey, ResharingItem>,
     /// The items this node made (sent again after a quiet period).
     pub(super) own: BTreeSet<ItemKey>,
-    /// Dealings this node opened its values of, by dealer and key.
-    pub(super) opened: BTreeSet<(u32, Threshold)>,
+    /// Dealers whose dealing this node opened its values of.
+    pub(super) opened: BTreeSet<u32>,
 }
 
 /// A resharing's chain: its items, oldest first.
@@ -194,11 +195,11 @@ impl<C: ConsensusCrypto> Consensus<C> {
     }
 
     pub(super) fn dealing_message(&self, iv: &Interval, d: &Dealing) -> Vec<u8> {
-        self.msg(&(iv.plan.context(), d))
+        crate::resharing::dealing_message(&self.cfg.version, iv.plan.context(), d)
     }
 
     fn complaint_message(&self, iv: &Interval, c: &Complaint) -> Vec<u8> {
-        self.msg(&(iv.plan.context(), c))
+        crate::resharing::complaint_message(&self.cfg.version, iv.plan.context(), c)
     }
 
     /// One item checked on its own against the interval (its signature, its public
@@ -388,25 +389,18 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 let ResharingItem::Dealing(d) = item else {
                     continue;
                 };
-                for k in [Threshold::Low, Threshold::High] {
-                    if !self.resharing_pool.opened.insert((d.dealing.dealer, k)) {
-                        continue;
-                    }
-                    if iv.plan.reshare(k).open(d.dealing.of(k), j, key).is_err() {
-                        let complaint = Complaint {
-                            dealer: d.dealing.dealer,
-                            receiver: j,
-                            key: k,
-                        };
-                        let signature = self.crypto.sign_node(
-                            domain::RESHARING_COMPLAINT,
-                            &self.complaint_message(&iv, &complaint),
-                        );
-                        made.push(ResharingItem::Complaint(SignedComplaint {
-                            complaint,
-                            signature,
-                        }));
-                    }
+                if !self.resharing_pool.opened.insert(d.dealing.dealer) {
+                    continue;
+                }
+                for complaint in iv.plan.bad_values(&d.dealing, j, key) {
+                    let signature = self.crypto.sign_node(
+                        domain::RESHARING_COMPLAINT,
+                        &self.complaint_message(&iv, &complaint),
+                    );
+                    made.push(ResharingItem::Complaint(SignedComplaint {
+                        complaint,
+                        signature,
+                    }));
                 }
             }
         }
@@ -532,6 +526,44 @@ impl<C: ConsensusCrypto> Consensus<C> {
             out.push(item.clone());
         }
         out
+    }
+
+    /// What this node's chain holds of the resharing under way, for receivers outside
+    /// the committee (`GET /api/v1/resharing`).
+    pub fn resharing_view(&self) -> Option<ResharingView> {
+        let (ppin, parent, _) = self.current_interval()?;
+        let chain = self.chain_items(parent, Height::new(self.round().get() - 1), ppin.height)?;
+        Some(ResharingView {
+            version: self.cfg.version.clone(),
+            height: ppin.height,
+            registry_version: ppin.rv,
+            dealings: chain
+                .items
+                .into_iter()
+                .filter_map(|i| match i {
+                    ResharingItem::Dealing(d) => Some(d),
+                    _ => None,
+                })
+                .collect(),
+        })
+    }
+
+    /// An item from outside the committee (a joining receiver's complaint through the
+    /// API): pooled once checked, and gossiped so that any block maker can include it.
+    pub(super) fn external_resharing(&mut self, item: ResharingItem) {
+        let Some((ppin, _, _)) = self.current_interval() else {
+            return;
+        };
+        let key = item.key();
+        let known = self.resharing_pool.summary == Some(ppin.summary)
+            && self.resharing_pool.items.contains_key(&key);
+        self.receive_resharing(ppin.height, item.clone());
+        if !known && self.resharing_pool.items.get(&key) == Some(&item) {
+            self.broadcast(Artifact::Resharing {
+                height: ppin.height,
+                item,
+            });
+        }
     }
 
     /// This node's own items of the resharing under way, sent again (lost messages).

@@ -298,6 +298,9 @@ pub enum Event {
         height: Height,
         state_hash: CryptoHash,
     },
+    /// A resharing item from outside the committee (a joining receiver's complaint,
+    /// through the API): checked like a peer's, pooled and gossiped.
+    Resharing(crate::resharing::ResharingItem),
 }
 
 /// A finalized block handed to the driver for execution.
@@ -714,6 +717,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     self.share_certification(height, state_hash);
                 }
             }
+            Event::Resharing(item) => self.external_resharing(item),
         }
         self.step();
     }

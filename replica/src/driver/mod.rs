@@ -75,6 +75,10 @@ pub enum Request {
         wait: bool,
         reply: oneshot::Sender<RequestStatus>,
     },
+    /// The resharing under way, as this node's chain holds it (`None`: none).
+    Resharing(oneshot::Sender<Option<consensus::resharing::ResharingView>>),
+    /// A joining receiver's complaint, for the core to check, pool and gossip.
+    Complaint(consensus::resharing::SignedComplaint),
 }
 
 /// Why an update was not accepted.

@@ -74,6 +74,13 @@ impl Driver {
                     let _ = reply.send(self.requests.status(&id, in_pool));
                 }
             }
+            Request::Resharing(reply) => {
+                let _ = reply.send(self.core.resharing_view());
+            }
+            Request::Complaint(c) => self.core.on_event(
+                crate::clocks(),
+                Event::Resharing(consensus::resharing::ResharingItem::Complaint(c)),
+            ),
         }
     }
 

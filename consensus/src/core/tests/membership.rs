@@ -325,3 +325,105 @@ fn a_membership_change_and_an_upgrade_pinned_together_take_effect_at_one_cup() {
     let record = cups[1].committee.as_ref().expect("the CUP names the six");
     assert_eq!(record.nodes.len(), 6);
 }
+
+/// Node 0 deals joiner 4 (outside the committee) a value that does not decrypt, and
+/// never answers.
+fn spoil_value_for_joiner(c: &Consensus<RealCrypto>, a: Artifact) -> Option<Artifact> {
+    match a {
+        Artifact::Proposal(_)
+        | Artifact::Resharing {
+            item: ResharingItem::Answer(_),
+            ..
+        } => None,
+        Artifact::Resharing {
+            height,
+            item: ResharingItem::Dealing(mut d),
+        } => {
+            d.dealing.low.ciphertexts[4][0] ^= 1;
+            let iv = c.plans.values().next().expect("a plan");
+            d.signature = c.crypto.sign_node(
+                domain::RESHARING_DEALING,
+                &c.dealing_message(iv, &d.dealing),
+            );
+            Some(Artifact::Resharing {
+                height,
+                item: ResharingItem::Dealing(d),
+            })
+        }
+        a => Some(a),
+    }
+}
+
+#[test]
+fn a_joining_receiver_complains_through_a_member_and_the_unanswered_dealer_is_not_chosen() {
+    use crate::resharing::{Plan, SignedComplaint, complaint_message};
+    let mut net = Net::new(4, &[WALL; 4]);
+    net.executes = true;
+    net.tamper[0] = Some(spoil_value_for_joiner);
+    net.settle();
+    let joining = joiners(2);
+    let members = members(&net, &joining);
+    change_membership(&mut net, members.clone());
+    // The joiner reads member 1's view once node 0's dealing is on its chain.
+    let has_dealing_of_0 = |net: &Net| {
+        net.cores[1]
+            .resharing_view()
+            .is_some_and(|v| v.dealings.iter().any(|d| d.dealing.dealer == 0))
+    };
+    run_until(&mut net, has_dealing_of_0);
+    let view = net.cores[1]
+        .resharing_view()
+        .expect("a resharing under way");
+    let keys = &net.cores[1].crypto().keys;
+    let committee = Committee {
+        nodes: (0..4).map(node_id).collect(),
+        low: keys.low.clone(),
+        high: keys.high.clone(),
+    };
+    let plan = Plan::new(
+        SubnetId([7; 32]),
+        view.height,
+        view.registry_version,
+        committee,
+        members.iter().map(|m| m.id).collect(),
+        members.iter().map(|m| m.encryption_key.unwrap()).collect(),
+    )
+    .unwrap()
+    .unwrap();
+    let complaints = plan.receiver_complaints(&view, &keys.ed25519, 4, &encryption_key(4));
+    assert_eq!(complaints.len(), 1, "{complaints:?}");
+    assert_eq!(
+        (complaints[0].dealer, complaints[0].key),
+        (0, Threshold::Low)
+    );
+    // A view that lies (another version) makes it complain about nothing.
+    let mut lying = view.clone();
+    lying.version = ReplicaVersion::new("9.9.9").unwrap();
+    assert!(
+        plan.receiver_complaints(&lying, &keys.ed25519, 4, &encryption_key(4))
+            .is_empty()
+    );
+    let complaint = complaints[0];
+    let signature = joining[0]
+        .ed
+        .sign(
+            domain::RESHARING_COMPLAINT,
+            &complaint_message(&view.version, plan.context(), &complaint),
+        )
+        .0
+        .to_vec();
+    let now = net.clocks[1];
+    net.cores[1].on_event(
+        now,
+        Event::Resharing(ResharingItem::Complaint(SignedComplaint {
+            complaint,
+            signature,
+        })),
+    );
+    run_until(&mut net, |net| net.cores.iter().all(|c| c.is_halted()));
+    let (content, _) = cups(&net, 1).pop().expect("a CUP");
+    let record = content.committee.expect("the CUP names the six");
+    let low: Vec<u32> = record.dealt.low.iter().map(|d| d.dealer).collect();
+    assert!(!low.contains(&0), "node 0 is not chosen: {low:?}");
+    shares_from_cup(&record, 4, &encryption_key(4)).expect("the joiner's shares");
+}
