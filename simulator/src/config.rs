@@ -94,7 +94,8 @@ impl SimConfig {
                 c.push_str(" --broken-rule finalize-after-notarizing-two")
             }
             Some(BrokenRule::IgnoreBlockTimes) => c.push_str(" --broken-rule ignore-block-times"),
-            None => {}
+            // A resharing rule: simulate-membership's, not this simulator's.
+            Some(BrokenRule::IgnoreComplaints) | None => {}
         }
         if self.trust_state_sync {
             c.push_str(" --trust-state-sync");

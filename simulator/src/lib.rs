@@ -23,6 +23,7 @@ mod checker;
 mod clock;
 mod config;
 mod machines;
+pub mod membership;
 mod memo_crypto;
 mod orchestration;
 mod run;

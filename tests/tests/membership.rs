@@ -120,7 +120,17 @@ fn the_subnet_grows_to_six_shrinks_to_four_and_survives_a_stop_on_reshared_keys(
     );
     let four = sorted((2..6).map(id).collect());
     let removed_gone = |_: &Value| {
-        (0..2).all(|i| !node_dir(i).join("replica").exists() && !node_dir(i).join("cups").exists())
+        (0..2).all(|i| {
+            [
+                "replica",
+                "cups",
+                "cup.cup",
+                "low_share.key",
+                "high_share.key",
+            ]
+            .iter()
+            .all(|f| !node_dir(i).join(f).exists())
+        })
     };
     net.wait(
         "the removed nodes holding no state of the subnet",

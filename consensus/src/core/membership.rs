@@ -159,7 +159,10 @@ impl<C: ConsensusCrypto> Consensus<C> {
         let chain = self
             .chain_items(b.parent, Height::new(b.height.get() - 1), parent_pin.height)
             .ok_or("the interval's blocks are not held")?;
-        let (dealings, complaints, answers) = chain.split();
+        let (dealings, mut complaints, answers) = chain.split();
+        if self.cfg.broken_rule == Some(BrokenRule::IgnoreComplaints) {
+            complaints.clear();
+        }
         let out = iv
             .plan
             .outcome(&dealings, &complaints, &answers)
@@ -546,6 +549,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
                 })
                 .collect(),
         })
+    }
+
+    /// The context hash of the resharing under way (what its dealings and complaints
+    /// are signed over).
+    pub fn resharing_context(&self) -> Option<CryptoHash> {
+        self.current_interval().map(|(_, _, iv)| *iv.plan.context())
     }
 
     /// An item from outside the committee (a joining receiver's complaint through the

@@ -134,6 +134,8 @@ pub enum BrokenRule {
     FinalizeAfterNotarizingTwo,
     /// Accept a block whatever its time (no bound past this node's clock).
     IgnoreBlockTimes,
+    /// Choose a resharing's dealers as if nobody had complained.
+    IgnoreComplaints,
 }
 
 /// A configuration that cannot work, with the rule it breaks.

@@ -156,6 +156,11 @@ impl Orchestrator {
                         let _ = std::fs::remove_dir_all(self.node_dir.join(d));
                     }
                     let _ = std::fs::remove_file(cup_path(&self.node_dir));
+                    // Its share of the genesis sharing still combines with others' (a
+                    // resharing keeps the group key): a machine that left keeps none.
+                    for f in ["low_share.key", "high_share.key"] {
+                        let _ = std::fs::remove_file(self.node_dir.join(f));
+                    }
                     if let Ok(mut b) = self.shared.best_cup.lock() {
                         *b = None;
                     }
