@@ -36,6 +36,40 @@ use clock::Clock;
 pub use config::{SimConfig, SimResult};
 pub use machines::Strand;
 pub use run::{run_seed, tolerated};
+
+/// Runs `run(seed)` for each seed in `a..b` on `threads` threads; the results in seed
+/// order.
+pub fn run_seeds<R: Send>(
+    a: u64,
+    b: u64,
+    threads: usize,
+    run: impl Fn(u64) -> R + Sync,
+    seed_of: impl Fn(&R) -> u64,
+) -> Vec<R> {
+    let next = std::sync::Mutex::new(a);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = {
+                        let mut g = next.lock().unwrap_or_else(|p| p.into_inner());
+                        if *g >= b {
+                            break;
+                        }
+                        *g += 1;
+                        *g - 1
+                    };
+                    let r = run(seed);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|r| seed_of(r));
+    results
+}
 use state::Disk;
 
 pub use sim_crypto::SimStandInCrypto;

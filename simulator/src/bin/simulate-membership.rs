@@ -7,8 +7,8 @@
 //! `<N> seeds, <V> with violations`; exits 1 if any.
 
 use clap::Parser;
-use simulator::membership::{MembershipConfig, MembershipResult, run_membership_seed};
-use std::{process::ExitCode, sync::Mutex, time::Instant};
+use simulator::membership::{MembershipConfig, run_membership_seed};
+use std::{process::ExitCode, time::Instant};
 
 #[derive(Parser, Debug)]
 #[command(about = "Membership changes with the subnet resharing its keys, one per seed")]
@@ -57,29 +57,14 @@ fn main() -> ExitCode {
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
-    let next = Mutex::new(a);
-    let results = Mutex::new(Vec::<MembershipResult>::new());
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let seed = {
-                        let mut g = next.lock().unwrap_or_else(|p| p.into_inner());
-                        if *g >= b {
-                            break;
-                        }
-                        *g += 1;
-                        *g - 1
-                    };
-                    let r = run_membership_seed(seed, &cfg);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|r| r.seed);
+    let results = simulator::run_seeds(
+        a,
+        b,
+        threads,
+        |seed| run_membership_seed(seed, &cfg),
+        |r| r.seed,
+    );
     let mut failed = 0;
     for r in &results {
         if cli.json {

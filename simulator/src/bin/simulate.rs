@@ -5,10 +5,8 @@
 //! liveness failures`; exits non-zero when S or L is not zero.
 
 use clap::Parser;
-use simulator::{
-    BEHAVIORS, BrokenRule, Byzantine, SimConfig, SimResult, Strand, run_seed, tolerated,
-};
-use std::{process::ExitCode, sync::Mutex, time::Instant};
+use simulator::{BEHAVIORS, BrokenRule, Byzantine, SimConfig, Strand, run_seed, tolerated};
+use std::{process::ExitCode, time::Instant};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -138,29 +136,8 @@ fn main() -> ExitCode {
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()));
-    let next = Mutex::new(a);
-    let results = Mutex::new(Vec::<SimResult>::new());
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let seed = {
-                        let mut g = next.lock().unwrap_or_else(|p| p.into_inner());
-                        if *g >= b {
-                            break;
-                        }
-                        *g += 1;
-                        *g - 1
-                    };
-                    let r = run_seed(&base, seed);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|r| r.seed);
+    let results = simulator::run_seeds(a, b, threads, |seed| run_seed(&base, seed), |r| r.seed);
     let (mut safety, mut liveness) = (0, 0);
     let syncs: u64 = results.iter().map(|r| r.state_syncs).sum();
     let dropped: u64 = results.iter().map(|r| r.sync_peers_dropped).sum();

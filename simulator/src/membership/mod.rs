@@ -294,31 +294,24 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
     // Agreement: every honest old member's last CUP is the same, and names the new members.
     let last: Vec<Option<&(CupContent, Vec<u8>)>> =
         honest_old.iter().map(|i| net.cups[*i].last()).collect();
-    let Some(Some((content, signature))) = last.first().copied().map(|c| c.cloned()) else {
-        violations.push("no CUP".into());
-        return result(
-            seed,
-            n,
-            draw.new_members.len(),
-            &draw.byzantine,
-            violations,
-            net.digest,
-        );
+    let ended = match last.first().copied().flatten() {
+        None => Err("no CUP".to_string()),
+        Some((content, signature)) => match &content.committee {
+            None => Err(format!("the CUP at {} names no committee", content.height)),
+            Some(record) => Ok((content.clone(), signature.clone(), record.clone())),
+        },
+    };
+    let (content, signature, record) = match ended {
+        Ok(x) => x,
+        Err(why) => {
+            violations.push(why);
+            let n_new = draw.new_members.len();
+            return result(seed, n, n_new, &draw.byzantine, violations, net.digest);
+        }
     };
     if last.iter().any(|c| c.map(|c| &c.0) != Some(&content)) {
         violations.push("safety: honest old members ended on different CUPs".into());
     }
-    let Some(record) = content.committee.clone() else {
-        violations.push(format!("the CUP at {} names no committee", content.height));
-        return result(
-            seed,
-            n,
-            draw.new_members.len(),
-            &draw.byzantine,
-            violations,
-            net.digest,
-        );
-    };
     check_record(
         &record,
         &content,

@@ -215,22 +215,32 @@ fn four_nodes_reshare_to_six_who_carry_the_subnet_on_under_the_genesis_key() {
 fn spoil_value_for_node_1(c: &Consensus<RealCrypto>, a: Artifact) -> Option<Artifact> {
     match a {
         Artifact::Proposal(_) => None,
-        Artifact::Resharing {
-            height,
-            item: ResharingItem::Dealing(mut d),
-        } => {
-            d.dealing.high.ciphertexts[1][0] ^= 1;
-            let iv = c.plans.values().next().expect("a plan");
-            d.signature = c.crypto.sign_node(
-                domain::RESHARING_DEALING,
-                &c.dealing_message(iv, &d.dealing),
-            );
-            Some(Artifact::Resharing {
-                height,
-                item: ResharingItem::Dealing(d),
-            })
-        }
-        a => Some(a),
+        a => Some(respoil(c, a, |d| d.high.ciphertexts[1][0] ^= 1)),
+    }
+}
+
+/// `a` with `spoil` applied if it is a dealing, signed again in its dealer's name.
+fn respoil(
+    c: &Consensus<RealCrypto>,
+    a: Artifact,
+    spoil: impl FnOnce(&mut crate::resharing::Dealing),
+) -> Artifact {
+    let Artifact::Resharing {
+        height,
+        item: ResharingItem::Dealing(mut d),
+    } = a
+    else {
+        return a;
+    };
+    spoil(&mut d.dealing);
+    let iv = c.plans.values().next().expect("a plan");
+    d.signature = c.crypto.sign_node(
+        domain::RESHARING_DEALING,
+        &c.dealing_message(iv, &d.dealing),
+    );
+    Artifact::Resharing {
+        height,
+        item: ResharingItem::Dealing(d),
     }
 }
 
@@ -335,22 +345,7 @@ fn spoil_value_for_joiner(c: &Consensus<RealCrypto>, a: Artifact) -> Option<Arti
             item: ResharingItem::Answer(_),
             ..
         } => None,
-        Artifact::Resharing {
-            height,
-            item: ResharingItem::Dealing(mut d),
-        } => {
-            d.dealing.low.ciphertexts[4][0] ^= 1;
-            let iv = c.plans.values().next().expect("a plan");
-            d.signature = c.crypto.sign_node(
-                domain::RESHARING_DEALING,
-                &c.dealing_message(iv, &d.dealing),
-            );
-            Some(Artifact::Resharing {
-                height,
-                item: ResharingItem::Dealing(d),
-            })
-        }
-        a => Some(a),
+        a => Some(respoil(c, a, |d| d.low.ciphertexts[4][0] ^= 1)),
     }
 }
 
