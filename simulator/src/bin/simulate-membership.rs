@@ -11,7 +11,11 @@ use simulator::membership::{MembershipConfig, run_membership_seed};
 use std::{process::ExitCode, time::Instant};
 
 #[derive(Parser, Debug)]
-#[command(about = "Membership changes with the subnet resharing its keys, one per seed")]
+#[command(
+    name = "simulate-membership",
+    about = "Membership changes with the subnet resharing its keys, one per seed",
+    version
+)]
 struct Cli {
     /// The largest committee drawn (4 to 13 nodes).
     #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u64).range(4..=13))]

@@ -243,6 +243,7 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         byzantine: draw.byzantine.clone(),
         cups: vec![Vec::new(); n],
         digest: Sha256::new(),
+        registry: registry.clone(),
     };
     let mut violations = Vec::new();
     // Registry version 2 reaches every node at its own moment in the first second.
@@ -290,6 +291,20 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
                 ))
                 .collect::<Vec<_>>()
         ));
+        // Why each stuck node is stuck, for the replay.
+        for &i in &honest_old {
+            if !reshared(&net, i) {
+                let c = &net.cores[i];
+                violations.push(format!(
+                    "node {i}: {}; last invalid {:?}, last not yet {:?}, resharing failures {} ({:?})",
+                    c.debug_round(),
+                    c.stats().last_invalid,
+                    c.stats().last_not_yet,
+                    c.stats().resharings_failed,
+                    c.stats().last_resharing_failure,
+                ));
+            }
+        }
     }
     // Agreement: every honest old member's last CUP is the same, and names the new members.
     let last: Vec<Option<&(CupContent, Vec<u8>)>> =

@@ -23,6 +23,8 @@ pub(super) struct Net {
     /// Actions each core emitted, in order (CUPs and halts are read from here).
     pub(super) cups: Vec<Vec<(CupContent, Vec<u8>)>>,
     pub(super) digest: Sha256,
+    /// The registry versions a core restarted from a CUP knows.
+    pub(super) registry: Vec<(RegistryVersion, SubnetInfo)>,
 }
 
 impl Net {
@@ -80,9 +82,39 @@ impl Net {
                     self.digest.update(content.encode());
                     self.cups[i].push((content, signature));
                 }
+                // A node that fell behind a CUP its peers purged below restarts from it,
+                // as its replica does after syncing the state there.
+                Action::CatchUp { content, .. } => self.restart_from(i, &content),
                 _ => {}
             }
         }
+    }
+
+    /// Core `i` again, from `content`, with the same keys and configuration.
+    fn restart_from(&mut self, i: usize, content: &CupContent) {
+        let old = &self.cores[i];
+        let c = old.crypto();
+        let crypto = RealCrypto {
+            keys: c.keys.clone(),
+            secrets: NodeSecrets {
+                ed25519: Ed25519KeyPair::from_seed(&c.secrets.ed25519.seed()),
+                bls: c.secrets.bls.clone(),
+                low_share: c.secrets.low_share.clone(),
+                high_share: c.secrets.high_share.clone(),
+                encryption: c.secrets.encryption.clone(),
+            },
+            hashes: Default::default(),
+        };
+        let now = self.clock();
+        self.cores[i] = Consensus::new(
+            old.config().clone(),
+            crypto,
+            Base::from_cup(content),
+            self.registry.clone(),
+            Vec::new(),
+            now,
+        )
+        .expect("config");
     }
 
     /// A Byzantine member's sends: its blocks never arrive; its dealing is spoiled or
