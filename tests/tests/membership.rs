@@ -20,13 +20,22 @@ use tests::testnet::{Net, nodes};
 /// genesis committee), after checking every one of them against the genesis key.
 fn cups_checked(node_dir: &Path, key: &crypto::bls::BlsPublicKey) -> (u64, Option<Vec<String>>) {
     let mut newest: Option<(u64, Option<Vec<String>>)> = None;
+    // CUP files only (not a durable write's temporary one), and one pruned between the
+    // listing and the read is skipped: the replica keeps a bounded history.
     let files = std::fs::read_dir(node_dir.join("cups"))
         .into_iter()
         .flatten()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".cup") && !n.starts_with('.'))
+        })
         .chain(Some(node_dir.join("cup.cup")).filter(|p| p.exists()));
     for path in files {
-        let bytes = std::fs::read(path).unwrap();
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
         let cup = Cup::decode(&bytes).unwrap();
         if let Cup::Signed(s) = &cup {
             s.verify(key)
