@@ -152,6 +152,22 @@ pub struct RealCrypto {
 }
 
 impl RealCrypto {
+    /// The same keys and secrets with a cache of its own (a node restarted in a test or
+    /// the simulator: `Ed25519KeyPair` is not `Clone`).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            secrets: NodeSecrets {
+                ed25519: crypto::ed25519::Ed25519KeyPair::from_seed(&self.secrets.ed25519.seed()),
+                bls: self.secrets.bls.clone(),
+                low_share: self.secrets.low_share.clone(),
+                high_share: self.secrets.high_share.clone(),
+                encryption: self.secrets.encryption.clone(),
+            },
+            hashes: Default::default(),
+        }
+    }
+
     fn threshold_key(&self, which: Threshold) -> &ThresholdPublicKey {
         match which {
             Threshold::Low => &self.keys.low,

@@ -37,6 +37,17 @@ pub use config::{SimConfig, SimResult};
 pub use machines::Strand;
 pub use run::{run_seed, tolerated};
 
+/// A seed range `A..B` from the command line (B excluded, not empty).
+pub fn parse_seed_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..100")?;
+    let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a number"))?;
+    let b: u64 = b.parse().map_err(|_| format!("{b:?} is not a number"))?;
+    if b <= a {
+        return Err(format!("empty range {a}..{b}"));
+    }
+    Ok((a, b))
+}
+
 /// Runs `run(seed)` for each seed in `a..b` on `threads` threads; the results in seed
 /// order.
 pub fn run_seeds<R: Send>(

@@ -21,7 +21,7 @@ struct Cli {
     #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u64).range(4..=13))]
     max_nodes: u64,
     /// Seeds to run, as A..B (B excluded).
-    #[arg(long, value_parser = parse_range)]
+    #[arg(long, value_parser = simulator::parse_seed_range)]
     seeds: (u64, u64),
     /// No Byzantine members.
     #[arg(long)]
@@ -35,16 +35,6 @@ struct Cli {
     /// One JSON object per seed, then the summary line.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..100")?;
-    let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a number"))?;
-    let b: u64 = b.parse().map_err(|_| format!("{b:?} is not a number"))?;
-    if b <= a {
-        return Err(format!("empty range {a}..{b}"));
-    }
-    Ok((a, b))
 }
 
 fn main() -> ExitCode {

@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     faulty: usize,
     /// Seeds to run, as A..B (B excluded).
-    #[arg(long, value_parser = parse_range)]
+    #[arg(long, value_parser = simulator::parse_seed_range)]
     seeds: (u64, u64),
     /// Every honest node must finalize this height.
     #[arg(long)]
@@ -86,16 +86,6 @@ fn parse_behavior(s: &str) -> Result<Byzantine, String> {
 
 fn parse_strand(s: &str) -> Result<Strand, String> {
     Strand::parse(s).ok_or_else(|| format!("unknown scenario {s:?}; one of recall, crash-at-start"))
-}
-
-fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..100")?;
-    let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a number"))?;
-    let b: u64 = b.parse().map_err(|_| format!("{b:?} is not a number"))?;
-    if b <= a {
-        return Err(format!("empty range {a}..{b}"));
-    }
-    Ok((a, b))
 }
 
 fn main() -> ExitCode {

@@ -93,18 +93,7 @@ impl Net {
     /// Core `i` again, from `content`, with the same keys and configuration.
     fn restart_from(&mut self, i: usize, content: &CupContent) {
         let old = &self.cores[i];
-        let c = old.crypto();
-        let crypto = RealCrypto {
-            keys: c.keys.clone(),
-            secrets: NodeSecrets {
-                ed25519: Ed25519KeyPair::from_seed(&c.secrets.ed25519.seed()),
-                bls: c.secrets.bls.clone(),
-                low_share: c.secrets.low_share.clone(),
-                high_share: c.secrets.high_share.clone(),
-                encryption: c.secrets.encryption.clone(),
-            },
-            hashes: Default::default(),
-        };
+        let crypto = old.crypto().duplicate();
         let now = self.clock();
         self.cores[i] = Consensus::new(
             old.config().clone(),

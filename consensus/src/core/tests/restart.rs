@@ -36,18 +36,7 @@ fn shares_persisted_before_a_recovery_cup_at_their_chains_height_do_not_stop_the
         wall_ns: WALL,
     };
     let restart = |base: Base, net: &Net| {
-        let c = net.cores[0].crypto();
-        let crypto = RealCrypto {
-            keys: c.keys.clone(),
-            secrets: NodeSecrets {
-                ed25519: Ed25519KeyPair::from_seed(&c.secrets.ed25519.seed()),
-                bls: c.secrets.bls.clone(),
-                low_share: c.secrets.low_share.clone(),
-                high_share: c.secrets.high_share.clone(),
-                encryption: None,
-            },
-            hashes: Default::default(),
-        };
+        let crypto = net.cores[0].crypto().duplicate();
         Consensus::new(config(0, 4), crypto, base, registry(), [old.clone()], now).unwrap()
     };
     // The same chain: the share is its own again, and it signs no second one.
