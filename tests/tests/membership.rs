@@ -2,8 +2,9 @@
 //! registers two more node machines in no subnet; governance adds both, and the four
 //! genesis nodes reshare the subnet's threshold keys to the six (their orchestrators
 //! find the CUP that names them, sync the state and take part); governance removes two
-//! of the original four, the six reshare to four and the removed two wipe the subnet's
-//! state; then one of the two remaining originals stops. The subnet keeps finalizing and
+//! of the original four and deploys a release in the same interval: one CUP names the
+//! four and switches them to it, and the removed two wipe the subnet's state; then one
+//! of the two remaining originals stops. The subnet keeps finalizing and
 //! taking writes throughout (after the stop, three of four members: it needs the new
 //! members' reshared keys), every acknowledged write reads back on every member, and
 //! every CUP verifies with the genesis subnet public key.
@@ -51,6 +52,53 @@ fn cups_checked(node_dir: &Path, key: &crypto::bls::BlsPublicKey) -> (u64, Optio
         }
     }
     newest.unwrap_or((0, None))
+}
+
+/// What a node's CUPs say about a switch: the lowest CUP naming the committee `who`
+/// (sorted) and the lowest running `version`, each by height and the other half.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Switch {
+    named: Option<(u64, String)>,
+    upgraded: Option<(u64, Option<Vec<String>>)>,
+}
+
+impl Switch {
+    /// Takes in the CUPs a node holds now (a replica keeps a bounded history, so this is
+    /// called while the switch happens).
+    fn observe(&mut self, node_dir: &Path, who: &[String], version: &str) {
+        for path in std::fs::read_dir(node_dir.join("cups"))
+            .into_iter()
+            .flatten()
+        {
+            let path = path.unwrap().path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.ends_with(".cup") || name.starts_with('.') {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let c = Cup::decode(&bytes).unwrap().content().clone();
+            let h = c.height.get();
+            let committee: Option<Vec<String>> = c
+                .committee
+                .as_ref()
+                .map(|m| sorted(m.nodes.iter().map(|n| n.to_string()).collect()));
+            // A CUP the core makes always names the version that runs from it.
+            let runs = c
+                .next_replica_version
+                .as_ref()
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            if committee.as_deref() == Some(who) && self.named.as_ref().is_none_or(|(f, _)| h < *f)
+            {
+                self.named = Some((h, runs.clone()));
+            }
+            if runs == version && self.upgraded.as_ref().is_none_or(|(f, _)| h < *f) {
+                self.upgraded = Some((h, committee));
+            }
+        }
+    }
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -113,7 +161,37 @@ fn the_subnet_grows_to_six_shrinks_to_four_and_survives_a_stop_on_reshared_keys(
         (4..6).all(|i| height(s, i) > joined_at + 10)
     });
 
-    // Two originals leave: the next resharing names the other four; the two wipe.
+    // Two originals leave and the subnet upgrades, both proposed in one interval: the
+    // replicas of the two leaving are paused (four of six cannot notarize), so no
+    // summary can pin one proposal without the other; every orchestrator rehearses the
+    // release meanwhile. The resharing's CUP names the other four and switches them to
+    // 2.0.0 at once; the two wipe.
+    let base_url = s["package_url_base"].as_str().unwrap().to_string();
+    let sha = net.package("2.0.0", &dir.join("packages/2.0.0.tar.zst"), false);
+    net.elect(
+        &registry,
+        "2.0.0",
+        &sha,
+        &[&format!("{base_url}/2.0.0.tar.zst")],
+    );
+    let paused: Vec<String> = (0..2)
+        .map(|i| {
+            let pid = std::fs::read_to_string(node_dir(i).join("replica.pid")).unwrap();
+            pid.trim().to_string()
+        })
+        .collect();
+    let signal = |sig: &str| {
+        for pid in &paused {
+            assert!(
+                std::process::Command::new("kill")
+                    .args([sig, pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+    };
+    signal("-STOP");
     net.govern(
         &registry,
         &[
@@ -127,8 +205,22 @@ fn the_subnet_grows_to_six_shrinks_to_four_and_survives_a_stop_on_reshared_keys(
             &id(1),
         ],
     );
+    net.deploy(&registry, &subnet, "2.0.0");
+    net.wait("every orchestrator ready for 2.0.0", |s| {
+        nodes(s).iter().all(|n| n["upgrade_state"] == "ready")
+    });
+    signal("-CONT");
     let four = sorted((2..6).map(id).collect());
+    let switches: std::cell::RefCell<Vec<Switch>> = Default::default();
+    switches.borrow_mut().resize(6, Switch::default());
+    let observe = || {
+        let mut all = switches.borrow_mut();
+        for (i, sw) in all.iter_mut().enumerate().skip(2) {
+            sw.observe(&node_dir(i), &four, "2.0.0");
+        }
+    };
     let removed_gone = |_: &Value| {
+        observe();
         (0..2).all(|i| {
             [
                 "replica",
@@ -146,7 +238,23 @@ fn the_subnet_grows_to_six_shrinks_to_four_and_survives_a_stop_on_reshared_keys(
         removed_gone,
     );
     net.wait("a CUP naming the four on each of them", |_| {
-        (2..6).all(|i| names(i, &four))
+        observe();
+        switches.borrow()[2..].iter().all(|sw| sw.named.is_some())
+    });
+    // One CUP, the same on the four, changes both the committee and the release.
+    let switches = switches.into_inner();
+    let at = switches[2].named.clone().unwrap();
+    assert_eq!(at.1, "2.0.0", "{switches:?}");
+    for (i, sw) in switches.iter().enumerate().skip(2) {
+        assert_eq!(sw.named.as_ref(), Some(&at), "node {i}: {switches:?}");
+        assert_eq!(
+            sw.upgraded,
+            Some((at.0, Some(four.clone()))),
+            "node {i}: the release switched at another CUP than the committee: {switches:?}"
+        );
+    }
+    net.wait("the four on 2.0.0", |s| {
+        (2..6).all(|i| nodes(s)[i]["running_version"] == "2.0.0")
     });
     let s = net.status();
     for i in 0..2 {
