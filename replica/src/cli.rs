@@ -280,6 +280,9 @@ async fn run(args: Args) -> Result<(), ReplicaError> {
         &pool,
         crate::clocks(),
     )?;
+    if c.committee.is_some() {
+        dir.retire_genesis_shares()?;
+    }
 
     let mine = &subnet.members[me as usize];
     let members: Vec<transport::Member> = subnet

@@ -244,6 +244,27 @@ impl NodeDir {
         })
     }
 
+    /// Deletes the genesis dealer's share files, durably: called once this node runs on
+    /// shares a resharing dealt it (a CUP names its committee). No later CUP needs them
+    /// (every later CUP carries the committee on), and a machine compromised after it
+    /// left the genesis committee must not hand an attacker a share of that polynomial.
+    pub fn retire_genesis_shares(&self) -> Result<(), ReplicaError> {
+        let mut removed = false;
+        for name in ["low_share.key", "high_share.key"] {
+            let path = self.root.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ReplicaError::Io(format!("{}: {e}", path.display()))),
+            }
+        }
+        if removed {
+            durable::sync_dir(&self.root).map_err(|e| ReplicaError::Io(e.to_string()))?;
+            tracing::info!("deleted the genesis share files: this node runs on reshared shares");
+        }
+        Ok(())
+    }
+
     /// Writes a CUP durably ([`durable::write`]: a reader never sees half of one, and it
     /// survives a crash once this returns), then removes the oldest CUP files beyond
     /// [`KEEP_CUP_FILES`].

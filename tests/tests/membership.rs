@@ -256,6 +256,13 @@ fn the_subnet_grows_to_six_shrinks_to_four_and_survives_a_stop_on_reshared_keys(
     net.wait("the four on 2.0.0", |s| {
         (2..6).all(|i| nodes(s)[i]["running_version"] == "2.0.0")
     });
+    // The two originals that stay run on reshared shares: their genesis share files
+    // are gone (a machine compromised later holds no share of the genesis polynomial).
+    for i in 2..4 {
+        for f in ["low_share.key", "high_share.key"] {
+            assert!(!node_dir(i).join(f).exists(), "node {i} still holds {f}");
+        }
+    }
     let s = net.status();
     for i in 0..2 {
         assert!(

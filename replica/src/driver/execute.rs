@@ -341,6 +341,9 @@ impl Driver {
                 .ok_or_else(|| ReplicaError::Refused("the share store is closed".into()))?,
             crate::clocks(),
         )?;
+        if content.committee.is_some() {
+            self.dir.retire_genesis_shares()?;
+        }
         self.certificates = cup_certificates(&cup, &state);
         self.state = Some(state);
         self.index_of = index_of(&subnet);
