@@ -14,6 +14,7 @@ fn cfg(broken_rule: Option<BrokenRule>) -> MembershipConfig {
         max_nodes: 7,
         byzantine: true,
         broken_rule,
+        faults: true,
     }
 }
 
@@ -21,10 +22,16 @@ fn cfg(broken_rule: Option<BrokenRule>) -> MembershipConfig {
 fn ci_seeds_of_resharing_with_byzantine_dealers_are_clean_and_deterministic() {
     // Seeds 0..4: joins, a shrink, Byzantine dealers answering bad values, complaining
     // about honest dealers.
+    // Seeds 0 and 1 also crash an honest member mid-resharing and partition the old
+    // committee; seed 2 crashes one.
+    let mut faults = Vec::new();
     for seed in 0..4 {
         let r = run_membership_seed(seed, &cfg(None));
         assert!(r.violations.is_empty(), "seed {seed}: {r:?}");
+        faults.extend(r.faults);
     }
+    assert!(faults.iter().any(|f| f.starts_with("crash")), "{faults:?}");
+    assert!(faults.iter().any(|f| f.starts_with("partition")), "{faults:?}");
     let a = run_membership_seed(2, &cfg(None));
     let b = run_membership_seed(2, &cfg(None));
     assert_eq!(a.digest, b.digest);

@@ -1,4 +1,4 @@
-//! `simulate-membership --max-nodes N --seeds A..B [--no-byzantine]
+//! `simulate-membership --max-nodes N --seeds A..B [--no-byzantine] [--no-faults]
 //! [--broken-rule ignore-complaints] [--threads T] [--json]`
 //!
 //! Runs one resharing per seed (`simulator::membership`): a committee of 4 to N, nodes
@@ -26,6 +26,9 @@ struct Cli {
     /// No Byzantine members.
     #[arg(long)]
     no_byzantine: bool,
+    /// No crash or partition (the network still loses, reorders and duplicates).
+    #[arg(long)]
+    no_faults: bool,
     /// A deliberately broken rule (to see the checkers catch it).
     #[arg(long, value_parser = ["ignore-complaints"])]
     broken_rule: Option<String>,
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let cfg = MembershipConfig {
         max_nodes: cli.max_nodes as usize,
         byzantine: !cli.no_byzantine,
+        faults: !cli.no_faults,
         broken_rule: cli
             .broken_rule
             .as_ref()
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
                 "{}",
                 serde_json::json!({
                     "seed": r.seed, "old": r.old, "new": r.new, "byzantine": r.byzantine,
+                    "faults": r.faults,
                     "violations": r.violations, "digest": r.digest,
                 })
             );
@@ -74,12 +79,12 @@ fn main() -> ExitCode {
             failed += 1;
             for v in &r.violations {
                 eprintln!(
-                    "seed {} ({} -> {}, byzantine {:?}): {v}",
-                    r.seed, r.old, r.new, r.byzantine
+                    "seed {} ({} -> {}, byzantine {:?}, faults {:?}): {v}",
+                    r.seed, r.old, r.new, r.byzantine, r.faults
                 );
             }
             eprintln!(
-                "seed {}: replay with: simulate-membership --max-nodes {} --seeds {}..{}{}{}",
+                "seed {}: replay with: simulate-membership --max-nodes {} --seeds {}..{}{}{}{}",
                 r.seed,
                 cli.max_nodes,
                 r.seed,
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
                 } else {
                     ""
                 },
+                if cli.no_faults { " --no-faults" } else { "" },
                 if cli.broken_rule.is_some() {
                     " --broken-rule ignore-complaints"
                 } else {

@@ -137,6 +137,10 @@ pub(super) fn carry_on(
     net.byzantine.clear();
     net.cups = vec![Vec::new(); k];
     net.queue.clear();
+    // The faults were the old committee's (indices into its cores).
+    net.faults = Default::default();
+    net.persisted = vec![Vec::new(); k];
+    net.bases = vec![Base::from_cup(content); k];
     let next = content.height.get() + 10;
     let all: Vec<usize> = (0..k).collect();
     let done = net.run_until(
@@ -155,6 +159,7 @@ pub(super) fn result(
     old: usize,
     new: usize,
     byzantine: &BTreeMap<usize, Dealer>,
+    faults: Vec<String>,
     violations: Vec<String>,
     digest: Sha256,
 ) -> MembershipResult {
@@ -166,6 +171,7 @@ pub(super) fn result(
             .iter()
             .map(|(i, b)| (*i, format!("{b:?}")))
             .collect(),
+        faults,
         violations,
         digest: hex::encode(digest.finalize()),
     }

@@ -5,7 +5,10 @@
 //! committee, each dealing bad values to some receivers, withholding its dealing,
 //! complaining about honest dealers, or never answering; every Byzantine member's blocks
 //! are dropped. Honest joiners read a member's view of the resharing and complain through
-//! it, as their orchestrators do.
+//! it, as their orchestrators do. In half the seeds an honest old member crashes for a
+//! while (restarting from its newest CUP and what it persisted, as a replica does), and
+//! in half the old committee is partitioned in two for a while, at any point of the
+//! resharing.
 //!
 //! Checkers: the resharing ends (within three intervals) with every honest old member
 //! halted at the same CUP, which names the new members and keeps both group keys; every
@@ -70,6 +73,9 @@ pub struct MembershipConfig {
     /// Draw Byzantine members (up to `f` of the old committee).
     pub byzantine: bool,
     pub broken_rule: Option<BrokenRule>,
+    /// Draw a crash of an honest old member and a partition of the old committee (each
+    /// in half the seeds).
+    pub faults: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +84,8 @@ pub struct MembershipResult {
     pub old: usize,
     pub new: usize,
     pub byzantine: Vec<(usize, String)>,
+    /// The crash and partition drawn, if any.
+    pub faults: Vec<String>,
     pub violations: Vec<String>,
     pub digest: String,
 }
@@ -244,12 +252,19 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         cups: vec![Vec::new(); n],
         digest: Sha256::new(),
         registry: registry.clone(),
+        persisted: vec![Vec::new(); n],
+        bases: vec![genesis.clone(); n],
+        faults: Default::default(),
     };
     let mut violations = Vec::new();
     // Registry version 2 reaches every node at its own moment in the first second.
     let mut arrivals: Vec<(u64, usize)> = (0..n).map(|i| (rng.random_range(0..SEC), i)).collect();
     arrivals.sort();
     let honest_old: Vec<usize> = (0..n).filter(|i| !draw.byzantine.contains_key(i)).collect();
+    if cfg.faults {
+        net.faults = net::Faults::draw(seed, &honest_old, n);
+    }
+    let faults = net.faults.describe();
     let mut complained: BTreeSet<(usize, u32, consensus::Threshold)> = BTreeSet::new();
     // Done: every honest old member halted at, or (lagging) adopted, the CUP that names
     // the new committee.
@@ -321,7 +336,15 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         Err(why) => {
             violations.push(why);
             let n_new = draw.new_members.len();
-            return result(seed, n, n_new, &draw.byzantine, violations, net.digest);
+            return result(
+                seed,
+                n,
+                n_new,
+                &draw.byzantine,
+                faults,
+                violations,
+                net.digest,
+            );
         }
     };
     if last.iter().any(|c| c.map(|c| &c.0) != Some(&content)) {
@@ -369,6 +392,7 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         n,
         draw.new_members.len(),
         &draw.byzantine,
+        faults,
         violations,
         net.digest,
     )
@@ -395,6 +419,9 @@ fn complain(
     complained: &mut BTreeSet<(usize, u32, consensus::Threshold)>,
 ) {
     let via = honest_old[net.rng.random_range(0..honest_old.len())];
+    if net.down(via) {
+        return;
+    }
     let Some(view) = net.cores[via].resharing_view() else {
         return;
     };
@@ -457,6 +484,9 @@ fn complain(
         }
     }
     for (through, c) in sends {
+        if net.down(through) {
+            continue;
+        }
         let now = net.clock();
         net.cores[through].on_event(now, Event::Resharing(ResharingItem::Complaint(c)));
     }

@@ -25,6 +25,79 @@ pub(super) struct Net {
     pub(super) digest: Sha256,
     /// The registry versions a core restarted from a CUP knows.
     pub(super) registry: Vec<(RegistryVersion, SubnetInfo)>,
+    /// What each core persisted (its own shares, blocks and dealings), as its replica's
+    /// pool store keeps them across a crash.
+    pub(super) persisted: Vec<Vec<Envelope>>,
+    /// Where each core started: its restart point when it made no CUP since.
+    pub(super) bases: Vec<Base>,
+    pub(super) faults: Faults,
+}
+
+/// The seed's faults besides the network's and the Byzantine members': at most one
+/// crash of an honest old member and one partition of the old committee, each over a
+/// window of virtual time that may cover any part of the resharing.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Faults {
+    /// `(node, from, until)`: down (nothing in or out), then restarted from its newest
+    /// CUP and what it persisted.
+    pub(super) crash: Option<(usize, u64, u64)>,
+    pub(super) restarted: bool,
+    /// `(side of each node, from, until)`: nothing crosses between the two sides.
+    pub(super) partition: Option<(Vec<bool>, u64, u64)>,
+}
+
+impl Faults {
+    /// Draws the faults of a seed from their own generator, so the seed's other draws
+    /// stay what they were without faults.
+    pub(super) fn draw(seed: u64, honest_old: &[usize], n: usize) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xfa17);
+        let mut f = Faults::default();
+        if rng.random_bool(0.5) && !honest_old.is_empty() {
+            let node = honest_old[rng.random_range(0..honest_old.len())];
+            let from = rng.random_range(0..3 * SEC);
+            f.crash = Some((node, from, from + rng.random_range(200 * MS..4 * SEC)));
+        }
+        if rng.random_bool(0.5) {
+            let side: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+            let from = rng.random_range(0..3 * SEC);
+            f.partition = Some((side, from, from + rng.random_range(200 * MS..3 * SEC)));
+        }
+        f
+    }
+
+    /// What the result reports of them.
+    pub(super) fn describe(&self) -> Vec<String> {
+        let ms = |t: u64| t / MS;
+        let mut out = Vec::new();
+        if let Some((node, from, until)) = self.crash {
+            out.push(format!(
+                "crash of node {node} {}..{} ms",
+                ms(from),
+                ms(until)
+            ));
+        }
+        if let Some((side, from, until)) = &self.partition {
+            let a: Vec<usize> = (0..side.len()).filter(|i| side[*i]).collect();
+            out.push(format!(
+                "partition {a:?} | rest {}..{} ms",
+                ms(*from),
+                ms(*until)
+            ));
+        }
+        out
+    }
+
+    fn down(&self, i: usize, now: u64) -> bool {
+        self.crash
+            .is_some_and(|(node, from, until)| node == i && (from..until).contains(&now))
+    }
+
+    fn cut(&self, a: usize, b: usize, now: u64) -> bool {
+        self.partition.as_ref().is_some_and(|(side, from, until)| {
+            (*from..*until).contains(&now)
+                && side.get(a).zip(side.get(b)).is_some_and(|(x, y)| x != y)
+        })
+    }
 }
 
 impl Net {
@@ -35,8 +108,13 @@ impl Net {
         }
     }
 
+    /// Whether core `i` is crashed now (it receives, sends and decides nothing).
+    pub(super) fn down(&self, i: usize) -> bool {
+        self.faults.down(i, self.now)
+    }
+
     fn send(&mut self, from: usize, to: usize, e: Envelope) {
-        if self.rng.random_bool(0.02) {
+        if self.rng.random_bool(0.02) || self.faults.cut(from, to, self.now) {
             return;
         }
         let copies = if self.rng.random_bool(0.02) { 2 } else { 1 };
@@ -50,7 +128,13 @@ impl Net {
     /// Drains core `i`'s actions: sends (through its Byzantine behaviour), executions.
     fn drain(&mut self, i: usize) {
         while let Some(a) = self.cores[i].poll_action() {
+            if self.down(i) {
+                // A crashed node's core is replaced at its restart: what it does while
+                // down never leaves the machine.
+                continue;
+            }
             match a {
+                Action::Persist(e) => self.persisted[i].push(e),
                 Action::Broadcast(e) => {
                     let Some(e) = self.tamper(i, e) else { continue };
                     for j in 0..self.cores.len() {
@@ -92,18 +176,41 @@ impl Net {
 
     /// Core `i` again, from `content`, with the same keys and configuration.
     fn restart_from(&mut self, i: usize, content: &CupContent) {
+        self.restart(i, Base::from_cup(content));
+    }
+
+    /// Core `i` again from `base`, with what it persisted above it.
+    fn restart(&mut self, i: usize, base: Base) {
+        self.persisted[i].retain(|e| e.artifact.height() > base.height);
         let old = &self.cores[i];
         let crypto = old.crypto().duplicate();
         let now = self.clock();
         self.cores[i] = Consensus::new(
             old.config().clone(),
             crypto,
-            Base::from_cup(content),
+            base,
             self.registry.clone(),
-            Vec::new(),
+            self.persisted[i].clone(),
             now,
         )
         .expect("config");
+    }
+
+    /// Restarts the crashed core once its window is over: from its newest CUP (or where
+    /// it started) with what it persisted above it, as its replica starts again.
+    fn restart_crashed(&mut self) {
+        let Some((i, _, until)) = self.faults.crash else {
+            return;
+        };
+        if self.faults.restarted || self.now < until {
+            return;
+        }
+        self.faults.restarted = true;
+        let base = match self.cups[i].last() {
+            Some((content, _)) => Base::from_cup(content),
+            None => self.bases[i].clone(),
+        };
+        self.restart(i, base);
     }
 
     /// A Byzantine member's sends: its blocks never arrive; its dealing is spoiled or
@@ -161,7 +268,7 @@ impl Net {
         };
         let (content, signature) = self.cups[from].last().cloned().expect("a CUP");
         for &i in nodes {
-            if self.cups[i].last().is_some_and(|c| c.0.height >= height) {
+            if self.down(i) || self.cups[i].last().is_some_and(|c| c.0.height >= height) {
                 continue;
             }
             let now = self.clock();
@@ -192,6 +299,7 @@ impl Net {
         let deadline = self.now + PATIENCE_NS;
         let mut next_tick = self.now;
         while self.now < deadline {
+            self.restart_crashed();
             for i in 0..self.cores.len() {
                 self.drain(i);
             }
@@ -204,6 +312,7 @@ impl Net {
             }
             // The next event: a message, a core's timer, or the next tick.
             let timer = (0..self.cores.len())
+                .filter(|i| !self.down(*i))
                 .filter_map(|i| {
                     self.cores[i]
                         .poll_timeout()
@@ -211,16 +320,29 @@ impl Net {
                 })
                 .min();
             let message = self.queue.keys().next().copied();
-            let at = [timer.map(|t| t.0), message.map(|m| m.0), Some(next_tick)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(deadline)
-                .max(self.now);
+            let restart = self
+                .faults
+                .crash
+                .filter(|_| !self.faults.restarted)
+                .map(|c| c.2);
+            let at = [
+                timer.map(|t| t.0),
+                message.map(|m| m.0),
+                Some(next_tick),
+                restart,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(deadline)
+            .max(self.now);
             self.now = at;
             if let Some(k) = message.filter(|m| m.0 <= at)
                 && let Some((from, to, envelope)) = self.queue.remove(&k)
             {
+                if self.down(to) {
+                    continue;
+                }
                 let now = self.clock();
                 self.cores[to].on_event(
                     now,
