@@ -27,12 +27,18 @@ if [ "$(free_gib)" -lt 8 ]; then
   echo "scripts/test.sh: only $(free_gib) GiB free beside $CARGO_TARGET_DIR; the tests need about 8" >&2
   exit 1
 fi
+# Where the time goes (a warm run should stay under ten minutes): one line per phase.
+phase() { echo "scripts/test.sh: $1 done at $(( $(date +%s) - start )) s"; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+phase clippy
 # Every temporary directory a test makes lives under one directory of this run, so a
 # process a test left behind is recognisable by its command line (it names its dir).
 tests_tmp="$(mktemp -d /tmp/icup-tests.XXXXXX)"
+TMPDIR="$tests_tmp" cargo test --workspace --locked --no-run
+phase "building the tests"
 TMPDIR="$tests_tmp" cargo test --workspace --locked
+phase tests
 # Nothing outlives its owner (issue 16): no process of a finished test may remain.
 scripts/leftovers.sh "$tests_tmp"
 rm -rf "$tests_tmp"
