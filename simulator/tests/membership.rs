@@ -31,7 +31,10 @@ fn ci_seeds_of_resharing_with_byzantine_dealers_are_clean_and_deterministic() {
         faults.extend(r.faults);
     }
     assert!(faults.iter().any(|f| f.starts_with("crash")), "{faults:?}");
-    assert!(faults.iter().any(|f| f.starts_with("partition")), "{faults:?}");
+    assert!(
+        faults.iter().any(|f| f.starts_with("partition")),
+        "{faults:?}"
+    );
     let a = run_membership_seed(2, &cfg(None));
     let b = run_membership_seed(2, &cfg(None));
     assert_eq!(a.digest, b.digest);

@@ -48,8 +48,12 @@ pub(super) struct ResharingPool {
     pub(super) items: BTreeMap<ItemKey, ResharingItem>,
     /// The items this node made (sent again after a quiet period).
     pub(super) own: BTreeSet<ItemKey>,
-    /// Dealers whose dealing this node opened its values of.
-    pub(super) opened: BTreeSet<u32>,
+    /// The dealings this node opened its values of, by identity (the hash of what their
+    /// dealer signed): pooled ones as they arrive, so a complaint is ready by the time
+    /// its dealing reaches the chain (one made only then could miss a short complaint
+    /// window), and the chain's, which may be another dealing of a dealer that dealt
+    /// twice, or one a fork carried instead.
+    pub(super) opened: BTreeSet<CryptoHash>,
 }
 
 /// A resharing's chain: its items, oldest first.
@@ -388,23 +392,42 @@ impl<C: ConsensusCrypto> Consensus<C> {
             && offset <= self.window_end(Window::Complaint)
         {
             let j = j as u32;
-            for item in &chain.items {
-                let ResharingItem::Dealing(d) = item else {
-                    continue;
-                };
-                if !self.resharing_pool.opened.insert(d.dealing.dealer) {
-                    continue;
-                }
-                for complaint in iv.plan.bad_values(&d.dealing, j, key) {
-                    let signature = self.crypto.sign_node(
-                        domain::RESHARING_COMPLAINT,
-                        &self.complaint_message(&iv, &complaint),
+            // The chain's dealings and the pooled ones, each opened once.
+            let pool = &self.resharing_pool;
+            let mut to_open: Vec<&SignedDealing> = Vec::new();
+            let mut ids = Vec::new();
+            let pooled = pool.items.values();
+            for item in chain.items.iter().chain(pooled) {
+                if let ResharingItem::Dealing(d) = item {
+                    let id = CryptoHash::of(
+                        domain::RESHARING_DEALING,
+                        &self.dealing_message(&iv, &d.dealing),
                     );
-                    made.push(ResharingItem::Complaint(SignedComplaint {
-                        complaint,
-                        signature,
-                    }));
+                    if !pool.opened.contains(&id) && !ids.contains(&id) {
+                        ids.push(id);
+                        to_open.push(d);
+                    }
                 }
+            }
+            let mut complaints: Vec<Complaint> = Vec::new();
+            for d in to_open {
+                for c in iv.plan.bad_values(&d.dealing, j, key) {
+                    let known = ItemKey::Complaint(c.dealer, c.receiver, c.key);
+                    if !pool.items.contains_key(&known) && !complaints.contains(&c) {
+                        complaints.push(c);
+                    }
+                }
+            }
+            self.resharing_pool.opened.extend(ids);
+            for complaint in complaints {
+                let signature = self.crypto.sign_node(
+                    domain::RESHARING_COMPLAINT,
+                    &self.complaint_message(&iv, &complaint),
+                );
+                made.push(ResharingItem::Complaint(SignedComplaint {
+                    complaint,
+                    signature,
+                }));
             }
         }
         // Answers, as a dealer complained about.

@@ -70,7 +70,7 @@ fn main() -> ExitCode {
                 "{}",
                 serde_json::json!({
                     "seed": r.seed, "old": r.old, "new": r.new, "byzantine": r.byzantine,
-                    "faults": r.faults,
+                    "faults": r.faults, "limitations": r.limitations,
                     "violations": r.violations, "digest": r.digest,
                 })
             );
@@ -103,8 +103,20 @@ fn main() -> ExitCode {
             );
         }
     }
+    let limited = results.iter().filter(|r| !r.limitations.is_empty()).count();
+    for r in results.iter().filter(|r| !r.limitations.is_empty()) {
+        for l in &r.limitations {
+            eprintln!(
+                "seed {} (faults {:?}): documented limitation: {l}",
+                r.seed, r.faults
+            );
+        }
+    }
     eprintln!("({:.1} s wall)", started.elapsed().as_secs_f64());
-    println!("{} seeds, {failed} with violations", results.len());
+    println!(
+        "{} seeds, {failed} with violations, {limited} with a documented limitation",
+        results.len()
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {

@@ -141,6 +141,7 @@ pub(super) fn carry_on(
     net.faults = Default::default();
     net.persisted = vec![Vec::new(); k];
     net.bases = vec![Base::from_cup(content); k];
+    net.max_lag = vec![0; k];
     let next = content.height.get() + 10;
     let all: Vec<usize> = (0..k).collect();
     let done = net.run_until(
@@ -172,6 +173,7 @@ pub(super) fn result(
             .map(|(i, b)| (*i, format!("{b:?}")))
             .collect(),
         faults,
+        limitations: Vec::new(),
         violations,
         digest: hex::encode(digest.finalize()),
     }

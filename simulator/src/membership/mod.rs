@@ -44,6 +44,9 @@ use types::{CryptoHash, Height, NodeId, RegistryVersion, ReplicaVersion, SubnetI
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 const WALL: u64 = 1_780_000_000 * SEC;
+/// Blocks behind the most advanced core (a third of the interval of 9) from which a
+/// core may have missed the complaint window.
+const LAGGING: u64 = 3;
 /// The most virtual time one phase may take.
 const PATIENCE_NS: u64 = 120 * SEC;
 
@@ -86,6 +89,9 @@ pub struct MembershipResult {
     pub byzantine: Vec<(usize, String)>,
     /// The crash and partition drawn, if any.
     pub faults: Vec<String>,
+    /// Outcomes the design accepts and documents (an honest member cut off through the
+    /// complaint window left without shares), not violations.
+    pub limitations: Vec<String>,
     pub violations: Vec<String>,
     pub digest: String,
 }
@@ -255,6 +261,8 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         persisted: vec![Vec::new(); n],
         bases: vec![genesis.clone(); n],
         faults: Default::default(),
+        complained_on_chain: BTreeSet::new(),
+        max_lag: vec![0; n],
     };
     let mut violations = Vec::new();
     // Registry version 2 reaches every node at its own moment in the first second.
@@ -361,12 +369,32 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         &draw.byzantine,
         &mut violations,
     );
-    // Each honest new member's shares, from the CUP alone.
+    // Each honest new member's shares, from the CUP alone. One cut off from the quorum
+    // (crashed, on a partition's minority side, or left a third of an interval behind
+    // the others, as a lost block can leave it) with no complaint of its own on the
+    // chain may have missed the complaint window while a Byzantine dealer's bad value
+    // to it was chosen: the documented price of complaints (THREATS.md, "a receiver down
+    // through a whole complaint window"); it then counts against f of the new committee.
+    // Any other honest member without shares is a violation (a complaint on the chain
+    // that the outcome ignored among them: the planted rule).
     let mut shares = BTreeMap::new();
+    let mut limitations = Vec::new();
+    let quorum = n - max_faulty(n);
     for (j, &m) in draw.new_members.iter().enumerate() {
         match shares_from_cup(&record, j as u32, &draw.machines[m].enc) {
             Ok(s) => {
                 shares.insert(j, s);
+            }
+            Err(e)
+                if m < n
+                    && !draw.byzantine.contains_key(&m)
+                    && (net.faults.cut_off(m, quorum) || net.max_lag[m] >= LAGGING)
+                    && !net.complained_on_chain.contains(&(j as u32)) =>
+            {
+                limitations.push(format!(
+                    "member {m} (new index {j}), cut off or behind (by up to {} blocks) through the complaint window, has no shares: {e}",
+                    net.max_lag[m]
+                ));
             }
             Err(e) if !draw.byzantine.contains_key(&m) => violations.push(format!(
                 "honest member {m} (new index {j}) has no shares: {e}"
@@ -387,15 +415,18 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
             &mut violations,
         );
     }
-    result(
-        seed,
-        n,
-        draw.new_members.len(),
-        &draw.byzantine,
-        faults,
-        violations,
-        net.digest,
-    )
+    MembershipResult {
+        limitations,
+        ..result(
+            seed,
+            n,
+            draw.new_members.len(),
+            &draw.byzantine,
+            faults,
+            violations,
+            net.digest,
+        )
+    }
 }
 
 /// What a seed drew: the machines, the old committee and its keys, the new members, the

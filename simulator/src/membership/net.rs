@@ -31,6 +31,11 @@ pub(super) struct Net {
     /// Where each core started: its restart point when it made no CUP since.
     pub(super) bases: Vec<Base>,
     pub(super) faults: Faults,
+    /// The new-committee receivers whose complaints a finalized block carried.
+    pub(super) complained_on_chain: BTreeSet<u32>,
+    /// How far each core's finalized height fell behind the most advanced core's, at
+    /// most, sampled at every tick.
+    pub(super) max_lag: Vec<u64>,
 }
 
 /// The seed's faults besides the network's and the Byzantine members': at most one
@@ -85,6 +90,18 @@ impl Faults {
             ));
         }
         out
+    }
+
+    /// Whether node `i` was cut off from the subnet's quorum at some point: the crashed
+    /// node, or one on the side of the partition without `quorum` nodes.
+    pub(super) fn cut_off(&self, i: usize, quorum: usize) -> bool {
+        let crashed = self.crash.is_some_and(|(node, _, _)| node == i);
+        let partitioned = self.partition.as_ref().is_some_and(|(side, _, _)| {
+            let mine = side.get(i).copied();
+            let with_me = side.iter().filter(|s| Some(**s) == mine).count();
+            mine.is_some() && with_me < quorum
+        });
+        crashed || partitioned
     }
 
     fn down(&self, i: usize, now: u64) -> bool {
@@ -151,6 +168,11 @@ impl Net {
                     }
                 }
                 Action::Deliver(d) => {
+                    for item in &d.block.resharing {
+                        if let ResharingItem::Complaint(c) = item {
+                            self.complained_on_chain.insert(c.complaint.receiver);
+                        }
+                    }
                     let state_hash =
                         CryptoHash::of(domain::STATE_HASH, &d.height.get().to_be_bytes());
                     let now = self.clock();
@@ -307,6 +329,15 @@ impl Net {
                 return true;
             }
             if self.now >= next_tick {
+                let heights: Vec<u64> = self
+                    .cores
+                    .iter()
+                    .map(|c| c.finalized_height().get())
+                    .collect();
+                let top = heights.iter().copied().max().unwrap_or(0);
+                for (lag, h) in self.max_lag.iter_mut().zip(&heights) {
+                    *lag = (*lag).max(top - h);
+                }
                 each_tick(self);
                 next_tick = self.now + 100 * MS;
             }
