@@ -209,8 +209,6 @@ impl TreeChanges {
     ) -> Result<TreeUndo, StateError> {
         let mut undo = TreeUndo::default();
         let mut hashes = Vec::with_capacity(self.buckets.len());
-        let mut summaries = Vec::with_capacity(self.buckets.len());
-        let mut leaf_writes = Vec::new();
         let mut it = db.raw_iterator();
         for (b, changes) in self.buckets {
             let before = scan_bucket(&mut it, b)?;
@@ -218,12 +216,12 @@ impl TreeChanges {
             for (k, vh) in changes {
                 match vh {
                     Some(vh) => {
-                        leaf_writes.push((leaf_key(b, &k), Some(vh)));
+                        batch.put(leaf_key(b, &k), vh.0);
                         entries.insert(k, vh);
                     }
                     None => {
                         if entries.remove(&k).is_some() {
-                            leaf_writes.push((leaf_key(b, &k), None));
+                            batch.delete(leaf_key(b, &k));
                         }
                     }
                 }
@@ -237,26 +235,15 @@ impl TreeChanges {
                 count: leaves.len() as u32,
                 subroot: tree::subroot(&leaves),
             };
+            if s.count == 0 {
+                batch.delete(bucket_key(b));
+            } else {
+                put_summary(batch, &s);
+            }
             hashes.push((b, s.hash()));
-            summaries.push(s);
             undo.buckets.insert(b, before);
         }
         drop(it);
-        // In key order, summaries (`m/tb/`) before leaves (`m/tl/`), each by bucket: a
-        // sorted batch is cheaper to insert (see `state::batch_of`).
-        for s in &summaries {
-            if s.count == 0 {
-                batch.delete(bucket_key(s.bucket));
-            } else {
-                put_summary(batch, s);
-            }
-        }
-        for (k, vh) in leaf_writes {
-            match vh {
-                Some(vh) => batch.put(k, vh.0),
-                None => batch.delete(k),
-            }
-        }
         undo.nodes = top.set_buckets(&hashes);
         batch.put(ROOT, top.root().0);
         Ok(undo)

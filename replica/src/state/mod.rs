@@ -286,6 +286,7 @@ impl ReplicatedState {
         }
         let mut w = Writes {
             schema: self.schema,
+            batch: WriteBatch::default(),
             overlay: Overlay::new(),
             tree: index::TreeChanges::default(),
         };
@@ -389,8 +390,9 @@ impl ReplicatedState {
             w.write(k, new);
             executed.push(id);
         }
-        let Writes { overlay, tree, .. } = w;
-        let mut batch = batch_of(overlay);
+        let Writes {
+            mut batch, tree, ..
+        } = w;
         let tree = tree.apply(&self.db, &mut self.top, &mut batch)?;
         batch.put(HEIGHT, height.get().to_be_bytes());
         if let Err(e) = self.db.write(batch) {
@@ -422,27 +424,13 @@ impl ReplicatedState {
 /// The block's overlay of written entries (`None`: deleted).
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A block's writes so far: each entry's last value (what later messages read through,
-/// and what the block writes) and the tree changes.
+/// A block's writes so far: the batch, the overlay later messages read through, and the
+/// tree changes.
 struct Writes {
     schema: u32,
+    batch: WriteBatch,
     overlay: Overlay,
     tree: index::TreeChanges,
-}
-
-/// A block's writes as one batch, in key order: RocksDB's memtable inserts a sorted
-/// batch from where the previous key went (its skip list keeps the last insert's
-/// place), where the same writes in execution order each searched from the top; that
-/// search was a third of executing a block (`cargo bench -p replica --bench execute`).
-fn batch_of(overlay: Overlay) -> WriteBatch {
-    let mut batch = WriteBatch::default();
-    for (k, v) in overlay {
-        match v {
-            Some(v) => batch.put(&k, &v),
-            None => batch.delete(&k),
-        }
-    }
-    batch
 }
 
 impl Writes {
@@ -455,8 +443,17 @@ impl Writes {
     }
 
     fn write(&mut self, key: Vec<u8>, new: Option<Vec<u8>>) {
-        let hash = new.as_ref().map(|v| tree::value_hash(self.schema, v));
-        self.tree.record(&key, hash);
+        match &new {
+            Some(v) => {
+                self.tree
+                    .record(&key, Some(tree::value_hash(self.schema, v)));
+                self.batch.put(&key, v);
+            }
+            None => {
+                self.tree.record(&key, None);
+                self.batch.delete(&key);
+            }
+        }
         self.overlay.insert(key, new);
     }
 }
