@@ -273,7 +273,7 @@ pub fn run_membership_seed(seed: u64, cfg: &MembershipConfig) -> MembershipResul
         net.faults = net::Faults::draw(seed, &honest_old, n);
     }
     let faults = net.faults.describe();
-    let mut complained: BTreeSet<(usize, u32, consensus::Threshold)> = BTreeSet::new();
+    let mut complained: BTreeSet<Sent> = BTreeSet::new();
     // Done: every honest old member halted at, or (lagging) adopted, the CUP that names
     // the new committee.
     let reshared = |net: &Net, i: usize| {
@@ -440,15 +440,14 @@ struct Draw {
     byzantine: BTreeMap<usize, Dealer>,
 }
 
+/// A complaint sent: by which member, in the resharing started at which height, about
+/// which dealer and key, through which member.
+type Sent = (usize, u64, u32, consensus::Threshold, usize);
+
 /// One tick of the receivers outside the consensus rules: honest joiners read an honest
 /// member's view and complain through it (as their orchestrators do); a Byzantine
 /// member that stays complains about every honest dealer through itself.
-fn complain(
-    net: &mut Net,
-    d: &Draw,
-    honest_old: &[usize],
-    complained: &mut BTreeSet<(usize, u32, consensus::Threshold)>,
-) {
+fn complain(net: &mut Net, d: &Draw, honest_old: &[usize], complained: &mut BTreeSet<Sent>) {
     let via = honest_old[net.rng.random_range(0..honest_old.len())];
     if net.down(via) {
         return;
@@ -493,7 +492,11 @@ fn complain(
             Vec::new()
         };
         for c in complaints {
-            if !complained.insert((m, c.dealer, c.key)) {
+            // A joiner sends each complaint of each resharing through every member
+            // once, as its orchestrator does (one member may crash with it unsent; a
+            // resharing that failed starts again with new dealings).
+            let through = if m < d.n { m } else { via };
+            if !complained.insert((m, view.height.get(), c.dealer, c.key, through)) {
                 continue;
             }
             let signature = d.machines[m]
@@ -504,7 +507,6 @@ fn complain(
                 )
                 .0
                 .to_vec();
-            let through = if m < d.n { m } else { via };
             sends.push((
                 through,
                 SignedComplaint {
