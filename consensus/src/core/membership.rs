@@ -48,12 +48,13 @@ pub(super) struct ResharingPool {
     pub(super) items: BTreeMap<ItemKey, ResharingItem>,
     /// The items this node made (sent again after a quiet period).
     pub(super) own: BTreeSet<ItemKey>,
-    /// The dealings this node opened its values of, by identity (the hash of what their
-    /// dealer signed): pooled ones as they arrive, so a complaint is ready by the time
+    /// The dealings this node opened its values of, by identity (their dealer's
+    /// signature: every item held was checked, so two dealings never share one; no
+    /// dealing is encoded or hashed again each round): pooled ones as they arrive, so a complaint is ready by the time
     /// its dealing reaches the chain (one made only then could miss a short complaint
     /// window), and the chain's, which may be another dealing of a dealer that dealt
     /// twice, or one a fork carried instead.
-    pub(super) opened: BTreeSet<CryptoHash>,
+    pub(super) opened: BTreeSet<Vec<u8>>,
 }
 
 /// A resharing's chain: its items, oldest first.
@@ -398,15 +399,12 @@ impl<C: ConsensusCrypto> Consensus<C> {
             let mut ids = Vec::new();
             let pooled = pool.items.values();
             for item in chain.items.iter().chain(pooled) {
-                if let ResharingItem::Dealing(d) = item {
-                    let id = CryptoHash::of(
-                        domain::RESHARING_DEALING,
-                        &self.dealing_message(&iv, &d.dealing),
-                    );
-                    if !pool.opened.contains(&id) && !ids.contains(&id) {
-                        ids.push(id);
-                        to_open.push(d);
-                    }
+                if let ResharingItem::Dealing(d) = item
+                    && !pool.opened.contains(&d.signature)
+                    && !ids.contains(&&d.signature)
+                {
+                    ids.push(&d.signature);
+                    to_open.push(d);
                 }
             }
             let mut complaints: Vec<Complaint> = Vec::new();
@@ -418,6 +416,7 @@ impl<C: ConsensusCrypto> Consensus<C> {
                     }
                 }
             }
+            let ids: Vec<Vec<u8>> = ids.into_iter().cloned().collect();
             self.resharing_pool.opened.extend(ids);
             for complaint in complaints {
                 let signature = self.crypto.sign_node(
