@@ -17,13 +17,43 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (for processes that need their
-/// addresses written into a genesis before they start).
+/// A loopback port where nothing listens now, TCP or UDP (for processes that need their
+/// addresses written into a genesis before they start). It comes from below the kernel's
+/// ephemeral range: a port the kernel hands out (binding port 0) can be taken by any
+/// process's outgoing connection between this call and the process binding it, and tests
+/// run in parallel with many connections open. Never the same port twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // Testnets pick their bases from 10,000 up to the ephemeral range; these ports sit
+    // in a band of their own below that.
+    const LOW: u64 = 2_000;
+    const HIGH: u64 = 10_000;
+    let seed = u64::from(std::process::id())
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64)
+                .unwrap_or(0),
+        )
+        .wrapping_add(CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919));
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..(HIGH - LOW) {
+        let port = (LOW + (seed.wrapping_add(step.wrapping_mul(7_919))) % (HIGH - LOW)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {HIGH}");
 }
 
 /// Builds the workspace's binaries and returns their directory. The same command as the
