@@ -40,6 +40,10 @@ struct Args {
     /// instance `--tiny --nodes 13` to try one size at toy scale.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=40))]
     nodes: Vec<u16>,
+    /// Only finality and throughput at each size: no upgrades, handovers or cross-host
+    /// series (a few minutes, to compare builds; not the full table).
+    #[arg(long)]
+    throughput_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,11 @@ fn main() -> ExitCode {
         // Sizes are constants of 'static slices; one small leak per run keeps them so.
         let nodes: Vec<usize> = args.nodes.iter().map(|&n| usize::from(n)).collect();
         sizes.net.nodes = nodes.leak();
+    }
+    if args.throughput_only {
+        sizes.net.upgrades = 0;
+        sizes.net.handover_bytes = &[];
+        sizes.net.cross_host_nodes = &[];
     }
     let started = std::time::Instant::now();
     let (rows, networks) = match measure::all(&sizes) {

@@ -5,7 +5,7 @@
 use crate::{CryptoError, key_file};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::{fmt, path::Path, str::FromStr};
+use std::{cell::RefCell, collections::HashMap, fmt, path::Path, str::FromStr};
 use types::{NodeId, domain::Domain};
 
 /// An ed25519 secret key.
@@ -78,13 +78,41 @@ impl fmt::Debug for Ed25519KeyPair {
     }
 }
 
+/// The most decompressed keys one thread remembers; emptied when full, so memory stays
+/// under a megabyte whatever keys a peer sends.
+const MAX_CACHED_KEYS: usize = 4096;
+
+thread_local! {
+    /// Decompressed keys by their bytes. Decompressing is about a tenth of a
+    /// verification, and a replica meets each user's key at every update: when it parses
+    /// one (several times per node, in the update and in blocks) and when it verifies
+    /// one. A key's point is the same whenever it is computed, so this changes no answer.
+    static KEYS: RefCell<HashMap<[u8; 32], VerifyingKey>> = RefCell::new(HashMap::new());
+}
+
+/// `bytes` as a point on the curve (refused if not one), remembered per thread.
+fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, ed25519_dalek::SignatureError> {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(k) = keys.get(bytes) {
+            return Ok(*k);
+        }
+        let k = VerifyingKey::from_bytes(bytes)?;
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(*bytes, k);
+        Ok(k)
+    })
+}
+
 impl Ed25519PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Malformed {
             what: "ed25519 public key",
             reason: format!("expected 32 bytes, got {}", bytes.len()),
         })?;
-        VerifyingKey::from_bytes(&arr).map_err(|e| CryptoError::Malformed {
+        verifying_key(&arr).map_err(|e| CryptoError::Malformed {
             what: "ed25519 public key",
             reason: e.to_string(),
         })?;
@@ -107,7 +135,7 @@ impl Ed25519PublicKey {
         signature: &Ed25519Signature,
     ) -> Result<(), CryptoError> {
         let invalid = CryptoError::InvalidSignature { what: "ed25519" };
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| invalid.clone())?;
+        let key = verifying_key(&self.0).map_err(|_| invalid.clone())?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&domain.frame(bytes), &sig)
             .map_err(|_| invalid)
@@ -195,6 +223,29 @@ mod tests {
 
     fn key(seed: u64) -> Ed25519KeyPair {
         Ed25519KeyPair::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    #[test]
+    fn remembered_keys_change_no_answer() {
+        // Not a point: refused every time (nothing is remembered for it).
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        for _ in 0..2 {
+            assert!(Ed25519PublicKey::from_bytes(&not_a_point).is_err());
+        }
+        let k = key(7);
+        let sig = k.sign(domain::INGRESS, b"m");
+        // More keys than a thread remembers, so this one is forgotten and decompressed
+        // again along the way.
+        for i in 0..(MAX_CACHED_KEYS as u64 + 10) {
+            let pk = key(1000 + i).public_key();
+            assert_eq!(Ed25519PublicKey::from_bytes(pk.as_bytes()), Ok(pk));
+            if i % 1000 == 0 {
+                assert_eq!(k.public_key().verify(domain::INGRESS, b"m", &sig), Ok(()));
+                assert!(k.public_key().verify(domain::INGRESS, b"n", &sig).is_err());
+            }
+        }
+        KEYS.with(|keys| assert!(keys.borrow().len() <= MAX_CACHED_KEYS));
     }
 
     #[test]

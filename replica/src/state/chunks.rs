@@ -7,7 +7,7 @@ use super::{
     schema::{check_readable, read_schema},
     tree,
 };
-use rocksdb::{DB, Options, WriteBatch};
+use rocksdb::{DB, WriteBatch};
 pub use state_tree::sync::{
     ChunkPart, Cursor, Entry, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, SYNC_VERSION, StateChunk,
     StateManifest,
@@ -22,7 +22,7 @@ const SIBLINGS_RESERVE_BYTES: usize = 2 * 2 * 33 * 32;
 
 /// The manifest of the checkpoint in `dir`. Read-only.
 pub fn export_manifest(dir: &Path) -> Result<StateManifest, StateError> {
-    let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+    let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
     let (height, _) = read_meta(&db)?;
     Ok(StateManifest {
         version: SYNC_VERSION,
@@ -35,7 +35,7 @@ pub fn export_manifest(dir: &Path) -> Result<StateManifest, StateError> {
 /// The entries of the checkpoint in `dir` from `from` on, as many as fit in
 /// [`MAX_CHUNK_BYTES`] (at least one, unless the stream has ended). Read-only.
 pub fn export_chunk(dir: &Path, from: Cursor) -> Result<StateChunk, StateError> {
-    let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+    let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
     let (height, _) = read_meta(&db)?;
     let mut parts = Vec::new();
     // Version, height, part count.
@@ -154,7 +154,7 @@ impl StateImport {
             std::fs::remove_dir_all(dir)
                 .map_err(|e| StateError::Corrupt(format!("{}: {e}", dir.display())))?;
         }
-        let mut opts = Options::default();
+        let mut opts = super::db_options();
         opts.create_if_missing(true);
         let db = DB::open(&opts, dir)?;
         Ok(Self { db, verifier })
