@@ -11,7 +11,7 @@ use registry::{
     store::{KeyChange, MemoryStore, RegistryStore, RocksStore, VersionDelta},
 };
 use replica::{
-    ingress::{Ingress, Operation, SignedIngress},
+    ingress::{Ingress, Operation, SignedIngress, VerifiedSignatures},
     state::ReplicatedState,
 };
 use serde::Serialize;
@@ -34,6 +34,8 @@ pub struct Sizes {
     pub spawn: usize,
     pub state_values: usize,
     pub state_opens: usize,
+    /// Blocks of [`EXECUTE_BLOCK`] puts timed for the execution floor.
+    pub execute_blocks: usize,
     pub registry_versions: u64,
     pub registry_gets: usize,
     pub replicated_versions: u64,
@@ -49,6 +51,7 @@ impl Sizes {
         spawn: 50,
         state_values: 100_000,
         state_opens: 20,
+        execute_blocks: 40,
         registry_versions: 1_000_000,
         registry_gets: 20_000,
         replicated_versions: 100_000,
@@ -62,6 +65,7 @@ impl Sizes {
         spawn: 3,
         state_values: 100,
         state_opens: 2,
+        execute_blocks: 2,
         registry_versions: 1_000,
         registry_gets: 100,
         replicated_versions: 2_000,
@@ -146,6 +150,14 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
         format!("opening a state of {} values (median)", s.state_values),
         state_open_ms(s.state_values, 100, s.state_opens)?,
         "ms",
+    );
+    let execute = Row::new(
+        format!(
+            "executing one update (blocks of {EXECUTE_BLOCK} new puts on a state of {} values, median)",
+            s.state_values
+        ),
+        execute_us_per_update(s.state_values, s.execute_blocks)?,
+        "µs",
     );
     let cup = Row::new(
         "CUP decode and verification (n = 4, median)".into(),
@@ -241,12 +253,15 @@ pub fn all(s: &Sizes) -> Result<(Vec<Row>, Vec<net::NetFigures>), String> {
         spawn,
         open,
         restart.clone(),
+        execute.clone(),
     ];
     rows.extend(floors.iter().map(|(_, r)| r.clone()));
     rows.extend([cup, mem, rocks, local, replicated]);
     let limits = net::Limits {
         rtt: &rtt,
         ed25519: &ed,
+        execute: &execute,
+        cores: std::thread::available_parallelism().map_or(1, |c| c.get()),
         restart_floor: &restart,
         handover_floor: &floors,
     };
@@ -537,6 +552,68 @@ fn build_state(path: &Path, values: usize, bytes: usize) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Updates in each block the execution floor times: about what a saturated 4-node
+/// subnet's blocks carry.
+const EXECUTE_BLOCK: usize = 500;
+
+/// Microseconds of execution per update, the work every node does for every update
+/// besides checking its signature: blocks of [`EXECUTE_BLOCK`] new 16-byte puts (the
+/// throughput load's shape) from 64 senders on a state of `values` values, their
+/// signatures checked beforehand as the ingress pool does. Median over `blocks` blocks.
+fn execute_us_per_update(values: usize, blocks: usize) -> Result<f64, String> {
+    const SENDERS: usize = 64;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("state");
+    build_state(&path, values, 100)?;
+    let mut state = ReplicatedState::open(&path).map_err(|e| e.to_string())?;
+    let users: Vec<Ed25519KeyPair> = (0..SENDERS)
+        .map(|i| Ed25519KeyPair::from_seed(&[i as u8 + 100; 32]))
+        .collect();
+    let now = replica::now_ns();
+    let mut verified = VerifiedSignatures::default();
+    let mut height = state.height();
+    let mut samples = Vec::with_capacity(blocks);
+    for b in 0..blocks {
+        let block: Vec<SignedIngress> = (0..EXECUTE_BLOCK)
+            .map(|i| {
+                let user = &users[i % SENDERS];
+                let n = (b * EXECUTE_BLOCK + i) as u64;
+                SignedIngress::sign(
+                    Ingress {
+                        network: BENCH_NETWORK,
+                        sender: user.public_key(),
+                        nonce: n,
+                        expiry_ns: now + 60_000_000_000,
+                        operation: Operation::Put {
+                            // Spread over the key space, as users' keys are.
+                            key: format!("x{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                            value: n.to_be_bytes().repeat(2),
+                        },
+                    },
+                    user,
+                )
+            })
+            .collect();
+        for m in &block {
+            verified.verify(m).map_err(|e| e.to_string())?;
+        }
+        height = height.increment();
+        let start = Instant::now();
+        let r = state
+            .execute_with(height, now, &BENCH_NETWORK, &block, &mut verified)
+            .map_err(|e| e.to_string())?;
+        samples.push(start.elapsed() / EXECUTE_BLOCK as u32);
+        if r.executed.len() != block.len() {
+            return Err(format!(
+                "execution floor: {} of {} puts executed",
+                r.executed.len(),
+                block.len()
+            ));
+        }
+    }
+    Ok(median_ms(samples) * 1e3)
 }
 
 /// Appends `versions` synthetic versions (in batches of 10,000: one synced write each),
