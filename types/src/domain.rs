@@ -87,6 +87,8 @@ pub const RESHARING: Domain = Domain("ic-resharing");
 pub const RESHARING_DEALING: Domain = Domain("ic-resharing-dealing");
 /// A receiver's ed25519 signature on its complaint about a dealing.
 pub const RESHARING_COMPLAINT: Domain = Domain("ic-resharing-complaint");
+/// The registry's chain of deltas kept in a replicated state (`registry::store::kv`).
+pub const REGISTRY_CHAIN: Domain = Domain("ic-registry-chain");
 
 /// Every tag, for the test that checks they are distinct.
 pub const ALL: &[Domain] = &[
@@ -119,6 +121,7 @@ pub const ALL: &[Domain] = &[
     RESHARING,
     RESHARING_DEALING,
     RESHARING_COMPLAINT,
+    REGISTRY_CHAIN,
 ];
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The versioned key/value store behind the registry.
 //!
-//! # Laws (every implementation; checked by `tests::store_laws` against each)
+//! # Laws (every implementation; `tests` checks each against a model: `MemoryStore`,
+//! `RocksStore`, `KvStore`)
 //!
 //! 1. **Versions are dense and monotonic.** A new store is at version 0 (the empty
 //!    registry). Each successful [`RegistryStore::apply`] or [`RegistryStore::append`]
@@ -25,10 +26,12 @@
 //! 8. **Durability** (persistent stores): once `commit` returns, a crash (kill -9) loses
 //!    nothing it wrote.
 
+pub mod kv;
 mod memory;
 #[cfg(feature = "io")]
 mod rocks;
 
+pub use kv::{Kv, KvStore, MemoryKv};
 pub use memory::MemoryStore;
 #[cfg(feature = "io")]
 pub use rocks::RocksStore;

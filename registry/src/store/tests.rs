@@ -1,4 +1,4 @@
-//! The store laws (module docs), checked against both implementations with a model.
+//! The store laws (module docs), checked against every implementation with a model.
 
 use super::*;
 use proptest::prelude::*;
@@ -143,6 +143,18 @@ proptest! {
     }
 
     #[test]
+    fn kv_store_obeys_the_laws(batches in batches()) {
+        let mut store = KvStore::open(MemoryKv::default()).expect("open");
+        check_laws(&mut store, &batches)?;
+        // Reopened over the same entries, it reads the same.
+        let latest = store.latest_version();
+        let snapshot = store.latest_snapshot().expect("snapshot");
+        let store = KvStore::open(store.into_kv()).expect("reopen");
+        prop_assert_eq!(store.latest_version(), latest);
+        prop_assert_eq!(store.latest_snapshot().expect("snapshot"), snapshot);
+    }
+
+    #[test]
     fn rocks_store_obeys_the_laws(batches in batches()) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = RocksStore::open(dir.path()).expect("open");
@@ -160,15 +172,16 @@ proptest! {
     }
 }
 
-fn both(check: impl Fn(&mut dyn RegistryStore)) {
+fn every_store(check: impl Fn(&mut dyn RegistryStore)) {
     check(&mut MemoryStore::new());
+    check(&mut KvStore::open(MemoryKv::default()).expect("open"));
     let dir = tempfile::tempdir().expect("tempdir");
     check(&mut RocksStore::open(dir.path()).expect("open"));
 }
 
 #[test]
 fn refusals_name_the_problem_and_change_nothing() {
-    both(|s| {
+    every_store(|s| {
         let ins = |k: &str| Mutation::Insert {
             key: k.into(),
             value: vec![1],
@@ -235,7 +248,7 @@ fn refusals_name_the_problem_and_change_nothing() {
 
 #[test]
 fn append_all_appends_every_delta_or_none() {
-    both(|s| {
+    every_store(|s| {
         let delta = |v: u64, key: &str| VersionDelta {
             version: RegistryVersion::new(v),
             changes: vec![KeyChange {
@@ -273,7 +286,7 @@ fn append_all_appends_every_delta_or_none() {
 
 #[test]
 fn auxiliary_writes_commit_with_the_version() {
-    both(|s| {
+    every_store(|s| {
         let delta = s
             .prepare(&[Mutation::Insert {
                 key: "k".into(),
