@@ -24,20 +24,19 @@ use types::{CryptoHash, RegistryVersion, codec, domain};
 /// One write: `Some` sets the entry, `None` deletes it.
 pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// One entry: its key and its value.
+pub type KvEntry = (Vec<u8>, Vec<u8>);
+
 /// An ordered map of byte keys to byte values, read and written by a [`KvStore`].
 pub trait Kv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Among the entries whose key starts with `prefix`, the one with the greatest key
     /// that is `<= upto`.
-    fn last_at_or_before(
-        &self,
-        prefix: &[u8],
-        upto: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last_at_or_before(&self, prefix: &[u8], upto: &[u8]) -> Result<Option<KvEntry>, StoreError>;
 
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvEntry>, StoreError>;
 
     /// Applies every write, or (on an error) none of them.
     fn write(&mut self, writes: Vec<KvWrite>) -> Result<(), StoreError>;
@@ -52,11 +51,7 @@ impl Kv for MemoryKv {
         Ok(self.0.get(key).cloned())
     }
 
-    fn last_at_or_before(
-        &self,
-        prefix: &[u8],
-        upto: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_at_or_before(&self, prefix: &[u8], upto: &[u8]) -> Result<Option<KvEntry>, StoreError> {
         Ok(self
             .0
             .range(..=upto.to_vec())
@@ -65,7 +60,7 @@ impl Kv for MemoryKv {
             .map(|(k, v)| (k.clone(), v.clone())))
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvEntry>, StoreError> {
         Ok(self
             .0
             .range(prefix.to_vec()..)

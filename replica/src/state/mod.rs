@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod chunks;
 pub mod index;
 pub mod quota;
+pub mod registry_kv;
 pub mod schema;
 /// The state tree is pure, in its own crate, so the simulator runs the same code.
 pub use state_tree::tree;
@@ -69,6 +70,9 @@ pub enum StateError {
     Corrupt(String),
     #[error("cannot execute height {got}: the state is at {at}")]
     OutOfOrder { at: Height, got: Height },
+    /// The registry kept in this state (an NNS subnet's) could not be read or written.
+    #[error("the registry in the state: {0}")]
+    Registry(registry::store::StoreError),
     /// State-sync data (a manifest or a chunk) that does not verify: the peer lied.
     #[error("state sync data does not verify: {0}")]
     Unverified(String),
@@ -400,14 +404,7 @@ impl ReplicatedState {
             w.write(k, new);
             executed.push(id);
         }
-        let (mut batch, tree) = w.into_batch(self.schema);
-        let tree = tree.apply(&self.db, &mut self.top, &mut batch)?;
-        batch.put(HEIGHT, height.get().to_be_bytes());
-        if let Err(e) = self.db.write(batch) {
-            index::revert(&mut self.top, &tree);
-            return Err(e.into());
-        }
-        self.height = height;
+        let tree = self.commit_block(height, w)?;
         Ok(Executed {
             state_hash: self.state_hash(),
             executed,
@@ -417,6 +414,20 @@ impl ReplicatedState {
                 tree,
             },
         })
+    }
+
+    /// Writes a block's entries, the tree's changes and the new height in one batch, and
+    /// moves to `height`. On an error nothing changed.
+    fn commit_block(&mut self, height: Height, w: Writes) -> Result<TreeUndo, StateError> {
+        let (mut batch, tree) = w.into_batch(self.schema);
+        let tree = tree.apply(&self.db, &mut self.top, &mut batch)?;
+        batch.put(HEIGHT, height.get().to_be_bytes());
+        if let Err(e) = self.db.write(batch) {
+            index::revert(&mut self.top, &tree);
+            return Err(e.into());
+        }
+        self.height = height;
+        Ok(tree)
     }
 
     /// The state hash computed from scratch over every entry, ignoring the tree's index
