@@ -137,6 +137,20 @@ fn u64_of(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         .map_err(|_| corrupt(format!("{what}: not 8 bytes")))
 }
 
+/// Scanned entries under `prefix`, keyed by the rest of their key (a registry or
+/// auxiliary key: UTF-8, or the store is corrupt).
+fn without_prefix(
+    entries: Vec<KvEntry>,
+    prefix: &[u8],
+) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> {
+    let at = prefix.len();
+    entries.into_iter().map(move |(k, v)| {
+        String::from_utf8(k.get(at..).unwrap_or_default().to_vec())
+            .map(|k| (k, v))
+            .map_err(|_| corrupt("a key that is not UTF-8"))
+    })
+}
+
 /// The registry over a [`Kv`]. Obeys the store laws (`store::tests`).
 #[derive(Debug, Default, Clone)]
 pub struct KvStore<K> {
@@ -188,12 +202,7 @@ impl<K: Kv + Send + Sync> RegistryStore for KvStore<K> {
         key: &str,
         version: RegistryVersion,
     ) -> Result<Option<(RegistryVersion, Vec<u8>)>, StoreError> {
-        if version > self.latest {
-            return Err(StoreError::VersionNotAvailable {
-                requested: version,
-                latest: self.latest,
-            });
-        }
+        super::check_available(version, self.latest)?;
         let prefix = history_prefix(key);
         let upto = [prefix.as_slice(), &version.get().to_be_bytes()].concat();
         let Some((k, v)) = self.kv.last_at_or_before(&prefix, &upto)? else {
@@ -235,15 +244,7 @@ impl<K: Kv + Send + Sync> RegistryStore for KvStore<K> {
     }
 
     fn latest_snapshot(&self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
-        self.kv
-            .scan(NOW)?
-            .into_iter()
-            .map(|(k, v)| {
-                String::from_utf8(k[NOW.len()..].to_vec())
-                    .map(|k| (k, v))
-                    .map_err(|_| corrupt("a registry key that is not UTF-8"))
-            })
-            .collect()
+        without_prefix(self.kv.scan(NOW)?, NOW).collect()
     }
 
     fn commit(&mut self, delta: Option<&VersionDelta>, aux: &[AuxWrite]) -> Result<(), StoreError> {
@@ -284,15 +285,7 @@ impl<K: Kv + Send + Sync> RegistryStore for KvStore<K> {
     }
 
     fn aux_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.kv
-            .scan(&aux_key(prefix))?
-            .into_iter()
-            .map(|(k, v)| {
-                String::from_utf8(k[AUX.len()..].to_vec())
-                    .map(|k| (k, v))
-                    .map_err(|_| corrupt("an auxiliary key that is not UTF-8"))
-            })
-            .collect()
+        without_prefix(self.kv.scan(&aux_key(prefix))?, AUX).collect()
     }
 }
 

@@ -26,13 +26,7 @@ impl RegistryStore for MemoryStore {
         key: &str,
         version: RegistryVersion,
     ) -> Result<Option<(RegistryVersion, Vec<u8>)>, StoreError> {
-        let latest = self.latest_version();
-        if version > latest {
-            return Err(StoreError::VersionNotAvailable {
-                requested: version,
-                latest,
-            });
-        }
+        super::check_available(version, self.latest_version())?;
         Ok(self
             .history
             .get(key)

@@ -141,6 +141,20 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Law 2's refusal: a store at `latest` cannot read `version` if it is beyond it.
+pub(crate) fn check_available(
+    version: RegistryVersion,
+    latest: RegistryVersion,
+) -> Result<(), StoreError> {
+    if version > latest {
+        return Err(StoreError::VersionNotAvailable {
+            requested: version,
+            latest,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `delta` may be appended to a store at `latest`.
 pub(crate) fn validate_delta(
     delta: &VersionDelta,

@@ -215,12 +215,7 @@ impl RegistryStore for RocksStore {
         key: &str,
         version: RegistryVersion,
     ) -> Result<Option<(RegistryVersion, Vec<u8>)>, StoreError> {
-        if version > self.latest {
-            return Err(StoreError::VersionNotAvailable {
-                requested: version,
-                latest: self.latest,
-            });
-        }
+        super::check_available(version, self.latest)?;
         let prefix = index_prefix(key);
         let mut target = prefix.clone();
         target.extend_from_slice(&version.get().to_be_bytes());

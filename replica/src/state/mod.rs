@@ -295,15 +295,7 @@ impl ReplicatedState {
         payload: &[SignedIngress],
         verified: &mut VerifiedSignatures,
     ) -> Result<Executed, StateError> {
-        if height != self.height.increment() {
-            return Err(StateError::OutOfOrder {
-                at: self.height,
-                got: height,
-            });
-        }
-        let mut w = Writes {
-            overlay: Overlay::new(),
-        };
+        let mut w = self.begin_block(height)?;
         // Expired replay records go first: their messages can no longer be valid.
         let mut it = self.db.raw_iterator();
         it.seek(b"e/");
@@ -413,6 +405,19 @@ impl ReplicatedState {
                 values: previous_values,
                 tree,
             },
+        })
+    }
+
+    /// The writes of the block at `height`, which must be the next one.
+    fn begin_block(&self, height: Height) -> Result<Writes, StateError> {
+        if height != self.height.increment() {
+            return Err(StateError::OutOfOrder {
+                at: self.height,
+                got: height,
+            });
+        }
+        Ok(Writes {
+            overlay: Overlay::new(),
         })
     }
 

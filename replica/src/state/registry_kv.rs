@@ -136,15 +136,7 @@ impl ReplicatedState {
         height: Height,
         f: impl FnOnce(&mut KvStore<BlockKv<'_>>) -> Result<R, StoreError>,
     ) -> Result<(R, Executed), StateError> {
-        if height != self.height.increment() {
-            return Err(StateError::OutOfOrder {
-                at: self.height,
-                got: height,
-            });
-        }
-        let mut w = Writes {
-            overlay: Overlay::new(),
-        };
+        let mut w = self.begin_block(height)?;
         let out = {
             let kv = BlockKv {
                 db: &self.db,
