@@ -50,10 +50,10 @@ pub(super) struct ResharingPool {
     pub(super) own: BTreeSet<ItemKey>,
     /// The dealings this node opened its values of, by identity (their dealer's
     /// signature: every item held was checked, so two dealings never share one; no
-    /// dealing is encoded or hashed again each round): pooled ones as they arrive, so a complaint is ready by the time
-    /// its dealing reaches the chain (one made only then could miss a short complaint
-    /// window), and the chain's, which may be another dealing of a dealer that dealt
-    /// twice, or one a fork carried instead.
+    /// dealing is encoded or hashed again each round): pooled ones as they arrive, so a
+    /// complaint is ready by the time its dealing reaches the chain (one made only then
+    /// could miss a short complaint window), and the chain's, which may be another
+    /// dealing of a dealer that dealt twice, or one a fork carried instead.
     pub(super) opened: BTreeSet<Vec<u8>>,
 }
 
