@@ -13,6 +13,7 @@
 use crate::{
     driver::{Request, Shared, UpdateRefused},
     ingress::SignedIngress,
+    requests::RequestState,
     state::{Cursor, export_chunk, export_manifest},
 };
 use axum::{
@@ -154,20 +155,42 @@ async fn request_status(
             .is_ok();
         (sent, rx)
     };
+    let mut answer = None;
     if wait_ms > 0 {
         let (sent, rx) = ask(true);
         if !sent {
             return busy();
         }
         if let Ok(Ok(a)) = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await {
-            return Json(a).into_response();
+            answer = Some(a);
         }
     }
-    let (sent, rx) = ask(false);
-    match (sent, rx.await) {
-        (true, Ok(a)) => Json(a).into_response(),
-        _ => busy(),
+    let mut answer = match answer {
+        Some(a) => a,
+        None => match ask(false) {
+            (true, rx) => match rx.await {
+                Ok(a) => a,
+                Err(_) => return busy(),
+            },
+            (false, _) => return busy(),
+        },
+    };
+    // An executed governance call's outcome (an NNS subnet's): read from the state.
+    if matches!(
+        answer.status,
+        RequestState::Executed | RequestState::Certified
+    ) {
+        let (tx, rx) = oneshot::channel();
+        if ctx
+            .requests
+            .try_send(Request::GovernanceReply(id, tx))
+            .is_err()
+        {
+            return busy();
+        }
+        answer.governance = rx.await.ok().flatten();
     }
+    Json(answer).into_response()
 }
 
 async fn status(State(ctx): State<Ctx>) -> Response {

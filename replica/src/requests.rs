@@ -41,6 +41,10 @@ pub struct RequestStatus {
     pub status: RequestState,
     /// The height that executed it (`executed` and `certified`).
     pub height: Option<u64>,
+    /// A governance call's outcome on an NNS subnet, once executed (and until the
+    /// message expires): see `state::nns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<crate::state::nns::GovernanceReply>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +115,7 @@ impl Tracker {
             message_id: id.to_string(),
             status,
             height: height.map(Height::get),
+            governance: None,
         }
     }
 

@@ -80,7 +80,8 @@ impl Kv for MemoryKv {
     }
 }
 
-const LATEST: &[u8] = b"r/latest";
+/// The entry holding the latest version: present exactly when the registry is not empty.
+pub const LATEST: &[u8] = b"r/latest";
 const DELTA: &[u8] = b"r/delta/";
 const CHAIN: &[u8] = b"r/chain/";
 const HISTORY: &[u8] = b"r/history/";

@@ -75,6 +75,12 @@ pub enum Request {
         wait: bool,
         reply: oneshot::Sender<RequestStatus>,
     },
+    /// A governance call's reply in this node's state (`None`: none, or not an NNS
+    /// subnet).
+    GovernanceReply(
+        CryptoHash,
+        oneshot::Sender<Option<crate::state::nns::GovernanceReply>>,
+    ),
     /// The resharing under way, as this node's chain holds it (`None`: none).
     Resharing(oneshot::Sender<Option<consensus::resharing::ResharingView>>),
     /// A joining receiver's complaint, for the core to check, pool and gossip.

@@ -45,7 +45,10 @@ impl Driver {
             Operation::Put { key, value } | Operation::Append { key, value } => {
                 (key.len() + value.len()) as u64
             }
-            Operation::Delete { .. } => return None,
+            // Governance calls write the registry, which no sender's quota counts.
+            Operation::Delete { .. } | Operation::Propose { .. } | Operation::Vote { .. } => {
+                return None;
+            }
         };
         let quota = crate::state::quota::QUOTAS.stored_bytes_per_sender;
         let stored = self
@@ -73,6 +76,15 @@ impl Driver {
                 } else {
                     let _ = reply.send(self.requests.status(&id, in_pool));
                 }
+            }
+            Request::GovernanceReply(id, reply) => {
+                let found = self.state.as_ref().and_then(|s| {
+                    s.governance_reply(&id)
+                        .inspect_err(|e| tracing::warn!(error = %e, "reading a governance reply"))
+                        .ok()
+                        .flatten()
+                });
+                let _ = reply.send(found);
             }
             Request::Resharing(reply) => {
                 let _ = reply.send(self.core.resharing_view());

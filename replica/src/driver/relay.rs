@@ -72,6 +72,10 @@ impl Driver {
                 key.len() + value.len()
             }
             Operation::Delete { key } => key.len(),
+            // Rare, and bounded like a value: the exact size is worth an encoding.
+            op @ (Operation::Propose { .. } | Operation::Vote { .. }) => {
+                types::codec::encode(op).len()
+            }
         } + ENVELOPE_BYTES;
         if self.outgoing.push(relay, size, Instant::now()) {
             self.flush_relay();
@@ -121,6 +125,16 @@ impl Driver {
         } else if done {
             // Executed already (a late relay, or a user's retry).
             Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
+        } else if m.ingress.operation.is_governance()
+            && !self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.keeps_registry().unwrap_or(false))
+        {
+            // Execution here would skip it: only an NNS subnet keeps the registry.
+            Err(UpdateRefused::Invalid(IngressError::NotNns(
+                m.ingress.operation.method(),
+            )))
         } else if let Some(e) = self.over_quota(&m) {
             // Execution would skip it: say so now rather than accept it.
             Err(UpdateRefused::Invalid(e))

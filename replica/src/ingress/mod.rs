@@ -10,6 +10,7 @@
 //! another that knows the same user key.
 
 use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
+use registry::governance::{SignedBallot, SignedSubmission};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use types::{CryptoHash, NetworkId, codec, domain};
@@ -43,12 +44,24 @@ pub enum Operation {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// A governance proposal, signed by its neuron's controller, for the registry an NNS
+    /// subnet keeps in its state (issue 19). Another subnet skips it.
+    Propose {
+        submission: Box<SignedSubmission>,
+    },
+    /// A neuron's vote on a proposal, as [`Operation::Propose`].
+    Vote {
+        ballot: Box<SignedBallot>,
+    },
 }
 
 impl Operation {
-    pub fn key(&self) -> &str {
+    /// The user key the update writes (`None` for a governance call, which writes the
+    /// registry).
+    pub fn key(&self) -> Option<&str> {
         match self {
-            Self::Put { key, .. } | Self::Delete { key } | Self::Append { key, .. } => key,
+            Self::Put { key, .. } | Self::Delete { key } | Self::Append { key, .. } => Some(key),
+            Self::Propose { .. } | Self::Vote { .. } => None,
         }
     }
 
@@ -57,13 +70,22 @@ impl Operation {
             Self::Put { .. } => "put",
             Self::Delete { .. } => "delete",
             Self::Append { .. } => "append",
+            Self::Propose { .. } => "propose",
+            Self::Vote { .. } => "vote",
         }
+    }
+
+    /// Whether this is a governance call (executed only by a subnet keeping the registry).
+    pub fn is_governance(&self) -> bool {
+        matches!(self, Self::Propose { .. } | Self::Vote { .. })
     }
 
     /// Whether this release executes the method.
     pub fn supported(&self) -> bool {
         match self {
-            Self::Put { .. } | Self::Delete { .. } => true,
+            Self::Put { .. } | Self::Delete { .. } | Self::Propose { .. } | Self::Vote { .. } => {
+                true
+            }
             Self::Append { .. } => cfg!(feature = "next-release"),
         }
     }
@@ -107,6 +129,10 @@ pub enum IngressError {
     Duplicate(CryptoHash),
     #[error("method {0} is not supported by this replica release")]
     UnsupportedMethod(&'static str),
+    #[error(
+        "this subnet does not keep the registry: send governance calls ({0}) to a node of the NNS subnet"
+    )]
+    NotNns(&'static str),
     #[error("the ingress pool is full ({messages} messages, {bytes} bytes)")]
     PoolFull { messages: usize, bytes: usize },
     #[error(
@@ -185,9 +211,10 @@ impl SignedIngress {
                 expected: *network,
             });
         }
-        let key_len = i.operation.key().len();
-        if key_len == 0 || key_len > MAX_KEY_BYTES {
-            return Err(IngressError::BadKey(key_len));
+        if let Some(key) = i.operation.key()
+            && (key.is_empty() || key.len() > MAX_KEY_BYTES)
+        {
+            return Err(IngressError::BadKey(key.len()));
         }
         if !i.operation.supported() {
             return Err(IngressError::UnsupportedMethod(i.operation.method()));
@@ -196,6 +223,14 @@ impl SignedIngress {
             && value.len() > MAX_VALUE_BYTES
         {
             return Err(IngressError::ValueTooLarge(value.len()));
+        }
+        if i.operation.is_governance() {
+            // A proposal carries records (a version's URLs, node lists): as large as a
+            // value at most.
+            let size = codec::encode(&i.operation).len();
+            if size > MAX_VALUE_BYTES {
+                return Err(IngressError::ValueTooLarge(size));
+            }
         }
         if i.expiry_ns < now_ns {
             return Err(IngressError::Expired {
@@ -665,7 +700,12 @@ mod tests {
         assert!(
             from_one <= MAX_BLOCK_BYTES_PER_SENDER && from_one > MAX_BLOCK_BYTES_PER_SENDER / 2
         );
-        assert!(picked.len() < 13 && picked.iter().any(|m| m.ingress.operation.key() == "small"));
+        assert!(
+            picked.len() < 13
+                && picked
+                    .iter()
+                    .any(|m| m.ingress.operation.key() == Some("small"))
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod ahead;
 pub mod checkpoint;
 pub mod chunks;
 pub mod index;
+pub mod nns;
 pub mod quota;
 pub mod registry_kv;
 pub mod schema;
@@ -73,6 +74,9 @@ pub enum StateError {
     /// The registry kept in this state (an NNS subnet's) could not be read or written.
     #[error("the registry in the state: {0}")]
     Registry(registry::store::StoreError),
+    /// The registry refused a change that is not a user's request (the genesis registry).
+    #[error("the registry refused: {0}")]
+    RegistryRefused(registry::RegistryError),
     /// State-sync data (a manifest or a chunk) that does not verify: the peer lied.
     #[error("state sync data does not verify: {0}")]
     Unverified(String),
@@ -295,7 +299,24 @@ impl ReplicatedState {
         payload: &[SignedIngress],
         verified: &mut VerifiedSignatures,
     ) -> Result<Executed, StateError> {
+        self.execute_block(height, time_ns, network, payload, verified, None)
+    }
+
+    /// The block at `height`; with `install`, an NNS subnet's first block, which writes
+    /// the genesis registry before its payload executes ([`nns`]).
+    fn execute_block(
+        &mut self,
+        height: Height,
+        time_ns: u64,
+        network: &NetworkId,
+        payload: &[SignedIngress],
+        verified: &mut VerifiedSignatures,
+        install: Option<&nns::RegistryGenesis>,
+    ) -> Result<Executed, StateError> {
         let mut w = self.begin_block(height)?;
+        if let Some(genesis) = install {
+            nns::install(&self.db, &mut w, genesis)?;
+        }
         // Expired replay records go first: their messages can no longer be valid.
         let mut it = self.db.raw_iterator();
         it.seek(b"e/");
@@ -315,10 +336,21 @@ impl ReplicatedState {
         }
         it.status()?;
         drop(it);
+        // An NNS subnet's state: governance calls execute, and their replies expire with
+        // their replay records.
+        let keeps_registry = install.is_some() || nns::keeps_registry(&self.db)?;
         for ek in expired {
-            w.write(prefixed(b"x/", &ek[10..]), None);
+            let id = &ek[10..];
+            if keeps_registry {
+                let rk = prefixed(nns::REPLY_PREFIX, id);
+                if self.db.get(&rk)?.is_some() {
+                    w.write(rk, None);
+                }
+            }
+            w.write(prefixed(b"x/", id), None);
             w.write(ek, None);
         }
+        let mut calls = Vec::new();
         let mut executed = Vec::new();
         let mut skipped = 0;
         let mut previous_values = BTreeMap::new();
@@ -340,7 +372,28 @@ impl ReplicatedState {
                 skipped += 1;
                 continue;
             }
-            let k = user_entry_key(m.ingress.operation.key());
+            let record_replay = |w: &mut Writes| {
+                let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
+                w.write(xk, Some(expiry.clone()));
+                w.write(
+                    [b"e/".as_slice(), &expiry, &id.0].concat(),
+                    Some(Vec::new()),
+                );
+            };
+            let Some(user_key) = m.ingress.operation.key() else {
+                // A governance call: run after the block's updates, in order (it reads
+                // and writes only the registry, so the order among updates is moot).
+                if !keeps_registry {
+                    skipped += 1;
+                    continue;
+                }
+                spent.insert(*sender, so_far + size);
+                record_replay(&mut w);
+                calls.push((id, &m.ingress.operation));
+                executed.push(id);
+                continue;
+            };
+            let k = user_entry_key(user_key);
             let old = w.current(&self.db, &k)?;
             let new = match &m.ingress.operation {
                 Operation::Put { value, .. } => Some(to_stored(self.schema, value)),
@@ -365,8 +418,12 @@ impl ReplicatedState {
                     skipped += 1;
                     continue;
                 }
+                // Governance calls have no user key: handled above.
+                Operation::Propose { .. } | Operation::Vote { .. } => {
+                    skipped += 1;
+                    continue;
+                }
             };
-            let user_key = m.ingress.operation.key();
             let sized = |stored: &Option<Vec<u8>>| -> Result<Option<u64>, StateError> {
                 stored
                     .as_ref()
@@ -384,17 +441,13 @@ impl ReplicatedState {
                 continue;
             }
             spent.insert(*sender, so_far + size);
-            let expiry = m.ingress.expiry_ns.to_be_bytes().to_vec();
-            w.write(xk, Some(expiry.clone()));
-            w.write(
-                [b"e/".as_slice(), &expiry, &id.0].concat(),
-                Some(Vec::new()),
-            );
-            previous_values
-                .entry(m.ingress.operation.key().to_string())
-                .or_insert(old);
+            record_replay(&mut w);
+            previous_values.entry(user_key.to_string()).or_insert(old);
             w.write(k, new);
             executed.push(id);
+        }
+        if keeps_registry {
+            nns::execute_calls(&self.db, &mut w, time_ns, network, &calls)?;
         }
         let tree = self.commit_block(height, w)?;
         Ok(Executed {
@@ -416,9 +469,7 @@ impl ReplicatedState {
                 got: height,
             });
         }
-        Ok(Writes {
-            overlay: Overlay::new(),
-        })
+        Ok(Writes::new())
     }
 
     /// Writes a block's entries, the tree's changes and the new height in one batch, and
@@ -456,6 +507,12 @@ struct Writes {
 }
 
 impl Writes {
+    fn new() -> Self {
+        Self {
+            overlay: Overlay::new(),
+        }
+    }
+
     /// An entry's value with this block's writes so far.
     fn current(&self, db: &DB, k: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.overlay.get(k) {

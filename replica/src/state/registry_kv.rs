@@ -36,6 +36,12 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
+impl<'a> BlockKv<'a> {
+    pub(super) fn new(db: &'a DB, writes: &'a mut Writes) -> Self {
+        Self { db, writes }
+    }
+}
+
 impl Kv for BlockKv<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.writes.current(self.db, key).map_err(storage)
