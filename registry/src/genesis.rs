@@ -4,7 +4,7 @@
 use crate::{
     records::{
         CupContentsKind, CupContentsRecord, NeuronRecord, NodeRecord, RegistryRecord,
-        ReplicaVersionRecord, SubnetListRecord, SubnetRecord, keys,
+        ReplicaVersionRecord, SubnetKind, SubnetListRecord, SubnetRecord, keys,
     },
     store::Mutation,
 };
@@ -80,6 +80,9 @@ pub struct GenesisSubnet {
     pub high_threshold_key: ThresholdPublicKey,
     pub genesis_time_ns: u64,
     pub genesis_state_hash: CryptoHash,
+    /// Absent: an application subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SubnetKind>,
 }
 
 impl Genesis {
@@ -152,6 +155,7 @@ impl Genesis {
                 halt_at_cup_height: false,
                 is_halted: false,
                 key_holders: None,
+                kind: s.kind,
                 extensions: Default::default(),
             };
             insert(keys::subnet_record(&s.subnet_id), r.encode_value());
@@ -217,6 +221,9 @@ pub struct GeneratedNetwork {
     pub nodes: Vec<GeneratedNode>,
     /// After the subnet's nodes (`nodes/node-<n + j>`), in the genesis's node list.
     pub spares: Vec<SpareNode>,
+    /// After the spares: the NNS subnet's nodes, if the network has one
+    /// ([`GeneratedNetwork::add_nns_subnet`]).
+    pub nns: Vec<GeneratedNode>,
     pub neuron_keys: Vec<Ed25519KeyPair>,
 }
 
@@ -255,25 +262,10 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
     params: &NetworkParams,
     rng: &mut R,
 ) -> Result<GeneratedNetwork, crypto::CryptoError> {
-    let n = params.nodes;
-    let low = deal(n, low_threshold(n), rng)?;
-    let high = deal(n, high_threshold(n), rng)?;
-    let mut nodes = Vec::with_capacity(n);
-    for (i, (low_share, high_share)) in low.shares.into_iter().zip(high.shares).enumerate() {
-        let (ed25519, bls, encryption, record) = node_keys(i, params.base_port, rng);
-        nodes.push(GeneratedNode {
-            ed25519,
-            bls,
-            encryption,
-            low_share,
-            high_share,
-            record,
-        });
-    }
+    let (nodes, subnet) = subnet_of(params, params.nodes, 0, params.base_port, None, rng)?;
     let neuron_keys: Vec<Ed25519KeyPair> = (0..params.neurons)
         .map(|_| Ed25519KeyPair::generate(rng))
         .collect();
-    let subnet_id = SubnetId::from_threshold_public_key(&high.public.group_key.to_bytes());
     let genesis = Genesis {
         voting_period_seconds: default_voting_period_seconds(),
         neurons: neuron_keys
@@ -291,28 +283,80 @@ pub fn generate_network<R: rand::RngCore + rand::CryptoRng>(
             urls: params.package_urls.clone(),
         }],
         nodes: nodes.iter().map(|n| n.record.clone()).collect(),
-        subnets: vec![GenesisSubnet {
-            subnet_id,
-            members: nodes.iter().map(|n| n.record.node_id).collect(),
-            replica_version: params.replica_version.clone(),
-            dkg_interval_length: params.dkg_interval_length,
-            unit_delay_ms: params.unit_delay_ms,
-            initial_notary_delay_ms: params.initial_notary_delay_ms,
-            low_threshold_key: low.public,
-            high_threshold_key: high.public,
-            genesis_time_ns: params.genesis_time_ns,
-            genesis_state_hash: types::empty_state_hash(),
-        }],
+        subnets: vec![subnet],
     };
     Ok(GeneratedNetwork {
         genesis,
         nodes,
         spares: Vec::new(),
+        nns: Vec::new(),
         neuron_keys,
     })
 }
 
+/// `n` nodes (numbered from `first`) with the shares of one fresh dealing of a subnet's
+/// two threshold keys, and the subnet made of them.
+fn subnet_of<R: rand::RngCore + rand::CryptoRng>(
+    params: &NetworkParams,
+    n: usize,
+    first: usize,
+    base_port: u16,
+    kind: Option<SubnetKind>,
+    rng: &mut R,
+) -> Result<(Vec<GeneratedNode>, GenesisSubnet), crypto::CryptoError> {
+    let low = deal(n, low_threshold(n), rng)?;
+    let high = deal(n, high_threshold(n), rng)?;
+    let mut nodes = Vec::with_capacity(n);
+    for (i, (low_share, high_share)) in low.shares.into_iter().zip(high.shares).enumerate() {
+        let (ed25519, bls, encryption, record) = node_keys(first + i, base_port, rng);
+        nodes.push(GeneratedNode {
+            ed25519,
+            bls,
+            encryption,
+            low_share,
+            high_share,
+            record,
+        });
+    }
+    let subnet = GenesisSubnet {
+        subnet_id: SubnetId::from_threshold_public_key(&high.public.group_key.to_bytes()),
+        members: nodes.iter().map(|n| n.record.node_id).collect(),
+        replica_version: params.replica_version.clone(),
+        dkg_interval_length: params.dkg_interval_length,
+        unit_delay_ms: params.unit_delay_ms,
+        initial_notary_delay_ms: params.initial_notary_delay_ms,
+        low_threshold_key: low.public,
+        high_threshold_key: high.public,
+        genesis_time_ns: params.genesis_time_ns,
+        genesis_state_hash: types::empty_state_hash(),
+        kind,
+    };
+    Ok((nodes, subnet))
+}
+
 impl GeneratedNetwork {
+    /// Adds an NNS subnet of `count` new nodes (after the nodes and spares, ports
+    /// following theirs), with its own threshold keys, whose state is the registry and
+    /// governance with this genesis's voting period. It is the genesis's second subnet.
+    pub fn add_nns_subnet<R: rand::RngCore + rand::CryptoRng>(
+        &mut self,
+        params: &NetworkParams,
+        count: usize,
+        rng: &mut R,
+    ) -> Result<(), crypto::CryptoError> {
+        let first = self.nodes.len() + self.spares.len() + self.nns.len();
+        let kind = SubnetKind::Nns {
+            voting_period_seconds: self.genesis.voting_period_seconds,
+        };
+        let (nodes, subnet) = subnet_of(params, count, first, params.base_port, Some(kind), rng)?;
+        self.genesis
+            .nodes
+            .extend(nodes.iter().map(|n| n.record.clone()));
+        self.genesis.subnets.push(subnet);
+        self.nns.extend(nodes);
+        Ok(())
+    }
+
     /// Registers `count` more nodes in no subnet (their ports follow the subnet's).
     pub fn add_spares<R: rand::RngCore + rand::CryptoRng>(
         &mut self,
@@ -333,10 +377,11 @@ impl GeneratedNetwork {
         }
     }
 
-    /// Writes `genesis.json`, `neurons/neuron-<i>.key` and, per node,
+    /// Writes `genesis.json`, `neurons/neuron-<i>.key` and, per node (the subnet's, the
+    /// spares, the NNS subnet's),
     /// `nodes/node-<i>/{node.key, bls.key, encryption.key, low_share.key,
-    /// high_share.key}` (every secret with mode 0600; a spare node has no shares). The
-    /// share index of node `i` is its position `i` in the subnet.
+    /// high_share.key}` (every secret with mode 0600; a spare node has no shares). A
+    /// node's share index is its position in its subnet.
     pub fn write(&self, dir: &std::path::Path) -> Result<(), String> {
         let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
         let neurons = dir.join("neurons");
@@ -356,6 +401,11 @@ impl GeneratedNetwork {
                 self.spares
                     .iter()
                     .map(|n| (&n.ed25519, &n.bls, &n.encryption, None)),
+            )
+            .chain(
+                self.nns
+                    .iter()
+                    .map(|n| (&n.ed25519, &n.bls, &n.encryption, Some(n))),
             );
         for (i, (ed25519, bls, encryption, member)) in keys.enumerate() {
             let d = dir.join("nodes").join(format!("node-{i}"));

@@ -94,10 +94,30 @@ types::extensible_record! {
         /// them: from then on the subnet's own CUPs name the committee holding the
         /// (reshared) key, whose group keys never change.
         11 optional key_holders: Option<Vec<NodeId>>,
+        /// What the subnet's replicas execute. Absent: an application subnet (records
+        /// written before subnets had kinds encode as they did).
+        12 optional kind: Option<SubnetKind>,
     }
 }
 
+/// What a subnet's replicated state machine is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubnetKind {
+    /// The key/value application users update and query.
+    #[default]
+    Application,
+    /// The Network Nervous System: its state is the registry and governance (issue 19),
+    /// installed from the genesis registry by its first block, with governance's voting
+    /// period.
+    Nns { voting_period_seconds: u64 },
+}
+
 impl SubnetRecord {
+    pub fn subnet_kind(&self) -> SubnetKind {
+        self.kind.unwrap_or_default()
+    }
+
     /// The nodes that hold the threshold keys' shares, in share-index order: the ones
     /// that run consensus. Equal to `members` until governance changes the membership;
     /// from then on the dealt committee until the subnet reshares its key to the new one.

@@ -229,6 +229,7 @@ impl Orchestration {
             halt_at_cup_height: false,
             is_halted: false,
             key_holders: None,
+            kind: None,
             extensions: Default::default(),
         };
         let mut genesis = vec![

@@ -60,14 +60,23 @@ impl Driver {
                 let started = std::time::Instant::now();
                 // The pool's memory of checked signatures, lent to execution.
                 let mut verified = std::mem::take(&mut self.ingress.verified);
-                let r = self.state_mut().and_then(|s| {
-                    Ok(s.execute_with(
-                        d.height,
-                        d.block.context.time_ns,
-                        &network,
-                        &payload,
-                        &mut verified,
-                    )?)
+                let install = self.registry_to_install(d.height);
+                let r = install.and_then(|install| {
+                    let (height, time_ns) = (d.height, d.block.context.time_ns);
+                    let s = self.state_mut()?;
+                    Ok(match &install {
+                        Some(genesis) => s.execute_installing_registry(
+                            height,
+                            time_ns,
+                            &network,
+                            &payload,
+                            &mut verified,
+                            genesis,
+                        )?,
+                        None => {
+                            s.execute_with(height, time_ns, &network, &payload, &mut verified)?
+                        }
+                    })
                 });
                 self.ingress.verified = verified;
                 let r = r?;
@@ -113,6 +122,45 @@ impl Driver {
             },
         );
         Ok(())
+    }
+
+    /// What the block at `height` installs before its payload: on an NNS subnet's first
+    /// block, the genesis registry (version 1 of the registry this node replicated,
+    /// which every node of the network verified alike) with governance's voting period.
+    fn registry_to_install(
+        &self,
+        height: Height,
+    ) -> Result<Option<crate::state::nns::RegistryGenesis>, ReplicaError> {
+        let registry::records::SubnetKind::Nns {
+            voting_period_seconds,
+        } = self.subnet.record.subnet_kind()
+        else {
+            return Ok(None);
+        };
+        if height != Height::new(1) {
+            return Ok(None);
+        }
+        let genesis = self
+            .registry
+            .changes_since(RegistryVersion::ZERO, 1)
+            .map_err(|e| ReplicaError::Registry(format!("reading the genesis registry: {e}")))?;
+        let Some(delta) = genesis.into_iter().next() else {
+            return Err(ReplicaError::Registry(
+                "the local registry has no version 1 to install on this NNS subnet".into(),
+            ));
+        };
+        let mutations = delta
+            .changes
+            .into_iter()
+            .filter_map(|c| {
+                let value = c.value?;
+                Some(registry::store::Mutation::Insert { key: c.key, value })
+            })
+            .collect();
+        Ok(Some(crate::state::nns::RegistryGenesis {
+            mutations,
+            voting_period_ns: voting_period_seconds.saturating_mul(1_000_000_000),
+        }))
     }
 
     /// Storage is unavailable: say so once, and pause (no messages in, nothing out, no

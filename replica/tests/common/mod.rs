@@ -137,6 +137,16 @@ pub type Redirect = (usize, usize, String);
 
 /// [`setup`], with some nodes seeing some peers' HTTP APIs elsewhere.
 pub fn setup_with(redirects: &[Redirect]) -> Net {
+    setup_subnet(redirects, false)
+}
+
+/// [`setup`] for a network with an NNS subnet beside the application subnet, whose
+/// nodes are the ones this `Net` runs (the application subnet's are registered only).
+pub fn setup_nns() -> Net {
+    setup_subnet(&[], true)
+}
+
+fn setup_subnet(redirects: &[Redirect], nns: bool) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let now = replica::now_ns();
     let params = NetworkParams {
@@ -151,20 +161,34 @@ pub fn setup_with(redirects: &[Redirect]) -> Net {
         package_urls: vec!["http://127.0.0.1:9/1.tar.gz".into()],
         genesis_time_ns: now,
     };
-    let mut net =
-        generate_network(&params, &mut rand_chacha::ChaCha20Rng::seed_from_u64(now)).unwrap();
-    for (i, n) in net.nodes.iter_mut().enumerate() {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(now);
+    let mut net = generate_network(&params, &mut rng).unwrap();
+    let mut subnet_index = 0;
+    if nns {
+        net.add_nns_subnet(&params, NODES, &mut rng).unwrap();
+        // The NNS subnet's nodes are the ones run here: first, in `nodes/node-<i>`.
+        std::mem::swap(&mut net.nodes, &mut net.nns);
+        subnet_index = 1;
+    }
+    for n in net.nodes.iter_mut().chain(net.nns.iter_mut()) {
         n.record.consensus_address = format!("127.0.0.1:{}", free_port());
         n.record.http_address = format!("127.0.0.1:{}", free_port());
         n.record.cup_address = format!("127.0.0.1:{}", free_port());
-        net.genesis.nodes[i] = n.record.clone();
+        for g in net.genesis.nodes.iter_mut() {
+            if g.node_id == n.record.node_id {
+                *g = n.record.clone();
+            }
+        }
     }
     net.write(dir.path()).unwrap();
     let mut cup = None;
     for i in 0..NODES {
         let mut genesis = net.genesis.clone();
         for (_, node, address) in redirects.iter().filter(|(viewer, _, _)| *viewer == i) {
-            genesis.nodes[*node].http_address = address.clone();
+            let id = net.nodes[*node].record.node_id;
+            for g in genesis.nodes.iter_mut().filter(|g| g.node_id == id) {
+                g.http_address = address.clone();
+            }
         }
         let mutations = genesis.mutations();
         let d = dir.path().join("nodes").join(format!("node-{i}"));
@@ -175,7 +199,7 @@ pub fn setup_with(redirects: &[Redirect]) -> Net {
         .unwrap();
         let mut reg = Registry::open(RocksStore::open(&d.join("registry")).unwrap()).unwrap();
         reg.init(&mutations, 3600 * 1_000_000_000).unwrap();
-        let subnet = net.genesis.subnets[0].subnet_id;
+        let subnet = net.genesis.subnets[subnet_index].subnet_id;
         cup = Some(registry_cup(reg.store(), &subnet, RegistryVersion::new(1)).unwrap());
     }
     let cup_path = dir.path().join("genesis.cup");
