@@ -159,6 +159,7 @@ pub(crate) fn chaos(upgrades: u32, seed: u64, as_json: bool) -> Result<(), Strin
     let args = PrepArgs {
         nodes: 4,
         spare: 0,
+        nns_nodes: 0,
         dkg_interval: 9,
         neurons: 3,
         base_port: Some(hosts::HOST_BASE_PORT),

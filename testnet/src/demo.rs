@@ -19,6 +19,7 @@ pub(crate) fn demo(
     let args = PrepArgs {
         nodes,
         spare: 0,
+        nns_nodes: 0,
         dkg_interval: 9,
         neurons: 3,
         base_port: Some(match hosts {

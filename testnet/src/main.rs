@@ -275,6 +275,13 @@ struct PrepArgs {
     /// orchestrators running and waiting for an assignment (`nns propose add-nodes`).
     #[arg(long, default_value_t = 0)]
     spare: usize,
+    /// Nodes of an NNS subnet beside the application subnet (after the spares): its
+    /// replicated state is the registry and governance, installed from the genesis by
+    /// its first block, and it executes governance calls sent to its nodes as ingress
+    /// (issue 19). 0: no NNS subnet (the default until the network reads its registry
+    /// from the NNS subnet rather than from `registry serve`).
+    #[arg(long, default_value_t = 0)]
+    nns_nodes: usize,
     #[arg(long, default_value_t = 20)]
     dkg_interval: u64,
     #[arg(long, default_value_t = 3)]
@@ -316,6 +323,10 @@ struct Layout {
     /// `--spare` machines, in no subnet at genesis: spare `j` is node `nodes.len() + j`.
     #[serde(default)]
     spares: Vec<NodeLayout>,
+    /// `--nns-nodes` machines, the NNS subnet's: NNS node `k` is node
+    /// `nodes.len() + spares.len() + k`.
+    #[serde(default)]
+    nns: Vec<NodeLayout>,
     /// The registry's and the package server's host.
     #[serde(default = "loopback_host")]
     infra_host: String,
@@ -343,9 +354,13 @@ impl Layout {
     fn package_url_base(&self) -> String {
         format!("http://{}:{}/packages", self.infra_host, self.package_port)
     }
-    /// Every node machine, subnet nodes then spares, with its node index.
+    /// Every node machine, subnet nodes, spares, then NNS nodes, with its node index.
     fn machines(&self) -> impl Iterator<Item = (usize, &NodeLayout)> {
-        self.nodes.iter().chain(&self.spares).enumerate()
+        self.nodes
+            .iter()
+            .chain(&self.spares)
+            .chain(&self.nns)
+            .enumerate()
     }
 
     /// `program` run on `host` (in its namespace with `--hosts netns`).
@@ -375,7 +390,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let base = match (args.base_port, args.hosts) {
-                (Some(0), Hosts::Loopback) => free_base(args.nodes + args.spare),
+                (Some(0), Hosts::Loopback) => free_base(args.nodes + args.spare + args.nns_nodes),
                 (None, Hosts::Loopback) => Ok(31000),
                 (None | Some(0), Hosts::Netns) => Ok(hosts::HOST_BASE_PORT),
                 (Some(base), _) => Ok(base),

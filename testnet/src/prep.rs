@@ -41,7 +41,10 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     if args.spare > 40 {
         return Err("--spare must be between 0 and 40".into());
     }
-    let machines = nodes + args.spare;
+    if args.nns_nodes > 40 {
+        return Err("--nns-nodes must be between 0 and 40".into());
+    }
+    let machines = nodes + args.spare + args.nns_nodes;
     if u32::from(base) + 10 + 4 * machines as u32 > 65535 {
         return Err("--base-port leaves no room for every node's ports".into());
     }
@@ -70,6 +73,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         package_port: base + 1,
         nodes: Vec::new(),
         spares: Vec::new(),
+        nns: Vec::new(),
         infra_host,
         netns,
     };
@@ -91,11 +95,16 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let mut net = generate_network(&params, &mut rng).map_err(|e| e.to_string())?;
     net.add_spares(args.spare, base, &mut rng);
+    if args.nns_nodes > 0 {
+        net.add_nns_subnet(&params, args.nns_nodes, &mut rng)
+            .map_err(|e| e.to_string())?;
+    }
     let records = net
         .nodes
         .iter_mut()
         .map(|n| &mut n.record)
-        .chain(net.spares.iter_mut().map(|n| &mut n.record));
+        .chain(net.spares.iter_mut().map(|n| &mut n.record))
+        .chain(net.nns.iter_mut().map(|n| &mut n.record));
     for (i, record) in records.enumerate() {
         // Separate hosts use the same ports, each on its own address.
         let (host, p) = match &layout.netns {
@@ -118,8 +127,10 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         };
         if i < nodes {
             layout.nodes.push(machine);
-        } else {
+        } else if i < nodes + args.spare {
             layout.spares.push(machine);
+        } else {
+            layout.nns.push(machine);
         }
     }
     net.write(dir)?;
@@ -171,11 +182,15 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     std::fs::write(dir.join("testnet.json"), text + "\n").map_err(io(dir))?;
     Ok(json!({
         "summary": format!(
-            "prepared {} nodes{} in {}; start them with: testnet up --dir {}",
+            "prepared {} nodes{}{} in {}; start them with: testnet up --dir {}",
             layout.nodes.len(),
             match layout.spares.len() {
                 0 => String::new(),
                 k => format!(" and {k} spare node{}", if k == 1 { "" } else { "s" }),
+            },
+            match layout.nns.len() {
+                0 => String::new(),
+                k => format!(", an NNS subnet of {k}"),
             },
             dir.display(),
             dir.display()
@@ -183,6 +198,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         "dir": dir.display().to_string(),
         "nodes": layout.nodes.len(),
         "spares": layout.spares.iter().map(|n| n.node_id.clone()).collect::<Vec<_>>(),
+        "nns_nodes": layout.nns.iter().map(|n| n.node_id.clone()).collect::<Vec<_>>(),
         "hosts": if layout.netns.is_some() { "netns" } else { "loopback" },
         "registry_url": layout.registry_url(),
         "package_url_base": layout.package_url_base(),

@@ -107,7 +107,7 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
         let client = client()?;
         loop {
             let mut all = true;
-            for n in &l.nodes {
+            for n in l.nodes.iter().chain(&l.nns) {
                 let h = replica_status(&client, &format!("http://{}", n.http_address))
                     .await
                     .map_or(0, |s| s.finalized_height);
@@ -139,6 +139,7 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
         ),
         "nodes": l.nodes.len(),
         "spares": l.spares.len(),
+        "nns_nodes": l.nns.len(),
         "registry_url": l.registry_url(),
         "dashboard_url": l.dashboard_url(),
     }))
@@ -215,7 +216,8 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
             let of = |f: &dyn Fn(&replica::driver::StatusView) -> Value| r.as_ref().map_or(Value::Null, f);
             nodes.push(json!({
                 "node_id": n.node_id,
-                "spare": i >= l.nodes.len(),
+                "spare": (l.nodes.len()..l.nodes.len() + l.spares.len()).contains(&i),
+                "nns": i >= l.nodes.len() + l.spares.len(),
                 "subnet_id": field(&o, "subnet_id"),
                 "decision": field(&o, "decision"),
                 "alive": o.is_some(),
@@ -342,7 +344,7 @@ pub(crate) fn node_of(l: &Layout, node: usize) -> Result<&NodeLayout, String> {
     l.machines().nth(node).map(|(_, n)| n).ok_or_else(|| {
         format!(
             "--node {node}: the testnet has nodes 0 to {}",
-            l.nodes.len() + l.spares.len() - 1
+            l.machines().count().saturating_sub(1)
         )
     })
 }
