@@ -88,7 +88,7 @@ pub fn describe() -> Description {
         wire_protocol: crate::WIRE_PROTOCOL,
         methods: all
             .iter()
-            .filter(|o| o.supported())
+            .filter(|o| crate::ingress::supported(o))
             .map(|o| o.method())
             .collect(),
     }

@@ -24,7 +24,7 @@ fn propose(neuron: &Ed25519KeyPair, nonce: u64, version: &str) -> SignedIngress 
             urls: vec!["http://127.0.0.1:9/2.tar.gz".into()],
         },
     };
-    let submission = Box::new(SignedSubmission::sign(submission, neuron));
+    let submission = types::codec::encode(&SignedSubmission::sign(submission, neuron));
     SignedIngress::sign(
         Ingress {
             network: network(),

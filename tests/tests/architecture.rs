@@ -54,6 +54,7 @@ fn protocol_cores_have_no_io_dependencies() {
         "types",
         "crypto",
         "state-tree",
+        "ingress",
         "simulator",
     ] {
         check_no_io(krate, &tree(krate));

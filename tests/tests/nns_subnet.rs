@@ -94,7 +94,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         &neuron(0),
         1,
         Operation::Propose {
-            submission: Box::new(SignedSubmission::sign(submission, &neuron(0))),
+            submission: types::codec::encode(&SignedSubmission::sign(submission, &neuron(0))),
         },
     );
 
@@ -120,7 +120,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         &neuron(1),
         1,
         Operation::Vote {
-            ballot: Box::new(SignedBallot::sign(ballot, &neuron(1))),
+            ballot: types::codec::encode(&SignedBallot::sign(ballot, &neuron(1))),
         },
     );
     let (code, body) = post(&net, &url(3), &vote);

@@ -72,9 +72,8 @@ impl Driver {
                 key.len() + value.len()
             }
             Operation::Delete { key } => key.len(),
-            // Rare, and bounded like a value: the exact size is worth an encoding.
-            op @ (Operation::Propose { .. } | Operation::Vote { .. }) => {
-                types::codec::encode(op).len()
+            Operation::Propose { submission: call } | Operation::Vote { ballot: call } => {
+                call.len()
             }
         } + ENVELOPE_BYTES;
         if self.outgoing.push(relay, size, Instant::now()) {

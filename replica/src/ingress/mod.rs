@@ -1,4 +1,5 @@
-//! Signed ingress: what users send, how it is checked, and the pool blocks draw from.
+//! Signed ingress: what users send (the message itself is the `ingress` crate's), how
+//! this release checks it, and the pool blocks draw from.
 //!
 //! An update is `(network, sender key, nonce, expiry, operation)` signed by the sender
 //! (domain `INGRESS`). Its id is the hash of that content. It is valid only on the network
@@ -9,141 +10,15 @@
 //! expire. So an update signed for one network (a test network, say) is never valid on
 //! another that knows the same user key.
 
-use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey, Ed25519Signature};
-use registry::governance::{SignedBallot, SignedSubmission};
-use serde::{Deserialize, Serialize};
+pub use ingress::{
+    Ingress, IngressError, MAX_EXPIRY_AHEAD_NS, MAX_KEY_BYTES, MAX_VALUE_BYTES, Operation,
+    SignedIngress,
+};
 use std::collections::BTreeMap;
-use types::{CryptoHash, NetworkId, codec, domain};
+use types::{CryptoHash, NetworkId, codec};
 
 mod verified;
 pub use verified::{MAX_VERIFIED_SIGNATURES, VerifiedSignatures};
-
-/// The longest user key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
-/// The largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// The furthest in the future an expiry may be (5 minutes, as on the Internet Computer).
-pub const MAX_EXPIRY_AHEAD_NS: u64 = 5 * 60 * 1_000_000_000;
-
-/// The update methods. The encoding lists every method of every release, so a client
-/// builds any of them; a release refuses a method it does not have (see
-/// [`Operation::supported`]). New methods go at the end: the variant index is the wire tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Operation {
-    Put {
-        key: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
-    /// Appends `value` to the key's value (creating it). The next release's method.
-    Append {
-        key: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    /// A governance proposal, signed by its neuron's controller, for the registry an NNS
-    /// subnet keeps in its state (issue 19). Another subnet skips it.
-    Propose {
-        submission: Box<SignedSubmission>,
-    },
-    /// A neuron's vote on a proposal, as [`Operation::Propose`].
-    Vote {
-        ballot: Box<SignedBallot>,
-    },
-}
-
-impl Operation {
-    /// The user key the update writes (`None` for a governance call, which writes the
-    /// registry).
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            Self::Put { key, .. } | Self::Delete { key } | Self::Append { key, .. } => Some(key),
-            Self::Propose { .. } | Self::Vote { .. } => None,
-        }
-    }
-
-    pub fn method(&self) -> &'static str {
-        match self {
-            Self::Put { .. } => "put",
-            Self::Delete { .. } => "delete",
-            Self::Append { .. } => "append",
-            Self::Propose { .. } => "propose",
-            Self::Vote { .. } => "vote",
-        }
-    }
-
-    /// Whether this is a governance call (executed only by a subnet keeping the registry).
-    pub fn is_governance(&self) -> bool {
-        matches!(self, Self::Propose { .. } | Self::Vote { .. })
-    }
-
-    /// Whether this release executes the method.
-    pub fn supported(&self) -> bool {
-        match self {
-            Self::Put { .. } | Self::Delete { .. } | Self::Propose { .. } | Self::Vote { .. } => {
-                true
-            }
-            Self::Append { .. } => cfg!(feature = "next-release"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ingress {
-    /// The network the update is for; every other network refuses it.
-    pub network: NetworkId,
-    pub sender: Ed25519PublicKey,
-    pub nonce: u64,
-    pub expiry_ns: u64,
-    pub operation: Operation,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedIngress {
-    pub ingress: Ingress,
-    pub signature: Ed25519Signature,
-}
-
-/// Why an update was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IngressError {
-    #[error("signed for network {signed_for}, but this is network {expected}")]
-    WrongNetwork {
-        signed_for: NetworkId,
-        expected: NetworkId,
-    },
-    #[error("the signature does not match the sender key")]
-    BadSignature,
-    #[error("expired at {expiry_ns} ns (now {now_ns} ns)")]
-    Expired { expiry_ns: u64, now_ns: u64 },
-    #[error("expiry {expiry_ns} ns is more than 5 minutes ahead of now ({now_ns} ns)")]
-    ExpiryTooFar { expiry_ns: u64, now_ns: u64 },
-    #[error("key must be 1 to {MAX_KEY_BYTES} bytes, got {0}")]
-    BadKey(usize),
-    #[error("value of {0} bytes exceeds {MAX_VALUE_BYTES}")]
-    ValueTooLarge(usize),
-    #[error("message {0} was already received")]
-    Duplicate(CryptoHash),
-    #[error("method {0} is not supported by this replica release")]
-    UnsupportedMethod(&'static str),
-    #[error(
-        "this subnet does not keep the registry: send governance calls ({0}) to a node of the NNS subnet"
-    )]
-    NotNns(&'static str),
-    #[error("the ingress pool is full ({messages} messages, {bytes} bytes)")]
-    PoolFull { messages: usize, bytes: usize },
-    #[error(
-        "this sender already has {messages} messages ({bytes} bytes) waiting: its share of the pool is full, try again after some execute"
-    )]
-    SenderShareFull { messages: usize, bytes: usize },
-    #[error(
-        "this sender's values already take {stored} bytes of the state; with this update they would pass the quota of {quota} bytes (delete some first)"
-    )]
-    QuotaExceeded { stored: u64, quota: u64 },
-}
 
 /// The most bytes (encoded updates) of one sender in one block: a block maker leaves
 /// the rest for later blocks, and execution skips what a block carries beyond it, so no
@@ -152,99 +27,41 @@ pub const MAX_BLOCK_BYTES_PER_SENDER: usize = 512 * 1024;
 /// The replica's pool lets one sender hold 1/8 of it (of its messages and its bytes).
 pub const POOL_SHARE_PER_SENDER_DIVISOR: usize = 8;
 
-impl SignedIngress {
-    pub fn sign(ingress: Ingress, key: &Ed25519KeyPair) -> Self {
-        let signature = key.sign(domain::INGRESS, &codec::encode(&ingress));
-        Self { ingress, signature }
-    }
+/// Whether this release executes the method.
+pub fn supported(op: &Operation) -> bool {
+    !matches!(op, Operation::Append { .. }) || cfg!(feature = "next-release")
+}
 
-    /// The canonical encoding: an update's HTTP body.
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
-    }
+/// An update's checks by this release (a trait: the message is the `ingress` crate's).
+pub trait Validate {
+    /// The network against `network` (this node's), sizes, the method, expiry against
+    /// `now_ns` (the block time when executing), then the signature.
+    fn validate(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError>;
 
-    /// The message id: the hash of the signed content.
-    pub fn id(&self) -> CryptoHash {
-        CryptoHash::of(domain::INGRESS, &codec::encode(&self.ingress))
-    }
+    /// [`Validate::validate`], with the signature checked through `verified` (once per
+    /// node).
+    fn validate_with(
+        &self,
+        now_ns: u64,
+        network: &NetworkId,
+        verified: &mut VerifiedSignatures,
+    ) -> Result<(), IngressError>;
+}
 
-    pub fn size(&self) -> usize {
-        codec::encode(self).len()
-    }
-
-    /// Checks the network against `network` (this node's), sizes, expiry against `now_ns`
-    /// (the block time when executing), then the signature.
-    pub fn validate(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
-        self.check_fields(now_ns, network)?;
+impl Validate for SignedIngress {
+    fn validate(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
+        self.check_fields(now_ns, network, cfg!(feature = "next-release"))?;
         self.verify_signature()
     }
 
-    /// [`Self::validate`], with the signature checked through `verified` (once per node).
-    pub fn validate_with(
+    fn validate_with(
         &self,
         now_ns: u64,
         network: &NetworkId,
         verified: &mut VerifiedSignatures,
     ) -> Result<(), IngressError> {
-        self.check_fields(now_ns, network)?;
+        self.check_fields(now_ns, network, cfg!(feature = "next-release"))?;
         verified.verify(self)
-    }
-
-    /// The sender's signature over the content.
-    pub fn verify_signature(&self) -> Result<(), IngressError> {
-        self.ingress
-            .sender
-            .verify(
-                domain::INGRESS,
-                &codec::encode(&self.ingress),
-                &self.signature,
-            )
-            .map_err(|_| IngressError::BadSignature)
-    }
-
-    /// Everything [`Self::validate`] checks but the signature.
-    fn check_fields(&self, now_ns: u64, network: &NetworkId) -> Result<(), IngressError> {
-        let i = &self.ingress;
-        if i.network != *network {
-            return Err(IngressError::WrongNetwork {
-                signed_for: i.network,
-                expected: *network,
-            });
-        }
-        if let Some(key) = i.operation.key()
-            && (key.is_empty() || key.len() > MAX_KEY_BYTES)
-        {
-            return Err(IngressError::BadKey(key.len()));
-        }
-        if !i.operation.supported() {
-            return Err(IngressError::UnsupportedMethod(i.operation.method()));
-        }
-        if let Operation::Put { value, .. } | Operation::Append { value, .. } = &i.operation
-            && value.len() > MAX_VALUE_BYTES
-        {
-            return Err(IngressError::ValueTooLarge(value.len()));
-        }
-        if i.operation.is_governance() {
-            // A proposal carries records (a version's URLs, node lists): as large as a
-            // value at most.
-            let size = codec::encode(&i.operation).len();
-            if size > MAX_VALUE_BYTES {
-                return Err(IngressError::ValueTooLarge(size));
-            }
-        }
-        if i.expiry_ns < now_ns {
-            return Err(IngressError::Expired {
-                expiry_ns: i.expiry_ns,
-                now_ns,
-            });
-        }
-        if i.expiry_ns > now_ns.saturating_add(MAX_EXPIRY_AHEAD_NS) {
-            return Err(IngressError::ExpiryTooFar {
-                expiry_ns: i.expiry_ns,
-                now_ns,
-            });
-        }
-        Ok(())
     }
 }
 
@@ -480,7 +297,7 @@ pub fn read_carryover(
 /// An update signed by the key of `seed`, for tests: network `[1; 32]`, expiry 1.
 #[cfg(test)]
 pub(crate) fn signed_for_test(seed: u8, nonce: u64, operation: Operation) -> SignedIngress {
-    let user = Ed25519KeyPair::from_seed(&[seed; 32]);
+    let user = crypto::ed25519::Ed25519KeyPair::from_seed(&[seed; 32]);
     SignedIngress::sign(
         Ingress {
             network: NetworkId([1; 32]),
@@ -496,6 +313,7 @@ pub(crate) fn signed_for_test(seed: u8, nonce: u64, operation: Operation) -> Sig
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crypto::ed25519::Ed25519KeyPair;
 
     const NOW: u64 = 1_000_000_000_000;
     const NET: NetworkId = NetworkId([5; 32]);

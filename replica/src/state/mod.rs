@@ -41,7 +41,7 @@ pub use schema::{
     to_stored, value_checksum,
 };
 
-use crate::ingress::{Operation, SignedIngress, VerifiedSignatures};
+use crate::ingress::{Operation, SignedIngress, Validate, VerifiedSignatures};
 use rocksdb::{DB, Options, WriteBatch};
 use std::{collections::BTreeMap, path::Path};
 use tree::{TopTree, Witness};

@@ -14,10 +14,10 @@
 //! state never does, and skips governance calls like a method it does not have.
 
 use super::{Executed, ReplicatedState, StateError, Writes, prefixed, registry_kv::BlockKv};
-use crate::ingress::{Operation, SignedIngress, VerifiedSignatures};
+use crate::ingress::{MAX_VALUE_BYTES, Operation, SignedIngress, VerifiedSignatures};
 use registry::{
     Registry, RegistryError,
-    governance::{ProposalId, ProposalStatus},
+    governance::{ProposalId, ProposalStatus, SignedBallot, SignedSubmission},
     store::{KvStore, Mutation, StoreError, kv::LATEST},
 };
 use rocksdb::DB;
@@ -96,25 +96,36 @@ pub(super) fn execute_calls(
         let mut registry = Registry::open(store).map_err(abandon)?;
         for (id, op) in calls {
             let outcome = match op {
-                Operation::Propose { submission } => registry
-                    .verify_submission(network, submission)
-                    .and_then(|v| registry.submit(time_ns, &v))
-                    .map(|proposal_id| GovernanceReply::Proposed { proposal_id }),
-                Operation::Vote { ballot } => registry
-                    .verify_ballot(network, ballot)
-                    .and_then(|v| registry.vote(time_ns, &v))
-                    .map(|status| GovernanceReply::Voted {
-                        proposal_id: ballot.ballot.proposal_id,
-                        status,
-                    }),
+                Operation::Propose { submission } => {
+                    match codec::decode::<SignedSubmission>(submission, MAX_VALUE_BYTES) {
+                        Err(e) => Err(format!("malformed submission: {e}")),
+                        Ok(submission) => Ok(registry
+                            .verify_submission(network, &submission)
+                            .and_then(|v| registry.submit(time_ns, &v))
+                            .map(|proposal_id| GovernanceReply::Proposed { proposal_id })),
+                    }
+                }
+                Operation::Vote { ballot } => {
+                    match codec::decode::<SignedBallot>(ballot, MAX_VALUE_BYTES) {
+                        Err(e) => Err(format!("malformed ballot: {e}")),
+                        Ok(ballot) => Ok(registry
+                            .verify_ballot(network, &ballot)
+                            .and_then(|v| registry.vote(time_ns, &v))
+                            .map(|status| GovernanceReply::Voted {
+                                proposal_id: ballot.ballot.proposal_id,
+                                status,
+                            })),
+                    }
+                }
                 _ => continue,
             };
             let reply = match outcome {
-                Ok(r) => r,
-                Err(e) if refused(&e) => GovernanceReply::Refused {
+                Err(reason) => GovernanceReply::Refused { reason },
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) if refused(&e) => GovernanceReply::Refused {
                     reason: cut(e.to_string()),
                 },
-                Err(e) => return Err(abandon(e)),
+                Ok(Err(e)) => return Err(abandon(e)),
             };
             replies.push((reply_key(id), codec::encode(&reply)));
         }
@@ -199,7 +210,7 @@ mod tests {
     use rand::SeedableRng;
     use registry::{
         genesis::{GeneratedNetwork, NetworkParams, generate_network},
-        governance::{Ballot, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote},
+        governance::{Ballot, ProposalKind, Submission, Vote},
         store::RegistryStore,
     };
     use types::{RegistryVersion, ReplicaVersion};
@@ -275,7 +286,7 @@ mod tests {
             kind,
         };
         let key = &net.neuron_keys[neuron];
-        let submission = Box::new(SignedSubmission::sign(submission, key));
+        let submission = codec::encode(&SignedSubmission::sign(submission, key));
         call(
             key,
             nonce,
@@ -297,7 +308,7 @@ mod tests {
             vote: Vote::Yes,
         };
         let key = &net.neuron_keys[neuron];
-        let ballot = Box::new(SignedBallot::sign(ballot, key));
+        let ballot = codec::encode(&SignedBallot::sign(ballot, key));
         call(
             key,
             1_000 + proposal_id,

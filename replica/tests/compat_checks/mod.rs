@@ -5,7 +5,7 @@
 
 use crate::release::{
     compat::{self, Fixtures, files},
-    ingress::{IngressError, Operation, decode_payload},
+    ingress::{IngressError, Operation, Validate, decode_payload},
     state::ReplicatedState,
 };
 use cup::{Cup, RegistryCupKind};
