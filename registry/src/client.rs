@@ -57,6 +57,24 @@ pub enum ClientError {
     Malformed { path: String, reason: String },
 }
 
+/// An HTTP client for `url` (http or https only) and the URL without a trailing `/`.
+pub(crate) fn http_client(url: &str) -> Result<(reqwest::Client, String), ClientError> {
+    let bad = |reason: String| ClientError::BadUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("only http and https are supported".into()));
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((http, url.trim_end_matches('/').to_string()))
+}
+
 /// Talks to one registry server.
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
@@ -68,22 +86,10 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// `root_key`: when given, every response must carry a valid signature by it.
     pub fn new(url: &str, root_key: Option<Ed25519PublicKey>) -> Result<Self, ClientError> {
-        let bad = |reason: String| ClientError::BadUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(bad("only http and https are supported".into()));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let (http, base) = http_client(url)?;
         Ok(Self {
             http,
-            base: url.trim_end_matches('/').to_string(),
+            base,
             root_key,
         })
     }

@@ -374,6 +374,23 @@ impl Proposal {
     }
 }
 
+/// What became of a governance call an NNS subnet executed (issue 19): what its nodes
+/// keep for the caller to read, and what `nns` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GovernanceReply {
+    /// The proposal was recorded (and executed already, if its proposer alone had a
+    /// majority).
+    Proposed { proposal_id: ProposalId },
+    /// The vote was counted; the proposal's status after it.
+    Voted {
+        proposal_id: ProposalId,
+        status: ProposalStatus,
+    },
+    /// Refused, with governance's or the registry's reason; nothing changed.
+    Refused { reason: String },
+}
+
 /// Why governance refused a submission or a vote. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GovernanceError {

@@ -8,7 +8,8 @@
 //! - [`service`]: [`Registry`], the three together with atomic persistence.
 //! - [`genesis`]: the genesis file and a generator of whole networks.
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
-//!   exit codes of the command-line tools.
+//!   exit codes of the command-line tools; [`nns_node`]: governance calls sent as ingress
+//!   to a node of an NNS subnet (issue 19).
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
 //! - [`logging`], [`metrics`] and [`shutdown`]: what every node-side binary shares (the
@@ -33,6 +34,8 @@ pub mod local;
 pub mod logging;
 #[cfg(feature = "io")]
 pub mod metrics;
+#[cfg(feature = "io")]
+pub mod nns_node;
 pub mod records;
 #[cfg(feature = "io")]
 pub mod replicator;

@@ -44,7 +44,7 @@ pub struct RequestStatus {
     /// A governance call's outcome on an NNS subnet, once executed (and until the
     /// message expires): see `state::nns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub governance: Option<crate::state::nns::GovernanceReply>,
+    pub governance: Option<registry::governance::GovernanceReply>,
 }
 
 #[derive(Debug, Default)]

@@ -5,15 +5,19 @@
 
 use clap::{Args, Parser, Subcommand};
 use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey};
+use ingress::Operation;
 use registry::{
     api::{ProposalView, SubnetView},
     client::RegistryClient,
     exit::Failure,
-    governance::{Ballot, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote},
+    governance::{
+        Ballot, GovernanceReply, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote,
+    },
+    nns_node::NnsNode,
 };
 use serde::Serialize;
 use std::{path::PathBuf, process::ExitCode};
-use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId};
+use types::{NetworkId, RegistryVersion, ReplicaVersion, SubnetId, codec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -253,6 +257,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .transpose()?;
     let client = RegistryClient::new(&url, root_key)?;
     let json = cli.json;
+    if matches!(cli.command, Command::Propose { .. } | Command::Vote(_))
+        && let Some(node) = nns_node(&url).await?
+    {
+        return govern_through(&cli, root_key.as_ref(), node).await;
+    }
     match cli.command {
         Command::Propose { ref proposal } => {
             let kind = proposal.kind();
@@ -475,6 +484,118 @@ async fn network(
             }
             Ok(network)
         }
+    }
+}
+
+/// `propose` and `vote` through a node of the NNS subnet: the call goes as an update, and
+/// its certified outcome is printed (`vote` prints the proposal's id and status).
+async fn govern_through(
+    cli: &Cli,
+    root_key: Option<&Ed25519PublicKey>,
+    node: (NnsNode, NetworkId),
+) -> Result<(), Failure> {
+    let (key, neuron_id, network) = nns_caller(cli, root_key, &node).await?;
+    let json = cli.json;
+    match &cli.command {
+        Command::Propose { proposal } => {
+            let submission = Submission {
+                network,
+                neuron_id,
+                nonce: rand::random(),
+                kind: proposal.kind(),
+            };
+            let submission = codec::encode(&SignedSubmission::sign(submission, &key));
+            let op = Operation::Propose { submission };
+            match node
+                .0
+                .call(&key, network, op, registry::server::now_ns())
+                .await?
+            {
+                GovernanceReply::Proposed { proposal_id: id } => {
+                    print(json, &serde_json::json!({ "proposal_id": id }), |_| {
+                        format!("proposal {id}")
+                    })
+                }
+                other => Err(refusal(other)),
+            }
+        }
+        Command::Vote(args) => {
+            let ballot = Ballot {
+                network,
+                proposal_id: args.proposal,
+                neuron_id,
+                vote: if args.choice.yes { Vote::Yes } else { Vote::No },
+            };
+            let ballot = codec::encode(&SignedBallot::sign(ballot, &key));
+            match node
+                .0
+                .call(
+                    &key,
+                    network,
+                    Operation::Vote { ballot },
+                    registry::server::now_ns(),
+                )
+                .await?
+            {
+                GovernanceReply::Voted {
+                    proposal_id,
+                    status,
+                } => print(
+                    json,
+                    &serde_json::json!({ "proposal_id": proposal_id, "status": status }),
+                    |_| format!("proposal {proposal_id} {}", status.name()),
+                ),
+                other => Err(refusal(other)),
+            }
+        }
+        _ => Err(Failure::BadArgument(
+            "only propose and vote go to a node of the NNS subnet".into(),
+        )),
+    }
+}
+
+/// A node of an NNS subnet at `url`, with the network it serves; `None` when `url`
+/// answers as something else (a registry server).
+async fn nns_node(url: &str) -> Result<Option<(NnsNode, NetworkId)>, Failure> {
+    let node = NnsNode::new(url)?;
+    Ok(node.probe().await.map(|network| (node, network)))
+}
+
+/// The neuron key, the neuron's id and the network to sign for, for a call to an NNS
+/// node. The node serves no registry reads yet (they come with certified reads), so the
+/// neuron is --neuron, and the network --network-id, --registry-key's, or the node's.
+async fn nns_caller(
+    cli: &Cli,
+    root_key: Option<&Ed25519PublicKey>,
+    node: &(NnsNode, NetworkId),
+) -> Result<(Ed25519KeyPair, u64, NetworkId), Failure> {
+    let path = cli.neuron_key.as_ref().ok_or(Failure::BadArgument(
+        "--neuron-key FILE is required to propose or vote".into(),
+    ))?;
+    let key = Ed25519KeyPair::read_from_file(path)
+        .map_err(|e| Failure::BadArgument(format!("--neuron-key: {e}")))?;
+    let neuron_id = cli.neuron.ok_or(Failure::BadArgument(
+        "--neuron ID is required when --registry names a node of the NNS subnet".into(),
+    ))?;
+    let network = match (cli.network_id, root_key) {
+        (Some(n), _) => n,
+        (None, Some(k)) => NetworkId::from_registry_root_key(k.as_bytes()),
+        (None, None) => node.1,
+    };
+    if network != node.1 {
+        return Err(Failure::BadArgument(format!(
+            "the node at --registry serves network {}, not {network}",
+            node.1
+        )));
+    }
+    Ok((key, neuron_id, network))
+}
+
+/// A governance reply that is not the one the call expects: a refusal, with its reason.
+fn refusal(reply: GovernanceReply) -> Failure {
+    match reply {
+        GovernanceReply::Refused { reason } => Failure::Refused(reason),
+        other => Failure::Refused(format!("unexpected reply: {other:?}")),
     }
 }
 

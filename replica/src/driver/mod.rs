@@ -79,7 +79,7 @@ pub enum Request {
     /// subnet).
     GovernanceReply(
         CryptoHash,
-        oneshot::Sender<Option<crate::state::nns::GovernanceReply>>,
+        oneshot::Sender<Option<registry::governance::GovernanceReply>>,
     ),
     /// The resharing under way, as this node's chain holds it (`None`: none).
     Resharing(oneshot::Sender<Option<consensus::resharing::ResharingView>>),

@@ -17,7 +17,7 @@ use super::{Executed, ReplicatedState, StateError, Writes, prefixed, registry_kv
 use crate::ingress::{MAX_VALUE_BYTES, Operation, SignedIngress, VerifiedSignatures};
 use registry::{
     Registry, RegistryError,
-    governance::{ProposalId, ProposalStatus, SignedBallot, SignedSubmission},
+    governance::{GovernanceReply, SignedBallot, SignedSubmission},
     store::{KvStore, Mutation, StoreError, kv::LATEST},
 };
 use rocksdb::DB;
@@ -30,22 +30,6 @@ pub const REPLY_PREFIX: &[u8] = b"n/reply/";
 pub const MAX_REASON_BYTES: usize = 1024;
 /// The most bytes a stored reply decodes from.
 pub const MAX_REPLY_BYTES: usize = MAX_REASON_BYTES + 64;
-
-/// What became of a governance call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GovernanceReply {
-    /// The proposal was recorded (and executed already, if its proposer alone had a
-    /// majority).
-    Proposed { proposal_id: ProposalId },
-    /// The vote was counted; the proposal's status after it.
-    Voted {
-        proposal_id: ProposalId,
-        status: ProposalStatus,
-    },
-    /// Refused, with governance's or the registry's reason; nothing changed.
-    Refused { reason: String },
-}
 
 /// The entry key of the reply to message `id`.
 pub fn reply_key(id: &CryptoHash) -> Vec<u8> {
@@ -210,7 +194,7 @@ mod tests {
     use rand::SeedableRng;
     use registry::{
         genesis::{GeneratedNetwork, NetworkParams, generate_network},
-        governance::{Ballot, ProposalKind, Submission, Vote},
+        governance::{Ballot, ProposalId, ProposalKind, ProposalStatus, Submission, Vote},
         store::RegistryStore,
     };
     use types::{RegistryVersion, ReplicaVersion};

@@ -1,0 +1,185 @@
+//! Governance calls to a node of an NNS subnet (issue 19): the proposal or ballot, signed
+//! by the neuron's controller, travels as an update ([`ingress::Operation::Propose`],
+//! [`ingress::Operation::Vote`]) to any node of the subnet, which executes it in block
+//! order; the caller waits until the block that executed it is certified and reads the
+//! outcome ([`GovernanceReply`]) from the node's `request_status`.
+//!
+//! Every answer is read within a bound ([`MAX_ANSWER_BYTES`]), like the registry
+//! client's.
+
+use crate::{
+    client::{ClientError, http_client},
+    exit::Failure,
+    governance::GovernanceReply,
+};
+use crypto::ed25519::Ed25519KeyPair;
+use ingress::{Ingress, Operation, SignedIngress};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+use types::NetworkId;
+
+/// The most bytes read of a node's answer (a status, a request status).
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+/// How far ahead a call's expiry is set: under the replicas' five minutes, leaving room
+/// for this machine's clock to run ahead of theirs.
+pub const EXPIRY_AHEAD: Duration = Duration::from_secs(4 * 60);
+/// Each `request_status` waits this long on the node before answering.
+const WAIT_PER_REQUEST_MS: u64 = 10_000;
+
+/// What a node's `/api/v1/status` says, as far as a caller needs it.
+#[derive(Debug, Deserialize)]
+struct NodeStatus {
+    /// Present only in a replica's answer (not a registry server's).
+    finalized_height: u64,
+    network_id: NetworkId,
+}
+
+#[derive(Debug, Deserialize)]
+struct Accepted {
+    message_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestStatus {
+    status: String,
+    #[serde(default)]
+    governance: Option<GovernanceReply>,
+}
+
+/// A node of an NNS subnet, at its public API.
+#[derive(Clone, Debug)]
+pub struct NnsNode {
+    http: reqwest::Client,
+    base: String,
+}
+
+fn unreachable(url: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Unreachable(format!("the node at {url} is unreachable: {e}"))
+}
+
+impl NnsNode {
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        let (http, base) = http_client(url)?;
+        Ok(Self { http, base })
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, e))?;
+        self.body(resp).await
+    }
+
+    async fn body(&self, resp: reqwest::Response) -> Result<(u16, Vec<u8>), Failure> {
+        let code = resp.status().as_u16();
+        let limits = netio::Limits {
+            max_bytes: MAX_ANSWER_BYTES,
+            deadline: crate::client::ANSWER_DEADLINE,
+            min_bytes_per_s: crate::client::MIN_ANSWER_BYTES_PER_S,
+            grace: crate::client::ANSWER_GRACE,
+        };
+        let bytes = netio::read_body(resp, &limits)
+            .await
+            .map_err(|e| unreachable(&self.base, e))?;
+        Ok((code, bytes))
+    }
+
+    /// The network the node serves, if the URL answers as a replica does (`None`: it is
+    /// something else, such as a registry server).
+    pub async fn probe(&self) -> Option<NetworkId> {
+        let (code, body) = self.get("/api/v1/status").await.ok()?;
+        let status: NodeStatus = (code == 200)
+            .then(|| serde_json::from_slice(&body).ok())
+            .flatten()?;
+        let _ = status.finalized_height;
+        Some(status.network_id)
+    }
+
+    /// Sends `operation` signed by `key` for `network`, waits until the node reports it
+    /// certified, and returns its outcome. A refusal by the node (a bad signature, a
+    /// subnet that does not keep the registry) is [`Failure::Refused`]; a subnet that is
+    /// upgrading, or no certification by the call's expiry, is [`Failure::Unreachable`]
+    /// (worth a retry).
+    pub async fn call(
+        &self,
+        key: &Ed25519KeyPair,
+        network: NetworkId,
+        operation: Operation,
+        now_ns: u64,
+    ) -> Result<GovernanceReply, Failure> {
+        let expiry_ns = now_ns.saturating_add(EXPIRY_AHEAD.as_nanos() as u64);
+        let m = SignedIngress::sign(
+            Ingress {
+                network,
+                sender: key.public_key(),
+                nonce: rand::random(),
+                expiry_ns,
+                operation,
+            },
+            key,
+        );
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/update", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(m.encode())
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, e))?;
+        let (code, body) = self.body(resp).await?;
+        let reason = || {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+        };
+        match code {
+            202 => {}
+            503 => {
+                return Err(Failure::Unreachable(format!(
+                    "the NNS node at {} cannot take the call now ({}): retry",
+                    self.base,
+                    reason()
+                )));
+            }
+            _ => return Err(Failure::Refused(reason())),
+        }
+        let accepted: Accepted = serde_json::from_slice(&body)
+            .map_err(|e| Failure::Refused(format!("malformed answer to the update: {e}")))?;
+        let id = m.id().to_string();
+        if accepted.message_id != id {
+            return Err(Failure::Refused(format!(
+                "the node accepted message {} for {id}",
+                accepted.message_id
+            )));
+        }
+        // Until the message can no longer execute: its expiry, on this machine's clock.
+        let deadline = Instant::now() + EXPIRY_AHEAD;
+        loop {
+            let path = format!("/api/v1/request_status?id={id}&wait_ms={WAIT_PER_REQUEST_MS}");
+            let (code, body) = self.get(&path).await?;
+            if code == 200 {
+                let s: RequestStatus = serde_json::from_slice(&body)
+                    .map_err(|e| Failure::Refused(format!("malformed request status: {e}")))?;
+                if s.status == "certified" {
+                    return s.governance.ok_or_else(|| {
+                        Failure::Refused(format!(
+                            "message {id} executed, but the node holds no governance reply for it (is it a node of the NNS subnet?)"
+                        ))
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Failure::Unreachable(format!(
+                    "message {id} was not certified before it expired: see `nns proposals`, then retry"
+                )));
+            }
+            if code != 200 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
