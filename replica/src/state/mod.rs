@@ -4,7 +4,9 @@
 //! Layout: `v/<key>` user values; `x/<message id>` executed messages (their expiry), kept
 //! until they expire so a replay executes once; `e/<expiry><id>` the same ids by expiry,
 //! to purge them in order; `o/<key>` and `q/<sender>`, `q/total`: who owns each value and
-//! what each sender's values take ([`quota`]). These are the **hashed entries**. `m/*` is metadata, not
+//! what each sender's values take ([`quota`]); on an NNS subnet, the registry (`r/`,
+//! `g/`: [`registry_kv`]) and governance calls' replies (`n/reply/<message id>`: [`nns`]).
+//! These are the **hashed entries**. `m/*` is metadata, not
 //! hashed: `m/schema`, `m/height`, `m/root`, and the tree's index (`m/tb/`, `m/tl/`,
 //! see [`index`]).
 //!

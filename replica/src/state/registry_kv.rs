@@ -7,8 +7,8 @@
 //! one of them with a witness ([`ReplicatedState::entry_witness`]): the chain hash at a
 //! version vouches for every delta up to it (`registry::store::kv::verify_page`).
 //!
-//! Not yet here: the blocks that carry governance calls, and undo of these entries for
-//! reads below the executed height (a witness is for the executed height).
+//! The blocks that carry governance calls are [`super::nns`]'s. Not yet here: undo of these
+//! entries for reads below the executed height (a witness is for the executed height).
 
 use super::{BlockUndo, CertifiedRead, Executed, Overlay, ReplicatedState, StateError, Writes};
 use super::{index, tree};
