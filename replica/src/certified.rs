@@ -42,8 +42,9 @@ pub struct Certificate {
     /// `certification` or `cup`.
     pub kind: String,
     pub replica_version: ReplicaVersion,
-    /// For `kind` "cup": hex of the CUP content the signature covers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For `kind` "cup": hex of the CUP content the signature covers (null otherwise;
+    /// always present, so the canonical encoding of a registry page round-trips).
+    #[serde(default)]
     pub cup_content: Option<String>,
 }
 

@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
         .route("/api/v1/query", get(query))
         .route("/api/v1/status", get(status))
         .route("/api/v1/request_status", get(request_status))
+        .route("/api/v1/registry/changes", get(registry_changes))
         .route("/api/v1/resharing", get(resharing))
         .route("/api/v1/resharing/complaint", post(complaint))
         .route("/metrics", get(metrics))
@@ -191,6 +192,38 @@ async fn request_status(
         answer.governance = rx.await.ok().flatten();
     }
     Json(answer).into_response()
+}
+
+/// `?since=V`: a certified page of the registry's changes after version `V` (an NNS
+/// subnet's node; see `registry_page`), canonically encoded.
+async fn registry_changes(
+    State(ctx): State<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(Ok(since)) = q.get("since").map(|v| v.parse::<u64>()) else {
+        return error(StatusCode::BAD_REQUEST, "need ?since=<registry version>");
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctx
+        .requests
+        .try_send(Request::RegistryPage(
+            types::RegistryVersion::new(since),
+            tx,
+        ))
+        .is_err()
+    {
+        return busy();
+    }
+    match rx.await {
+        Ok(Ok(page)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            codec::encode(&page),
+        )
+            .into_response(),
+        Ok(Err((true, reason))) => error(StatusCode::NOT_FOUND, reason),
+        Ok(Err((false, reason))) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
+        Err(_) => busy(),
+    }
 }
 
 async fn status(State(ctx): State<Ctx>) -> Response {

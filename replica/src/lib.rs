@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod node_dir;
 pub mod pool_store;
 pub mod preflight;
+pub mod registry_page;
 pub mod requests;
 pub mod start;
 pub mod state;

@@ -9,9 +9,14 @@ mod common;
 use common::{NODES, network, setup_nns, wait_for};
 use crypto::ed25519::Ed25519KeyPair;
 use registry::governance::{ProposalKind, SignedSubmission, Submission};
-use replica::ingress::{Ingress, Operation, SignedIngress};
+use registry::store::kv::genesis_chain_hash;
+use replica::{
+    certified::VerifyError,
+    ingress::{Ingress, Operation, SignedIngress},
+    registry_page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
+};
 use serde_json::Value;
-use types::ReplicaVersion;
+use types::{CryptoHash, RegistryVersion, ReplicaVersion};
 
 fn propose(neuron: &Ed25519KeyPair, nonce: u64, version: &str) -> SignedIngress {
     let submission = Submission {
@@ -138,6 +143,76 @@ async fn an_nns_subnet_executes_governance_calls_sent_as_ingress() {
             s["governance"]["proposed"]["proposal_id"], 1,
             "node {i}: {s}"
         );
+    }
+
+    // A certified page of the registry's changes from any node, checked with the NNS
+    // subnet's key and the chain hash at version 0: genesis, then the election.
+    let nns_key = net.net.genesis.subnets[1].high_threshold_key.group_key;
+    let url3 = net.url(3);
+    let page = |since: u64| {
+        let url = format!("{url3}/api/v1/registry/changes?since={since}");
+        async move {
+            let r = reqwest::Client::new().get(url).send().await.unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::OK);
+            let body = r.bytes().await.unwrap();
+            types::codec::decode::<RegistryPage>(&body, MAX_PAGE_BYTES).unwrap()
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut p = page(0).await;
+    while p.latest < RegistryVersion::new(2) {
+        assert!(
+            start.elapsed() < common::PATIENCE,
+            "node 3 has not certified version 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        p = page(0).await;
+    }
+    let trusted = genesis_chain_hash();
+    let deltas = verify_registry_page(&p, &trusted, &nns_key).unwrap();
+    assert_eq!(deltas.len(), 2);
+    assert!(
+        deltas[1]
+            .changes
+            .iter()
+            .any(|c| c.key == "replica_version_2.0.0"),
+        "{:?}",
+        deltas[1]
+    );
+    // Whatever the node changes, the reader notices.
+    let app_key = net.net.genesis.subnets[0].high_threshold_key.group_key;
+    assert!(matches!(
+        verify_registry_page(&p, &trusted, &app_key),
+        Err(VerifyError::BadSignature(_))
+    ));
+    let mut forged = p.clone();
+    if let Some(v) = forged.deltas[1].changes[0].value.as_mut() {
+        v[0] ^= 1;
+    }
+    assert!(verify_registry_page(&forged, &trusted, &nns_key).is_err());
+    let mut withheld = p.clone();
+    withheld.deltas.pop();
+    assert!(verify_registry_page(&withheld, &trusted, &nns_key).is_err());
+    let mut stale = p.clone();
+    stale.latest = RegistryVersion::new(1);
+    assert!(verify_registry_page(&stale, &trusted, &nns_key).is_err());
+    // A node that hides version 2 from a reader at version 1 ("nothing new") is caught
+    // by the certified latest version.
+    let mut hiding = p.clone();
+    hiding.since = RegistryVersion::new(1);
+    hiding.latest = RegistryVersion::new(1);
+    hiding.deltas.clear();
+    hiding.head = None;
+    assert!(matches!(
+        verify_registry_page(&hiding, &trusted, &nns_key),
+        Err(VerifyError::StateHashMismatch { .. })
+    ));
+    assert!(verify_registry_page(&p, &CryptoHash([1; 32]), &nns_key).is_err());
+    // Up to date: no deltas, and the page proves there are none.
+    let head = p.head.clone().unwrap().0;
+    let p2 = page(2).await;
+    if p2.latest == RegistryVersion::new(2) {
+        assert_eq!(verify_registry_page(&p2, &head, &nns_key).unwrap().len(), 0);
     }
     net.assert_running();
 }

@@ -81,6 +81,12 @@ pub enum Request {
         CryptoHash,
         oneshot::Sender<Option<registry::governance::GovernanceReply>>,
     ),
+    /// A certified page of the registry's changes after a version (an NNS subnet's;
+    /// `Err`: whether this subnet keeps no registry at all, and why there is none).
+    RegistryPage(
+        RegistryVersion,
+        oneshot::Sender<Result<crate::registry_page::RegistryPage, (bool, String)>>,
+    ),
     /// The resharing under way, as this node's chain holds it (`None`: none).
     Resharing(oneshot::Sender<Option<consensus::resharing::ResharingView>>),
     /// A joining receiver's complaint, for the core to check, pool and gossip.

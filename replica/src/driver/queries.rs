@@ -86,6 +86,9 @@ impl Driver {
                 });
                 let _ = reply.send(found);
             }
+            Request::RegistryPage(since, reply) => {
+                let _ = reply.send(self.registry_page(since));
+            }
             Request::Resharing(reply) => {
                 let _ = reply.send(self.core.resharing_view());
             }
@@ -94,6 +97,55 @@ impl Driver {
                 Event::Resharing(consensus::resharing::ResharingItem::Complaint(c)),
             ),
         }
+    }
+
+    /// The registry's changes after `since` as of the newest certified height this node
+    /// has executed, with the witnesses to that height's root and its certificate.
+    fn registry_page(
+        &self,
+        since: RegistryVersion,
+    ) -> Result<crate::registry_page::RegistryPage, (bool, String)> {
+        use crate::registry_page::{MAX_PAGE_DELTA_BYTES, MAX_PAGE_VERSIONS, RegistryPage};
+        let not_yet = |e: &dyn std::fmt::Display| (false, e.to_string());
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| not_yet(&"no state (a catch-up failed)"))?;
+        if !state.keeps_registry().map_err(|e| not_yet(&e))? {
+            return Err((true, "this subnet does not keep the registry".into()));
+        }
+        let executed = state.height();
+        let cert = self
+            .certificates
+            .range(..=executed)
+            .next_back()
+            .map(|(_, c)| c)
+            .filter(|c| !c.signature.is_empty())
+            .ok_or_else(|| not_yet(&"no certified height yet: retry"))?;
+        let at = Height::new(cert.height);
+        let later: Vec<&BlockUndo> = self.undo.range(at.increment()..).map(|(_, u)| u).collect();
+        let read = state
+            .registry_read(since, MAX_PAGE_VERSIONS, MAX_PAGE_DELTA_BYTES, &later)
+            .map_err(|e| not_yet(&e))?;
+        if crate::state::tree::state_hash(at, &read.root) != cert.state_hash {
+            // Should not happen: the undos rebuild the tree at `at` exactly.
+            tracing::error!(
+                height = %at,
+                "critical_error_witness_root: the registry page's root is not the certified one"
+            );
+        }
+        Ok(RegistryPage {
+            since,
+            certified_height: cert.height,
+            certificate: cert.clone(),
+            state_schema: state.schema(),
+            latest: read.latest,
+            latest_witness: read.latest_witness.encode(),
+            deltas: read.deltas,
+            head: read
+                .head
+                .map(|(h, w)| (h, serde_bytes::ByteBuf::from(w.encode()))),
+        })
     }
 
     /// The value of `key` as of the newest certified height this node has executed, with

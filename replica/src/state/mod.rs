@@ -91,6 +91,9 @@ pub struct BlockUndo {
     /// Each user key the block wrote, with its stored value before the block (`None`:
     /// absent; [`from_stored`] reads it).
     pub values: BTreeMap<String, Option<Vec<u8>>>,
+    /// Each registry entry (`r/`, `g/`: an NNS subnet's) the block wrote, with its value
+    /// before the block: for registry reads at the certified height ([`nns`]).
+    pub entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub tree: TreeUndo,
 }
 
@@ -451,6 +454,7 @@ impl ReplicatedState {
         if keeps_registry {
             nns::execute_calls(&self.db, &mut w, time_ns, network, &calls)?;
         }
+        let entries = std::mem::take(&mut w.previous);
         let tree = self.commit_block(height, w)?;
         Ok(Executed {
             state_hash: self.state_hash(),
@@ -458,6 +462,7 @@ impl ReplicatedState {
             skipped,
             undo: BlockUndo {
                 values: previous_values,
+                entries,
                 tree,
             },
         })
@@ -506,13 +511,24 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// every update and a sender's at each of its updates.
 struct Writes {
     overlay: Overlay,
+    /// The values before the block of the registry entries it wrote ([`Writes::remember`]).
+    previous: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Writes {
     fn new() -> Self {
         Self {
             overlay: Overlay::new(),
+            previous: BTreeMap::new(),
         }
+    }
+
+    /// Keeps `k`'s value before the block, the first time the block writes it.
+    fn remember(&mut self, db: &DB, k: &[u8]) -> Result<(), rocksdb::Error> {
+        if !self.previous.contains_key(k) {
+            self.previous.insert(k.to_vec(), db.get(k)?);
+        }
+        Ok(())
     }
 
     /// An entry's value with this block's writes so far.

@@ -13,16 +13,22 @@
 //! the genesis registry into it (an NNS subnet's first block); an application subnet's
 //! state never does, and skips governance calls like a method it does not have.
 
-use super::{Executed, ReplicatedState, StateError, Writes, prefixed, registry_kv::BlockKv};
+use super::{
+    BlockUndo, CertifiedRead, Executed, ReplicatedState, StateError, TreeUndo, Writes, index,
+    prefixed, registry_kv::BlockKv, tree::Witness,
+};
 use crate::ingress::{MAX_VALUE_BYTES, Operation, SignedIngress, VerifiedSignatures};
 use registry::{
     Registry, RegistryError,
     governance::{GovernanceReply, SignedBallot, SignedSubmission},
-    store::{KvStore, Mutation, StoreError, kv::LATEST},
+    store::{
+        KvStore, Mutation, RegistryStore, StoreError, VersionDelta,
+        kv::{LATEST, chain_key},
+    },
 };
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
-use types::{CryptoHash, Height, NetworkId, codec};
+use types::{CryptoHash, Height, NetworkId, RegistryVersion, codec};
 
 /// Where each governance call's reply is kept, by message id.
 pub const REPLY_PREFIX: &[u8] = b"n/reply/";
@@ -150,7 +156,92 @@ pub(super) fn install(
     Ok(())
 }
 
+/// The registry as of some height, for a certified page of its changes: the latest
+/// version with its witness, the deltas after a version, and the chain hash after the
+/// last of them with its witness (both witnesses lead to `root`).
+#[derive(Debug, Clone)]
+pub struct RegistryRead {
+    pub latest: RegistryVersion,
+    pub latest_witness: Witness,
+    pub deltas: Vec<VersionDelta>,
+    /// The chain hash after the last delta, and its witness (`None`: no deltas).
+    pub head: Option<(CryptoHash, Witness)>,
+    pub root: CryptoHash,
+}
+
 impl ReplicatedState {
+    /// Any hashed entry's stored value and witness as of the height before the blocks
+    /// whose undos are `later` (oldest first; empty: the executed height). Only the
+    /// registry's entries (and user values, [`Self::read_at`]) are kept in undos: for
+    /// other entries, a later block's write shows through.
+    pub fn entry_at(&self, key: &[u8], later: &[&BlockUndo]) -> Result<CertifiedRead, StateError> {
+        let stored = match later.iter().find_map(|u| u.entries.get(key)) {
+            Some(v) => v.clone(),
+            None => self.db.get(key)?,
+        };
+        let trees: Vec<&TreeUndo> = later.iter().map(|u| &u.tree).collect();
+        let (witness, root) = index::witness_at(&self.db, &self.top, key, &trees)?;
+        Ok(CertifiedRead {
+            stored,
+            witness,
+            root,
+        })
+    }
+
+    /// The registry's changes after `since` as of the height before `later` (see
+    /// [`Self::entry_at`]): at most `max_versions` deltas and, past the first, at most
+    /// `max_bytes` of them encoded.
+    pub fn registry_read(
+        &self,
+        since: RegistryVersion,
+        max_versions: usize,
+        max_bytes: usize,
+        later: &[&BlockUndo],
+    ) -> Result<RegistryRead, StateError> {
+        let corrupt = |what: String| StateError::Corrupt(format!("the registry: {what}"));
+        let latest_read = self.entry_at(LATEST, later)?;
+        let latest = match &latest_read.stored {
+            None => RegistryVersion::ZERO,
+            Some(b) => RegistryVersion::new(u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("r/latest is not 8 bytes".into()))?,
+            )),
+        };
+        let available = latest.get().saturating_sub(since.get());
+        let wanted = usize::try_from(available)
+            .unwrap_or(usize::MAX)
+            .min(max_versions);
+        let all = self.registry_view(|s| s.changes_since(since, wanted))?;
+        let mut deltas = Vec::with_capacity(all.len());
+        let mut bytes = 0;
+        for d in all {
+            bytes += codec::encode(&d).len();
+            if !deltas.is_empty() && bytes > max_bytes {
+                break;
+            }
+            deltas.push(d);
+        }
+        let head = match deltas.last() {
+            None => None,
+            Some(d) => {
+                let read = self.entry_at(&chain_key(d.version), later)?;
+                let hash = read
+                    .stored
+                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| corrupt(format!("no chain hash at version {}", d.version)))?;
+                Some((CryptoHash(hash), read.witness))
+            }
+        };
+        Ok(RegistryRead {
+            latest,
+            latest_witness: latest_read.witness,
+            deltas,
+            head,
+            root: latest_read.root,
+        })
+    }
+
     /// Whether this state keeps the registry and executes governance calls.
     pub fn keeps_registry(&self) -> Result<bool, StateError> {
         keeps_registry(&self.db)
@@ -197,7 +288,7 @@ mod tests {
         governance::{Ballot, ProposalId, ProposalKind, ProposalStatus, Submission, Vote},
         store::RegistryStore,
     };
-    use types::{RegistryVersion, ReplicaVersion};
+    use types::ReplicaVersion;
 
     const NET: NetworkId = NetworkId([7; 32]);
     const SECOND: u64 = 1_000_000_000;
@@ -412,6 +503,56 @@ mod tests {
             states[1].state_hash(),
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_registry_read_at_an_earlier_height_sees_that_height_through_the_undos() {
+        let net = network();
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = nns_state(dir.path(), &net);
+        state
+            .execute(
+                Height::new(2),
+                T0,
+                &NET,
+                &[propose(&net, 0, 1, T0, elect("2.0.0"))],
+            )
+            .unwrap();
+        let root_2 = state.root();
+        // Height 3 adopts the proposal: version 2 appears, r/latest changes.
+        let r = state
+            .execute(
+                Height::new(3),
+                T0 + SECOND,
+                &NET,
+                &[vote(&net, 1, 1, T0 + SECOND)],
+            )
+            .unwrap();
+        assert_eq!(latest(&state), RegistryVersion::new(2));
+        let now = state
+            .registry_read(RegistryVersion::ZERO, 10, 1 << 20, &[])
+            .unwrap();
+        assert_eq!(
+            (now.latest, now.deltas.len(), now.root),
+            (RegistryVersion::new(2), 2, state.root())
+        );
+        let then = state
+            .registry_read(RegistryVersion::ZERO, 10, 1 << 20, &[&r.undo])
+            .unwrap();
+        assert_eq!(then.latest, RegistryVersion::new(1));
+        assert_eq!(then.deltas.len(), 1, "version 2 did not exist at height 2");
+        assert_eq!(then.root, root_2);
+        let (head, witness) = then.head.unwrap();
+        let value_hash = crate::state::tree::value_hash(state.schema(), &head.0);
+        assert_eq!(
+            witness.root(&chain_key(RegistryVersion::new(1)), Some(&value_hash)),
+            Ok(root_2)
+        );
+        // The page's byte bound keeps at least one delta.
+        let small = state
+            .registry_read(RegistryVersion::ZERO, 10, 1, &[])
+            .unwrap();
+        assert_eq!(small.deltas.len(), 1);
     }
 
     #[test]

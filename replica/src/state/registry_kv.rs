@@ -10,7 +10,7 @@
 //! The blocks that carry governance calls are [`super::nns`]'s. Not yet here: undo of these
 //! entries for reads below the executed height (a witness is for the executed height).
 
-use super::{BlockUndo, CertifiedRead, Executed, Overlay, ReplicatedState, StateError, Writes};
+use super::{BlockUndo, CertifiedRead, Executed, ReplicatedState, StateError, Writes};
 use super::{index, tree};
 use registry::store::{
     Kv, KvStore, StoreError,
@@ -126,6 +126,7 @@ impl Kv for BlockKv<'_> {
                     reason: "not a hashed entry of the state",
                 });
             }
+            self.writes.remember(self.db, &k).map_err(storage)?;
             self.writes.write(k, v);
         }
         Ok(())
@@ -151,6 +152,7 @@ impl ReplicatedState {
             let mut store = KvStore::open(kv).map_err(StateError::Registry)?;
             f(&mut store).map_err(StateError::Registry)?
         };
+        let entries = std::mem::take(&mut w.previous);
         let tree = self.commit_block(height, w)?;
         Ok((
             out,
@@ -160,6 +162,7 @@ impl ReplicatedState {
                 skipped: 0,
                 undo: BlockUndo {
                     values: BTreeMap::new(),
+                    entries,
                     tree,
                 },
             },
@@ -171,9 +174,7 @@ impl ReplicatedState {
         &self,
         f: impl FnOnce(&KvStore<BlockKv<'_>>) -> Result<R, StoreError>,
     ) -> Result<R, StateError> {
-        let mut w = Writes {
-            overlay: Overlay::new(),
-        };
+        let mut w = Writes::new();
         let kv = BlockKv {
             db: &self.db,
             writes: &mut w,
@@ -328,9 +329,7 @@ mod tests {
             })
             .unwrap();
         // Stored: g/a1, g/a3, g/a5. The block writes g/a2, deletes g/a3, rewrites g/a5.
-        let mut w = Writes {
-            overlay: Overlay::new(),
-        };
+        let mut w = Writes::new();
         {
             let mut kv = BlockKv {
                 db: &state.db,
@@ -340,9 +339,7 @@ mod tests {
                 .unwrap();
         }
         state.commit_block(Height::new(2), w).unwrap();
-        let mut w = Writes {
-            overlay: Overlay::new(),
-        };
+        let mut w = Writes::new();
         let mut kv = BlockKv {
             db: &state.db,
             writes: &mut w,
