@@ -42,6 +42,20 @@ fn propose(neuron: &Ed25519KeyPair, nonce: u64, version: &str) -> SignedIngress 
     )
 }
 
+/// `GET /api/v1/request_status` of message `id` at `url`, waiting up to `wait_ms`.
+async fn request_status(client: &reqwest::Client, url: &str, id: &str, wait_ms: u64) -> Value {
+    client
+        .get(format!(
+            "{url}/api/v1/request_status?id={id}&wait_ms={wait_ms}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Sends `m` to node `i` and waits (on node `j`) until it is certified; returns the
 /// request status.
 async fn call(
@@ -65,18 +79,7 @@ async fn call(
     );
     let start = std::time::Instant::now();
     loop {
-        let s: Value = client
-            .get(format!(
-                "{}/api/v1/request_status?id={}&wait_ms=5000",
-                net.url(j),
-                m.id()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = request_status(client, &net.url(j), &m.id().to_string(), 5000).await;
         if s["status"] == "certified" {
             return s;
         }
@@ -127,17 +130,7 @@ async fn an_nns_subnet_executes_governance_calls_sent_as_ingress() {
     // Every node executed it and holds its reply.
     let first = first.id();
     for i in 0..NODES {
-        let s: Value = client
-            .get(format!(
-                "{}/api/v1/request_status?id={first}&wait_ms=10000",
-                net.url(i)
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = request_status(&client, &net.url(i), &first.to_string(), 10_000).await;
         assert_eq!(s["status"], "certified", "node {i}: {s}");
         assert_eq!(
             s["governance"]["proposed"]["proposal_id"], 1,
