@@ -42,7 +42,19 @@ pub struct NodeConfig {
     /// (`crate::notify`).
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// Nodes of the NNS subnet (their public API, http or https) to replicate the
+    /// registry from, every page checked with `nns_public_key` (issue 19). When given,
+    /// they replace `registry_urls` as the source of the registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nns_urls: Vec<String>,
+    /// The NNS subnet's public key (hex of its high-threshold group key, from genesis):
+    /// required with `nns_urls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nns_public_key: Option<String>,
 }
+
+/// The most NNS node URLs.
+pub const MAX_NNS_URLS: usize = 64;
 
 /// The most webhook URLs.
 pub const MAX_WEBHOOKS: usize = 8;
@@ -83,7 +95,16 @@ impl NodeConfig {
             replica_stop_grace_ms: default_grace_ms(),
             tls_extra_ca_file: None,
             webhooks,
+            nns_urls: Vec::new(),
+            nns_public_key: None,
         }
+    }
+
+    /// Replicates the registry from these nodes of the NNS subnet, checked with its key.
+    pub fn with_nns(mut self, urls: Vec<String>, public_key: String) -> Self {
+        self.nns_urls = urls;
+        self.nns_public_key = Some(public_key);
+        self
     }
 
     /// `node.toml`'s text: what `load` reads back (a test checks).
@@ -141,6 +162,23 @@ impl NodeConfig {
                 return Err(format!("webhook URL {u:?} must be http or https"));
             }
         }
+        if self.nns_urls.len() > MAX_NNS_URLS {
+            return Err(format!("nns_urls: at most {MAX_NNS_URLS} URLs"));
+        }
+        for u in &self.nns_urls {
+            let parsed = url::Url::parse(u).map_err(|e| format!("NNS node URL {u:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("NNS node URL {u:?} must be http or https"));
+            }
+        }
+        match (&self.nns_public_key, self.nns_urls.is_empty()) {
+            (None, false) => return Err("nns_urls needs nns_public_key".into()),
+            (Some(_), true) => return Err("nns_public_key needs nns_urls".into()),
+            _ => {}
+        }
+        if self.nns_public_key.is_some() && self.nns_key().is_none() {
+            return Err("nns_public_key must be the hex of a BLS public key".into());
+        }
         if self.images_dir.as_os_str().is_empty() {
             return Err("images_dir must not be empty".into());
         }
@@ -152,6 +190,12 @@ impl NodeConfig {
             return Err("tls_extra_ca_file must not be empty when given".into());
         }
         Ok(())
+    }
+
+    /// The NNS subnet's public key, when the registry comes from the NNS subnet.
+    pub fn nns_key(&self) -> Option<crypto::bls::BlsPublicKey> {
+        let bytes = hex::decode(self.nns_public_key.as_ref()?).ok()?;
+        crypto::bls::BlsPublicKey::from_bytes(&bytes).ok()
     }
 
     pub fn root_key(&self) -> Option<crypto::ed25519::Ed25519PublicKey> {

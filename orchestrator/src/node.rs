@@ -24,6 +24,7 @@ use crate::{
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     handover::{self, SwitchTimes, Wake},
     joining,
+    nns_source::NnsSource,
     notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
     preflight,
@@ -93,7 +94,8 @@ pub struct Orchestrator {
     /// The image this orchestrator runs from (`images/current` at start).
     image: release::Image,
     store: Mutex<RocksStore>,
-    replicators: Vec<Replicator>,
+    /// Where the registry comes from, tried in turn at each poll.
+    replicators: Vec<Source>,
     http: reqwest::Client,
     downloader: release::Downloader,
     supervisor: Supervisor,
@@ -158,6 +160,14 @@ impl std::fmt::Debug for Orchestrator {
     }
 }
 
+/// A source of the registry: a registry server (answers signed with the registry key) or
+/// a node of the NNS subnet (pages certified by the NNS subnet's key).
+#[derive(Debug)]
+enum Source {
+    Server(Replicator),
+    Nns(NnsSource),
+}
+
 impl Orchestrator {
     /// An orchestrator running from `image` (the one `images/current` names).
     pub fn new(
@@ -174,14 +184,24 @@ impl Orchestrator {
             .ok_or("node.toml: registry_root_key is not a public key")?;
         let store = RocksStore::open(&node_dir.join("registry"))
             .map_err(|e| format!("the node-local registry copy: {e}"))?;
-        let replicators = cfg
-            .registry_urls
-            .iter()
-            .map(|u| {
-                let c = RegistryClient::new(u, root).map_err(|e| format!("{u}: {e}"))?;
-                Replicator::new(c, root.is_some()).map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        // From the NNS subnet, when node.toml names its nodes; else from registry servers.
+        let replicators = match cfg.nns_key() {
+            Some(key) => cfg
+                .nns_urls
+                .iter()
+                .map(|u| NnsSource::new(u, key).map(Source::Nns))
+                .collect::<Result<Vec<_>, String>>()?,
+            None => cfg
+                .registry_urls
+                .iter()
+                .map(|u| {
+                    let c = RegistryClient::new(u, root).map_err(|e| format!("{u}: {e}"))?;
+                    Replicator::new(c, root.is_some())
+                        .map(Source::Server)
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+        };
         let http = reqwest::Client::builder()
             .timeout(peers::PEER_TIMEOUT)
             .build()
@@ -452,7 +472,11 @@ impl Orchestrator {
 
     async fn replicate(&mut self) {
         for r in &self.replicators {
-            match r.poll_once(&self.store).await {
+            let polled = match r {
+                Source::Server(r) => r.poll_once(&self.store).await.map_err(|e| e.to_string()),
+                Source::Nns(r) => r.poll_once(&self.store).await.map_err(|e| e.to_string()),
+            };
+            match polled {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "registry poll failed");

@@ -8,6 +8,10 @@
 //! - [`memory`]: a whole state in memory, hashed and served as a checkpoint is (the
 //!   simulator's node states).
 
+/// The newest state layout any release knows. A value's hash commits to the layout it is
+/// stored in ([`tree::value_hash`]), so a reader checking a witness must know it.
+pub const NEWEST_KNOWN_SCHEMA: u32 = 2;
+
 pub mod memory;
 pub mod sync;
 pub mod tree;

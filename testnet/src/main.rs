@@ -277,9 +277,10 @@ struct PrepArgs {
     spare: usize,
     /// Nodes of an NNS subnet beside the application subnet (after the spares): its
     /// replicated state is the registry and governance, installed from the genesis by
-    /// its first block, and it executes governance calls sent to its nodes as ingress
-    /// (issue 19). 0: no NNS subnet (the default until the network reads its registry
-    /// from the NNS subnet rather than from `registry serve`).
+    /// its first block, it executes governance calls sent to its nodes as ingress, and
+    /// every node replicates the registry from it, checked with its key (issue 19).
+    /// 0: no NNS subnet; the registry server is the source (the default until the
+    /// testnet's other commands read the registry from the NNS subnet too).
     #[arg(long, default_value_t = 0)]
     nns_nodes: usize,
     #[arg(long, default_value_t = 20)]

@@ -152,8 +152,22 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         .map_err(io(&registry_dir))?;
     let verified = release::VerifiedPackage::verify(&first, &sha).map_err(|e| e.to_string())?;
     let v1 = ReplicaVersion::new(FIRST_VERSION).map_err(|e| e.to_string())?;
+    // With an NNS subnet, every node replicates the registry from its nodes (pages
+    // certified by its key) and starts from the genesis registry (version 1) in its own
+    // copy: the NNS subnet's nodes need it to start at all.
+    let nns = match net.genesis.subnets.get(1) {
+        Some(s) if args.nns_nodes > 0 => Some((
+            layout
+                .nns
+                .iter()
+                .map(|n| format!("http://{}", n.http_address))
+                .collect::<Vec<_>>(),
+            hex::encode(s.high_threshold_key.group_key.to_bytes()),
+        )),
+        _ => None,
+    };
     for (_, n) in layout.machines() {
-        let config = orchestrator::config::NodeConfig::new(
+        let mut config = orchestrator::config::NodeConfig::new(
             vec![layout.registry_url()],
             root_key.trim().to_string(),
             n.orchestrator_address
@@ -162,6 +176,19 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
             300,
             args.webhooks.clone(),
         );
+        if let Some((urls, key)) = &nns {
+            config = config.with_nns(urls.clone(), key.clone());
+            let store = registry::store::RocksStore::open(&n.dir.join("registry"))
+                .map_err(|e| format!("{}: {e}", n.dir.display()))?;
+            let mut copy = registry::Registry::open(store).map_err(|e| e.to_string())?;
+            copy.init(
+                &net.genesis.mutations(),
+                net.genesis
+                    .voting_period_seconds
+                    .saturating_mul(1_000_000_000),
+            )
+            .map_err(|e| format!("the genesis registry in {}: {e}", n.dir.display()))?;
+        }
         config
             .validate()
             .map_err(|e| format!("node.toml for {}: {e}", n.dir.display()))?;

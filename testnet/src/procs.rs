@@ -224,6 +224,7 @@ pub(crate) fn status(dir: &Path, as_json: bool) -> Result<Vec<usize>, String> {
                 "orchestrator_url": format!("http://{}", n.orchestrator_address),
                 "replica_url": format!("http://{}", n.http_address),
                 "running_version": field(&o, "running_version"),
+                "registry_version": field(&o, "registry_version"),
                 "upgrade_state": o.as_ref().map(|o| o["upgrade"]["state"].clone()).unwrap_or(Value::Null),
                 "upgrade_error": o.as_ref().map(|o| o["upgrade"]["last_error"].clone()).unwrap_or(Value::Null),
                 "upgrade_preflight": o.as_ref().map(|o| o["upgrade"]["preflight"].clone()).unwrap_or(Value::Null),

@@ -1,5 +1,6 @@
 //! `testnet prep --nns-nodes` (issue 19): an NNS subnet of orchestrator-run replicas
-//! beside the application subnet, from one release package. Its first block installs
+//! beside the application subnet, from one release package, and every node's registry
+//! copy replicated from it. Its first block installs
 //! the genesis registry; `nns propose` and `nns vote` sent to two of its nodes execute
 //! there and print their certified outcome; the application subnet refuses governance
 //! calls.
@@ -120,6 +121,18 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     assert_eq!(
         v,
         serde_json::json!({ "proposal_id": 1, "status": "executed" })
+    );
+    // Every node's orchestrator replicates the registry from the NNS subnet, each page
+    // checked with its key: the election (version 2) reaches them all, though the
+    // registry server never saw it.
+    let s = net.wait("every node's registry copy at version 2", |s| {
+        nodes(s)
+            .iter()
+            .all(|n| n["registry_version"].as_u64() >= Some(2))
+    });
+    assert_eq!(
+        s["registry_version"], 1,
+        "the registry server is not in the path: {s}"
     );
     // The same election again is refused by the registry, with its reason (exit 1).
     let (code, _, err) = nns(2, 2, &elect);

@@ -20,8 +20,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[cfg(feature = "next-release")]
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// The newest layout [`to_stored`] and [`from_stored`] know.
-pub const NEWEST_KNOWN_SCHEMA: u32 = 2;
+/// The newest layout [`to_stored`] and [`from_stored`] know (the state tree's: readers
+/// that link no replica check witnesses against it).
+pub use state_tree::NEWEST_KNOWN_SCHEMA;
 
 /// The bytes of the checksum schema 2 stores after each user value.
 pub const CHECKSUM_BYTES: usize = 8;
