@@ -101,11 +101,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         "propose",
         "elect-version",
         "--version",
-        "2.0.0",
+        "1.5.0",
         "--sha256",
         &"b".repeat(64),
         "--url",
-        "http://127.0.0.1:9/2.tar.zst",
+        "http://127.0.0.1:9/1.5.tar.zst",
     ];
     // The application subnet does not keep the registry: refused (exit 1), nothing done.
     let (code, _, err) = nns(0, 0, &elect);
@@ -137,7 +137,66 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // The same election again is refused by the registry, with its reason (exit 1).
     let (code, _, err) = nns(2, 2, &elect);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("2.0.0"), "{err}");
+    assert!(err.contains("1.5.0"), "{err}");
+
+    // The NNS subnet upgrades itself: governance through its own nodes elects the next
+    // release and deploys it to the NNS subnet; its nodes' orchestrators read that from
+    // the registry they replicate from it, and switch at a CUP like any subnet's. The
+    // application subnet stays on 1.0.0.
+    let sha = net.package("2.0.0", &dir.join("packages/2.0.0.tar.zst"), true);
+    let package_url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
+    let adopt = |args: &[&str]| {
+        let (code, out, err) = nns(1, 0, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        let id = out.strip_prefix("proposal ").unwrap().to_string();
+        let (code, out, err) = nns(2, 1, &["vote", "--proposal", &id, "--yes"]);
+        assert_eq!(
+            (code, out.ends_with("executed")),
+            (Some(0), true),
+            "{out} {err}"
+        );
+    };
+    adopt(&[
+        "propose",
+        "elect-version",
+        "--version",
+        "2.0.0",
+        "--sha256",
+        &sha,
+        "--url",
+        &package_url,
+    ]);
+    let nns_subnet = nns_subnet.as_str().unwrap().to_string();
+    adopt(&[
+        "propose",
+        "deploy-version",
+        "--subnet",
+        &nns_subnet,
+        "--version",
+        "2.0.0",
+    ]);
+    let s = net.wait("the NNS subnet on 2.0.0", |s| {
+        nodes(s)[1..]
+            .iter()
+            .all(|n| n["running_version"] == "2.0.0" && n["finalized_height"].as_u64().is_some())
+    });
+    assert_eq!(nodes(&s)[0]["running_version"], "1.0.0", "{s}");
+    // On the new release, with governance's whole history: the next proposal takes the
+    // next id, and its adoption reaches every node's copy.
+    let before = nodes(&s)[0]["registry_version"].as_u64().unwrap();
+    let (code, out, err) = nns(4, 0, &["propose", "retire-version", "--version", "1.5.0"]);
+    assert_eq!((code, out.as_str()), (Some(0), "proposal 4"), "{err}");
+    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "4", "--yes"]);
+    assert_eq!(
+        (code, out.ends_with("executed")),
+        (Some(0), true),
+        "{out} {err}"
+    );
+    net.wait("every copy past the retirement", |s| {
+        nodes(s)
+            .iter()
+            .all(|n| n["registry_version"].as_u64() > Some(before))
+    });
 
     // A raw update works as well: any node of the subnet holds the certified reply.
     let network = net.replica_status(&url(1)).unwrap().network_id;
