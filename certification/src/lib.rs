@@ -1,10 +1,7 @@
 //! The subnet's word on its state, checked with its public key alone: a certificate on
-//! the state hash at a height ([`Certificate`], [`verify_certificate`]), and what leads
-//! from that hash to one piece of the state (the registry's changes:
-//! [`registry_page`]). Pure: a replica serves these, and a reader (a client, an
-//! orchestrator) that links no replica checks them.
-
-pub mod registry_page;
+//! the state hash at a height ([`Certificate`], [`verify_certificate`]). Pure: a replica
+//! serves these, and a reader that links no replica (a client, an orchestrator, the
+//! registry's certified pages, `registry::page`) checks them.
 
 use crypto::bls::{BlsPublicKey, BlsSignature};
 use serde::{Deserialize, Serialize};

@@ -9,9 +9,9 @@
 //! The chain hash of the local copy is computed from its deltas (from genesis, once per
 //! process, then incrementally), so it needs no state beside the copy.
 
-use certification::registry_page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page};
 use crypto::bls::BlsPublicKey;
 use registry::{
+    page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
     replicator::Progress,
     store::{
         RegistryStore,
@@ -174,7 +174,7 @@ impl NnsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use certification::Certificate;
+    use registry::page::Certificate;
     use registry::store::MemoryStore;
 
     /// Serves `page` (encoded) at every path; the URL.

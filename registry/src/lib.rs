@@ -10,6 +10,8 @@
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
 //!   exit codes of the command-line tools; [`nns_node`]: governance calls sent as ingress
 //!   to a node of an NNS subnet (issue 19).
+//! - [`page`]: a certified page of the registry's changes from an NNS subnet's node, and
+//!   its check with the NNS subnet's key (issue 19).
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
 //!   (a subnet at a version, the registry CUP).
 //! - [`logging`], [`metrics`] and [`shutdown`]: what every node-side binary shares (the
@@ -36,6 +38,7 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "io")]
 pub mod nns_node;
+pub mod page;
 pub mod records;
 #[cfg(feature = "io")]
 pub mod replicator;

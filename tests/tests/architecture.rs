@@ -55,6 +55,7 @@ fn protocol_cores_have_no_io_dependencies() {
         "crypto",
         "state-tree",
         "ingress",
+        "certification",
         "simulator",
     ] {
         check_no_io(krate, &tree(krate));

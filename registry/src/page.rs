@@ -18,12 +18,13 @@
 //! A node can still answer with an older certified height (a stale but true page); a
 //! reader that needs the newest asks another node too.
 
-use crate::{Certificate, VerifyError, verify_certificate};
-use crypto::bls::BlsPublicKey;
-use registry::store::{
+use crate::store::{
     VersionDelta,
     kv::{LATEST, chain_key, verify_page},
 };
+use certification::verify_certificate;
+pub use certification::{Certificate, VerifyError};
+use crypto::bls::BlsPublicKey;
 use serde::{Deserialize, Serialize};
 use state_tree::{
     NEWEST_KNOWN_SCHEMA,
@@ -32,12 +33,12 @@ use state_tree::{
 use types::{CryptoHash, Height, RegistryVersion};
 
 /// The most versions in one page.
-pub const MAX_PAGE_VERSIONS: usize = registry::api::MAX_VERSIONS_PER_PAGE;
+pub const MAX_PAGE_VERSIONS: usize = crate::api::MAX_VERSIONS_PER_PAGE;
 /// The deltas of one page stop before this many bytes (a page has at least one delta
 /// when there is one to give).
-pub const MAX_PAGE_DELTA_BYTES: usize = registry::api::MAX_PAGE_BYTES;
+pub const MAX_PAGE_DELTA_BYTES: usize = crate::api::MAX_PAGE_BYTES;
 /// The most bytes a reader reads of one page.
-pub const MAX_PAGE_BYTES: usize = registry::api::MAX_RESPONSE_BYTES;
+pub const MAX_PAGE_BYTES: usize = crate::api::MAX_RESPONSE_BYTES;
 
 /// `GET /api/v1/registry/changes?since=V`, canonically encoded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
