@@ -33,7 +33,10 @@
 
 use crate::{
     governance::{Proposal, ProposalKind, ProposalStatus},
-    records::{NeuronRecord, ReplicaVersionRecord, SubnetRecord},
+    records::{
+        CupContentsRecord, NeuronRecord, NodeRecord, RegistryRecord, ReplicaVersionRecord,
+        SubnetListRecord, SubnetRecord, keys,
+    },
     store::VersionDelta,
 };
 use serde::{Deserialize, Serialize};
@@ -88,6 +91,58 @@ pub struct GetView {
     pub value_hex: Option<String>,
     /// The decoded record, for known key families.
     pub value: Option<serde_json::Value>,
+}
+
+impl GetView {
+    /// `key` as of version `at`: `found` is the version that wrote it and its value.
+    pub fn new(key: &str, at: RegistryVersion, found: Option<(RegistryVersion, Vec<u8>)>) -> Self {
+        Self {
+            key: key.to_string(),
+            at: at.get(),
+            written_at: found.as_ref().map(|(v, _)| v.get()),
+            value_hex: found.as_ref().map(|(_, b)| hex::encode(b)),
+            value: found.as_ref().and_then(|(_, b)| display_value(key, b)),
+        }
+    }
+}
+
+/// A known record as JSON, for people reading `nns get`.
+pub fn display_value(key: &str, bytes: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::{json, to_value};
+    if key == keys::SUBNET_LIST {
+        let l = SubnetListRecord::decode_value(bytes).ok()?;
+        return to_value(&l.subnets).ok();
+    }
+    if key.starts_with(keys::SUBNET_RECORD_PREFIX) {
+        let r = crate::records::SubnetRecord::decode_value(bytes).ok()?;
+        let mut v = to_value(SubnetView::from(&r)).ok()?;
+        v["low_threshold_key"] = to_value(&r.low_threshold_key).ok()?;
+        v["high_threshold_key"] = to_value(&r.high_threshold_key).ok()?;
+        return Some(v);
+    }
+    if key.starts_with(keys::REPLICA_VERSION_PREFIX) {
+        let r = crate::records::ReplicaVersionRecord::decode_value(bytes).ok()?;
+        return to_value(ElectedVersionView::from(&r)).ok();
+    }
+    if key.starts_with(keys::NEURON_PREFIX) {
+        let r = crate::records::NeuronRecord::decode_value(bytes).ok()?;
+        return to_value(NeuronView::from(&r)).ok();
+    }
+    if key.starts_with(keys::NODE_RECORD_PREFIX) {
+        let r = NodeRecord::decode_value(bytes).ok()?;
+        return Some(json!({
+            "node_id": r.node_id, "ed25519_public_key": r.ed25519_public_key,
+            "bls_public_key": r.bls_public_key, "consensus_address": r.consensus_address,
+            "http_address": r.http_address, "cup_address": r.cup_address,
+        }));
+    }
+    if key.starts_with(keys::CUP_CONTENTS_PREFIX) {
+        let r = CupContentsRecord::decode_value(bytes).ok()?;
+        return Some(json!({
+            "kind": r.kind, "height": r.height.get(), "time_ns": r.time_ns, "state_hash": r.state_hash,
+        }));
+    }
+    None
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

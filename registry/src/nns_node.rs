@@ -8,11 +8,15 @@
 //! client's.
 
 use crate::{
+    api::{ElectedVersionView, GetView, NeuronView, NodeView, SubnetView},
     client::{ClientError, http_client},
     exit::Failure,
     governance::GovernanceReply,
+    invariants::Snapshot,
+    page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
+    store::{MemoryStore, RegistryStore, kv::genesis_chain_hash},
 };
-use crypto::ed25519::Ed25519KeyPair;
+use crypto::{bls::BlsPublicKey, ed25519::Ed25519KeyPair};
 use ingress::{Ingress, Operation, SignedIngress};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -25,6 +29,8 @@ pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 pub const EXPIRY_AHEAD: Duration = Duration::from_secs(4 * 60);
 /// Each `request_status` waits this long on the node before answering.
 const WAIT_PER_REQUEST_MS: u64 = 10_000;
+/// The most pages one read of the whole registry follows.
+pub const MAX_PAGES_READ: usize = 10_000;
 
 /// What a node's `/api/v1/status` says, as far as a caller needs it.
 #[derive(Debug, Deserialize)]
@@ -74,9 +80,17 @@ impl NnsNode {
     }
 
     async fn body(&self, resp: reqwest::Response) -> Result<(u16, Vec<u8>), Failure> {
+        self.body_within(resp, MAX_ANSWER_BYTES).await
+    }
+
+    async fn body_within(
+        &self,
+        resp: reqwest::Response,
+        max_bytes: usize,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let code = resp.status().as_u16();
         let limits = netio::Limits {
-            max_bytes: MAX_ANSWER_BYTES,
+            max_bytes,
             deadline: crate::client::ANSWER_DEADLINE,
             min_bytes_per_s: crate::client::MIN_ANSWER_BYTES_PER_S,
             grace: crate::client::ANSWER_GRACE,
@@ -96,6 +110,72 @@ impl NnsNode {
             .flatten()?;
         let _ = status.finalized_height;
         Some(status.network_id)
+    }
+
+    /// The whole registry as the NNS subnet certifies it, read from this node page by
+    /// page from genesis, each page checked with `key` (the NNS subnet's public key) and
+    /// the chain hash of what was read before it. Nothing unverified is kept.
+    pub async fn certified_registry(
+        &self,
+        key: &BlsPublicKey,
+    ) -> Result<CertifiedRegistry, Failure> {
+        let mut store = MemoryStore::new();
+        let mut trusted = genesis_chain_hash();
+        for _ in 0..MAX_PAGES_READ {
+            let since = store.latest_version();
+            let resp = self
+                .http
+                .get(format!(
+                    "{}/api/v1/registry/changes?since={}",
+                    self.base,
+                    since.get()
+                ))
+                .send()
+                .await
+                .map_err(|e| unreachable(&self.base, e))?;
+            let (code, body) = self.body_within(resp, MAX_PAGE_BYTES).await?;
+            match code {
+                200 => {}
+                503 => {
+                    return Err(Failure::Unreachable(format!(
+                        "the NNS node at {} has no certified registry yet: retry",
+                        self.base
+                    )));
+                }
+                _ => {
+                    return Err(Failure::Refused(format!(
+                        "the node at {} serves no registry: {}",
+                        self.base,
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    )));
+                }
+            }
+            let page: RegistryPage = types::codec::decode(&body, MAX_PAGE_BYTES)
+                .map_err(|e| Failure::Refused(format!("a malformed registry page: {e}")))?;
+            let deltas = verify_registry_page(&page, &trusted, key).map_err(|e| {
+                Failure::Refused(format!(
+                    "the registry page from {} does not verify with the NNS subnet's key: {e}",
+                    self.base
+                ))
+            })?;
+            let (Some((head, _)), false) = (&page.head, deltas.is_empty()) else {
+                break;
+            };
+            store
+                .append_all(deltas)
+                .map_err(|e| Failure::Refused(format!("a certified page does not apply: {e}")))?;
+            trusted = *head;
+            if store.latest_version() >= page.latest {
+                break;
+            }
+        }
+        let snapshot = Snapshot::decode(
+            &store
+                .latest_snapshot()
+                .map_err(|e| Failure::Refused(e.to_string()))?,
+        )
+        .map_err(|e| Failure::Refused(format!("the certified registry: {e}")))?;
+        Ok(CertifiedRegistry { store, snapshot })
     }
 
     /// Sends `operation` signed by `key` for `network`, waits until the node reports it
@@ -181,5 +261,57 @@ impl NnsNode {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// The registry read from an NNS node, every version checked ([`NnsNode::certified_registry`]),
+/// answering what a registry server answers, in the same views.
+#[derive(Debug)]
+pub struct CertifiedRegistry {
+    store: MemoryStore,
+    snapshot: Snapshot,
+}
+
+impl CertifiedRegistry {
+    pub fn registry_version(&self) -> types::RegistryVersion {
+        self.store.latest_version()
+    }
+
+    pub fn versions(&self) -> Vec<ElectedVersionView> {
+        self.snapshot
+            .versions
+            .values()
+            .map(ElectedVersionView::from)
+            .collect()
+    }
+
+    pub fn subnets(&self) -> Vec<SubnetView> {
+        self.snapshot
+            .subnets
+            .values()
+            .map(SubnetView::from)
+            .collect()
+    }
+
+    pub fn nodes(&self) -> Vec<NodeView> {
+        NodeView::all(&self.snapshot)
+    }
+
+    pub fn neurons(&self) -> Vec<NeuronView> {
+        self.snapshot
+            .neurons
+            .values()
+            .map(NeuronView::from)
+            .collect()
+    }
+
+    /// `key` at `at` (default: the latest version), as `GET /api/v1/get` answers.
+    pub fn get(&self, key: &str, at: Option<types::RegistryVersion>) -> Result<GetView, Failure> {
+        let at = at.unwrap_or(self.store.latest_version());
+        let found = self
+            .store
+            .get_versioned(key, at)
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        Ok(GetView::new(key, at, found))
     }
 }

@@ -8,7 +8,6 @@ use crate::{
     Registry, RegistryError,
     api::*,
     governance::{GovernanceError, ProposalStatus, VerifiedBallot, VerifiedSubmission},
-    records::{CupContentsRecord, NodeRecord, RegistryRecord, SubnetListRecord, keys},
     store::{RegistryStore, RocksStore, StoreError},
 };
 use axum::{
@@ -376,55 +375,9 @@ async fn get_key(State(s): State<Arc<ServerState>>, Query(q): Query<GetQuery>) -
         q.at.map(RegistryVersion::new)
             .unwrap_or(reg.latest_version());
     match reg.store().get_versioned(&q.key, at) {
-        Ok(found) => Json(GetView {
-            key: q.key.clone(),
-            at: at.get(),
-            written_at: found.as_ref().map(|(v, _)| v.get()),
-            value_hex: found.as_ref().map(|(_, b)| hex::encode(b)),
-            value: found.as_ref().and_then(|(_, b)| display_value(&q.key, b)),
-        })
-        .into_response(),
+        Ok(found) => Json(GetView::new(&q.key, at, found)).into_response(),
         Err(e) => registry_error(&s, e.into()),
     }
-}
-
-/// A known record as JSON, for people reading `nns get`.
-fn display_value(key: &str, bytes: &[u8]) -> Option<serde_json::Value> {
-    use serde_json::{json, to_value};
-    if key == keys::SUBNET_LIST {
-        let l = SubnetListRecord::decode_value(bytes).ok()?;
-        return to_value(&l.subnets).ok();
-    }
-    if key.starts_with(keys::SUBNET_RECORD_PREFIX) {
-        let r = crate::records::SubnetRecord::decode_value(bytes).ok()?;
-        let mut v = to_value(SubnetView::from(&r)).ok()?;
-        v["low_threshold_key"] = to_value(&r.low_threshold_key).ok()?;
-        v["high_threshold_key"] = to_value(&r.high_threshold_key).ok()?;
-        return Some(v);
-    }
-    if key.starts_with(keys::REPLICA_VERSION_PREFIX) {
-        let r = crate::records::ReplicaVersionRecord::decode_value(bytes).ok()?;
-        return to_value(ElectedVersionView::from(&r)).ok();
-    }
-    if key.starts_with(keys::NEURON_PREFIX) {
-        let r = crate::records::NeuronRecord::decode_value(bytes).ok()?;
-        return to_value(NeuronView::from(&r)).ok();
-    }
-    if key.starts_with(keys::NODE_RECORD_PREFIX) {
-        let r = NodeRecord::decode_value(bytes).ok()?;
-        return Some(json!({
-            "node_id": r.node_id, "ed25519_public_key": r.ed25519_public_key,
-            "bls_public_key": r.bls_public_key, "consensus_address": r.consensus_address,
-            "http_address": r.http_address, "cup_address": r.cup_address,
-        }));
-    }
-    if key.starts_with(keys::CUP_CONTENTS_PREFIX) {
-        let r = CupContentsRecord::decode_value(bytes).ok()?;
-        return Some(json!({
-            "kind": r.kind, "height": r.height.get(), "time_ns": r.time_ns, "state_hash": r.state_hash,
-        }));
-    }
-    None
 }
 
 /// A JSON list made from the latest snapshot.

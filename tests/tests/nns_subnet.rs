@@ -198,6 +198,65 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
             .all(|n| n["registry_version"].as_u64() > Some(before))
     });
 
+    // Reads through an NNS node: every page checked with the NNS subnet's key (from
+    // genesis, as node.toml names it); the neuron of a key is looked up there too.
+    let genesis = registry::genesis::Genesis::read(&dir.join("genesis.json")).unwrap();
+    let hex_key =
+        |i: usize| hex::encode(genesis.subnets[i].high_threshold_key.group_key.to_bytes());
+    let read = |node: usize, key: &str, args: &[&str]| {
+        let url = url(node);
+        let mut all = vec!["--registry", &url, "--nns-key", key];
+        all.extend_from_slice(args);
+        let out = std::process::Command::new(&net.nns)
+            .args(&all)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let (code, out, err) = read(2, &hex_key(1), &["--json", "registry-version"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["registry_version"].as_u64() > Some(before), "{v}");
+    let (code, out, err) = read(3, &hex_key(1), &["--json", "versions"]);
+    assert_eq!(code, Some(0), "{err}");
+    let versions: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["1.0.0", "2.0.0"], "1.5.0 was retired: {out}");
+    let (code, out, err) = read(4, &hex_key(1), &["subnets"]);
+    assert_eq!((code, out.lines().count()), (Some(0), 2), "{out} {err}");
+    // Another subnet's key does not verify the pages: refused, nothing printed.
+    let (code, out, err) = read(2, &hex_key(0), &["versions"]);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("does not verify"), "{err}");
+    // Without --neuron, the key's neuron comes from the certified registry.
+    let key0 = key(0);
+    let (code, out, err) = read(
+        1,
+        &hex_key(1),
+        &[
+            "--neuron-key",
+            &key0,
+            "propose",
+            "retire-version",
+            "--version",
+            "2.0.0",
+        ],
+    );
+    // 2.0.0 runs on the NNS subnet: refused by the registry, after the lookup worked.
+    assert_eq!(code, Some(1), "{out} {err}");
+    assert!(err.contains("2.0.0"), "{err}");
+    let (code, _, err) = read(1, &hex_key(1), &["proposals"]);
+    assert_eq!(code, Some(1), "{err}");
+
     // A raw update works as well: any node of the subnet holds the certified reply.
     let network = net.replica_status(&url(1)).unwrap().network_id;
     let neuron = |i: usize| Ed25519KeyPair::read_from_file(Path::new(&key(i))).unwrap();

@@ -4,16 +4,19 @@
 //! failure it was ([`registry::exit`]).
 
 use clap::{Args, Parser, Subcommand};
-use crypto::ed25519::{Ed25519KeyPair, Ed25519PublicKey};
+use crypto::{
+    bls::BlsPublicKey,
+    ed25519::{Ed25519KeyPair, Ed25519PublicKey},
+};
 use ingress::Operation;
 use registry::{
-    api::{ProposalView, SubnetView},
+    api::{ElectedVersionView, GetView, NeuronView, NodeView, ProposalView, SubnetView},
     client::RegistryClient,
     exit::Failure,
     governance::{
         Ballot, GovernanceReply, ProposalKind, SignedBallot, SignedSubmission, Submission, Vote,
     },
-    nns_node::NnsNode,
+    nns_node::{CertifiedRegistry, NnsNode},
 };
 use serde::Serialize;
 use std::{path::PathBuf, process::ExitCode};
@@ -45,6 +48,11 @@ struct Cli {
     /// answer (checked against the key it names).
     #[arg(long, global = true, env = "NNS_NETWORK_ID")]
     network_id: Option<NetworkId>,
+    /// The NNS subnet's public key (hex of its high-threshold group key; a node's
+    /// `node.toml` `nns_public_key`): when --registry names a node of the NNS subnet,
+    /// reads come from its certified registry pages, each checked with this key.
+    #[arg(long, global = true, env = "NNS_PUBLIC_KEY")]
+    nns_key: Option<String>,
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -257,11 +265,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .transpose()?;
     let client = RegistryClient::new(&url, root_key)?;
     let json = cli.json;
+    let node = nns_node(&url).await?;
     if matches!(cli.command, Command::Propose { .. } | Command::Vote(_))
-        && let Some(node) = nns_node(&url).await?
+        && let Some(node) = node
     {
         return govern_through(&cli, root_key.as_ref(), node).await;
     }
+    let reads = match node {
+        Some((node, _)) => Reads::Nns(Box::new(node.certified_registry(&nns_key(&cli)?).await?)),
+        None => Reads::Server(&client),
+    };
     match cli.command {
         Command::Propose { ref proposal } => {
             let kind = proposal.kind();
@@ -295,17 +308,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(json, &p, proposal_line)
         }
         Command::Proposals => {
-            let ps = client.proposals().await?;
+            let ps = reads.proposals().await?;
             print(json, &ps, |ps| {
                 ps.iter().map(proposal_line).collect::<Vec<_>>().join("\n")
             })
         }
         Command::Proposal { id } => {
-            let p = client.proposal(id).await?;
+            let p = reads.proposal(id).await?;
             print(json, &p, proposal_line)
         }
         Command::Versions => {
-            let vs = client.versions().await?;
+            let vs = reads.versions().await?;
             print(json, &vs, |vs| {
                 vs.iter()
                     .map(|v| {
@@ -322,13 +335,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Subnets => {
-            let ss = client.subnets().await?;
+            let ss = reads.subnets().await?;
             print(json, &ss, |ss| {
                 ss.iter().map(subnet_line).collect::<Vec<_>>().join("\n")
             })
         }
         Command::Nodes => {
-            let ns = client.nodes().await?;
+            let ns = reads.nodes().await?;
             print(json, &ns, |ns| {
                 ns.iter()
                     .map(|n| {
@@ -345,7 +358,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Neurons => {
-            let ns = client.neurons().await?;
+            let ns = reads.neurons().await?;
             print(json, &ns, |ns| {
                 ns.iter()
                     .map(|n| {
@@ -359,7 +372,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::RegistryVersion => {
-            let v = client.registry_version().await?;
+            let v = reads.registry_version().await?;
             print(
                 json,
                 &serde_json::json!({ "registry_version": v.get() }),
@@ -367,7 +380,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Get { ref key, at } => {
-            let g = client.get(key, at.map(RegistryVersion::new)).await?;
+            let g = reads.get(key, at.map(RegistryVersion::new)).await?;
             if g.value_hex.is_none() && !json {
                 return Err(Failure::Refused(format!(
                     "{key} is not present at registry version {}",
@@ -487,6 +500,89 @@ async fn network(
     }
 }
 
+/// Where reads come from: a registry server (answers signed with the registry key when
+/// --registry-key is given), or a node of the NNS subnet (its certified pages, checked
+/// with --nns-key).
+enum Reads<'a> {
+    Server(&'a RegistryClient),
+    Nns(Box<CertifiedRegistry>),
+}
+
+impl Reads<'_> {
+    async fn versions(&self) -> Result<Vec<ElectedVersionView>, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.versions().await?),
+            Self::Nns(r) => Ok(r.versions()),
+        }
+    }
+
+    async fn subnets(&self) -> Result<Vec<SubnetView>, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.subnets().await?),
+            Self::Nns(r) => Ok(r.subnets()),
+        }
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeView>, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.nodes().await?),
+            Self::Nns(r) => Ok(r.nodes()),
+        }
+    }
+
+    async fn neurons(&self) -> Result<Vec<NeuronView>, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.neurons().await?),
+            Self::Nns(r) => Ok(r.neurons()),
+        }
+    }
+
+    async fn registry_version(&self) -> Result<RegistryVersion, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.registry_version().await?),
+            Self::Nns(r) => Ok(r.registry_version()),
+        }
+    }
+
+    async fn get(&self, key: &str, at: Option<RegistryVersion>) -> Result<GetView, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.get(key, at).await?),
+            Self::Nns(r) => r.get(key, at),
+        }
+    }
+
+    async fn proposals(&self) -> Result<Vec<ProposalView>, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.proposals().await?),
+            Self::Nns(_) => Err(no_proposals()),
+        }
+    }
+
+    async fn proposal(&self, id: u64) -> Result<ProposalView, Failure> {
+        match self {
+            Self::Server(c) => Ok(c.proposal(id).await?),
+            Self::Nns(_) => Err(no_proposals()),
+        }
+    }
+}
+
+fn no_proposals() -> Failure {
+    Failure::Refused(
+        "a node of the NNS subnet does not serve proposals yet (its governance state is certified, but not yet readable here): each call's outcome is what `nns propose` and `nns vote` print".into(),
+    )
+}
+
+/// --nns-key, which reads from a node of the NNS subnet need.
+fn nns_key(cli: &Cli) -> Result<BlsPublicKey, Failure> {
+    let hex_key = cli.nns_key.as_deref().ok_or(Failure::BadArgument(
+        "--nns-key HEX is required to read the registry from a node of the NNS subnet (the NNS subnet's public key: node.toml's nns_public_key)".into(),
+    ))?;
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|b| BlsPublicKey::from_bytes(&b).ok())
+        .ok_or_else(|| Failure::BadArgument("--nns-key is not the hex of a BLS public key".into()))
+}
+
 /// `propose` and `vote` through a node of the NNS subnet: the call goes as an update, and
 /// its certified outcome is printed (`vote` prints the proposal's id and status).
 async fn govern_through(
@@ -574,9 +670,24 @@ async fn nns_caller(
     ))?;
     let key = Ed25519KeyPair::read_from_file(path)
         .map_err(|e| Failure::BadArgument(format!("--neuron-key: {e}")))?;
-    let neuron_id = cli.neuron.ok_or(Failure::BadArgument(
-        "--neuron ID is required when --registry names a node of the NNS subnet".into(),
-    ))?;
+    let neuron_id = match cli.neuron {
+        Some(id) => id,
+        None => {
+            let key_of = |e: Failure| {
+                match e {
+                Failure::BadArgument(_) => Failure::BadArgument(
+                    "give --neuron ID, or --nns-key HEX to look the neuron up in the certified registry".into(),
+                ),
+                other => other,
+            }
+            };
+            let registry = node
+                .0
+                .certified_registry(&nns_key(cli).map_err(key_of)?)
+                .await?;
+            controlled_neuron(&registry.neurons(), &key, path)?
+        }
+    };
     let network = match (cli.network_id, root_key) {
         (Some(n), _) => n,
         (None, Some(k)) => NetworkId::from_registry_root_key(k.as_bytes()),
@@ -609,15 +720,24 @@ async fn neuron(cli: &Cli, client: &RegistryClient) -> Result<(Ed25519KeyPair, u
     if let Some(id) = cli.neuron {
         return Ok((key, id));
     }
+    let id = controlled_neuron(&client.neurons().await?, &key, path)?;
+    Ok((key, id))
+}
+
+/// The one neuron among `neurons` that `key` (read from `path`) controls.
+fn controlled_neuron(
+    neurons: &[NeuronView],
+    key: &Ed25519KeyPair,
+    path: &std::path::Path,
+) -> Result<u64, Failure> {
     let controller = key.public_key().to_string();
-    let neurons = client.neurons().await?;
     let mine: Vec<u64> = neurons
         .iter()
         .filter(|n| n.controller == controller)
         .map(|n| n.id)
         .collect();
     match mine.as_slice() {
-        [id] => Ok((key, *id)),
+        [id] => Ok(*id),
         [] => Err(Failure::Refused(format!(
             "no neuron is controlled by the key in {}",
             path.display()
