@@ -81,14 +81,13 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
             .unwrap()
             .to_string()
     };
-    // `nns` against a node: --registry names it; the neuron is given (an NNS node serves
-    // no registry reads yet).
-    let nns = |node: usize, neuron: usize, args: &[&str]| {
-        let (url, key, id) = (url(node), key(neuron), neuron.to_string());
-        let mut all = vec!["--registry", &url, "--neuron-key", &key, "--neuron", &id];
-        all.extend_from_slice(args);
+    // `nns` against a node (--registry names it): exit code, stdout, stderr.
+    let run_nns = |node: usize, first: &[&str], args: &[&str]| {
+        let url = url(node);
         let out = std::process::Command::new(&net.nns)
-            .args(&all)
+            .args(["--registry", &url])
+            .args(first)
+            .args(args)
             .output()
             .unwrap();
         (
@@ -96,6 +95,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         )
+    };
+    // As a neuron, given by its id.
+    let nns = |node: usize, neuron: usize, args: &[&str]| {
+        let (key, id) = (key(neuron), neuron.to_string());
+        run_nns(node, &["--neuron-key", &key, "--neuron", &id], args)
     };
     let elect = [
         "propose",
@@ -203,20 +207,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let genesis = registry::genesis::Genesis::read(&dir.join("genesis.json")).unwrap();
     let hex_key =
         |i: usize| hex::encode(genesis.subnets[i].high_threshold_key.group_key.to_bytes());
-    let read = |node: usize, key: &str, args: &[&str]| {
-        let url = url(node);
-        let mut all = vec!["--registry", &url, "--nns-key", key];
-        all.extend_from_slice(args);
-        let out = std::process::Command::new(&net.nns)
-            .args(&all)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )
-    };
+    let read = |node: usize, key: &str, args: &[&str]| run_nns(node, &["--nns-key", key], args);
     let (code, out, err) = read(2, &hex_key(1), &["--json", "registry-version"]);
     assert_eq!(code, Some(0), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
