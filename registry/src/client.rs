@@ -27,7 +27,8 @@ pub const ANSWER_GRACE: Duration = Duration::from_secs(5);
 /// The most pages [`RegistryClient::proposals`] and [`RegistryClient::versions`] follow.
 pub const MAX_PAGES_FOLLOWED: usize = 10_000;
 
-fn limits(max_bytes: usize) -> Limits {
+/// The bounds every answer is read within ([`netio::read_body`]).
+pub(crate) fn limits(max_bytes: usize) -> Limits {
     Limits {
         max_bytes,
         deadline: ANSWER_DEADLINE,

@@ -89,13 +89,7 @@ impl NnsNode {
         max_bytes: usize,
     ) -> Result<(u16, Vec<u8>), Failure> {
         let code = resp.status().as_u16();
-        let limits = netio::Limits {
-            max_bytes,
-            deadline: crate::client::ANSWER_DEADLINE,
-            min_bytes_per_s: crate::client::MIN_ANSWER_BYTES_PER_S,
-            grace: crate::client::ANSWER_GRACE,
-        };
-        let bytes = netio::read_body(resp, &limits)
+        let bytes = netio::read_body(resp, &crate::client::limits(max_bytes))
             .await
             .map_err(|e| unreachable(&self.base, e))?;
         Ok((code, bytes))
