@@ -28,6 +28,8 @@ pub struct Metrics {
     storage_stalled: IntGauge,
     running_version: IntGaugeVec,
     pub updates_accepted: IntCounter,
+    /// Updates accepted here relayed again, still waiting after a while (`driver::relay`).
+    pub updates_relayed_again: IntCounter,
     pub updates_refused: IntCounter,
     pub blocks_executed: IntCounter,
     pub block_execution_seconds: Histogram,
@@ -79,6 +81,10 @@ impl Metrics {
                 &["version", "release"],
             )?,
             updates_accepted: b.counter("replica_updates_accepted_total", "Updates accepted.")?,
+            updates_relayed_again: b.counter(
+                "replica_updates_relayed_again_total",
+                "Updates accepted here and relayed to the peers again, still waiting in the pool.",
+            )?,
             updates_refused: b.counter("replica_updates_refused_total", "Updates refused.")?,
             blocks_executed: b.counter("replica_blocks_executed_total", "Blocks executed.")?,
             block_execution_seconds: b.seconds_histogram(

@@ -37,8 +37,32 @@ pub struct Net {
     pub http: reqwest::Client,
 }
 
+/// The most lines of each log printed when a test fails.
+const LOG_TAIL_LINES: usize = 40;
+
 impl Drop for Net {
     fn drop(&mut self) {
+        // A failed test's directory goes with it: print the ends of the logs first, so
+        // a failure seen only in CI can be read from its output.
+        if std::thread::panicking() {
+            let logs = self.dir.join("logs");
+            let mut names: Vec<PathBuf> = std::fs::read_dir(&logs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            for path in names {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!("--- the last lines of {} ---", path.display());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
         let _ = Command::new(&self.testnet)
             .args(["down", "--dir", &self.d])
             .output();

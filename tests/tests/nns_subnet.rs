@@ -1,6 +1,6 @@
 //! `testnet prep --nns-nodes` (issue 19): an NNS subnet of orchestrator-run replicas
 //! beside the application subnet, from one release package, and every node's registry
-//! copy replicated from it. Its first block installs
+//! copy replicated from it, through a kill -9 of one of its nodes. Its first block installs
 //! the genesis registry; `nns propose` and `nns vote` sent to two of its nodes execute
 //! there and print their certified outcome; the application subnet refuses governance
 //! calls.
@@ -143,6 +143,50 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("1.5.0"), "{err}");
 
+    // kill -9 of one NNS node, the one every node.toml names first, changes nothing:
+    // governance goes on through the others, and every live copy follows by asking the
+    // next NNS node. Restarted, the node catches up.
+    let pid = std::fs::read_to_string(dir.join("pids/node-1.pid")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", pid.trim())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (code, out, err) = nns(
+        2,
+        0,
+        &[
+            "propose",
+            "elect-version",
+            "--version",
+            "1.6.0",
+            "--sha256",
+            &"c".repeat(64),
+            "--url",
+            "http://127.0.0.1:9/1.6.tar.zst",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "proposal 2"), "{err}");
+    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "2", "--yes"]);
+    assert_eq!(
+        (code, out.ends_with("executed")),
+        (Some(0), true),
+        "{out} {err}"
+    );
+    net.wait(
+        "every live copy at version 3, with NNS node 1 killed",
+        |s| {
+            [0, 2, 3, 4]
+                .iter()
+                .all(|&i| nodes(s)[i]["registry_version"].as_u64() >= Some(3))
+        },
+    );
+    net.run(&["start-node", "--dir", &net.d, "--node", "1"]);
+    net.wait("NNS node 1 back and caught up", |s| {
+        nodes(s)[1]["registry_version"].as_u64() >= Some(3)
+            && nodes(s)[1]["finalized_height"].as_u64().is_some()
+    });
+
     // The NNS subnet upgrades itself: governance through its own nodes elects the next
     // release and deploys it to the NNS subnet; its nodes' orchestrators read that from
     // the registry they replicate from it, and switch at a CUP like any subnet's. The
@@ -189,8 +233,8 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // next id, and its adoption reaches every node's copy.
     let before = nodes(&s)[0]["registry_version"].as_u64().unwrap();
     let (code, out, err) = nns(4, 0, &["propose", "retire-version", "--version", "1.5.0"]);
-    assert_eq!((code, out.as_str()), (Some(0), "proposal 4"), "{err}");
-    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "4", "--yes"]);
+    assert_eq!((code, out.as_str()), (Some(0), "proposal 5"), "{err}");
+    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "5", "--yes"]);
     assert_eq!(
         (code, out.ends_with("executed")),
         (Some(0), true),
@@ -221,7 +265,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         .iter()
         .map(|v| v["version"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["1.0.0", "2.0.0"], "1.5.0 was retired: {out}");
+    assert_eq!(
+        names,
+        ["1.0.0", "1.6.0", "2.0.0"],
+        "1.5.0 was retired: {out}"
+    );
     let (code, out, err) = read(4, &hex_key(1), &["subnets"]);
     assert_eq!((code, out.lines().count()), (Some(0), 2), "{out} {err}");
     // Another subnet's key does not verify the pages: refused, nothing printed.

@@ -222,6 +222,8 @@ pub struct Driver {
     progress_written: Option<ProgressFile>,
     /// Users' updates accepted here and not yet relayed to the peers.
     outgoing: relay::Outgoing,
+    /// Users' updates accepted here, to relay again while they wait.
+    relay_again: relay::Again,
 }
 
 /// How often the replica reads its orchestrator's readiness verdict and reports its
@@ -330,6 +332,7 @@ impl Driver {
             last_exchange: None,
             progress_written: None,
             outgoing: relay::Outgoing::default(),
+            relay_again: relay::Again::default(),
         };
         (d, shared)
     }
@@ -454,6 +457,7 @@ impl Driver {
         if self.payload_dirty {
             self.offer_payload();
         }
+        self.relay_waiting_again();
     }
 
     /// Takes the orchestrator's preflight verdict as this node's readiness (the core signs

@@ -4,8 +4,11 @@
 //! n blocks). A batch leaves when it holds [`MAX_BATCH_UPDATES`] updates or
 //! [`MAX_BATCH_BYTES`], or [`RELAY_DELAY`] after its first update. A received batch is
 //! validated update by update like any submission (signature, network, expiry, quotas)
-//! and never relayed again. Best effort: a peer that misses a batch gets the updates from
-//! the block that carries them.
+//! and never relayed on by the peer. A batch is best effort (a peer that is not connected
+//! yet misses it), so an update accepted here that is still waiting in the pool
+//! [`RELAY_AGAIN_AFTER`] later is relayed again, until a block carries it or it expires:
+//! a node that accepts updates while it cannot make blocks itself (just restarted, still
+//! catching up) still gets them into some peer's block.
 
 use super::{Driver, UpdateRefused};
 use crate::{
@@ -13,7 +16,7 @@ use crate::{
     now_ns,
     wire::{self, IngressBatch},
 };
-use std::time::Duration;
+use std::{collections::VecDeque, time::Duration};
 use tokio::time::Instant;
 use types::CryptoHash;
 
@@ -28,6 +31,51 @@ pub const MAX_BATCH_BYTES: usize = wire::MAX_INGRESS_BATCH_BYTES / 2;
 const ENVELOPE_BYTES: usize = 160;
 /// The most updates taken from one received batch (a peer's batch is no bigger).
 const MAX_RECEIVED_UPDATES: usize = MAX_BATCH_UPDATES;
+
+/// How long an update accepted here may wait in the pool before it is relayed again.
+pub const RELAY_AGAIN_AFTER: Duration = Duration::from_secs(2);
+/// The most updates whose relay is tracked (the pool holds no more than this anyway).
+const MAX_TRACKED: usize = crate::driver::MAX_INGRESS_MESSAGES;
+
+/// The updates accepted here from users, oldest first, each with when to relay it again
+/// if it is still in the pool then.
+#[derive(Debug, Default)]
+pub(super) struct Again {
+    due: VecDeque<(Instant, CryptoHash)>,
+}
+
+impl Again {
+    fn track(&mut self, id: CryptoHash, now: Instant) {
+        if self.due.len() >= MAX_TRACKED {
+            self.due.pop_front();
+        }
+        self.due.push_back((now + RELAY_AGAIN_AFTER, id));
+    }
+
+    /// The ids due at `now` that `waiting` still holds (at most `max`); each is tracked
+    /// again for one more period. The others are forgotten: executed or expired.
+    fn take_due(
+        &mut self,
+        now: Instant,
+        max: usize,
+        waiting: impl Fn(&CryptoHash) -> bool,
+    ) -> Vec<CryptoHash> {
+        let mut again = Vec::new();
+        while again.len() < max
+            && let Some(&(due, id)) = self.due.front()
+            && due <= now
+        {
+            self.due.pop_front();
+            if waiting(&id) {
+                again.push(id);
+            }
+        }
+        for id in &again {
+            self.due.push_back((now + RELAY_AGAIN_AFTER, *id));
+        }
+        again
+    }
+}
 
 /// The batch being filled.
 #[derive(Debug, Default)]
@@ -66,6 +114,29 @@ impl Driver {
     ) -> Result<CryptoHash, UpdateRefused> {
         let relay = m.clone();
         let id = self.accept_update(m)?;
+        let now = Instant::now();
+        self.relay_again.track(id, now);
+        self.queue_for_peers(relay, now);
+        Ok(id)
+    }
+
+    /// Relays again the updates accepted here that are still waiting
+    /// ([`RELAY_AGAIN_AFTER`]).
+    pub(super) fn relay_waiting_again(&mut self) {
+        let now = Instant::now();
+        let ingress = &self.ingress;
+        let due = self
+            .relay_again
+            .take_due(now, MAX_BATCH_UPDATES, |id| ingress.contains(id));
+        for id in due {
+            if let Some(m) = self.ingress.get(&id).cloned() {
+                self.metrics.updates_relayed_again.inc();
+                self.queue_for_peers(m, now);
+            }
+        }
+    }
+
+    fn queue_for_peers(&mut self, relay: SignedIngress, now: Instant) {
         // The batch bound needs no exact size: no need to encode the update again.
         let size = match &relay.ingress.operation {
             Operation::Put { key, value } | Operation::Append { key, value } => {
@@ -76,10 +147,9 @@ impl Driver {
                 call.len()
             }
         } + ENVELOPE_BYTES;
-        if self.outgoing.push(relay, size, Instant::now()) {
+        if self.outgoing.push(relay, size, now) {
             self.flush_relay();
         }
-        Ok(id)
     }
 
     /// Sends the batch being filled, if any.
@@ -179,5 +249,32 @@ mod tests {
             assert!(!o.push(m(i), 1, t0));
         }
         assert!(o.push(m(0), 1, t0));
+    }
+
+    #[test]
+    fn an_update_still_waiting_is_relayed_again_each_period_until_it_leaves_the_pool() {
+        let id = |i: u8| CryptoHash([i; 32]);
+        let mut a = Again::default();
+        let t0 = Instant::now();
+        a.track(id(1), t0);
+        a.track(id(2), t0 + Duration::from_millis(500));
+        // Not due yet.
+        assert!(a.take_due(t0, 10, |_| true).is_empty());
+        // One period on: the first is due, the second not yet.
+        let t1 = t0 + RELAY_AGAIN_AFTER;
+        assert_eq!(a.take_due(t1, 10, |_| true), [id(1)]);
+        // Still waiting one more period on: again. The second left the pool: forgotten.
+        let t2 = t1 + RELAY_AGAIN_AFTER;
+        assert_eq!(a.take_due(t2, 10, |i| *i == id(1)), [id(1)]);
+        assert_eq!(a.due.len(), 1);
+        // Executed: forgotten, never relayed again.
+        assert!(a.take_due(t2 + RELAY_AGAIN_AFTER, 10, |_| false).is_empty());
+        assert!(a.due.is_empty());
+        // At most `max` a call; the rest stay due for the next.
+        for i in 0..5 {
+            a.track(id(i), t0);
+        }
+        assert_eq!(a.take_due(t1, 3, |_| true).len(), 3);
+        assert_eq!(a.take_due(t1, 3, |_| true).len(), 2);
     }
 }

@@ -121,6 +121,10 @@ impl IngressPool {
         self.messages.contains_key(id)
     }
 
+    pub fn get(&self, id: &CryptoHash) -> Option<&SignedIngress> {
+        self.messages.get(id).map(|(_, m)| m)
+    }
+
     /// Validates and adds an update; returns its id.
     pub fn insert(&mut self, m: SignedIngress, now_ns: u64) -> Result<CryptoHash, IngressError> {
         let id = m.id();
