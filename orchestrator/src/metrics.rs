@@ -28,6 +28,7 @@ pub struct Metrics {
     pub webhook_events_dropped: IntCounter,
     pub upgrades_unhealthy: IntCounter,
     pub registry_poll_failures: IntCounter,
+    pub registry_pages_refused: IntCounter,
     pub peer_answers_refused: IntCounter,
     pub cup_requests_rate_limited: IntCounter,
     pub image_check_seconds: Gauge,
@@ -79,6 +80,10 @@ impl Metrics {
             registry_poll_failures: b.counter(
                 "orchestrator_registry_poll_failures_total",
                 "Registry polls that failed.",
+            )?,
+            registry_pages_refused: b.counter(
+                "orchestrator_registry_pages_refused_total",
+                "Registry pages from an NNS node refused: not certified by the NNS subnet's key, or not what was asked.",
             )?,
             peer_answers_refused: b.counter(
                 "orchestrator_peer_answers_refused_total",

@@ -474,7 +474,15 @@ impl Orchestrator {
         for r in &self.replicators {
             let polled = match r {
                 Source::Server(r) => r.poll_once(&self.store).await.map_err(|e| e.to_string()),
-                Source::Nns(r) => r.poll_once(&self.store).await.map_err(|e| e.to_string()),
+                Source::Nns(r) => r.poll_once(&self.store).await.map_err(|e| {
+                    // A node that answers what its subnet did not certify is lying or
+                    // broken: worth a warning, unlike one that is down.
+                    if matches!(e, crate::nns_source::NnsSourceError::Unverified { .. }) {
+                        self.shared.metrics.registry_pages_refused.inc();
+                        tracing::warn!(error = %e, "refused a registry page");
+                    }
+                    e.to_string()
+                }),
             };
             match polled {
                 Ok(_) => return,

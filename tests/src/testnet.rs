@@ -178,6 +178,12 @@ impl Net {
 
     /// [`Self::prep_up`] with more `prep` flags (`--spare 2`).
     pub fn prep_up_with(&self, nodes: usize, more: &[&str]) {
+        self.prep_with(nodes, more);
+        self.run(&["up", "--dir", &self.d]);
+    }
+
+    /// `testnet prep` alone, as [`Self::prep_up_with`] runs it.
+    pub fn prep_with(&self, nodes: usize, more: &[&str]) {
         let n = nodes.to_string();
         let d = self.d.as_str();
         let mut args = vec![
@@ -194,7 +200,6 @@ impl Net {
         ];
         args.extend_from_slice(more);
         self.run(&args);
-        self.run(&["up", "--dir", d]);
     }
 
     /// Elects `version` with the package `sha256` at `urls` (through [`Self::govern`]).
