@@ -234,7 +234,13 @@ impl NnsNode {
         let deadline = Instant::now() + EXPIRY_AHEAD;
         loop {
             let path = format!("/api/v1/request_status?id={id}&wait_ms={WAIT_PER_REQUEST_MS}");
-            let (code, body) = self.get(&path).await?;
+            // The message was accepted: a node that stops answering for a while (its
+            // subnet switching releases) may still certify it, so ask again until expiry.
+            let (code, body) = match self.get(&path).await {
+                Ok(answer) => answer,
+                Err(Failure::Unreachable(_)) => (0, Vec::new()),
+                Err(e) => return Err(e),
+            };
             if code == 200 {
                 let s: RequestStatus = serde_json::from_slice(&body)
                     .map_err(|e| Failure::Refused(format!("malformed request status: {e}")))?;

@@ -13,7 +13,6 @@
 use crate::{
     driver::{Request, Shared, UpdateRefused},
     ingress::SignedIngress,
-    requests::RequestState,
     state::{Cursor, export_chunk, export_manifest},
 };
 use axum::{
@@ -166,7 +165,7 @@ async fn request_status(
             answer = Some(a);
         }
     }
-    let mut answer = match answer {
+    let answer = match answer {
         Some(a) => a,
         None => match ask(false) {
             (true, rx) => match rx.await {
@@ -176,21 +175,6 @@ async fn request_status(
             (false, _) => return busy(),
         },
     };
-    // An executed governance call's outcome (an NNS subnet's): read from the state.
-    if matches!(
-        answer.status,
-        RequestState::Executed | RequestState::Certified
-    ) {
-        let (tx, rx) = oneshot::channel();
-        if ctx
-            .requests
-            .try_send(Request::GovernanceReply(id, tx))
-            .is_err()
-        {
-            return busy();
-        }
-        answer.governance = rx.await.ok().flatten();
-    }
     Json(answer).into_response()
 }
 

@@ -80,7 +80,8 @@ impl Tracker {
 
     /// The subnet certified `height`: answers the requests waiting for an update
     /// executed at or below it.
-    pub fn certified(&mut self, height: Height) {
+    /// `enrich` adds what the tracker does not know to each answer (a governance reply).
+    pub fn certified(&mut self, height: Height, enrich: impl Fn(&mut RequestStatus)) {
         self.certified = self.certified.max(height);
         let ready: Vec<CryptoHash> = self
             .waiting
@@ -89,7 +90,8 @@ impl Tracker {
             .copied()
             .collect();
         for id in ready {
-            let answer = self.status(&id, false);
+            let mut answer = self.status(&id, false);
+            enrich(&mut answer);
             for reply in self.waiting.remove(&id).unwrap_or_default() {
                 self.waiting_count -= 1;
                 let _ = reply.send(answer.clone());
@@ -119,9 +121,19 @@ impl Tracker {
         }
     }
 
-    /// Answers now if `id` is certified (or too many wait); otherwise when it is.
-    pub fn wait(&mut self, id: CryptoHash, in_pool: bool, reply: oneshot::Sender<RequestStatus>) {
-        let now = self.status(&id, in_pool);
+    /// The newest height the subnet certified, as far as this node knows.
+    pub fn certified_height(&self) -> Height {
+        self.certified
+    }
+
+    /// Answers `now` (what the caller knows of `id` now) if it is certified (or too many
+    /// wait); otherwise waits until it is.
+    pub fn wait(
+        &mut self,
+        id: CryptoHash,
+        now: RequestStatus,
+        reply: oneshot::Sender<RequestStatus>,
+    ) {
         if now.status == RequestState::Certified || self.waiting_count >= MAX_WAITING {
             let _ = reply.send(now);
             return;
@@ -153,9 +165,9 @@ mod tests {
         t.executed(Height::new(5), &[id(1)]);
         let s = t.status(&id(1), false);
         assert_eq!((s.status, s.height), (RequestState::Executed, Some(5)));
-        t.certified(Height::new(4));
+        t.certified(Height::new(4), |_| ());
         assert_eq!(t.status(&id(1), false).status, RequestState::Executed);
-        t.certified(Height::new(5));
+        t.certified(Height::new(5), |_| ());
         let s = t.status(&id(1), false);
         assert_eq!((s.status, s.height), (RequestState::Certified, Some(5)));
         assert_eq!(s.message_id, id(1).to_string());
@@ -165,19 +177,19 @@ mod tests {
     fn a_waiting_request_is_answered_when_its_height_is_certified() {
         let mut t = Tracker::new(Height::ZERO);
         let (tx, mut rx) = oneshot::channel();
-        t.wait(id(1), true, tx);
+        t.wait(id(1), t.status(&id(1), true), tx);
         t.executed(Height::new(2), &[id(1)]);
-        t.certified(Height::new(1));
+        t.certified(Height::new(1), |_| ());
         assert!(
             rx.try_recv().is_err(),
             "answered before its height was certified"
         );
-        t.certified(Height::new(2));
+        t.certified(Height::new(2), |_| ());
         let got = rx.try_recv().expect("answered");
         assert_eq!((got.status, got.height), (RequestState::Certified, Some(2)));
         // A certified update is answered at once.
         let (tx, mut rx) = oneshot::channel();
-        t.wait(id(1), false, tx);
+        t.wait(id(1), t.status(&id(1), false), tx);
         assert_eq!(
             rx.try_recv().expect("at once").status,
             RequestState::Certified
@@ -189,20 +201,20 @@ mod tests {
         let mut t = Tracker::new(Height::ZERO);
         for i in 0..MAX_WAITING as u64 {
             let (tx, rx) = oneshot::channel();
-            t.wait(id(i), false, tx);
+            t.wait(id(i), t.status(&id(i), false), tx);
             drop(rx);
         }
         // Full: the next one is answered at once with what is known.
         let (tx, mut rx) = oneshot::channel();
-        t.wait(id(u64::MAX), true, tx);
+        t.wait(id(u64::MAX), t.status(&id(u64::MAX), true), tx);
         assert_eq!(
             rx.try_recv().expect("at once").status,
             RequestState::Received
         );
         // A certification sweeps the abandoned ones, and waiting works again.
-        t.certified(Height::new(1));
+        t.certified(Height::new(1), |_| ());
         let (tx, mut rx) = oneshot::channel();
-        t.wait(id(u64::MAX), true, tx);
+        t.wait(id(u64::MAX), t.status(&id(u64::MAX), true), tx);
         assert!(rx.try_recv().is_err());
         // Executed ids are remembered up to the bound, newest kept.
         let ids: Vec<_> = (0..MAX_TRACKED as u64 + 10).map(id).collect();

@@ -1,6 +1,7 @@
 //! `testnet prep --nns-nodes` (issue 19): an NNS subnet of orchestrator-run replicas
 //! beside the application subnet, from one release package, and every node's registry
-//! copy replicated from it, through a kill -9 of one of its nodes. Its first block installs
+//! copy replicated from it, through a kill -9 of one of its nodes, and its upgrade of
+//! itself under a stream of proposals and votes. Its first block installs
 //! the genesis registry; `nns propose` and `nns vote` sent to two of its nodes execute
 //! there and print their certified outcome; the application subnet refuses governance
 //! calls.
@@ -11,7 +12,10 @@ use crypto::ed25519::Ed25519KeyPair;
 use registry::governance::{Ballot, SignedBallot, Vote};
 use replica::ingress::{Ingress, Operation, SignedIngress};
 use serde_json::Value;
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
 use tests::testnet::{Net, PATIENCE, nodes};
 use types::NetworkId;
 
@@ -215,26 +219,86 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         &package_url,
     ]);
     let nns_subnet = nns_subnet.as_str().unwrap().to_string();
-    adopt(&[
-        "propose",
-        "deploy-version",
-        "--subnet",
-        &nns_subnet,
-        "--version",
-        "2.0.0",
-    ]);
-    let s = net.wait("the NNS subnet on 2.0.0", |s| {
-        nodes(s)[1..]
-            .iter()
-            .all(|n| n["running_version"] == "2.0.0" && n["finalized_height"].as_u64().is_some())
+    // Under a stream of proposals and votes, each through another NNS node: every one is
+    // executed, or refused with "retry" (exit 3) while the subnet switches.
+    let stop = AtomicBool::new(false);
+    let (s, (streamed, retries)) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| {
+            let mut adopted = Vec::new();
+            let mut retries = 0;
+            for i in 0usize.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let version = format!("1.7.{i}");
+                let (code, out, err) = nns(
+                    2 + i % 3,
+                    0,
+                    &[
+                        "propose",
+                        "elect-version",
+                        "--version",
+                        &version,
+                        "--sha256",
+                        &"d".repeat(64),
+                        "--url",
+                        "http://127.0.0.1:9/1.7.tar.zst",
+                    ],
+                );
+                if code == Some(3) {
+                    retries += 1;
+                    continue;
+                }
+                assert_eq!(code, Some(0), "proposing {version}: {err}");
+                let id = out.strip_prefix("proposal ").unwrap().to_string();
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let (code, out, err) =
+                        nns(2 + (i + 1) % 3, 1, &["vote", "--proposal", &id, "--yes"]);
+                    match code {
+                        Some(0) if out.ends_with("executed") => break,
+                        Some(3) => retries += 1,
+                        // An earlier try went through after all.
+                        Some(1) if tries > 1 && err.contains("executed") => break,
+                        _ => panic!("the vote on proposal {id}: {code:?} {out} {err}"),
+                    }
+                }
+                adopted.push(version);
+            }
+            (adopted, retries)
+        });
+        adopt(&[
+            "propose",
+            "deploy-version",
+            "--subnet",
+            &nns_subnet,
+            "--version",
+            "2.0.0",
+        ]);
+        let s = net.wait("the NNS subnet on 2.0.0", |s| {
+            nodes(s)[1..].iter().all(|n| {
+                n["running_version"] == "2.0.0" && n["finalized_height"].as_u64().is_some()
+            })
+        });
+        // A few more on the new release.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stop.store(true, Ordering::SeqCst);
+        (s, stream.join().unwrap())
     });
+    eprintln!(
+        "{} elections adopted during the switch, {retries} calls answered \"retry\"",
+        streamed.len()
+    );
+    assert!(streamed.len() >= 2, "{streamed:?}");
     assert_eq!(nodes(&s)[0]["running_version"], "1.0.0", "{s}");
     // On the new release, with governance's whole history: the next proposal takes the
     // next id, and its adoption reaches every node's copy.
     let before = nodes(&s)[0]["registry_version"].as_u64().unwrap();
     let (code, out, err) = nns(4, 0, &["propose", "retire-version", "--version", "1.5.0"]);
-    assert_eq!((code, out.as_str()), (Some(0), "proposal 5"), "{err}");
-    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "5", "--yes"]);
+    assert_eq!(code, Some(0), "{err}");
+    let id = out.strip_prefix("proposal ").unwrap().to_string();
+    let (code, out, err) = nns(3, 1, &["vote", "--proposal", &id, "--yes"]);
     assert_eq!(
         (code, out.ends_with("executed")),
         (Some(0), true),
@@ -265,11 +329,14 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         .iter()
         .map(|v| v["version"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["1.0.0", "1.6.0", "2.0.0"],
-        "1.5.0 was retired: {out}"
-    );
+    // Every election adopted during the switch is there: the registry's history is
+    // intact.
+    let mut expected = vec!["1.0.0".to_string(), "1.6.0".into(), "2.0.0".into()];
+    expected.extend(streamed);
+    expected.sort();
+    let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(names, expected, "1.5.0 was retired: {out}");
     let (code, out, err) = read(4, &hex_key(1), &["subnets"]);
     assert_eq!((code, out.lines().count()), (Some(0), 2), "{out} {err}");
     // Another subnet's key does not verify the pages: refused, nothing printed.

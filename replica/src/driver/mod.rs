@@ -23,7 +23,7 @@ use crate::{
     node_dir::{NodeDir, ProgressFile},
     now_ns,
     pool_store::PoolStore,
-    requests::{RequestStatus, Tracker},
+    requests::{RequestState, RequestStatus, Tracker},
     start::{self, MAX_PAYLOAD_BYTES},
     state::{BlockUndo, ReplicatedState},
 };
@@ -75,12 +75,6 @@ pub enum Request {
         wait: bool,
         reply: oneshot::Sender<RequestStatus>,
     },
-    /// A governance call's reply in this node's state (`None`: none, or not an NNS
-    /// subnet).
-    GovernanceReply(
-        CryptoHash,
-        oneshot::Sender<Option<registry::governance::GovernanceReply>>,
-    ),
     /// A certified page of the registry's changes after a version (an NNS subnet's;
     /// `Err`: whether this subnet keeps no registry at all, and why there is none).
     RegistryPage(
@@ -224,6 +218,9 @@ pub struct Driver {
     outgoing: relay::Outgoing,
     /// Users' updates accepted here, to relay again while they wait.
     relay_again: relay::Again,
+    /// The executed height this process started at: updates executed at or below it
+    /// are known by their replay records only.
+    started_at: Height,
 }
 
 /// How often the replica reads its orchestrator's readiness verdict and reports its
@@ -298,6 +295,7 @@ impl Driver {
             dir: p.dir.clone(),
         });
         let registry_seen = p.registry.latest_version();
+        let started_at = p.state.height();
         let d = Self {
             dir: p.dir,
             version: p.version,
@@ -333,6 +331,7 @@ impl Driver {
             progress_written: None,
             outgoing: relay::Outgoing::default(),
             relay_again: relay::Again::default(),
+            started_at,
         };
         (d, shared)
     }
@@ -556,7 +555,9 @@ impl Driver {
                         while self.certificates.len() > MAX_CERTIFICATES {
                             self.certificates.pop_first();
                         }
-                        self.requests.certified(height);
+                        let state = self.state.as_ref();
+                        self.requests
+                            .certified(height, |a| queries::with_governance(state, a));
                         self.prune_undo();
                     }
                     Action::CupReady { content, signature } => {

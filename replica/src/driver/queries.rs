@@ -4,6 +4,29 @@
 use super::*;
 use crate::ingress::Operation;
 
+/// Adds an executed governance call's outcome to `answer`, on a state that keeps the
+/// registry (an NNS subnet's).
+pub(super) fn with_governance(state: Option<&ReplicatedState>, answer: &mut RequestStatus) {
+    let Some(state) = state else {
+        return;
+    };
+    if !matches!(
+        answer.status,
+        RequestState::Executed | RequestState::Certified
+    ) || !state.keeps_registry().unwrap_or(false)
+    {
+        return;
+    }
+    let Ok(id) = answer.message_id.parse::<CryptoHash>() else {
+        return;
+    };
+    answer.governance = state
+        .governance_reply(&id)
+        .inspect_err(|e| tracing::warn!(error = %e, "reading a governance reply"))
+        .ok()
+        .flatten();
+}
+
 /// The CUP a replica starts from certifies the state at its height, unless a migration
 /// changed that state's hash since (then queries wait for the next certification: a
 /// witness leads to the migrated root, which the CUP does not sign).
@@ -60,6 +83,27 @@ impl Driver {
             .then_some(IngressError::QuotaExceeded { stored, quota })
     }
 
+    /// What became of update `id`, as this node knows it now.
+    fn request_status(&self, id: &CryptoHash) -> RequestStatus {
+        let in_pool = self.ingress.contains(id);
+        let mut answer = self.requests.status(id, in_pool);
+        let Some(state) = self.state.as_ref() else {
+            return answer;
+        };
+        if answer.status == RequestState::Unknown && state.has_executed(id).unwrap_or(false) {
+            // Executed before this process started (a restart, a switch of releases) or
+            // long enough ago to be forgotten: its replay record says so, not its height.
+            // Certified once the height this process started at is.
+            answer.status = if self.requests.certified_height() >= self.started_at {
+                RequestState::Certified
+            } else {
+                RequestState::Executed
+            };
+        }
+        with_governance(Some(state), &mut answer);
+        answer
+    }
+
     pub(super) fn on_request(&mut self, r: Request) {
         match r {
             Request::Update(m, reply) => {
@@ -70,21 +114,12 @@ impl Driver {
                 let _ = reply.send(self.query(key));
             }
             Request::Status { id, wait, reply } => {
-                let in_pool = self.ingress.contains(&id);
+                let now = self.request_status(&id);
                 if wait {
-                    self.requests.wait(id, in_pool, reply);
+                    self.requests.wait(id, now, reply);
                 } else {
-                    let _ = reply.send(self.requests.status(&id, in_pool));
+                    let _ = reply.send(now);
                 }
-            }
-            Request::GovernanceReply(id, reply) => {
-                let found = self.state.as_ref().and_then(|s| {
-                    s.governance_reply(&id)
-                        .inspect_err(|e| tracing::warn!(error = %e, "reading a governance reply"))
-                        .ok()
-                        .flatten()
-                });
-                let _ = reply.send(found);
             }
             Request::RegistryPage(since, reply) => {
                 let _ = reply.send(self.registry_page(since));
