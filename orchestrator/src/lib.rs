@@ -37,7 +37,6 @@ pub mod joining;
 #[cfg(feature = "io")]
 pub mod metrics;
 #[cfg(feature = "io")]
-pub mod nns_source;
 #[cfg(feature = "io")]
 pub mod node;
 #[cfg(feature = "io")]

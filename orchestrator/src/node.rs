@@ -24,7 +24,6 @@ use crate::{
     fetch::{DOWNLOAD_LIMITS, Dirs, Job},
     handover::{self, SwitchTimes, Wake},
     joining,
-    nns_source::NnsSource,
     notify::{self, Notifier},
     peers::{self, Backoff, Peer, Round},
     preflight,
@@ -43,6 +42,7 @@ use cup::Cup;
 use registry::{
     client::RegistryClient,
     local::{member_records, registry_cup, subnet_at, subnet_of},
+    nns_source::NnsSource,
     replicator::Replicator,
     store::{RegistryStore, RocksStore},
 };
@@ -477,7 +477,7 @@ impl Orchestrator {
                 Source::Nns(r) => r.poll_once(&self.store).await.map_err(|e| {
                     // A node that answers what its subnet did not certify is lying or
                     // broken: worth a warning, unlike one that is down.
-                    if matches!(e, crate::nns_source::NnsSourceError::Unverified { .. }) {
+                    if matches!(e, registry::nns_source::NnsSourceError::Unverified { .. }) {
                         self.shared.metrics.registry_pages_refused.inc();
                         tracing::warn!(error = %e, "refused a registry page");
                     }

@@ -9,7 +9,8 @@
 //! - [`genesis`]: the genesis file and a generator of whole networks.
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
 //!   exit codes of the command-line tools; [`nns_node`]: governance calls sent as ingress
-//!   to a node of an NNS subnet (issue 19).
+//!   to a node of an NNS subnet (issue 19); [`nns_source`]: certified reads of the registry
+//!   and governance from NNS nodes, for every reader.
 //! - [`page`]: a certified page of the registry's changes from an NNS subnet's node, and
 //!   its check with the NNS subnet's key (issue 19).
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
@@ -38,6 +39,8 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "io")]
 pub mod nns_node;
+#[cfg(feature = "io")]
+pub mod nns_source;
 pub mod page;
 pub mod records;
 #[cfg(feature = "io")]

@@ -8,18 +8,21 @@
 //! client's.
 
 use crate::{
-    api::{ElectedVersionView, GetView, NeuronView, NodeView, SubnetView},
+    api::{ElectedVersionView, GetView, NeuronView, NodeView, ProposalView, SubnetView},
     client::{ClientError, http_client},
     exit::Failure,
     governance::GovernanceReply,
     invariants::Snapshot,
-    page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
-    store::{MemoryStore, RegistryStore, kv::genesis_chain_hash},
+    nns_source::{NnsSource, NnsSourceError},
+    store::{MemoryStore, RegistryStore},
 };
 use crypto::{bls::BlsPublicKey, ed25519::Ed25519KeyPair};
 use ingress::{Ingress, Operation, SignedIngress};
 use serde::Deserialize;
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 use types::NetworkId;
 
 /// The most bytes read of a node's answer (a status, a request status).
@@ -57,6 +60,18 @@ struct RequestStatus {
 pub struct NnsNode {
     http: reqwest::Client,
     base: String,
+}
+
+/// How a failed certified read ends the command: a node that is down or not ready is
+/// worth a retry (exit 3); one that keeps no registry or answers what does not verify is
+/// a refusal (exit 1).
+fn read_failure(e: NnsSourceError) -> Failure {
+    match e {
+        NnsSourceError::Unreachable { .. } => Failure::Unreachable(e.to_string()),
+        NnsSourceError::NoRegistry { .. }
+        | NnsSourceError::Unverified { .. }
+        | NnsSourceError::Store(_) => Failure::Refused(e.to_string()),
+    }
 }
 
 fn unreachable(url: &str, e: impl std::fmt::Display) -> Failure {
@@ -108,61 +123,21 @@ impl NnsNode {
 
     /// The whole registry as the NNS subnet certifies it, read from this node page by
     /// page from genesis, each page checked with `key` (the NNS subnet's public key) and
-    /// the chain hash of what was read before it. Nothing unverified is kept.
+    /// the chain hash of what was read before it ([`NnsSource`]). Nothing unverified is
+    /// kept.
     pub async fn certified_registry(
         &self,
         key: &BlsPublicKey,
     ) -> Result<CertifiedRegistry, Failure> {
-        let mut store = MemoryStore::new();
-        let mut trusted = genesis_chain_hash();
+        let source = NnsSource::new(&self.base, *key).map_err(Failure::BadArgument)?;
+        let store = Mutex::new(MemoryStore::new());
         for _ in 0..MAX_PAGES_READ {
-            let since = store.latest_version();
-            let resp = self
-                .http
-                .get(format!(
-                    "{}/api/v1/registry/changes?since={}",
-                    self.base,
-                    since.get()
-                ))
-                .send()
-                .await
-                .map_err(|e| unreachable(&self.base, e))?;
-            let (code, body) = self.body_within(resp, MAX_PAGE_BYTES).await?;
-            match code {
-                200 => {}
-                503 => {
-                    return Err(Failure::Unreachable(format!(
-                        "the NNS node at {} has no certified registry yet: retry",
-                        self.base
-                    )));
-                }
-                _ => {
-                    return Err(Failure::Refused(format!(
-                        "the node at {} serves no registry: {}",
-                        self.base,
-                        String::from_utf8_lossy(&body[..body.len().min(300)])
-                    )));
-                }
-            }
-            let page: RegistryPage = types::codec::decode(&body, MAX_PAGE_BYTES)
-                .map_err(|e| Failure::Refused(format!("a malformed registry page: {e}")))?;
-            let deltas = verify_registry_page(&page, &trusted, key).map_err(|e| {
-                Failure::Refused(format!(
-                    "the registry page from {} does not verify with the NNS subnet's key: {e}",
-                    self.base
-                ))
-            })?;
-            let (Some((head, _)), false) = (&page.head, deltas.is_empty()) else {
-                break;
-            };
-            store
-                .append_all(deltas)
-                .map_err(|e| Failure::Refused(format!("a certified page does not apply: {e}")))?;
-            trusted = *head;
-            if store.latest_version() >= page.latest {
+            let p = source.poll_once(&store).await.map_err(read_failure)?;
+            if p.local_version >= p.remote_version {
                 break;
             }
         }
+        let store = store.into_inner().unwrap_or_else(|p| p.into_inner());
         let snapshot = Snapshot::decode(
             &store
                 .latest_snapshot()
@@ -170,6 +145,16 @@ impl NnsNode {
         )
         .map_err(|e| Failure::Refused(format!("the certified registry: {e}")))?;
         Ok(CertifiedRegistry { store, snapshot })
+    }
+
+    /// Every proposal, as the NNS subnet certifies it, checked with `key`.
+    pub async fn certified_proposals(
+        &self,
+        key: &BlsPublicKey,
+    ) -> Result<Vec<ProposalView>, Failure> {
+        let source = NnsSource::new(&self.base, *key).map_err(Failure::BadArgument)?;
+        let (proposals, _) = source.proposals().await.map_err(read_failure)?;
+        Ok(proposals.iter().map(ProposalView::from).collect())
     }
 
     /// Sends `operation` signed by `key` for `network`, waits until the node reports it

@@ -25,7 +25,7 @@ use std::sync::{
 };
 use types::{NetworkId, RegistryVersion, codec};
 
-const GOV_META: &str = "gov/meta";
+pub(crate) const GOV_META: &str = "gov/meta";
 const GOV_PROPOSAL_PREFIX: &str = "gov/proposal/";
 
 /// The most adopted proposals executed in one call (a tick, a submission, a vote): each
@@ -33,7 +33,7 @@ const GOV_PROPOSAL_PREFIX: &str = "gov/proposal/";
 /// so a pile of them waits for the next ticks rather than stalling every request.
 pub const MAX_EXECUTIONS_PER_CALL: usize = 8;
 
-fn proposal_key(id: ProposalId) -> String {
+pub(crate) fn proposal_key(id: ProposalId) -> String {
     format!("{GOV_PROPOSAL_PREFIX}{id:020}")
 }
 
@@ -53,9 +53,19 @@ pub enum RegistryError {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct GovMeta {
-    voting_period_ns: u64,
-    next_proposal_id: ProposalId,
+pub(crate) struct GovMeta {
+    pub(crate) voting_period_ns: u64,
+    pub(crate) next_proposal_id: ProposalId,
+}
+
+/// Before the registry is installed: no proposal yet.
+impl Default for GovMeta {
+    fn default() -> Self {
+        Self {
+            voting_period_ns: crate::governance::DEFAULT_VOTING_PERIOD_NS,
+            next_proposal_id: 1,
+        }
+    }
 }
 
 /// The registry with governance, over any store.

@@ -11,7 +11,7 @@
 //! (`ingress::SignedIngress::encode`), `application/octet-stream`.
 
 use crate::{
-    driver::{Request, Shared, UpdateRefused},
+    driver::{CertifiedRegistryRead, Request, Shared, UpdateRefused},
     ingress::SignedIngress,
     state::{Cursor, export_chunk, export_manifest},
 };
@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>, requests: mpsc::Sender<Request>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/request_status", get(request_status))
         .route("/api/v1/registry/changes", get(registry_changes))
+        .route("/api/v1/registry/proposals", get(registry_proposals))
         .route("/api/v1/resharing", get(resharing))
         .route("/api/v1/resharing/complaint", post(complaint))
         .route("/metrics", get(metrics))
@@ -187,23 +188,45 @@ async fn registry_changes(
     let Some(Ok(since)) = q.get("since").map(|v| v.parse::<u64>()) else {
         return error(StatusCode::BAD_REQUEST, "need ?since=<registry version>");
     };
+    certified_registry_read(
+        &ctx,
+        CertifiedRegistryRead::Changes(types::RegistryVersion::new(since)),
+    )
+    .await
+}
+
+/// `?from=ID`: a certified page of governance's proposals from id `ID` on (an NNS
+/// subnet's node; see `registry_page`), canonically encoded.
+async fn registry_proposals(
+    State(ctx): State<Ctx>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let from = match q.get("from").map(|v| v.parse::<u64>()) {
+        None => 1,
+        Some(Ok(from)) if from >= 1 => from,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "need ?from=<proposal id, 1 or more>",
+            );
+        }
+    };
+    certified_registry_read(&ctx, CertifiedRegistryRead::Proposals(from)).await
+}
+
+async fn certified_registry_read(ctx: &Ctx, read: CertifiedRegistryRead) -> Response {
     let (tx, rx) = oneshot::channel();
     if ctx
         .requests
-        .try_send(Request::RegistryPage(
-            types::RegistryVersion::new(since),
-            tx,
-        ))
+        .try_send(Request::RegistryPage(read, tx))
         .is_err()
     {
         return busy();
     }
     match rx.await {
-        Ok(Ok(page)) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            codec::encode(&page),
-        )
-            .into_response(),
+        Ok(Ok(page)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], page).into_response()
+        }
         Ok(Err((true, reason))) => error(StatusCode::NOT_FOUND, reason),
         Ok(Err((false, reason))) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
         Err(_) => busy(),

@@ -13,7 +13,9 @@ use registry::store::kv::genesis_chain_hash;
 use replica::{
     certified::VerifyError,
     ingress::{Ingress, Operation, SignedIngress},
-    registry_page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
+    registry_page::{
+        GovernancePage, MAX_PAGE_BYTES, RegistryPage, verify_governance_page, verify_registry_page,
+    },
 };
 use serde_json::Value;
 use types::{CryptoHash, RegistryVersion, ReplicaVersion};
@@ -207,5 +209,58 @@ async fn an_nns_subnet_executes_governance_calls_sent_as_ingress() {
     if p2.latest == RegistryVersion::new(2) {
         assert_eq!(verify_registry_page(&p2, &head, &nns_key).unwrap().len(), 0);
     }
+
+    // Governance's proposals, certified the same way, from another node: proposal 1,
+    // executed; the refused duplicate made none.
+    let r = client
+        .get(format!("{}/api/v1/registry/proposals?from=1", net.url(2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let g: GovernancePage =
+        types::codec::decode(&r.bytes().await.unwrap(), MAX_PAGE_BYTES).unwrap();
+    let v = verify_governance_page(&g, &nns_key).unwrap();
+    assert_eq!(v.next_proposal_id, 2);
+    assert_eq!(v.proposals.len(), 1);
+    assert_eq!(v.proposals[0].id, 1);
+    assert_eq!(
+        v.proposals[0].status,
+        registry::governance::ProposalStatus::Executed
+    );
+    // Whatever the node changes, the reader notices: another subnet's key, a changed
+    // proposal, a withheld one, a proposal under another id, a changed count.
+    assert!(matches!(
+        verify_governance_page(&g, &app_key),
+        Err(VerifyError::BadSignature(_))
+    ));
+    let mut forged = g.clone();
+    let last = forged.proposals[0].0.len() - 1;
+    forged.proposals[0].0[last] ^= 1;
+    assert!(verify_governance_page(&forged, &nns_key).is_err());
+    let mut withheld = g.clone();
+    withheld.proposals.clear();
+    assert!(verify_governance_page(&withheld, &nns_key).is_err());
+    let mut moved = g.clone();
+    moved.from = 2;
+    assert!(verify_governance_page(&moved, &nns_key).is_err());
+    let mut fewer = g.clone();
+    fewer.meta = None;
+    withheld.meta = None;
+    assert!(verify_governance_page(&fewer, &nns_key).is_err());
+    assert!(verify_governance_page(&withheld, &nns_key).is_err());
+    // Past the last id: an empty page, proven complete.
+    let r = client
+        .get(format!("{}/api/v1/registry/proposals?from=2", net.url(1)))
+        .send()
+        .await
+        .unwrap();
+    let g2: GovernancePage =
+        types::codec::decode(&r.bytes().await.unwrap(), MAX_PAGE_BYTES).unwrap();
+    let v2 = verify_governance_page(&g2, &nns_key).unwrap();
+    assert!(
+        v2.proposals.is_empty() && v2.next_proposal_id >= 2,
+        "{v2:?}"
+    );
     net.assert_running();
 }

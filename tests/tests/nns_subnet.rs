@@ -360,7 +360,27 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // 2.0.0 runs on the NNS subnet: refused by the registry, after the lookup worked.
     assert_eq!(code, Some(1), "{out} {err}");
     assert!(err.contains("2.0.0"), "{err}");
-    let (code, _, err) = read(1, &hex_key(1), &["proposals"]);
+    // Governance's proposals, certified too: every one from the first, contiguous, the
+    // retirement executed.
+    let (code, out, err) = read(1, &hex_key(1), &["--json", "proposals"]);
+    assert_eq!(code, Some(0), "{err}");
+    let proposals: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<u64> = proposals
+        .iter()
+        .map(|p| p["proposal_id"].as_u64().unwrap())
+        .collect();
+    let retirement: u64 = id.parse().unwrap();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert!(ids.len() as u64 >= retirement, "{ids:?}");
+    let (code, out, err) = read(2, &hex_key(1), &["--json", "proposal", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (p["proposal_id"].as_u64(), &p["status"]),
+        (Some(retirement), &Value::from("executed")),
+        "{p}"
+    );
+    let (code, _, err) = read(2, &hex_key(1), &["proposal", "100000"]);
     assert_eq!(code, Some(1), "{err}");
 
     // A raw update works as well: any node of the subnet holds the certified reply.

@@ -271,6 +271,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     {
         return govern_through(&cli, root_key.as_ref(), node).await;
     }
+    if let Some((node, _)) = &node
+        && matches!(cli.command, Command::Proposals | Command::Proposal { .. })
+    {
+        let all = node.certified_proposals(&nns_key(&cli)?).await?;
+        return match cli.command {
+            Command::Proposal { id } => {
+                let p = all
+                    .iter()
+                    .find(|p| p.proposal_id == id)
+                    .ok_or_else(|| Failure::Refused(format!("no proposal {id}")))?;
+                print(json, p, proposal_line)
+            }
+            _ => print(json, &all, |ps| {
+                ps.iter().map(proposal_line).collect::<Vec<_>>().join("\n")
+            }),
+        };
+    }
     let reads = match node {
         Some((node, _)) => Reads::Nns(Box::new(node.certified_registry(&nns_key(&cli)?).await?)),
         None => Reads::Server(&client),
@@ -551,25 +568,20 @@ impl Reads<'_> {
         }
     }
 
+    /// Proposals through a node of the NNS subnet are read before (`run`).
     async fn proposals(&self) -> Result<Vec<ProposalView>, Failure> {
         match self {
             Self::Server(c) => Ok(c.proposals().await?),
-            Self::Nns(_) => Err(no_proposals()),
+            Self::Nns(_) => Err(Failure::Refused("proposals are read from the node".into())),
         }
     }
 
     async fn proposal(&self, id: u64) -> Result<ProposalView, Failure> {
         match self {
             Self::Server(c) => Ok(c.proposal(id).await?),
-            Self::Nns(_) => Err(no_proposals()),
+            Self::Nns(_) => Err(Failure::Refused("proposals are read from the node".into())),
         }
     }
-}
-
-fn no_proposals() -> Failure {
-    Failure::Refused(
-        "a node of the NNS subnet does not serve proposals yet (its governance state is certified, but not yet readable here): each call's outcome is what `nns propose` and `nns vote` print".into(),
-    )
 }
 
 /// --nns-key, which reads from a node of the NNS subnet need.

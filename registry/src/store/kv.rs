@@ -110,7 +110,8 @@ fn now_key(key: &str) -> Vec<u8> {
     [NOW, key.as_bytes()].concat()
 }
 
-fn aux_key(key: &str) -> Vec<u8> {
+/// The entry key of the owner's auxiliary entry `key`.
+pub fn aux_key(key: &str) -> Vec<u8> {
     [AUX, key.as_bytes()].concat()
 }
 

@@ -60,6 +60,15 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// While storage is unavailable, how often the driver tries again.
 pub const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
+/// What a certified read of an NNS subnet's registry asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertifiedRegistryRead {
+    /// The registry's changes after a version ([`crate::registry_page::RegistryPage`]).
+    Changes(RegistryVersion),
+    /// Governance's proposals from an id on ([`crate::registry_page::GovernancePage`]).
+    Proposals(registry::governance::ProposalId),
+}
+
 /// A user request for the driver.
 #[derive(Debug)]
 pub enum Request {
@@ -75,11 +84,11 @@ pub enum Request {
         wait: bool,
         reply: oneshot::Sender<RequestStatus>,
     },
-    /// A certified page of the registry's changes after a version (an NNS subnet's;
-    /// `Err`: whether this subnet keeps no registry at all, and why there is none).
+    /// A certified page of the registry or of governance (an NNS subnet's), encoded;
+    /// `Err`: whether this subnet keeps no registry at all, and why there is none.
     RegistryPage(
-        RegistryVersion,
-        oneshot::Sender<Result<crate::registry_page::RegistryPage, (bool, String)>>,
+        CertifiedRegistryRead,
+        oneshot::Sender<Result<Vec<u8>, (bool, String)>>,
     ),
     /// The resharing under way, as this node's chain holds it (`None`: none).
     Resharing(oneshot::Sender<Option<consensus::resharing::ResharingView>>),

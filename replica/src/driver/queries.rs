@@ -121,8 +121,8 @@ impl Driver {
                     let _ = reply.send(now);
                 }
             }
-            Request::RegistryPage(since, reply) => {
-                let _ = reply.send(self.registry_page(since));
+            Request::RegistryPage(read, reply) => {
+                let _ = reply.send(self.registry_page(read));
             }
             Request::Resharing(reply) => {
                 let _ = reply.send(self.core.resharing_view());
@@ -136,11 +136,11 @@ impl Driver {
 
     /// The registry's changes after `since` as of the newest certified height this node
     /// has executed, with the witnesses to that height's root and its certificate.
-    fn registry_page(
-        &self,
-        since: RegistryVersion,
-    ) -> Result<crate::registry_page::RegistryPage, (bool, String)> {
-        use crate::registry_page::{MAX_PAGE_DELTA_BYTES, MAX_PAGE_VERSIONS, RegistryPage};
+    fn registry_page(&self, read: CertifiedRegistryRead) -> Result<Vec<u8>, (bool, String)> {
+        use crate::registry_page::{
+            GovernancePage, MAX_PAGE_DELTA_BYTES, MAX_PAGE_PROPOSAL_BYTES, MAX_PAGE_PROPOSALS,
+            MAX_PAGE_VERSIONS, RegistryPage, governance_meta_key, proposal_entry_key,
+        };
         let not_yet = |e: &dyn std::fmt::Display| (false, e.to_string());
         let state = self
             .state
@@ -159,28 +159,71 @@ impl Driver {
             .ok_or_else(|| not_yet(&"no certified height yet: retry"))?;
         let at = Height::new(cert.height);
         let later: Vec<&BlockUndo> = self.undo.range(at.increment()..).map(|(_, u)| u).collect();
-        let read = state
-            .registry_read(since, MAX_PAGE_VERSIONS, MAX_PAGE_DELTA_BYTES, &later)
-            .map_err(|e| not_yet(&e))?;
-        if crate::state::tree::state_hash(at, &read.root) != cert.state_hash {
-            // Should not happen: the undos rebuild the tree at `at` exactly.
-            tracing::error!(
-                height = %at,
-                "critical_error_witness_root: the registry page's root is not the certified one"
-            );
+        let check_root = |root: &CryptoHash| {
+            if crate::state::tree::state_hash(at, root) != cert.state_hash {
+                // Should not happen: the undos rebuild the tree at `at` exactly.
+                tracing::error!(
+                    height = %at,
+                    "critical_error_witness_root: a registry page's root is not the certified one"
+                );
+            }
+        };
+        match read {
+            CertifiedRegistryRead::Changes(since) => {
+                let read = state
+                    .registry_read(since, MAX_PAGE_VERSIONS, MAX_PAGE_DELTA_BYTES, &later)
+                    .map_err(|e| not_yet(&e))?;
+                check_root(&read.root);
+                Ok(types::codec::encode(&RegistryPage {
+                    since,
+                    certified_height: cert.height,
+                    certificate: cert.clone(),
+                    state_schema: state.schema(),
+                    latest: read.latest,
+                    latest_witness: read.latest_witness.encode(),
+                    deltas: read.deltas,
+                    head: read
+                        .head
+                        .map(|(h, w)| (h, serde_bytes::ByteBuf::from(w.encode()))),
+                }))
+            }
+            CertifiedRegistryRead::Proposals(from) => {
+                let meta = state
+                    .entry_at(&governance_meta_key(), &later)
+                    .map_err(|e| not_yet(&e))?;
+                check_root(&meta.root);
+                let mut proposals = Vec::new();
+                let mut bytes = 0;
+                let mut id = from.max(1);
+                while proposals.len() < MAX_PAGE_PROPOSALS {
+                    let read = state
+                        .entry_at(&proposal_entry_key(id), &later)
+                        .map_err(|e| not_yet(&e))?;
+                    // Ids are contiguous: the first absent one is the next to be made.
+                    let Some(value) = read.stored else {
+                        break;
+                    };
+                    bytes += value.len();
+                    if !proposals.is_empty() && bytes > MAX_PAGE_PROPOSAL_BYTES {
+                        break;
+                    }
+                    proposals.push((
+                        serde_bytes::ByteBuf::from(value),
+                        serde_bytes::ByteBuf::from(read.witness.encode()),
+                    ));
+                    id += 1;
+                }
+                Ok(types::codec::encode(&GovernancePage {
+                    from: from.max(1),
+                    certified_height: cert.height,
+                    certificate: cert.clone(),
+                    state_schema: state.schema(),
+                    meta: meta.stored.map(serde_bytes::ByteBuf::from),
+                    meta_witness: serde_bytes::ByteBuf::from(meta.witness.encode()),
+                    proposals,
+                }))
+            }
         }
-        Ok(RegistryPage {
-            since,
-            certified_height: cert.height,
-            certificate: cert.clone(),
-            state_schema: state.schema(),
-            latest: read.latest,
-            latest_witness: read.latest_witness.encode(),
-            deltas: read.deltas,
-            head: read
-                .head
-                .map(|(h, w)| (h, serde_bytes::ByteBuf::from(w.encode()))),
-        })
     }
 
     /// The value of `key` as of the newest certified height this node has executed, with

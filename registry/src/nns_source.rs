@@ -3,21 +3,30 @@
 //! (`GET /api/v1/registry/changes?since=V`), checks the page with the NNS subnet's public
 //! key and the chain hash of the local copy ([`verify_registry_page`]), and appends what
 //! it proves. Whichever node answered, nothing but what the NNS subnet certified enters
-//! the copy; a node that lies, withholds or is down costs a poll, and the orchestrator
-//! asks the next one (`node::Orchestrator::replicate` tries its sources in turn).
+//! the copy; a node that lies, withholds or is down costs a poll, and the reader asks the
+//! next one (an orchestrator tries its sources in turn).
+//!
+//! Governance's proposals are read the same way ([`NnsSource::proposals`],
+//! `GET /api/v1/registry/proposals?from=ID`, [`verify_governance_page`]).
 //!
 //! The chain hash of the local copy is computed from its deltas (from genesis, once per
 //! process, then incrementally), so it needs no state beside the copy.
+//!
+//! Every reader of an NNS node's registry goes through here: orchestrators, `nns`
+//! ([`crate::nns_node`]) and a registry server that follows the NNS subnet.
 
-use crypto::bls::BlsPublicKey;
-use registry::{
-    page::{MAX_PAGE_BYTES, RegistryPage, verify_registry_page},
+use crate::{
+    governance::Proposal,
+    page::{
+        GovernancePage, MAX_PAGE_BYTES, RegistryPage, verify_governance_page, verify_registry_page,
+    },
     replicator::Progress,
     store::{
         RegistryStore,
         kv::{chain_hash, genesis_chain_hash},
     },
 };
+use crypto::bls::BlsPublicKey;
 use std::{sync::Mutex, time::Duration};
 use types::{CryptoHash, RegistryVersion, codec};
 
@@ -26,10 +35,15 @@ pub const MAX_PAGES_PER_POLL: usize = 100;
 /// A page must have arrived by then.
 pub const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The most governance pages one read follows (100 proposals each).
+pub const MAX_GOVERNANCE_PAGES: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NnsSourceError {
     #[error("the NNS node at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("the node at {url} serves no registry: {reason}")]
+    NoRegistry { url: String, reason: String },
     #[error("the NNS node at {url} sent a page that does not verify: {reason}")]
     Unverified { url: String, reason: String },
     #[error("the local registry copy: {0}")]
@@ -78,7 +92,7 @@ impl NnsSource {
         };
         while version < latest {
             let deltas = store
-                .changes_since(version, registry::api::MAX_VERSIONS_PER_PAGE)
+                .changes_since(version, crate::api::MAX_VERSIONS_PER_PAGE)
                 .map_err(|e| NnsSourceError::Store(e.to_string()))?;
             let Some(last) = deltas.last().map(|d| d.version) else {
                 return Err(NnsSourceError::Store(format!(
@@ -94,18 +108,16 @@ impl NnsSource {
         Ok(hash)
     }
 
-    async fn page(&self, since: RegistryVersion) -> Result<RegistryPage, NnsSourceError> {
+    /// The body of a page at `path`: a 404 is a node that keeps no registry, any other
+    /// failure one that cannot answer now.
+    async fn fetch(&self, path: &str) -> Result<Vec<u8>, NnsSourceError> {
         let unreachable = |reason: String| NnsSourceError::Unreachable {
             url: self.url.clone(),
             reason,
         };
         let resp = self
             .http
-            .get(format!(
-                "{}/api/v1/registry/changes?since={}",
-                self.url,
-                since.get()
-            ))
+            .get(format!("{}{path}", self.url))
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -114,15 +126,71 @@ impl NnsSource {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         if !status.is_success() {
-            return Err(unreachable(format!(
+            let reason = format!(
                 "{status}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(300)])
-            )));
+            );
+            return Err(if status == reqwest::StatusCode::NOT_FOUND {
+                NnsSourceError::NoRegistry {
+                    url: self.url.clone(),
+                    reason,
+                }
+            } else {
+                unreachable(reason)
+            });
         }
-        codec::decode(&body, MAX_PAGE_BYTES).map_err(|e| NnsSourceError::Unverified {
+        Ok(body)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &self,
+        body: &[u8],
+    ) -> Result<T, NnsSourceError> {
+        codec::decode(body, MAX_PAGE_BYTES).map_err(|e| NnsSourceError::Unverified {
             url: self.url.clone(),
             reason: format!("malformed page: {e}"),
         })
+    }
+
+    async fn page(&self, since: RegistryVersion) -> Result<RegistryPage, NnsSourceError> {
+        let body = self
+            .fetch(&format!("/api/v1/registry/changes?since={}", since.get()))
+            .await?;
+        self.decode(&body)
+    }
+
+    /// Every proposal governance has made, as the NNS subnet certifies it, page by page,
+    /// each checked with the key ([`verify_governance_page`]); the next proposal id.
+    pub async fn proposals(&self) -> Result<(Vec<Proposal>, u64), NnsSourceError> {
+        let mut all = Vec::new();
+        let mut from = 1;
+        let mut next = 1;
+        for _ in 0..MAX_GOVERNANCE_PAGES {
+            let body = self
+                .fetch(&format!("/api/v1/registry/proposals?from={from}"))
+                .await?;
+            let page: GovernancePage = self.decode(&body)?;
+            if page.from != from {
+                return Err(NnsSourceError::Unverified {
+                    url: self.url.clone(),
+                    reason: format!("proposals from {}, asked {from}", page.from),
+                });
+            }
+            let verified = verify_governance_page(&page, &self.key).map_err(|e| {
+                NnsSourceError::Unverified {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            next = verified.next_proposal_id;
+            from += verified.proposals.len() as u64;
+            let done = verified.proposals.is_empty() || from >= next;
+            all.extend(verified.proposals);
+            if done {
+                break;
+            }
+        }
+        Ok((all, next))
     }
 
     /// Fetches, checks and appends every version the local copy lacks (up to the poll
@@ -131,12 +199,38 @@ impl NnsSource {
         &self,
         store: &Mutex<S>,
     ) -> Result<Progress, NnsSourceError> {
-        let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-        let start = lock().latest_version();
+        self.poll_once_in(store, |s| s).await
+    }
+
+    /// [`Self::poll_once`] into the store `project` finds inside what `copy` guards (a
+    /// registry server's `Registry`).
+    pub async fn poll_once_in<G, S: RegistryStore>(
+        &self,
+        copy: &Mutex<G>,
+        project: impl Fn(&mut G) -> &mut S,
+    ) -> Result<Progress, NnsSourceError> {
+        // Each step locks for a moment, never across a request.
+        let with = |f: &mut dyn FnMut(&mut S) -> Result<(), NnsSourceError>| {
+            let mut g = copy.lock().unwrap_or_else(|p| p.into_inner());
+            f(project(&mut g))
+        };
+        let latest = || {
+            let mut v = RegistryVersion::ZERO;
+            let _ = with(&mut |s| {
+                v = s.latest_version();
+                Ok(())
+            });
+            v
+        };
+        let start = latest();
         let mut remote = start;
         for _ in 0..MAX_PAGES_PER_POLL {
-            let local = lock().latest_version();
-            let trusted = self.chain_at(&*lock(), local)?;
+            let local = latest();
+            let mut trusted = CryptoHash([0; 32]);
+            with(&mut |s| {
+                trusted = self.chain_at(s, local)?;
+                Ok(())
+            })?;
             let page = self.page(local).await?;
             if page.since != local {
                 return Err(NnsSourceError::Unverified {
@@ -154,15 +248,19 @@ impl NnsSource {
             if deltas.is_empty() {
                 break;
             }
-            let mut s = lock();
-            // One atomic, durable write per page.
-            s.append_all(deltas)
-                .map_err(|e| NnsSourceError::Store(e.to_string()))?;
-            if s.latest_version() >= remote {
+            let mut caught_up = false;
+            with(&mut |s| {
+                // One atomic, durable write per page.
+                s.append_all(deltas)
+                    .map_err(|e| NnsSourceError::Store(e.to_string()))?;
+                caught_up = s.latest_version() >= remote;
+                Ok(())
+            })?;
+            if caught_up {
                 break;
             }
         }
-        let local = lock().latest_version();
+        let local = latest();
         Ok(Progress {
             versions_added: local.get() - start.get(),
             local_version: local,
@@ -174,8 +272,8 @@ impl NnsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use registry::page::Certificate;
-    use registry::store::MemoryStore;
+    use crate::page::Certificate;
+    use crate::store::MemoryStore;
 
     /// Serves `page` (encoded) at every path; the URL.
     async fn serve(page: Vec<u8>) -> String {
@@ -197,9 +295,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_that_does_not_verify_appends_nothing() {
-        let delta = registry::store::VersionDelta {
+        let delta = crate::store::VersionDelta {
             version: RegistryVersion::new(1),
-            changes: vec![registry::store::KeyChange {
+            changes: vec![crate::store::KeyChange {
                 key: "subnet_list".into(),
                 value: Some(vec![1]),
             }],
