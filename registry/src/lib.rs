@@ -10,7 +10,8 @@
 //! - [`api`], [`server`], [`client`]: the HTTP API with signed responses; [`exit`]: the
 //!   exit codes of the command-line tools; [`nns_node`]: governance calls sent as ingress
 //!   to a node of an NNS subnet (issue 19); [`nns_source`]: certified reads of the registry
-//!   and governance from NNS nodes, for every reader.
+//!   and governance from NNS nodes, for every reader; [`follow`]: a registry server that
+//!   follows the NNS subnet (a verifying cache for tools).
 //! - [`page`]: a certified page of the registry's changes from an NNS subnet's node, and
 //!   its check with the NNS subnet's key (issue 19).
 //! - [`replicator`]: the node side, into a node-local store; [`local`]: reads of it
@@ -29,6 +30,8 @@ pub mod api;
 pub mod client;
 #[cfg(feature = "io")]
 pub mod exit;
+#[cfg(feature = "io")]
+pub mod follow;
 pub mod genesis;
 pub mod governance;
 pub mod invariants;

@@ -71,6 +71,9 @@ const REQUEST_SECONDS_BUCKETS: [f64; 13] = [
 
 pub struct ServerState {
     registry: Mutex<Registry<RocksStore>>,
+    /// A copy that follows the NNS subnet ([`crate::follow`]): it takes no proposal or
+    /// vote and decides no deadline.
+    follows: bool,
     key: Ed25519KeyPair,
     /// This registry's network: what every submission and ballot must name.
     network: NetworkId,
@@ -114,6 +117,16 @@ pub fn now_ns() -> u64 {
 impl ServerState {
     /// Opens an initialized registry directory.
     pub fn open(dir: &FsPath) -> Result<Arc<Self>, ServerError> {
+        Self::open_as(dir, false)
+    }
+
+    /// Opens an initialized registry directory as a copy that follows the NNS subnet
+    /// ([`crate::follow`]).
+    pub fn open_following(dir: &FsPath) -> Result<Arc<Self>, ServerError> {
+        Self::open_as(dir, true)
+    }
+
+    fn open_as(dir: &FsPath, follows: bool) -> Result<Arc<Self>, ServerError> {
         let key = Ed25519KeyPair::read_from_file(&key_path(dir))?;
         let registry_err = |source: RegistryError| ServerError::Registry {
             dir: dir.to_path_buf(),
@@ -126,7 +139,12 @@ impl ServerState {
                 "the registry is empty: run `registry init` first".into(),
             ))));
         }
-        let registry = Registry::open(store).map_err(registry_err)?;
+        let registry = if follows {
+            Registry::open_copy(store)
+        } else {
+            Registry::open(store)
+        }
+        .map_err(registry_err)?;
         let metrics = Metrics::new();
         let b = Builder::new(&metrics);
         let requests = b.counter_vec(
@@ -153,6 +171,7 @@ impl ServerState {
         let network = NetworkId::from_registry_root_key(key.public_key().as_bytes());
         Ok(Arc::new(Self {
             registry: Mutex::new(registry),
+            follows,
             key,
             network,
             metrics,
@@ -165,10 +184,15 @@ impl ServerState {
         }))
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry<RocksStore>> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<RocksStore>> {
         // A panic while holding the lock cannot leave the registry half-written (every
         // write is one atomic commit), so a poisoned lock is safe to keep using.
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The guarded registry, for [`crate::follow`] to append to.
+    pub(crate) fn registry_lock(&self) -> &Mutex<Registry<RocksStore>> {
+        &self.registry
     }
 
     fn count(&self, endpoint: &str) {
@@ -224,11 +248,15 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until the listener fails; decides proposals past their deadline every second.
+/// Serves until the listener fails; decides proposals past their deadline every second
+/// (a copy that follows the NNS subnet does not: [`crate::follow::serve_following`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServerState>,
 ) -> std::io::Result<()> {
+    if state.follows {
+        return axum::serve(listener, router(state)).await;
+    }
     let ticker = state.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -308,6 +336,15 @@ fn registry_error(state: &ServerState, e: RegistryError) -> Response {
         tracing::info!(error = %e, "refused");
     }
     error(code, e.to_string())
+}
+
+/// A proposal or vote sent to a copy that follows the NNS subnet: refused, nothing done.
+fn follows(s: &ServerState) -> Response {
+    s.refusals.with_label_values(&["follows_the_nns"]).inc();
+    error(
+        StatusCode::FORBIDDEN,
+        "this registry server follows the NNS subnet and takes no proposal or vote: send it to a node of the NNS subnet (nns --registry <its URL>)",
+    )
 }
 
 async fn registry_version(State(s): State<Arc<ServerState>>) -> Response {
@@ -522,6 +559,9 @@ async fn submit(
     Json(signed): Json<SignedSubmission>,
 ) -> Response {
     s.count("submit");
+    if s.follows {
+        return follows(&s);
+    }
     let verified = match s.verify_submission(&signed) {
         Ok(v) => v,
         Err(e) => return registry_error(&s, e),
@@ -546,6 +586,9 @@ async fn vote(
     Json(signed): Json<SignedBallot>,
 ) -> Response {
     s.count("vote");
+    if s.follows {
+        return follows(&s);
+    }
     if signed.ballot.proposal_id != id {
         return error(
             StatusCode::BAD_REQUEST,

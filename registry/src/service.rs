@@ -85,6 +85,40 @@ impl<S: RegistryStore> Registry<S> {
     /// Loads governance state from the store and executes any adopted proposal that a
     /// crash left unexecuted.
     pub fn open(store: S) -> Result<Self, RegistryError> {
+        let mut registry = Self::load(store)?;
+        registry.execute_pending()?;
+        Ok(registry)
+    }
+
+    /// A copy of a registry that another decides (a registry server following the NNS
+    /// subnet): loaded as it is, executing nothing; it changes only by
+    /// [`Self::store_mut`] (verified deltas) and [`Self::mirror_governance`].
+    pub fn open_copy(store: S) -> Result<Self, RegistryError> {
+        Self::load(store)
+    }
+
+    /// The store under a copy ([`Self::open_copy`]), to append verified deltas to.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Makes a copy's governance what its source certified: `proposals` (every one, ids
+    /// from 1) and the next id, written in one commit (only the proposals that changed).
+    pub fn mirror_governance(
+        &mut self,
+        proposals: Vec<crate::governance::Proposal>,
+        next_proposal_id: ProposalId,
+    ) -> Result<(), RegistryError> {
+        let mut next = self.governance.clone();
+        next.next_proposal_id = next_proposal_id;
+        next.proposals = proposals.into_iter().map(|p| (p.id, p)).collect();
+        if next == self.governance {
+            return Ok(());
+        }
+        self.commit_governance(next, None)
+    }
+
+    fn load(store: S) -> Result<Self, RegistryError> {
         let corrupt = |e: codec::CodecError| RegistryError::Corrupt(e.to_string());
         let mut governance = match store.aux_get(GOV_META)? {
             None => Governance::new(crate::governance::DEFAULT_VOTING_PERIOD_NS),
@@ -100,14 +134,12 @@ impl<S: RegistryStore> Registry<S> {
                 codec::decode(&bytes, codec::MAX_ENCODED_BYTES).map_err(corrupt)?;
             governance.proposals.insert(p.id, p);
         }
-        let mut registry = Self {
+        Ok(Self {
             store,
             governance,
             snapshot_decodes: AtomicU64::new(0),
             latest: Mutex::new(None),
-        };
-        registry.execute_pending()?;
-        Ok(registry)
+        })
     }
 
     /// Writes the genesis contents as version 1 of an empty registry.

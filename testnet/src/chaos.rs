@@ -178,10 +178,9 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
-    let registry = l.registry_url();
     let rt = story::workers()?;
     let client = client()?;
-    let subnet = rt.block_on(first_subnet(&registry))?;
+    let subnet = rt.block_on(first_subnet(&l))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let mut report = Vec::new();
@@ -199,7 +198,7 @@ fn run(dir: &Path, upgrades: u32, seed: u64, base: hosts::Shape) -> Result<Value
             k + 1
         );
         let t0 = Instant::now();
-        release(dir, &registry, &subnet, &version, None, true).map_err(fail)?;
+        release(dir, &subnet, &version, None, true).map_err(fail)?;
         for (at, step) in steps(&faults, base) {
             let due = t0 + Duration::from_millis(at);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));

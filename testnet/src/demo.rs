@@ -16,14 +16,16 @@ pub(crate) fn demo(
     shape: hosts::Shape,
 ) -> Result<(), String> {
     let nodes = 4;
+    // The NNS subnet beside the application subnet, as `prep` makes by default.
+    let nns_nodes = 4;
     let args = PrepArgs {
         nodes,
         spare: 0,
-        nns_nodes: 0,
+        nns_nodes,
         dkg_interval: 9,
         neurons: 3,
         base_port: Some(match hosts {
-            Hosts::Loopback => free_base(nodes)?,
+            Hosts::Loopback => free_base(nodes + nns_nodes)?,
             Hosts::Netns => hosts::HOST_BASE_PORT,
         }),
         webhooks: Vec::new(),
@@ -75,11 +77,22 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         timeline.push((ms, what));
     };
     up(dir)?;
-    event("testnet up: 4 nodes finalizing on 1.0.0".into());
     let l = layout(dir)?;
+    // Where governance goes and who decides: the NNS subnet, when there is one.
+    let by = if l.nns.is_empty() {
+        "by the registry"
+    } else {
+        "by the NNS subnet (sent to its nodes, executed in its blocks, certified with its key)"
+    };
+    event(match l.nns.len() {
+        0 => format!("testnet up: {} nodes finalizing on 1.0.0", l.nodes.len()),
+        k => format!(
+            "testnet up: an application subnet of {} nodes and an NNS subnet of {k} (its replicated state is the registry and governance; every node's orchestrator replicates the registry from it, each page checked with its key), finalizing on 1.0.0",
+            l.nodes.len()
+        ),
+    });
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
-    let registry = l.registry_url();
     let rt = story::workers()?;
     let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
@@ -130,9 +143,9 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         "--url",
         &url,
     ];
-    let p = scenario::govern(dir, &registry, &elect)?;
-    event(format!("proposal {p} (elect 2.0.0) adopted"));
-    let subnet = rt.block_on(first_subnet(&registry))?;
+    let p = scenario::govern(dir, &elect)?;
+    event(format!("proposal {p} (elect 2.0.0) adopted {by}"));
+    let subnet = rt.block_on(first_subnet(&l))?;
     let deploy = [
         "propose",
         "deploy-version",
@@ -141,8 +154,10 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
         "--version",
         "2.0.0",
     ];
-    let p = scenario::govern(dir, &registry, &deploy)?;
-    event(format!("proposal {p} (deploy 2.0.0 to the subnet) adopted"));
+    let p = scenario::govern(dir, &deploy)?;
+    event(format!(
+        "proposal {p} (deploy 2.0.0 to the application subnet) adopted {by}"
+    ));
     let deployed_at = Instant::now();
 
     // Watch: halting, the CUP, each node's switch and migration, the first block on 2.0.0.

@@ -278,10 +278,10 @@ struct PrepArgs {
     /// Nodes of an NNS subnet beside the application subnet (after the spares): its
     /// replicated state is the registry and governance, installed from the genesis by
     /// its first block, it executes governance calls sent to its nodes as ingress, and
-    /// every node replicates the registry from it, checked with its key (issue 19).
-    /// 0: no NNS subnet; the registry server is the source (the default until the
-    /// testnet's other commands read the registry from the NNS subnet too).
-    #[arg(long, default_value_t = 0)]
+    /// every node replicates the registry from it, checked with its key (issue 19);
+    /// the registry server follows it as a read-only copy for tools, and governance goes
+    /// to its nodes. 0: no NNS subnet; the registry server decides, as before.
+    #[arg(long, default_value_t = 4)]
     nns_nodes: usize,
     #[arg(long, default_value_t = 20)]
     dkg_interval: u64,
@@ -328,6 +328,9 @@ struct Layout {
     /// `nodes.len() + spares.len() + k`.
     #[serde(default)]
     nns: Vec<NodeLayout>,
+    /// The NNS subnet's public key (hex), with `nns`.
+    #[serde(default)]
+    nns_key: Option<String>,
     /// The registry's and the package server's host.
     #[serde(default = "loopback_host")]
     infra_host: String,
@@ -343,6 +346,13 @@ fn loopback_host() -> String {
 impl Layout {
     fn registry_url(&self) -> String {
         format!("http://{}:{}", self.infra_host, self.registry_port)
+    }
+    /// The NNS subnet's nodes' public APIs (none without an NNS subnet).
+    fn nns_urls(&self) -> Vec<String> {
+        self.nns
+            .iter()
+            .map(|n| format!("http://{}", n.http_address))
+            .collect()
     }
     /// Where the dashboard listens: this machine (the operator's host).
     fn dashboard_url(&self) -> String {
@@ -647,20 +657,43 @@ fn verify(dir: &Path, writes: &Path, as_json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn nns(registry: &str, key: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin("nns")?)
-        .args(["--registry", registry, "--neuron-key"])
-        .arg(key)
-        .args(args)
-        .output()
-        .map_err(|e| format!("nns: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "nns {args:?}: {}",
+/// `nns args` as the neuron whose key is in `key`: through the NNS subnet's nodes in
+/// turn (the next one when one cannot take it now: exit 3), or the registry server
+/// without an NNS subnet.
+fn nns(l: &Layout, key: &Path, args: &[&str]) -> Result<String, String> {
+    let targets = match &l.nns_key {
+        Some(k) if !l.nns.is_empty() => l
+            .nns_urls()
+            .into_iter()
+            .map(|u| (u, Some(k.clone())))
+            .collect(),
+        _ => vec![(l.registry_url(), None)],
+    };
+    let mut last = String::new();
+    for (url, nns_key) in targets {
+        let mut cmd = Command::new(bin("nns")?);
+        cmd.args(["--registry", &url]);
+        if let Some(k) = &nns_key {
+            cmd.args(["--nns-key", k]);
+        }
+        let out = cmd
+            .arg("--neuron-key")
+            .arg(key)
+            .args(args)
+            .output()
+            .map_err(|e| format!("nns: {e}"))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        last = format!(
+            "nns {args:?} through {url}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        );
+        if out.status.code() != Some(i32::from(registry::exit::EXIT_UNREACHABLE)) {
+            break;
+        }
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Err(last)
 }
 
 #[cfg(test)]

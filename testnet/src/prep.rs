@@ -74,6 +74,7 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
         nodes: Vec::new(),
         spares: Vec::new(),
         nns: Vec::new(),
+        nns_key: None,
         infra_host,
         netns,
     };
@@ -157,15 +158,12 @@ pub(crate) fn prep(dir: &Path, args: &PrepArgs) -> Result<Value, String> {
     // copy: the NNS subnet's nodes need it to start at all.
     let nns = match net.genesis.subnets.get(1) {
         Some(s) if args.nns_nodes > 0 => Some((
-            layout
-                .nns
-                .iter()
-                .map(|n| format!("http://{}", n.http_address))
-                .collect::<Vec<_>>(),
+            layout.nns_urls(),
             hex::encode(s.high_threshold_key.group_key.to_bytes()),
         )),
         _ => None,
     };
+    layout.nns_key = nns.as_ref().map(|(_, key)| key.clone());
     for (_, n) in layout.machines() {
         let mut config = orchestrator::config::NodeConfig::new(
             vec![layout.registry_url()],

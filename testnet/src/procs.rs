@@ -70,14 +70,20 @@ pub(crate) fn up(dir: &Path) -> Result<Value, String> {
             Command::new(&me).args(["serve-links", "--dir"]).arg(dir),
         )?;
     }
-    spawn(
-        dir,
-        "registry",
-        l.command(hosts::Host::Infra, &bin("registry")?)
-            .args(["serve", "--dir"])
-            .arg(dir.join("registry"))
-            .args(["--listen", &format!("{}:{}", l.infra_host, l.registry_port)]),
-    )?;
+    // With an NNS subnet, the registry server is a read-only copy of what it certifies,
+    // for the tools (status, the dashboard): no node depends on it.
+    let mut registry = l.command(hosts::Host::Infra, &bin("registry")?);
+    registry
+        .args(["serve", "--dir"])
+        .arg(dir.join("registry"))
+        .args(["--listen", &format!("{}:{}", l.infra_host, l.registry_port)]);
+    if let Some(key) = &l.nns_key {
+        for url in l.nns_urls() {
+            registry.args(["--follow-nns", &url]);
+        }
+        registry.args(["--nns-key", key]);
+    }
+    spawn(dir, "registry", &mut registry)?;
     spawn(
         dir,
         "packages",
@@ -177,13 +183,22 @@ pub(crate) async fn replica_status(
 }
 
 /// The id of the registry's first subnet (the testnet's only one).
-pub(crate) async fn first_subnet(registry: &str) -> Result<String, String> {
-    let subnets = registry_client(registry)?
+/// The application subnet: the one node 0 is a member of (the NNS subnet is another).
+pub(crate) async fn first_subnet(l: &Layout) -> Result<String, String> {
+    let registry = l.registry_url();
+    let subnets = registry_client(&registry)?
         .subnets()
         .await
         .map_err(|e| format!("reading subnets: {e}"))?;
-    subnets
+    let first = l
+        .nodes
         .first()
+        .map(|n| n.node_id.as_str())
+        .unwrap_or_default();
+    subnets
+        .iter()
+        .find(|s| s.members.iter().any(|m| m.to_string() == first))
+        .or(subnets.first())
         .map(|s| s.subnet_id.to_string())
         .ok_or_else(|| format!("{registry} lists no subnet"))
 }

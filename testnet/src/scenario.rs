@@ -8,12 +8,14 @@
 use super::*;
 use replica::cli::Drill;
 
-/// Proposes as neuron 0 and adopts with neuron 1's vote (two of three); the proposal id.
-pub(crate) fn govern(dir: &Path, registry: &str, args: &[&str]) -> Result<String, String> {
+/// Proposes as neuron 0 and adopts with neuron 1's vote (two of three), through the NNS
+/// subnet's nodes (or the registry server without one); the proposal id.
+pub(crate) fn govern(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let l = layout(dir)?;
     let key = |i: usize| dir.join("neurons").join(format!("neuron-{i}.key"));
-    let out = nns(registry, &key(0), args)?;
+    let out = nns(&l, &key(0), args)?;
     let id = out.trim().trim_start_matches("proposal ").to_string();
-    nns(registry, &key(1), &["vote", "--proposal", &id, "--yes"])?;
+    nns(&l, &key(1), &["vote", "--proposal", &id, "--yes"])?;
     Ok(id)
 }
 
@@ -21,7 +23,6 @@ pub(crate) fn govern(dir: &Path, registry: &str, args: &[&str]) -> Result<String
 /// package server and deploys it to `subnet`.
 pub(crate) fn release(
     dir: &Path,
-    registry: &str,
     subnet: &str,
     version: &str,
     drill: Option<Drill>,
@@ -41,14 +42,10 @@ pub(crate) fn release(
         "--url",
         &url,
     ];
-    govern(dir, registry, &elect)?;
+    govern(dir, &elect)?;
     if deploy {
         let args = ["propose", "deploy-version", "--subnet", subnet];
-        govern(
-            dir,
-            registry,
-            &[&args[..], &["--version", version]].concat(),
-        )?;
+        govern(dir, &[&args[..], &["--version", version]].concat())?;
     }
     Ok(())
 }
@@ -108,11 +105,10 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     let l = layout(dir)?;
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
-    let registry = l.registry_url();
     // The load runs beside this thread's polling: a runtime with workers of its own.
     let rt = story::workers()?;
     let client = client()?;
-    let subnet = rt.block_on(first_subnet(&registry))?;
+    let subnet = rt.block_on(first_subnet(&l))?;
     let load = story::Load::start(&rt, &urls, network, 20);
     event("load: 20 signed writes per second".into());
     let finalized = |i: usize| {
@@ -121,14 +117,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     };
 
     // 1. A release whose rehearsal fails: no node is ready, the subnet runs on.
-    release(
-        dir,
-        &registry,
-        &subnet,
-        "2.0.0",
-        Some(Drill::FailsCheck),
-        true,
-    )?;
+    release(dir, &subnet, "2.0.0", Some(Drill::FailsCheck), true)?;
     event("2.0.0 (built to fail its rehearsal) elected and deployed".into());
     let all = wait_all(&rt, dir, "every node refuses 2.0.0 in preflight", |o| {
         o["upgrade"]["target_version"] == "2.0.0" && o["upgrade"]["preflight"]["ok"] == false
@@ -155,14 +144,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     ));
 
     // 2. A release that passes preflight and crashes at start: the subnet is stranded.
-    release(
-        dir,
-        &registry,
-        &subnet,
-        "3.0.0",
-        Some(Drill::CrashAtStart),
-        true,
-    )?;
+    release(dir, &subnet, "3.0.0", Some(Drill::CrashAtStart), true)?;
     event("3.0.0 (built to crash at start) elected and deployed".into());
     wait_all(&rt, dir, "every node ready for 3.0.0", |o| {
         o["upgrade"]["target_version"] == "3.0.0" && o["upgrade"]["preflight"]["ok"] == true
@@ -186,7 +168,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
     ));
 
     // 3. Governance: a good release and a recovery CUP at the stalled height.
-    release(dir, &registry, &subnet, "4.0.0", None, false)?;
+    release(dir, &subnet, "4.0.0", None, false)?;
     let h = height.to_string();
     let recover = [
         "propose",
@@ -200,7 +182,7 @@ pub(crate) fn recovery_in(dir: &Path) -> Result<Value, String> {
         "--state-hash",
         &state_hash,
     ];
-    let p = govern(dir, &registry, &recover)?;
+    let p = govern(dir, &recover)?;
     let adopted = Instant::now();
     event(format!(
         "proposal {p} (recover-subnet onto 4.0.0 at height {height}) adopted"

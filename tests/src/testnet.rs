@@ -198,6 +198,11 @@ impl Net {
             "--base-port",
             "0",
         ];
+        // Without an NNS subnet unless asked: most tests are about the application
+        // subnet, and 4 more nodes would share its 2 cores.
+        if !more.contains(&"--nns-nodes") {
+            args.extend(["--nns-nodes", "0"]);
+        }
         args.extend_from_slice(more);
         self.run(&args);
     }

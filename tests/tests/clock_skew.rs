@@ -29,7 +29,17 @@ fn a_node_a_day_ahead_neither_stops_the_subnet_nor_expires_updates() {
     let dir = tmp.path().join("net");
     let net = Net::new(&bin, &dir);
     let d = net.d.clone();
-    net.run(&["prep", "--dir", &d, "--nodes", "4", "--base-port", "0"]);
+    net.run(&[
+        "prep",
+        "--dir",
+        &d,
+        "--nodes",
+        "4",
+        "--base-port",
+        "0",
+        "--nns-nodes",
+        "0",
+    ]);
     net.run(&["up", "--dir", &d]);
 
     // Node 3 again, with its wall clock a day ahead.

@@ -52,6 +52,8 @@ fn an_upgrade_across_namespaces_with_a_node_cut_off_during_the_halt_loses_no_wri
         &d,
         "--nodes",
         "4",
+        "--nns-nodes",
+        "0",
         "--dkg-interval",
         "9",
         "--hosts",
@@ -293,7 +295,17 @@ fn partitions_and_shapes_need_a_netns_testnet_and_valid_arguments() {
     assert!(!d.join("testnet.json").exists());
     run(
         &testnet,
-        &["prep", "--dir", ds, "--nodes", "1", "--base-port", "0"],
+        &[
+            "prep",
+            "--dir",
+            ds,
+            "--nodes",
+            "1",
+            "--base-port",
+            "0",
+            "--nns-nodes",
+            "0",
+        ],
     );
     fails(
         &["partition", "--dir", ds, "--groups", "0/1"],

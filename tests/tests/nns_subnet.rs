@@ -133,15 +133,38 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // Every node's orchestrator replicates the registry from the NNS subnet, each page
     // checked with its key: the election (version 2) reaches them all, though the
     // registry server never saw it.
-    let s = net.wait("every node's registry copy at version 2", |s| {
+    net.wait("every node's registry copy at version 2", |s| {
         nodes(s)
             .iter()
             .all(|n| n["registry_version"].as_u64() >= Some(2))
     });
-    assert_eq!(
-        s["registry_version"], 1,
-        "the registry server is not in the path: {s}"
+    // The registry server follows the NNS subnet, a read-only copy for tools: it reaches
+    // the same version, serves governance's proposals, and refuses a proposal (exit 1).
+    let s = net.wait("the registry server's copy at version 2", |s| {
+        s["registry_version"].as_u64() >= Some(2)
+    });
+    let server = s["registry_url"].as_str().unwrap().to_string();
+    let out = tests::testnet::run(
+        &net.nns,
+        &["--registry", &server, "--json", "proposal", "1"],
     );
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["status"], "executed", "{p}");
+    let out = std::process::Command::new(&net.nns)
+        .args([
+            "--registry",
+            &server,
+            "--neuron-key",
+            &key(0),
+            "--neuron",
+            "0",
+        ])
+        .args(["propose", "retire-version", "--version", "1.5.0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("follows the NNS subnet"), "{err}");
     // The same election again is refused by the registry, with its reason (exit 1).
     let (code, _, err) = nns(2, 2, &elect);
     assert_eq!(code, Some(1), "{err}");

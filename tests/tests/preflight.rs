@@ -76,7 +76,17 @@ fn a_release_no_node_can_get_ready_never_halts_the_subnet() {
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
     let (hook, events) = receiver();
-    let prep = ["prep", "--dir", &d, "--nodes", "4", "--dkg-interval", "9"];
+    let prep = [
+        "prep",
+        "--dir",
+        &d,
+        "--nodes",
+        "4",
+        "--dkg-interval",
+        "9",
+        "--nns-nodes",
+        "0",
+    ];
     net.run(&[&prep[..], &["--base-port", "0", "--webhook", &hook]].concat());
     net.run(&["up", "--dir", &d]);
     let s = net.status();

@@ -131,6 +131,8 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
     let d = net.d.clone();
+    // Without the NNS subnet (`tests/tests/nns_*.rs` cover it): the registry server
+    // decides, and the 2 cores go to the application subnet under test.
     let prep = [
         "prep",
         "--dir",
@@ -140,6 +142,8 @@ fn upgrade_to_the_next_release_under_load_through_failures_then_a_refused_downgr
         "--dkg-interval",
         "9",
         "--base-port",
+        "0",
+        "--nns-nodes",
         "0",
     ];
     run(&net.testnet, &prep);
@@ -472,6 +476,8 @@ fn an_endless_cup_answer_leaves_the_others_memory_bounded_while_writes_go_on() {
             "--dkg-interval",
             "9",
             "--base-port",
+            "0",
+            "--nns-nodes",
             "0",
         ],
     );

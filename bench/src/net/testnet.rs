@@ -68,7 +68,19 @@ impl Testnet {
             .map_err(|e| e.to_string())?;
         let d = dir.path().display().to_string();
         let n = nodes.to_string();
-        let mut prep = vec!["prep", "--dir", &d, "--nodes", &n, "--base-port", "0"];
+        // The application subnet alone on this machine's cores, as in every earlier run
+        // in BENCHMARKS.md (the NNS subnet's 4 nodes would share them).
+        let mut prep = vec![
+            "prep",
+            "--dir",
+            &d,
+            "--nodes",
+            &n,
+            "--base-port",
+            "0",
+            "--nns-nodes",
+            "0",
+        ];
         let one_way;
         if let Hosts::Netns { one_way_ms } = hosts {
             one_way = one_way_ms.to_string();

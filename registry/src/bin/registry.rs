@@ -1,12 +1,14 @@
-//! `registry init --dir DIR --genesis FILE` and `registry serve --dir DIR --listen ADDR`.
+//! `registry init --dir DIR --genesis FILE` and `registry serve --dir DIR --listen ADDR
+//! [--follow-nns URL... --nns-key HEX]`.
 //! Exit codes: [`registry::exit`].
 
 use clap::{Parser, Subcommand};
-use crypto::ed25519::Ed25519KeyPair;
+use crypto::{bls::BlsPublicKey, ed25519::Ed25519KeyPair};
 use registry::{
     Registry,
     exit::Failure,
     genesis::{Genesis, NetworkParams, generate_network},
+    nns_source::NnsSource,
     server::{self, ServerState},
     store::RocksStore,
 };
@@ -80,6 +82,15 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
         #[arg(long)]
         listen: String,
+        /// Follow the NNS subnet through this node (repeat for more, asked in turn): a
+        /// read-only copy of the registry and governance it certifies, each page checked
+        /// with --nns-key; proposals and votes are refused (403). DIR must hold the same
+        /// genesis registry (`registry init` with the network's genesis).
+        #[arg(long = "follow-nns", value_name = "URL")]
+        follow_nns: Vec<String>,
+        /// The NNS subnet's public key (hex), required with --follow-nns.
+        #[arg(long, value_name = "HEX")]
+        nns_key: Option<String>,
     },
 }
 
@@ -87,7 +98,12 @@ fn main() -> ExitCode {
     registry::logging::init(false);
     let result = match Cli::parse().command {
         Command::Init { dir, genesis } => init(dir, genesis),
-        Command::Serve { dir, listen } => serve(dir, listen),
+        Command::Serve {
+            dir,
+            listen,
+            follow_nns,
+            nns_key,
+        } => serve(dir, listen, follow_nns, nns_key),
         Command::GenerateGenesis {
             dir,
             nodes,
@@ -201,8 +217,43 @@ fn generate(
     Ok(())
 }
 
-fn serve(dir: PathBuf, listen: String) -> Result<(), Failure> {
-    let state = ServerState::open(&dir).map_err(refused)?;
+/// The sources of a copy that follows the NNS subnet (none: the registry decides).
+fn nns_sources(urls: &[String], key: Option<&str>) -> Result<Vec<NnsSource>, Failure> {
+    if urls.is_empty() {
+        return match key {
+            None => Ok(Vec::new()),
+            Some(_) => Err(Failure::BadArgument(
+                "--nns-key goes with --follow-nns".into(),
+            )),
+        };
+    }
+    let key = key.ok_or_else(|| {
+        Failure::BadArgument("--follow-nns needs --nns-key (the NNS subnet's public key)".into())
+    })?;
+    let key = hex::decode(key)
+        .ok()
+        .and_then(|b| BlsPublicKey::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            Failure::BadArgument("--nns-key is not the hex of a BLS public key".into())
+        })?;
+    urls.iter()
+        .map(|u| NnsSource::new(u, key).map_err(Failure::BadArgument))
+        .collect()
+}
+
+fn serve(
+    dir: PathBuf,
+    listen: String,
+    follow_nns: Vec<String>,
+    nns_key: Option<String>,
+) -> Result<(), Failure> {
+    let sources = nns_sources(&follow_nns, nns_key.as_deref())?;
+    let state = if sources.is_empty() {
+        ServerState::open(&dir)
+    } else {
+        ServerState::open_following(&dir)
+    }
+    .map_err(refused)?;
     let runtime = tokio::runtime::Runtime::new().map_err(refused)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
@@ -211,7 +262,13 @@ fn serve(dir: PathBuf, listen: String) -> Result<(), Failure> {
         let addr = listener.local_addr().map_err(refused)?;
         // The first line on stdout is the address, for scripts that asked for port 0.
         println!("listening on http://{addr}");
-        tracing::info!(%addr, dir = %dir.display(), "registry serving");
-        server::serve(listener, state).await.map_err(refused)
+        tracing::info!(%addr, dir = %dir.display(), following = sources.len(), "registry serving");
+        if sources.is_empty() {
+            server::serve(listener, state).await.map_err(refused)
+        } else {
+            registry::follow::serve_following(listener, state, sources)
+                .await
+                .map_err(refused)
+        }
     })
 }
