@@ -11,6 +11,8 @@
 //!   decision, what the effects reported) to a phase and the effects to carry out.
 //! - [`node`]: the loop around them ([`node::Orchestrator`]): replicate, collect, decide,
 //!   step the machine, carry its effects out.
+//! - [`sources`]: where the registry copy comes from: registry servers, or the NNS
+//!   subnet's nodes (`node.toml`'s, then those the copy names), every page checked.
 //! - [`peers`]: asking peers for CUPs beside the loop, each answer bounded and verified.
 //! - [`fetch`]: downloading and unpacking a release beside the loop.
 //! - [`notify`]: a JSON event per upgrade step to `node.toml`'s webhooks, never blocking.
@@ -51,6 +53,8 @@ pub mod process;
 pub mod ratelimit;
 #[cfg(feature = "io")]
 pub mod server;
+#[cfg(feature = "io")]
+pub mod sources;
 #[cfg(feature = "io")]
 pub mod switch;
 pub mod upgrade;

@@ -32,6 +32,7 @@ use crate::{
     server::{
         CupRequest, CupView, HealthView, Nonce, PreflightView, Shared, StatusView, UpgradeView,
     },
+    sources::Sources,
     switch::{self, VERIFIED_IMAGE_ENV},
     upgrade::Upgrade,
 };
@@ -40,10 +41,7 @@ mod act;
 use crypto::reshare::EncryptionSecretKey;
 use cup::Cup;
 use registry::{
-    client::RegistryClient,
     local::{member_records, registry_cup, subnet_at, subnet_of},
-    nns_source::NnsSource,
-    replicator::Replicator,
     store::{RegistryStore, RocksStore},
 };
 use std::{
@@ -95,7 +93,7 @@ pub struct Orchestrator {
     image: release::Image,
     store: Mutex<RocksStore>,
     /// Where the registry comes from, tried in turn at each poll.
-    replicators: Vec<Source>,
+    sources: Sources,
     http: reqwest::Client,
     downloader: release::Downloader,
     supervisor: Supervisor,
@@ -160,14 +158,6 @@ impl std::fmt::Debug for Orchestrator {
     }
 }
 
-/// A source of the registry: a registry server (answers signed with the registry key) or
-/// a node of the NNS subnet (pages certified by the NNS subnet's key).
-#[derive(Debug)]
-enum Source {
-    Server(Replicator),
-    Nns(NnsSource),
-}
-
 impl Orchestrator {
     /// An orchestrator running from `image` (the one `images/current` names).
     pub fn new(
@@ -184,24 +174,7 @@ impl Orchestrator {
             .ok_or("node.toml: registry_root_key is not a public key")?;
         let store = RocksStore::open(&node_dir.join("registry"))
             .map_err(|e| format!("the node-local registry copy: {e}"))?;
-        // From the NNS subnet, when node.toml names its nodes; else from registry servers.
-        let replicators = match cfg.nns_key() {
-            Some(key) => cfg
-                .nns_urls
-                .iter()
-                .map(|u| NnsSource::new(u, key).map(Source::Nns))
-                .collect::<Result<Vec<_>, String>>()?,
-            None => cfg
-                .registry_urls
-                .iter()
-                .map(|u| {
-                    let c = RegistryClient::new(u, root).map_err(|e| format!("{u}: {e}"))?;
-                    Replicator::new(c, root.is_some())
-                        .map(Source::Server)
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<Vec<_>, String>>()?,
-        };
+        let sources = Sources::new(&cfg)?;
         let http = reqwest::Client::builder()
             .timeout(peers::PEER_TIMEOUT)
             .build()
@@ -263,7 +236,7 @@ impl Orchestrator {
                 network,
                 image,
                 store: Mutex::new(store),
-                replicators,
+                sources,
                 http,
                 downloader,
                 supervisor: Supervisor::new(grace),
@@ -471,27 +444,9 @@ impl Orchestrator {
     }
 
     async fn replicate(&mut self) {
-        for r in &self.replicators {
-            let polled = match r {
-                Source::Server(r) => r.poll_once(&self.store).await.map_err(|e| e.to_string()),
-                Source::Nns(r) => r.poll_once(&self.store).await.map_err(|e| {
-                    // A node that answers what its subnet did not certify is lying or
-                    // broken: worth a warning, unlike one that is down.
-                    if matches!(e, registry::nns_source::NnsSourceError::Unverified { .. }) {
-                        self.shared.metrics.registry_pages_refused.inc();
-                        tracing::warn!(error = %e, "refused a registry page");
-                    }
-                    e.to_string()
-                }),
-            };
-            match polled {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "registry poll failed");
-                }
-            }
-        }
-        self.shared.metrics.registry_poll_failures.inc();
+        self.sources
+            .poll(&self.store, &self.cfg.nns_urls, &self.shared.metrics)
+            .await;
     }
 
     /// The best CUP this node has: the persisted one or the newest its replica made.

@@ -152,6 +152,28 @@ pub fn subnet_of<S: RegistryStore>(
     Ok(None)
 }
 
+/// The public APIs (`http://<http_address>`) of the NNS subnet's members at `version`
+/// (none without an NNS subnet): where a node learns the NNS nodes beyond the ones its
+/// configuration names.
+pub fn nns_node_urls<S: RegistryStore>(
+    store: &S,
+    version: RegistryVersion,
+) -> Result<Vec<String>, LocalError> {
+    let Some((_, list)) = read::<SubnetListRecord, _>(store, keys::SUBNET_LIST, version)? else {
+        return Ok(Vec::new());
+    };
+    let mut urls = Vec::new();
+    for id in &list.subnets {
+        let (_, s): (_, SubnetRecord) = need(store, &keys::subnet_record(id), version)?;
+        if matches!(s.subnet_kind(), crate::records::SubnetKind::Nns { .. }) {
+            for n in member_records(store, &s, version)? {
+                urls.push(format!("http://{}", n.http_address));
+            }
+        }
+    }
+    Ok(urls)
+}
+
 /// The registry CUP of subnet `id` as of `version`: built from its CUP-contents record,
 /// deterministically, so every node (and every release) derives the same one. Its
 /// registry version is the one that wrote that record.
@@ -189,4 +211,55 @@ pub fn registry_cup<S: RegistryStore>(
             extensions: Default::default(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        Registry,
+        genesis::{NetworkParams, generate_network},
+        store::MemoryStore,
+    };
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_nns_nodes_are_the_nns_subnets_members_and_only_theirs() {
+        let params = NetworkParams {
+            nodes: 2,
+            neurons: 1,
+            dkg_interval_length: 9,
+            unit_delay_ms: 300,
+            initial_notary_delay_ms: 100,
+            base_port: 20000,
+            replica_version: types::ReplicaVersion::new("1.0.0").expect("version"),
+            package_sha256: "a".repeat(64),
+            package_urls: vec!["http://127.0.0.1:1/one.tar.gz".into()],
+            genesis_time_ns: 1_000,
+        };
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let mut net = generate_network(&params, &mut rng).expect("generate");
+        let open = |net: &crate::genesis::GeneratedNetwork| {
+            let mut r = Registry::open(MemoryStore::new()).expect("open");
+            r.init(&net.genesis.mutations(), 1).expect("init");
+            r
+        };
+        // One application subnet: no NNS node.
+        let r = open(&net);
+        assert_eq!(
+            nns_node_urls(r.store(), r.latest_version()).expect("read"),
+            Vec::<String>::new()
+        );
+        net.add_nns_subnet(&params, 3, &mut rng)
+            .expect("nns subnet");
+        let r = open(&net);
+        let urls = nns_node_urls(r.store(), r.latest_version()).expect("read");
+        let expected: Vec<String> = net
+            .nns
+            .iter()
+            .map(|n| format!("http://{}", n.record.http_address))
+            .collect();
+        assert_eq!(urls, expected);
+        assert_eq!(urls.len(), 3);
+    }
 }

@@ -91,6 +91,33 @@ impl Net {
         }
     }
 
+    /// kill -9 of node `i`'s machine, as a power cut: its orchestrator's process group,
+    /// then every process whose command line names its directory (its replica runs in
+    /// a process group of its own).
+    pub fn kill_node(&self, i: usize) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("pids/node-{i}.pid"))).unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", pid.trim())])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "node {i}");
+        let needle = self.dir.join(format!("nodes/node-{i}"));
+        let needle = needle.to_str().unwrap();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+
     /// Runs `testnet args` (asserting success); its standard output.
     pub fn run(&self, args: &[&str]) -> String {
         run(&self.testnet, args)

@@ -173,12 +173,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // kill -9 of one NNS node, the one every node.toml names first, changes nothing:
     // governance goes on through the others, and every live copy follows by asking the
     // next NNS node. Restarted, the node catches up.
-    let pid = std::fs::read_to_string(dir.join("pids/node-1.pid")).unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{}", pid.trim())])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    net.kill_node(1);
     let (code, out, err) = nns(
         2,
         0,

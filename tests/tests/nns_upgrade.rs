@@ -1,10 +1,12 @@
 //! Issue 19's upgrade through the NNS subnet: on a testnet of a 4-node NNS subnet and a
 //! 4-node application subnet, `nns` sent to NNS nodes elects the next release and deploys
 //! it to the application subnet, which switches at a CUP with its state intact, while an
-//! NNS node that lies stands first in every node's `node.toml`: it answers each registry
-//! page with one forgery or another (a delta changed, the certificate's signature
-//! changed, a witness changed), and every orchestrator refuses it and replicates from
-//! the next NNS node. The registry server is killed first: no node depends on it.
+//! NNS node that lies is the only one every node's `node.toml` names: it answers each
+//! registry page with one forgery or another (a delta changed, the certificate's
+//! signature changed, a witness changed), and every orchestrator refuses it and
+//! replicates from the NNS nodes its own registry copy names (learned from the genesis
+//! registry). The registry server and one NNS node are killed first (kill -9): no node
+//! depends on the first, and the NNS subnet goes on without the second.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -98,8 +100,9 @@ fn lying_nns_node(listener: TcpListener, upstream: String) -> Arc<AtomicU64> {
     served
 }
 
-/// Puts the URL of the lying node first in every node's `nns_urls`; the URL that was first.
-fn put_first(dir: &std::path::Path, liar: &str) -> String {
+/// Makes the lying node the only NNS node every `node.toml` names; the URL that was
+/// first.
+fn name_only(dir: &std::path::Path, liar: &str) -> String {
     let mut upstream = None;
     for entry in std::fs::read_dir(dir.join("nodes")).unwrap() {
         let path = entry.unwrap().path().join("node.toml");
@@ -107,7 +110,8 @@ fn put_first(dir: &std::path::Path, liar: &str) -> String {
         let (head, tail) = text.split_once("nns_urls = [").unwrap();
         let first = tail.split('"').nth(1).unwrap().to_string();
         upstream.get_or_insert(first);
-        let text = format!("{head}nns_urls = [\"{liar}\", {tail}");
+        let (_, rest) = tail.split_once(']').unwrap();
+        let text = format!("{head}nns_urls = [\"{liar}\"]{rest}");
         std::fs::write(&path, text).unwrap();
     }
     upstream.unwrap()
@@ -121,17 +125,19 @@ fn the_application_subnet_upgrades_through_the_nns_past_a_lying_nns_node() {
     net.prep_with(4, &["--nns-nodes", "4"]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let liar = format!("http://{}", listener.local_addr().unwrap());
-    let upstream = put_first(&dir, &liar);
+    let upstream = name_only(&dir, &liar);
     let forged = lying_nns_node(listener, upstream);
     net.run(&["up", "--dir", &net.d]);
     // No node depends on the registry server (a copy for tools that follows the NNS
-    // subnet): the whole upgrade runs with it killed.
+    // subnet), and one NNS node down changes nothing: the whole upgrade runs with both
+    // killed (kill -9).
     let pid = std::fs::read_to_string(dir.join("pids/registry.pid")).unwrap();
     let killed = std::process::Command::new("kill")
         .args(["-9", "--", &format!("-{}", pid.trim())])
         .status()
         .unwrap();
     assert!(killed.success());
+    net.kill_node(7);
 
     let s = net.status();
     let all = nodes(&s).clone();
@@ -225,11 +231,12 @@ fn the_application_subnet_upgrades_through_the_nns_past_a_lying_nns_node() {
         })
     });
     assert!(
-        nodes(&s)[4..]
+        nodes(&s)[4..7]
             .iter()
             .all(|n| n["running_version"] == "1.0.0"),
         "the NNS subnet stays on 1.0.0: {s}"
     );
+    assert_eq!(nodes(&s)[7]["alive"], false, "{s}");
     assert!(
         s["registry_version"].is_null(),
         "the registry server is down: {s}"
@@ -237,9 +244,10 @@ fn the_application_subnet_upgrades_through_the_nns_past_a_lying_nns_node() {
     let answer = net.query(&url(2), "kept").unwrap();
     assert_eq!(answer.value.as_deref(), Some("written on 1.0.0"));
 
-    // Every orchestrator asked the liar first and refused what it said.
+    // Every orchestrator asked the liar first, refused what it said, and went on with the
+    // NNS nodes its copy names.
     assert!(forged.load(Ordering::SeqCst) >= 8, "forged pages served");
-    for (i, n) in nodes(&s).iter().enumerate() {
+    for (i, n) in nodes(&s)[..7].iter().enumerate() {
         let metrics = net.rt.block_on(async {
             let url = format!("{}/metrics", n["orchestrator_url"].as_str().unwrap());
             net.http

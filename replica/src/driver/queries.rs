@@ -146,8 +146,12 @@ impl Driver {
             .state
             .as_ref()
             .ok_or_else(|| not_yet(&"no state (a catch-up failed)"))?;
-        if !state.keeps_registry().map_err(|e| not_yet(&e))? {
+        if !self.is_nns() {
             return Err((true, "this subnet does not keep the registry".into()));
+        }
+        if !state.keeps_registry().map_err(|e| not_yet(&e))? {
+            // Before its first block, or while its state is synced after a restart.
+            return Err(not_yet(&"no registry in this node's state yet: retry"));
         }
         let executed = state.height();
         let cert = self

@@ -181,6 +181,15 @@ impl Driver {
         }
     }
 
+    /// Whether this node's subnet is an NNS subnet (keeps the registry and executes
+    /// governance calls), as the registry says.
+    pub(super) fn is_nns(&self) -> bool {
+        matches!(
+            self.subnet.record.subnet_kind(),
+            registry::records::SubnetKind::Nns { .. }
+        )
+    }
+
     /// Checks an update and pools it: refused while the subnet upgrades, when executed
     /// already or over its sender's quota, or invalid.
     pub(super) fn accept_update(&mut self, m: SignedIngress) -> Result<CryptoHash, UpdateRefused> {
@@ -194,13 +203,10 @@ impl Driver {
         } else if done {
             // Executed already (a late relay, or a user's retry).
             Err(UpdateRefused::Invalid(IngressError::Duplicate(id)))
-        } else if m.ingress.operation.is_governance()
-            && !self
-                .state
-                .as_ref()
-                .is_some_and(|s| s.keeps_registry().unwrap_or(false))
-        {
-            // Execution here would skip it: only an NNS subnet keeps the registry.
+        } else if m.ingress.operation.is_governance() && !self.is_nns() {
+            // Execution here would skip it: only an NNS subnet keeps the registry. (The
+            // subnet's kind decides, not the state: an NNS node whose state is still
+            // being synced after a restart takes calls, which execute once in a block.)
             Err(UpdateRefused::Invalid(IngressError::NotNns(
                 m.ingress.operation.method(),
             )))
