@@ -38,8 +38,10 @@ pub const MAX_PAGES_READ: usize = 10_000;
 /// What a node's `/api/v1/status` says, as far as a caller needs it.
 #[derive(Debug, Deserialize)]
 struct NodeStatus {
-    /// Present only in a replica's answer (not a registry server's).
-    finalized_height: u64,
+    /// Present only in a replica's answer: required, so that a registry server's status
+    /// (which has none) does not parse as a node's.
+    #[serde(rename = "finalized_height")]
+    _finalized_height: u64,
     network_id: NetworkId,
 }
 
@@ -110,15 +112,22 @@ impl NnsNode {
         Ok((code, bytes))
     }
 
-    /// The network the node serves, if the URL answers as a replica does (`None`: it is
-    /// something else, such as a registry server).
-    pub async fn probe(&self) -> Option<NetworkId> {
-        let (code, body) = self.get("/api/v1/status").await.ok()?;
-        let status: NodeStatus = (code == 200)
-            .then(|| serde_json::from_slice(&body).ok())
-            .flatten()?;
-        let _ = status.finalized_height;
-        Some(status.network_id)
+    /// The network the node serves, if the URL answers as a replica does (`None`: it
+    /// answers as something else, such as a registry server). A URL that does not answer
+    /// now (a replica switching releases) is [`Failure::Unreachable`], not "something
+    /// else": taken for a registry server, a replica's answers would be misread.
+    pub async fn probe(&self) -> Result<Option<NetworkId>, Failure> {
+        let (code, body) = self.get("/api/v1/status").await?;
+        if code >= 500 {
+            return Err(Failure::Unreachable(format!(
+                "the node at {} cannot answer now (HTTP {code}): retry",
+                self.base
+            )));
+        }
+        Ok((code == 200)
+            .then(|| serde_json::from_slice::<NodeStatus>(&body).ok())
+            .flatten()
+            .map(|s| s.network_id))
     }
 
     /// The whole registry as the NNS subnet certifies it, read from this node page by

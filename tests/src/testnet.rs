@@ -198,6 +198,25 @@ impl Net {
         as_neuron(1, &["vote", "--proposal", &id, "--yes"]);
     }
 
+    /// Proposes `args` as neuron 0 through the NNS node at `propose` and adopts it with
+    /// neuron 1's vote through the one at `vote` (issue 19: governance as ingress),
+    /// asserting both; the proposal id.
+    pub fn adopt_through(&self, propose: &str, vote: &str, args: &[&str]) -> String {
+        let as_neuron = |i: usize, url: &str, args: &[&str]| {
+            let key = self.dir.join(format!("neurons/neuron-{i}.key"));
+            let key = key.to_str().unwrap();
+            let n = i.to_string();
+            let mut all = vec!["--registry", url, "--neuron-key", key, "--neuron", &n];
+            all.extend_from_slice(args);
+            run(&self.nns, &all).trim().to_string()
+        };
+        let out = as_neuron(0, propose, args);
+        let id = out.strip_prefix("proposal ").unwrap().to_string();
+        let out = as_neuron(1, vote, &["vote", "--proposal", &id, "--yes"]);
+        assert!(out.ends_with("executed"), "{out}");
+        id
+    }
+
     /// `testnet prep` of `nodes` nodes (DKG interval 9, free ports), then `up`.
     pub fn prep_up(&self, nodes: usize) {
         self.prep_up_with(nodes, &[]);
@@ -233,7 +252,23 @@ impl Net {
         args.extend_from_slice(more);
         self.run(&args);
     }
+}
 
+/// `propose elect-version` of `version`, its package's `sha256` at `url`.
+pub fn elect_args<'a>(version: &'a str, sha256: &'a str, url: &'a str) -> [&'a str; 8] {
+    [
+        "propose",
+        "elect-version",
+        "--version",
+        version,
+        "--sha256",
+        sha256,
+        "--url",
+        url,
+    ]
+}
+
+impl Net {
     /// Elects `version` with the package `sha256` at `urls` (through [`Self::govern`]).
     pub fn elect(&self, registry: &str, version: &str, sha256: &str, urls: &[&str]) {
         let mut args = vec![

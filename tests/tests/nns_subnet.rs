@@ -16,7 +16,7 @@ use std::{
     path::Path,
     sync::atomic::{AtomicBool, Ordering},
 };
-use tests::testnet::{Net, PATIENCE, nodes};
+use tests::testnet::{Net, PATIENCE, elect_args, nodes};
 use types::NetworkId;
 
 fn ingress(network: NetworkId, key: &Ed25519KeyPair, nonce: u64, op: Operation) -> SignedIngress {
@@ -105,16 +105,8 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         let (key, id) = (key(neuron), neuron.to_string());
         run_nns(node, &["--neuron-key", &key, "--neuron", &id], args)
     };
-    let elect = [
-        "propose",
-        "elect-version",
-        "--version",
-        "1.5.0",
-        "--sha256",
-        &"b".repeat(64),
-        "--url",
-        "http://127.0.0.1:9/1.5.tar.zst",
-    ];
+    let b64 = "b".repeat(64);
+    let elect = elect_args("1.5.0", &b64, "http://127.0.0.1:9/1.5.tar.zst");
     // The application subnet does not keep the registry: refused (exit 1), nothing done.
     let (code, _, err) = nns(0, 0, &elect);
     assert_eq!(code, Some(1), "{err}");
@@ -174,19 +166,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // governance goes on through the others, and every live copy follows by asking the
     // next NNS node. Restarted, the node catches up.
     net.kill_node(1);
+    let c64 = "c".repeat(64);
     let (code, out, err) = nns(
         2,
         0,
-        &[
-            "propose",
-            "elect-version",
-            "--version",
-            "1.6.0",
-            "--sha256",
-            &"c".repeat(64),
-            "--url",
-            "http://127.0.0.1:9/1.6.tar.zst",
-        ],
+        &elect_args("1.6.0", &c64, "http://127.0.0.1:9/1.6.tar.zst"),
     );
     assert_eq!((code, out.as_str()), (Some(0), "proposal 2"), "{err}");
     let (code, out, err) = nns(3, 1, &["vote", "--proposal", "2", "--yes"]);
@@ -215,27 +199,8 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // application subnet stays on 1.0.0.
     let sha = net.package("2.0.0", &dir.join("packages/2.0.0.tar.zst"), true);
     let package_url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
-    let adopt = |args: &[&str]| {
-        let (code, out, err) = nns(1, 0, args);
-        assert_eq!(code, Some(0), "{args:?}: {err}");
-        let id = out.strip_prefix("proposal ").unwrap().to_string();
-        let (code, out, err) = nns(2, 1, &["vote", "--proposal", &id, "--yes"]);
-        assert_eq!(
-            (code, out.ends_with("executed")),
-            (Some(0), true),
-            "{out} {err}"
-        );
-    };
-    adopt(&[
-        "propose",
-        "elect-version",
-        "--version",
-        "2.0.0",
-        "--sha256",
-        &sha,
-        "--url",
-        &package_url,
-    ]);
+    let adopt = |args: &[&str]| net.adopt_through(&url(1), &url(2), args);
+    adopt(&elect_args("2.0.0", &sha, &package_url));
     let nns_subnet = nns_subnet.as_str().unwrap().to_string();
     // Under a stream of proposals and votes, each through another NNS node: every one is
     // executed, or refused with "retry" (exit 3) while the subnet switches.
@@ -249,20 +214,9 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
                     break;
                 }
                 let version = format!("1.7.{i}");
-                let (code, out, err) = nns(
-                    2 + i % 3,
-                    0,
-                    &[
-                        "propose",
-                        "elect-version",
-                        "--version",
-                        &version,
-                        "--sha256",
-                        &"d".repeat(64),
-                        "--url",
-                        "http://127.0.0.1:9/1.7.tar.zst",
-                    ],
-                );
+                let d64 = "d".repeat(64);
+                let elect = elect_args(&version, &d64, "http://127.0.0.1:9/1.7.tar.zst");
+                let (code, out, err) = nns(2 + i % 3, 0, &elect);
                 if code == Some(3) {
                     retries += 1;
                     continue;

@@ -20,7 +20,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
-use tests::testnet::{Net, nodes};
+use tests::testnet::{Net, elect_args, nodes};
 use types::codec;
 
 const BAD_GATEWAY: StatusCode = StatusCode::BAD_GATEWAY;
@@ -174,48 +174,10 @@ fn the_application_subnet_upgrades_through_the_nns_past_a_lying_nns_node() {
     assert_eq!(code.as_u16(), 202);
 
     // Governance through two NNS nodes, as neurons 0 (proposes) and 1 (adopts).
-    let key = |i: usize| {
-        dir.join("neurons")
-            .join(format!("neuron-{i}.key"))
-            .display()
-            .to_string()
-    };
-    let adopt = |args: &[&str]| {
-        let (k0, k1) = (key(0), key(1));
-        let (u5, u6) = (url(5), url(6));
-        let mut propose = vec!["--registry", &u5, "--neuron-key", &k0, "--neuron", "0"];
-        propose.extend_from_slice(args);
-        let out = tests::testnet::run(&net.nns, &propose);
-        let id = out.trim().strip_prefix("proposal ").unwrap().to_string();
-        let out = tests::testnet::run(
-            &net.nns,
-            &[
-                "--registry",
-                &u6,
-                "--neuron-key",
-                &k1,
-                "--neuron",
-                "1",
-                "vote",
-                "--proposal",
-                &id,
-                "--yes",
-            ],
-        );
-        assert!(out.trim().ends_with("executed"), "{out}");
-    };
     let sha = net.package("2.0.0", &dir.join("packages/2.0.0.tar.zst"), true);
     let package_url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
-    adopt(&[
-        "propose",
-        "elect-version",
-        "--version",
-        "2.0.0",
-        "--sha256",
-        &sha,
-        "--url",
-        &package_url,
-    ]);
+    let adopt = |args: &[&str]| net.adopt_through(&url(5), &url(6), args);
+    adopt(&elect_args("2.0.0", &sha, &package_url));
     adopt(&[
         "propose",
         "deploy-version",

@@ -666,7 +666,7 @@ async fn govern_through(
 /// answers as something else (a registry server).
 async fn nns_node(url: &str) -> Result<Option<(NnsNode, NetworkId)>, Failure> {
     let node = NnsNode::new(url)?;
-    Ok(node.probe().await.map(|network| (node, network)))
+    Ok(node.probe().await?.map(|network| (node, network)))
 }
 
 /// The neuron key, the neuron's id and the network to sign for, for a call to an NNS

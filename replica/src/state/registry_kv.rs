@@ -7,10 +7,10 @@
 //! one of them with a witness ([`ReplicatedState::entry_witness`]): the chain hash at a
 //! version vouches for every delta up to it (`registry::store::kv::verify_page`).
 //!
-//! The blocks that carry governance calls are [`super::nns`]'s. Not yet here: undo of these
-//! entries for reads below the executed height (a witness is for the executed height).
+//! The blocks that carry governance calls are [`super::nns`]'s, and so are reads below the
+//! executed height (through the blocks' undos).
 
-use super::{BlockUndo, CertifiedRead, Executed, ReplicatedState, StateError, Writes};
+use super::{CertifiedRead, ReplicatedState, StateError, Writes};
 use super::{index, tree};
 use registry::store::{
     Kv, KvStore, StoreError,
@@ -18,7 +18,6 @@ use registry::store::{
 };
 use rocksdb::DB;
 use std::collections::BTreeMap;
-use types::Height;
 
 /// A block's view of the state as a registry map. See the module docs.
 pub struct BlockKv<'a> {
@@ -134,41 +133,6 @@ impl Kv for BlockKv<'_> {
 }
 
 impl ReplicatedState {
-    /// Runs `f` on the registry kept in this state as the block at `height` (the next
-    /// one): what it writes commits with the block, hashed like every entry. `f` returns
-    /// an error only to abandon the block (storage failing); then nothing changes. A
-    /// refused request is an outcome, for `f` to return as its value.
-    pub fn execute_registry<R>(
-        &mut self,
-        height: Height,
-        f: impl FnOnce(&mut KvStore<BlockKv<'_>>) -> Result<R, StoreError>,
-    ) -> Result<(R, Executed), StateError> {
-        let mut w = self.begin_block(height)?;
-        let out = {
-            let kv = BlockKv {
-                db: &self.db,
-                writes: &mut w,
-            };
-            let mut store = KvStore::open(kv).map_err(StateError::Registry)?;
-            f(&mut store).map_err(StateError::Registry)?
-        };
-        let entries = std::mem::take(&mut w.previous);
-        let tree = self.commit_block(height, w)?;
-        Ok((
-            out,
-            Executed {
-                state_hash: self.state_hash(),
-                executed: Vec::new(),
-                skipped: 0,
-                undo: BlockUndo {
-                    values: BTreeMap::new(),
-                    entries,
-                    tree,
-                },
-            },
-        ))
-    }
-
     /// The registry kept in this state, read-only, as of the executed height.
     pub fn registry_view<R>(
         &self,
@@ -210,6 +174,46 @@ impl ReplicatedState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{BlockUndo, Executed};
+    use types::Height;
+
+    impl ReplicatedState {
+        /// Runs `f` on the registry kept in this state as the block at `height` (the next
+        /// one): what it writes commits with the block, hashed like every entry. `f` returns
+        /// an error only to abandon the block (storage failing); then nothing changes. A
+        /// refused request is an outcome, for `f` to return as its value. Tests only: the
+        /// store's laws checked on a state; blocks run governance through `execute`.
+        fn execute_registry<R>(
+            &mut self,
+            height: Height,
+            f: impl FnOnce(&mut KvStore<BlockKv<'_>>) -> Result<R, StoreError>,
+        ) -> Result<(R, Executed), StateError> {
+            let mut w = self.begin_block(height)?;
+            let out = {
+                let kv = BlockKv {
+                    db: &self.db,
+                    writes: &mut w,
+                };
+                let mut store = KvStore::open(kv).map_err(StateError::Registry)?;
+                f(&mut store).map_err(StateError::Registry)?
+            };
+            let entries = std::mem::take(&mut w.previous);
+            let tree = self.commit_block(height, w)?;
+            Ok((
+                out,
+                Executed {
+                    state_hash: self.state_hash(),
+                    executed: Vec::new(),
+                    skipped: 0,
+                    undo: BlockUndo {
+                        values: BTreeMap::new(),
+                        entries,
+                        tree,
+                    },
+                },
+            ))
+        }
+    }
     use registry::store::{
         MemoryStore, Mutation, RegistryStore,
         kv::{chain_key, verify_page},
