@@ -271,15 +271,9 @@ pub fn elect_args<'a>(version: &'a str, sha256: &'a str, url: &'a str) -> [&'a s
 impl Net {
     /// Elects `version` with the package `sha256` at `urls` (through [`Self::govern`]).
     pub fn elect(&self, registry: &str, version: &str, sha256: &str, urls: &[&str]) {
-        let mut args = vec![
-            "propose",
-            "elect-version",
-            "--version",
-            version,
-            "--sha256",
-            sha256,
-        ];
-        for u in urls {
+        let first = urls.first().copied().unwrap_or_default();
+        let mut args = elect_args(version, sha256, first).to_vec();
+        for u in urls.iter().skip(1) {
             args.extend(["--url", u]);
         }
         self.govern(registry, &args);

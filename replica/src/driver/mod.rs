@@ -564,9 +564,9 @@ impl Driver {
                         while self.certificates.len() > MAX_CERTIFICATES {
                             self.certificates.pop_first();
                         }
-                        let state = self.state.as_ref();
+                        let (nns, state) = (self.is_nns(), self.state.as_ref());
                         self.requests
-                            .certified(height, |a| queries::with_governance(state, a));
+                            .certified(height, |a| queries::with_governance(nns, state, a));
                         self.prune_undo();
                     }
                     Action::CupReady { content, signature } => {

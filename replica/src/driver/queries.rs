@@ -4,17 +4,21 @@
 use super::*;
 use crate::ingress::Operation;
 
-/// Adds an executed governance call's outcome to `answer`, on a state that keeps the
-/// registry (an NNS subnet's).
-pub(super) fn with_governance(state: Option<&ReplicatedState>, answer: &mut RequestStatus) {
-    let Some(state) = state else {
+/// Adds an executed governance call's outcome to `answer`, on an NNS subnet's node
+/// (`nns`: the subnet's kind, known without reading the state, so that other subnets'
+/// request statuses read nothing more).
+pub(super) fn with_governance(
+    nns: bool,
+    state: Option<&ReplicatedState>,
+    answer: &mut RequestStatus,
+) {
+    let Some(state) = state.filter(|_| nns) else {
         return;
     };
     if !matches!(
         answer.status,
         RequestState::Executed | RequestState::Certified
-    ) || !state.keeps_registry().unwrap_or(false)
-    {
+    ) {
         return;
     }
     let Ok(id) = answer.message_id.parse::<CryptoHash>() else {
@@ -100,7 +104,7 @@ impl Driver {
                 RequestState::Executed
             };
         }
-        with_governance(Some(state), &mut answer);
+        with_governance(self.is_nns(), Some(state), &mut answer);
         answer
     }
 
