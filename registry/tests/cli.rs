@@ -528,3 +528,55 @@ fn nns_exit_codes_tell_a_refusal_from_a_bad_argument_from_an_unreachable_registr
         assert!(out.contains(line), "{out}");
     }
 }
+
+/// An NNS node whose subnet is switching releases answers its status but refuses updates
+/// with 503 ("subnet is upgrading", as a halted replica does): a proposal or vote sent
+/// there ends with exit 3 and says to retry, and nothing is taken for a refusal.
+#[test]
+fn nns_says_retry_when_an_nns_node_is_upgrading() {
+    use axum::{
+        Json, Router,
+        http::StatusCode,
+        routing::{get, post},
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_genesis(dir.path());
+    let k0 = neuron_key(dir.path(), 0);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let network = types::NetworkId([7; 32]);
+    let app = Router::new()
+        .route(
+            "/api/v1/status",
+            get(move || async move {
+                Json(serde_json::json!({ "finalized_height": 40, "network_id": network }))
+            }),
+        )
+        .route(
+            "/api/v1/update",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({ "error": "subnet is upgrading" })),
+                )
+            }),
+        );
+    rt.spawn(async move { axum::serve(listener, app).await });
+    for args in [
+        vec!["propose", "retire-version", "--version", "1.0.0"],
+        vec!["vote", "--proposal", "1", "--yes"],
+    ] {
+        let (code, _, err) = nns(
+            &url,
+            &[&["--neuron-key", s(&k0), "--neuron", "0"], &args[..]].concat(),
+        );
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(
+            err.contains("subnet is upgrading") && err.contains("retry"),
+            "{err}"
+        );
+    }
+}

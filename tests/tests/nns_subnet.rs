@@ -1,5 +1,5 @@
-//! `testnet prep --nns-nodes` (issue 19): an NNS subnet of orchestrator-run replicas
-//! beside the application subnet, from one release package, and every node's registry
+//! `testnet prep --nns-nodes` (issue 19): an NNS subnet of four orchestrator-run
+//! replicas beside an application subnet of four, from one release package, and every node's registry
 //! copy replicated from it, through a kill -9 of one of its nodes, and its upgrade of
 //! itself under a stream of proposals and votes. Its first block installs
 //! the genesis registry; `nns propose` and `nns vote` sent to two of its nodes execute
@@ -66,17 +66,24 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
     let net = Net::new(&tests::binaries(), &dir);
-    net.prep_up_with(1, &["--nns-nodes", "4"]);
+    net.prep_up_with(4, &["--nns-nodes", "4"]);
     let s = net.status();
     let all = nodes(&s).clone();
-    assert_eq!(all.len(), 5, "{s}");
+    // Nodes 0-3 make the application subnet, 4-7 the NNS subnet.
+    assert_eq!(all.len(), 8, "{s}");
     for (i, n) in all.iter().enumerate() {
-        assert_eq!(n["nns"], i >= 1, "{n}");
+        assert_eq!(n["nns"], i >= 4, "{n}");
     }
     let url = |i: usize| all[i]["replica_url"].as_str().unwrap().to_string();
-    let nns_subnet = all[1]["subnet_id"].clone();
+    let nns_subnet = all[4]["subnet_id"].clone();
     assert_ne!(all[0]["subnet_id"], nns_subnet, "two subnets: {s}");
-    assert!(all[1..].iter().all(|n| n["subnet_id"] == nns_subnet), "{s}");
+    assert!(all[4..].iter().all(|n| n["subnet_id"] == nns_subnet), "{s}");
+    assert!(
+        all[..4]
+            .iter()
+            .all(|n| n["subnet_id"] == all[0]["subnet_id"]),
+        "{s}"
+    );
 
     let key = |i: usize| {
         dir.join("neurons")
@@ -111,11 +118,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let (code, _, err) = nns(0, 0, &elect);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("does not keep the registry"), "{err}");
-    // One neuron of three proposes through NNS node 1: recorded, open.
-    let (code, out, err) = nns(1, 0, &elect);
+    // One neuron of three proposes through NNS node 4: recorded, open.
+    let (code, out, err) = nns(4, 0, &elect);
     assert_eq!((code, out.as_str()), (Some(0), "proposal 1"), "{err}");
-    // A second neuron's vote, through NNS node 3, adopts and executes it.
-    let (code, out, err) = nns(3, 1, &["--json", "vote", "--proposal", "1", "--yes"]);
+    // A second neuron's vote, through NNS node 6, adopts and executes it.
+    let (code, out, err) = nns(6, 1, &["--json", "vote", "--proposal", "1", "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -158,39 +165,39 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("follows the NNS subnet"), "{err}");
     // The same election again is refused by the registry, with its reason (exit 1).
-    let (code, _, err) = nns(2, 2, &elect);
+    let (code, _, err) = nns(5, 2, &elect);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("1.5.0"), "{err}");
 
     // kill -9 of one NNS node, the one every node.toml names first, changes nothing:
     // governance goes on through the others, and every live copy follows by asking the
     // next NNS node. Restarted, the node catches up.
-    net.kill_node(1);
+    net.kill_node(4);
     let c64 = "c".repeat(64);
     let (code, out, err) = nns(
-        2,
+        5,
         0,
         &elect_args("1.6.0", &c64, "http://127.0.0.1:9/1.6.tar.zst"),
     );
     assert_eq!((code, out.as_str()), (Some(0), "proposal 2"), "{err}");
-    let (code, out, err) = nns(3, 1, &["vote", "--proposal", "2", "--yes"]);
+    let (code, out, err) = nns(6, 1, &["vote", "--proposal", "2", "--yes"]);
     assert_eq!(
         (code, out.ends_with("executed")),
         (Some(0), true),
         "{out} {err}"
     );
     net.wait(
-        "every live copy at version 3, with NNS node 1 killed",
+        "every live copy at version 3, with NNS node 4 killed",
         |s| {
-            [0, 2, 3, 4]
+            [0, 1, 2, 3, 5, 6, 7]
                 .iter()
                 .all(|&i| nodes(s)[i]["registry_version"].as_u64() >= Some(3))
         },
     );
-    net.run(&["start-node", "--dir", &net.d, "--node", "1"]);
-    net.wait("NNS node 1 back and caught up", |s| {
-        nodes(s)[1]["registry_version"].as_u64() >= Some(3)
-            && nodes(s)[1]["finalized_height"].as_u64().is_some()
+    net.run(&["start-node", "--dir", &net.d, "--node", "4"]);
+    net.wait("NNS node 4 back and caught up", |s| {
+        nodes(s)[4]["registry_version"].as_u64() >= Some(3)
+            && nodes(s)[4]["finalized_height"].as_u64().is_some()
     });
 
     // The NNS subnet upgrades itself: governance through its own nodes elects the next
@@ -199,7 +206,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     // application subnet stays on 1.0.0.
     let sha = net.package("2.0.0", &dir.join("packages/2.0.0.tar.zst"), true);
     let package_url = format!("{}/2.0.0.tar.zst", s["package_url_base"].as_str().unwrap());
-    let adopt = |args: &[&str]| net.adopt_through(&url(1), &url(2), args);
+    let adopt = |args: &[&str]| net.adopt_through(&url(4), &url(5), args);
     adopt(&elect_args("2.0.0", &sha, &package_url));
     let nns_subnet = nns_subnet.as_str().unwrap().to_string();
     // Under a stream of proposals and votes, each through another NNS node: every one is
@@ -216,7 +223,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
                 let version = format!("1.7.{i}");
                 let d64 = "d".repeat(64);
                 let elect = elect_args(&version, &d64, "http://127.0.0.1:9/1.7.tar.zst");
-                let (code, out, err) = nns(2 + i % 3, 0, &elect);
+                let (code, out, err) = nns(5 + i % 3, 0, &elect);
                 if code == Some(3) {
                     retries += 1;
                     continue;
@@ -227,7 +234,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
                 loop {
                     tries += 1;
                     let (code, out, err) =
-                        nns(2 + (i + 1) % 3, 1, &["vote", "--proposal", &id, "--yes"]);
+                        nns(5 + (i + 1) % 3, 1, &["vote", "--proposal", &id, "--yes"]);
                     match code {
                         Some(0) if out.ends_with("executed") => break,
                         Some(3) => retries += 1,
@@ -249,7 +256,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
             "2.0.0",
         ]);
         let s = net.wait("the NNS subnet on 2.0.0", |s| {
-            nodes(s)[1..].iter().all(|n| {
+            nodes(s)[4..].iter().all(|n| {
                 n["running_version"] == "2.0.0" && n["finalized_height"].as_u64().is_some()
             })
         });
@@ -263,14 +270,19 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         streamed.len()
     );
     assert!(streamed.len() >= 2, "{streamed:?}");
-    assert_eq!(nodes(&s)[0]["running_version"], "1.0.0", "{s}");
+    assert!(
+        nodes(&s)[..4]
+            .iter()
+            .all(|n| n["running_version"] == "1.0.0"),
+        "{s}"
+    );
     // On the new release, with governance's whole history: the next proposal takes the
     // next id, and its adoption reaches every node's copy.
     let before = nodes(&s)[0]["registry_version"].as_u64().unwrap();
-    let (code, out, err) = nns(4, 0, &["propose", "retire-version", "--version", "1.5.0"]);
+    let (code, out, err) = nns(7, 0, &["propose", "retire-version", "--version", "1.5.0"]);
     assert_eq!(code, Some(0), "{err}");
     let id = out.strip_prefix("proposal ").unwrap().to_string();
-    let (code, out, err) = nns(3, 1, &["vote", "--proposal", &id, "--yes"]);
+    let (code, out, err) = nns(6, 1, &["vote", "--proposal", &id, "--yes"]);
     assert_eq!(
         (code, out.ends_with("executed")),
         (Some(0), true),
@@ -288,11 +300,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let hex_key =
         |i: usize| hex::encode(genesis.subnets[i].high_threshold_key.group_key.to_bytes());
     let read = |node: usize, key: &str, args: &[&str]| run_nns(node, &["--nns-key", key], args);
-    let (code, out, err) = read(2, &hex_key(1), &["--json", "registry-version"]);
+    let (code, out, err) = read(5, &hex_key(1), &["--json", "registry-version"]);
     assert_eq!(code, Some(0), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(v["registry_version"].as_u64() > Some(before), "{v}");
-    let (code, out, err) = read(3, &hex_key(1), &["--json", "versions"]);
+    let (code, out, err) = read(6, &hex_key(1), &["--json", "versions"]);
     assert_eq!(code, Some(0), "{err}");
     let versions: Value = serde_json::from_str(&out).unwrap();
     let names: Vec<&str> = versions
@@ -309,16 +321,16 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let mut names: Vec<String> = names.into_iter().map(str::to_string).collect();
     names.sort();
     assert_eq!(names, expected, "1.5.0 was retired: {out}");
-    let (code, out, err) = read(4, &hex_key(1), &["subnets"]);
+    let (code, out, err) = read(7, &hex_key(1), &["subnets"]);
     assert_eq!((code, out.lines().count()), (Some(0), 2), "{out} {err}");
     // Another subnet's key does not verify the pages: refused, nothing printed.
-    let (code, out, err) = read(2, &hex_key(0), &["versions"]);
+    let (code, out, err) = read(5, &hex_key(0), &["versions"]);
     assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
     assert!(err.contains("does not verify"), "{err}");
     // Without --neuron, the key's neuron comes from the certified registry.
     let key0 = key(0);
     let (code, out, err) = read(
-        1,
+        4,
         &hex_key(1),
         &[
             "--neuron-key",
@@ -334,7 +346,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     assert!(err.contains("2.0.0"), "{err}");
     // Governance's proposals, certified too: every one from the first, contiguous, the
     // retirement executed.
-    let (code, out, err) = read(1, &hex_key(1), &["--json", "proposals"]);
+    let (code, out, err) = read(4, &hex_key(1), &["--json", "proposals"]);
     assert_eq!(code, Some(0), "{err}");
     let proposals: Vec<Value> = serde_json::from_str(&out).unwrap();
     let ids: Vec<u64> = proposals
@@ -344,7 +356,7 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
     let retirement: u64 = id.parse().unwrap();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     assert!(ids.len() as u64 >= retirement, "{ids:?}");
-    let (code, out, err) = read(2, &hex_key(1), &["--json", "proposal", &id]);
+    let (code, out, err) = read(5, &hex_key(1), &["--json", "proposal", &id]);
     assert_eq!(code, Some(0), "{err}");
     let p: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -352,11 +364,11 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
         (Some(retirement), &Value::from("executed")),
         "{p}"
     );
-    let (code, _, err) = read(2, &hex_key(1), &["proposal", "100000"]);
+    let (code, _, err) = read(5, &hex_key(1), &["proposal", "100000"]);
     assert_eq!(code, Some(1), "{err}");
 
     // A raw update works as well: any node of the subnet holds the certified reply.
-    let network = net.replica_status(&url(1)).unwrap().network_id;
+    let network = net.replica_status(&url(4)).unwrap().network_id;
     let neuron = |i: usize| Ed25519KeyPair::read_from_file(Path::new(&key(i))).unwrap();
     let ballot = Ballot {
         network,
@@ -372,9 +384,9 @@ fn an_nns_subnet_runs_beside_the_application_subnet_and_executes_governance_ingr
             ballot: types::codec::encode(&SignedBallot::sign(ballot, &neuron(2))),
         },
     );
-    let (code, body) = post(&net, &url(4), &vote);
+    let (code, body) = post(&net, &url(7), &vote);
     assert_eq!(code, 202, "{body}");
-    for i in 1..=4 {
+    for i in 4..=7 {
         let s = certified(&net, &url(i), &vote);
         let reason = s["governance"]["refused"]["reason"]
             .as_str()
