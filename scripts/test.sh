@@ -37,24 +37,27 @@ phase clippy
 tests_tmp="$(mktemp -d /tmp/icup-tests.XXXXXX)"
 TMPDIR="$tests_tmp" cargo test --workspace --locked --no-run
 phase "building the tests"
-# Four streams at once, because the end-to-end tests spend most of their time waiting
-# on their networks while the cores idle (one stream after another used 0.8 of the
-# two cores). Each stream's output is kept and shown when it ends. The globs split the
-# `tests` crate's end-to-end tests by name into two halves of about equal time; a check
-# below makes sure every file of tests/tests ran in one of them.
-# The simulator and the toy benchmark are CPU-bound: a little less favoured.
+# Six streams at once, because the end-to-end tests spend most of their time waiting
+# on their networks while the cores idle (one stream after another used 0.8 of the two
+# cores). Every stream selects with --workspace, so it runs the very binaries built
+# above (a `-p` selection unifies features differently and recompiles crates). The
+# globs split every crate's integration tests by file name into four groups of about
+# equal time; a check below makes sure each file ran in one of them. Each stream's
+# output is shown when it ends.
 streams=()
 stream() {
-  local name=$1 nice=$2
-  shift 2
-  ( TMPDIR="$tests_tmp" nice -n "$nice" cargo test --locked "$@" \
+  local name=$1
+  shift
+  ( TMPDIR="$tests_tmp" cargo test --workspace --locked "$@" \
       >"$tests_tmp/stream-$name.log" 2>&1 ) &
   streams+=("$name:$!")
 }
-stream e2e-1 0 -p tests --lib --test '[a-m]*' --test 'n[a-m]*'
-stream e2e-2 0 -p tests --test '[!a-n]*' --test 'n[!a-m]*'
-stream other-crates 5 --workspace --exclude tests --exclude bench
-stream bench 5 -p bench
+stream tests-a-e --test '[a-e]*'
+stream tests-f-n --test '[f-n]*'
+stream tests-o-s --test '[o-s]*'
+stream tests-rest --test '[!a-s]*'
+stream units --lib --bins
+stream doc --doc
 failed=()
 for s in "${streams[@]}"; do
   name=${s%%:*}
@@ -68,10 +71,10 @@ if [ "${#failed[@]}" -ne 0 ]; then
   echo "scripts/test.sh: tests failed in: ${failed[*]}" >&2
   exit 1
 fi
-ran=$(cat "$tests_tmp"/stream-e2e-*.log | grep -c '^     Running tests/' || true)
-files=$(find tests/tests -maxdepth 1 -name '*.rs' | wc -l)
+ran=$(cat "$tests_tmp"/stream-tests-*.log | grep -c '^     Running tests/' || true)
+files=$(find . -path ./target -prune -o -path '*/tests/*.rs' -print | grep -c '^\./[^/]*/tests/[^/]*\.rs$' || true)
 if [ "$ran" -ne "$files" ]; then
-  echo "scripts/test.sh: the end-to-end streams ran $ran test files of $files: fix their globs" >&2
+  echo "scripts/test.sh: the test streams ran $ran integration test files of $files: fix their globs" >&2
   exit 1
 fi
 phase tests
