@@ -43,12 +43,12 @@ phase "building the tests"
 # above (a `-p` selection unifies features differently and recompiles crates). The
 # globs split every crate's integration tests by file name into four groups of about
 # equal time; a check below makes sure each file ran in one of them. Each stream's
-# output is shown when it ends.
+# output is shown when it ends; a failing test does not stop the rest of its stream.
 streams=()
 stream() {
   local name=$1
   shift
-  ( TMPDIR="$tests_tmp" cargo test --workspace --locked "$@" \
+  ( TMPDIR="$tests_tmp" cargo test --workspace --locked --no-fail-fast "$@" \
       >"$tests_tmp/stream-$name.log" 2>&1 ) &
   streams+=("$name:$!")
 }

@@ -148,7 +148,8 @@ enum Cmd {
         duration: u64,
         #[arg(long)]
         out: PathBuf,
-        /// One JSON object at the end: `{"writes_acknowledged","out"}`.
+        /// One JSON object at the end: `{"writes_acknowledged","writes_accepted",
+        /// "writes_sent","out"}`.
         #[arg(long)]
         json: bool,
     },
@@ -591,7 +592,7 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<Value, Strin
     let urls = replica_urls(&l);
     let network = story::network_id(dir)?;
     let run = registry::server::now_ns() / 1_000_000;
-    let writes = runtime()?.block_on(async {
+    let (sent, writes) = runtime()?.block_on(async {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let deadline = Instant::now() + Duration::from_secs(duration);
         // Ctrl-C (or SIGTERM) ends the sending early; the confirmation still runs.
@@ -602,13 +603,20 @@ fn load(dir: &Path, rate: u64, duration: u64, out: &Path) -> Result<Value, Strin
         });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let confirmer = tokio::spawn(story::confirm(urls.clone(), rx));
-        story::send(urls.clone(), network, rate, run, stop, Some(deadline), tx).await;
-        confirmer.await.unwrap_or_default()
+        let sent = story::send(urls.clone(), network, rate, run, stop, Some(deadline), tx).await;
+        (sent, confirmer.await.unwrap_or_default())
     });
     story::write_lines(out, &writes)?;
     Ok(json!({
-        "summary": format!("{} writes acknowledged", writes.len()),
+        "summary": format!(
+            "{} writes acknowledged ({} accepted of {} sent)",
+            writes.len(),
+            sent.accepted,
+            sent.sent
+        ),
         "writes_acknowledged": writes.len(),
+        "writes_accepted": sent.accepted,
+        "writes_sent": sent.sent,
         "out": out.display().to_string(),
     }))
 }

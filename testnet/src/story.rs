@@ -41,7 +41,7 @@ pub fn workers() -> Result<tokio::runtime::Runtime, String> {
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
-    sender: tokio::task::JoinHandle<u64>,
+    sender: tokio::task::JoinHandle<Sent>,
     confirmer: tokio::task::JoinHandle<Vec<Write1>>,
 }
 
@@ -75,7 +75,10 @@ impl Load {
     /// Stops sending; the number of writes accepted, and those acknowledged.
     pub fn finish(self, rt: &tokio::runtime::Runtime) -> Result<(u64, Vec<Write1>), String> {
         self.stop.store(true, Ordering::Relaxed);
-        let accepted = rt.block_on(self.sender).map_err(|e| e.to_string())?;
+        let accepted = rt
+            .block_on(self.sender)
+            .map_err(|e| e.to_string())?
+            .accepted;
         let acknowledged = rt.block_on(self.confirmer).map_err(|e| e.to_string())?;
         Ok((accepted, acknowledged))
     }
@@ -108,15 +111,15 @@ pub async fn send(
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
     accepted: mpsc::UnboundedSender<(String, String)>,
-) -> u64 {
+) -> Sent {
+    let mut sent = Sent::default();
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
     else {
-        return 0;
+        return sent;
     };
     let user = Ed25519KeyPair::from_seed(&[(run % 251) as u8 + 1; 32]);
-    let mut count = 0;
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(period);
     let mut n: u64 = 0;
@@ -135,12 +138,21 @@ pub async fn send(
             },
         );
         let url = &urls[n as usize % urls.len()];
+        sent.sent += 1;
         if submit(&client, url, &m).await.is_ok() {
-            count += 1;
+            sent.accepted += 1;
             let _ = accepted.send((key, value));
         }
     }
-    count
+    sent
+}
+
+/// How many updates [`send`] sent, and how many of them a replica accepted. A loaded
+/// machine sends fewer than the rate asks: each is sent after the last one's answer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sent {
+    pub sent: u64,
+    pub accepted: u64,
 }
 
 /// An update of `user` signed for `network`, valid for two minutes.
