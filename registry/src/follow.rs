@@ -1,6 +1,6 @@
 //! A registry server that follows the NNS subnet (issue 19: "a read-only, verifying cache
 //! for tools"): every second it asks the NNS nodes in turn for the registry's changes and
-//! governance's proposals, each page checked with the NNS subnet's key
+//! governance's proposals (from the oldest one not final), each page checked with the NNS subnet's key
 //! ([`crate::nns_source`]), and keeps what verifies in its store, which it serves as any
 //! registry server does. It takes no proposal or vote (403: they go to an NNS node) and
 //! decides nothing; nothing in a running network depends on it.
@@ -47,10 +47,12 @@ pub async fn follow_once(
             source
                 .poll_once_in(state.registry_lock(), |r| r.store_mut())
                 .await?;
-            let (proposals, next) = source.proposals().await?;
+            // Final proposals never change: read again only from the oldest open one.
+            let from = state.registry().governance().first_unsettled();
+            let (proposals, next) = source.proposals_from(from).await?;
             state
                 .registry()
-                .mirror_governance(proposals, next)
+                .mirror_governance_from(from, proposals, next)
                 .map_err(|e| NnsSourceError::Store(e.to_string()))
         };
         match round.await {

@@ -297,6 +297,11 @@ impl ProposalStatus {
             Self::Failed => "failed",
         }
     }
+
+    /// Whether no later decision can change it (rejected, executed or failed).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Rejected | Self::Executed | Self::Failed)
+    }
 }
 
 /// A neuron's ballot: its voting power when the proposal was made, and its vote.
@@ -451,6 +456,15 @@ impl Governance {
             next_proposal_id: 1,
             proposals: BTreeMap::new(),
         }
+    }
+
+    /// The first proposal id whose proposal may still change: the oldest one not final,
+    /// or the next id when every proposal is. Everything below it is settled for good.
+    pub fn first_unsettled(&self) -> ProposalId {
+        self.proposals
+            .values()
+            .find(|p| !p.status.is_final())
+            .map_or(self.next_proposal_id, |p| p.id)
     }
 
     /// Validates and records a verified proposal. Returns its id. `check` is the

@@ -16,7 +16,7 @@
 //! ([`crate::nns_node`]) and a registry server that follows the NNS subnet.
 
 use crate::{
-    governance::Proposal,
+    governance::{Proposal, ProposalId},
     page::{
         GovernancePage, MAX_PAGE_BYTES, RegistryPage, verify_governance_page, verify_registry_page,
     },
@@ -162,9 +162,18 @@ impl NnsSource {
     /// Every proposal governance has made, as the NNS subnet certifies it, page by page,
     /// each checked with the key ([`verify_governance_page`]); the next proposal id.
     pub async fn proposals(&self) -> Result<(Vec<Proposal>, u64), NnsSourceError> {
+        self.proposals_from(1).await
+    }
+
+    /// [`Self::proposals`] from id `first` on (ids from 1), and the certified next id. A
+    /// next id below `first` (a node behind the caller's copy) is refused.
+    pub async fn proposals_from(
+        &self,
+        first: ProposalId,
+    ) -> Result<(Vec<Proposal>, u64), NnsSourceError> {
         let mut all = Vec::new();
-        let mut from = 1;
-        let mut next = 1;
+        let mut from = first.max(1);
+        let mut next = from;
         for _ in 0..MAX_GOVERNANCE_PAGES {
             let body = self
                 .fetch(&format!("/api/v1/registry/proposals?from={from}"))
@@ -183,6 +192,14 @@ impl NnsSource {
                 }
             })?;
             next = verified.next_proposal_id;
+            if next < first {
+                return Err(NnsSourceError::Unverified {
+                    url: self.url.clone(),
+                    reason: format!(
+                        "its certified next proposal id {next} is below {first}, which this copy already holds: the node is behind"
+                    ),
+                });
+            }
             from += verified.proposals.len() as u64;
             let done = verified.proposals.is_empty() || from >= next;
             all.extend(verified.proposals);

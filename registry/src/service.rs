@@ -109,9 +109,23 @@ impl<S: RegistryStore> Registry<S> {
         proposals: Vec<crate::governance::Proposal>,
         next_proposal_id: ProposalId,
     ) -> Result<(), RegistryError> {
+        self.mirror_governance_from(1, proposals, next_proposal_id)
+    }
+
+    /// [`Self::mirror_governance`] for the proposals from id `from` on: those below it
+    /// are kept as they are (a copy reads again only what may still change,
+    /// [`crate::governance::Governance::first_unsettled`]).
+    pub fn mirror_governance_from(
+        &mut self,
+        from: ProposalId,
+        proposals: Vec<crate::governance::Proposal>,
+        next_proposal_id: ProposalId,
+    ) -> Result<(), RegistryError> {
         let mut next = self.governance.clone();
         next.next_proposal_id = next_proposal_id;
-        next.proposals = proposals.into_iter().map(|p| (p.id, p)).collect();
+        next.proposals.split_off(&from);
+        next.proposals
+            .extend(proposals.into_iter().map(|p| (p.id, p)));
         if next == self.governance {
             return Ok(());
         }

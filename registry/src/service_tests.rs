@@ -761,3 +761,44 @@ fn a_recalled_version_cannot_be_deployed_or_recovered_onto() {
         "nothing refused changed the registry"
     );
 }
+
+/// A copy reads again only what may still change: the first unsettled id is the oldest
+/// proposal not final, and mirroring from it keeps every proposal below it as it was.
+#[test]
+fn a_copy_mirrors_governance_from_its_first_unsettled_proposal() {
+    let mut f = Fixture::new(&[100, 100, 100, 100]);
+    let elect = |version: &str| ProposalKind::ElectVersion {
+        version: v(version),
+        sha256_hex: sha('c'),
+        urls: vec!["http://h/p".into()],
+    };
+    let first = f.propose(0, elect("2")).expect("valid");
+    f.vote(1, first, Vote::Yes).expect("vote");
+    f.vote(2, first, Vote::Yes).expect("vote");
+    let open = f.propose(0, elect("3")).expect("valid");
+    let g = f.reg.governance().clone();
+    assert_eq!(f.status(first), ProposalStatus::Executed);
+    assert_eq!(g.first_unsettled(), open);
+    // Every proposal final: the next id.
+    let mut settled = g.clone();
+    settled.proposals.retain(|&id, _| id < open);
+    settled.next_proposal_id = open;
+    assert_eq!(settled.first_unsettled(), open);
+
+    // A copy holding only the settled one takes the rest from `open` on.
+    let mut copy = Fixture::new(&[100, 100, 100, 100]);
+    copy.reg
+        .mirror_governance(vec![g.proposals[&first].clone()], open)
+        .expect("mirror");
+    assert_eq!(copy.reg.governance().first_unsettled(), open);
+    let mut decided = g.proposals[&open].clone();
+    decided.status = ProposalStatus::Rejected;
+    copy.reg
+        .mirror_governance_from(open, vec![decided.clone()], open + 1)
+        .expect("mirror from");
+    let c = copy.reg.governance();
+    assert_eq!(c.next_proposal_id, open + 1);
+    assert_eq!(c.proposals[&first], g.proposals[&first]);
+    assert_eq!(c.proposals[&open], decided);
+    assert_eq!(c.first_unsettled(), open + 1);
+}
