@@ -1,8 +1,8 @@
 //! A registry server that follows the NNS subnet (issue 19: "a read-only, verifying cache
 //! for tools"): every second it asks the NNS nodes in turn for the registry's changes and
-//! governance's proposals (from the oldest one not final), each page checked with the NNS subnet's key
-//! ([`crate::nns_source`]), and keeps what verifies in its store, which it serves as any
-//! registry server does. It takes no proposal or vote (403: they go to an NNS node) and
+//! governance's proposals (from the oldest one not final), each page checked with the NNS
+//! subnet's key ([`crate::nns_source`]), and keeps what verifies in its store, which it
+//! serves as any registry server does. It takes no proposal or vote (403: they go to an NNS node) and
 //! decides nothing; nothing in a running network depends on it.
 
 use crate::{

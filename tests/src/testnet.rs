@@ -252,23 +252,7 @@ impl Net {
         args.extend_from_slice(more);
         self.run(&args);
     }
-}
 
-/// `propose elect-version` of `version`, its package's `sha256` at `url`.
-pub fn elect_args<'a>(version: &'a str, sha256: &'a str, url: &'a str) -> [&'a str; 8] {
-    [
-        "propose",
-        "elect-version",
-        "--version",
-        version,
-        "--sha256",
-        sha256,
-        "--url",
-        url,
-    ]
-}
-
-impl Net {
     /// Elects `version` with the package `sha256` at `urls` (through [`Self::govern`]).
     pub fn elect(&self, registry: &str, version: &str, sha256: &str, urls: &[&str]) {
         let first = urls.first().copied().unwrap_or_default();
@@ -405,4 +389,18 @@ pub async fn replica_status(http: &reqwest::Client, url: &str) -> Option<StatusV
 
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
     http.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// `propose elect-version` of `version`, its package's `sha256` at `url`.
+pub fn elect_args<'a>(version: &'a str, sha256: &'a str, url: &'a str) -> [&'a str; 8] {
+    [
+        "propose",
+        "elect-version",
+        "--version",
+        version,
+        "--sha256",
+        sha256,
+        "--url",
+        url,
+    ]
 }
