@@ -68,6 +68,10 @@ pub enum ReplicaError {
     StorageUnavailable(String),
     #[error("{0}")]
     Refused(String),
+    /// No peer could serve the state at a CUP (each refused, or lacked it: a peer keeps
+    /// only its newest checkpoints). A later try, or a newer CUP, may succeed.
+    #[error("{0}")]
+    StateSyncFailed(String),
 }
 
 pub use wire::WIRE_PROTOCOL;

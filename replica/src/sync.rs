@@ -97,7 +97,7 @@ pub async fn fetch_state(
     }
     drop(import);
     let _ = std::fs::remove_dir_all(target);
-    Err(ReplicaError::Refused(format!(
+    Err(ReplicaError::StateSyncFailed(format!(
         "state sync for height {height} failed from every peer: {}",
         report.dropped.join("; ")
     )))

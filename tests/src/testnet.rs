@@ -45,17 +45,33 @@ impl Drop for Net {
         // A failed test's directory goes with it: print the ends of the logs first, so
         // a failure seen only in CI can be read from its output.
         if std::thread::panicking() {
-            let logs = self.dir.join("logs");
-            let mut names: Vec<PathBuf> = std::fs::read_dir(&logs)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
+            let files_in = |dir: PathBuf| -> Vec<PathBuf> {
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect()
+            };
+            let mut names = files_in(self.dir.join("logs"));
+            // Each replica's own log (its errors say why it stopped), beside its node.
+            for node in files_in(self.dir.join("nodes")) {
+                names.push(node.join("replica.log"));
+            }
             names.sort();
             for path in names {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
+                let errors: Vec<&&str> = lines
+                    .iter()
+                    .filter(|l| l.contains(" ERROR ") || l.contains("replica: error"))
+                    .collect();
+                if !errors.is_empty() {
+                    eprintln!("--- the errors in {} ---", path.display());
+                    for line in &errors[errors.len().saturating_sub(LOG_TAIL_LINES)..] {
+                        eprintln!("{line}");
+                    }
+                }
                 let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
                 eprintln!("--- the last lines of {} ---", path.display());
                 for line in tail {

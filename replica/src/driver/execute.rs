@@ -339,6 +339,50 @@ impl Driver {
         }
     }
 
+    /// Catches up to the pending CUP, if any and storage allows. A catch-up that fails
+    /// for want of space waits for it; one that no peer could serve is tried again
+    /// after [`CATCH_UP_RETRY`] (or at once for a newer CUP): peers prune old
+    /// checkpoints, so a CUP that waited may name a state no peer keeps. Execution stays
+    /// paused meanwhile (the state was closed for the catch-up). Past
+    /// [`CATCH_UP_PATIENCE`] the error ends the replica, and its orchestrator starts it
+    /// again from the newest CUP it finds.
+    pub(super) async fn try_pending_catch_up(&mut self) -> Result<(), ReplicaError> {
+        if self.storage_error.is_some()
+            || self
+                .catch_up_not_before
+                .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return Ok(());
+        }
+        let Some(target) = self.pending_catch_up.take() else {
+            return Ok(());
+        };
+        let height = target.0.height;
+        match self.catch_up(target.clone()).await {
+            Ok(()) => {
+                self.catch_up_not_before = None;
+                self.catch_up_failing_since = None;
+            }
+            Err(e) if storage_unavailable(&e) => {
+                self.pending_catch_up = Some(target);
+                self.stall(&e);
+            }
+            Err(e @ ReplicaError::StateSyncFailed(_)) => {
+                let since = *self
+                    .catch_up_failing_since
+                    .get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= CATCH_UP_PATIENCE {
+                    return Err(e);
+                }
+                tracing::warn!(%height, error = %e, "catching up failed: trying again, or a newer CUP");
+                self.pending_catch_up = Some(target);
+                self.catch_up_not_before = Some(std::time::Instant::now() + CATCH_UP_RETRY);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     /// A peer's CUP is far ahead: fetch the state at its height and restart the core there.
     pub(super) async fn catch_up(
         &mut self,

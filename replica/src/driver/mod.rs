@@ -59,6 +59,12 @@ pub const MAX_CHECKPOINTS: usize = 3;
 pub const TICK: Duration = Duration::from_millis(100);
 /// While storage is unavailable, how often the driver tries again.
 pub const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// After a catch-up no peer could serve, how long before the driver tries it again (a
+/// newer CUP from a peer is tried at once).
+pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+/// How long catching up may keep failing before the replica exits with the reason (its
+/// orchestrator then starts it again from the newest CUP it can find).
+pub const CATCH_UP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What a certified read of an NNS subnet's registry asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +221,11 @@ pub struct Driver {
     last_storage_retry: Option<std::time::Instant>,
     /// A peer's CUP to catch up to once storage allows: a catch-up writes a whole state.
     pending_catch_up: Option<(cup::CupContent, Vec<u8>)>,
+    /// Not before then is the pending catch-up tried again (its last try found no peer
+    /// with that state).
+    catch_up_not_before: Option<std::time::Instant>,
+    /// Since when catching up has failed for want of a peer with the state.
+    catch_up_failing_since: Option<std::time::Instant>,
     /// The height of a CUP made here that names another committee for this release (a
     /// resharing): once halted there, the process exits and its orchestrator starts it
     /// again from that CUP, with the new committee's connections and shares.
@@ -335,6 +346,8 @@ impl Driver {
             unpersisted: None,
             last_storage_retry: None,
             pending_catch_up: None,
+            catch_up_not_before: None,
+            catch_up_failing_since: None,
             committee_changes_at: None,
             last_exchange: None,
             progress_written: None,
@@ -392,6 +405,7 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
             }
             if let Some(target) = self.perform()? {
+                self.catch_up_not_before = None;
                 self.pending_catch_up = Some(target);
             }
             if self.core.is_halted()
@@ -401,17 +415,7 @@ impl Driver {
                 tracing::info!(cup_height = %h, "the subnet's committee changes at this CUP: exiting so the orchestrator starts this release again from it");
                 return Ok(());
             }
-            if self.storage_error.is_none()
-                && let Some(target) = self.pending_catch_up.take()
-            {
-                match self.catch_up(target.clone()).await {
-                    Err(e) if storage_unavailable(&e) => {
-                        self.pending_catch_up = Some(target);
-                        self.stall(&e);
-                    }
-                    other => other?,
-                }
-            }
+            self.try_pending_catch_up().await?;
             self.publish();
         }
     }
