@@ -104,7 +104,9 @@ pub struct SwitchTimes {
     /// The switch's rehearsal ran (`false`: this node's preflight had rehearsed the
     /// same package before the halt).
     pub rehearsed: bool,
-    /// The old replica had exited.
+    /// The old replica had exited. Seen by the new release's orchestrator, which waits
+    /// for it before starting the new replica: its shutdown overlaps with the
+    /// re-execution, so this usually comes after `new_started_unix_ms`.
     pub old_stopped_unix_ms: Option<u64>,
     /// The new release's orchestrator started.
     pub new_started_unix_ms: Option<u64>,

@@ -277,7 +277,15 @@ impl Orchestrator {
     pub async fn run(mut self, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.supervisor.stop_leftover(&self.node_dir).await;
+        // Waited for only when a replica is to start: meanwhile this process checks its
+        // image and decides.
+        self.supervisor.take_leftover(&self.node_dir);
+        if !self.supervisor.has_leftover()
+            && let Some(t) = self.switch_times.as_mut()
+        {
+            // The old replica was gone before this process looked.
+            t.old_stopped_unix_ms = Some(unix_ms());
+        }
         self.check_own_image().await;
         let mut wake = Wake::bind(&self.node_dir);
         loop {
@@ -295,6 +303,9 @@ impl Orchestrator {
                 // Re-execute into the new release's orchestrator. Only returns on error.
                 let times = self.switch_times.as_ref().map(SwitchTimes::to_env);
                 let err = switch::exec_into(&binary, &self.node_dir, &sha256, times.as_deref());
+                // The old replica was asked to stop for the process that did not start:
+                // it must be gone before any replica starts again.
+                self.supervisor.stop_leftover(&self.node_dir).await;
                 let reason = format!("cannot execute {}: {err}", binary.display());
                 self.upgrade.failed(reason.clone());
                 self.fail(reason);
@@ -382,7 +393,7 @@ impl Orchestrator {
     /// One round. Returns an orchestrator binary to re-execute into, and its package.
     async fn tick(&mut self) -> Option<(PathBuf, String)> {
         // First of all, whatever else is slow: a replica that exited comes back.
-        self.keep_replica_alive();
+        self.keep_replica_alive().await;
         self.take_job_result().await;
         self.take_preflight_result().await;
         self.take_round_result().await;
@@ -591,11 +602,20 @@ impl Orchestrator {
         self.peer_cups = cups;
     }
 
-    /// Restarts the replica of the latest `Run` if it exited (after its backoff).
-    fn keep_replica_alive(&mut self) {
+    /// Restarts the replica of the latest `Run` if it exited (after its backoff), once
+    /// a replica an earlier orchestrator left has exited.
+    async fn keep_replica_alive(&mut self) {
         let Some(launch) = self.launch.clone() else {
             return;
         };
+        if self.supervisor.wait_leftover().await
+            && let Some(t) = self.switch_times.as_mut()
+            && t.old_stopped_unix_ms.is_none()
+        {
+            // The previous process asked the old replica to stop and left the wait to
+            // this one.
+            t.old_stopped_unix_ms = Some(unix_ms());
+        }
         let before = self.supervisor.restarts;
         if let Err(e) = self.supervisor.ensure(&launch) {
             self.fail(e);

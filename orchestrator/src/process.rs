@@ -47,6 +47,9 @@ pub struct Supervisor {
     pub restarts: u64,
     pub last_exit: Option<String>,
     grace: Duration,
+    /// A replica an earlier orchestrator of this node left running, asked to stop: no
+    /// replica starts until it has exited ([`Self::wait_leftover`]).
+    leftover: Option<i32>,
 }
 
 impl Supervisor {
@@ -58,6 +61,7 @@ impl Supervisor {
             restarts: 0,
             last_exit: None,
             grace,
+            leftover: None,
         }
     }
 
@@ -103,6 +107,11 @@ impl Supervisor {
     pub fn ensure(&mut self, launch: &Launch) -> Result<(), String> {
         if self.reap() {
             return Ok(());
+        }
+        if let Some(pid) = self.leftover {
+            return Err(format!(
+                "not starting a replica while the earlier one (pid {pid}) is stopping"
+            ));
         }
         if self.not_before.is_some_and(|t| Instant::now() < t) {
             return Ok(());
@@ -156,6 +165,7 @@ impl Supervisor {
 
     /// SIGTERM to the replica's process group, SIGKILL after the grace period.
     pub async fn stop(&mut self) {
+        self.wait_leftover().await;
         let Some(mut r) = self.running.take() else {
             return;
         };
@@ -173,10 +183,26 @@ impl Supervisor {
         let _ = std::fs::remove_file(pid_file(&r.launch.node_dir));
     }
 
-    /// Stops a replica that a previous orchestrator of this node left running (it died
-    /// without stopping it): the one `replica.pid` names, if it still runs and its
-    /// command line names this node directory (a recycled pid is left alone).
-    pub async fn stop_leftover(&self, node_dir: &Path) {
+    /// Asks the replica to stop (SIGTERM to its group) and forgets it without waiting:
+    /// for a switch, whose next process (this one, re-executed into the new release's
+    /// orchestrator, so still the replica's parent) waits for it in
+    /// [`Self::stop_leftover`] through `replica.pid`, which stays. The replica's own
+    /// shutdown (its connections' close) overlaps with that process's start.
+    pub fn signal_stop(&mut self) {
+        let Some(r) = self.running.take() else {
+            return;
+        };
+        let _ = killpg(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM);
+        tracing::info!(pid = r.child.id(), "replica asked to stop");
+    }
+
+    /// Takes over a replica that a previous orchestrator of this node left running (it
+    /// died without stopping it, or handed the stop over: [`Self::signal_stop`]): the
+    /// one `replica.pid` names, if it still runs and its command line names this node
+    /// directory (a recycled pid is left alone). It is asked to stop at once; no
+    /// replica starts until it has exited, which [`Self::wait_leftover`] waits for, so
+    /// its shutdown overlaps with whatever this process does before starting one.
+    pub fn take_leftover(&mut self, node_dir: &Path) {
         let file = pid_file(node_dir);
         let Ok(text) = std::fs::read_to_string(&file) else {
             return;
@@ -192,18 +218,54 @@ impl Supervisor {
             })
         });
         if !ours {
+            // Exited already (an exited child of this process, which it is after a
+            // re-execution, has no command line left): collect its status.
+            reap(pid);
             return;
         }
-        tracing::warn!(
+        tracing::info!(
             pid,
-            "a replica left running by an earlier orchestrator: stopping it"
+            "a replica left running by an earlier orchestrator of this node: stopping it"
         );
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        self.leftover = Some(pid);
+    }
+
+    /// Waits until the replica [`Self::take_leftover`] took has exited (SIGKILL after the
+    /// grace period). Returns whether there was one.
+    pub async fn wait_leftover(&mut self) -> bool {
+        let Some(pid) = self.leftover else {
+            return false;
+        };
         let pgid = Pid::from_raw(pid);
         terminate_group(pgid, self.grace, || {
             nix::sys::signal::kill(pgid, None).is_err() || is_zombie(pid)
         })
         .await;
+        reap(pid);
+        self.leftover = None;
+        tracing::info!(pid, "the earlier replica has exited");
+        true
     }
+
+    /// Whether a replica [`Self::take_leftover`] took is still to be waited for.
+    pub fn has_leftover(&self) -> bool {
+        self.leftover.is_some()
+    }
+
+    /// [`Self::take_leftover`], then [`Self::wait_leftover`].
+    pub async fn stop_leftover(&mut self, node_dir: &Path) {
+        self.take_leftover(node_dir);
+        self.wait_leftover().await;
+    }
+}
+
+/// Collects the exit status of `pid` if it is an exited child of this process (after a
+/// re-execution, the replica the previous image started is), so no zombie stays
+/// behind; for anyone else's process this is a no-op.
+fn reap(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
 }
 
 /// SIGTERM to the process group, then SIGKILL if `gone` does not hold within `grace`.
@@ -287,6 +349,52 @@ mod tests {
         })
         .await;
         assert_eq!(s.backoff, MIN_BACKOFF * 4);
+    }
+
+    #[tokio::test]
+    async fn a_stop_handed_over_is_waited_for_by_the_next_supervisor_and_reaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A replica that takes a while to shut down (its connections' drain).
+        let launch = script(
+            dir.path(),
+            "trap 'sleep 0.3; exit 0' TERM\nwhile :; do sleep 0.05; done",
+        );
+        let mut old = Supervisor::new(Duration::from_secs(5));
+        old.ensure(&launch).expect("start");
+        let pid = old.pid().expect("running") as i32;
+        // The shell must have set its trap before the signal.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        old.signal_stop();
+        assert_eq!(old.pid(), None);
+        assert!(
+            pid_file(dir.path()).exists(),
+            "the pid file is the next process's only way to find it"
+        );
+        let alive = || nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok();
+        assert!(alive() && !is_zombie(pid), "it exited before its drain");
+        // The next process (here the same one, as after a re-execution) takes it over:
+        // it starts no replica beside it, and once `wait_leftover` returns it has
+        // exited and its status was collected.
+        let started = Instant::now();
+        let mut next = Supervisor::new(Duration::from_secs(5));
+        next.take_leftover(dir.path());
+        let refused = next.ensure(&launch);
+        assert!(refused.is_err(), "a second replica beside the stopping one");
+        assert_eq!(next.pid(), None);
+        assert!(next.wait_leftover().await);
+        assert!(
+            !alive(),
+            "still there (or left a zombie) after wait_leftover"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited out the grace: the SIGKILL path, not the replica's own exit"
+        );
+        assert!(!pid_file(dir.path()).exists());
+        // Then a replica starts.
+        next.ensure(&launch).expect("start");
+        assert!(next.pid().is_some());
+        next.stop().await;
     }
 
     #[tokio::test]

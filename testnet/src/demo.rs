@@ -357,30 +357,35 @@ pub(crate) fn demo_in(dir: &Path) -> Result<Value, String> {
     Ok(summary)
 }
 
-/// One node's handover stages in a line: each step's milliseconds after the previous.
+/// One node's handover stages in a line, in the order they happened: each step's
+/// milliseconds after the previous (the old replica's stop overlaps with the new
+/// orchestrator's start).
 fn handover_line(t: &orchestrator::handover::SwitchTimes) -> String {
+    let noticed = format!("CUP noticed (by {})", t.noticed_by);
+    let started = if t.rehearsed {
+        "rehearsed, new orchestrator started"
+    } else {
+        "new orchestrator started"
+    };
+    let mut steps: Vec<(u64, &str)> = [
+        (Some(t.cup_noticed_unix_ms), noticed.as_str()),
+        (t.new_started_unix_ms, started),
+        (t.old_stopped_unix_ms, "old replica stopped"),
+        (t.replica_started_unix_ms, "new replica started"),
+    ]
+    .into_iter()
+    .filter_map(|(at, name)| Some((at?, name)))
+    .collect();
+    // Stable: steps at the same millisecond keep the order they are listed in.
+    steps.sort_by_key(|(at, _)| *at);
     let mut out = Vec::new();
     let mut prev = t.cup_written_unix_ms;
-    let mut step = |name: &str, at: Option<u64>| {
-        if let (Some(p), Some(a)) = (prev, at) {
-            out.push(format!("{name} +{} ms", a.saturating_sub(p)));
+    for (at, name) in steps {
+        if let Some(p) = prev {
+            out.push(format!("{name} +{} ms", at.saturating_sub(p)));
         }
-        if at.is_some() {
-            prev = at;
-        }
-    };
-    step(
-        &format!("CUP noticed (by {})", t.noticed_by),
-        Some(t.cup_noticed_unix_ms),
-    );
-    let stop = if t.rehearsed {
-        "rehearsed and old replica stopped"
-    } else {
-        "old replica stopped"
-    };
-    step(stop, t.old_stopped_unix_ms);
-    step("new orchestrator started", t.new_started_unix_ms);
-    step("new replica started", t.replica_started_unix_ms);
+        prev = Some(at);
+    }
     format!(
         "at height {}: CUP written, {}",
         t.cup_height,

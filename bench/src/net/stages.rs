@@ -14,11 +14,13 @@ pub struct Stages {
     pub cup_ready_ms: f64,
     /// The CUP written to the orchestrator deciding to switch.
     pub noticed_ms: f64,
-    /// Then to the old replica gone (the switch's rehearsal, if it ran, and the stop).
-    pub old_stopped_ms: f64,
-    /// Then to the new release's orchestrator running (re-execution, start-up).
+    /// Then to the new release's orchestrator running (the switch's rehearsal, if it
+    /// ran, the old replica asked to stop, the re-execution and start-up).
     pub new_started_ms: f64,
-    /// Then to its replica started.
+    /// Then to the old replica gone (what of its shutdown the re-execution did not
+    /// cover; an orchestrator from before the overlap stopped it first: 0 here).
+    pub old_stopped_ms: f64,
+    /// Then to the new replica started.
     pub replica_started_ms: f64,
     /// Then to the first block with updates executed (the replica's start, the peers
     /// meeting again, rounds until a block with updates is finalized).
@@ -29,9 +31,9 @@ impl Stages {
     pub const NAMES: [&'static str; 6] = [
         "last update to CUP written",
         "CUP written to noticed",
-        "noticed to old replica stopped",
-        "old stopped to new orchestrator started",
-        "new orchestrator to new replica started",
+        "noticed to new orchestrator started",
+        "new orchestrator started to old replica stopped",
+        "old stopped to new replica started",
         "new replica started to first block with updates",
     ];
 
@@ -39,8 +41,8 @@ impl Stages {
         [
             self.cup_ready_ms,
             self.noticed_ms,
-            self.old_stopped_ms,
             self.new_started_ms,
+            self.old_stopped_ms,
             self.replica_started_ms,
             self.first_block_ms,
         ]
@@ -57,17 +59,27 @@ impl Stages {
             last_payload_ms,
             t.cup_written_unix_ms?,
             t.cup_noticed_unix_ms,
-            t.old_stopped_unix_ms?,
             t.new_started_unix_ms?,
+            t.old_stopped_unix_ms?,
             t.replica_started_unix_ms?,
             first_payload_ms,
         ];
-        let d = |i: usize| points[i + 1].saturating_sub(points[i]) as f64;
+        // Each stage ends at the latest point so far, so the stages add up to the
+        // downtime whatever order the points came in.
+        let mut latest = points[0];
+        let ends: Vec<u64> = points
+            .iter()
+            .map(|&p| {
+                latest = latest.max(p);
+                latest
+            })
+            .collect();
+        let d = |i: usize| (ends[i + 1] - ends[i]) as f64;
         Some(Self {
             cup_ready_ms: d(0),
             noticed_ms: d(1),
-            old_stopped_ms: d(2),
-            new_started_ms: d(3),
+            new_started_ms: d(2),
+            old_stopped_ms: d(3),
             replica_started_ms: d(4),
             first_block_ms: d(5),
         })
@@ -82,8 +94,8 @@ impl Stages {
         Some(Self {
             cup_ready_ms: m(0),
             noticed_ms: m(1),
-            old_stopped_ms: m(2),
-            new_started_ms: m(3),
+            new_started_ms: m(2),
+            old_stopped_ms: m(3),
             replica_started_ms: m(4),
             first_block_ms: m(5),
         })
@@ -144,14 +156,21 @@ mod tests {
             to_version: "2.0.0".into(),
             cup_written_unix_ms: Some(1_300),
             cup_noticed_unix_ms: 1_310,
+            new_started_unix_ms: Some(1_340),
             old_stopped_unix_ms: Some(1_400),
-            new_started_unix_ms: Some(1_450),
             replica_started_unix_ms: Some(1_460),
             ..SwitchTimes::default()
         };
         let s = Stages::of(1_000, 1_900, &t).unwrap();
-        assert_eq!(s.values(), [300.0, 10.0, 90.0, 50.0, 10.0, 440.0]);
+        assert_eq!(s.values(), [300.0, 10.0, 30.0, 60.0, 60.0, 440.0]);
         assert_eq!(s.values().iter().sum::<f64>(), 900.0);
+        // An orchestrator that stopped the old replica before re-executing: that stage
+        // is 0 and the stages still add up.
+        let mut before = t.clone();
+        before.old_stopped_unix_ms = Some(1_330);
+        let b = Stages::of(1_000, 1_900, &before).unwrap();
+        assert_eq!(b.values(), [300.0, 10.0, 30.0, 0.0, 120.0, 440.0]);
+        assert_eq!(b.values().iter().sum::<f64>(), 900.0);
         // A CUP from a peer has no time written here: the node is left out.
         t.cup_written_unix_ms = None;
         assert!(Stages::of(1_000, 1_900, &t).is_none());

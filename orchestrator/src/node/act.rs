@@ -142,7 +142,7 @@ impl Orchestrator {
                         cup: cup_path(&self.node_dir),
                         cup_height,
                     });
-                    self.keep_replica_alive();
+                    self.keep_replica_alive().await;
                 }
                 Effect::NoRestarts => self.launch = None,
                 Effect::StopReplica => {
@@ -265,8 +265,10 @@ impl Orchestrator {
         self.preflight_done = Some((verdict, now));
     }
 
-    /// Rehearses `release` (verified and unpacked) and switches to it: stops the replica,
-    /// points `images/current` at it, and returns its orchestrator to re-execute into.
+    /// Rehearses `release` (verified and unpacked) and switches to it: points
+    /// `images/current` at it, asks the replica to stop, and returns its orchestrator to
+    /// re-execute into (which waits for the old replica to exit before it starts the
+    /// new one: the old replica's shutdown overlaps with the re-execution).
     async fn switch(&mut self, release: Release) -> Option<(PathBuf, String)> {
         let sha = release.package_sha256.clone();
         let image = match release::inspect_image(&self.images, &sha) {
@@ -332,13 +334,14 @@ impl Orchestrator {
         self.refused.remove(&sha);
         self.publish();
         tracing::info!(from = %self.image.version, to = %release.version, package = %sha, "switching releases");
-        self.supervisor.stop().await;
-        times.old_stopped_unix_ms = Some(unix_ms());
-        self.switch_times = Some(times);
+        // First the image (the old replica runs on while this can still fail), then the
+        // stop, handed to the next process: see `Supervisor::signal_stop`.
         if let Err(e) = release::switch_current(&self.images, &sha) {
             self.refuse(format!("switching to {}: {e}", release.version));
             return None;
         }
+        self.supervisor.signal_stop();
+        self.switch_times = Some(times);
         self.shared
             .metrics
             .last_switch_timestamp_seconds
