@@ -55,7 +55,7 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 
-pub use service::{Registry, RegistryError};
+pub use service::{Registry, RegistryError, Warm};
 
 #[cfg(test)]
 #[cfg(feature = "io")]

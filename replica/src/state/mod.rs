@@ -127,6 +127,10 @@ pub struct ReplicatedState {
     schema: u32,
     /// What execution lets one sender, and the whole state, hold ([`quota::QUOTAS`]).
     quotas: quota::Quotas,
+    /// An NNS state's registry as its last block left it in memory ([`registry::Warm`]),
+    /// with that block's height: the next block starts from it instead of decoding every
+    /// proposal again. Kept only once that block is committed, used only at that height.
+    registry_warm: Option<(Height, registry::Warm)>,
 }
 
 impl std::fmt::Debug for ReplicatedState {
@@ -218,6 +222,7 @@ impl ReplicatedState {
             top,
             schema,
             quotas: quota::QUOTAS,
+            registry_warm: None,
         })
     }
 
@@ -451,11 +456,22 @@ impl ReplicatedState {
             w.write(k, new);
             executed.push(id);
         }
+        let mut warm = None;
         if keeps_registry {
-            nns::execute_calls(&self.db, &mut w, time_ns, network, &calls)?;
+            let at = self.height;
+            let before = self.registry_warm.take().filter(|(h, _)| *h == at);
+            warm = Some(nns::execute_calls(
+                &self.db,
+                &mut w,
+                time_ns,
+                network,
+                &calls,
+                before.map(|(_, w)| w),
+            )?);
         }
         let entries = std::mem::take(&mut w.previous);
         let tree = self.commit_block(height, w)?;
+        self.registry_warm = warm.map(|w| (height, w));
         Ok(Executed {
             state_hash: self.state_hash(),
             executed,

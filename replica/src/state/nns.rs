@@ -72,18 +72,25 @@ fn cut(mut reason: String) -> String {
 
 /// Executes a block's governance calls in order, then moves governance's clock to the
 /// block's time (deciding proposals whose deadline passed and executing adopted ones),
-/// and writes each call's reply. `db` must hold a registry ([`keeps_registry`]).
+/// and writes each call's reply. `db` must hold a registry ([`keeps_registry`]); `warm`,
+/// if given, is what the previous block's registry left over this same state. Returns
+/// what this block's registry leaves for the next one.
 pub(super) fn execute_calls(
     db: &DB,
     w: &mut Writes,
     time_ns: u64,
     network: &NetworkId,
     calls: &[(CryptoHash, &Operation)],
-) -> Result<(), StateError> {
+    warm: Option<registry::Warm>,
+) -> Result<registry::Warm, StateError> {
     let mut replies = Vec::with_capacity(calls.len());
-    {
+    let warm = {
         let store = KvStore::open(BlockKv::new(db, w)).map_err(StateError::Registry)?;
-        let mut registry = Registry::open(store).map_err(abandon)?;
+        let mut registry = match warm {
+            Some(warm) => Registry::open_warm(store, warm),
+            None => Registry::open(store),
+        }
+        .map_err(abandon)?;
         for (id, op) in calls {
             let outcome = match op {
                 Operation::Propose { submission } => {
@@ -120,11 +127,12 @@ pub(super) fn execute_calls(
             replies.push((reply_key(id), codec::encode(&reply)));
         }
         registry.tick(time_ns).map_err(abandon)?;
-    }
+        registry.into_warm()
+    };
     for (k, v) in replies {
         w.write(k, Some(v));
     }
-    Ok(())
+    Ok(warm)
 }
 
 /// Whether the database holds a registry (the state of an NNS subnet).
@@ -503,6 +511,62 @@ mod tests {
             states[1].state_hash(),
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_registry_kept_warm_between_blocks_executes_as_one_read_from_the_state() {
+        let net = network();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut warm = nns_state(dirs[0].path(), &net);
+        let mut cold = nns_state(dirs[1].path(), &net);
+        // Proposals, votes on them in later blocks (which need the earlier blocks'
+        // governance), an adoption that executes, and deadlines that pass.
+        let blocks = [
+            (T0, vec![propose(&net, 0, 1, T0, elect("2.0.0"))]),
+            (
+                T0 + SECOND,
+                vec![
+                    vote(&net, 1, 1, T0 + SECOND),
+                    propose(&net, 1, 2, T0 + SECOND, elect("3.0.0")),
+                ],
+            ),
+            (T0 + 2 * SECOND, vec![]),
+            (
+                T0 + 3 * SECOND,
+                vec![
+                    vote(&net, 2, 2, T0 + 3 * SECOND),
+                    propose(&net, 2, 3, T0 + 3 * SECOND, elect("4.0.0")),
+                ],
+            ),
+            (T0 + VOTING_PERIOD_NS + 4 * SECOND, vec![]),
+            (
+                T0 + VOTING_PERIOD_NS + 5 * SECOND,
+                vec![vote(&net, 0, 3, T0 + VOTING_PERIOD_NS + 5 * SECOND)],
+            ),
+        ];
+        let mut h = Height::new(1);
+        for (time, payload) in &blocks {
+            h = h.increment();
+            // Reopened before every block: its registry reads governance from the state.
+            drop(cold);
+            cold = ReplicatedState::open(dirs[1].path()).unwrap();
+            assert!(cold.registry_warm.is_none());
+            let a = warm.execute(h, *time, &NET, payload).unwrap();
+            let b = cold.execute(h, *time, &NET, payload).unwrap();
+            assert!(
+                warm.registry_warm.as_ref().is_some_and(|(at, _)| *at == h),
+                "the registry is kept warm for the next block"
+            );
+            assert_eq!(a.executed, b.executed, "height {h}");
+            assert_eq!(warm.state_hash(), cold.state_hash(), "height {h}");
+            for m in payload {
+                assert_eq!(reply(&warm, m), reply(&cold, m), "height {h}");
+            }
+        }
+        // Every call was taken (none refused for want of a proposal the warm registry
+        // forgot), and the three elections were adopted and executed.
+        assert_eq!(latest(&warm), RegistryVersion::new(4));
+        assert_eq!(latest(&cold), RegistryVersion::new(4));
     }
 
     #[test]

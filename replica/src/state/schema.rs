@@ -113,6 +113,8 @@ impl ReplicatedState {
         if self.schema >= SCHEMA_VERSION {
             return Ok(0);
         }
+        // What the registry left in memory was read in the old layout.
+        self.registry_warm = None;
         let mut batch = rocksdb::WriteBatch::default();
         if keep_base {
             self.keep_base(&mut batch);
