@@ -589,6 +589,14 @@ impl Governance {
         Ok(p.status)
     }
 
+    /// Whether [`Self::process_deadlines`] would decide anything at `now_ns`: an open
+    /// proposal whose deadline has passed.
+    pub fn any_deadline_passed(&self, now_ns: u64) -> bool {
+        self.proposals
+            .values()
+            .any(|p| p.status == ProposalStatus::Open && now_ns >= p.deadline_ns)
+    }
+
     /// Decides open proposals whose deadline has passed, oldest first, at most `max` of
     /// them; returns how many it decided.
     pub fn process_deadlines(&mut self, now_ns: u64, max: usize) -> usize {

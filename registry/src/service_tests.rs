@@ -275,6 +275,9 @@ fn deadline_rule_table() {
                 "{powers:?}"
             );
         }
+        let deadline = f.now_ns + 4 * 24 * HOUR_NS;
+        assert!(!f.reg.governance().any_deadline_passed(deadline - 1));
+        assert!(f.reg.governance().any_deadline_passed(deadline));
         f.reg.tick(f.now_ns + 4 * 24 * HOUR_NS - 1).expect("tick");
         assert_eq!(
             f.status(id),
