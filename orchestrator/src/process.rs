@@ -379,6 +379,10 @@ mod tests {
         let mut next = Supervisor::new(Duration::from_secs(5));
         next.take_leftover(dir.path());
         let refused = next.ensure(&launch);
+        if refused.is_ok() {
+            // Not left running by a failed test.
+            next.stop().await;
+        }
         assert!(refused.is_err(), "a second replica beside the stopping one");
         assert_eq!(next.pid(), None);
         assert!(next.wait_leftover().await);
