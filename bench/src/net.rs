@@ -119,9 +119,11 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct UpgradeTimes {
     pub downtime_ms: Option<f64>,
     pub deploy_to_running_ms: f64,
-    /// Seen only when a poll caught a node halted: the handover series (on loopback, no
-    /// load) waits for it; an upgrade under load across hosts may halt and switch between
-    /// two polls, and its downtime comes from the nodes' own times anyway.
+    /// From the halt (the first node's replica writing the CUP that names the new
+    /// release, from its orchestrator's `upgrade.last_switch`; else the first poll that
+    /// caught a node halted, if one did) to the first poll that found a node finalizing
+    /// past the CUP on the new release. A switch now takes less than two polls, so the
+    /// halt is not left to a poll to catch.
     pub handover_ms: Option<f64>,
     /// Each node's downtime cut into its stages (the median over the nodes of each).
     pub stages: Option<Stages>,
@@ -429,6 +431,7 @@ fn upgrade(
     let mut new_first: Vec<Option<u64>> = vec![None; n];
     let mut halted_at: Option<Instant> = None;
     let mut resumed_at: Option<Instant> = None;
+    let mut resumed_unix_ms: Option<u64> = None;
     let mut running_at: Option<Instant> = None;
     loop {
         let mut running = 0;
@@ -456,6 +459,7 @@ fn upgrade(
                     }
                     if resumed_at.is_none() && r.finalized_height > r.cup_height {
                         resumed_at = Some(now);
+                        resumed_unix_ms = Some(replica::now_ns() / 1_000_000);
                     }
                 }
             }
@@ -467,8 +471,7 @@ fn upgrade(
             running_at = Some(Instant::now());
         }
         let paid = !payload || new_first.iter().all(Option::is_some);
-        let halt_seen = payload || halted_at.is_some();
-        if let (Some(r), Some(a), true, true) = (resumed_at, running_at, paid, halt_seen) {
+        if let (Some(r), Some(a), true) = (resumed_at, running_at, paid) {
             let downtime_ms = if payload {
                 let last = old_last.iter().flatten().min().copied();
                 let first = new_first.iter().flatten().min().copied();
@@ -485,10 +488,14 @@ fn upgrade(
             };
             let (stages, switches) = node_stages(rt, &client, net, to, &old_last, &new_first);
             let stages = stages.filter(|_| payload);
+            let handover_ms = match (switches.first_cup_written_unix_ms, resumed_unix_ms) {
+                (Some(w), Some(r)) => Some(r.saturating_sub(w) as f64),
+                _ => halted_at.map(|h| r.saturating_duration_since(h).as_secs_f64() * 1e3),
+            };
             return Ok(UpgradeTimes {
                 downtime_ms,
                 deploy_to_running_ms: a.duration_since(adopted).as_secs_f64() * 1e3,
-                handover_ms: halted_at.map(|h| r.saturating_duration_since(h).as_secs_f64() * 1e3),
+                handover_ms,
                 stages,
                 switches,
             });

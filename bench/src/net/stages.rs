@@ -110,6 +110,9 @@ pub struct SwitchCounts {
     pub woken_by_replica: usize,
     /// Rehearsed the release at the switch (the others' preflight had).
     pub rehearsed: usize,
+    /// The earliest time a node's replica wrote the CUP naming the new release: the
+    /// subnet's halt (unix ms; none when no node wrote it itself).
+    pub first_cup_written_unix_ms: Option<u64>,
 }
 
 /// The median over the nodes of each stage of their downtime, from each orchestrator's
@@ -136,6 +139,10 @@ pub(super) fn node_stages(
         counts.switched += 1;
         counts.woken_by_replica += usize::from(t.noticed_by == "replica");
         counts.rehearsed += usize::from(t.rehearsed);
+        if let Some(w) = t.cup_written_unix_ms {
+            let first = counts.first_cup_written_unix_ms.get_or_insert(w);
+            *first = (*first).min(w);
+        }
         if let (Some(l), Some(f)) = (old_last[i], new_first[i])
             && let Some(s) = Stages::of(l, f, &t)
         {
