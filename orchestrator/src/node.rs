@@ -279,8 +279,7 @@ impl Orchestrator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Waited for only when a replica is to start: meanwhile this process checks its
         // image and decides.
-        self.supervisor.take_leftover(&self.node_dir);
-        if !self.supervisor.has_leftover()
+        if !self.supervisor.take_leftover(&self.node_dir)
             && let Some(t) = self.switch_times.as_mut()
         {
             // The old replica was gone before this process looked.

@@ -185,8 +185,8 @@ impl Supervisor {
 
     /// Asks the replica to stop (SIGTERM to its group) and forgets it without waiting:
     /// for a switch, whose next process (this one, re-executed into the new release's
-    /// orchestrator, so still the replica's parent) waits for it in
-    /// [`Self::stop_leftover`] through `replica.pid`, which stays. The replica's own
+    /// orchestrator, so still the replica's parent) takes it over through `replica.pid`,
+    /// which stays ([`Self::take_leftover`], [`Self::wait_leftover`]). The replica's own
     /// shutdown (its connections' close) overlaps with that process's start.
     pub fn signal_stop(&mut self) {
         let Some(r) = self.running.take() else {
@@ -202,14 +202,15 @@ impl Supervisor {
     /// directory (a recycled pid is left alone). It is asked to stop at once; no
     /// replica starts until it has exited, which [`Self::wait_leftover`] waits for, so
     /// its shutdown overlaps with whatever this process does before starting one.
-    pub fn take_leftover(&mut self, node_dir: &Path) {
+    /// Returns whether one is still running (to be waited for).
+    pub fn take_leftover(&mut self, node_dir: &Path) -> bool {
         let file = pid_file(node_dir);
         let Ok(text) = std::fs::read_to_string(&file) else {
-            return;
+            return false;
         };
         let _ = std::fs::remove_file(&file);
         let Ok(pid) = text.trim().parse::<i32>() else {
-            return;
+            return false;
         };
         let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
@@ -221,7 +222,7 @@ impl Supervisor {
             // Exited already (an exited child of this process, which it is after a
             // re-execution, has no command line left): collect its status.
             reap(pid);
-            return;
+            return false;
         }
         tracing::info!(
             pid,
@@ -229,6 +230,7 @@ impl Supervisor {
         );
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
         self.leftover = Some(pid);
+        true
     }
 
     /// Waits until the replica [`Self::take_leftover`] took has exited (SIGKILL after the
@@ -246,11 +248,6 @@ impl Supervisor {
         self.leftover = None;
         tracing::info!(pid, "the earlier replica has exited");
         true
-    }
-
-    /// Whether a replica [`Self::take_leftover`] took is still to be waited for.
-    pub fn has_leftover(&self) -> bool {
-        self.leftover.is_some()
     }
 
     /// [`Self::take_leftover`], then [`Self::wait_leftover`].
