@@ -73,6 +73,17 @@
 //! max_message_bytes`: the bound is in messages, not bytes (the replica's bulk messages
 //! are at most `replica::wire::MAX_INGRESS_BATCH_BYTES`).
 //!
+//! **Restarts.** A node that comes back on its address with its key (after a crash, or an
+//! upgrade's new replica) must be reachable at once, even by peers that never heard its
+//! previous process close their connections: nothing else would end those connections
+//! before [`IDLE_TIMEOUT_MS`], and a peer would write into them meanwhile. So the
+//! endpoint's stateless-reset key and its connection-id key are derived from the node's
+//! secret key (`tls::endpoint_config`), not drawn per process: the new endpoint recognizes
+//! the old one's connection ids and answers the first packet on such a connection with a
+//! QUIC stateless reset carrying the token the old endpoint announced. The peer's
+//! connection ends, its sender redials, and the message queued after the one lost in the
+//! dead connection goes out on the new one.
+//!
 //! **Delivery.** Best effort and at most once. A message waits in its peer's queue until
 //! a connection exists, so it survives reconnections; but a message already written into
 //! a connection that then breaks is lost, as is anything in a removed peer's queue.
@@ -117,12 +128,13 @@ pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// ... and at most this long for closed connections to drain. The close frames go out at
 /// once (this leaves the endpoint's driver time to send them); draining (three probe
 /// timeouts, seconds) only answers a peer that missed them, and a replica stopping for an
-/// upgrade should not hold the switch for it: a peer that missed the close replaces the
-/// connection when the new replica connects. (300 ms until issue 17: the stop was then
-/// 0.36 s of the downtime, measured stage by stage.) 10 ms was tried after the new
-/// orchestrator's start came to overlap with this wait: under a burst of 10% loss a
-/// restarted node then lagged behind its peers until the end of a chaos run (they kept
-/// sending into connections whose close they had missed), so it stays at 50.
+/// upgrade should not hold the switch for it: a peer that missed the close has its
+/// connection reset by the new replica's endpoint at its next packet (see "Restarts").
+/// (300 ms until issue 17: the stop was then 0.36 s of the downtime, measured stage by
+/// stage.) 10 ms was tried after the new orchestrator's start came to overlap with this
+/// wait: under a burst of 10% loss a restarted node then lagged behind its peers until
+/// the end of a chaos run (they kept sending into connections whose close they had
+/// missed, before the reset keys were derived from the node key), so it stays at 50.
 pub const SHUTDOWN_DRAIN_MS: u64 = 50;
 /// Largest `reconnect_max_ms` a config may ask for.
 pub const RECONNECT_MAX_CEILING_MS: u64 = 600_000;

@@ -357,6 +357,33 @@ impl NodeTls {
     }
 }
 
+/// The endpoint's configuration: quinn's defaults but for two keys that come from the
+/// node key instead of being random per endpoint: the stateless-reset key, and the key
+/// connection ids are made and recognized with. A node that restarts on its address (a
+/// crash, an upgrade's new replica) then recognizes the connection ids its previous
+/// endpoint gave out and answers their packets with a reset whose token that endpoint
+/// announced. A peer whose connection the old process never closed (its close frames
+/// lost, or none sent) drops it at its next packet and redials, instead of sending into
+/// it until the idle timeout. Both keys are hashes of the secret seed: only this node can
+/// make the tokens.
+pub(crate) fn endpoint_config(key: &Ed25519KeyPair) -> quinn::EndpointConfig {
+    let secret = types::CryptoHash::of(types::domain::TRANSPORT_RESET_KEY, &key.seed());
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &secret.0,
+    )));
+    // quinn's id generator checks ids with a fast non-cryptographic hash: its key only
+    // has to be the same across restarts, and is one-way from the reset key.
+    let ids = types::CryptoHash::of(types::domain::TRANSPORT_RESET_KEY, &secret.0);
+    let mut ids_key = [0u8; 8];
+    ids_key.copy_from_slice(&ids.0[..8]);
+    let ids_key = u64::from_le_bytes(ids_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(ids_key))
+    });
+    config
+}
+
 /// QUIC limits for one side: how many unidirectional streams the other side may open (no
 /// bidirectional ones), idle timeout and keep-alive.
 fn transport_params(peer_uni_streams: u32) -> Result<quinn::TransportConfig, TransportError> {

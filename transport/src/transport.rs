@@ -140,9 +140,16 @@ impl Transport {
             source,
         };
         let endpoint = {
-            // `Endpoint::server` spawns the endpoint's driver on the current runtime.
+            // `Endpoint::new` spawns the endpoint's driver on the current runtime.
             let _guard = runtime.enter();
-            quinn::Endpoint::server(tls.server_config()?, cfg.listen).map_err(bind_error)?
+            let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_error)?;
+            quinn::Endpoint::new(
+                tls::endpoint_config(&key),
+                Some(tls.server_config()?),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(bind_error)?
         };
         let local_addr = endpoint.local_addr().map_err(bind_error)?;
         let (inbound, receiver) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);

@@ -278,6 +278,79 @@ async fn a_peer_that_restarts_on_the_same_address_gets_what_is_sent_after_it_is_
     shutdown_all([a, b]).await;
 }
 
+/// A runtime of its own for one node, so the node can die with it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A peer that dies without its close reaching anyone (a crash, or the close frames lost
+/// on the way) and comes back on the same address with the same key is sent to again well
+/// before the idle timeout: its new endpoint answers the old connection's packets with a
+/// stateless reset (the reset key comes from the node key, so it is the one the old
+/// endpoint announced), and the sender redials instead of writing into a dead connection
+/// until [`transport::IDLE_TIMEOUT_MS`]. With a random reset key per endpoint (quinn's
+/// default) nothing arrives within the bound and this test fails.
+#[test]
+fn a_peer_that_died_without_a_close_is_sent_to_again_once_it_is_back() {
+    init_logs();
+    let rt_a = runtime();
+    let rt_b = runtime();
+    let a = rt_a.block_on(Node::start(1, config()));
+    let mut b = rt_b.block_on(Node::start(2, config()));
+    let ab = members(&[&a, &b]);
+    a.t.set_members(ab.clone()).expect("members");
+    b.t.set_members(ab.clone()).expect("members");
+    a.t.send(b.id(), b"before".to_vec());
+    assert_eq!(rt_b.block_on(b.recv()), (a.id(), b"before".to_vec()));
+
+    // The crash: b's tasks stop where they are, nothing more is sent.
+    let b_addr = b.t.local_addr();
+    rt_b.shutdown_background();
+    drop(b);
+    assert!(
+        a.t.connected_peers().contains(&id(2)),
+        "a must not have heard of b's end, or this tests nothing"
+    );
+
+    let mut cfg = config();
+    cfg.listen = b_addr;
+    let (t, rx) = rt_a.block_on(async {
+        for _ in 0..REBIND_ATTEMPTS {
+            if let Ok(started) = Transport::start(cfg.clone(), key(2), ab.clone()).await {
+                return started;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("b restarts on its old address")
+    });
+    let mut b = Node { seed: 2, t, rx };
+    // Whatever went into the dead connection is lost; what a sends once it has redialed
+    // arrives, well before the idle timeout would have ended that connection.
+    let bound = Duration::from_millis(transport::IDLE_TIMEOUT_MS / 2);
+    let got = rt_a.block_on(async {
+        tokio::time::timeout(bound, async {
+            for i in 0u32.. {
+                a.t.send(b.id(), numbered(1, i));
+                if let Ok(Some(got)) =
+                    tokio::time::timeout(Duration::from_millis(100), b.rx.recv()).await
+                {
+                    return got;
+                }
+            }
+            unreachable!()
+        })
+        .await
+    });
+    let (from, _) = got.expect("a reaches the restarted b before the idle timeout");
+    assert_eq!(from, a.id());
+    assert!(a.t.stats().reconnects >= 1, "a redialed b");
+    rt_a.block_on(shutdown_all([a, b]));
+}
+
 /// A node dialing a peer that is not up yet (its QUIC Initial unanswered, retransmitted
 /// on a timer near a second, later longer) dials again as soon as that peer connects to
 /// it: the peer is up. This is every node after an upgrade, the replicas starting one

@@ -89,6 +89,9 @@ pub const RESHARING_DEALING: Domain = Domain("ic-resharing-dealing");
 pub const RESHARING_COMPLAINT: Domain = Domain("ic-resharing-complaint");
 /// The registry's chain of deltas kept in a replicated state (`registry::store::kv`).
 pub const REGISTRY_CHAIN: Domain = Domain("ic-registry-chain");
+/// A node's QUIC stateless-reset key, from its key's secret seed (`transport`): a
+/// restarted node's endpoint can then reset connections its previous one held.
+pub const TRANSPORT_RESET_KEY: Domain = Domain("ic-transport-reset-key");
 
 /// Every tag, for the test that checks they are distinct.
 pub const ALL: &[Domain] = &[
@@ -122,6 +125,7 @@ pub const ALL: &[Domain] = &[
     RESHARING_DEALING,
     RESHARING_COMPLAINT,
     REGISTRY_CHAIN,
+    TRANSPORT_RESET_KEY,
 ];
 
 #[cfg(test)]
