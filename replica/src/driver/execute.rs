@@ -34,7 +34,7 @@ impl Driver {
     /// is one batch: it happened or it did not), pausing the node until a retry succeeds.
     pub(super) fn execute_queued(&mut self) -> Result<(), ReplicaError> {
         while self.storage_error.is_none()
-            && self.pending_catch_up.is_none()
+            && !self.pending_catch_up.is_pending()
             && let Some(mut q) = self.queued.pop_front()
         {
             match self.execute_one(&mut q) {
@@ -194,7 +194,7 @@ impl Driver {
             self.state = None;
             // A pending catch-up replaces the state (which a failed one may have left
             // half-restored): the catch-up opens it.
-            if self.pending_catch_up.is_none() {
+            if !self.pending_catch_up.is_pending() {
                 self.state = Some(ReplicatedState::open(&self.dir.state())?);
             }
             self.pool = None;
@@ -212,7 +212,7 @@ impl Driver {
                 if let Some(e) = self.unpersisted.take() {
                     self.transport.broadcast(crate::wire::encode(&e));
                 }
-                if self.pending_catch_up.is_some() {
+                if self.pending_catch_up.is_pending() {
                     return;
                 }
                 match self.execute_queued() {
@@ -347,36 +347,27 @@ impl Driver {
     /// [`CATCH_UP_PATIENCE`] the error ends the replica, and its orchestrator starts it
     /// again from the newest CUP it finds.
     pub(super) async fn try_pending_catch_up(&mut self) -> Result<(), ReplicaError> {
-        if self.storage_error.is_some()
-            || self
-                .catch_up_not_before
-                .is_some_and(|t| std::time::Instant::now() < t)
-        {
+        if self.storage_error.is_some() {
             return Ok(());
         }
-        let Some(target) = self.pending_catch_up.take() else {
+        let Some(target) = self.pending_catch_up.due(std::time::Instant::now()) else {
             return Ok(());
         };
         let height = target.0.height;
         match self.catch_up(target.clone()).await {
-            Ok(()) => {
-                self.catch_up_not_before = None;
-                self.catch_up_failing_since = None;
-            }
+            Ok(()) => self.pending_catch_up.succeeded(),
             Err(e) if storage_unavailable(&e) => {
-                self.pending_catch_up = Some(target);
+                self.pending_catch_up.wait_for_storage(target);
                 self.stall(&e);
             }
             Err(e @ ReplicaError::StateSyncFailed(_)) => {
-                let since = *self
-                    .catch_up_failing_since
-                    .get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= CATCH_UP_PATIENCE {
-                    return Err(e);
+                let now = std::time::Instant::now();
+                match self.pending_catch_up.no_peer_served(target, now) {
+                    catch_up::AfterNoPeer::GiveUp => return Err(e),
+                    catch_up::AfterNoPeer::RetryAt(_) => {
+                        tracing::warn!(%height, error = %e, "catching up failed: trying again, or a newer CUP")
+                    }
                 }
-                tracing::warn!(%height, error = %e, "catching up failed: trying again, or a newer CUP");
-                self.pending_catch_up = Some(target);
-                self.catch_up_not_before = Some(std::time::Instant::now() + CATCH_UP_RETRY);
             }
             Err(e) => return Err(e),
         }

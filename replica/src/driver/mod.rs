@@ -6,6 +6,7 @@
 //! One task owns everything mutable (core, state, pools); the HTTP handlers talk to it
 //! through a bounded channel and read a status snapshot it publishes after every step.
 
+mod catch_up;
 mod execute;
 mod queries;
 mod relay;
@@ -219,13 +220,8 @@ pub struct Driver {
     /// once storage is back.
     unpersisted: Option<Envelope>,
     last_storage_retry: Option<std::time::Instant>,
-    /// A peer's CUP to catch up to once storage allows: a catch-up writes a whole state.
-    pending_catch_up: Option<(cup::CupContent, Vec<u8>)>,
-    /// Not before then is the pending catch-up tried again (its last try found no peer
-    /// with that state).
-    catch_up_not_before: Option<std::time::Instant>,
-    /// Since when catching up has failed for want of a peer with the state.
-    catch_up_failing_since: Option<std::time::Instant>,
+    /// A peer's CUP (content, signature) to catch up to, and when to try it.
+    pending_catch_up: catch_up::PendingCatchUp<(cup::CupContent, Vec<u8>)>,
     /// The height of a CUP made here that names another committee for this release (a
     /// resharing): once halted there, the process exits and its orchestrator starts it
     /// again from that CUP, with the new committee's connections and shares.
@@ -345,9 +341,7 @@ impl Driver {
             storage_error: None,
             unpersisted: None,
             last_storage_retry: None,
-            pending_catch_up: None,
-            catch_up_not_before: None,
-            catch_up_failing_since: None,
+            pending_catch_up: Default::default(),
             committee_changes_at: None,
             last_exchange: None,
             progress_written: None,
@@ -405,8 +399,7 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
             }
             if let Some(target) = self.perform()? {
-                self.catch_up_not_before = None;
-                self.pending_catch_up = Some(target);
+                self.pending_catch_up.offer(target);
             }
             if self.core.is_halted()
                 && let Some(h) = self.committee_changes_at
