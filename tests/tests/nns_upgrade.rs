@@ -209,25 +209,29 @@ fn the_application_subnet_upgrades_through_the_nns_past_a_lying_nns_node() {
     // Every orchestrator asked the liar first, refused what it said, and went on with the
     // NNS nodes its copy names.
     assert!(forged.load(Ordering::SeqCst) >= 8, "forged pages served");
+    // The count is the orchestrator process's own: a node that just switched runs a new
+    // one, which refuses the liar at its next registry poll; wait for that (bounded).
     for (i, n) in nodes(&s)[..7].iter().enumerate() {
-        let metrics = net.rt.block_on(async {
-            let url = format!("{}/metrics", n["orchestrator_url"].as_str().unwrap());
-            net.http
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
-        let refused: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("orchestrator_registry_pages_refused_total "))
-            .unwrap_or("0")
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(refused > 0.0, "node {i} refused no forged page");
+        let url = format!("{}/metrics", n["orchestrator_url"].as_str().unwrap());
+        let refused = || -> f64 {
+            let metrics = net.rt.block_on(async {
+                match net.http.get(&url).send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            });
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("orchestrator_registry_pages_refused_total "))
+                .unwrap_or("0")
+                .trim()
+                .parse()
+                .unwrap_or(0.0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while refused() == 0.0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(refused() > 0.0, "node {i} refused no forged page");
     }
 }

@@ -3,7 +3,6 @@
 //! restored state opens with its tree and a peer can serve state sync from it.
 
 use super::{ReplicatedState, SCHEMA_VERSION, StateError, read_meta, schema::read_schema, tree};
-use rocksdb::DB;
 use std::path::Path;
 use types::{CryptoHash, Height};
 
@@ -36,7 +35,7 @@ impl ReplicatedState {
     /// Height, state hash and schema of a checkpoint (or state) directory, whatever its
     /// schema, read without writing anything.
     pub fn peek_any(dir: &Path) -> Result<(Height, CryptoHash, u32), StateError> {
-        let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
+        let db = super::open_read_only_db(dir)?;
         let found = read_schema(&db)?;
         let (height, root) = read_meta(&db)?;
         Ok((height, tree::state_hash(height, &root), found))
@@ -45,7 +44,7 @@ impl ReplicatedState {
     /// The checkpoint (or state) in `dir`, opened read-only: to read from, as the source
     /// a migrated copy is brought up to. Writing to it fails.
     pub fn open_read_only(dir: &Path) -> Result<Self, StateError> {
-        let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
+        let db = super::open_read_only_db(dir)?;
         Self::with_db(db).map_err(|e| StateError::Corrupt(format!("{}: {e}", dir.display())))
     }
 
@@ -78,7 +77,7 @@ impl ReplicatedState {
 }
 
 fn link_copy(src: &Path, dst: &Path) -> Result<(), StateError> {
-    let db = DB::open_for_read_only(&super::db_options(), src, false)?;
+    let db = super::open_read_only_db(src)?;
     rocksdb::checkpoint::Checkpoint::new(&db)?.create_checkpoint(dst)?;
     Ok(())
 }

@@ -22,7 +22,7 @@ const SIBLINGS_RESERVE_BYTES: usize = 2 * 2 * 33 * 32;
 
 /// The manifest of the checkpoint in `dir`. Read-only.
 pub fn export_manifest(dir: &Path) -> Result<StateManifest, StateError> {
-    let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
+    let db = super::open_read_only_db(dir)?;
     let (height, _) = read_meta(&db)?;
     Ok(StateManifest {
         version: SYNC_VERSION,
@@ -35,7 +35,7 @@ pub fn export_manifest(dir: &Path) -> Result<StateManifest, StateError> {
 /// The entries of the checkpoint in `dir` from `from` on, as many as fit in
 /// [`MAX_CHUNK_BYTES`] (at least one, unless the stream has ended). Read-only.
 pub fn export_chunk(dir: &Path, from: Cursor) -> Result<StateChunk, StateError> {
-    let db = DB::open_for_read_only(&super::db_options(), dir, false)?;
+    let db = super::open_read_only_db(dir)?;
     let (height, _) = read_meta(&db)?;
     let mut parts = Vec::new();
     // Version, height, part count.

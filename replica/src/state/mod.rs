@@ -157,6 +157,33 @@ pub(crate) fn db_options() -> Options {
     opts
 }
 
+/// Attempts at opening a state read-only (see [`open_read_only_db`]).
+const READ_ONLY_OPEN_ATTEMPTS: u32 = 10;
+
+/// Opens the database in `dir` read-only, trying again while a file it listed is gone
+/// when it reads it. A read-only open reads the write-ahead logs of a database another
+/// process may be writing (the preflight's rehearsal peeks at the running replica's
+/// state), and that process deletes a log once its memtable is flushed: an open that
+/// lists the log just before then fails with "No such file or directory" (seen once in a
+/// fresh CI run: a node's rehearsal failed, so the node said it was not ready).
+pub(crate) fn open_read_only_db(dir: &Path) -> Result<DB, rocksdb::Error> {
+    let mut attempt = 1;
+    loop {
+        match DB::open_for_read_only(&db_options(), dir, false) {
+            Err(e) if attempt < READ_ONLY_OPEN_ATTEMPTS && is_vanished_file(&e) && dir.exists() => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An error for a file a live database removed while it was being opened.
+fn is_vanished_file(e: &rocksdb::Error) -> bool {
+    e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("No such file or directory")
+}
+
 fn prefixed(p: &[u8], k: &[u8]) -> Vec<u8> {
     [p, k].concat()
 }
@@ -172,7 +199,7 @@ impl ReplicatedState {
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         // Look at the schema without opening for writing.
         if dir.join("CURRENT").exists() {
-            let ro = DB::open_for_read_only(&db_options(), dir, false)?;
+            let ro = open_read_only_db(dir)?;
             let found = schema::read_schema(&ro)?;
             drop(ro);
             if found > SCHEMA_VERSION {

@@ -736,3 +736,28 @@ fn state_sync_refuses_entries_claimed_in_another_schema() {
         Err(StateError::Unverified(_))
     ));
 }
+
+/// A read-only open of a state another handle keeps writing and flushing (its logs come
+/// and go) succeeds every time; a missing directory fails at once, without retries. The
+/// opens here come between flushes, so this does not reproduce the race the retry is for
+/// (a log deleted inside an open): it checks the retry changes nothing else.
+#[test]
+fn a_read_only_open_of_a_live_state_survives_its_log_turning_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = DB::open(
+        &{
+            let mut o = db_options();
+            o.create_if_missing(true);
+            o
+        },
+        dir.path(),
+    )
+    .expect("open");
+    for i in 0..200u32 {
+        live.put(i.to_be_bytes(), [0u8; 64]).expect("put");
+        live.flush().expect("flush");
+        open_read_only_db(dir.path()).expect("a read-only open of a live state");
+    }
+    let missing = dir.path().join("none");
+    assert!(open_read_only_db(&missing).is_err());
+}
